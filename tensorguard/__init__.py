@@ -1,0 +1,1 @@
+"""tensorguard package."""

@@ -1,0 +1,140 @@
+"""Production gates: what ``TG_ENVIRONMENT=production`` demands before anything runs.
+
+Production mode requires real secrets and a working post-quantum backend, and it
+refuses demo mode. Every missing requirement is reported at once, each with the
+variable's name and how to provide it, so an operator fixes the deployment in one
+pass. Values of secrets are never read into messages.
+
+Development mode (the default) may use throwaway keys; callers must say so loudly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from tensorguard.errors import ProductionGateError
+
+MIN_SECRET_LENGTH = 32
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+
+
+class Environment(str, Enum):
+    """Where TensorGuard runs; selected by ``TG_ENVIRONMENT``."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class SecretRequirement:
+    """An environment variable that production mode requires, with its remedy."""
+
+    name: str
+    how_to_provide: str
+    min_length: int = 0
+
+
+PRODUCTION_SECRETS: tuple[SecretRequirement, ...] = (
+    SecretRequirement(
+        "TG_SECRET_KEY",
+        "set it to a random value of at least 32 characters from your secret manager "
+        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)",
+        MIN_SECRET_LENGTH,
+    ),
+    SecretRequirement(
+        "TG_KEY_MASTER",
+        "set it to the key-encryption master secret (at least 32 characters) that "
+        "protects keys at rest; keep it in your secret manager, never in the repository",
+        MIN_SECRET_LENGTH,
+    ),
+    SecretRequirement(
+        "DATABASE_URL",
+        "set it to the application database URL, e.g. postgresql://user@host:5432/tensorguard",
+    ),
+)
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Read a boolean ``TG_*`` flag: 1/true/yes/on (any case) mean true."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value.strip().lower() in TRUE_VALUES
+
+
+def current_environment(environ: Mapping[str, str] | None = None) -> Environment:
+    """The configured environment; an unknown value is an error, not a silent default."""
+    raw = (os.environ if environ is None else environ).get("TG_ENVIRONMENT", "development")
+    try:
+        return Environment(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(e.value for e in Environment)
+        raise ProductionGateError(
+            f"TG_ENVIRONMENT={raw!r} is not recognised; use one of: {choices}"
+        ) from None
+
+
+def is_production(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``TG_ENVIRONMENT=production``."""
+    return current_environment(environ) is Environment.PRODUCTION
+
+
+def pqc_backend_problem() -> str | None:
+    """Return why no post-quantum backend works here, or None when one does."""
+    from tensorguard.crypto.backends import require_pqc_backend  # noqa: PLC0415
+    from tensorguard.errors import TensorGuardError  # noqa: PLC0415
+
+    try:
+        require_pqc_backend()
+    except TensorGuardError as exc:
+        return str(exc)
+    return None
+
+
+def production_problems(
+    environ: Mapping[str, str] | None = None,
+    pqc_probe: Callable[[], str | None] = pqc_backend_problem,
+) -> list[str]:
+    """List every unmet production requirement (empty when all are met)."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for secret in PRODUCTION_SECRETS:
+        value = env.get(secret.name, "")
+        if not value:
+            problems.append(f"{secret.name} is not set: {secret.how_to_provide}")
+        elif len(value) < secret.min_length:
+            problems.append(
+                f"{secret.name} is shorter than {secret.min_length} characters: "
+                f"{secret.how_to_provide}"
+            )
+    if env_flag("TG_DEMO_MODE", env):
+        problems.append(
+            "TG_DEMO_MODE is enabled: demo mode is refused in production; unset TG_DEMO_MODE"
+        )
+    pqc_problem = pqc_probe()
+    if pqc_problem is not None:
+        problems.append(
+            f"no working post-quantum backend ({pqc_problem}): install cryptography>=48 "
+            "(bundled ML-DSA/ML-KEM) or liboqs with `pip install tensorguard[oqs]`"
+        )
+    return problems
+
+
+def enforce_production_gates(
+    environ: Mapping[str, str] | None = None,
+    pqc_probe: Callable[[], str | None] = pqc_backend_problem,
+) -> Environment:
+    """Raise :class:`ProductionGateError` if production requirements are unmet.
+
+    Returns the environment in force. Development mode passes without checks.
+    """
+    environment = current_environment(environ)
+    if environment is Environment.PRODUCTION:
+        problems = production_problems(environ, pqc_probe)
+        if problems:
+            listing = "\n  - ".join(problems)
+            raise ProductionGateError(
+                f"TG_ENVIRONMENT=production refused to start:\n  - {listing}"
+            )
+    return environment

@@ -1,0 +1,115 @@
+"""The federation's site registry: which client sites exist and where their data is.
+
+A registry file is YAML::
+
+    sites:
+      - id: hospital-north            # lowercase letters, digits and '-'
+        data_dir: data/hospital-north  # relative paths resolve against this file
+        public_key: keys/hospital-north.pub   # optional: the site's signing key
+
+Without a file, the registry of the demo sites shipped in ``tensorguard/data`` is used.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tensorguard.errors import ConfigurationError
+
+SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class SiteRegistryError(ConfigurationError):
+    """The site registry file or a site entry is invalid, or a site is unknown."""
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """One registered client site."""
+
+    site_id: str
+    data_dir: Path
+    public_key_path: Path | None = None
+
+
+def validate_site_id(site_id: str) -> str:
+    """Return ``site_id`` if it is a valid identifier, else raise."""
+    if not SITE_ID_PATTERN.fullmatch(site_id):
+        raise SiteRegistryError(
+            f"site id {site_id!r} is invalid: use 1-63 lowercase letters, digits or '-', "
+            "starting with a letter or digit"
+        )
+    return site_id
+
+
+def demo_sites_root() -> Path:
+    """Directory of the demo site data shipped inside the package."""
+    return Path(str(resources.files("tensorguard") / "data" / "demo_sites"))
+
+
+def demo_site_registry() -> dict[str, SiteRecord]:
+    """The registry of the shipped demo sites (one per sub-directory)."""
+    root = demo_sites_root()
+    if not root.is_dir():
+        raise SiteRegistryError(
+            f"demo site data is missing at {root}; regenerate it with "
+            "`python scripts/generate_demo_data.py`"
+        )
+    return {
+        path.name: SiteRecord(site_id=validate_site_id(path.name), data_dir=path)
+        for path in sorted(root.iterdir())
+        if path.is_dir()
+    }
+
+
+def _parse_entry(entry: Any, base: Path, registry_path: Path, index: int) -> SiteRecord:
+    if not isinstance(entry, dict) or "id" not in entry or "data_dir" not in entry:
+        raise SiteRegistryError(
+            f"{registry_path}: sites[{index}] must be a mapping with 'id' and 'data_dir'"
+        )
+    site_id = validate_site_id(str(entry["id"]))
+    data_dir = (base / str(entry["data_dir"])).resolve()
+    key = entry.get("public_key")
+    public_key_path = (base / str(key)).resolve() if key else None
+    return SiteRecord(site_id=site_id, data_dir=data_dir, public_key_path=public_key_path)
+
+
+def load_site_registry(path: Path) -> dict[str, SiteRecord]:
+    """Parse a registry file; duplicate or malformed entries are errors."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SiteRegistryError(
+            f"site registry {path} does not exist; create it (see tensorguard/sites.py) "
+            "or unset TG_SITES_FILE to use the demo sites"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SiteRegistryError(f"site registry {path} is not valid YAML: {exc}") from None
+    entries = document.get("sites") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise SiteRegistryError(f"site registry {path} must contain a non-empty 'sites' list")
+    registry: dict[str, SiteRecord] = {}
+    for index, entry in enumerate(entries):
+        record = _parse_entry(entry, path.parent, path, index)
+        if record.site_id in registry:
+            raise SiteRegistryError(f"{path}: site {record.site_id!r} is listed twice")
+        registry[record.site_id] = record
+    return registry
+
+
+def lookup_site(registry: dict[str, SiteRecord], site_id: str) -> SiteRecord:
+    """Return the registered site or raise an error that lists the known ones."""
+    try:
+        return registry[site_id]
+    except KeyError:
+        known = ", ".join(sorted(registry)) or "(none)"
+        raise SiteRegistryError(
+            f"unknown site {site_id!r}; registered sites: {known}. Add it to the site "
+            "registry file (TG_SITES_FILE) and let the site sensor pick it up"
+        ) from None

@@ -1,0 +1,109 @@
+"""A throw-away PostgreSQL server for the tests: initdb in a temp dir, free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.services.process import (
+    ServiceProcess,
+    ServiceStartError,
+    service_user,
+    find_binary,
+    free_port,
+)
+
+POSTGRES_BIN_DIRS = ("/usr/lib/postgresql/*/bin",)
+SERVICE_USER = "postgres"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """Connection facts for a running test server (trust auth on loopback only)."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy/psycopg2 URL for the test database."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def _run(argv: list[str], what: str, user: str | None = None) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, user=user)
+    if result.returncode != 0:
+        raise ServiceStartError(f"{what} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+@contextmanager
+def running_postgres(database: str = "tensorguard") -> Iterator[PostgresServer]:
+    """Start PostgreSQL in a fresh temp dir; stop it by PID and delete the dir on exit.
+
+    The directory is made directly under the system temp dir (not under pytest's
+    private tmp tree) so that the unprivileged service user can reach it.
+    """
+    work_dir = Path(tempfile.mkdtemp(prefix="tg-postgres-"))
+    try:
+        with _postgres_in(work_dir, database) as server:
+            yield server
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@contextmanager
+def _postgres_in(work_dir: Path, database: str) -> Iterator[PostgresServer]:
+    initdb = find_binary("initdb", POSTGRES_BIN_DIRS)
+    postgres = find_binary("postgres", POSTGRES_BIN_DIRS)
+    data_dir = work_dir / "data"
+    socket_dir = work_dir / "sock"
+    socket_dir.mkdir()
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root: hand the directory to the service user.
+        shutil.chown(work_dir, SERVICE_USER)
+        shutil.chown(socket_dir, SERVICE_USER)
+        work_dir.chmod(0o700)
+    user = "tensorguard"
+    _run(
+        [initdb, "-D", str(data_dir), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
+        "initdb",
+        user=service_user(SERVICE_USER),
+    )
+    port = free_port()
+    server = ServiceProcess(
+        name="postgres",
+        argv=[
+            postgres,
+            "-D", str(data_dir),
+            "-p", str(port),
+            "-k", str(socket_dir),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "fsync=off",
+        ],
+        log_path=work_dir / "postgres.log",
+        user=service_user(SERVICE_USER),
+    )
+    server.start()
+    try:
+        pg_isready = find_binary("pg_isready", POSTGRES_BIN_DIRS)
+        server.wait_until(
+            lambda: subprocess.run(
+                [pg_isready, "-h", "127.0.0.1", "-p", str(port)], capture_output=True, check=False
+            ).returncode
+            == 0
+        )
+        createdb = find_binary("createdb", POSTGRES_BIN_DIRS)
+        _run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", user, database], "createdb")
+        yield PostgresServer(host="127.0.0.1", port=port, user=user, database=database)
+    finally:
+        # SIGINT is PostgreSQL's "fast shutdown": roll back clients and exit cleanly.
+        server.stop(sig=signal.SIGINT)
