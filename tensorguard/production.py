@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from tensorguard.errors import ProductionGateError
 
@@ -21,7 +21,7 @@ MIN_SECRET_LENGTH = 32
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 
 
-class Environment(str, Enum):
+class Environment(StrEnum):
     """Where TensorGuard runs; selected by ``TG_ENVIRONMENT``."""
 
     DEVELOPMENT = "development"
@@ -82,8 +82,8 @@ def is_production(environ: Mapping[str, str] | None = None) -> bool:
 
 def pqc_backend_problem() -> str | None:
     """Return why no post-quantum backend works here, or None when one does."""
-    from tensorguard.crypto.backends import require_pqc_backend  # noqa: PLC0415
-    from tensorguard.errors import TensorGuardError  # noqa: PLC0415
+    from tensorguard.crypto.backends import require_pqc_backend
+    from tensorguard.errors import TensorGuardError
 
     try:
         require_pqc_backend()

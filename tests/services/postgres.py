@@ -15,9 +15,9 @@ from pathlib import Path
 from tests.services.process import (
     ServiceProcess,
     ServiceStartError,
-    service_user,
     find_binary,
     free_port,
+    service_user,
 )
 
 POSTGRES_BIN_DIRS = ("/usr/lib/postgresql/*/bin",)

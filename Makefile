@@ -1,0 +1,39 @@
+# TensorGuard: the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+export TG_ARTIFACT_ROOT ?= $(CURDIR)/.tensorguard/artifacts
+
+.PHONY: demo test lint typecheck ui bootstrap bootstrap-services instance clean
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+bootstrap-services:
+	@scripts/bootstrap.sh --services
+
+instance:
+	@mkdir -p "$(DAGSTER_HOME)"
+	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+## One full federated round on the embedded default (SQLite Dagster storage, local files).
+demo: bootstrap instance
+	$(PY) -m tensorguard_assets.demo
+
+## Lint, type-check and the whole test suite (starts PostgreSQL etc. itself).
+test: bootstrap-services lint typecheck
+	$(VENV)/bin/pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+## The Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops it cleanly).
+ui: bootstrap instance
+	env --default-signal=INT,TERM $(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+clean:
+	rm -rf .dagster .tensorguard

@@ -1,0 +1,1 @@
+"""tensorguard_assets package."""

@@ -1,0 +1,50 @@
+"""Partitions: rounds are time windows (scheduled retraining), sites are dynamic."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import (
+    DailyPartitionsDefinition,
+    DynamicPartitionsDefinition,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
+)
+
+ROUND_DIMENSION = "round"
+SITE_DIMENSION = "site"
+DEFAULT_ROUND_START = "2026-11-01"
+
+
+def make_round_partitions(cadence: str, start_date: str) -> TimeWindowPartitionsDefinition:
+    """A daily or weekly round partition; other cadences are a configuration error."""
+    if cadence == "daily":
+        return DailyPartitionsDefinition(start_date=start_date)
+    if cadence == "weekly":
+        return WeeklyPartitionsDefinition(start_date=start_date)
+    raise ValueError(f"TG_ROUND_CADENCE={cadence!r} is not supported; use 'daily' or 'weekly'")
+
+
+round_partitions = make_round_partitions(
+    os.environ.get("TG_ROUND_CADENCE", "daily"),
+    os.environ.get("TG_ROUND_START", DEFAULT_ROUND_START),
+)
+site_partitions = DynamicPartitionsDefinition(name="sites")
+round_site_partitions = MultiPartitionsDefinition(
+    {ROUND_DIMENSION: round_partitions, SITE_DIMENSION: site_partitions}
+)
+
+
+def round_site_key(round_key: str, site_id: str) -> MultiPartitionKey:
+    """The multi-partition key of one site in one round."""
+    return MultiPartitionKey({ROUND_DIMENSION: round_key, SITE_DIMENSION: site_id})
+
+
+def split_round_site(partition_key: str | MultiPartitionKey) -> tuple[str, str]:
+    """(round, site) of a round × site partition key."""
+    if not isinstance(partition_key, MultiPartitionKey):
+        raise TypeError(f"expected a round × site partition key, got {partition_key!r}")
+    dims = partition_key.keys_by_dimension
+    return dims[ROUND_DIMENSION], dims[SITE_DIMENSION]

@@ -1,0 +1,228 @@
+"""Training stage: the base model, each site's validated data, each site's LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+from pydantic import Field
+from tensorguard.training.base_model import build_default_base_model, load_base_model_info
+from tensorguard.training.lora import LoRATrainingConfig, train_site_adapter
+
+from tensorguard.digest import sha256_file
+from tensorguard.errors import TensorGuardError
+from tensorguard.training.dataset import load_site_dataset
+from tensorguard.training.errors import DatasetError
+from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.lineage import upstream_metadata, verified_upstream_path
+from tensorguard_assets.partitions import round_site_partitions, split_round_site
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+
+TRAINING_GROUP = "train"
+TRAINING_POOL = "training"
+# Transient failures (a killed worker, a full disk being cleaned) are retried; the
+# fail-closed errors raised through ``fail_closed`` are not.
+TRANSIENT_RETRY = RetryPolicy(max_retries=2, delay=5)
+
+
+class BaseModelConfig(Config):
+    """Where the base model comes from."""
+
+    model_dir: str = Field(
+        default="",
+        description=(
+            "A local Hugging Face model directory (config.json, weights, tokenizer). Empty "
+            "builds the project's own small Llama-style model from the shipped corpus."
+        ),
+    )
+    seed: int = Field(default=0, description="Seed for the built-in model's pretraining.")
+
+
+@asset(
+    group_name=TRAINING_GROUP,
+    kinds={"pytorch", "huggingface"},
+    owners=["team:ml-platform"],
+    check_specs=[integrity_check_spec("base_model")],
+    pool=TRAINING_POOL,
+    retry_policy=TRANSIENT_RETRY,
+)
+def base_model(
+    context: AssetExecutionContext,
+    config: BaseModelConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """The frozen base causal LM that every site adapts: a local HF directory or the built-in
+    small Llama-style model (tokenizer and weights trained here on the shipped corpus)."""
+    started = time.perf_counter()
+    try:
+        if config.model_dir:
+            info = load_base_model_info(Path(config.model_dir))
+            context.log.info(f"Using local base model {info.path}")
+        else:
+            out_dir = artifacts.asset_dir("base_model") / "model"
+            context.log.info(f"Building the built-in base model into {out_dir}")
+            info = build_default_base_model(out_dir, seed=config.seed, progress=context.log.info)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="base_model") from None
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(info.path)),
+            "digest": MetadataValue.text(info.digest),
+            "architecture": MetadataValue.text(info.architecture),
+            "model_type": MetadataValue.text(info.model_type),
+            "parameter_count": MetadataValue.int(info.parameter_count),
+            "vocab_size": MetadataValue.int(info.vocab_size),
+            "built_locally": MetadataValue.bool(info.built_locally),
+            "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
+        },
+        check_results=[verify_artifact("base_model", info.path, info.digest)],
+    )
+
+
+@asset(
+    group_name=TRAINING_GROUP,
+    partitions_def=round_site_partitions,
+    kinds={"jsonl"},
+    owners=["team:ml-platform"],
+    check_specs=[integrity_check_spec("site_dataset")],
+)
+def site_dataset(
+    context: AssetExecutionContext,
+    runtime: TensorGuardRuntime,
+    sites: SiteRegistry,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """One site's training and held-out data for the round: validated, counted and hashed.
+    The data stays at the site; only its digest and a summary are recorded."""
+    round_key, site_id = split_round_site(context.partition_key)
+    try:
+        record = sites.site(site_id)
+        dataset = load_site_dataset(record.data_dir)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step=f"site_dataset[{site_id}]") from None
+    train_examples, eval_examples = len(dataset.train_texts), len(dataset.eval_texts)
+    summary = {
+        "round": round_key,
+        "site": site_id,
+        "data_dir": str(record.data_dir),
+        "train_examples": train_examples,
+        "eval_examples": eval_examples,
+        "digest": dataset.digest,
+    }
+    summary_path = artifacts.asset_dir("site_dataset", context.partition_key) / "summary.json"
+    tmp = summary_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    tmp.replace(summary_path)
+    context.log.info(
+        f"{site_id}: {train_examples} train / {eval_examples} eval "
+        f"examples, digest {dataset.digest[:16]}…"
+    )
+    summary_digest = sha256_file(summary_path)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(summary_path)),
+            "digest": MetadataValue.text(summary_digest),
+            "data_digest": MetadataValue.text(dataset.digest),
+            "data_dir": MetadataValue.path(str(record.data_dir)),
+            "train_examples": MetadataValue.int(train_examples),
+            "eval_examples": MetadataValue.int(eval_examples),
+        },
+        check_results=[verify_artifact("site_dataset", summary_path, summary_digest)],
+    )
+
+
+class SiteAdapterConfig(Config):
+    """LoRA hyper-parameters for one site's training run."""
+
+    r: int = Field(default=8, ge=1, description="LoRA rank.")
+    alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (alpha / r).")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Names of the Linear modules that receive LoRA adapters.",
+    )
+    steps: int = Field(default=60, ge=1, description="Optimiser steps.")
+    learning_rate: float = Field(default=3e-3, gt=0.0, description="AdamW learning rate.")
+    batch_size: int = Field(default=8, ge=1, description="Training batch size.")
+    max_length: int = Field(default=64, ge=8, description="Tokens per example (truncation).")
+    seed: int = Field(default=0, description="Seed for adapter init and data order.")
+
+
+@asset(
+    group_name=TRAINING_GROUP,
+    partitions_def=round_site_partitions,
+    deps=["base_model", "site_dataset"],
+    kinds={"pytorch", "peft"},
+    owners=["team:ml-platform"],
+    check_specs=[integrity_check_spec("site_adapter")],
+    pool=TRAINING_POOL,
+    retry_policy=TRANSIENT_RETRY,
+)
+def site_adapter(
+    context: AssetExecutionContext,
+    config: SiteAdapterConfig,
+    runtime: TensorGuardRuntime,
+    sites: SiteRegistry,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """Real LoRA fine-tuning (peft) of the base model on one site's data, with held-out
+    evaluation before and after. Writes adapter_config.json + adapter_model.safetensors."""
+    round_key, site_id = split_round_site(context.partition_key)
+    base_dir, _ = verified_upstream_path(context, "base_model")
+    dataset_meta = upstream_metadata(context, "site_dataset", context.partition_key)
+    try:
+        dataset = load_site_dataset(sites.site(site_id).data_dir)
+        if dataset.digest != dataset_meta["data_digest"]:
+            raise DatasetError(
+                f"the data of site {site_id} in {dataset.site_dir} changed after "
+                "site_dataset validated it; re-materialise site_dataset for this partition"
+            )
+        training_config = LoRATrainingConfig(
+            r=config.r,
+            alpha=config.alpha,
+            dropout=config.dropout,
+            target_modules=list(config.target_modules),
+            steps=config.steps,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            seed=config.seed,
+        )
+        out_dir = artifacts.asset_dir("site_adapter", context.partition_key) / "adapter"
+        result = train_site_adapter(
+            base_dir, dataset, training_config, out_dir, progress=context.log.info
+        )
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step=f"site_adapter[{site_id}]") from None
+    curve = "\n".join(f"| {i + 1} | {loss:.4f} |" for i, loss in enumerate(result.loss_curve))
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(result.adapter_dir)),
+            "digest": MetadataValue.text(result.adapter_digest),
+            "round": MetadataValue.text(round_key),
+            "site": MetadataValue.text(site_id),
+            "eval_loss_before": MetadataValue.float(result.eval_loss_before),
+            "eval_loss_after": MetadataValue.float(result.eval_loss_after),
+            "perplexity_before": MetadataValue.float(result.perplexity_before),
+            "perplexity_after": MetadataValue.float(result.perplexity_after),
+            "train_examples": MetadataValue.int(result.train_examples),
+            "eval_examples": MetadataValue.int(result.eval_examples),
+            "steps": MetadataValue.int(result.steps),
+            "trainable_parameters": MetadataValue.int(result.trainable_parameters),
+            "tokens_per_second": MetadataValue.float(round(result.tokens_per_second, 1)),
+            "seconds": MetadataValue.float(round(result.seconds, 2)),
+            "loss_curve": MetadataValue.md("| step | loss |\n|---|---|\n" + curve),
+            "final_train_loss": MetadataValue.float(result.loss_curve[-1]),
+        },
+        check_results=[verify_artifact("site_adapter", result.adapter_dir, result.adapter_digest)],
+    )

@@ -1,0 +1,43 @@
+"""Where assets keep their files: one directory per asset and partition."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dagster import ConfigurableResource
+
+from tensorguard.errors import ConfigurationError
+
+_UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+class ArtifactStore(ConfigurableResource):
+    """A file-system artifact store rooted at ``base_uri``.
+
+    ``base_uri`` is a local path or a ``file://`` URI. Workers on several machines
+    must all mount the same path (NFS, EFS, a CSI volume); other schemes are refused
+    rather than silently written to local disk.
+    """
+
+    base_uri: str
+
+    @property
+    def root(self) -> Path:
+        """The absolute local root directory of the store."""
+        parsed = urlparse(self.base_uri)
+        if parsed.scheme in ("", "file"):
+            return Path(parsed.path if parsed.scheme else self.base_uri).expanduser().resolve()
+        raise ConfigurationError(
+            f"artifact store scheme {parsed.scheme!r} is not supported; use a local path or "
+            "file:// URI on a file system shared by all workers (TG_ARTIFACT_ROOT)"
+        )
+
+    def asset_dir(self, asset_name: str, partition_key: str | None = None) -> Path:
+        """Directory for one asset (and partition); created on demand."""
+        path = self.root / asset_name
+        if partition_key:
+            path = path / _UNSAFE_SEGMENT.sub("_", partition_key.replace("|", "__"))
+        path.mkdir(parents=True, exist_ok=True)
+        return path

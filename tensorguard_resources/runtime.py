@@ -1,0 +1,47 @@
+"""The runtime resource: production gates and determinism, checked when a run starts."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, InitResourceContext
+from tensorguard.training.determinism import enable_determinism
+
+from tensorguard.errors import TensorGuardError
+from tensorguard.production import Environment, enforce_production_gates, env_flag
+from tensorguard_resources.failures import fail_closed
+
+
+class TensorGuardRuntime(ConfigurableResource):
+    """Checks the environment before any TensorGuard step runs.
+
+    In production (``TG_ENVIRONMENT=production``) every required secret and a working
+    post-quantum backend must be present; otherwise the run fails without retries and
+    the message names each missing variable and how to provide it. With
+    ``TG_DETERMINISTIC=true`` the run seeds Python, NumPy and torch and logs the seed
+    and library versions (cryptographic randomness is never seeded).
+    """
+
+    seed: int = 0
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Enforce production gates and, when requested, determinism."""
+        try:
+            environment = enforce_production_gates()
+        except TensorGuardError as exc:
+            raise fail_closed(exc, step="production gate") from None
+        log = context.log
+        if log is not None:
+            log.info(f"TensorGuard environment: {environment.value}")
+            if environment is Environment.DEVELOPMENT:
+                log.warning(
+                    "DEVELOPMENT MODE: throwaway keys may be generated; never use this "
+                    "mode for a real federation (set TG_ENVIRONMENT=production)"
+                )
+        if env_flag("TG_DETERMINISTIC"):
+            report = enable_determinism(self.seed)
+            if log is not None:
+                log.info(f"TG_DETERMINISTIC=true: {report}")
+
+    @property
+    def environment(self) -> Environment:
+        """The environment in force (development unless configured otherwise)."""
+        return enforce_production_gates()

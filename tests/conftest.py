@@ -1,0 +1,25 @@
+"""Session-wide fixtures: real services and a clean TensorGuard environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.services.postgres import PostgresServer, running_postgres
+
+
+@pytest.fixture(autouse=True)
+def clean_tensorguard_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from development mode, whatever the developer's shell exports."""
+    for name in list(os.environ):
+        if name.startswith("TG_") or name in {"DATABASE_URL", "DAGSTER_HOME"}:
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1, started once per test session."""
+    with running_postgres() as server:
+        yield server
