@@ -16,6 +16,8 @@ from dagster import (
 ROUND_DIMENSION = "round"
 SITE_DIMENSION = "site"
 DEFAULT_ROUND_START = "2026-11-01"
+# Rounds start at 02:00 after their window closes (weekly windows close on Sunday 00:00).
+ROUND_SCHEDULE_CRON = {"daily": "0 2 * * *", "weekly": "0 2 * * 0"}
 
 
 def make_round_partitions(cadence: str, start_date: str) -> TimeWindowPartitionsDefinition:
@@ -27,9 +29,9 @@ def make_round_partitions(cadence: str, start_date: str) -> TimeWindowPartitions
     raise ValueError(f"TG_ROUND_CADENCE={cadence!r} is not supported; use 'daily' or 'weekly'")
 
 
+ROUND_CADENCE = os.environ.get("TG_ROUND_CADENCE", "daily")
 round_partitions = make_round_partitions(
-    os.environ.get("TG_ROUND_CADENCE", "daily"),
-    os.environ.get("TG_ROUND_START", DEFAULT_ROUND_START),
+    ROUND_CADENCE, os.environ.get("TG_ROUND_START", DEFAULT_ROUND_START)
 )
 site_partitions = DynamicPartitionsDefinition(name="sites")
 round_site_partitions = MultiPartitionsDefinition(
