@@ -7,9 +7,9 @@ import json
 
 from dagster import (
     AddDynamicPartitionsRequest,
-    DeleteDynamicPartitionsRequest,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     RunRequest,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
