@@ -1,0 +1,284 @@
+"""Judge evidence against a policy and record the result as a canonical decision.
+
+:func:`evaluate_gate` returns a :class:`GateDecision`: one :class:`CriterionResult` per
+criterion with a specific, human-readable reason, the overall verdict, and the digests
+of the policy and evidence it was computed from. The decision is deterministic (no
+clock), so the same policy and evidence always give the same canonical bytes and the
+same digest; that digest is what the TGSP manifest records.
+
+The gate fails closed: a criterion the policy enforces but whose evidence is missing
+fails, naming the missing evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tensorguard.gate.canonical import canonical_digest, canonical_json
+from tensorguard.gate.errors import GateDecisionError, describe_validation_error
+from tensorguard.gate.evidence import FirstRelease, GateEvidence
+from tensorguard.gate.policy import GatePolicy
+
+DECISION_FORMAT: Final = "tensorguard.gate-decision/v1"
+
+Status = Literal["passed", "failed", "not_enforced"]
+
+
+class CriterionResult(BaseModel):
+    """The outcome of one criterion.
+
+    ``blocking`` is true when a failure of this criterion fails the gate (thresholds the
+    policy sets and checks it requires); checks reported but not required, and
+    thresholds the policy disables, are recorded with ``blocking`` false.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    status: Status
+    blocking: bool
+    observed: float | bool | None
+    threshold: float | None
+    reason: str
+
+
+class GateDecision(BaseModel):
+    """The gate verdict, its per-criterion reasons, and what it was computed from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["tensorguard.gate-decision/v1"] = DECISION_FORMAT
+    passed: bool
+    policy_version: int
+    policy_digest: str
+    evidence_digest: str
+    criteria: tuple[CriterionResult, ...]
+    policy: GatePolicy
+    evidence: GateEvidence
+
+    @property
+    def reasons(self) -> list[str]:
+        """Every criterion's reason, passed and failed, in evaluation order."""
+        return [criterion.reason for criterion in self.criteria]
+
+    @property
+    def failures(self) -> list[str]:
+        """The reasons of the blocking criteria that failed (empty when the gate passed)."""
+        return [
+            criterion.reason
+            for criterion in self.criteria
+            if criterion.blocking and criterion.status == "failed"
+        ]
+
+    def canonical_json(self) -> bytes:
+        """RFC 8785 canonical JSON of the whole decision (what gets packaged and hashed)."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    def digest(self) -> str:
+        """Hex SHA-256 of :meth:`canonical_json`; recorded in the TGSP manifest."""
+        return canonical_digest(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> GateDecision:
+        """Parse a serialised decision and re-derive it from its own policy and evidence.
+
+        Raises :class:`GateDecisionError` when the document does not validate or when
+        its verdict, reasons or digests differ from a fresh evaluation, so an edited
+        decision cannot pass for a genuine one.
+        """
+        try:
+            claimed = cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise GateDecisionError(
+                f"gate decision does not parse: {describe_validation_error(exc)}"
+            ) from exc
+        recomputed = evaluate_gate(claimed.policy, claimed.evidence)
+        if recomputed != claimed:
+            raise GateDecisionError(
+                "gate decision is inconsistent with its own policy and evidence (verdict, "
+                "reasons or digests differ from a fresh evaluation); it was edited or "
+                "produced by an incompatible gate version"
+            )
+        return claimed
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _result(
+    name: str,
+    passed: bool,
+    observed: float | bool | None,
+    threshold: float | None,
+    detail: str,
+    *,
+    blocking: bool = True,
+) -> CriterionResult:
+    status: Status = "passed" if passed else "failed"
+    return CriterionResult(
+        name=name,
+        status=status,
+        blocking=blocking,
+        observed=observed,
+        threshold=threshold,
+        reason=f"{name}: {status.upper()}: {detail}",
+    )
+
+
+def _not_enforced(name: str, setting: str) -> CriterionResult:
+    return CriterionResult(
+        name=name,
+        status="not_enforced",
+        blocking=False,
+        observed=None,
+        threshold=None,
+        reason=f"{name}: NOT ENFORCED: policy sets {setting} to null",
+    )
+
+
+def _missing(name: str, evidence_field: str, threshold: float | None) -> CriterionResult:
+    return _result(
+        name,
+        False,
+        None,
+        threshold,
+        f"evidence {evidence_field} is missing, so the gate fails closed; produce it before gating",
+    )
+
+
+def _compare(
+    name: str, subject: str, observed: float, threshold: float, *, at_most: bool
+) -> CriterionResult:
+    """Compare against an upper (``at_most``) or lower bound and say which way it went."""
+    if at_most:
+        passed = observed <= threshold
+        relation = "is within the maximum" if passed else "exceeds the maximum"
+    else:
+        passed = observed >= threshold
+        relation = "meets the required minimum" if passed else "is below the required minimum"
+    detail = f"{subject} {_fmt(observed)} {relation} {_fmt(threshold)}"
+    return _result(name, passed, observed, threshold, detail)
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A criterion comparing one evidence value with one policy threshold (by field name)."""
+
+    name: str
+    setting: str
+    evidence_field: str
+    subject: str
+    at_most: bool
+
+    def __call__(self, policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
+        threshold: float | None = getattr(policy, self.setting)
+        observed: float | None = getattr(evidence, self.evidence_field)
+        if threshold is None:
+            return [_not_enforced(self.name, self.setting)]
+        if observed is None:
+            return [_missing(self.name, self.evidence_field, threshold)]
+        return [_compare(self.name, self.subject, observed, threshold, at_most=self.at_most)]
+
+
+_eval_loss = _Bound(
+    "eval_loss", "max_eval_loss", "eval_loss_global", "global eval loss", at_most=True
+)
+_onnx_parity = _Bound(
+    "onnx_parity",
+    "max_onnx_abs_diff",
+    "onnx_max_abs_diff",
+    "largest absolute ONNX-vs-torch output difference",
+    at_most=True,
+)
+_sparsity = _Bound("sparsity", "min_sparsity", "sparsity", "measured sparsity", at_most=False)
+
+
+def _improvement_over_base(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
+    name, rule = "improvement_over_base", policy.min_improvement_over_base
+    if rule is None:
+        return [_not_enforced(name, "min_improvement_over_base")]
+    loss, base = evidence.eval_loss_global, evidence.eval_loss_base
+    if loss is None:
+        return [_missing(name, "eval_loss_global", rule.value)]
+    if base is None:
+        return [_missing(name, "eval_loss_base", rule.value)]
+    if rule.mode == "relative" and base == 0.0:
+        detail = "relative improvement is undefined because the base model's eval loss is 0"
+        return [_result(name, False, None, rule.value, detail)]
+    improvement = base - loss if rule.mode == "absolute" else (base - loss) / base
+    subject = f"global eval loss {_fmt(loss)} vs base {_fmt(base)}: {rule.mode} improvement"
+    return [_compare(name, subject, improvement, rule.value, at_most=False)]
+
+
+def _regression_vs_last_release(
+    policy: GatePolicy, evidence: GateEvidence
+) -> list[CriterionResult]:
+    name, rule = "regression_vs_last_release", policy.max_regression_vs_last_release
+    if rule is None:
+        return [_not_enforced(name, "max_regression_vs_last_release")]
+    last = evidence.last_release
+    if last is None:
+        return [_missing(name, "last_release", rule.value)]
+    if isinstance(last, FirstRelease):
+        detail = "first release on this channel; there is no previous release to regress from"
+        return [_result(name, True, None, rule.value, detail)]
+    loss = evidence.eval_loss_global
+    if loss is None:
+        return [_missing(name, "eval_loss_global", rule.value)]
+    if rule.mode == "relative" and last.eval_loss == 0.0:
+        detail = f"relative regression is undefined because release {last.version} has eval loss 0"
+        return [_result(name, False, None, rule.value, detail)]
+    delta = loss - last.eval_loss
+    regression = delta if rule.mode == "absolute" else delta / last.eval_loss
+    subject = (
+        f"global eval loss {_fmt(loss)} vs release {last.version} at {_fmt(last.eval_loss)}: "
+        f"{rule.mode} regression"
+    )
+    return [_compare(name, subject, regression, rule.value, at_most=True)]
+
+
+def _checks(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
+    results = []
+    for check in policy.required_checks:
+        name = f"check:{check}"
+        outcome = evidence.checks.get(check)
+        if outcome is None:
+            results.append(_missing(name, f"checks[{check!r}]", None))
+        else:
+            detail = "required check passed" if outcome else "required check failed"
+            results.append(_result(name, outcome, outcome, None, detail))
+    for check in sorted(set(evidence.checks) - set(policy.required_checks)):
+        outcome = evidence.checks[check]
+        detail = f"check {'passed' if outcome else 'failed'}; recorded, not required by policy"
+        results.append(_result(f"check:{check}", outcome, outcome, None, detail, blocking=False))
+    return results
+
+
+CRITERIA: tuple[Callable[[GatePolicy, GateEvidence], list[CriterionResult]], ...] = (
+    _eval_loss,
+    _improvement_over_base,
+    _regression_vs_last_release,
+    _onnx_parity,
+    _sparsity,
+    _checks,
+)
+
+
+def evaluate_gate(policy: GatePolicy, evidence: GateEvidence) -> GateDecision:
+    """Judge ``evidence`` against ``policy``; pass only if no blocking criterion fails."""
+    criteria = tuple(result for criterion in CRITERIA for result in criterion(policy, evidence))
+    passed = not any(c.blocking and c.status == "failed" for c in criteria)
+    return GateDecision(
+        passed=passed,
+        policy_version=policy.policy_version,
+        policy_digest=policy.digest(),
+        evidence_digest=evidence.digest(),
+        criteria=criteria,
+        policy=policy,
+        evidence=evidence,
+    )

@@ -1,0 +1,45 @@
+"""Exception types raised by :mod:`tensorguard.gate`."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from tensorguard.errors import ConfigurationError, TensorGuardError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class GateError(TensorGuardError):
+    """Root of every deliberate failure in release-gate evaluation."""
+
+
+class GatePolicyError(GateError, ConfigurationError):
+    """A gate policy file is missing, unreadable or does not validate."""
+
+
+class GateEvidenceError(GateError):
+    """Evidence handed to the gate is malformed (not merely missing)."""
+
+
+class GateDecisionError(GateError):
+    """A serialised gate decision does not parse or its digests do not match."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per pydantic validation problem: ``field.path: message``, joined by ``; ``."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
+def validate_or_raise(
+    model: type[ModelT], document: object, error: type[TensorGuardError], what: str, hint: str
+) -> ModelT:
+    """Validate ``document`` as ``model``; raise ``error`` naming every problem and a fix."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise error(f"{what}: {describe_validation_error(exc)}. {hint}") from exc

@@ -1,0 +1,165 @@
+"""The release-gate policy: a versioned, strictly validated YAML document.
+
+A policy names every threshold a release must meet. Every threshold key must be
+present; writing ``null`` disables that criterion explicitly (the decision then
+records it as "not enforced by policy"), so a forgotten key can never silently
+relax the gate. Unknown keys, duplicate keys and non-finite numbers are rejected.
+
+Improvement and regression thresholds are either **absolute** (in loss units) or
+**relative** (a fraction of the reference loss):
+
+* improvement over base: ``base - global`` (absolute) or ``(base - global) / base``
+  (relative); the criterion passes when the improvement is ``>= value``;
+* regression vs the last release: ``global - last`` (absolute) or
+  ``(global - last) / last`` (relative); the criterion passes when the regression is
+  ``<= value``.
+
+The policy digest is the SHA-256 of the RFC 8785 canonical JSON of the validated
+policy, so it identifies the rules in force independently of YAML formatting.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from tensorguard.gate.canonical import canonical_digest
+from tensorguard.gate.errors import GatePolicyError, validate_or_raise
+
+CHECK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class LossDelta(BaseModel):
+    """A loss difference threshold, absolute (loss units) or relative (a fraction)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["absolute", "relative"]
+    value: FiniteFloat
+
+
+class RegressionLimit(LossDelta):
+    """The largest allowed loss increase over the last release (``value >= 0``)."""
+
+    value: NonNegativeFloat
+
+
+class GatePolicy(BaseModel):
+    """Thresholds a release must meet; see the module docstring for their meaning."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy_version: Annotated[int, Field(ge=1, strict=True)]
+    description: str = ""
+    max_eval_loss: NonNegativeFloat | None
+    min_improvement_over_base: LossDelta | None
+    max_regression_vs_last_release: RegressionLimit | None
+    max_onnx_abs_diff: NonNegativeFloat | None
+    min_sparsity: Fraction | None
+    required_checks: tuple[str, ...]
+
+    @field_validator("required_checks")
+    @classmethod
+    def _check_names_are_valid_and_unique(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not CHECK_NAME_PATTERN.fullmatch(name):
+                raise ValueError(
+                    f"check name {name!r} must start with a letter or digit and use only "
+                    "letters, digits and _ . : / - (at most 128 characters)"
+                )
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"required_checks lists {duplicates} more than once")
+        return names
+
+    @model_validator(mode="after")
+    def _enforces_something(self) -> GatePolicy:
+        thresholds = (
+            self.max_eval_loss,
+            self.min_improvement_over_base,
+            self.max_regression_vs_last_release,
+            self.max_onnx_abs_diff,
+            self.min_sparsity,
+        )
+        if all(value is None for value in thresholds) and not self.required_checks:
+            raise ValueError(
+                "the policy enforces nothing (every threshold is null and no check is "
+                "required); a gate that passes everything is refused"
+            )
+        return self
+
+    def canonical_document(self) -> dict[str, Any]:
+        """The policy as a JSON-compatible mapping (the input of :meth:`digest`)."""
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """Hex SHA-256 of the RFC 8785 canonical JSON of this policy."""
+        return canonical_digest(self.canonical_document())
+
+
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate mapping keys instead of keeping the last."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_UniqueKeySafeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def parse_policy(document: object, source: str = "policy") -> GatePolicy:
+    """Validate an already-parsed policy document; raise :class:`GatePolicyError` if invalid."""
+    if not isinstance(document, dict):
+        raise GatePolicyError(
+            f"{source}: a gate policy must be a mapping of settings, got {type(document).__name__}"
+        )
+    return validate_or_raise(
+        GatePolicy,
+        document,
+        GatePolicyError,
+        f"{source} is not a valid gate policy",
+        "Fix the file; every threshold key is required (write null to disable one) and "
+        "unknown keys are rejected",
+    )
+
+
+def load_policy(path: Path) -> GatePolicy:
+    """Read and validate a YAML gate policy file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GatePolicyError(
+            f"cannot read gate policy {path}: {exc.strerror or exc}; check the configured "
+            "policy path"
+        ) from exc
+    try:
+        document = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 (safe loader subclass)
+    except yaml.YAMLError as exc:
+        raise GatePolicyError(f"gate policy {path} is not valid YAML: {exc}") from exc
+    return parse_policy(document, source=str(path))

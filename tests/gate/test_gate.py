@@ -1,0 +1,347 @@
+"""Release gate: policy validation, fail-closed evaluation, canonical decisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tensorguard.gate import (
+    FirstRelease,
+    GateDecision,
+    GateDecisionError,
+    GateEvidence,
+    GateEvidenceError,
+    GatePolicy,
+    GatePolicyError,
+    PreviousRelease,
+    evaluate_gate,
+    load_policy,
+    parse_policy,
+)
+
+REPO_POLICY = Path(__file__).resolve().parents[2] / "config" / "gate_policy.yaml"
+
+
+def policy_document(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "policy_version": 3,
+        "max_eval_loss": 4.0,
+        "min_improvement_over_base": {"mode": "relative", "value": 0.05},
+        "max_regression_vs_last_release": {"mode": "absolute", "value": 0.1},
+        "max_onnx_abs_diff": 1e-3,
+        "min_sparsity": 0.5,
+        "required_checks": ["quorum_met", "signature_verifies"],
+    }
+    document.update(overrides)
+    return document
+
+
+def good_evidence(**overrides: Any) -> GateEvidence:
+    document: dict[str, Any] = {
+        "eval_loss_global": 2.0,
+        "eval_loss_base": 2.5,
+        "last_release": {"kind": "previous_release", "version": 4, "eval_loss": 2.05},
+        "onnx_max_abs_diff": 2e-4,
+        "sparsity": 0.5,
+        "checks": {"quorum_met": True, "signature_verifies": True},
+    }
+    document.update(overrides)
+    return GateEvidence.parse(document)
+
+
+@pytest.fixture
+def policy() -> GatePolicy:
+    return parse_policy(policy_document())
+
+
+def criterion(decision: GateDecision, name: str) -> Any:
+    matches = [c for c in decision.criteria if c.name == name]
+    assert len(matches) == 1, name
+    return matches[0]
+
+
+def test_repository_policy_loads_and_has_a_stable_digest() -> None:
+    policy = load_policy(REPO_POLICY)
+    assert policy.policy_version >= 1
+    assert policy.digest() == load_policy(REPO_POLICY).digest()
+    assert len(policy.digest()) == 64
+
+
+def test_all_criteria_met_passes_with_a_reason_per_criterion(policy: GatePolicy) -> None:
+    decision = evaluate_gate(policy, good_evidence())
+    assert decision.passed
+    assert decision.failures == []
+    names = [c.name for c in decision.criteria]
+    assert names == [
+        "eval_loss",
+        "improvement_over_base",
+        "regression_vs_last_release",
+        "onnx_parity",
+        "sparsity",
+        "check:quorum_met",
+        "check:signature_verifies",
+    ]
+    assert all(c.status == "passed" for c in decision.criteria)
+    assert len(decision.reasons) == len(names)
+    improvement = criterion(decision, "improvement_over_base")
+    assert improvement.observed == pytest.approx((2.5 - 2.0) / 2.5)
+    regression = criterion(decision, "regression_vs_last_release")
+    assert regression.observed == pytest.approx(2.0 - 2.05)
+    assert "release 4" in regression.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "failed", "fragment"),
+    [
+        (
+            {
+                "eval_loss_global": 4.5,
+                "eval_loss_base": 5.0,
+                "last_release": {"kind": "previous_release", "version": 4, "eval_loss": 4.45},
+            },
+            "eval_loss",
+            "exceeds the maximum 4",
+        ),
+        ({"eval_loss_base": 2.02}, "improvement_over_base", "is below the required minimum 0.05"),
+        (
+            {"last_release": {"kind": "previous_release", "version": 7, "eval_loss": 1.8}},
+            "regression_vs_last_release",
+            "absolute regression 0.2 exceeds the maximum 0.1",
+        ),
+        ({"onnx_max_abs_diff": 0.01}, "onnx_parity", "0.01 exceeds the maximum 0.001"),
+        ({"sparsity": 0.25}, "sparsity", "0.25 is below the required minimum 0.5"),
+        (
+            {"checks": {"quorum_met": False, "signature_verifies": True}},
+            "check:quorum_met",
+            "required check failed",
+        ),
+    ],
+)
+def test_each_threshold_fails_the_gate_with_its_reason(
+    policy: GatePolicy, overrides: dict[str, Any], failed: str, fragment: str
+) -> None:
+    decision = evaluate_gate(policy, good_evidence(**overrides))
+    assert not decision.passed
+    assert [c.name for c in decision.criteria if c.status == "failed"] == [failed]
+    (reason,) = decision.failures
+    assert reason.startswith(f"{failed}: FAILED: ")
+    assert fragment in reason
+
+
+@pytest.mark.parametrize(
+    ("missing", "failed_names"),
+    [
+        ("eval_loss_global", {"eval_loss", "improvement_over_base", "regression_vs_last_release"}),
+        ("eval_loss_base", {"improvement_over_base"}),
+        ("last_release", {"regression_vs_last_release"}),
+        ("onnx_max_abs_diff", {"onnx_parity"}),
+        ("sparsity", {"sparsity"}),
+        ("checks", {"check:quorum_met", "check:signature_verifies"}),
+    ],
+)
+def test_missing_evidence_fails_closed(
+    policy: GatePolicy, missing: str, failed_names: set[str]
+) -> None:
+    document = good_evidence().model_dump()
+    del document[missing]
+    decision = evaluate_gate(policy, GateEvidence.parse(document))
+    assert not decision.passed
+    failed = {c.name for c in decision.criteria if c.status == "failed"}
+    assert failed == failed_names
+    assert all("missing" in reason and "fails closed" in reason for reason in decision.failures)
+
+
+def test_empty_evidence_fails_every_enforced_criterion(policy: GatePolicy) -> None:
+    decision = evaluate_gate(policy, GateEvidence())
+    assert not decision.passed
+    assert all(c.status == "failed" for c in decision.criteria)
+
+
+def test_first_release_is_explicit_and_passes_regression(policy: GatePolicy) -> None:
+    decision = evaluate_gate(policy, good_evidence(last_release={"kind": "first_release"}))
+    assert decision.passed
+    assert isinstance(decision.evidence.last_release, FirstRelease)
+    assert "first release" in criterion(decision, "regression_vs_last_release").reason
+
+
+def test_relative_and_absolute_modes_compute_different_quantities() -> None:
+    absolute = parse_policy(
+        policy_document(min_improvement_over_base={"mode": "absolute", "value": 0.4})
+    )
+    relative = parse_policy(
+        policy_document(min_improvement_over_base={"mode": "relative", "value": 0.4})
+    )
+    evidence = good_evidence()  # improvement 0.5 absolute, 0.2 relative
+    assert evaluate_gate(absolute, evidence).passed
+    assert not evaluate_gate(relative, evidence).passed
+
+
+def test_relative_improvement_over_zero_base_fails() -> None:
+    policy = parse_policy(policy_document(max_eval_loss=None))
+    decision = evaluate_gate(policy, good_evidence(eval_loss_global=0.0, eval_loss_base=0.0))
+    assert not decision.passed
+    assert "undefined" in criterion(decision, "improvement_over_base").reason
+
+
+def test_null_threshold_is_recorded_as_not_enforced() -> None:
+    policy = parse_policy(policy_document(max_onnx_abs_diff=None))
+    decision = evaluate_gate(policy, good_evidence(onnx_max_abs_diff=None))
+    assert decision.passed
+    onnx = criterion(decision, "onnx_parity")
+    assert (onnx.status, onnx.blocking) == ("not_enforced", False)
+
+
+def test_unrequired_failed_check_is_recorded_but_not_blocking(policy: GatePolicy) -> None:
+    checks = {"quorum_met": True, "signature_verifies": True, "tensorrt_built": False}
+    decision = evaluate_gate(policy, good_evidence(checks=checks))
+    assert decision.passed
+    extra = criterion(decision, "check:tensorrt_built")
+    assert (extra.status, extra.blocking) == ("failed", False)
+
+
+def test_impossible_thresholds_fail() -> None:
+    policy = parse_policy(
+        policy_document(
+            max_eval_loss=0.0, min_improvement_over_base={"mode": "relative", "value": 1.0}
+        )
+    )
+    decision = evaluate_gate(policy, good_evidence())
+    assert not decision.passed
+    assert {c.name for c in decision.criteria if c.status == "failed"} == {
+        "eval_loss",
+        "improvement_over_base",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"max_eval_loss_typo": 3.0}, "max_eval_loss_typo"),
+        ({"min_sparsity": 1.5}, "min_sparsity"),
+        ({"max_eval_loss": float("nan")}, "max_eval_loss"),
+        ({"policy_version": "1"}, "policy_version"),
+        ({"policy_version": 0}, "policy_version"),
+        ({"min_improvement_over_base": {"mode": "percent", "value": 1}}, "mode"),
+        ({"max_regression_vs_last_release": {"mode": "absolute", "value": -1}}, "value"),
+        ({"required_checks": ["a", "a"]}, "more than once"),
+        ({"required_checks": ["has space"]}, "check name"),
+    ],
+)
+def test_invalid_policies_are_rejected(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(GatePolicyError, match="not a valid gate policy") as raised:
+        parse_policy(policy_document(**overrides))
+    assert fragment in str(raised.value)
+
+
+def test_a_missing_threshold_key_is_rejected_not_defaulted() -> None:
+    document = policy_document()
+    del document["min_sparsity"]
+    with pytest.raises(GatePolicyError, match="min_sparsity"):
+        parse_policy(document)
+
+
+def test_a_policy_that_enforces_nothing_is_rejected() -> None:
+    document = policy_document(
+        max_eval_loss=None,
+        min_improvement_over_base=None,
+        max_regression_vs_last_release=None,
+        max_onnx_abs_diff=None,
+        min_sparsity=None,
+        required_checks=[],
+    )
+    with pytest.raises(GatePolicyError, match="enforces nothing"):
+        parse_policy(document)
+
+
+def test_yaml_unknown_and_duplicate_keys_are_rejected(tmp_path: Path) -> None:
+    text = REPO_POLICY.read_text(encoding="utf-8")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(text + "\nmax_latency_ms: 20\n", encoding="utf-8")
+    with pytest.raises(GatePolicyError, match="max_latency_ms"):
+        load_policy(unknown)
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text(text + "\nmax_eval_loss: 100.0\n", encoding="utf-8")
+    with pytest.raises(GatePolicyError, match="duplicate key 'max_eval_loss'"):
+        load_policy(duplicate)
+    with pytest.raises(GatePolicyError, match="cannot read"):
+        load_policy(tmp_path / "absent.yaml")
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- 1\n", encoding="utf-8")
+    with pytest.raises(GatePolicyError, match="must be a mapping"):
+        load_policy(not_mapping)
+
+
+def test_policy_digest_ignores_formatting_but_not_values(tmp_path: Path) -> None:
+    reordered = tmp_path / "reordered.yaml"
+    document = policy_document()
+    reordered.write_text(
+        "# comment\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in reversed(document.items())),
+        encoding="utf-8",
+    )
+    assert load_policy(reordered).digest() == parse_policy(document).digest()
+    as_int = parse_policy(policy_document(max_eval_loss=4))
+    assert as_int.digest() == parse_policy(document).digest()
+    assert parse_policy(policy_document(max_eval_loss=4.01)).digest() != as_int.digest()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"eval_loss_global": float("inf")},
+        {"eval_loss_global": -1.0},
+        {"sparsity": 1.2},
+        {"last_release": {"kind": "previous_release", "eval_loss": 1.0}},
+        {"checks": {"bad name": True}},
+        {"unexpected": 1},
+    ],
+)
+def test_malformed_evidence_is_rejected(document: dict[str, Any]) -> None:
+    with pytest.raises(GateEvidenceError, match="malformed"):
+        GateEvidence.parse(document)
+
+
+def test_decision_is_deterministic_and_round_trips(policy: GatePolicy) -> None:
+    first = evaluate_gate(policy, good_evidence())
+    second = evaluate_gate(parse_policy(policy_document()), good_evidence())
+    assert first.canonical_json() == second.canonical_json()
+    assert first.digest() == second.digest()
+    assert first.policy_digest == policy.digest()
+    assert first.evidence_digest == good_evidence().digest()
+    parsed = GateDecision.from_json(first.canonical_json())
+    assert parsed == first
+    assert parsed.digest() == first.digest()
+    changed = evaluate_gate(policy, good_evidence(sparsity=0.6))
+    assert changed.evidence_digest != first.evidence_digest
+    assert changed.digest() != first.digest()
+
+
+def test_canonical_json_is_sorted_and_compact(policy: GatePolicy) -> None:
+    data = evaluate_gate(policy, good_evidence()).canonical_json()
+    document = json.loads(data)
+    assert list(document) == sorted(document)
+    assert b" " not in data.replace(b"ONNX-vs-torch", b"").split(b'"reason"')[0]
+    assert document["format"] == "tensorguard.gate-decision/v1"
+
+
+def test_an_edited_decision_is_detected(policy: GatePolicy) -> None:
+    failing = evaluate_gate(policy, good_evidence(sparsity=0.1))
+    assert not failing.passed
+    forged = json.loads(failing.canonical_json())
+    forged["passed"] = True
+    with pytest.raises(GateDecisionError, match="inconsistent"):
+        GateDecision.from_json(json.dumps(forged))
+    forged = json.loads(failing.canonical_json())
+    forged["evidence"]["sparsity"] = 0.9
+    with pytest.raises(GateDecisionError, match="inconsistent"):
+        GateDecision.from_json(json.dumps(forged))
+    with pytest.raises(GateDecisionError, match="does not parse"):
+        GateDecision.from_json(b"{}")
+
+
+def test_previous_release_model_is_typed() -> None:
+    evidence = good_evidence()
+    assert isinstance(evidence.last_release, PreviousRelease)
+    assert evidence.last_release.version == 4
