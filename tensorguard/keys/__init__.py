@@ -1,0 +1,75 @@
+"""Key providers: where TensorGuard's private keys and secret blobs live.
+
+* :class:`FileKeyProvider` — AES-256-GCM sealed files under ``TG_KEY_MASTER``;
+* :class:`PKCS11KeyProvider` — Ed25519 inside a PKCS#11 token, ML-DSA-65 and other
+  secrets wrapped by a token-held AES key;
+* :class:`KMSKeyProvider` — not available; refuses with what to use instead;
+* :func:`key_provider_from_env` — the provider ``TG_KEY_PROVIDER`` selects.
+
+See ``docs/KEYS.md`` for the environment variables and the threat model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tensorguard.keys.errors import (
+    InvalidKeyNameError,
+    KeyExistsError,
+    KeyIntegrityError,
+    KeyNotFoundError,
+    KeyProviderConfigError,
+    KeyProviderError,
+    KeyProviderProductionError,
+    KeyProviderUnavailable,
+    KeyRecordFormatError,
+    TokenError,
+    WrongMasterKeyError,
+)
+from tensorguard.keys.factory import KeyProviderSettings, key_provider_from_env
+from tensorguard.keys.file_provider import FileKeyProvider
+from tensorguard.keys.kms_provider import KMSKeyProvider
+from tensorguard.keys.master import MasterSecret, master_secret_from_env
+from tensorguard.keys.names import KeyPurpose, validate_key_name
+from tensorguard.keys.provider import KeyInfo, KeyProvider
+
+if TYPE_CHECKING:
+    from tensorguard.keys.pkcs11_provider import PKCS11CompositeSigner, PKCS11KeyProvider
+
+_PKCS11_EXPORTS = frozenset({"PKCS11CompositeSigner", "PKCS11KeyProvider"})
+
+
+def __getattr__(name: str) -> Any:
+    """Import the PKCS#11 provider on first use, so python-pkcs11 stays optional."""
+    if name in _PKCS11_EXPORTS:
+        from tensorguard.keys import pkcs11_provider
+
+        return getattr(pkcs11_provider, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "FileKeyProvider",
+    "InvalidKeyNameError",
+    "KMSKeyProvider",
+    "KeyExistsError",
+    "KeyInfo",
+    "KeyIntegrityError",
+    "KeyNotFoundError",
+    "KeyProvider",
+    "KeyProviderConfigError",
+    "KeyProviderError",
+    "KeyProviderProductionError",
+    "KeyProviderSettings",
+    "KeyProviderUnavailable",
+    "KeyPurpose",
+    "KeyRecordFormatError",
+    "MasterSecret",
+    "PKCS11CompositeSigner",
+    "PKCS11KeyProvider",
+    "TokenError",
+    "WrongMasterKeyError",
+    "key_provider_from_env",
+    "master_secret_from_env",
+    "validate_key_name",
+]

@@ -1,0 +1,150 @@
+"""A private directory of key records: 0700 directory, 0600 files, atomic writes.
+
+Files are written to a temporary name opened with ``O_CREAT | O_EXCL`` and mode 0600,
+flushed to disk, then linked into place (``os.link`` refuses to overwrite, ``os.replace``
+overwrites on request), and the directory is synced, so a crash never leaves a partly
+written key and a concurrent writer can never clobber an existing one silently.
+Reads refuse symbolic links and files that other users can read or write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from tensorguard.keys.errors import KeyExistsError, KeyNotFoundError, KeyProviderConfigError
+from tensorguard.keys.names import KeyPurpose
+from tensorguard.keys.record import RECORD_SUFFIX
+
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+_TEMP_PREFIX = ".tmp-"
+
+
+class KeyDirectory:
+    """Where sealed key records live on disk; one file per (name, purpose)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"KeyDirectory({str(self.path)!r})"
+
+    def record_path(self, name: str, purpose: KeyPurpose) -> Path:
+        """The file that holds key ``name`` for ``purpose`` (name must be validated)."""
+        return self.path / f"{name}.{purpose.value}{RECORD_SUFFIX}"
+
+    def ensure(self) -> None:
+        """Create the directory with mode 0700, or check that an existing one is private."""
+        try:
+            self.path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+            info = self.path.lstat()
+        except OSError as exc:
+            raise KeyProviderConfigError(
+                f"cannot create key directory {self.path}: {exc.strerror}; "
+                "point TG_KEY_DIR at a writable location"
+            ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise KeyProviderConfigError(
+                f"key directory {self.path} is not a directory (symbolic links are refused); "
+                "point TG_KEY_DIR at a real directory"
+            )
+        if info.st_mode & 0o077:
+            raise KeyProviderConfigError(
+                f"key directory {self.path} is accessible to other users "
+                f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 700 {self.path}`"
+            )
+
+    def write(self, name: str, purpose: KeyPurpose, data: bytes, *, replace: bool) -> Path:
+        """Atomically write a record; refuse to overwrite unless ``replace`` is set."""
+        self.ensure()
+        target = self.record_path(name, purpose)
+        temp = self.path / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if replace:
+                os.replace(temp, target)
+            else:
+                try:
+                    os.link(temp, target)
+                except FileExistsError:
+                    raise self._exists_error(name, purpose) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        self._sync_directory()
+        return target
+
+    def read(self, name: str, purpose: KeyPurpose) -> bytes:
+        """Read the record for (name, purpose); a missing one is :class:`KeyNotFoundError`."""
+        try:
+            return self.read_file(self.record_path(name, purpose))
+        except FileNotFoundError:
+            raise KeyNotFoundError(
+                f"key {name!r} ({purpose.value}) not found in {self.path}; check the name "
+                "and TG_KEY_DIR, or create it (signing and KEM keys: "
+                f"`tensorguard keys generate --name {name}`)"
+            ) from None
+
+    def read_file(self, path: Path) -> bytes:
+        """Read one record file, refusing symbolic links and files other users can access."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise KeyProviderConfigError(
+                f"cannot open key file {path}: {exc.strerror} (symbolic links are refused)"
+            ) from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise KeyProviderConfigError(f"key file {path} is not a regular file")
+            if info.st_mode & 0o077:
+                raise KeyProviderConfigError(
+                    f"key file {path} is accessible to other users "
+                    f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`"
+                )
+            return handle.read()
+
+    def exists(self, name: str, purpose: KeyPurpose) -> bool:
+        """True when a record for (name, purpose) is present."""
+        return self.record_path(name, purpose).is_file()
+
+    def require_absent(self, name: str, purpose: KeyPurpose) -> None:
+        """Raise :class:`KeyExistsError` when a record for (name, purpose) is present."""
+        if self.record_path(name, purpose).exists():
+            raise self._exists_error(name, purpose)
+
+    def _exists_error(self, name: str, purpose: KeyPurpose) -> KeyExistsError:
+        return KeyExistsError(
+            f"key {name!r} ({purpose.value}) already exists in {self.path}; refusing to "
+            "overwrite it: choose another name, or rotate (see docs/KEYS.md)"
+        )
+
+    def record_files(self) -> Iterator[Path]:
+        """Every record file in the directory, sorted by name (temporary files skipped)."""
+        if not self.path.is_dir():
+            return iter(())
+        return iter(
+            sorted(
+                path
+                for path in self.path.iterdir()
+                if path.name.endswith(RECORD_SUFFIX) and not path.name.startswith(_TEMP_PREFIX)
+            )
+        )
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
