@@ -1,0 +1,258 @@
+"""A local directory registry of release packages, crash-safe and monotonic per channel.
+
+Layout under the registry root::
+
+    index.json                      every release, per channel (the source of truth)
+    .lock                           advisory lock held by publishers and recovery
+    packages/<channel>/<channel>-<version><suffix>   the published package files
+
+Publishing copies the package into ``packages/<channel>/`` through a temporary file
+(fsync, rename, directory fsync) and only then replaces ``index.json`` the same way.
+A release exists exactly when the index lists it; a crash at any point leaves the
+index either as it was or with the new release complete. Leftovers of an interrupted
+publish (temporary files, a package file the index does not list) are removed by
+:meth:`LocalRegistry.recover`, which every publish runs first under the lock.
+
+Versions are integers and strictly increase per channel: publishing a version equal
+to or lower than the channel's latest is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from tensorguard.digest import sha256_file
+from tensorguard.fleet.atomic_file import (
+    TEMP_PREFIX,
+    atomic_copy,
+    atomic_write_bytes,
+    ensure_directory,
+)
+from tensorguard.fleet.errors import (
+    FleetError,
+    RegistryCorruptError,
+    RegistryError,
+    ReleaseVersionError,
+)
+from tensorguard.fleet.names import validate_name
+
+INDEX_FORMAT: Final = "tensorguard.registry-index/v1"
+INDEX_NAME = "index.json"
+LOCK_NAME = ".lock"
+PACKAGES_DIR = "packages"
+DEFAULT_SUFFIX = ".tgsp"
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ReleaseRecord(BaseModel):
+    """One published package: where it is, what it hashes to, and when it was published."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: str
+    version: Annotated[int, Field(ge=1)]
+    digest: Sha256Hex
+    size: Annotated[int, Field(ge=0)]
+    published_at: datetime
+    path: str
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class RegistryIndex(BaseModel):
+    """The whole registry: releases per channel, in increasing version order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["tensorguard.registry-index/v1"] = INDEX_FORMAT
+    channels: dict[str, tuple[ReleaseRecord, ...]] = Field(default_factory=dict)
+
+
+class LocalRegistry:
+    """A registry in a local directory (see the module docstring for its guarantees)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry(root={str(self.root)!r})"
+
+    @property
+    def index_path(self) -> Path:
+        """Path of the index file."""
+        return self.root / INDEX_NAME
+
+    def read_index(self) -> RegistryIndex:
+        """Return the current index (empty for a registry never published to)."""
+        try:
+            data = self.index_path.read_bytes()
+        except FileNotFoundError:
+            return RegistryIndex()
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot read registry index {self.index_path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            return RegistryIndex.model_validate_json(data)
+        except ValidationError as exc:
+            raise RegistryCorruptError(
+                f"registry index {self.index_path} does not validate ({exc.error_count()} "
+                "problems); it was edited by hand or by another tool. Restore it from a "
+                "backup; TensorGuard never writes a partial index"
+            ) from exc
+
+    def channels(self) -> list[str]:
+        """Channels with at least one release, sorted."""
+        return sorted(self.read_index().channels)
+
+    def releases(self, channel: str) -> list[ReleaseRecord]:
+        """Releases on ``channel`` in increasing version order."""
+        validate_name("channel", channel)
+        return list(self.read_index().channels.get(channel, ()))
+
+    def latest(self, channel: str) -> ReleaseRecord | None:
+        """The highest-version release on ``channel``, or None if there is none."""
+        releases = self.releases(channel)
+        return releases[-1] if releases else None
+
+    def package_path(self, record: ReleaseRecord) -> Path:
+        """Absolute path of a release's package file."""
+        return self.root / record.path
+
+    def location(self, record: ReleaseRecord) -> str:
+        """A ``file://`` URI of the package, as announced to the fleet."""
+        return self.package_path(record).as_uri()
+
+    def verify(self, record: ReleaseRecord) -> None:
+        """Check that the package on disk has the recorded size and SHA-256."""
+        path = self.package_path(record)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise RegistryCorruptError(
+                f"release {record.channel} v{record.version}: package {path} is unreadable "
+                f"({exc.strerror or exc})"
+            ) from exc
+        if size != record.size or sha256_file(path) != record.digest:
+            raise RegistryCorruptError(
+                f"release {record.channel} v{record.version}: package {path} does not match "
+                "the size and SHA-256 recorded in the index; it was modified after publishing"
+            )
+
+    def publish(
+        self,
+        package_path: Path,
+        channel: str,
+        version: int,
+        metadata: Mapping[str, JsonValue] | None = None,
+    ) -> ReleaseRecord:
+        """Publish ``package_path`` as ``version`` on ``channel``; return its record.
+
+        Raises :class:`ReleaseVersionError` unless ``version`` exceeds the channel's
+        latest version. The package file is copied (never moved), hashed while copied,
+        and made durable before the index names it.
+        """
+        validate_name("channel", channel)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ReleaseVersionError(
+                f"release version must be a positive integer, got {version!r}"
+            )
+        if not package_path.is_file():
+            raise RegistryError(
+                f"package {package_path} does not exist or is not a regular file; build the "
+                "package before publishing it"
+            )
+        with self._locked():
+            self._recover_locked()
+            index = self.read_index()
+            existing = index.channels.get(channel, ())
+            if existing and version <= existing[-1].version:
+                raise ReleaseVersionError(
+                    f"channel {channel!r} already has version {existing[-1].version}; "
+                    f"refusing to publish version {version}. Versions must strictly increase "
+                    f"per channel: publish version {existing[-1].version + 1} or higher"
+                )
+            relative = self._package_relative_path(package_path, channel, version)
+            destination = self.root / relative
+            ensure_directory(destination.parent)
+            try:
+                digest, size = atomic_copy(package_path, destination)
+            except FleetError as exc:
+                raise RegistryError(f"cannot publish {package_path}: {exc}") from exc
+            record = ReleaseRecord(
+                channel=channel,
+                version=version,
+                digest=digest,
+                size=size,
+                published_at=datetime.now(UTC),
+                path=relative,
+                metadata=dict(metadata or {}),
+            )
+            channels = dict(index.channels)
+            channels[channel] = (*existing, record)
+            self._write_index(RegistryIndex(channels=channels))
+            return record
+
+    def recover(self) -> list[Path]:
+        """Remove leftovers of interrupted publishes; return the paths removed.
+
+        Leftovers are temporary files (``.tmp-*``) and package files the index does not
+        list. Safe to run at any time: it takes the publishers' lock.
+        """
+        with self._locked():
+            return self._recover_locked()
+
+    @staticmethod
+    def _package_relative_path(package_path: Path, channel: str, version: int) -> str:
+        suffix = "".join(package_path.suffixes[-1:]) or DEFAULT_SUFFIX
+        return f"{PACKAGES_DIR}/{channel}/{channel}-{version}{suffix}"
+
+    def _write_index(self, index: RegistryIndex) -> None:
+        document = index.model_dump(mode="json")
+        data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        try:
+            atomic_write_bytes(self.index_path, data)
+        except FleetError as exc:
+            raise RegistryError(f"cannot update the registry index: {exc}") from exc
+
+    def _recover_locked(self) -> list[Path]:
+        referenced = {
+            self.root / record.path
+            for records in self.read_index().channels.values()
+            for record in records
+        }
+        removed: list[Path] = []
+        candidates = list(self.root.glob(f"{TEMP_PREFIX}*"))
+        packages = self.root / PACKAGES_DIR
+        if packages.is_dir():
+            candidates.extend(path for path in packages.glob("*/*") if path not in referenced)
+        for path in sorted(candidates):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                removed.append(path)
+        return removed
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            ensure_directory(self.root)
+            lock_file = (self.root / LOCK_NAME).open("a+b")
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot open the registry at {self.root}: {exc.strerror or exc}; check that "
+                "the path is a writable directory"
+            ) from exc
+        with lock_file:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
