@@ -1,0 +1,369 @@
+"""The aggregator: verify site envelopes, enforce the quorum, sum ciphertexts.
+
+The aggregator holds only the federation's *public* context; it refuses to run if a
+secret key is present. Each envelope is checked in this order, and the first failed
+check becomes its rejection reason:
+
+1. framing parses (``malformed``);
+2. the claimed site is registered (``unknown_site``);
+3. the composite signature verifies under that site's key and the payload matches the
+   signed digest (``bad_signature``; covers unsigned and tampered envelopes);
+4. it is for this round (``wrong_round``) and not created before the round opened
+   (``stale``); same base model (``wrong_base_model``), reference adapter
+   (``wrong_reference``), federation key (``wrong_context``) and tensor layout
+   (``layout_mismatch``); a weight within the round's bound (``invalid_weight``);
+5. one update per site: byte-identical copies are dropped (``replayed``) and the
+   first copy counts; a site that signed two *different* updates for the round is
+   excluded entirely (``conflicting_updates``), since either could be the wrong one;
+6. every ciphertext parses and sits at the federation's level and scale
+   (``invalid_ciphertext``).
+
+The remaining updates are summed homomorphically (weights were applied by the sites
+and are bound by their signatures). Fewer than ``min_sites`` fails the round with
+:class:`QuorumNotMetError`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.federation.context import PublicFederation
+from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation.errors import (
+    CiphertextError,
+    ContextError,
+    EnvelopeError,
+    FederationError,
+    QuorumNotMetError,
+)
+from tensorguard.federation.packing import EncryptedVector, load_encrypted_vector
+from tensorguard.federation.round_spec import RoundSpec
+
+RESULT_MAGIC = b"TGFA"
+RESULT_VERSION = 1
+RESULT_FORMAT = "tensorguard.federation.aggregate/v1"
+_RESULT_HEAD = struct.Struct(">4sBI")
+_U64 = struct.Struct(">Q")
+UNREADABLE_SITE = "<unreadable>"
+
+
+class RejectionReason(StrEnum):
+    """Why an envelope was left out of the aggregate."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_SITE = "unknown_site"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_ROUND = "wrong_round"
+    STALE = "stale"
+    WRONG_BASE_MODEL = "wrong_base_model"
+    WRONG_REFERENCE = "wrong_reference"
+    WRONG_CONTEXT = "wrong_context"
+    LAYOUT_MISMATCH = "layout_mismatch"
+    INVALID_WEIGHT = "invalid_weight"
+    REPLAYED = "replayed"
+    CONFLICTING_UPDATES = "conflicting_updates"
+    INVALID_CIPHERTEXT = "invalid_ciphertext"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One refused envelope. ``site_id`` is as claimed (unverified for some reasons)."""
+
+    site_id: str
+    reason: RejectionReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class AcceptedUpdate:
+    """One update counted in the aggregate."""
+
+    site_id: str
+    weight: float
+    envelope_sha256: str
+    signer_fingerprint: str
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """The encrypted weighted sum and the record of what went into it."""
+
+    spec: RoundSpec
+    public_context_sha256: str
+    accepted: tuple[AcceptedUpdate, ...]
+    rejected: tuple[Rejection, ...]
+    payload: bytes
+
+    @property
+    def total_weight(self) -> float:
+        """Sum of accepted sites' weights (example counts)."""
+        return sum(update.weight for update in self.accepted)
+
+    @property
+    def rejections(self) -> list[tuple[str, str]]:
+        """``(site_id, reason)`` pairs for metadata."""
+        return [(r.site_id, r.reason.value) for r in self.rejected]
+
+    def metadata(self) -> dict[str, object]:
+        """Plain values describing the aggregate (no plaintext of any update)."""
+        return {
+            "round_id": self.spec.round_id,
+            "accepted_sites": [u.site_id for u in self.accepted],
+            "accepted_count": len(self.accepted),
+            "rejected": [
+                {"site_id": r.site_id, "reason": r.reason.value, "detail": r.detail}
+                for r in self.rejected
+            ],
+            "total_weight": self.total_weight,
+            "public_context_sha256": self.public_context_sha256,
+            "payload_bytes": len(self.payload),
+        }
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "format": RESULT_FORMAT,
+            "spec": self.spec.model_dump(mode="json"),
+            "public_context_sha256": self.public_context_sha256,
+            "accepted": [
+                {
+                    "site_id": u.site_id,
+                    "weight": u.weight,
+                    "envelope_sha256": u.envelope_sha256,
+                    "signer_fingerprint": u.signer_fingerprint,
+                }
+                for u in self.accepted
+            ],
+            "rejected": [
+                {"site_id": r.site_id, "reason": r.reason.value, "detail": r.detail}
+                for r in self.rejected
+            ],
+        }
+
+    def to_bytes(self) -> bytes:
+        """``b"TGFA" | 1 | header_len u32 | JSON header | payload_len u64 | payload``."""
+        header = json.dumps(self._header(), sort_keys=True, separators=(",", ":")).encode()
+        return b"".join(
+            [
+                _RESULT_HEAD.pack(RESULT_MAGIC, RESULT_VERSION, len(header)),
+                header,
+                _U64.pack(len(self.payload)),
+                self.payload,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AggregationResult:
+        """Parse :meth:`to_bytes` output."""
+        try:
+            magic, version, header_len = _RESULT_HEAD.unpack_from(data, 0)
+            if magic != RESULT_MAGIC or version != RESULT_VERSION:
+                raise ValueError("unknown magic or version")
+            start = _RESULT_HEAD.size
+            header = json.loads(data[start : start + header_len])
+            (payload_len,) = _U64.unpack_from(data, start + header_len)
+            payload_start = start + header_len + _U64.size
+            payload = data[payload_start:]
+            if len(payload) != payload_len or header["format"] != RESULT_FORMAT:
+                raise ValueError("payload length or format mismatch")
+            return cls(
+                spec=RoundSpec.model_validate(header["spec"]),
+                public_context_sha256=str(header["public_context_sha256"]),
+                accepted=tuple(
+                    AcceptedUpdate(
+                        site_id=str(u["site_id"]),
+                        weight=float(u["weight"]),
+                        envelope_sha256=str(u["envelope_sha256"]),
+                        signer_fingerprint=str(u["signer_fingerprint"]),
+                    )
+                    for u in header["accepted"]
+                ),
+                rejected=tuple(
+                    Rejection(str(r["site_id"]), RejectionReason(r["reason"]), str(r["detail"]))
+                    for r in header["rejected"]
+                ),
+                payload=payload,
+            )
+        except (struct.error, ValueError, KeyError, TypeError) as exc:
+            raise FederationError(
+                f"aggregation result does not parse ({type(exc).__name__}: {exc}); "
+                "re-run the aggregation"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class _Verified:
+    site_id: str
+    sealed: SealedEnvelope
+    header: EnvelopeHeader
+
+
+def _header_problem(
+    header: EnvelopeHeader, spec: RoundSpec, public: PublicFederation
+) -> tuple[RejectionReason, str] | None:
+    if header.round_id != spec.round_id:
+        return (
+            RejectionReason.WRONG_ROUND,
+            f"update is for round {header.round_id!r}, aggregating {spec.round_id!r}",
+        )
+    if spec.opened_at is not None and header.created_at < spec.opened_at:
+        return (
+            RejectionReason.STALE,
+            f"update created {header.created_at.isoformat()}, before the round opened",
+        )
+    if header.base_model_digest != spec.base_model_digest:
+        return RejectionReason.WRONG_BASE_MODEL, "update is for another base model"
+    if header.reference_digest != spec.reference_digest:
+        return RejectionReason.WRONG_REFERENCE, "update starts from another reference adapter"
+    if header.public_context_sha256 != public.digest:
+        return RejectionReason.WRONG_CONTEXT, "update is encrypted under another federation key"
+    if header.layout != spec.tensor_layout:
+        return RejectionReason.LAYOUT_MISMATCH, "tensor names or shapes differ from the round's"
+    if header.max_site_weight != spec.max_site_weight or not (
+        0 < header.weight <= spec.max_site_weight
+    ):
+        return (
+            RejectionReason.INVALID_WEIGHT,
+            f"weight {header.weight} is not within (0, {spec.max_site_weight}]",
+        )
+    return None
+
+
+def _screen(
+    raw: bytes,
+    keys: Mapping[str, CompositeVerifyKey],
+    spec: RoundSpec,
+    public: PublicFederation,
+) -> _Verified | Rejection:
+    """Steps 1-4 of the module docstring for one envelope."""
+    site_id = UNREADABLE_SITE
+    try:
+        sealed = SealedEnvelope.from_bytes(raw)
+        site_id = sealed.claimed_site_id()
+    except EnvelopeError as exc:
+        return Rejection(site_id, RejectionReason.MALFORMED, str(exc))
+    key = keys.get(site_id)
+    if key is None:
+        return Rejection(site_id, RejectionReason.UNKNOWN_SITE, "site is not registered")
+    try:
+        header = sealed.verify(key)
+    except EnvelopeError as exc:
+        return Rejection(site_id, RejectionReason.BAD_SIGNATURE, str(exc))
+    problem = _header_problem(header, spec, public)
+    if problem is not None:
+        return Rejection(site_id, *problem)
+    return _Verified(site_id, sealed, header)
+
+
+def _one_per_site(verified: Sequence[_Verified]) -> tuple[list[_Verified], list[Rejection]]:
+    """Step 5: drop identical replays, exclude sites that signed conflicting updates."""
+    by_site: dict[str, list[_Verified]] = {}
+    for item in verified:
+        by_site.setdefault(item.site_id, []).append(item)
+    kept: list[_Verified] = []
+    rejected: list[Rejection] = []
+    for site_id in sorted(by_site):
+        items = by_site[site_id]
+        distinct = {item.sealed.digest for item in items}
+        if len(distinct) > 1:
+            rejected.extend(
+                Rejection(
+                    site_id,
+                    RejectionReason.CONFLICTING_UPDATES,
+                    f"site signed {len(distinct)} different updates for this round",
+                )
+                for _ in items
+            )
+            continue
+        kept.append(items[0])
+        rejected.extend(
+            Rejection(site_id, RejectionReason.REPLAYED, "identical copy of an accepted update")
+            for _ in items[1:]
+        )
+    return kept, rejected
+
+
+def aggregate_updates(
+    envelopes: Sequence[bytes],
+    registered_site_keys: Mapping[str, CompositeVerifyKey],
+    spec: RoundSpec,
+    public: PublicFederation,
+    min_sites: int,
+) -> AggregationResult:
+    """Verify ``envelopes`` and return the encrypted weighted sum of the valid ones.
+
+    Raises :class:`QuorumNotMetError` (with every rejection attached) if fewer than
+    ``min_sites`` updates survive, and :class:`ContextError` if ``public`` would let
+    this process decrypt.
+    """
+    params = public.params
+    if not 2 <= min_sites <= params.max_sites:
+        raise FederationError(
+            f"min_sites={min_sites} must be between 2 and max_sites={params.max_sites}: "
+            "an aggregate of one site would reveal that site's update to the custodian"
+        )
+    context = public.load_context()
+    if context.is_private() or context.has_secret_key():
+        raise ContextError("the aggregator must not hold the federation secret key")
+
+    rejected: list[Rejection] = []
+    verified: list[_Verified] = []
+    for raw in envelopes:
+        outcome = _screen(raw, registered_site_keys, spec, public)
+        if isinstance(outcome, Rejection):
+            rejected.append(outcome)
+        else:
+            verified.append(outcome)
+    unique, duplicates = _one_per_site(verified)
+    rejected.extend(duplicates)
+
+    layout_size = spec.tensor_layout.numel
+    loaded: list[tuple[_Verified, EncryptedVector]] = []
+    for item in unique:
+        try:
+            vector = load_encrypted_vector(item.sealed.payload, context, params, layout_size)
+        except CiphertextError as exc:
+            rejected.append(Rejection(item.site_id, RejectionReason.INVALID_CIPHERTEXT, str(exc)))
+            continue
+        loaded.append((item, vector))
+
+    rejection_pairs = tuple((r.site_id, r.reason.value) for r in rejected)
+    if len(loaded) < min_sites:
+        summary = ", ".join(f"{site}: {reason}" for site, reason in rejection_pairs) or "none"
+        raise QuorumNotMetError(
+            f"round {spec.round_id!r}: only {len(loaded)} valid site updates, quorum is "
+            f"{min_sites}; rejected: {summary}. Wait for more sites or fix the rejected "
+            "updates, then re-run the aggregation",
+            rejection_pairs,
+        )
+    if len(loaded) > params.max_sites:
+        raise FederationError(
+            f"{len(loaded)} valid updates exceed the ceremony's max_sites={params.max_sites}; "
+            "their sum could overflow the CKKS modulus. Re-run the ceremony with a larger "
+            "max_sites"
+        )
+
+    total = loaded[0][1]
+    for _, vector in loaded[1:]:
+        total = total + vector
+    accepted = tuple(
+        AcceptedUpdate(
+            site_id=item.site_id,
+            weight=item.header.weight,
+            envelope_sha256=item.sealed.digest,
+            signer_fingerprint=item.header.signer_fingerprint,
+        )
+        for item, _ in loaded
+    )
+    return AggregationResult(
+        spec=spec,
+        public_context_sha256=public.digest,
+        accepted=accepted,
+        rejected=tuple(rejected),
+        payload=total.to_bytes(),
+    )

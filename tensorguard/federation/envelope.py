@@ -1,0 +1,306 @@
+"""The signed envelope that carries one site's encrypted update.
+
+Wire format (integers big-endian)::
+
+    b"TGFU" | version u8 = 1
+    | header_len u32 | header (UTF-8 JSON object, at most 4 MiB)
+    | signature_len u32 | composite ML-DSA-65+Ed25519 signature over the header bytes
+    | payload_len u64 | payload (the packed CKKS ciphertexts, see ``packing``)
+
+The signature is made with context :data:`SIGNATURE_CONTEXT` over the exact header
+bytes; the header binds the payload through its SHA-256, so one signature covers
+everything. Header fields (see :class:`EnvelopeHeader`): format, round id, site id,
+base-model digest, reference-adapter digest, public-context digest, tensor layout,
+weight and the round's maximum site weight, clip norm, DP report (or null), payload
+digest, size and ciphertext count, a 128-bit random nonce, the creation time (RFC 3339,
+UTC) and the signer's key fingerprint.
+
+Parsing never trusts the header before the signature verifies, except to read the
+claimed site id in order to look up that site's registered key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto.errors import SignatureError
+from tensorguard.federation.errors import EnvelopeError, LayoutError
+from tensorguard.federation.layout import TensorLayout
+
+MAGIC = b"TGFU"
+VERSION = 1
+HEADER_FORMAT = "tensorguard.federation.site-update/v1"
+SIGNATURE_CONTEXT = b"tensorguard/federation/site-update/v1"
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 16 * 1024
+_U8_U32 = struct.Struct(">4sBI")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class EnvelopeHeader:
+    """Everything a site signs about its update."""
+
+    round_id: str
+    site_id: str
+    base_model_digest: str
+    reference_digest: str
+    public_context_sha256: str
+    layout: TensorLayout
+    weight: float
+    max_site_weight: float
+    clip_norm: float
+    dp: dict[str, Any] | None
+    payload_sha256: str
+    payload_bytes: int
+    ciphertext_count: int
+    nonce: str
+    created_at: datetime
+    signer_fingerprint: str
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON (sorted keys, no whitespace)."""
+        document = {
+            "format": HEADER_FORMAT,
+            "round_id": self.round_id,
+            "site_id": self.site_id,
+            "base_model_digest": self.base_model_digest,
+            "reference_digest": self.reference_digest,
+            "public_context_sha256": self.public_context_sha256,
+            "layout": self.layout.to_json(),
+            "weight": self.weight,
+            "max_site_weight": self.max_site_weight,
+            "clip_norm": self.clip_norm,
+            "dp": self.dp,
+            "payload": {
+                "sha256": self.payload_sha256,
+                "bytes": self.payload_bytes,
+                "ciphertexts": self.ciphertext_count,
+            },
+            "nonce": self.nonce,
+            "created_at": _format_time(self.created_at),
+            "signer_fingerprint": self.signer_fingerprint,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode(
+            "utf-8"
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EnvelopeHeader:
+        """Parse and type-check a header (does not verify anything cryptographic)."""
+        document = _strict_json(data)
+        try:
+            if document["format"] != HEADER_FORMAT:
+                raise EnvelopeError(f"envelope header format {document['format']!r} unknown")
+            payload = _as_dict(document["payload"], "payload")
+            dp = document["dp"]
+            if dp is not None and not isinstance(dp, dict):
+                raise EnvelopeError("envelope header field dp must be an object or null")
+            return cls(
+                round_id=_as_str(document["round_id"], "round_id"),
+                site_id=_as_str(document["site_id"], "site_id"),
+                base_model_digest=_as_str(document["base_model_digest"], "base_model_digest"),
+                reference_digest=_as_str(document["reference_digest"], "reference_digest"),
+                public_context_sha256=_as_str(
+                    document["public_context_sha256"], "public_context_sha256"
+                ),
+                layout=TensorLayout.from_json(_as_list(document["layout"], "layout")),
+                weight=_as_float(document["weight"], "weight"),
+                max_site_weight=_as_float(document["max_site_weight"], "max_site_weight"),
+                clip_norm=_as_float(document["clip_norm"], "clip_norm"),
+                dp=dp,
+                payload_sha256=_as_str(payload["sha256"], "payload.sha256"),
+                payload_bytes=_as_int(payload["bytes"], "payload.bytes"),
+                ciphertext_count=_as_int(payload["ciphertexts"], "payload.ciphertexts"),
+                nonce=_as_str(document["nonce"], "nonce"),
+                created_at=_parse_time(_as_str(document["created_at"], "created_at")),
+                signer_fingerprint=_as_str(document["signer_fingerprint"], "signer_fingerprint"),
+            )
+        except KeyError as exc:
+            raise EnvelopeError(f"envelope header lacks field {exc.args[0]!r}") from exc
+        except LayoutError as exc:
+            raise EnvelopeError(f"envelope header layout is invalid: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class SealedEnvelope:
+    """A parsed but not yet verified envelope."""
+
+    header_bytes: bytes
+    signature: bytes
+    payload: bytes
+
+    @property
+    def digest(self) -> str:
+        """Hex SHA-256 of the signed header: identifies this exact envelope."""
+        return hashlib.sha256(self.header_bytes).hexdigest()
+
+    def claimed_site_id(self) -> str:
+        """The site id the (unverified) header claims; used only to pick a key."""
+        document = _strict_json(self.header_bytes)
+        site_id = document.get("site_id")
+        if not isinstance(site_id, str):
+            raise EnvelopeError("envelope header has no site_id")
+        return site_id
+
+    def verify(self, key: CompositeVerifyKey) -> EnvelopeHeader:
+        """Verify the signature and payload digest; return the now-trusted header."""
+        if not self.signature:
+            raise EnvelopeError("envelope is unsigned")
+        try:
+            key.verify(self.header_bytes, self.signature, SIGNATURE_CONTEXT)
+        except SignatureError as exc:
+            raise EnvelopeError(f"envelope signature does not verify: {exc}") from exc
+        header = EnvelopeHeader.from_bytes(self.header_bytes)
+        if header.signer_fingerprint != key.fingerprint():
+            raise EnvelopeError(
+                "envelope names a different signer key than the one it verifies under"
+            )
+        if (
+            len(self.payload) != header.payload_bytes
+            or hashlib.sha256(self.payload).hexdigest() != header.payload_sha256
+        ):
+            raise EnvelopeError("envelope payload does not match the signed digest")
+        return header
+
+    def to_bytes(self) -> bytes:
+        """Serialise in the documented wire format."""
+        return b"".join(
+            [
+                _U8_U32.pack(MAGIC, VERSION, len(self.header_bytes)),
+                self.header_bytes,
+                _U32.pack(len(self.signature)),
+                self.signature,
+                _U64.pack(len(self.payload)),
+                self.payload,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SealedEnvelope:
+        """Parse the framing strictly (lengths, limits, no trailing bytes)."""
+        if len(data) < _U8_U32.size:
+            raise EnvelopeError("envelope is shorter than its fixed header")
+        magic, version, header_len = _U8_U32.unpack_from(data, 0)
+        if magic != MAGIC or version != VERSION:
+            raise EnvelopeError("not a TensorGuard site-update envelope (magic or version)")
+        if header_len > MAX_HEADER_BYTES:
+            raise EnvelopeError(f"envelope header of {header_len} bytes exceeds the limit")
+        offset = _U8_U32.size
+        header_bytes, offset = _take(data, offset, header_len, "header")
+        (signature_len,) = _unpack(_U32, data, offset, "signature length")
+        offset += _U32.size
+        if signature_len > MAX_SIGNATURE_BYTES:
+            raise EnvelopeError(f"envelope signature of {signature_len} bytes exceeds the limit")
+        signature, offset = _take(data, offset, signature_len, "signature")
+        (payload_len,) = _unpack(_U64, data, offset, "payload length")
+        offset += _U64.size
+        payload, offset = _take(data, offset, payload_len, "payload")
+        if offset != len(data):
+            raise EnvelopeError("envelope has trailing bytes")
+        return cls(header_bytes, signature, payload)
+
+
+def seal_envelope(header: EnvelopeHeader, payload: bytes, signer: CompositeSigner) -> bytes:
+    """Sign ``header`` (which must bind ``payload``) and frame the envelope."""
+    if header.payload_sha256 != hashlib.sha256(payload).hexdigest() or header.payload_bytes != len(
+        payload
+    ):
+        raise EnvelopeError("the header does not bind this payload (digest or size differ)")
+    if header.signer_fingerprint != signer.public_key().fingerprint():
+        raise EnvelopeError("the header names a different key than the signer's")
+    header_bytes = header.to_bytes()
+    signature = signer.sign(header_bytes, SIGNATURE_CONTEXT)
+    return SealedEnvelope(header_bytes, signature, payload).to_bytes()
+
+
+def _take(data: bytes, offset: int, size: int, what: str) -> tuple[bytes, int]:
+    end = offset + size
+    if end > len(data):
+        raise EnvelopeError(f"envelope is truncated in its {what}")
+    return data[offset:end], end
+
+
+def _unpack(layout: struct.Struct, data: bytes, offset: int, what: str) -> tuple[int]:
+    if offset + layout.size > len(data):
+        raise EnvelopeError(f"envelope is truncated in its {what}")
+    value: tuple[int] = layout.unpack_from(data, offset)
+    return value
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise EnvelopeError(f"envelope header repeats key {key!r}")
+        document[key] = value
+    return document
+
+
+def _reject_constant(name: str) -> float:
+    raise EnvelopeError(f"envelope header contains non-finite number {name}")
+
+
+def _strict_json(data: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError(f"envelope header is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise EnvelopeError("envelope header is not a JSON object")
+    return document
+
+
+def _as_str(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise EnvelopeError(f"envelope header field {name} must be a string")
+    return value
+
+
+def _as_int(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise EnvelopeError(f"envelope header field {name} must be a non-negative integer")
+    return value
+
+
+def _as_float(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise EnvelopeError(f"envelope header field {name} must be a finite number")
+    return float(value)
+
+
+def _as_dict(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EnvelopeError(f"envelope header field {name} must be an object")
+    return value
+
+
+def _as_list(value: object, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise EnvelopeError(f"envelope header field {name} must be a list")
+    return value
+
+
+def _format_time(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise EnvelopeError("envelope times must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise EnvelopeError(f"envelope created_at {text!r} is not RFC 3339 UTC") from exc

@@ -1,0 +1,193 @@
+"""Packing a flat float vector into CKKS ciphertexts, and the wire format for them.
+
+Values are batched N/2 per ciphertext (every CKKS slot used), so a vector of ``n``
+values becomes ``ceil(n / (N/2))`` ciphertexts. Each chunk is one TenSEAL
+``CKKSVector`` holding exactly one ciphertext at the data level.
+
+Wire format (all integers big-endian)::
+
+    b"TGCV" | version u8 = 1 | length u64 | chunk_count u32 |
+    chunk_count x ( chunk_len u32 | TenSEAL CKKSVector serialisation )
+
+Loading validates every chunk against the federation parameters: one ciphertext of
+size 2, at the data level of this context (same ``parms_id``), at the federation
+scale, not transparent, holding the expected number of values. Anything else is a
+:class:`CiphertextError`, so a malformed update is refused before it is summed.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal as ts
+
+from tensorguard.federation.errors import CiphertextError, ContextError, EncodingCapacityError
+from tensorguard.federation.layout import FloatVector
+from tensorguard.federation.params import FederationParams
+
+MAGIC = b"TGCV"
+VERSION = 1
+_HEADER = struct.Struct(">4sBQI")
+_CHUNK_LEN = struct.Struct(">I")
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EncryptedVector:
+    """A float vector encrypted as CKKS chunks of N/2 values each."""
+
+    chunks: tuple[ts.CKKSVector, ...]
+    length: int
+
+    @property
+    def ciphertext_count(self) -> int:
+        """Number of CKKS ciphertexts."""
+        return len(self.chunks)
+
+    def to_bytes(self) -> bytes:
+        """Serialise in the documented wire format."""
+        parts = [_HEADER.pack(MAGIC, VERSION, self.length, len(self.chunks))]
+        for chunk in self.chunks:
+            data: bytes = chunk.serialize()
+            parts.append(_CHUNK_LEN.pack(len(data)))
+            parts.append(data)
+        return b"".join(parts)
+
+    def __add__(self, other: EncryptedVector) -> EncryptedVector:
+        """Slot-wise homomorphic sum (a new vector; operands are unchanged)."""
+        if self.length != other.length or len(self.chunks) != len(other.chunks):
+            raise CiphertextError(
+                f"cannot add encrypted vectors of {self.length} and {other.length} values"
+            )
+        try:
+            summed = tuple(a + b for a, b in zip(self.chunks, other.chunks, strict=True))
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise CiphertextError(f"homomorphic addition failed: {exc}") from exc
+        return EncryptedVector(summed, self.length)
+
+
+def chunk_lengths(length: int, slot_count: int) -> list[int]:
+    """How many values each ciphertext holds for a vector of ``length`` values."""
+    if length <= 0:
+        raise CiphertextError("cannot pack an empty vector")
+    full, rest = divmod(length, slot_count)
+    return [slot_count] * full + ([rest] if rest else [])
+
+
+def encrypt_vector(
+    values: FloatVector, context: ts.Context, params: FederationParams
+) -> EncryptedVector:
+    """Encrypt ``values`` under the (public) ``context``, N/2 values per ciphertext.
+
+    Raises :class:`EncodingCapacityError` if any |value| exceeds the per-site bound
+    that keeps a sum of ``params.max_sites`` updates decodable.
+    """
+    if values.ndim != 1:
+        raise CiphertextError(f"expected a flat vector, got shape {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise EncodingCapacityError("the update contains NaN or infinite values")
+    peak = float(np.max(np.abs(values))) if values.size else 0.0
+    bound = params.site_value_bound
+    if peak > bound:
+        raise EncodingCapacityError(
+            f"the weighted update has a value of magnitude {peak:.3g}, above the per-site "
+            f"CKKS bound {bound:.3g} (scale 2^{params.scale_bits}, "
+            f"{params.data_modulus_bits}-bit data modulus, {params.max_sites} sites); "
+            "lower the clip norm or the weight, or choose a smaller scale at the ceremony"
+        )
+    chunks: list[ts.CKKSVector] = []
+    offset = 0
+    for count in chunk_lengths(values.size, params.slot_count):
+        chunks.append(ts.ckks_vector(context, values[offset : offset + count].tolist()))
+        offset += count
+    return EncryptedVector(tuple(chunks), int(values.size))
+
+
+def decrypt_vector(encrypted: EncryptedVector, secret_context: ts.Context) -> FloatVector:
+    """Decrypt with a context that holds the secret key."""
+    if not secret_context.is_private():
+        raise ContextError("decryption needs the custodian's secret context")
+    parts: list[list[float]] = []
+    for chunk in encrypted.chunks:
+        chunk.link_context(secret_context)
+        parts.append(chunk.decrypt())
+    return np.concatenate([np.asarray(part, dtype=np.float64) for part in parts])
+
+
+def load_encrypted_vector(
+    data: bytes, context: ts.Context, params: FederationParams, expected_length: int
+) -> EncryptedVector:
+    """Parse and validate the wire format against ``context`` and ``params``."""
+    if len(data) < _HEADER.size:
+        raise CiphertextError("encrypted payload is shorter than its header")
+    magic, version, length, count = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC or version != VERSION:
+        raise CiphertextError("encrypted payload has an unknown magic or version")
+    if length != expected_length:
+        raise CiphertextError(
+            f"encrypted payload holds {length} values, the layout has {expected_length}"
+        )
+    expected_counts = chunk_lengths(length, params.slot_count)
+    if count != len(expected_counts):
+        raise CiphertextError(
+            f"encrypted payload has {count} ciphertexts, {len(expected_counts)} expected"
+        )
+    first_parms_id = context.seal_context().data.first_parms_id()
+    chunks: list[ts.CKKSVector] = []
+    offset = _HEADER.size
+    for index, expected_count in enumerate(expected_counts):
+        if offset + _CHUNK_LEN.size > len(data):
+            raise CiphertextError(f"encrypted payload truncated before chunk {index}")
+        (size,) = _CHUNK_LEN.unpack_from(data, offset)
+        offset += _CHUNK_LEN.size
+        if size > MAX_CHUNK_BYTES or offset + size > len(data):
+            raise CiphertextError(f"encrypted payload chunk {index} is truncated or oversize")
+        chunk = _load_chunk(data[offset : offset + size], context, index)
+        offset += size
+        _validate_chunk(chunk, index, expected_count, first_parms_id, params)
+        chunks.append(chunk)
+    if offset != len(data):
+        raise CiphertextError("encrypted payload has trailing bytes")
+    return EncryptedVector(tuple(chunks), length)
+
+
+def _load_chunk(data: bytes, context: ts.Context, index: int) -> ts.CKKSVector:
+    try:
+        return ts.ckks_vector_from(context, data)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CiphertextError(
+            f"ciphertext chunk {index} does not parse under the federation context "
+            f"({type(exc).__name__})"
+        ) from exc
+
+
+def _validate_chunk(
+    chunk: ts.CKKSVector,
+    index: int,
+    expected_count: int,
+    first_parms_id: Sequence[int],
+    params: FederationParams,
+) -> None:
+    ciphertexts = chunk.ciphertext()
+    if chunk.size() != expected_count or len(ciphertexts) != 1:
+        raise CiphertextError(
+            f"ciphertext chunk {index} holds {chunk.size()} values in "
+            f"{len(ciphertexts)} ciphertexts, expected {expected_count} in one"
+        )
+    ciphertext = ciphertexts[0]
+    if (
+        ciphertext.size() != 2
+        or ciphertext.poly_modulus_degree() != params.poly_modulus_degree
+        or list(ciphertext.parms_id()) != list(first_parms_id)
+        or not math.isclose(ciphertext.scale, params.scale, rel_tol=0.0, abs_tol=0.0)
+    ):
+        raise CiphertextError(
+            f"ciphertext chunk {index} is not a fresh size-2 ciphertext at the federation's "
+            "data level and scale"
+        )
+    if ciphertext.is_transparent():
+        raise CiphertextError(f"ciphertext chunk {index} is transparent (not encrypted)")

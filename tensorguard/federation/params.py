@@ -1,0 +1,156 @@
+"""CKKS parameters for the federation and the security level they reach.
+
+Only ciphertext additions happen in the federation (sites pre-multiply their weight,
+the aggregator sums), so no multiplicative depth is needed. The coefficient modulus
+therefore holds exactly one *data* prime, which is all a ciphertext carries, plus
+the *special* prime SEAL reserves for key switching. Public-key encryption in SEAL
+encrypts at the special-prime level and divides it out, so a large special prime
+also shrinks fresh-encryption noise to the rounding floor at no cost in ciphertext
+size.
+
+Security follows the Homomorphic Encryption Standard (Albrecht et al., 2018,
+Table 1, ternary secret distribution, the one SEAL samples): for each ring degree N,
+the largest total modulus bit count ``log2(Q)`` that keeps the classical security
+level at or above 128, 192 or 256 bits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tensorguard.federation.errors import FederationParamsError
+
+SecurityLevel = Literal[128, 192, 256]
+
+HE_STANDARD_MAX_MODULUS_BITS: dict[int, dict[int, int]] = {
+    1024: {128: 27, 192: 19, 256: 14},
+    2048: {128: 54, 192: 37, 256: 29},
+    4096: {128: 109, 192: 75, 256: 58},
+    8192: {128: 218, 192: 152, 256: 118},
+    16384: {128: 438, 192: 305, 256: 237},
+    32768: {128: 881, 192: 611, 256: 476},
+}
+"""HE Standard Table 1 (ternary secret): N -> security level -> max ``log2(Q)``."""
+
+MIN_PRIME_BITS = 20
+MAX_PRIME_BITS = 60
+OVERFLOW_MARGIN_BITS = 1
+"""Extra headroom below ``q/2`` kept free for encryption noise and rounding."""
+
+
+class FederationParams(BaseModel):
+    """CKKS parameters chosen at the key ceremony and shared by the whole federation.
+
+    The defaults (N = 8192, primes of 60 and 58 bits, scale 2^46) give a total
+    modulus of 118 bits, which meets the HE Standard's 256-bit level for N = 8192,
+    while a ciphertext only carries the 60-bit data prime: about 8 bytes of
+    ciphertext per 4-byte float (N/2 = 4096 values per ciphertext).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    poly_modulus_degree: int = Field(default=8192, description="CKKS ring degree N.")
+    coeff_mod_bit_sizes: tuple[int, ...] = Field(
+        default=(60, 58),
+        description="Bit sizes of the RNS primes; the last one is SEAL's special prime.",
+    )
+    scale_bits: int = Field(default=46, description="log2 of the CKKS encoding scale.")
+    max_sites: int = Field(default=64, ge=2, description="Most site updates one aggregate may sum.")
+    min_security_level: SecurityLevel = Field(
+        default=128, description="Required classical security level (HE Standard)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> FederationParams:
+        levels = HE_STANDARD_MAX_MODULUS_BITS.get(self.poly_modulus_degree)
+        if levels is None:
+            raise FederationParamsError(
+                f"poly_modulus_degree {self.poly_modulus_degree} is not one of "
+                f"{sorted(HE_STANDARD_MAX_MODULUS_BITS)}; pick a power of two in that range"
+            )
+        sizes = self.coeff_mod_bit_sizes
+        if len(sizes) < 2:
+            raise FederationParamsError(
+                "coeff_mod_bit_sizes needs at least two primes (one data prime and "
+                "SEAL's special prime for key switching), e.g. (60, 58)"
+            )
+        if any(not MIN_PRIME_BITS <= bits <= MAX_PRIME_BITS for bits in sizes):
+            raise FederationParamsError(
+                f"each prime must have {MIN_PRIME_BITS}..{MAX_PRIME_BITS} bits, got {sizes}"
+            )
+        limit = levels[self.min_security_level]
+        if self.total_modulus_bits > limit:
+            raise FederationParamsError(
+                f"total modulus of {self.total_modulus_bits} bits exceeds the HE Standard "
+                f"limit of {limit} bits for N={self.poly_modulus_degree} at "
+                f"{self.min_security_level}-bit security; use fewer or smaller primes "
+                "or a larger poly_modulus_degree"
+            )
+        if self.site_value_bound < 1.0:
+            raise FederationParamsError(
+                f"scale 2^{self.scale_bits} leaves too little headroom in a "
+                f"{self.data_modulus_bits}-bit data modulus for {self.max_sites} sites: "
+                "lower scale_bits or max_sites, or use a larger data prime"
+            )
+        if self.scale_bits < MIN_PRIME_BITS:
+            raise FederationParamsError(
+                f"scale_bits={self.scale_bits} is too small for useful precision; "
+                f"use at least {MIN_PRIME_BITS}"
+            )
+        return self
+
+    @property
+    def slot_count(self) -> int:
+        """Values packed into one ciphertext: N/2."""
+        return self.poly_modulus_degree // 2
+
+    @property
+    def data_modulus_bits(self) -> int:
+        """Bits of the modulus a fresh ciphertext carries (all primes but the special)."""
+        return sum(self.coeff_mod_bit_sizes[:-1])
+
+    @property
+    def total_modulus_bits(self) -> int:
+        """``log2(Q)`` including the special prime: what the security level depends on."""
+        return sum(self.coeff_mod_bit_sizes)
+
+    @property
+    def scale(self) -> float:
+        """The CKKS encoding scale, ``2**scale_bits``."""
+        return float(2**self.scale_bits)
+
+    @property
+    def security_level(self) -> int:
+        """Highest HE Standard level (128/192/256) these parameters meet."""
+        levels = HE_STANDARD_MAX_MODULUS_BITS[self.poly_modulus_degree]
+        return max(level for level, bits in levels.items() if self.total_modulus_bits <= bits)
+
+    @property
+    def aggregate_value_bound(self) -> float:
+        """Largest |value| any slot of a sum may hold and still decode correctly.
+
+        A data prime of ``b`` bits is at least ``2**(b-1)``; a slot decodes correctly
+        while ``scale * |value| < q/2``, with :data:`OVERFLOW_MARGIN_BITS` kept free.
+        """
+        return math.ldexp(1.0, self.data_modulus_bits - 2 - OVERFLOW_MARGIN_BITS - self.scale_bits)
+
+    @property
+    def site_value_bound(self) -> float:
+        """Largest |weighted value| one site may encrypt so that any sum stays decodable."""
+        return self.aggregate_value_bound / self.max_sites
+
+    def summary(self) -> dict[str, int | float]:
+        """Plain values for logs and metadata (no key material)."""
+        return {
+            "poly_modulus_degree": self.poly_modulus_degree,
+            "slot_count": self.slot_count,
+            "data_modulus_bits": self.data_modulus_bits,
+            "total_modulus_bits": self.total_modulus_bits,
+            "scale_bits": self.scale_bits,
+            "security_level_bits": self.security_level,
+            "max_sites": self.max_sites,
+            "site_value_bound": self.site_value_bound,
+        }

@@ -1,0 +1,188 @@
+"""Building one site's update: delta, clipping, optional DP noise, weighting, CKKS, signing.
+
+The update is the change of the LoRA tensors over the round:
+``delta = trained - reference`` for every LoRA tensor, where the *reference* is the
+adapter every site started the round from (a seeded initial adapter in round one, so
+that all sites share the same random ``A`` and zero ``B``; the previous global adapter
+afterwards). Working on the change rather than on the raw tensors keeps clipping and
+noise meaningful: ``A``'s random initialisation is not data and is never clipped.
+
+Steps: flatten in the round's canonical layout, clip the L2 norm of the whole delta
+to ``clip_norm``, add Gaussian noise of std ``noise_multiplier · clip_norm`` when DP
+is on (after the site's privacy ledger agrees), multiply by
+``weight / max_site_weight``, encrypt under the federation *public* context, sign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from tensorguard.crypto.composite import CompositeSigner
+from tensorguard.federation.context import PublicFederation
+from tensorguard.federation.envelope import EnvelopeHeader, seal_envelope
+from tensorguard.federation.errors import FederationError, PrivacyAccountingError
+from tensorguard.federation.layout import FloatVector, tensors_digest
+from tensorguard.federation.packing import encrypt_vector
+from tensorguard.federation.privacy import (
+    DPConfig,
+    PrivacyCharge,
+    PrivacyLedger,
+    PrivacyReport,
+    add_gaussian_noise,
+)
+from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.sites import validate_site_id
+
+
+class SiteUpdateConfig(BaseModel):
+    """How a site turns its trained adapter into an update."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    clip_norm: float = Field(gt=0, description="L2 bound on the whole update's delta.")
+    dp: DPConfig | None = Field(default=None, description="Gaussian noise; None: no DP.")
+
+
+@dataclass(frozen=True)
+class SiteUpdate:
+    """A finished site update: the envelope bytes and what may be reported about it."""
+
+    envelope: bytes
+    header: EnvelopeHeader
+    privacy: PrivacyReport | None
+    encrypt_seconds: float
+
+    def metadata(self) -> dict[str, object]:
+        """Reportable values (no plaintext statistics of the update itself)."""
+        values: dict[str, object] = {
+            "round_id": self.header.round_id,
+            "site_id": self.header.site_id,
+            "envelope_sha256": hashlib.sha256(self.envelope).hexdigest(),
+            "envelope_bytes": len(self.envelope),
+            "ciphertexts": self.header.ciphertext_count,
+            "values": self.header.layout.numel,
+            "expansion_vs_fp32": self.header.payload_bytes / (4 * self.header.layout.numel),
+            "weight": self.header.weight,
+            "clip_norm": self.header.clip_norm,
+            "encrypt_seconds": self.encrypt_seconds,
+            "signer_fingerprint": self.header.signer_fingerprint,
+        }
+        if self.privacy is not None:
+            values.update({f"dp_{k}": v for k, v in self.privacy.to_json().items()})
+        return values
+
+
+def clip_l2(values: FloatVector, clip_norm: float) -> FloatVector:
+    """Scale ``values`` down so that its L2 norm is at most ``clip_norm``."""
+    norm = float(np.linalg.norm(values))
+    if not math.isfinite(norm):
+        raise FederationError("the update contains NaN or infinite values; refusing to clip")
+    if norm <= clip_norm:
+        return values
+    clipped: FloatVector = values * (clip_norm / norm)
+    return clipped
+
+
+def update_delta(
+    trained: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], spec: RoundSpec
+) -> FloatVector:
+    """``trained - reference`` flattened in the round layout (after checking both)."""
+    layout = spec.tensor_layout
+    layout.check(trained, "the trained adapter")
+    layout.check(reference, "the reference adapter")
+    if tensors_digest(reference) != spec.reference_digest:
+        raise FederationError(
+            f"the reference adapter is not the one round {spec.round_id!r} started from "
+            "(digest differs); train from the round's reference adapter"
+        )
+    delta: FloatVector = layout.flatten(trained) - layout.flatten(reference)
+    return delta
+
+
+def build_site_update(
+    *,
+    trained: Mapping[str, torch.Tensor],
+    reference: Mapping[str, torch.Tensor],
+    spec: RoundSpec,
+    site_id: str,
+    weight: float,
+    public: PublicFederation,
+    signer: CompositeSigner,
+    config: SiteUpdateConfig,
+    ledger: PrivacyLedger | None = None,
+) -> SiteUpdate:
+    """Clip, (noise), weight, encrypt and sign one site's update for ``spec``.
+
+    ``weight`` is normally the site's example count. With DP enabled ``ledger`` is
+    required; it is charged only once the envelope is complete, and a round that
+    would exceed the budget raises :class:`PrivacyBudgetExceededError` before any
+    noise is drawn.
+    """
+    validate_site_id(site_id)
+    if not math.isfinite(weight) or not 0 < weight <= spec.max_site_weight:
+        raise FederationError(
+            f"site weight {weight} must be positive and at most the round's "
+            f"max_site_weight {spec.max_site_weight}; raise max_site_weight in the round "
+            "spec if sites legitimately hold more examples"
+        )
+    values = clip_l2(update_delta(trained, reference, spec), config.clip_norm)
+
+    privacy: PrivacyReport | None = None
+    charge: PrivacyCharge | None = None
+    if config.dp is not None:
+        if ledger is None:
+            raise PrivacyAccountingError(
+                f"site {site_id!r} has DP enabled but no privacy ledger was supplied"
+            )
+        if ledger.site_id != site_id:
+            raise PrivacyAccountingError(
+                f"the privacy ledger belongs to {ledger.site_id!r}, not {site_id!r}"
+            )
+        ledger.check_config(config.dp)
+        charge = PrivacyCharge(
+            round_id=spec.round_id,
+            noise_multiplier=config.dp.noise_multiplier,
+            sampling_rate=config.dp.sampling_rate,
+            steps=config.dp.steps_per_round,
+        )
+        ledger.check(charge)
+        values = add_gaussian_noise(values, config.dp.noise_multiplier * config.clip_norm)
+
+    values = values * (weight / spec.max_site_weight)
+    started = time.perf_counter()
+    encrypted = encrypt_vector(values, public.load_context(), public.params)
+    payload = encrypted.to_bytes()
+    encrypt_seconds = time.perf_counter() - started
+
+    if charge is not None and ledger is not None:
+        privacy = ledger.charge(charge)
+    header = EnvelopeHeader(
+        round_id=spec.round_id,
+        site_id=site_id,
+        base_model_digest=spec.base_model_digest,
+        reference_digest=spec.reference_digest,
+        public_context_sha256=public.digest,
+        layout=spec.tensor_layout,
+        weight=float(weight),
+        max_site_weight=spec.max_site_weight,
+        clip_norm=config.clip_norm,
+        dp=privacy.to_json() if privacy is not None else None,
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload_bytes=len(payload),
+        ciphertext_count=encrypted.ciphertext_count,
+        nonce=secrets.token_hex(16),
+        created_at=datetime.now(UTC),
+        signer_fingerprint=signer.public_key().fingerprint(),
+    )
+    envelope = seal_envelope(header, payload, signer)
+    return SiteUpdate(envelope, header, privacy, encrypt_seconds)

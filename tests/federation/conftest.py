@@ -1,0 +1,97 @@
+"""Shared fixtures for the federation tests: one ceremony, site keys, LoRA tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.federation.context import (
+    FederationKeys,
+    PublicFederation,
+    SecretFederation,
+    create_federation_context,
+    load_secret_context,
+)
+from tensorguard.federation.round_spec import RoundSpec
+
+BASE_DIGEST = "b" * 64
+MAX_SITE_WEIGHT = 5000.0
+
+
+class InMemorySecretStore:
+    """A SecretStore for tests: a dict, plus a record of what was stored."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def store_secret(self, name: str, data: bytes) -> None:
+        self.blobs[name] = bytes(data)
+
+    def load_secret(self, name: str) -> bytes:
+        return self.blobs[name]
+
+
+def lora_reference(seed: int = 7, modules: int = 3, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A PEFT-style LoRA state dict: random A (shared by seed), zero B."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for index in range(modules):
+        prefix = f"base_model.model.layers.{index}.attn.q_proj"
+        fan_in, fan_out = 48 + 16 * index, 40 + 8 * index
+        tensors[f"{prefix}.lora_A.weight"] = (
+            torch.rand(rank, fan_in, generator=generator) * 2 - 1
+        ) / fan_in**0.5
+        tensors[f"{prefix}.lora_B.weight"] = torch.zeros(fan_out, rank)
+    return tensors
+
+
+def trained_like(
+    reference: dict[str, torch.Tensor], seed: int, scale: float = 1e-2
+) -> dict[str, torch.Tensor]:
+    """The reference after 'training': a site-specific perturbation of every tensor."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+    return {
+        name: tensor + scale * torch.randn(tensor.shape, generator=generator)
+        for name, tensor in reference.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def federation_keys() -> FederationKeys:
+    return create_federation_context()
+
+
+@pytest.fixture(scope="session")
+def public(federation_keys: FederationKeys) -> PublicFederation:
+    return federation_keys.public
+
+
+@pytest.fixture(scope="session")
+def secret(federation_keys: FederationKeys) -> SecretFederation:
+    return load_secret_context(federation_keys.secret_context_bytes, federation_keys.public)
+
+
+@pytest.fixture(scope="session")
+def site_keys() -> dict[str, CompositeSigningKey]:
+    return {f"site-{index:02d}": CompositeSigningKey.generate() for index in range(12)}
+
+
+@pytest.fixture(scope="session")
+def registered(site_keys: dict[str, CompositeSigningKey]) -> dict[str, CompositeVerifyKey]:
+    return {site_id: key.public_key() for site_id, key in site_keys.items()}
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, torch.Tensor]:
+    return lora_reference()
+
+
+@pytest.fixture(scope="session")
+def make_spec(reference: dict[str, torch.Tensor]) -> Callable[..., RoundSpec]:
+    def make(round_id: str = "round-0001", base_digest: str = BASE_DIGEST) -> RoundSpec:
+        return RoundSpec.from_reference(round_id, base_digest, reference, MAX_SITE_WEIGHT)
+
+    return make
