@@ -1,0 +1,146 @@
+"""Tables of the fleet application database (SQLAlchemy 2.0 typed declarative models).
+
+* ``edge_nodes``: devices that receive releases, with the channel they follow and the
+  fingerprint of their package-recipient public key;
+* ``releases``: every package published to a fleet channel;
+* ``install_reports``: what each node reported after handling a release;
+* ``audit_log``: an append-only record of who did what to which subject.
+
+The schema is created and evolved only by the Alembic migrations in
+``tensorguard/fleet/migrations`` (see :func:`tensorguard.fleet.db.migrate`); a test
+checks that these models and the migrations describe the same schema.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAME_LENGTH = 64
+DIGEST_LENGTH = 64
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive datetimes; store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return aware UTC datetimes whatever the backend gave back."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention (stable migration names)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EdgeNode(Base):
+    """A device in a fleet that follows one release channel."""
+
+    __tablename__ = "edge_nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    fleet: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    recipient_fingerprint: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    installed_version: Mapped[int | None] = mapped_column(Integer)
+
+    reports: Mapped[list[InstallReportRow]] = relationship(back_populates="node")
+
+
+class ReleaseRow(Base):
+    """A package published on a fleet channel."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("fleet", "channel", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fleet: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    size: Mapped[int] = mapped_column(BigInteger)
+    location: Mapped[str] = mapped_column(Text)
+    gate_decision_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    reports: Mapped[list[InstallReportRow]] = relationship(back_populates="release")
+
+
+class InstallReportRow(Base):
+    """One node's report about one release: installed, rejected (and why) or failed."""
+
+    __tablename__ = "install_reports"
+    __table_args__ = (Index("ix_install_reports_node_received", "node_pk", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_pk: Mapped[int] = mapped_column(ForeignKey("edge_nodes.id", ondelete="CASCADE"))
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id", ondelete="SET NULL"))
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason_code: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    reason: Mapped[str] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    node: Mapped[EdgeNode] = relationship(back_populates="reports")
+    release: Mapped[ReleaseRow | None] = relationship(back_populates="reports")
+
+
+class AuditEvent(Base):
+    """An append-only audit record."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    subject: Mapped[str] = mapped_column(String(256))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,281 @@
+"""A small, blocking-where-it-matters wrapper over paho-mqtt 2.x (MQTT 5).
+
+:class:`MqttConnection` connects and waits for the CONNACK, publishes and waits for
+the PUBACK (QoS 1), subscribes and waits for the SUBACK, and raises
+:class:`~tensorguard.fleet.errors.MqttError` with the broker address and the reason
+whenever one of those does not happen in time. The paho network loop runs in a
+background thread; it reconnects on its own and the wrapper re-subscribes after each
+reconnect. Message handlers run on that thread and must return quickly (the edge
+agent only queues what it receives).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, Self
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from tensorguard.fleet.errors import MqttError
+
+LOGGER = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class MqttSettings(BaseModel):
+    """Where the broker is and how to authenticate; the password never appears in repr."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` for messages."""
+        return f"{self.host}:{self.port}"
+
+
+class Will(BaseModel):
+    """A last-will message the broker publishes if the client vanishes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class _Acks:
+    """Acknowledgements keyed by packet id, filled by the network thread."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._results: dict[int, list[ReasonCode]] = {}
+
+    def record(self, mid: int, codes: list[ReasonCode]) -> None:
+        with self._condition:
+            self._results[mid] = codes
+            self._condition.notify_all()
+
+    def wait(self, mid: int, timeout: float) -> list[ReasonCode] | None:
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while mid not in self._results:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._condition.wait(remaining)
+            return self._results.pop(mid)
+
+    def discard(self, mid: int) -> None:
+        with self._condition:
+            self._results.pop(mid, None)
+
+
+class MqttConnection:
+    """One MQTT 5 client session; use as a context manager (connect / disconnect)."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, *, will: Will | None = None) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
+        )
+        self._client.connect_timeout = settings.timeout_s
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else None
+            self._client.username_pw_set(settings.username, password)
+        if settings.tls_ca_file is not None:
+            self._client.tls_set(ca_certs=str(settings.tls_ca_file))
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        self._connected = threading.Event()
+        self._connack_received = threading.Event()
+        self._connack: ReasonCode | None = None
+        self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
+        self._suback = _Acks()
+        self._puback = _Acks()
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+
+    def __repr__(self) -> str:
+        return f"MqttConnection(endpoint={self.settings.endpoint!r}, client_id={self.client_id!r})"
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.disconnect()
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the broker has accepted this session."""
+        return self._connected.is_set()
+
+    def connect(self) -> None:
+        """Open the session and wait for the broker's CONNACK."""
+        endpoint = self.settings.endpoint
+        try:
+            self._client.connect(
+                self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
+            )
+        except (OSError, ValueError) as exc:
+            raise MqttError(
+                f"cannot reach the MQTT broker at {endpoint}: {exc}; check that the broker "
+                "is running and that the configured host and port are right"
+            ) from exc
+        self._client.loop_start()
+        if not self._connack_received.wait(self.settings.timeout_s):
+            self._stop_loop()
+            raise MqttError(
+                f"the MQTT broker at {endpoint} did not acknowledge the connection within "
+                f"{self.settings.timeout_s:g}s"
+            )
+        refusal = self._connack
+        if refusal is not None and refusal.is_failure:
+            self._client.disconnect()
+            self._stop_loop()
+            raise MqttError(
+                f"the MQTT broker at {endpoint} refused the connection: {refusal}; check the "
+                "client credentials and the broker's access rules"
+            )
+
+    def disconnect(self) -> None:
+        """Close the session cleanly and stop the network thread."""
+        self._client.disconnect()
+        self._stop_loop()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish and, for QoS 1 and 2, wait until the broker acknowledges it."""
+        endpoint = self.settings.endpoint
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            info.wait_for_publish(self.settings.timeout_s)
+        except (RuntimeError, ValueError) as exc:
+            self._puback.discard(info.mid)
+            raise MqttError(
+                f"publishing to {topic!r} on {endpoint} failed: {exc}; check the broker connection"
+            ) from exc
+        if not info.is_published():
+            self._puback.discard(info.mid)
+            raise MqttError(
+                f"the MQTT broker at {endpoint} did not acknowledge the message on {topic!r} "
+                f"within {self.settings.timeout_s:g}s; it is unreachable or overloaded"
+            )
+        codes = self._puback.wait(info.mid, self.settings.timeout_s)
+        if codes and codes[0].is_failure:
+            raise MqttError(
+                f"the MQTT broker at {endpoint} refused the message on {topic!r}: {codes[0]}; "
+                "check the broker's access rules for this client"
+            )
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 1) -> None:
+        """Subscribe (again after every reconnect) and wait for the SUBACK."""
+        self._subscriptions[topic_filter] = (qos, handler)
+        result, mid = self._client.subscribe(topic_filter, qos=qos)
+        if result != paho.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttError(
+                f"cannot subscribe to {topic_filter!r} on {self.settings.endpoint}: "
+                f"{paho.error_string(result)}"
+            )
+        codes = self._suback.wait(mid, self.settings.timeout_s)
+        if codes is None:
+            raise MqttError(
+                f"the MQTT broker at {self.settings.endpoint} did not acknowledge the "
+                f"subscription to {topic_filter!r} within {self.settings.timeout_s:g}s"
+            )
+        if any(code.is_failure for code in codes):
+            raise MqttError(
+                f"the MQTT broker at {self.settings.endpoint} refused the subscription to "
+                f"{topic_filter!r}: {', '.join(str(code) for code in codes)}"
+            )
+
+    def _stop_loop(self) -> None:
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._connack = reason_code
+        self._connack_received.set()
+        if reason_code.is_failure:
+            LOGGER.error(
+                "MQTT broker %s refused connection: %s", self.settings.endpoint, reason_code
+            )
+            return
+        for topic_filter, (qos, _handler) in list(self._subscriptions.items()):
+            client.subscribe(topic_filter, qos=qos)
+        self._connected.set()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if self._connected.is_set() and reason_code.is_failure:
+            LOGGER.warning(
+                "lost the MQTT broker at %s (%s); reconnecting", self.settings.endpoint, reason_code
+            )
+        self._connected.clear()
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        self._suback.record(mid, reason_codes)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._puback.record(mid, [reason_code])
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        for topic_filter, (_qos, handler) in list(self._subscriptions.items()):
+            if paho.topic_matches_sub(topic_filter, message.topic):
+                try:
+                    handler(message.topic, bytes(message.payload))
+                except Exception:
+                    LOGGER.exception("handler for %s failed on %s", topic_filter, message.topic)
