@@ -94,7 +94,7 @@ class StreamEncryptor:
         """Plaintext bytes per (non-final) chunk."""
         return self._state.chunk_size
 
-    def encrypt_chunk(self, plaintext: bytes, *, final: bool) -> bytes:
+    def encrypt_chunk(self, plaintext: bytes | bytearray | memoryview, *, final: bool) -> bytes:
         """Return ``ciphertext || tag`` for the next chunk."""
         size = len(plaintext)
         if (not final and size != self._state.chunk_size) or size > self._state.chunk_size:
