@@ -1,0 +1,73 @@
+"""Deployment artifacts built from a base model and a LoRA adapter.
+
+- :mod:`~tensorguard.optimize.merge`: merge the adapter into the base model (PEFT).
+- :mod:`~tensorguard.optimize.pruning`: exact 2:4 magnitude pruning and verification.
+- :mod:`~tensorguard.optimize.evaluation`: held-out causal-LM loss.
+- :mod:`~tensorguard.optimize.saving`: atomic safetensors checkpoints.
+- :mod:`~tensorguard.optimize.onnx_export`: ONNX export, checker, onnxruntime parity.
+- :mod:`~tensorguard.optimize.tensorrt_build`: TensorRT engine build, or a clear refusal.
+"""
+
+from tensorguard.optimize.errors import (
+    EvaluationError,
+    MergeError,
+    OnnxExportError,
+    OptimizeError,
+    PruningError,
+    TensorRTBuildError,
+    TensorRTUnavailableError,
+)
+from tensorguard.optimize.evaluation import evaluate_causal_lm_loss
+from tensorguard.optimize.merge import load_causal_lm, merge_adapter
+from tensorguard.optimize.onnx_export import (
+    DEFAULT_PARITY_TOLERANCE,
+    OnnxExportResult,
+    export_causal_lm_to_onnx,
+    measure_onnx_parity,
+)
+from tensorguard.optimize.pruning import (
+    DEFAULT_EXCLUDE,
+    PruningOutcome,
+    TwoFourReport,
+    apply_2_4_sparsity,
+    prune_2_4_and_evaluate,
+    two_four_mask,
+    verify_2_4,
+)
+from tensorguard.optimize.saving import SavedModel, save_model_atomically
+from tensorguard.optimize.tensorrt_build import (
+    InputShapeProfile,
+    TensorRTBuildResult,
+    build_tensorrt_engine,
+    require_tensorrt,
+)
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "DEFAULT_PARITY_TOLERANCE",
+    "EvaluationError",
+    "InputShapeProfile",
+    "MergeError",
+    "OnnxExportError",
+    "OnnxExportResult",
+    "OptimizeError",
+    "PruningError",
+    "PruningOutcome",
+    "SavedModel",
+    "TensorRTBuildError",
+    "TensorRTBuildResult",
+    "TensorRTUnavailableError",
+    "TwoFourReport",
+    "apply_2_4_sparsity",
+    "build_tensorrt_engine",
+    "evaluate_causal_lm_loss",
+    "export_causal_lm_to_onnx",
+    "load_causal_lm",
+    "measure_onnx_parity",
+    "merge_adapter",
+    "prune_2_4_and_evaluate",
+    "require_tensorrt",
+    "save_model_atomically",
+    "two_four_mask",
+    "verify_2_4",
+]
