@@ -164,3 +164,30 @@ class FileKeyProvider(SealedKeyProvider):
     def signer(self, name: str) -> CompositeSigner:
         """Unseal signing key ``name`` and return it as a signer."""
         return CompositeSigningKey.from_private_bytes(self.records.open(name, KeyPurpose.SIGNING))
+
+    def reseal_into(self, target: FileKeyProvider) -> list[str]:
+        """Copy every key into ``target`` (another directory and master): master rotation.
+
+        Each record is authenticated and decrypted here, then sealed afresh under the
+        target's master; nothing is overwritten. Returns the file names written. Point
+        ``TG_KEY_DIR`` and ``TG_KEY_MASTER`` at the target together, then retire this
+        directory once the target is verified (docs/KEYS.md, "Rotation").
+        """
+        written: list[str] = []
+        for info in self.list_keys():
+            opened = self.records.open_record(info.name, info.purpose)
+            path = target.records.seal(
+                info.name,
+                info.purpose,
+                opened.secret,
+                replace=False,
+                attributes=opened.header.attributes,
+            )
+            written.append(path.name)
+        LOGGER.info(
+            "resealed %d key(s) from %s into %s",
+            len(written),
+            self.records.directory.path,
+            target.records.directory.path,
+        )
+        return written

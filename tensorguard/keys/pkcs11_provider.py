@@ -148,19 +148,12 @@ class TokenWrappedRecordKeys:
         """A fresh data key, encrypted by the token's wrapping key."""
         data_key = secrets.token_bytes(DATA_KEY_BYTES)
         nonce = os.urandom(WRAP_NONCE_BYTES)
-        with self._token.lock:
-            wrapping_key = self._wrapping_key(create=True)
-            try:
-                wrapped = cast(EncryptMixin, wrapping_key).encrypt(
-                    data_key,
-                    mechanism=Mechanism.AES_GCM,
-                    mechanism_param=GCMParams(nonce, _wrap_context(name, purpose), 128),
-                )
-            except p11errors.PKCS11Error as exc:
-                raise TokenError(
-                    f"token {self._token.token_label!r} could not wrap a data key with "
-                    f"CKM_AES_GCM ({type(exc).__name__})"
-                ) from None
+        with self._token.operation("wrapping a data key with CKM_AES_GCM"):
+            wrapped = cast(EncryptMixin, self._wrapping_key(create=True)).encrypt(
+                data_key,
+                mechanism=Mechanism.AES_GCM,
+                mechanism_param=GCMParams(nonce, _wrap_context(name, purpose), 128),
+            )
         params: dict[str, SealValue] = {
             "wrap_mechanism": "CKM_AES_GCM",
             "token": self._token.token_label,
@@ -184,7 +177,7 @@ class TokenWrappedRecordKeys:
                 "TG_PKCS11_WRAP_KEY_LABEL to the key that sealed it"
             )
         nonce, wrapped = _b64_field(seal, "wrap_nonce"), _b64_field(seal, "wrapped_key")
-        with self._token.lock:
+        with self._token.operation("unwrapping a data key"):
             wrapping_key = self._wrapping_key(create=False)
             try:
                 data_key = cast(DecryptMixin, wrapping_key).decrypt(
@@ -250,16 +243,10 @@ class PKCS11CompositeSigner:
         """Sign ``M'`` with ML-DSA-65 on the host and Ed25519 in the token."""
         representative = composite_message_representative(message, context)
         mldsa_signature = sign_mldsa_component(self._mldsa_seed, representative)
-        with self._token.lock:
-            try:
-                ed25519_signature = cast(SignMixin, self._ed25519_private).sign(
-                    representative, mechanism=Mechanism.EDDSA
-                )
-            except p11errors.PKCS11Error as exc:
-                raise TokenError(
-                    f"token {self._token.token_label!r} failed to sign with CKM_EDDSA "
-                    f"({type(exc).__name__})"
-                ) from None
+        with self._token.operation("signing with CKM_EDDSA"):
+            ed25519_signature = cast(SignMixin, self._ed25519_private).sign(
+                representative, mechanism=Mechanism.EDDSA
+            )
         try:
             # A faulty token signature must never leave the process (fault attacks).
             self._ed25519_public.verify(ed25519_signature, representative)
@@ -335,38 +322,34 @@ class PKCS11KeyProvider(SealedKeyProvider):
         validate_key_name(name)
         self.records.directory.require_absent(name, KeyPurpose.SIGNING)
         label = SIGNING_LABEL_PREFIX + name
-        with self._token.lock:
+        with self._token.operation(
+            "generating an Ed25519 key pair (the token must support "
+            "CKM_EC_EDWARDS_KEY_PAIR_GEN and CKM_EDDSA)"
+        ):
             if self._ed25519_objects(name) is not None:
                 raise KeyExistsError(
                     f"token {self._token.token_label!r} already holds an Ed25519 key "
                     f"{label!r} without a sealed ML-DSA record (an interrupted generation?): "
                     "destroy it with the HSM's tools or choose another name"
                 )
-            try:
-                public, private = self._token.session.generate_keypair(
-                    KeyType.EC_EDWARDS,
-                    mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
-                    store=True,
-                    label=label,
-                    public_template={
-                        Attribute.EC_PARAMS: ED25519_EC_PARAMS,
-                        Attribute.TOKEN: True,
-                        Attribute.VERIFY: True,
-                    },
-                    private_template={
-                        Attribute.TOKEN: True,
-                        Attribute.PRIVATE: True,
-                        Attribute.SENSITIVE: True,
-                        Attribute.EXTRACTABLE: False,
-                        Attribute.SIGN: True,
-                    },
-                )
-            except p11errors.PKCS11Error as exc:
-                raise TokenError(
-                    f"token {self._token.token_label!r} could not generate an Ed25519 key "
-                    f"pair ({type(exc).__name__}); the token must support "
-                    "CKM_EC_EDWARDS_KEY_PAIR_GEN and CKM_EDDSA"
-                ) from None
+            public, private = self._token.session.generate_keypair(
+                KeyType.EC_EDWARDS,
+                mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+                store=True,
+                label=label,
+                public_template={
+                    Attribute.EC_PARAMS: ED25519_EC_PARAMS,
+                    Attribute.TOKEN: True,
+                    Attribute.VERIFY: True,
+                },
+                private_template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.SIGN: True,
+                },
+            )
             ed25519_public = _ed25519_point(cast(bytes, public[Attribute.EC_POINT]))
         mldsa_seed = secrets.token_bytes(MLDSA65_SEED_SIZE)
         try:
@@ -378,7 +361,7 @@ class PKCS11KeyProvider(SealedKeyProvider):
                 attributes={_ED25519_ATTRIBUTE: b64encode(ed25519_public)},
             )
         except BaseException:
-            with self._token.lock:
+            with self._token.operation("removing a half-generated Ed25519 key pair"):
                 public.destroy()
                 private.destroy()
             raise
@@ -394,7 +377,7 @@ class PKCS11KeyProvider(SealedKeyProvider):
     def signer(self, name: str) -> CompositeSigner:
         """Unwrap the ML-DSA seed and pair it with the token's Ed25519 key ``name``."""
         opened = self.records.open_record(name, KeyPurpose.SIGNING)
-        with self._token.lock:
+        with self._token.operation("looking up an Ed25519 key"):
             objects = self._ed25519_objects(name)
             if objects is None:
                 raise KeyNotFoundError(

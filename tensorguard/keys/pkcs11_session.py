@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,6 +134,17 @@ class TokenSession(Closeable):
     def lock(self) -> threading.RLock:
         """Serialises use of the shared session across threads."""
         return self._require_open().lock
+
+    @contextmanager
+    def operation(self, action: str) -> Iterator[None]:
+        """Hold the session lock; report any PKCS#11 failure inside as :class:`TokenError`."""
+        with self.lock:
+            try:
+                yield
+            except p11errors.PKCS11Error as exc:
+                raise TokenError(
+                    f"token {self.token_label!r}: {action} failed ({type(exc).__name__})"
+                ) from None
 
     def _require_open(self) -> _SharedLogin:
         if self._shared is None:

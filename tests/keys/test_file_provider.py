@@ -247,3 +247,21 @@ def test_key_material_never_rests_in_the_clear(file_provider: FileKeyProvider) -
     for needle in (private_bytes, private_bytes[:32], private_bytes[32:], kem_seed):
         for encoding in (needle, needle.hex().encode()):
             assert encoding not in on_disk
+
+
+def test_master_rotation_reseals_every_key(
+    file_provider: FileKeyProvider, tmp_path: Path, master_text: str
+) -> None:
+    fingerprint = file_provider.generate_signing_key("release").public_key().fingerprint()
+    file_provider.store_secret("ckks", KeyPurpose.CKKS_SECRET, b"context")
+    new_master = master_text[::-1] + "rotated"
+    rotated = _provider(tmp_path / "rotated", new_master)
+    written = file_provider.reseal_into(rotated)
+    assert sorted(written) == ["ckks.ckks-secret-context.tgkey", "release.composite-signing.tgkey"]
+    reopened = _provider(tmp_path / "rotated", new_master)
+    assert reopened.fingerprint("release") == fingerprint
+    assert reopened.load_secret("ckks", KeyPurpose.CKKS_SECRET) == b"context"
+    with pytest.raises(WrongMasterKeyError):
+        _provider(tmp_path / "rotated", master_text).load_secret("ckks", KeyPurpose.CKKS_SECRET)
+    with pytest.raises(KeyExistsError):
+        file_provider.reseal_into(rotated)

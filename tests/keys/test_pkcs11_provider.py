@@ -30,6 +30,7 @@ from tensorguard.keys import (
     KeyProviderUnavailable,
     KeyPurpose,
     PKCS11KeyProvider,
+    TokenError,
     key_provider_from_env,
 )
 from tensorguard.keys.pkcs11_provider import ED25519_EC_PARAMS, SIGNING_LABEL_PREFIX
@@ -290,3 +291,17 @@ def test_cli_generates_in_the_token(
         softhsm_token.module_path, softhsm_token.label, softhsm_token.user_pin, key_dir
     ) as provider:
         assert provider.fingerprint(name) == generated["fingerprint"]
+
+
+def test_signer_refuses_after_its_provider_is_closed(
+    softhsm_token: SoftHSMToken, key_dir: Path
+) -> None:
+    provider = PKCS11KeyProvider(
+        softhsm_token.module_path, softhsm_token.label, softhsm_token.user_pin, key_dir
+    )
+    signer = provider.generate_signing_key(_unique("release"))
+    signer.public_key().verify(b"m", signer.sign(b"m"))
+    provider.close()
+    provider.close()  # idempotent
+    with pytest.raises(TokenError, match="closed"):
+        signer.sign(b"m")
