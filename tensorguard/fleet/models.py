@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+MIGRATION_VERSION_TABLE = "fleet_alembic_version"
 NAME_LENGTH = 64
 DIGEST_LENGTH = 64
 
