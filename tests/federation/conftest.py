@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -15,7 +15,9 @@ from tensorguard.federation.context import (
     create_federation_context,
     load_secret_context,
 )
+from tensorguard.federation.privacy import PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.site_update import SiteUpdate, SiteUpdateConfig, build_site_update
 
 BASE_DIGEST = "b" * 64
 MAX_SITE_WEIGHT = 5000.0
@@ -89,9 +91,62 @@ def reference() -> dict[str, torch.Tensor]:
     return lora_reference()
 
 
-@pytest.fixture(scope="session")
-def make_spec(reference: dict[str, torch.Tensor]) -> Callable[..., RoundSpec]:
-    def make(round_id: str = "round-0001", base_digest: str = BASE_DIGEST) -> RoundSpec:
-        return RoundSpec.from_reference(round_id, base_digest, reference, MAX_SITE_WEIGHT)
+SITE_WEIGHTS = (4800.0, 130.0, 2200.0, 960.0, 1.0, 3100.0, 45.0, 5000.0, 700.0, 2500.0)
+NO_CLIPPING = SiteUpdateConfig(clip_norm=1e6)
 
-    return make
+
+def site_index(site_id: str) -> int:
+    return int(site_id.split("-")[1])
+
+
+def site_weight(site_id: str) -> float:
+    return SITE_WEIGHTS[site_index(site_id) % len(SITE_WEIGHTS)]
+
+
+@dataclass(frozen=True)
+class Federation:
+    """One federation for tests: keys, registered sites and a reference adapter."""
+
+    public: PublicFederation
+    secret: SecretFederation
+    site_keys: dict[str, CompositeSigningKey]
+    registered: dict[str, CompositeVerifyKey]
+    reference: dict[str, torch.Tensor]
+
+    def spec(self, round_id: str = "round-0001", base_digest: str = BASE_DIGEST) -> RoundSpec:
+        return RoundSpec.from_reference(round_id, base_digest, self.reference, MAX_SITE_WEIGHT)
+
+    def trained(self, site_id: str) -> dict[str, torch.Tensor]:
+        return trained_like(self.reference, site_index(site_id))
+
+    def update(
+        self,
+        site_id: str,
+        spec: RoundSpec,
+        *,
+        weight: float | None = None,
+        config: SiteUpdateConfig = NO_CLIPPING,
+        ledger: PrivacyLedger | None = None,
+    ) -> SiteUpdate:
+        return build_site_update(
+            trained=self.trained(site_id),
+            reference=self.reference,
+            spec=spec,
+            site_id=site_id,
+            weight=site_weight(site_id) if weight is None else weight,
+            public=self.public,
+            signer=self.site_keys[site_id],
+            config=config,
+            ledger=ledger,
+        )
+
+
+@pytest.fixture(scope="session")
+def fed(
+    public: PublicFederation,
+    secret: SecretFederation,
+    site_keys: dict[str, CompositeSigningKey],
+    registered: dict[str, CompositeVerifyKey],
+    reference: dict[str, torch.Tensor],
+) -> Federation:
+    return Federation(public, secret, site_keys, registered, reference)

@@ -1,0 +1,130 @@
+"""Site updates: clipping, DP noise and budget, weights, envelope binding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation.errors import (
+    EnvelopeError,
+    FederationError,
+    LayoutError,
+    PrivacyAccountingError,
+    PrivacyBudgetExceededError,
+)
+from tensorguard.federation.layout import TensorLayout
+from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
+from tensorguard.federation.privacy import DPConfig, PrivacyLedger
+from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.site_update import SiteUpdateConfig, clip_l2, update_delta
+from tests.federation.conftest import MAX_SITE_WEIGHT, Federation
+
+
+def _decrypt_update(fed: Federation, envelope: bytes, spec: RoundSpec) -> np.ndarray:
+    payload = SealedEnvelope.from_bytes(envelope).payload
+    vector = load_encrypted_vector(
+        payload, fed.secret.context, fed.public.params, spec.tensor_layout.numel
+    )
+    return decrypt_vector(vector, fed.secret.context)
+
+
+def test_clip_l2() -> None:
+    values = np.array([3.0, 4.0])
+    assert np.allclose(clip_l2(values, 1.0), [0.6, 0.8])
+    assert clip_l2(values, 10.0) is values
+    with pytest.raises(FederationError, match="NaN"):
+        clip_l2(np.array([np.nan]), 1.0)
+
+
+def test_update_is_the_clipped_weighted_delta(fed: Federation) -> None:
+    spec = fed.spec()
+    update = fed.update("site-03", spec, weight=1250.0, config=SiteUpdateConfig(clip_norm=0.2))
+    delta = update_delta(fed.trained("site-03"), fed.reference, spec)
+    assert np.linalg.norm(delta) > 0.2
+    expected = clip_l2(delta, 0.2) * (1250.0 / MAX_SITE_WEIGHT)
+    decrypted = _decrypt_update(fed, update.envelope, spec)
+    assert np.linalg.norm(decrypted - expected) / np.linalg.norm(expected) < 1e-7
+
+    key = fed.site_keys["site-03"].public_key()
+    header = SealedEnvelope.from_bytes(update.envelope).verify(key)
+    assert header == update.header
+    assert header.round_id == spec.round_id
+    assert header.base_model_digest == spec.base_model_digest
+    assert header.reference_digest == spec.reference_digest
+    assert header.public_context_sha256 == fed.public.digest
+    assert header.layout == spec.tensor_layout
+    assert (header.weight, header.clip_norm, header.dp) == (1250.0, 0.2, None)
+    metadata = update.metadata()
+    assert metadata["ciphertexts"] == header.ciphertext_count
+    assert not any("norm" in key and key != "clip_norm" for key in metadata)
+
+
+def test_dp_noise_has_the_calibrated_scale_and_is_accounted(fed: Federation) -> None:
+    spec = fed.spec()
+    dp = DPConfig(noise_multiplier=2.0, delta=1e-5, epsilon_budget=5.0)
+    ledger = PrivacyLedger.for_site("site-04", dp)
+    config = SiteUpdateConfig(clip_norm=0.1, dp=dp)
+    update = fed.update("site-04", spec, weight=MAX_SITE_WEIGHT, config=config, ledger=ledger)
+    clipped = clip_l2(update_delta(fed.trained("site-04"), fed.reference, spec), 0.1)
+    noise = _decrypt_update(fed, update.envelope, spec) - clipped
+    assert np.std(noise) == pytest.approx(2.0 * 0.1, rel=0.1)
+    assert abs(np.mean(noise)) < 0.03
+    assert update.privacy is not None
+    assert update.header.dp == update.privacy.to_json()
+    assert update.privacy.epsilon_total == pytest.approx(ledger.epsilon())
+    assert len(ledger.charges) == 1
+
+
+def test_budget_is_checked_before_anything_is_released(fed: Federation) -> None:
+    dp = DPConfig(noise_multiplier=1.0, delta=1e-5, epsilon_budget=6.0)
+    ledger = PrivacyLedger.for_site("site-05", dp)
+    config = SiteUpdateConfig(clip_norm=1.0, dp=dp)
+    fed.update("site-05", fed.spec("round-a"), config=config, ledger=ledger)
+    spent = ledger.epsilon()
+    with pytest.raises(PrivacyBudgetExceededError, match="above the budget of 6"):
+        fed.update("site-05", fed.spec("round-b"), config=config, ledger=ledger)
+    assert ledger.epsilon() == spent
+    assert len(ledger.charges) == 1
+    with pytest.raises(PrivacyAccountingError, match="no privacy ledger"):
+        fed.update("site-05", fed.spec("round-c"), config=config)
+    other = PrivacyLedger.for_site("site-06", dp)
+    with pytest.raises(PrivacyAccountingError, match="belongs to"):
+        fed.update("site-05", fed.spec("round-c"), config=config, ledger=other)
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, MAX_SITE_WEIGHT * 1.5, float("nan")])
+def test_invalid_weights_are_refused(weight: float, fed: Federation) -> None:
+    with pytest.raises(FederationError, match="max_site_weight"):
+        fed.update("site-01", fed.spec(), weight=weight)
+
+
+def test_wrong_reference_or_shapes_are_refused(fed: Federation) -> None:
+    spec = fed.spec()
+    trained = fed.trained("site-01")
+    shifted = {name: tensor + 1e-3 for name, tensor in fed.reference.items()}
+    with pytest.raises(FederationError, match="reference adapter is not the one"):
+        update_delta(trained, shifted, spec)
+    name = next(iter(fed.reference))
+    reshaped = {**trained, name: trained[name][:, :-1]}
+    with pytest.raises(LayoutError, match="has shape"):
+        update_delta(reshaped, fed.reference, spec)
+    missing = {k: v for k, v in trained.items() if k != name}
+    with pytest.raises(LayoutError, match="missing"):
+        update_delta(missing, fed.reference, spec)
+
+
+def test_envelope_framing_and_header_parsing_are_strict(fed: Federation) -> None:
+    update = fed.update("site-02", fed.spec())
+    data = update.envelope
+    for broken in (data[:-1], data + b"x", b"TGFX" + data[4:], data[:10]):
+        with pytest.raises(EnvelopeError):
+            SealedEnvelope.from_bytes(broken)
+    sealed = SealedEnvelope.from_bytes(data)
+    with pytest.raises(EnvelopeError, match="does not verify"):
+        sealed.verify(fed.site_keys["site-01"].public_key())
+    duplicated = sealed.header_bytes[:-1] + b',"weight":2}'
+    with pytest.raises(EnvelopeError, match="repeats key"):
+        EnvelopeHeader.from_bytes(duplicated)
+    assert EnvelopeHeader.from_bytes(update.header.to_bytes()) == update.header
+    assert TensorLayout.from_tensors(fed.reference) == update.header.layout
