@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from tensorguard.digest import sha256_file
+from tensorguard.errors import ConfigurationError
 from tensorguard.optimize.atomic import atomic_output_dir
 from tensorguard.optimize.errors import TensorRTBuildError, TensorRTUnavailableError
 from tensorguard.optimize.onnx_export import INPUT_NAME
@@ -50,7 +51,7 @@ class InputShapeProfile:
                 self.max_shape[axis],
             )
             if not 1 <= low <= typical <= high:
-                raise ValueError(
+                raise ConfigurationError(
                     f"shape profile axis {axis} must satisfy 1 <= min <= opt <= max, "
                     f"got {low}, {typical}, {high}"
                 )
