@@ -1,6 +1,5 @@
 """Schedules and sensors: site registration and scheduled, partitioned retraining."""
 
-from __future__ import annotations
 
 import hashlib
 import json

@@ -1,6 +1,7 @@
 """Training stage: the base model, each site's validated data, each site's LoRA adapter."""
+# No "from __future__ import annotations": Dagster resolves config and resource
+# parameter types from the runtime annotations.
 
-from __future__ import annotations
 
 import json
 import time
