@@ -5,7 +5,9 @@ A TGSP path is a relative POSIX path of one or more ``/``-separated components t
 * is valid Unicode in NFC form, at most :data:`MAX_PATH_BYTES` UTF-8 bytes, at most
   :data:`MAX_DEPTH` components, each at most :data:`MAX_COMPONENT_BYTES` bytes;
 * has no empty, ``.`` or ``..`` component, no leading ``/``, no backslash, no NUL or
-  other control character, and no Windows drive or device syntax (``:``);
+  other control character, no invisible format character (bidi overrides, zero-width
+  joiners: they make names display as something else), and no ``:`` (Windows drive or
+  stream syntax);
 * has no component ending in a space or dot (Windows silently strips those).
 
 Across a file list, paths must be unique after Unicode case folding (so they do not
@@ -47,8 +49,8 @@ def validate_archive_path(path: str) -> str:
         raise _fail(path, "backslash separator")
     if ":" in path:
         raise _fail(path, "':' (drive letter or stream syntax)")
-    if any(unicodedata.category(char) == "Cc" for char in path):
-        raise _fail(path, "control character")
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in path):
+        raise _fail(path, "control or invisible format character (e.g. bidi override)")
     components = path.split("/")
     if len(components) > MAX_DEPTH:
         raise _fail(path, f"deeper than {MAX_DEPTH} components")

@@ -171,3 +171,11 @@ def resign(
     signature = signer.sign(preamble + header_bytes, SIGNATURE_CONTEXT)
     body = package[layout_of(package).payload_start :] if payload is None else payload
     return preamble + header_bytes + SIGNATURE_LENGTH.pack(len(signature)) + signature + body
+
+
+def chunk_ends(package: bytes, chunk_size: int = SMALL_CHUNK) -> list[int]:
+    """File offsets where each sealed payload chunk ends (the last is the file size)."""
+    layout = layout_of(package)
+    sealed = chunk_size + 16
+    ends = list(range(layout.payload_start + sealed, layout.size, sealed))
+    return [*ends, layout.size]
