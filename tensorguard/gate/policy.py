@@ -35,6 +35,7 @@ from pydantic import (
 
 from tensorguard.gate.canonical import canonical_digest
 from tensorguard.gate.errors import GatePolicyError, validate_or_raise
+from tensorguard.gate.strict_yaml import load_strict_yaml
 
 CHECK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
@@ -111,28 +112,6 @@ class GatePolicy(BaseModel):
         return canonical_digest(self.canonical_document())
 
 
-class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate mapping keys instead of keeping the last."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeySafeLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
 def parse_policy(document: object, source: str = "policy") -> GatePolicy:
     """Validate an already-parsed policy document; raise :class:`GatePolicyError` if invalid."""
     if not isinstance(document, dict):
@@ -159,7 +138,7 @@ def load_policy(path: Path) -> GatePolicy:
             "policy path"
         ) from exc
     try:
-        document = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 (safe loader subclass)
+        document = load_strict_yaml(text)
     except yaml.YAMLError as exc:
         raise GatePolicyError(f"gate policy {path} is not valid YAML: {exc}") from exc
     return parse_policy(document, source=str(path))

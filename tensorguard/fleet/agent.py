@@ -1,0 +1,409 @@
+"""The edge agent: receive release announcements, verify, install atomically, report.
+
+For each announcement on a followed channel the agent
+
+1. refuses versions not above the channel's high-water mark (rollback or replay), and
+   ignores the release it already has (a retained announcement seen again);
+2. fetches the package (``file://`` or an absolute path; other schemes are refused) and
+   checks the announced size and SHA-256;
+3. verifies and opens it with TGSP against its **pinned trust store** and its own
+   recipient key, requiring the followed channel and a version above the high-water
+   mark (the signed version is authoritative, not the announcement), and rejecting
+   expired, unsigned, untrusted or wrongly signed packages;
+4. installs it: the verified tree is extracted into a new release directory, fsynced,
+   and ``current/<channel>`` is switched to it with one rename; the previous release
+   stays until then;
+5. saves the new high-water version (atomic state file) and deletes the previous
+   release;
+6. reports ``installed``, ``rejected`` or ``failed`` with a reason code and a
+   human-readable reason over MQTT.
+
+:meth:`EdgeAgent.handle_release` does steps 1-5 without any network; :func:`run_once`
+and :func:`serve` add the MQTT session (subscriptions, reports, VDA 5050 connection
+state with a last will).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import signal
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.fleet.agent_config import AgentConfig, load_recipient_key, load_trust_store
+from tensorguard.fleet.agent_state import AgentState, AgentStateStore, ChannelState
+from tensorguard.fleet.errors import AgentError, FleetError, MqttError
+from tensorguard.fleet.fetch import fetch_package
+from tensorguard.fleet.install import InstallLayout, sync_tree
+from tensorguard.fleet.messages import (
+    ConnectionMessage,
+    ConnectionState,
+    InstallOutcome,
+    InstallReason,
+    InstallReport,
+    MessageError,
+    ReleaseAnnouncement,
+)
+from tensorguard.fleet.mqtt import MqttConnection, Will
+from tensorguard.fleet.notify import publish_install_report
+from tensorguard.fleet.rejections import InstallRefused, failed, refusal_from_tgsp, rejected
+from tensorguard.fleet.topics import connection_topic, release_topic
+from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
+
+LOGGER = logging.getLogger(__name__)
+
+
+class EdgeAgent:
+    """Installs releases for one node; see the module docstring for the steps."""
+
+    def __init__(
+        self, config: AgentConfig, *, trust_store: TrustStore, recipient_key: XWingPrivateKey
+    ) -> None:
+        self.config = config
+        self._trust_store = trust_store
+        self._recipient_key = recipient_key
+        self.layout = InstallLayout(config.state_dir)
+        self._state_store = AgentStateStore(config.state_dir)
+        self.state: AgentState = self._state_store.load()
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> EdgeAgent:
+        """Load the trust store and recipient key the configuration names."""
+        return cls(
+            config,
+            trust_store=load_trust_store(config),
+            recipient_key=load_recipient_key(config),
+        )
+
+    def __repr__(self) -> str:
+        return f"EdgeAgent(node_id={self.config.node_id!r}, fleet={self.config.fleet!r})"
+
+    def recover(self) -> None:
+        """Remove leftovers of an interrupted install (downloads, unreferenced trees)."""
+        self.layout.clear_downloads()
+        for channel in self.config.channels:
+            keep = set()
+            target = self.layout.current_target(channel)
+            if target is not None:
+                keep.add(target)
+            entry = self.state.channels.get(channel)
+            if entry is not None:
+                keep.add(self.config.state_dir / entry.install_dir)
+            for path in self.layout.prune(channel, keep):
+                LOGGER.info("removed leftover %s", path)
+
+    def handle_payload(self, topic: str, payload: bytes) -> InstallReport | None:
+        """Handle one MQTT message from a release topic; None when there is nothing to report.
+
+        Empty payloads (a cleared retained message), payloads that are not announcements
+        and announcements that do not match their topic are logged and ignored: without
+        a valid announcement there is no channel and version to report on.
+        """
+        if not payload:
+            return None
+        try:
+            announcement = ReleaseAnnouncement.from_payload(payload)
+        except MessageError as exc:
+            LOGGER.warning("ignoring an invalid release announcement on %s: %s", topic, exc)
+            return None
+        if topic != release_topic(announcement.fleet, announcement.channel):
+            LOGGER.warning(
+                "ignoring an announcement for %s/%s received on %s",
+                announcement.fleet,
+                announcement.channel,
+                topic,
+            )
+            return None
+        return self.handle_release(announcement)
+
+    def handle_release(self, announcement: ReleaseAnnouncement) -> InstallReport | None:
+        """Install ``announcement``'s package if acceptable; return the report to send.
+
+        Returns None for announcements this node does not follow and for the release
+        it already has installed.
+        """
+        if (
+            announcement.fleet != self.config.fleet
+            or announcement.channel not in self.config.channels
+        ):
+            LOGGER.info(
+                "ignoring %s/%s: not followed by this node",
+                announcement.fleet,
+                announcement.channel,
+            )
+            return None
+        try:
+            installed = self._install(announcement)
+        except InstallRefused as refusal:
+            LOGGER.warning(
+                "%s %s version %d: %s",
+                refusal.outcome.value,
+                announcement.channel,
+                announcement.version,
+                refusal,
+            )
+            return self._report(announcement, refusal.outcome, refusal.reason_code, str(refusal))
+        if installed is None:
+            return None
+        reason = (
+            f"installed version {announcement.version} of channel {announcement.channel!r} "
+            f"signed by {installed.signer_key_id[:16]} into {installed.install_dir}"
+        )
+        LOGGER.info("%s", reason)
+        return self._report(announcement, InstallOutcome.INSTALLED, InstallReason.INSTALLED, reason)
+
+    def _report(
+        self,
+        announcement: ReleaseAnnouncement,
+        outcome: InstallOutcome,
+        reason_code: InstallReason,
+        reason: str,
+    ) -> InstallReport:
+        return InstallReport(
+            fleet=self.config.fleet,
+            channel=announcement.channel,
+            node_id=self.config.node_id,
+            version=announcement.version,
+            digest=announcement.digest,
+            outcome=outcome,
+            reason_code=reason_code,
+            reason=reason[:2048],
+        )
+
+    def _install(self, announcement: ReleaseAnnouncement) -> ChannelState | None:
+        channel, version = announcement.channel, announcement.version
+        current = self.state.channels.get(channel)
+        if current is not None:
+            if version == current.high_water_version and (
+                announcement.digest == current.package_digest
+            ):
+                return None
+            if version <= current.high_water_version:
+                raise rejected(
+                    InstallReason.ROLLBACK,
+                    f"version {version} of channel {channel!r} is not above the installed "
+                    f"version {current.high_water_version}; refusing a rollback or replay",
+                )
+        package = fetch_package(announcement, self.layout.downloads, self.config.max_package_bytes)
+        try:
+            return self._open_and_activate(announcement, package, current)
+        finally:
+            package.unlink(missing_ok=True)
+
+    def _open_and_activate(
+        self,
+        announcement: ReleaseAnnouncement,
+        package: Path,
+        current: ChannelState | None,
+    ) -> ChannelState:
+        channel = announcement.channel
+        floor = None if current is None else {channel: current.high_water_version + 1}
+        policy = VerificationPolicy(expected_channel=channel, high_water_marks=floor)
+        try:
+            release_dir = self.layout.new_release_dir(channel, announcement.version)
+            opened = open_package(
+                package,
+                release_dir,
+                recipient_key=self._recipient_key,
+                trust_store=self._trust_store,
+                policy=policy,
+            )
+        except TGSPError as exc:
+            raise refusal_from_tgsp(exc) from exc
+        except (FleetError, OSError) as exc:
+            raise failed(
+                InstallReason.INSTALL_FAILED, f"cannot extract the package: {exc}"
+            ) from exc
+        signed = opened.header.release
+        mismatch = signed.version != announcement.version or (
+            announcement.gate_decision_digest is not None
+            and announcement.gate_decision_digest != signed.gate_decision_digest
+        )
+        if mismatch:
+            shutil.rmtree(release_dir, ignore_errors=True)
+            raise rejected(
+                InstallReason.ANNOUNCEMENT_MISMATCH,
+                f"the signed package is version {signed.version} (gate decision "
+                f"{signed.gate_decision_digest}), but the announcement says version "
+                f"{announcement.version} (gate decision {announcement.gate_decision_digest})",
+            )
+        try:
+            sync_tree(release_dir)
+            self.layout.activate(channel, release_dir)
+            entry = ChannelState(
+                high_water_version=signed.version,
+                package_digest=announcement.digest,
+                install_dir=release_dir.relative_to(self.config.state_dir).as_posix(),
+                signer_key_id=opened.signer_key_id,
+                installed_at=datetime.now(UTC),
+            )
+            self._state_store.save(self.state.with_channel(channel, entry))
+        except (AgentError, FleetError, OSError) as exc:
+            raise failed(
+                InstallReason.INSTALL_FAILED, f"cannot activate the release: {exc}"
+            ) from exc
+        self.state = self.state.with_channel(channel, entry)
+        self.layout.prune(channel, {release_dir})
+        return entry
+
+
+class AgentSession:
+    """The agent's MQTT session: connection state, release subscriptions, reports.
+
+    On entry it connects with a retained ``CONNECTIONBROKEN`` last will, publishes
+    ``ONLINE`` and subscribes to the release topic of every followed channel; messages
+    are queued for the caller's thread. On exit it publishes ``OFFLINE`` and disconnects.
+    Reports that cannot be published (broker briefly away) are kept and retried.
+    """
+
+    def __init__(self, agent: EdgeAgent) -> None:
+        self.agent = agent
+        config = agent.config
+        self._status_topic = connection_topic(config.fleet, config.node_id)
+        will = Will(
+            topic=self._status_topic, payload=self._status(ConnectionState.CONNECTIONBROKEN)
+        )
+        self._connection = MqttConnection(
+            config.mqtt, f"tensorguard-agent-{config.fleet}-{config.node_id}", will=will
+        )
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._unsent: deque[InstallReport] = deque()
+
+    def _status(self, state: ConnectionState) -> bytes:
+        config = self.agent.config
+        return ConnectionMessage(
+            fleet=config.fleet, node_id=config.node_id, state=state
+        ).to_payload()
+
+    def __enter__(self) -> Self:
+        self._connection.connect()
+        try:
+            self._connection.publish(
+                self._status_topic, self._status(ConnectionState.ONLINE), qos=1, retain=True
+            )
+            for channel in self.agent.config.channels:
+                topic = release_topic(self.agent.config.fleet, channel)
+                self._connection.subscribe(topic, self._enqueue, qos=1)
+        except MqttError:
+            self._connection.disconnect()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self.flush_reports()
+            self._connection.publish(
+                self._status_topic, self._status(ConnectionState.OFFLINE), qos=1, retain=True
+            )
+        except MqttError as error:
+            LOGGER.warning("could not publish the OFFLINE state: %s", error)
+        finally:
+            self._connection.disconnect()
+
+    def _enqueue(self, topic: str, payload: bytes) -> None:
+        self.messages.put((topic, payload))
+
+    def process(self, topic: str, payload: bytes) -> InstallReport | None:
+        """Handle one queued message and publish its report (kept for retry on failure)."""
+        report = self.agent.handle_payload(topic, payload)
+        if report is not None:
+            self._unsent.append(report)
+            self.flush_reports()
+        return report
+
+    def flush_reports(self) -> None:
+        """Publish reports that are still waiting; stop at the first broker error."""
+        while self._unsent:
+            try:
+                publish_install_report(self._connection, self._unsent[0])
+            except MqttError as error:
+                LOGGER.warning("install report not delivered yet (will retry): %s", error)
+                return
+            self._unsent.popleft()
+
+    @property
+    def unsent_reports(self) -> int:
+        """How many reports are waiting for the broker."""
+        return len(self._unsent)
+
+
+def run_once(agent: EdgeAgent, *, timeout_s: float = 30.0) -> list[InstallReport]:
+    """Connect, handle each channel's current (retained) release, report, disconnect.
+
+    Waits until every followed channel delivered an announcement or ``timeout_s``
+    passed; returns the reports sent. Raises :class:`MqttError` if the broker is
+    unreachable or a report could not be delivered.
+    """
+    agent.recover()
+    reports: list[InstallReport] = []
+    channel_of = {release_topic(agent.config.fleet, c): c for c in agent.config.channels}
+    pending = set(channel_of.values())
+    deadline = time.monotonic() + timeout_s
+    with AgentSession(agent) as session:
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                LOGGER.info("no announcement within %gs for %s", timeout_s, sorted(pending))
+                break
+            try:
+                topic, payload = session.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            report = session.process(topic, payload)
+            if report is not None:
+                reports.append(report)
+            pending.discard(channel_of.get(topic, ""))
+        if session.unsent_reports:
+            raise MqttError(f"{session.unsent_reports} install report(s) could not be delivered")
+    return reports
+
+
+def serve(agent: EdgeAgent, stop: threading.Event | None = None) -> None:
+    """Run until ``stop`` is set, or until SIGTERM/SIGINT when ``stop`` is not given.
+
+    Signal handlers are installed only when called from the main thread without a
+    ``stop`` event; they set the event, so shutdown happens between installs, never in
+    the middle of one, and ends with ``OFFLINE`` published and a clean disconnect.
+    """
+    stop_event = stop or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if stop is None and threading.current_thread() is threading.main_thread():
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            LOGGER.info("received %s; stopping after the current step", signal.Signals(signum).name)
+            stop_event.set()
+
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            previous[stop_signal] = signal.signal(stop_signal, request_stop)
+    agent.recover()
+    try:
+        with AgentSession(agent) as session:
+            LOGGER.info(
+                "agent %s serving %s/%s",
+                agent.config.node_id,
+                agent.config.fleet,
+                ",".join(agent.config.channels),
+            )
+            while not stop_event.is_set():
+                try:
+                    topic, payload = session.messages.get(timeout=0.2)
+                except queue.Empty:
+                    session.flush_reports()
+                    continue
+                session.process(topic, payload)
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)

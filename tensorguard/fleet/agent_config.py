@@ -1,0 +1,127 @@
+"""Edge agent configuration (YAML), and loading the agent's trust store and recipient key.
+
+Example ``agent.yaml``::
+
+    node_id: robot-7
+    fleet: plant-a
+    channels: [stable]
+    state_dir: /var/lib/tensorguard-agent
+    trust_store: /etc/tensorguard/trust-store.json
+    recipient_key_file: /etc/tensorguard/robot-7.xwing.key   # or recipient_key_name
+    mqtt: {host: broker.plant-a.example, port: 8883, tls_ca_file: /etc/tensorguard/ca.pem}
+
+Exactly one of ``recipient_key_file`` (a ``tensorguard-key`` file, mode 0600) and
+``recipient_key_name`` (an X-Wing key stored in the key provider selected by
+``TG_KEY_PROVIDER``, purpose ``xwing-kem``) must be set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.errors import TensorGuardError
+from tensorguard.fleet.errors import AgentConfigError
+from tensorguard.fleet.messages import Name
+from tensorguard.fleet.mqtt import MqttSettings
+from tensorguard.gate.errors import validate_or_raise
+from tensorguard.gate.strict_yaml import load_strict_yaml
+from tensorguard.keys.factory import key_provider_from_env
+from tensorguard.tgsp.keyfiles import load_recipient_private_key
+from tensorguard.tgsp.trust import TrustStore
+
+DEFAULT_MAX_PACKAGE_BYTES = 8 * 1024**3
+
+
+class AgentConfig(BaseModel):
+    """Who the node is, what it follows, where it keeps state, and whom it trusts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node_id: Name
+    fleet: Name
+    channels: Annotated[tuple[Name, ...], Field(min_length=1)]
+    state_dir: Path
+    trust_store: Path
+    recipient_key_file: Path | None = None
+    recipient_key_name: str | None = None
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    max_package_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PACKAGE_BYTES
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_are_unique(cls, channels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(channels)) != len(channels):
+            raise ValueError("a channel is listed more than once")
+        return channels
+
+    @model_validator(mode="after")
+    def _one_recipient_key_source(self) -> AgentConfig:
+        if (self.recipient_key_file is None) == (self.recipient_key_name is None):
+            raise ValueError(
+                "set exactly one of recipient_key_file and recipient_key_name (the key that "
+                "opens packages addressed to this node)"
+            )
+        return self
+
+
+def parse_agent_config(document: object, source: str = "agent configuration") -> AgentConfig:
+    """Validate an agent configuration mapping."""
+    return validate_or_raise(
+        AgentConfig,
+        document,
+        AgentConfigError,
+        f"{source} is invalid",
+        "Fix the file; unknown keys are rejected",
+    )
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate a YAML agent configuration file."""
+    try:
+        document = load_strict_yaml(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AgentConfigError(
+            f"cannot read agent configuration {path}: {exc.strerror or exc}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise AgentConfigError(f"agent configuration {path} is not valid YAML: {exc}") from exc
+    return parse_agent_config(document, str(path))
+
+
+def load_trust_store(config: AgentConfig) -> TrustStore:
+    """The pinned producer keys; an empty trust store is refused (it would reject all)."""
+    try:
+        store = TrustStore.load(config.trust_store)
+    except TensorGuardError as exc:
+        raise AgentConfigError(f"cannot load the agent's trust store: {exc}") from exc
+    if len(store) == 0:
+        raise AgentConfigError(
+            f"trust store {config.trust_store} pins no keys; add the release signer's public "
+            "key to it"
+        )
+    return store
+
+
+def load_recipient_key(config: AgentConfig) -> XWingPrivateKey:
+    """The node's X-Wing private key, from its key file or from the key provider."""
+    if config.recipient_key_file is not None:
+        try:
+            return load_recipient_private_key(config.recipient_key_file)
+        except TensorGuardError as exc:
+            raise AgentConfigError(f"cannot load the agent's recipient key: {exc}") from exc
+    name = config.recipient_key_name
+    if name is None:  # excluded by AgentConfig's validator
+        raise AgentConfigError("no recipient key configured")
+    try:
+        with key_provider_from_env(os.environ, allow_ephemeral=False) as provider:
+            return provider.kem_private_key(name)
+    except TensorGuardError as exc:
+        raise AgentConfigError(
+            f"cannot load recipient key {name!r} from the key provider: {exc}"
+        ) from exc
