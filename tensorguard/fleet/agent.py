@@ -34,8 +34,8 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Self
+from types import FrameType
+from typing import Any
 
 from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.fleet.agent_config import AgentConfig, load_recipient_key, load_trust_store
@@ -52,7 +52,7 @@ from tensorguard.fleet.messages import (
     MessageError,
     ReleaseAnnouncement,
 )
-from tensorguard.fleet.mqtt import MqttConnection, Will
+from tensorguard.fleet.mqtt import BrokerSession, MqttConnection, Will
 from tensorguard.fleet.notify import publish_install_report
 from tensorguard.fleet.rejections import InstallRefused, failed, refusal_from_tgsp, rejected
 from tensorguard.fleet.topics import connection_topic, release_topic
@@ -255,7 +255,7 @@ class EdgeAgent:
         return entry
 
 
-class AgentSession:
+class AgentSession(BrokerSession):
     """The agent's MQTT session: connection state, release subscriptions, reports.
 
     On entry it connects with a retained ``CONNECTIONBROKEN`` last will, publishes
@@ -283,7 +283,8 @@ class AgentSession:
             fleet=config.fleet, node_id=config.node_id, state=state
         ).to_payload()
 
-    def __enter__(self) -> Self:
+    def connect(self) -> None:
+        """Connect with the last will, publish ONLINE, subscribe to the release topics."""
         self._connection.connect()
         try:
             self._connection.publish(
@@ -295,14 +296,9 @@ class AgentSession:
         except MqttError:
             self._connection.disconnect()
             raise
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def disconnect(self) -> None:
+        """Deliver waiting reports, publish OFFLINE and leave the broker."""
         try:
             self.flush_reports()
             self._connection.publish(

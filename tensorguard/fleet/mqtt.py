@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -88,7 +89,31 @@ class _Acks:
             self._results.pop(mid, None)
 
 
-class MqttConnection:
+class BrokerSession(ABC):
+    """Something that connects to the broker on entry and disconnects on exit."""
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Connect (and subscribe, announce...); raise :class:`MqttError` on failure."""
+
+    @abstractmethod
+    def disconnect(self) -> None:
+        """Leave the broker cleanly."""
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.disconnect()
+
+
+class MqttConnection(BrokerSession):
     """One MQTT 5 client session; use as a context manager (connect / disconnect)."""
 
     def __init__(self, settings: MqttSettings, client_id: str, *, will: Will | None = None) -> None:
@@ -119,18 +144,6 @@ class MqttConnection:
 
     def __repr__(self) -> str:
         return f"MqttConnection(endpoint={self.settings.endpoint!r}, client_id={self.client_id!r})"
-
-    def __enter__(self) -> Self:
-        self.connect()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.disconnect()
 
     @property
     def is_connected(self) -> bool:

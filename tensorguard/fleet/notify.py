@@ -16,12 +16,10 @@ import logging
 import queue
 import secrets
 import time
-from types import TracebackType
-from typing import Self
 
 from tensorguard.fleet.errors import MqttError
 from tensorguard.fleet.messages import InstallReport, MessageError, ReleaseAnnouncement
-from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
+from tensorguard.fleet.mqtt import BrokerSession, MqttConnection, MqttSettings
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.fleet.topics import install_report_filter, install_report_topic, release_topic
 
@@ -76,7 +74,7 @@ def publish_install_report(connection: MqttConnection, report: InstallReport) ->
     return topic
 
 
-class InstallReportListener:
+class InstallReportListener(BrokerSession):
     """Subscribe to a fleet's install reports and collect them as they arrive."""
 
     def __init__(
@@ -93,21 +91,17 @@ class InstallReportListener:
         )
         self._reports: queue.Queue[InstallReport] = queue.Queue()
 
-    def __enter__(self) -> Self:
+    def connect(self) -> None:
+        """Connect and subscribe to the fleet's install reports."""
         self._connection.connect()
         try:
             self._connection.subscribe(self.topic_filter, self._receive, qos=1)
         except MqttError:
             self._connection.disconnect()
             raise
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def disconnect(self) -> None:
+        """Stop listening."""
         self._connection.disconnect()
 
     def _receive(self, topic: str, payload: bytes) -> None:
