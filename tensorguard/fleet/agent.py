@@ -52,7 +52,7 @@ from tensorguard.fleet.messages import (
     MessageError,
     ReleaseAnnouncement,
 )
-from tensorguard.fleet.mqtt import BrokerSession, MqttConnection, Will
+from tensorguard.fleet.mqtt import BrokerMessage, BrokerSession, MqttConnection
 from tensorguard.fleet.notify import publish_install_report
 from tensorguard.fleet.rejections import InstallRefused, failed, refusal_from_tgsp, rejected
 from tensorguard.fleet.topics import connection_topic, release_topic
@@ -268,28 +268,24 @@ class AgentSession(BrokerSession):
         self.agent = agent
         config = agent.config
         self._status_topic = connection_topic(config.fleet, config.node_id)
-        will = Will(
-            topic=self._status_topic, payload=self._status(ConnectionState.CONNECTIONBROKEN)
-        )
         self._connection = MqttConnection(
-            config.mqtt, f"tensorguard-agent-{config.fleet}-{config.node_id}", will=will
+            config.mqtt,
+            f"tensorguard-agent-{config.fleet}-{config.node_id}",
+            will=self._status(ConnectionState.CONNECTIONBROKEN),
+            birth=lambda: self._status(ConnectionState.ONLINE),
         )
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._unsent: deque[InstallReport] = deque()
 
-    def _status(self, state: ConnectionState) -> bytes:
+    def _status(self, state: ConnectionState) -> BrokerMessage:
         config = self.agent.config
-        return ConnectionMessage(
-            fleet=config.fleet, node_id=config.node_id, state=state
-        ).to_payload()
+        payload = ConnectionMessage(fleet=config.fleet, node_id=config.node_id, state=state)
+        return BrokerMessage(topic=self._status_topic, payload=payload.to_payload())
 
     def connect(self) -> None:
-        """Connect with the last will, publish ONLINE, subscribe to the release topics."""
+        """Connect (ONLINE on every connect, CONNECTIONBROKEN as last will), subscribe."""
         self._connection.connect()
         try:
-            self._connection.publish(
-                self._status_topic, self._status(ConnectionState.ONLINE), qos=1, retain=True
-            )
             for channel in self.agent.config.channels:
                 topic = release_topic(self.agent.config.fleet, channel)
                 self._connection.subscribe(topic, self._enqueue, qos=1)
@@ -301,9 +297,8 @@ class AgentSession(BrokerSession):
         """Deliver waiting reports, publish OFFLINE and leave the broker."""
         try:
             self.flush_reports()
-            self._connection.publish(
-                self._status_topic, self._status(ConnectionState.OFFLINE), qos=1, retain=True
-            )
+            offline = self._status(ConnectionState.OFFLINE)
+            self._connection.publish(offline.topic, offline.payload, qos=1, retain=True)
         except MqttError as error:
             LOGGER.warning("could not publish the OFFLINE state: %s", error)
         finally:

@@ -51,8 +51,8 @@ class MqttSettings(BaseModel):
         return f"{self.host}:{self.port}"
 
 
-class Will(BaseModel):
-    """A last-will message the broker publishes if the client vanishes."""
+class BrokerMessage(BaseModel):
+    """A message given to the connection up front: a last will, or a birth message."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -116,8 +116,20 @@ class BrokerSession(ABC):
 class MqttConnection(BrokerSession):
     """One MQTT 5 client session; use as a context manager (connect / disconnect)."""
 
-    def __init__(self, settings: MqttSettings, client_id: str, *, will: Will | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        will: BrokerMessage | None = None,
+        birth: Callable[[], BrokerMessage] | None = None,
+    ) -> None:
+        """``will`` is published by the broker if this client vanishes; ``birth()`` makes
+        the message the client publishes after every successful (re)connect, e.g. to
+        restore an ``ONLINE`` state.
+        """
         self.settings = settings
+        self._birth = birth
         self.client_id = client_id
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
@@ -249,6 +261,9 @@ class MqttConnection(BrokerSession):
             return
         for topic_filter, (qos, _handler) in list(self._subscriptions.items()):
             client.subscribe(topic_filter, qos=qos)
+        if self._birth is not None:
+            birth = self._birth()
+            client.publish(birth.topic, birth.payload, qos=birth.qos, retain=birth.retain)
         self._connected.set()
 
     def _on_disconnect(

@@ -7,6 +7,7 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tensorguard.fleet.agent import run_once
+from tensorguard.fleet.agent import run_once, serve
 from tensorguard.fleet.messages import (
     ConnectionMessage,
     ConnectionState,
@@ -28,7 +29,7 @@ from tensorguard.fleet.topics import connection_topic
 from tensorguard.tgsp.format import PREAMBLE_SIZE
 from tests.fleet.releases import FleetKit
 from tests.fleet.test_mqtt import receive_with_raw_paho
-from tests.services.mosquitto import MosquittoBroker
+from tests.services.mosquitto import MosquittoBroker, running_mosquitto
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,10 +165,11 @@ def test_agent_command_serves_until_sigterm(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while connection_state_or_none(mosquitto_broker, kit.fleet) is not ConnectionState.ONLINE:
-            assert agent.poll() is None, agent.communicate()[0]
-            assert time.monotonic() < deadline, "the agent never came online"
+        try:
+            wait_for_state(mosquitto_broker, kit.fleet, ConnectionState.ONLINE, timeout=30)
+        except AssertionError:
+            agent.kill()
+            raise AssertionError(f"agent output:\n{agent.communicate()[0]}") from None
         with InstallReportListener(settings, kit.fleet) as listener:
             announce_release(settings, kit.publish(kit.build(1), 1))
             first = listener.wait_for("robot-1", 1, timeout=20)
@@ -192,3 +194,42 @@ def connection_state_or_none(broker: MosquittoBroker, fleet: str) -> ConnectionS
     except queue.Empty:
         return None
     return ConnectionMessage.from_payload(bytes(message.payload)).state
+
+
+def test_serving_agent_survives_a_broker_restart(kit: FleetKit, tmp_path: Path) -> None:
+    """After the broker restarts (losing all state), the agent is ONLINE and subscribed again."""
+    with running_mosquitto() as first:
+        port = first.port
+        agent = kit.agent(tmp_path / "node", mqtt=broker_settings(first))
+        stop = threading.Event()
+        server = threading.Thread(target=serve, args=(agent, stop), daemon=True)
+        server.start()
+        try:
+            wait_for_state(first, kit.fleet, ConnectionState.ONLINE)
+        except BaseException:
+            stop.set()
+            raise
+    try:
+        with running_mosquitto(port=port) as second:
+            # A fresh broker has no retained messages: ONLINE comes from the reconnect.
+            wait_for_state(second, kit.fleet, ConnectionState.ONLINE, timeout=30)
+            settings = mqtt_settings(second)
+            with InstallReportListener(settings, kit.fleet) as listener:
+                announce_release(settings, kit.publish(kit.build(1), 1))
+                report = listener.wait_for("robot-1", 1, timeout=20)
+            assert report.outcome is InstallOutcome.INSTALLED
+            stop.set()
+            server.join(timeout=20)
+            assert not server.is_alive()
+            assert connection_state(second, kit.fleet, "robot-1") is ConnectionState.OFFLINE
+    finally:
+        stop.set()
+        server.join(timeout=20)
+
+
+def wait_for_state(
+    broker: MosquittoBroker, fleet: str, state: ConnectionState, timeout: float = 20
+) -> None:
+    deadline = time.monotonic() + timeout
+    while connection_state_or_none(broker, fleet) is not state:
+        assert time.monotonic() < deadline, f"the agent did not become {state} in {timeout}s"

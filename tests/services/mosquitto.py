@@ -43,11 +43,14 @@ def _config(port: int, work_dir: Path) -> str:
 
 
 @contextmanager
-def running_mosquitto() -> Iterator[MosquittoBroker]:
-    """Start Mosquitto in a fresh temp dir; stop it by PID and delete the dir on exit."""
+def running_mosquitto(port: int | None = None) -> Iterator[MosquittoBroker]:
+    """Start Mosquitto in a fresh temp dir; stop it by PID and delete the dir on exit.
+
+    ``port`` reuses a known port (to restart a broker where clients expect it).
+    """
     binary = find_binary("mosquitto", MOSQUITTO_BIN_DIRS)
     work_dir = Path(tempfile.mkdtemp(prefix="tg-mosquitto-"))
-    port = free_port()
+    port = port or free_port()
     config = work_dir / "mosquitto.conf"
     config.write_text(_config(port, work_dir), encoding="utf-8")
     broker = ServiceProcess(
