@@ -16,6 +16,7 @@ if [[ "${1:-}" == "--services" ]]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
   command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
   command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need_packages+=(mosquitto)
+  [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 fi
 if ((${#need_packages[@]})); then
   echo "bootstrap: installing Debian packages: ${need_packages[*]}"

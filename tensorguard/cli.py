@@ -10,7 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from tensorguard.cli_agent import add_agent_commands
 from tensorguard.cli_keys import add_keys_commands
+from tensorguard.cli_tgsp import add_tgsp_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_keys_commands(subparsers)
+    add_tgsp_commands(subparsers)
+    add_agent_commands(subparsers)
     return parser
 
 

@@ -12,7 +12,8 @@ from tensorguard.cli import build_parser, main
 
 def test_every_area_is_registered() -> None:
     help_text = build_parser().format_help()
-    assert "keys" in help_text
+    for area in ("keys", "tgsp", "agent"):
+        assert area in help_text
 
 
 def test_missing_action_is_a_usage_error() -> None:
