@@ -1,9 +1,9 @@
 """Opening a TGSP v2 package: verify, unwrap the data key, decrypt, check, extract.
 
-Contents are written into a fresh staging directory beside ``destination`` and moved
-into place with one rename only after every file digest, the AEAD stream and the
-payload digest have been checked again during decryption. On any failure the staging
-directory is removed and ``destination`` is never created.
+Contents are written into a fresh staging directory beside ``destination``, flushed to
+disk, and moved into place with one rename only after every chunk authenticated, the
+stream ended with its final chunk and every file matched its signed SHA-256. On any
+failure the staging directory is removed and ``destination`` is never created.
 """
 
 from __future__ import annotations
@@ -34,6 +34,14 @@ from tensorguard.tgsp.trust import TrustStore
 from tensorguard.tgsp.verifier import VerificationPolicy, verify_handle
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class _StagingTree:
             raise ExtractionError(f"parent directory {parent} does not exist")
         self.destination = destination
         self.root = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tgsp-", dir=parent))
+        self._directories: list[Path] = []
 
     def create(self, relative: str) -> BinaryIO:
         parts = relative.split("/")
@@ -79,10 +88,14 @@ class _StagingTree:
             directory = directory / part
             if not directory.is_dir():
                 os.mkdir(directory, 0o755)
+                self._directories.append(directory)
         descriptor = os.open(directory / parts[-1], _FILE_FLAGS, 0o644)
         return os.fdopen(descriptor, "wb")
 
     def commit(self) -> None:
+        """Make the tree durable, then move it into place with one rename."""
+        for directory in [*reversed(self._directories), self.root]:
+            _fsync_directory(directory)
         # mkdtemp made the tree private; extracted releases are world-readable like a
         # normally created directory, so services running as other users can load them.
         os.chmod(self.root, 0o755)  # noqa: S103
@@ -92,6 +105,7 @@ class _StagingTree:
             raise ExtractionError(
                 f"cannot move verified files to {self.destination}: {exc.strerror or exc}"
             ) from exc
+        _fsync_directory(self.destination.parent)
 
     def discard(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -113,6 +127,8 @@ def _extract(chunks: Iterator[bytes], files: tuple[FileEntry, ...], staging: _St
                 digest.update(piece)
                 pending = pending[len(piece) :]
                 remaining -= len(piece)
+            sink.flush()
+            os.fsync(sink.fileno())
         if digest.hexdigest() != entry.sha256:
             raise FileDigestError(
                 f"{entry.path}: SHA-256 of the decrypted file differs from the signed manifest"

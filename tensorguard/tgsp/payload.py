@@ -115,21 +115,20 @@ def check_payload_digest(source: BinaryIO, payload: PayloadInfo) -> None:
 def decrypt_payload(
     source: BinaryIO, payload: PayloadInfo, key: bytes, package_id: bytes
 ) -> Iterator[bytes]:
-    """Yield plaintext chunk by chunk, re-checking the payload digest as it reads.
+    """Yield plaintext chunk by chunk; each chunk is authenticated before it is yielded.
 
-    The digest is compared after the last chunk, so callers must treat output as
-    provisional until the generator finishes without raising.
+    The stream's final-chunk check runs after the last chunk, so callers must treat
+    output as provisional until the generator finishes without raising. The payload
+    digest is not recomputed here: a change to the file after verification either
+    fails AES-GCM (without the data key) or changes the plaintext, which the signed
+    per-file digests catch.
     """
     decryptor = StreamDecryptor(key, package_id, payload.chunk_size)
-    digest = hashlib.sha256()
     last_index = payload.chunk_count - 1
     for index, sealed_size in enumerate(_sealed_chunk_sizes(payload)):
         sealed = _read_exactly(source, sealed_size)
-        digest.update(sealed)
         try:
             yield decryptor.decrypt_chunk(sealed, final=index == last_index)
         except DecryptionError as exc:
             raise ChunkAuthenticationError(f"payload chunk {index}: {exc}") from exc
     decryptor.finalize()
-    if digest.hexdigest() != payload.sha256:
-        raise PayloadDigestError("payload changed between verification and decryption")

@@ -15,6 +15,7 @@ from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.crypto.backends.base import MLDSA65_SIGNATURE_SIZE
 from tensorguard.tgsp import (
     ChannelMismatchError,
+    ChunkAuthenticationError,
     HeaderTooLargeError,
     KeyUnwrapError,
     NotATGSPPackageError,
@@ -381,3 +382,30 @@ def test_oversized_header_length_is_refused_before_reading(
         verify_package(write(tmp_path, huge), trust_store)
     with pytest.raises(HeaderTooLargeError):
         verify_package(write(tmp_path, package), trust_store, limits=Limits(max_header_bytes=1024))
+
+
+def test_package_modified_after_verification_is_still_refused(
+    tmp_path: Path,
+    package: bytes,
+    recipients: list[XWingPrivateKey],
+    trust_store: TrustStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tensorguard.tgsp.verifier import verify_handle as real_verify
+
+    path = write(tmp_path, package)
+
+    def verify_then_tamper(*args: Any, **kwargs: Any) -> Any:
+        verified = real_verify(*args, **kwargs)
+        with path.open("r+b") as handle:  # an attacker rewrites one payload byte
+            handle.seek(verified.payload_offset + 5)
+            original = handle.read(1)
+            handle.seek(verified.payload_offset + 5)
+            handle.write(bytes([original[0] ^ 0x40]))
+        return verified
+
+    monkeypatch.setattr("tensorguard.tgsp.opener.verify_handle", verify_then_tamper)
+    destination = tmp_path / "toctou-out"
+    with pytest.raises(ChunkAuthenticationError):
+        open_package(path, destination, recipient_key=recipients[0], trust_store=trust_store)
+    assert not destination.exists()

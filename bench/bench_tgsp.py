@@ -1,0 +1,375 @@
+"""Benchmark TGSP v2: build, then verify + open, against baselines measured in the same run.
+
+For each dataset size (default 0.25, 1 and 2 GiB) the script generates a model-like
+directory (a few large shards plus small files) in a temporary directory and measures:
+
+* ``openssl dgst -sha256`` over the same files (the baseline: one SHA-256 pass; coreutils
+  ``sha256sum`` lacks SHA extensions on some machines and would flatter TGSP);
+* ``tgsp build`` (hash + encrypt + sign + write), ``verify`` (signature + payload digest)
+  and ``open`` (verify + decrypt + per-file digests + extract), each in its own child
+  process: wall and CPU time (``os.wait4`` rusage) and the child's own peak RSS (VmHWM;
+  rusage ``ru_maxrss`` is also recorded but on Linux includes the parent's RSS at spawn);
+* if an interpreter with OpenSSF ``model_signing`` is available (``--model-signing-python``,
+  or the current one), its elliptic-key signing and verification of the same directory.
+
+Ratios are TGSP time divided by the baseline time (lower is better), both as wall time
+and as CPU time (wall time on a shared machine includes waiting for CPU and disk). Peak
+RSS should stay flat as the dataset grows. Results are printed and written as JSON.
+
+    python bench/bench_tgsp.py                      # writes bench/results/tgsp.json
+    python bench/bench_tgsp.py --sizes 1 --model-signing-python /tmp/ms-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+MIB = 1024**2
+SHARD_SIZE = 512 * MIB
+SMALL_FILES = 32
+SMALL_FILE_SIZE = 16 * 1024
+WRITE_BLOCK = 16 * MIB
+
+MODEL_SIGNING_SCRIPT = """
+import json, sys, time
+from model_signing import signing, verifying
+model, signature, private_key, public_key = sys.argv[1:5]
+start = time.perf_counter()
+signing.Config().use_elliptic_key_signer(private_key=private_key).sign(model, signature)
+signed = time.perf_counter()
+verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(model, signature)
+done = time.perf_counter()
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"sign_seconds": signed - start, "verify_seconds": done - signed,
+                  "peak_rss_mib": int(hwm) / 1024}))
+"""
+
+
+# --- data generation ---------------------------------------------------------------------
+
+
+def generate_dataset(root: Path, total: int) -> list[Path]:
+    """Write ``total`` bytes of pseudo-random data as shards plus small files."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    keystream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
+    zeros = bytes(WRITE_BLOCK)
+    root.mkdir(parents=True)
+    (root / "config").mkdir()
+    files: list[Path] = []
+    small_total = SMALL_FILES * SMALL_FILE_SIZE
+    for index in range(SMALL_FILES):
+        path = root / "config" / f"part-{index:03d}.json"
+        path.write_bytes(keystream.update(bytes(SMALL_FILE_SIZE)))
+        files.append(path)
+    remaining = total - small_total
+    shard = 0
+    while remaining > 0:
+        size = min(SHARD_SIZE, remaining)
+        path = root / f"model-{shard:05d}.safetensors"
+        with path.open("wb") as handle:
+            left = size
+            while left:
+                block = min(left, WRITE_BLOCK)
+                handle.write(keystream.update(zeros[:block]))
+                left -= block
+        files.append(path)
+        remaining -= size
+        shard += 1
+    return files
+
+
+# --- child processes ---------------------------------------------------------------------
+
+
+def run_child(command: list[str]) -> dict[str, Any]:
+    """Run ``command``; return its JSON stdout plus wall time and peak RSS (MiB)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    stdout = process.stdout.read()
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{command[:4]} failed ({process.returncode}): {stderr.decode()[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(stdout) if stdout.strip() else {}
+    result["wall_seconds"] = wall
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    # Linux carries the parent's high-water RSS across fork+exec into ru_maxrss, so this
+    # is an upper bound: max(driver at spawn time, child). The child's own peak is the
+    # VmHWM it reports itself ("peak_rss_mib").
+    result["rusage_maxrss_mib"] = usage.ru_maxrss / 1024  # Linux reports KiB
+    return result
+
+
+def phase_main(args: argparse.Namespace) -> None:
+    """Child side: run one TGSP phase and print its in-process timing as JSON."""
+    from tensorguard.tgsp import (
+        ModelIdentity,
+        ReleaseInfo,
+        TrustStore,
+        VerificationPolicy,
+        build_package,
+        open_package,
+        verify_package,
+    )
+    from tensorguard.tgsp.keyfiles import (
+        load_recipient_private_key,
+        load_recipient_public_key,
+        load_signing_key,
+    )
+
+    if args.phase == "generate":
+        files = generate_dataset(Path(args.source), int(args.bytes))
+        print(json.dumps({"files": [str(path) for path in files]}))
+        return
+    keys = Path(args.keys)
+    signer = load_signing_key(keys / "producer.key")
+    trust = TrustStore([signer.public_key()])
+    start = time.perf_counter()
+    if args.phase == "build":
+        now = int(time.time())
+        build_package(
+            Path(args.source),
+            Path(args.package),
+            signer=signer,
+            recipients=[load_recipient_public_key(keys / "recipient.pub")],
+            release=ReleaseInfo(
+                channel="bench",
+                version=1,
+                created_at=now,
+                expires_at=now + 86_400,
+                model=ModelIdentity("bench-model", "00" * 32),
+            ),
+        )
+    elif args.phase == "verify":
+        verify_package(Path(args.package), trust, VerificationPolicy())
+    elif args.phase == "open":
+        open_package(
+            Path(args.package),
+            Path(args.destination),
+            recipient_key=load_recipient_private_key(keys / "recipient.key"),
+            trust_store=trust,
+        )
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"seconds": elapsed, "peak_rss_mib": own_peak_rss_mib()}))
+
+
+def own_peak_rss_mib() -> float:
+    """This process's own peak resident set (VmHWM), excluding anything before exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line")
+
+
+def phase_command(phase: str, **paths: Path | int) -> list[str]:
+    command = [sys.executable, __file__, "--phase", phase]
+    for name, value in paths.items():
+        command += [f"--{name}", str(value)]
+    return command
+
+
+# --- baselines -----------------------------------------------------------------------------
+
+
+def openssl_sha256(files: list[Path]) -> dict[str, Any]:
+    """Time ``openssl dgst -sha256`` over ``files`` (wall and CPU seconds)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        ["openssl", "dgst", "-sha256", *map(str, files)], stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("openssl dgst failed")
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def model_signing_python(requested: str | None) -> str | None:
+    candidates = [requested] if requested else [sys.executable]
+    for python in candidates:
+        probe = subprocess.run(
+            [python, "-c", "import model_signing"], capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            return python
+    return None
+
+
+def write_ec_keys(directory: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = directory / "ms-private.pem"
+    public = directory / "ms-public.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+def bench_size(
+    size_gib: float, work: Path, keys: Path, ms_python: str | None, ec_keys: tuple[Path, Path]
+) -> dict[str, Any]:
+    total = int(size_gib * GIB)
+    data = work / f"data-{size_gib}"
+    package = work / f"package-{size_gib}.tgsp"
+    extracted = work / f"opened-{size_gib}"
+    generated = run_child(phase_command("generate", source=data, bytes=total))
+    files = [Path(path) for path in generated["files"]]
+    try:
+        baseline = openssl_sha256(files)
+        openssl = baseline["seconds"]
+        build = run_child(phase_command("build", source=data, package=package, keys=keys))
+        verify = run_child(phase_command("verify", package=package, keys=keys))
+        opened = run_child(phase_command("open", package=package, destination=extracted, keys=keys))
+        result: dict[str, Any] = {
+            "size_gib": size_gib,
+            "bytes": total,
+            "files": len(files),
+            "package_bytes": package.stat().st_size,
+            "openssl_sha256_seconds": openssl,
+            "openssl_sha256_cpu_seconds": baseline["cpu_seconds"],
+            "build": build,
+            "verify": verify,
+            "open": opened,
+            "ratio_build_to_openssl": build["seconds"] / openssl,
+            "ratio_verify_to_openssl": verify["seconds"] / openssl,
+            "ratio_open_to_openssl": opened["seconds"] / openssl,
+            "ratio_build_plus_open_to_openssl": (build["seconds"] + opened["seconds"]) / openssl,
+            "cpu_ratio_build_to_openssl": build["cpu_seconds"] / baseline["cpu_seconds"],
+            "cpu_ratio_verify_to_openssl": verify["cpu_seconds"] / baseline["cpu_seconds"],
+            "cpu_ratio_open_to_openssl": opened["cpu_seconds"] / baseline["cpu_seconds"],
+            "throughput_mib_s": {
+                "openssl_sha256": total / MIB / openssl,
+                "build": total / MIB / build["seconds"],
+                "verify": total / MIB / verify["seconds"],
+                "open": total / MIB / opened["seconds"],
+            },
+        }
+        if ms_python is not None:
+            signature = work / f"model-signing-{size_gib}.sig"
+            ms = run_child(
+                [ms_python, "-c", MODEL_SIGNING_SCRIPT, str(data), str(signature),
+                 str(ec_keys[0]), str(ec_keys[1])]
+            )  # fmt: skip
+            result["model_signing"] = ms
+            result["ratio_build_to_model_signing_sign"] = build["seconds"] / ms["sign_seconds"]
+            result["ratio_verify_to_model_signing_verify"] = (
+                verify["seconds"] / ms["verify_seconds"]
+            )
+        return result
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(extracted, ignore_errors=True)
+        package.unlink(missing_ok=True)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print(
+        f"{'GiB':>5} {'openssl s':>9} {'build s':>8} {'verify s':>8} {'open s':>7} "
+        f"{'build/ossl':>10} {'open/ossl':>9} {'cpu b/o':>7} {'cpu o/o':>7} "
+        f"{'RSS build':>9} {'RSS open':>8} {'ms sign s':>9}"
+    )
+    for r in results:
+        ms = r.get("model_signing", {}).get("sign_seconds")
+        print(
+            f"{r['size_gib']:>5} {r['openssl_sha256_seconds']:>9.2f} {r['build']['seconds']:>8.2f} "
+            f"{r['verify']['seconds']:>8.2f} {r['open']['seconds']:>7.2f} "
+            f"{r['ratio_build_to_openssl']:>10.2f} {r['ratio_open_to_openssl']:>9.2f} "
+            f"{r['cpu_ratio_build_to_openssl']:>7.2f} {r['cpu_ratio_open_to_openssl']:>7.2f} "
+            f"{r['build']['peak_rss_mib']:>8.0f}M {r['open']['peak_rss_mib']:>7.0f}M "
+            f"{'-' if ms is None else f'{ms:.2f}':>9}"
+        )
+
+
+def driver_main(args: argparse.Namespace) -> None:
+    from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
+    from tensorguard.tgsp.keyfiles import write_key_file
+
+    sizes = [float(size) for size in args.sizes.split(",")]
+    ms_python = model_signing_python(args.model_signing_python)
+    with tempfile.TemporaryDirectory(prefix="bench-tgsp-", dir=args.workdir) as temporary:
+        work = Path(temporary)
+        keys = work / "keys"
+        keys.mkdir()
+        recipient = XWingPrivateKey.generate()
+        write_key_file(keys / "producer.key", CompositeSigningKey.generate())
+        write_key_file(keys / "recipient.key", recipient)
+        write_key_file(keys / "recipient.pub", recipient.public_key())
+        ec_keys = write_ec_keys(keys)
+        results = []
+        for size in sizes:
+            print(f"benchmarking {size} GiB ...", file=sys.stderr, flush=True)
+            results.append(bench_size(size, work, keys, ms_python, ec_keys))
+    report = {
+        "benchmark": "tgsp",
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "openssl": subprocess.run(
+                ["openssl", "version"], capture_output=True, text=True, check=True
+            ).stdout.strip(),
+        },
+        "model_signing_available": ms_python is not None,
+        "results": results,
+    }
+    print_table(results)
+    if ms_python is None:
+        print("model_signing not available: pass --model-signing-python", file=sys.stderr)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0.25,1,2", help="comma-separated GiB values")
+    parser.add_argument("--workdir", default=None, help="where to generate data (temp dir)")
+    parser.add_argument("--output", default="bench/results/tgsp.json")
+    parser.add_argument("--model-signing-python", default=None)
+    parser.add_argument(
+        "--phase", choices=["generate", "build", "verify", "open"], help=argparse.SUPPRESS
+    )
+    for name in ("source", "package", "destination", "keys", "bytes"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        phase_main(args)
+    else:
+        driver_main(args)
+
+
+if __name__ == "__main__":
+    main()
