@@ -40,7 +40,12 @@ from tensorguard.training.demo_data import default_corpus_dir
 from tensorguard.training.errors import BaseModelError, DatasetError
 from tensorguard.training.jsonl import read_texts
 from tensorguard.training.tokenizer_training import train_bpe_tokenizer
-from tensorguard.training.train_loop import LoopSettings, ProgressCallback, run_training_loop
+from tensorguard.training.train_loop import (
+    LoopSettings,
+    ProgressCallback,
+    limit_torch_threads,
+    run_training_loop,
+)
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -63,6 +68,7 @@ PRETRAIN_MAX_LENGTH = 128
 PRETRAIN_LEARNING_RATE = 3e-3
 PRETRAIN_WEIGHT_DECAY = 0.01
 PRETRAIN_LOG_EVERY = 25
+PRETRAIN_TORCH_THREADS = 1  # the default model is small: one thread is fastest
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def build_default_base_model(
     corpus_dir = corpus_dir or default_corpus_dir()
     texts = _read_corpus(corpus_dir)
     corpus_digest = sha256_tree(corpus_dir)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), limit_torch_threads(PRETRAIN_TORCH_THREADS):
         torch.manual_seed(seed)
         tokenizer = train_bpe_tokenizer(texts, DEFAULT_VOCAB_SIZE, DEFAULT_MAX_POSITIONS)
         if progress is not None:

@@ -15,3 +15,7 @@ class DatasetError(TrainingError):
 
 class BaseModelError(TrainingError):
     """A base model directory is missing, incomplete or not loadable."""
+
+
+class AdapterError(TrainingError):
+    """A LoRA adapter directory is missing, incomplete or does not fit its base model."""

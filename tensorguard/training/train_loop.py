@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -94,3 +95,21 @@ def run_training_loop(
         tokens_processed=tokens,
         seconds=time.perf_counter() - started,
     )
+
+
+@contextmanager
+def limit_torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the body with ``threads`` torch intra-op threads, then restore the setting.
+
+    ``None`` leaves the process setting alone. Small models train fastest on one
+    thread, and on a busy machine extra threads spin-wait for cores they cannot get.
+    """
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
