@@ -306,7 +306,7 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tgsp_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``tgsp build|inspect|verify|open``; each sets ``func(args) -> exit code``."""
+    """Register ``tgsp build|inspect|verify|open``; each sets ``handler(args) -> exit code``."""
     tgsp = subparsers.add_parser("tgsp", help="build, inspect, verify and open TGSP packages")
     commands = tgsp.add_subparsers(dest="tgsp_command", required=True, metavar="COMMAND")
 
@@ -336,25 +336,25 @@ def add_tgsp_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     expiry.add_argument("--expires-at", type=int, help="Unix time (seconds)")
     build.add_argument("--annotation", type=_annotation, action="append", metavar="KEY=VALUE")
     build.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
-    build.set_defaults(func=_guarded("build", _run_build))
+    build.set_defaults(handler=_guarded("build", _run_build))
 
     inspect = commands.add_parser("inspect", help="show the header without verifying it")
     inspect.add_argument("package", type=Path)
     inspect.add_argument("--json", action="store_true")
-    inspect.set_defaults(func=_guarded("inspect", _run_inspect))
+    inspect.set_defaults(handler=_guarded("inspect", _run_inspect))
 
     verify = commands.add_parser("verify", help="verify against pinned producer keys")
     verify.add_argument("package", type=Path)
     _add_policy_options(verify)
     verify.add_argument("--json", action="store_true")
-    verify.set_defaults(func=_guarded("verify", _run_verify))
+    verify.set_defaults(handler=_guarded("verify", _run_verify))
 
     open_ = commands.add_parser("open", help="verify, decrypt and extract")
     open_.add_argument("package", type=Path)
     open_.add_argument("-d", "--destination", type=Path, required=True, help="new directory")
     open_.add_argument("--recipient-key", type=Path, required=True, help="X-Wing private key file")
     _add_policy_options(open_)
-    open_.set_defaults(func=_guarded("open", _run_open))
+    open_.set_defaults(handler=_guarded("open", _run_open))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tensorguard")
     add_tgsp_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    exit_code: int = args.func(args)
+    exit_code: int = args.handler(args)
     return exit_code
 
 

@@ -6,6 +6,7 @@ whitespace, object members sorted by key (keys are ASCII, so code-point order eq
 UTF-16 order), minimal string escaping (``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t`` and
 ``\\u00xx`` for other control characters), integers in shortest decimal form.
 
+Encoding uses the ``rfc8785`` library after checking the value stays in that subset.
 Decoding is strict: duplicate keys, floats, ``NaN``/``Infinity``, booleans, ``null``,
 invalid UTF-8 and any byte sequence that does not re-encode to itself are refused, so
 exactly one byte string represents each header and the signature covers its meaning.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import json
 from typing import Any, NoReturn
+
+import rfc8785
 
 from tensorguard.tgsp.errors import HeaderEncodingError
 
@@ -54,9 +57,10 @@ def _check_value(value: object, depth: int = 0) -> None:
 def canonical_dumps(value: JSONValue) -> bytes:
     """Return the canonical UTF-8 encoding of ``value``."""
     _check_value(value)
-    return json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise HeaderEncodingError(f"value cannot be canonicalised: {exc}") from exc
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

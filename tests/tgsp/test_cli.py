@@ -189,5 +189,5 @@ def test_commands_plug_into_another_parser() -> None:
     parser = argparse.ArgumentParser(prog="tensorguard")
     add_tgsp_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tgsp", "inspect", "x.tgsp"])
-    assert callable(args.func)
+    assert callable(args.handler)
     assert args.package == Path("x.tgsp")

@@ -193,6 +193,9 @@ def _encodable(text: str) -> bool:
 def test_canonical_json_round_trips_and_is_unique(value: Any) -> None:
     encoded = canonical_dumps(value)
     assert canonical_loads(encoded) == value
+    # Independent oracle: for this subset, sorted compact standard JSON is RFC 8785.
+    oracle = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    assert encoded == oracle.encode("utf-8")
     spaced = json.dumps(value, ensure_ascii=False, indent=1).encode()
     if spaced != encoded:
         with pytest.raises(HeaderEncodingError):
