@@ -29,7 +29,7 @@ from tensorguard.optimize.atomic import atomic_output_dir
 from tensorguard.optimize.errors import TensorRTBuildError, TensorRTUnavailableError
 from tensorguard.optimize.onnx_export import INPUT_NAME
 
-MINIMUM_TENSORRT_MAJOR = 10
+SUPPORTED_TENSORRT_MAJOR = 10
 ENGINE_FILE_NAME = "model.engine"
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 _INSTALL_HINT = "install the GPU extra with `pip install 'tensorguard[gpu]'`"
@@ -86,8 +86,9 @@ class TensorRTBuildResult:
 def require_tensorrt() -> TensorRTEnvironment:
     """Return the TensorRT module and CUDA device, or refuse with a remediation.
 
-    Checks that ``tensorrt`` imports, that its major version is at least 10, and
-    that PyTorch sees a CUDA device. All failures are reported together.
+    Checks that ``tensorrt`` imports, that its major version is 10 (the 10.x
+    builder API; TensorRT 11 removed the weakly typed FP16 flag), and that PyTorch
+    sees a CUDA device. All failures are reported together.
     """
     problems: list[str] = []
     tensorrt: Any = None
@@ -98,10 +99,12 @@ def require_tensorrt() -> TensorRTEnvironment:
         problems.append(f"the `tensorrt` package is not importable ({exc}); {_INSTALL_HINT}")
     else:
         version = str(getattr(tensorrt, "__version__", "unknown"))
-        if _major_version(version) < MINIMUM_TENSORRT_MAJOR:
+        if _major_version(version) != SUPPORTED_TENSORRT_MAJOR:
             problems.append(
-                f"TensorRT {version} is installed but {MINIMUM_TENSORRT_MAJOR}+ is required; "
-                f"{_INSTALL_HINT}"
+                f"TensorRT {version} is installed but this build needs TensorRT "
+                f"{SUPPORTED_TENSORRT_MAJOR}.x (10+ builder API; 11 removed the FP16 builder "
+                f"flag and platform_has_fast_fp16 it uses); {_INSTALL_HINT}, which pins "
+                "tensorrt>=10,<11"
             )
     if not torch.cuda.is_available() or torch.cuda.device_count() < 1:
         problems.append(

@@ -43,10 +43,15 @@ def test_missing_tensorrt_is_refused_with_install_hint(
     assert not (tmp_path / "engine").exists()
 
 
-def test_tensorrt_older_than_10_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("8.6.1"))
-    with pytest.raises(TensorRTUnavailableError, match=r"TensorRT 8\.6\.1 is installed but 10\+"):
+@pytest.mark.parametrize("version", ["8.6.1", "11.4.1"])
+def test_tensorrt_other_than_10_is_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version))
+    with pytest.raises(TensorRTUnavailableError) as caught:
         require_tensorrt()
+    assert f"TensorRT {version} is installed but this build needs TensorRT 10.x" in str(
+        caught.value
+    )
+    assert "tensorrt>=10,<11" in str(caught.value)
 
 
 def test_missing_cuda_device_is_refused_even_with_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
