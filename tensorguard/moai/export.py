@@ -92,7 +92,7 @@ def export_moai(
     defaults to, and may not exceed, half the CKKS slot count.
     """
     parameters = ckks or CkksParameters()
-    side = block_size or parameters.max_block_size
+    side = parameters.max_block_size if block_size is None else block_size
     if not 1 <= side <= parameters.max_block_size:
         raise MoaiExportError(
             f"block size {side} must lie in [1, {parameters.max_block_size}] (half the "

@@ -16,6 +16,21 @@ from tensorguard.moai.errors import MoaiExportError
 from tensorguard.moai.export import BIAS, EXPORT_FORMAT, MANIFEST_FILE, WEIGHT_BLOCKS
 from tensorguard.moai.layout import BlockGrid
 
+MODULE_FIELDS = frozenset(
+    {
+        "name",
+        "file",
+        "file_sha256",
+        "in_features",
+        "out_features",
+        "block_rows",
+        "block_cols",
+        "source_weight_sha256",
+        "exported_weight_sha256",
+        "weight_blocks_sha256",
+    }
+)
+
 
 @dataclass(frozen=True)
 class ExportedModule:
@@ -38,8 +53,15 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
         raise MoaiExportError(f"cannot read the MOAI manifest {path}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise MoaiExportError(f"{path} is not a {EXPORT_FORMAT} manifest")
-    if not isinstance(manifest.get("modules"), list) or not manifest["modules"]:
+    modules = manifest.get("modules")
+    if not isinstance(modules, list) or not modules:
         raise MoaiExportError(f"{path} lists no modules")
+    for record in modules:
+        missing = sorted(MODULE_FIELDS - set(record)) if isinstance(record, dict) else ["all"]
+        if missing:
+            raise MoaiExportError(f"{path} has a module entry without fields {missing}")
+    if not isinstance(manifest.get("source"), dict) or not isinstance(manifest.get("ckks"), dict):
+        raise MoaiExportError(f"{path} lacks its 'source' or 'ckks' section")
     return manifest
 
 

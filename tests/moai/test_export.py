@@ -16,6 +16,7 @@ from tensorguard.moai import (
     MoaiExportResult,
     export_moai,
     load_checkpoint,
+    run_ckks_self_check,
     tensor_sha256,
     verify_moai_export,
 )
@@ -245,3 +246,12 @@ def test_block_size_is_bounded_by_the_slot_count(tiny_base_model_dir: Path, tmp_
         export_moai(
             tiny_base_model_dir, tmp_path / "out", target_modules=("q_proj",), block_size=4096
         )
+
+
+def test_malformed_manifest_is_refused(merged_export: MoaiExportResult, tmp_path: Path) -> None:
+    broken = shutil.copytree(merged_export.path, tmp_path / "broken")
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["modules"][0]["file_sha256"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MoaiExportError, match=r"module entry without fields \['file_sha256'\]"):
+        run_ckks_self_check(broken)
