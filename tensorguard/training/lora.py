@@ -1,11 +1,16 @@
 """Per-site LoRA fine-tuning with peft, evaluated on the site's held-out texts.
 
-:func:`train_site_adapter` wraps the base model with ``peft.get_peft_model``, measures
-the token-weighted mean loss on the site's evaluation texts, trains the LoRA weights
-with a plain AdamW loop, measures again and saves ``adapter_config.json`` and
+:func:`train_site_adapter` wraps the base model with ``peft.get_peft_model`` (or starts
+from a given adapter, such as the round's reference adapter in federated training),
+measures the token-weighted mean loss on the site's evaluation texts, trains the LoRA
+weights with a plain AdamW loop, measures again and saves ``adapter_config.json`` and
 ``adapter_model.safetensors`` (via ``save_pretrained``) atomically. Anyone can reload
 the result with ``PeftModel.from_pretrained``; :func:`evaluate_adapter` does exactly
 that and reproduces the recorded evaluation loss.
+
+:func:`create_initial_adapter` writes a seeded, untrained adapter (LoRA ``B`` is zero,
+so it leaves the base model's outputs unchanged): a common starting point every
+federation site can train from.
 """
 
 from __future__ import annotations
@@ -16,11 +21,17 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from safetensors import SafetensorError
+from transformers import PreTrainedModel
 
 from tensorguard.digest import sha256_tree
+from tensorguard.training.adapter_io import (
+    attach_new_lora,
+    load_lora,
+    lora_config_of,
+    save_lora,
+)
 from tensorguard.training.atomic import atomic_directory
 from tensorguard.training.base_model import load_causal_lm, load_tokenizer
 from tensorguard.training.causal_lm import (
@@ -38,9 +49,6 @@ from tensorguard.training.train_loop import (
     run_training_loop,
 )
 
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
-PEFT_MODEL_CARD_FILE = "README.md"
 LLAMA_ATTENTION_AND_MLP = (
     "q_proj",
     "k_proj",
@@ -53,12 +61,8 @@ LLAMA_ATTENTION_AND_MLP = (
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
 
 
-class LoRATrainingConfig(BaseModel):
-    """LoRA hyper-parameters and the training budget for one site.
-
-    The defaults adapt every attention and MLP projection of a Llama-style model and
-    reduce the held-out loss of each demo site within a few seconds on one CPU core.
-    """
+class LoRAAdapterSpec(BaseModel):
+    """The shape of a LoRA adapter: rank, scaling, dropout and the modules it adapts."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,6 +72,22 @@ class LoRATrainingConfig(BaseModel):
     target_modules: tuple[ModuleName, ...] = Field(
         default=LLAMA_ATTENTION_AND_MLP, min_length=1, description="module names to adapt"
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _distinct(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(modules)) != len(modules):
+            raise ValueError("target_modules lists a module more than once")
+        return modules
+
+
+class LoRATrainingConfig(LoRAAdapterSpec):
+    """LoRA hyper-parameters and the training budget for one site.
+
+    The defaults adapt every attention and MLP projection of a Llama-style model and
+    reduce the held-out loss of each demo site within a few seconds on one CPU core.
+    """
+
     steps: int = Field(default=60, ge=1, description="optimizer steps")
     learning_rate: float = Field(default=3e-3, gt=0, le=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -83,12 +103,12 @@ class LoRATrainingConfig(BaseModel):
         "1 is fastest for small models and on shared CPUs",
     )
 
-    @field_validator("target_modules")
-    @classmethod
-    def _distinct(cls, modules: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(modules)) != len(modules):
-            raise ValueError("target_modules lists a module more than once")
-        return modules
+    @property
+    def adapter_spec(self) -> LoRAAdapterSpec:
+        """The adapter shape this configuration trains."""
+        return LoRAAdapterSpec(
+            r=self.r, alpha=self.alpha, dropout=self.dropout, target_modules=self.target_modules
+        )
 
 
 @dataclass(frozen=True)
@@ -99,7 +119,8 @@ class TrainingResult:
     evaluation texts; ``seconds`` is the optimisation loop's wall time and
     ``tokens_per_second`` the real (non-padding) training tokens it processed per
     second. ``adapter_digest`` is :func:`tensorguard.digest.sha256_tree` of the saved
-    adapter directory.
+    adapter directory; ``initial_adapter_digest`` that of the adapter training started
+    from, or ``None`` for a freshly initialised one.
     """
 
     adapter_dir: Path
@@ -116,6 +137,7 @@ class TrainingResult:
     tokens_per_second: float
     adapter_digest: str
     trainable_parameters: int
+    initial_adapter_digest: str | None = None
 
 
 def train_site_adapter(
@@ -125,10 +147,13 @@ def train_site_adapter(
     output_dir: Path,
     *,
     progress: ProgressCallback | None = None,
+    initial_adapter_dir: Path | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter for one site and save it atomically into ``output_dir``.
 
-    Reproducible given ``config.seed``; with
+    Training starts from ``initial_adapter_dir`` when given (its rank, alpha, dropout
+    and target modules must equal ``config``'s), else from a fresh LoRA initialisation
+    seeded by ``config.seed``. Reproducible given the seed; with
     :func:`~tensorguard.training.determinism.enable_determinism` on, two runs write
     byte-identical adapter files. On failure ``output_dir`` is left as it was.
     """
@@ -139,11 +164,12 @@ def train_site_adapter(
     eval_sequences = encode_texts(tokenizer, dataset.eval_texts, config.max_length)
     with torch.random.fork_rng(devices=[]), limit_torch_threads(config.torch_threads):
         torch.manual_seed(config.seed)
-        peft_model = _wrap_with_lora(model, config, base_model_dir)
+        peft_model = _starting_adapter(model, config, base_model_dir, initial_adapter_dir)
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         if progress is not None:
+            start = initial_adapter_dir or f"a fresh initialisation (seed {config.seed})"
             progress(
-                f"LoRA r={config.r} on {', '.join(config.target_modules)}: "
+                f"LoRA r={config.r} on {', '.join(config.target_modules)} from {start}: "
                 f"{trainable} trainable parameters; {len(train_sequences)} training and "
                 f"{len(eval_sequences)} evaluation texts"
             )
@@ -171,7 +197,7 @@ def train_site_adapter(
             peft_model, eval_sequences, config.eval_batch_size, pad_token_id
         )
     with atomic_directory(output_dir) as staging:
-        _save_adapter(peft_model, staging)
+        save_lora(peft_model, staging)
     if progress is not None:
         progress(
             f"eval after training: loss {loss_after:.4f} (was {loss_before:.4f}); "
@@ -192,7 +218,27 @@ def train_site_adapter(
         tokens_per_second=stats.tokens_per_second,
         adapter_digest=sha256_tree(output_dir),
         trainable_parameters=trainable,
+        initial_adapter_digest=sha256_tree(initial_adapter_dir) if initial_adapter_dir else None,
     )
+
+
+def create_initial_adapter(
+    base_model_dir: Path, spec: LoRAAdapterSpec, output_dir: Path, *, seed: int = 0
+) -> str:
+    """Write a seeded, untrained LoRA adapter for the base model; return its digest.
+
+    LoRA's ``A`` matrices are drawn from torch's generator seeded with ``seed`` and its
+    ``B`` matrices are zero, so the adapter leaves the model's outputs unchanged until
+    trained. The same base model, spec and seed always give the same bytes. Written
+    atomically; the digest is :func:`tensorguard.digest.sha256_tree` of ``output_dir``.
+    """
+    model = load_causal_lm(base_model_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        peft_model = _new_adapter(model, spec, base_model_dir)
+    with atomic_directory(output_dir) as staging:
+        save_lora(peft_model, staging)
+    return sha256_tree(output_dir)
 
 
 def evaluate_adapter(
@@ -210,61 +256,55 @@ def evaluate_adapter(
     size and thread count used in training, this reproduces
     ``TrainingResult.eval_loss_after``.
     """
-    for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
-        if not (adapter_dir / name).is_file():
-            raise AdapterError(
-                f"{adapter_dir}: {name} is missing; point at a directory written by "
-                "train_site_adapter or PeftModel.save_pretrained"
-            )
     model = load_causal_lm(base_model_dir)
     tokenizer = load_tokenizer(base_model_dir)
-    try:
-        peft_model = PeftModel.from_pretrained(
-            model, str(adapter_dir), is_trainable=False, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-        raise AdapterError(
-            f"{adapter_dir}: the adapter cannot be loaded onto {base_model_dir} ({exc}); "
-            "check that it was trained on this base model"
-        ) from exc
+    peft_model = load_lora(model, adapter_dir, trainable=False)
     sequences = encode_texts(tokenizer, texts, max_length)
     with limit_torch_threads(torch_threads):
         return mean_token_loss(peft_model, sequences, batch_size, pad_token_id_of(tokenizer))
 
 
-def _wrap_with_lora(
-    model: torch.nn.Module, config: LoRATrainingConfig, base_model_dir: Path
-) -> PeftModel:
-    lora_config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=config.r,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        bias="none",
+def _new_adapter(model: PreTrainedModel, spec: LoRAAdapterSpec, model_dir: Path) -> PeftModel:
+    return attach_new_lora(
+        model,
+        r=spec.r,
+        alpha=spec.alpha,
+        dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        model_dir=model_dir,
     )
-    try:
-        peft_model = get_peft_model(model, lora_config)
-    except ValueError as exc:
+
+
+def _starting_adapter(
+    model: PreTrainedModel,
+    config: LoRATrainingConfig,
+    base_model_dir: Path,
+    initial_adapter_dir: Path | None,
+) -> PeftModel:
+    if initial_adapter_dir is None:
+        return _new_adapter(model, config.adapter_spec, base_model_dir)
+    peft_model = load_lora(model, initial_adapter_dir, trainable=True)
+    loaded = lora_config_of(peft_model, initial_adapter_dir)
+    found = {
+        "r": loaded.r,
+        "alpha": loaded.lora_alpha,
+        "dropout": loaded.lora_dropout,
+        "target_modules": sorted(loaded.target_modules or ()),
+    }
+    wanted = {
+        "r": config.r,
+        "alpha": config.alpha,
+        "dropout": config.dropout,
+        "target_modules": sorted(config.target_modules),
+    }
+    differences = [
+        f"{name} {found[name]!r} (config asks {wanted[name]!r})"
+        for name in wanted
+        if found[name] != wanted[name]
+    ]
+    if differences:
         raise AdapterError(
-            f"cannot apply LoRA to {base_model_dir} with target_modules "
-            f"{list(config.target_modules)} ({exc}); name modules that exist in this model "
-            "(Llama-style models: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
-        ) from exc
-    if not isinstance(peft_model, PeftModel):
-        raise AdapterError(f"peft did not return a PeftModel for {base_model_dir}")
+            f"{initial_adapter_dir}: the initial adapter does not match the training "
+            f"configuration: {'; '.join(differences)}; train with the adapter's own shape"
+        )
     return peft_model
-
-
-def _save_adapter(peft_model: PeftModel, directory: Path) -> None:
-    """Save with ``save_pretrained``, keeping the files byte-stable across processes.
-
-    peft keeps ``target_modules`` as a set, whose order follows Python's per-process
-    string hashing; it is written sorted instead. peft's model card is a template of
-    "More Information Needed" fields, so it is not kept.
-    """
-    for adapter_config in peft_model.peft_config.values():
-        if isinstance(adapter_config, LoraConfig) and adapter_config.target_modules:
-            adapter_config.target_modules = sorted(adapter_config.target_modules)
-    peft_model.save_pretrained(str(directory))
-    (directory / PEFT_MODEL_CARD_FILE).unlink(missing_ok=True)

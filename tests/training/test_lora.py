@@ -21,6 +21,7 @@ from tensorguard.training.errors import AdapterError, BaseModelError
 from tensorguard.training.lora import (
     LoRATrainingConfig,
     TrainingResult,
+    create_initial_adapter,
     evaluate_adapter,
     train_site_adapter,
 )
@@ -241,3 +242,61 @@ def test_corrupt_adapter_weights_fail_clearly(
     weights.write_bytes(weights.read_bytes()[:200])
     with pytest.raises(AdapterError, match="the adapter cannot be loaded"):
         evaluate_adapter(base_model.path, tmp_path, ["text"], max_length=16, batch_size=1)
+
+
+def test_initial_adapter_is_seeded_and_leaves_the_model_unchanged(
+    base_model: BaseModelInfo, trained: dict[str, TrainingResult], tmp_path: Path
+) -> None:
+    spec = DEFAULT.adapter_spec
+    digest = create_initial_adapter(base_model.path, spec, tmp_path / "a", seed=3)
+    assert create_initial_adapter(base_model.path, spec, tmp_path / "b", seed=3) == digest
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    assert create_initial_adapter(base_model.path, spec, tmp_path / "c", seed=4) != digest
+    with safe_open(str(tmp_path / "a" / "adapter_model.safetensors"), "pt") as weights:
+        tensors = {name: weights.get_tensor(name) for name in weights.keys()}
+    assert all(t.abs().sum() == 0 for name, t in tensors.items() if "lora_B" in name)
+    assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_A" in name)
+    site_id = DEMO_SITE_IDS[0]
+    unchanged = evaluate_adapter(
+        base_model.path,
+        tmp_path / "a",
+        _dataset(site_id).eval_texts,
+        max_length=DEFAULT.max_length,
+        batch_size=DEFAULT.eval_batch_size,
+    )
+    assert unchanged == pytest.approx(trained[site_id].eval_loss_before, rel=1e-6)
+
+
+def test_training_starts_from_the_initial_adapter(
+    base_model: BaseModelInfo, trained: dict[str, TrainingResult], tmp_path: Path
+) -> None:
+    site_id = DEMO_SITE_IDS[1]
+    config = LoRATrainingConfig(steps=20)
+    digest = create_initial_adapter(base_model.path, config.adapter_spec, tmp_path / "init")
+    result = train_site_adapter(
+        base_model.path,
+        _dataset(site_id),
+        config,
+        tmp_path / "site",
+        initial_adapter_dir=tmp_path / "init",
+    )
+    assert result.initial_adapter_digest == digest
+    assert result.eval_loss_before == pytest.approx(trained[site_id].eval_loss_before, rel=1e-6)
+    assert result.eval_loss_after < result.eval_loss_before
+    saved = json.loads((tmp_path / "site" / "adapter_config.json").read_text())
+    assert (saved["r"], saved["lora_alpha"]) == (config.r, config.alpha)
+
+
+def test_initial_adapter_of_another_shape_is_refused(
+    base_model: BaseModelInfo, tmp_path: Path
+) -> None:
+    create_initial_adapter(base_model.path, DEFAULT.adapter_spec, tmp_path / "init")
+    with pytest.raises(AdapterError, match=r"r 8 \(config asks 4\)"):
+        train_site_adapter(
+            base_model.path,
+            _dataset(DEMO_SITE_IDS[0]),
+            LoRATrainingConfig(r=4),
+            tmp_path / "site",
+            initial_adapter_dir=tmp_path / "init",
+        )
+    assert not (tmp_path / "site").exists()
