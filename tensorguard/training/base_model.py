@@ -33,12 +33,12 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from tensorguard.digest import sha256_tree
+from tensorguard.digest import sha256_bytes, sha256_tree
 from tensorguard.training.atomic import atomic_directory
 from tensorguard.training.causal_lm import encode_texts, pad_token_id_of
 from tensorguard.training.demo_data import default_corpus_dir
 from tensorguard.training.errors import BaseModelError, DatasetError
-from tensorguard.training.jsonl import read_texts
+from tensorguard.training.jsonl import parse_text_records, read_jsonl_bytes
 from tensorguard.training.tokenizer_training import train_bpe_tokenizer
 from tensorguard.training.train_loop import (
     LoopSettings,
@@ -113,8 +113,7 @@ def build_default_base_model(
             "an untrained base model would be meaningless"
         )
     corpus_dir = corpus_dir or default_corpus_dir()
-    texts = _read_corpus(corpus_dir)
-    corpus_digest = sha256_tree(corpus_dir)
+    texts, corpus_digest = _read_corpus(corpus_dir)
     with torch.random.fork_rng(devices=[]), limit_torch_threads(PRETRAIN_TORCH_THREADS):
         torch.manual_seed(seed)
         tokenizer = train_bpe_tokenizer(texts, DEFAULT_VOCAB_SIZE, DEFAULT_MAX_POSITIONS)
@@ -143,7 +142,7 @@ def build_default_base_model(
         )
     provenance = {
         "builder": BUILDER_NAME,
-        "corpus_sha256_tree": corpus_digest,
+        "corpus_digest": corpus_digest,
         "corpus_texts": len(texts),
         "seed": seed,
         "pretrain_steps": pretrain_steps,
@@ -269,7 +268,13 @@ def _default_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     )
 
 
-def _read_corpus(corpus_dir: Path) -> list[str]:
+def _read_corpus(corpus_dir: Path) -> tuple[list[str], str]:
+    """Return the texts of every ``*.jsonl`` file in ``corpus_dir`` and their digest.
+
+    The digest is SHA-256 over ``name\\0size\\0sha256\\n`` per file, sorted by name (the
+    construction of :func:`tensorguard.digest.sha256_tree`), computed from the very
+    bytes that were parsed.
+    """
     if not corpus_dir.is_dir():
         raise DatasetError(
             f"{corpus_dir}: corpus directory not found; point corpus_dir at a directory of "
@@ -280,7 +285,13 @@ def _read_corpus(corpus_dir: Path) -> list[str]:
         raise DatasetError(
             f"{corpus_dir}: no *.jsonl corpus files; add at least one (see docs/DATA.md)"
         )
-    return [text for path in files for text in read_texts(path)]
+    texts: list[str] = []
+    listing: list[str] = []
+    for path in files:
+        data = read_jsonl_bytes(path)
+        texts.extend(record.text for record in parse_text_records(path, data))
+        listing.append(f"{path.name}\0{len(data)}\0{sha256_bytes(data)}\n")
+    return texts, sha256_bytes("".join(listing).encode())
 
 
 def _load_config(model_dir: Path) -> PretrainedConfig:

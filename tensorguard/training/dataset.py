@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tensorguard.digest import sha256_bytes, sha256_file
+from tensorguard.digest import sha256_bytes
 from tensorguard.training.errors import DatasetError
-from tensorguard.training.jsonl import read_texts
+from tensorguard.training.jsonl import parse_text_records, read_jsonl_bytes
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -61,15 +61,16 @@ def load_site_dataset(site_dir: Path) -> SiteDataset:
         )
     train_path = site_dir / TRAIN_FILE
     eval_path = site_dir / EVAL_FILE
-    train_texts = read_texts(train_path)
-    eval_texts = read_texts(eval_path)
-    train_sha256 = sha256_file(train_path)
-    eval_sha256 = sha256_file(eval_path)
-    listing = "".join(
-        f"{path.name}\0{path.stat().st_size}\0{file_digest}\n"
-        for path, file_digest in sorted(
-            [(eval_path, eval_sha256), (train_path, train_sha256)], key=lambda item: item[0].name
-        )
+    train_bytes = read_jsonl_bytes(train_path)
+    eval_bytes = read_jsonl_bytes(eval_path)
+    train_texts = [record.text for record in parse_text_records(train_path, train_bytes)]
+    eval_texts = [record.text for record in parse_text_records(eval_path, eval_bytes)]
+    train_sha256 = sha256_bytes(train_bytes)
+    eval_sha256 = sha256_bytes(eval_bytes)
+    # Sorted by file name, as sha256_tree lists a directory.
+    listing = (
+        f"{EVAL_FILE}\0{len(eval_bytes)}\0{eval_sha256}\n"
+        f"{TRAIN_FILE}\0{len(train_bytes)}\0{train_sha256}\n"
     )
     return SiteDataset(
         site_dir=site_dir,

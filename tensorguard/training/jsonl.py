@@ -28,17 +28,31 @@ class TextRecord:
 
 def read_text_records(path: Path) -> list[TextRecord]:
     """Return every record in ``path``; raise :class:`DatasetError` on any violation."""
+    return parse_text_records(path, read_jsonl_bytes(path))
+
+
+def read_jsonl_bytes(path: Path) -> bytes:
+    """Return the bytes of ``path``, or raise :class:`DatasetError` saying why not."""
     if not path.is_file():
         raise DatasetError(
             f"{path}: file not found; create it with one JSON object per line, "
             'e.g. {"text": "..."} (see docs/DATA.md)'
         )
     try:
-        raw_lines = path.read_bytes().split(b"\n")
+        return path.read_bytes()
     except OSError as exc:
         raise DatasetError(
             f"{path}: cannot read file ({exc.strerror or exc}); check its permissions"
         ) from exc
+
+
+def parse_text_records(path: Path, data: bytes) -> list[TextRecord]:
+    """Parse ``data``, the content of ``path``, into validated records.
+
+    ``path`` only names the file in error messages, so callers can hash and parse the
+    very same bytes.
+    """
+    raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
     if not raw_lines:

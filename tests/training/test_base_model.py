@@ -22,7 +22,7 @@ from tensorguard.training.base_model import (
 )
 from tensorguard.training.causal_lm import encode_texts, mean_token_loss, pad_token_id_of
 from tensorguard.training.dataset import load_site_dataset
-from tensorguard.training.demo_data import DEMO_SITE_IDS, demo_sites_root
+from tensorguard.training.demo_data import DEMO_SITE_IDS, default_corpus_dir, demo_sites_root
 from tensorguard.training.errors import BaseModelError, DatasetError
 from tests.training.conftest import BASE_MODEL_SEED, files_of
 
@@ -36,6 +36,13 @@ def test_info_describes_the_built_model(base_model: BaseModelInfo) -> None:
     assert base_model.parameter_count == sum(p.numel() for p in model.parameters())
     assert base_model.digest == sha256_tree(base_model.path)
     assert (base_model.path / "model.safetensors").is_file()
+
+
+def test_build_record_names_the_corpus_bytes(base_model: BaseModelInfo) -> None:
+    record = json.loads((base_model.path / "tensorguard_base_model.json").read_text())
+    assert record["corpus_digest"] == sha256_tree(default_corpus_dir())
+    assert record["seed"] == BASE_MODEL_SEED
+    assert len(record["loss_curve"]) == record["pretrain_steps"]
 
 
 def test_pretraining_made_the_base_meaningful(base_model: BaseModelInfo) -> None:
