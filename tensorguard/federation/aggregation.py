@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import tenseal as ts
+
 from tensorguard.crypto.composite import CompositeVerifyKey
 from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
@@ -288,6 +290,34 @@ def _one_per_site(verified: Sequence[_Verified]) -> tuple[list[_Verified], list[
     return kept, rejected
 
 
+def _sum_ciphertexts(
+    unique: Sequence[_Verified],
+    context: ts.Context,
+    public: PublicFederation,
+    spec: RoundSpec,
+    rejected: list[Rejection],
+) -> tuple[EncryptedVector | None, list[_Verified]]:
+    """Step 6 and the sum: the first update is fully inspected; each later one must add
+    to the running sum, which SEAL refuses for a mismatched level or scale."""
+    total: EncryptedVector | None = None
+    summed: list[_Verified] = []
+    for item in unique:
+        try:
+            vector = load_encrypted_vector(
+                item.sealed.payload,
+                context,
+                public.params,
+                spec.tensor_layout.numel,
+                inspect_ciphertexts=total is None,
+            )
+            total = vector if total is None else total + vector
+        except CiphertextError as exc:
+            rejected.append(Rejection(item.site_id, RejectionReason.INVALID_CIPHERTEXT, str(exc)))
+            continue
+        summed.append(item)
+    return total, summed
+
+
 def aggregate_updates(
     envelopes: Sequence[bytes],
     registered_site_keys: Mapping[str, CompositeVerifyKey],
@@ -322,35 +352,23 @@ def aggregate_updates(
     unique, duplicates = _one_per_site(verified)
     rejected.extend(duplicates)
 
-    layout_size = spec.tensor_layout.numel
-    loaded: list[tuple[_Verified, EncryptedVector]] = []
-    for item in unique:
-        try:
-            vector = load_encrypted_vector(item.sealed.payload, context, params, layout_size)
-        except CiphertextError as exc:
-            rejected.append(Rejection(item.site_id, RejectionReason.INVALID_CIPHERTEXT, str(exc)))
-            continue
-        loaded.append((item, vector))
-
+    total, summed = _sum_ciphertexts(unique, context, public, spec, rejected)
     rejection_pairs = tuple((r.site_id, r.reason.value) for r in rejected)
-    if len(loaded) < min_sites:
+    if len(summed) < min_sites or total is None:
         summary = ", ".join(f"{site}: {reason}" for site, reason in rejection_pairs) or "none"
         raise QuorumNotMetError(
-            f"round {spec.round_id!r}: only {len(loaded)} valid site updates, quorum is "
+            f"round {spec.round_id!r}: only {len(summed)} valid site updates, quorum is "
             f"{min_sites}; rejected: {summary}. Wait for more sites or fix the rejected "
             "updates, then re-run the aggregation",
             rejection_pairs,
         )
-    if len(loaded) > params.max_sites:
+    if len(summed) > params.max_sites:
         raise FederationError(
-            f"{len(loaded)} valid updates exceed the ceremony's max_sites={params.max_sites}; "
+            f"{len(summed)} valid updates exceed the ceremony's max_sites={params.max_sites}; "
             "their sum could overflow the CKKS modulus. Re-run the ceremony with a larger "
             "max_sites"
         )
 
-    total = loaded[0][1]
-    for _, vector in loaded[1:]:
-        total = total + vector
     accepted = tuple(
         AcceptedUpdate(
             site_id=item.site_id,
@@ -358,7 +376,7 @@ def aggregate_updates(
             envelope_sha256=item.sealed.digest,
             signer_fingerprint=item.header.signer_fingerprint,
         )
-        for item, _ in loaded
+        for item in summed
     )
     return AggregationResult(
         spec=spec,

@@ -136,7 +136,7 @@ class SealedEnvelope:
 
     header_bytes: bytes
     signature: bytes
-    payload: bytes
+    payload: bytes | memoryview
 
     @property
     def digest(self) -> str:
@@ -186,7 +186,10 @@ class SealedEnvelope:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SealedEnvelope:
-        """Parse the framing strictly (lengths, limits, no trailing bytes)."""
+        """Parse the framing strictly (lengths, limits, no trailing bytes).
+
+        The payload is a read-only view into ``data`` (no copy of the ciphertexts).
+        """
         if len(data) < _U8_U32.size:
             raise EnvelopeError("envelope is shorter than its fixed header")
         magic, version, header_len = _U8_U32.unpack_from(data, 0)
@@ -203,13 +206,14 @@ class SealedEnvelope:
         signature, offset = _take(data, offset, signature_len, "signature")
         (payload_len,) = _unpack(_U64, data, offset, "payload length")
         offset += _U64.size
-        payload, offset = _take(data, offset, payload_len, "payload")
-        if offset != len(data):
-            raise EnvelopeError("envelope has trailing bytes")
-        return cls(header_bytes, signature, payload)
+        if offset + payload_len != len(data):
+            raise EnvelopeError("envelope is truncated or has trailing bytes after its payload")
+        return cls(header_bytes, signature, memoryview(data)[offset:].toreadonly())
 
 
-def seal_envelope(header: EnvelopeHeader, payload: bytes, signer: CompositeSigner) -> bytes:
+def seal_envelope(
+    header: EnvelopeHeader, payload: bytes | memoryview, signer: CompositeSigner
+) -> bytes:
     """Sign ``header`` (which must bind ``payload``) and frame the envelope."""
     if header.payload_sha256 != hashlib.sha256(payload).hexdigest() or header.payload_bytes != len(
         payload

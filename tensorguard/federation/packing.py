@@ -9,10 +9,12 @@ Wire format (all integers big-endian)::
     b"TGCV" | version u8 = 1 | length u64 | chunk_count u32 |
     chunk_count x ( chunk_len u32 | TenSEAL CKKSVector serialisation )
 
-Loading validates every chunk against the federation parameters: one ciphertext of
-size 2, at the data level of this context (same ``parms_id``), at the federation
-scale, not transparent, holding the expected number of values. Anything else is a
-:class:`CiphertextError`, so a malformed update is refused before it is summed.
+Loading validates every chunk against the federation parameters: it must parse under
+the context (SEAL checks the ciphertext's metadata and coefficient ranges), hold the
+expected number of values, and, when inspected, be one ciphertext at the data level of
+this context (same ``parms_id``), at the federation scale and not transparent.
+Anything else is a :class:`CiphertextError`, so a malformed update is refused before
+it is summed.
 """
 
 from __future__ import annotations
@@ -119,9 +121,21 @@ def decrypt_vector(encrypted: EncryptedVector, secret_context: ts.Context) -> Fl
 
 
 def load_encrypted_vector(
-    data: bytes, context: ts.Context, params: FederationParams, expected_length: int
+    data: bytes | memoryview,
+    context: ts.Context,
+    params: FederationParams,
+    expected_length: int,
+    *,
+    inspect_ciphertexts: bool = True,
 ) -> EncryptedVector:
-    """Parse and validate the wire format against ``context`` and ``params``."""
+    """Parse and validate the wire format against ``context`` and ``params``.
+
+    SEAL checks every ciphertext's metadata and coefficients against the context when
+    it loads it. ``inspect_ciphertexts`` additionally reads each ciphertext's level,
+    scale, size and transparency, which copies it; a caller that adds the vector to
+    an already inspected one may skip this, because SEAL refuses to add ciphertexts
+    whose level or scale differ.
+    """
     if len(data) < _HEADER.size:
         raise CiphertextError("encrypted payload is shorter than its header")
     magic, version, length, count = _HEADER.unpack_from(data, 0)
@@ -146,9 +160,14 @@ def load_encrypted_vector(
         offset += _CHUNK_LEN.size
         if size > MAX_CHUNK_BYTES or offset + size > len(data):
             raise CiphertextError(f"encrypted payload chunk {index} is truncated or oversize")
-        chunk = _load_chunk(data[offset : offset + size], context, index)
+        chunk = _load_chunk(bytes(data[offset : offset + size]), context, index)
         offset += size
-        _validate_chunk(chunk, index, expected_count, first_parms_id, params)
+        if chunk.size() != expected_count:
+            raise CiphertextError(
+                f"ciphertext chunk {index} holds {chunk.size()} values, {expected_count} expected"
+            )
+        if inspect_ciphertexts:
+            _inspect_chunk(chunk, index, first_parms_id, params)
         chunks.append(chunk)
     if offset != len(data):
         raise CiphertextError("encrypted payload has trailing bytes")
@@ -165,29 +184,26 @@ def _load_chunk(data: bytes, context: ts.Context, index: int) -> ts.CKKSVector:
         ) from exc
 
 
-def _validate_chunk(
+def _inspect_chunk(
     chunk: ts.CKKSVector,
     index: int,
-    expected_count: int,
     first_parms_id: Sequence[int],
     params: FederationParams,
 ) -> None:
     ciphertexts = chunk.ciphertext()
-    if chunk.size() != expected_count or len(ciphertexts) != 1:
+    if len(ciphertexts) != 1:
         raise CiphertextError(
-            f"ciphertext chunk {index} holds {chunk.size()} values in "
-            f"{len(ciphertexts)} ciphertexts, expected {expected_count} in one"
+            f"ciphertext chunk {index} holds {len(ciphertexts)} ciphertexts, expected one"
         )
     ciphertext = ciphertexts[0]
     if (
-        ciphertext.size() != 2
+        ciphertext.size() < 2
         or ciphertext.poly_modulus_degree() != params.poly_modulus_degree
         or list(ciphertext.parms_id()) != list(first_parms_id)
         or not math.isclose(ciphertext.scale, params.scale, rel_tol=0.0, abs_tol=0.0)
     ):
         raise CiphertextError(
-            f"ciphertext chunk {index} is not a fresh size-2 ciphertext at the federation's "
-            "data level and scale"
+            f"ciphertext chunk {index} is not a ciphertext at the federation's data level and scale"
         )
     if ciphertext.is_transparent():
         raise CiphertextError(f"ciphertext chunk {index} is transparent (not encrypted)")

@@ -207,7 +207,7 @@ def test_a_signed_but_invalid_ciphertext_is_rejected(fed: Federation) -> None:
     spec = fed.spec("round-0005")
     good = _envelopes(fed, spec, ["site-00", "site-01"])
     sealed = SealedEnvelope.from_bytes(fed.update("site-02", spec).envelope)
-    garbage = sealed.payload[:-64] + bytes(64)
+    garbage = bytes(sealed.payload[:-64]) + bytes(64)
     header = dataclasses.replace(
         EnvelopeHeader.from_bytes(sealed.header_bytes),
         payload_sha256=hashlib.sha256(garbage).hexdigest(),
