@@ -35,7 +35,12 @@ from tensorguard.federation.errors import (
     QuorumNotMetError,
 )
 from tensorguard.federation.layout import TensorLayout, TensorSpec
-from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
+from tensorguard.federation.packing import (
+    EncryptedVector,
+    chunk_lengths,
+    decrypt_vector,
+    load_encrypted_vector,
+)
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import clip_l2
 from tests.federation.conftest import Federation, site_weight
@@ -216,6 +221,43 @@ def test_a_signed_but_invalid_ciphertext_is_rejected(fed: Federation) -> None:
     result = aggregate_updates([*good, bad], fed.registered, spec, fed.public, min_sites=2)
     assert [u.site_id for u in result.accepted] == ["site-00", "site-01"]
     assert result.rejections == [("site-02", "invalid_ciphertext")]
+
+
+def _rescaled_envelope(fed: Federation, site_id: str, spec: RoundSpec) -> bytes:
+    """A correctly signed update whose ciphertexts use another CKKS scale."""
+    update = fed.update(site_id, spec)
+    context = fed.public.load_context()
+    size = spec.tensor_layout.numel
+    values = np.full(size, 1e-3)
+    chunks, offset = [], 0
+    for count in chunk_lengths(size, fed.public.params.slot_count):
+        chunks.append(ts.ckks_vector(context, values[offset : offset + count].tolist(), 2.0**40))
+        offset += count
+    payload = EncryptedVector(tuple(chunks), size).to_bytes()
+    header = dataclasses.replace(
+        update.header,
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload_bytes=len(payload),
+    )
+    return seal_envelope(header, payload, fed.site_keys[site_id])
+
+
+def test_mismatched_ciphertexts_are_blamed_on_their_sender_wherever_they_come(
+    fed: Federation,
+) -> None:
+    spec = fed.spec("round-0006")
+    envelopes = [
+        _rescaled_envelope(fed, "site-00", spec),  # first: caught by full inspection
+        *_envelopes(fed, spec, ["site-01", "site-02"]),
+        _rescaled_envelope(fed, "site-03", spec),  # later: SEAL refuses to add it
+    ]
+    result = aggregate_updates(envelopes, fed.registered, spec, fed.public, min_sites=2)
+    assert [u.site_id for u in result.accepted] == ["site-01", "site-02"]
+    assert result.rejections == [
+        ("site-00", "invalid_ciphertext"),
+        ("site-03", "invalid_ciphertext"),
+    ]
+    assert _fedavg_error(fed, result, ["site-01", "site-02"]) <= 1e-6
 
 
 def test_aggregator_and_sites_cannot_decrypt(fed: Federation) -> None:
