@@ -1,16 +1,35 @@
 """The one Dagster ``Definitions`` object of TensorGuard (loaded by workspace.yaml)."""
 
-from __future__ import annotations
-
 from dagster import Definitions
 
 from tensorguard_assets.automation import round_training_schedule, site_registry_sensor
+from tensorguard_assets.deployment import moai_export, onnx_model, pruned_model, tensorrt_engine
+from tensorguard_assets.federation import (
+    aggregated_update,
+    federation_keys,
+    global_adapter,
+    round_spec,
+    site_update,
+)
 from tensorguard_assets.jobs import ALL_JOBS
 from tensorguard_assets.resources import build_resources
 from tensorguard_assets.training import base_model, site_adapter, site_dataset
 
 defs = Definitions(
-    assets=[base_model, site_dataset, site_adapter],
+    assets=[
+        base_model,
+        federation_keys,
+        round_spec,
+        site_dataset,
+        site_adapter,
+        site_update,
+        aggregated_update,
+        global_adapter,
+        pruned_model,
+        onnx_model,
+        tensorrt_engine,
+        moai_export,
+    ],
     jobs=ALL_JOBS,
     schedules=[round_training_schedule],
     sensors=[site_registry_sensor],

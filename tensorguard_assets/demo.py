@@ -1,9 +1,10 @@
 """Run one full federated round on the local Dagster instance: ``make demo``.
 
 It registers the sites as dynamic partitions, then launches the stages in order,
-each as a recorded Dagster run (visible afterwards in the UI with ``make ui``):
-the base model, then each site's data validation and LoRA training. Progress goes to
-the terminal; a failed stage stops the round with its reason.
+each as a recorded Dagster run (visible afterwards in the UI with ``make ui``): set-up
+(base model, key ceremony), the round's opening, each site's training and encrypted
+update, and the round's aggregation and release. Progress goes to the terminal; a
+failed stage stops the round with its reason.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ def _run_job(instance: DagsterInstance, job_name: str, partition_key: str | None
     started = time.perf_counter()
     print(f"==> {label}", flush=True)
     result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, raise_on_error=False
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     seconds = time.perf_counter() - started
     if result.success:
         print(f"    ok in {seconds:.1f}s (run {result.run_id})", flush=True)
         return True
     for event in result.all_events:
-        error = event.step_failure_data.error if event.step_failure_data else None
-        if event.is_failure and error is not None:
-            print(f"    FAILED: {error.message.strip()}", flush=True)
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            print(f"    FAILED: {event.step_failure_data.error.message.strip()}", flush=True)
     print(f"    run {result.run_id} failed after {seconds:.1f}s", flush=True)
     return False
 
@@ -44,13 +47,15 @@ def run_round(instance: DagsterInstance, round_key: str, site_ids: Sequence[str]
     """Materialise the round's stages for ``site_ids``; True when all succeed."""
     assert site_partitions.name is not None
     instance.add_dynamic_partitions(site_partitions.name, list(site_ids))
-    if not _run_job(instance, "base_model_job", None):
+    if not _run_job(instance, "setup_job", None):
+        return False
+    if not _run_job(instance, "round_open_job", round_key):
         return False
     for site_id in site_ids:
         key: MultiPartitionKey = round_site_key(round_key, site_id)
         if not _run_job(instance, "site_training_job", key):
             return False
-    return True
+    return _run_job(instance, "round_release_job", round_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,21 +7,29 @@ from collections.abc import Mapping
 from typing import Any
 
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime
+from tensorguard_resources.keys import KeyVault
 
-DEFAULT_ARTIFACT_ROOT = ".tensorguard/artifacts"
+DEFAULT_STATE_DIR = ".tensorguard"
 
 
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resource instances the assets use.
 
     ``TG_ARTIFACT_ROOT`` (default ``.tensorguard/artifacts`` under the working directory)
-    is where artifacts live; ``TG_SITES_FILE`` names the site registry (default: the
+    is where artifacts live; ``TG_KEY_DIR`` (default ``.tensorguard/keys``) holds sealed
+    keys; ``TG_SITES_FILE`` names the site registry (default: the
     shipped demo sites). Secrets are not read here: resources validate them when a run
     starts, so the definitions load anywhere.
     """
     env = os.environ if environ is None else environ
+    artifact_root = env.get("TG_ARTIFACT_ROOT", f"{DEFAULT_STATE_DIR}/artifacts")
+    state_dir = os.path.dirname(artifact_root.rstrip("/")) or DEFAULT_STATE_DIR
     return {
         "runtime": TensorGuardRuntime(seed=int(env.get("TG_SEED", "0"))),
-        "artifacts": ArtifactStore(base_uri=env.get("TG_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)),
+        "artifacts": ArtifactStore(base_uri=artifact_root),
+        "keys": KeyVault(
+            key_dir=env.get("TG_KEY_DIR", os.path.join(state_dir, "keys")),
+            dev_master_file=os.path.join(state_dir, "dev-secrets", "key_master"),
+        ),
         "sites": SiteRegistry(sites_file=env.get("TG_SITES_FILE", "")),
     }

@@ -8,24 +8,30 @@ import time
 from pathlib import Path
 
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     Config,
     MaterializeResult,
     MetadataValue,
+    MultiToSingleDimensionPartitionMapping,
     RetryPolicy,
     asset,
 )
 from pydantic import Field
-from tensorguard.training.base_model import build_default_base_model, load_base_model_info
-from tensorguard.training.lora import LoRATrainingConfig, train_site_adapter
 
 from tensorguard.digest import sha256_file
 from tensorguard.errors import TensorGuardError
+from tensorguard.training.base_model import build_default_base_model, load_base_model_info
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.errors import DatasetError
+from tensorguard.training.lora import LoRATrainingConfig, read_adapter_spec, train_site_adapter
 from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
 from tensorguard_assets.lineage import upstream_metadata, verified_upstream_path
-from tensorguard_assets.partitions import round_site_partitions, split_round_site
+from tensorguard_assets.partitions import (
+    ROUND_DIMENSION,
+    round_site_partitions,
+    split_round_site,
+)
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
 
 TRAINING_GROUP = "train"
@@ -143,26 +149,29 @@ def site_dataset(
 
 
 class SiteAdapterConfig(Config):
-    """LoRA hyper-parameters for one site's training run."""
+    """One site's training budget. The adapter's shape (rank, alpha, dropout, target
+    modules) is the round's, taken from the reference adapter in `round_spec`."""
 
-    r: int = Field(default=8, ge=1, description="LoRA rank.")
-    alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (alpha / r).")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"],
-        description="Names of the Linear modules that receive LoRA adapters.",
-    )
     steps: int = Field(default=60, ge=1, description="Optimiser steps.")
     learning_rate: float = Field(default=3e-3, gt=0.0, description="AdamW learning rate.")
     batch_size: int = Field(default=8, ge=1, description="Training batch size.")
-    max_length: int = Field(default=64, ge=8, description="Tokens per example (truncation).")
-    seed: int = Field(default=0, description="Seed for adapter init and data order.")
+    max_length: int = Field(default=128, ge=8, description="Tokens per example (truncation).")
+    seed: int = Field(default=0, ge=0, description="Seed for dropout and data order.")
 
 
 @asset(
     group_name=TRAINING_GROUP,
     partitions_def=round_site_partitions,
-    deps=["base_model", "site_dataset"],
+    deps=[
+        "base_model",
+        "site_dataset",
+        AssetDep(
+            "round_spec",
+            partition_mapping=MultiToSingleDimensionPartitionMapping(
+                partition_dimension_name=ROUND_DIMENSION
+            ),
+        ),
+    ],
     kinds={"pytorch", "peft"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("site_adapter")],
@@ -176,11 +185,14 @@ def site_adapter(
     sites: SiteRegistry,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
-    """Real LoRA fine-tuning (peft) of the base model on one site's data, with held-out
-    evaluation before and after. Writes adapter_config.json + adapter_model.safetensors."""
+    """Real LoRA fine-tuning (peft) of the base model on one site's data, starting from
+    the round's reference adapter, with held-out evaluation before and after. Writes
+    adapter_config.json + adapter_model.safetensors."""
     round_key, site_id = split_round_site(context.partition_key)
     base_dir, _ = verified_upstream_path(context, "base_model")
     dataset_meta = upstream_metadata(context, "site_dataset", context.partition_key)
+    spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
+    reference_dir = spec_dir / "reference"
     try:
         dataset = load_site_dataset(sites.site(site_id).data_dir)
         if dataset.digest != dataset_meta["data_digest"]:
@@ -188,11 +200,9 @@ def site_adapter(
                 f"the data of site {site_id} in {dataset.site_dir} changed after "
                 "site_dataset validated it; re-materialise site_dataset for this partition"
             )
+        shape = read_adapter_spec(reference_dir)
         training_config = LoRATrainingConfig(
-            r=config.r,
-            alpha=config.alpha,
-            dropout=config.dropout,
-            target_modules=list(config.target_modules),
+            **shape.model_dump(),
             steps=config.steps,
             learning_rate=config.learning_rate,
             batch_size=config.batch_size,
@@ -201,7 +211,12 @@ def site_adapter(
         )
         out_dir = artifacts.asset_dir("site_adapter", context.partition_key) / "adapter"
         result = train_site_adapter(
-            base_dir, dataset, training_config, out_dir, progress=context.log.info
+            base_dir,
+            dataset,
+            training_config,
+            out_dir,
+            progress=context.log.info,
+            initial_adapter_dir=reference_dir,
         )
     except TensorGuardError as exc:
         raise fail_closed(exc, step=f"site_adapter[{site_id}]") from None

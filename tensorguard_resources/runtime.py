@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dagster import ConfigurableResource, InitResourceContext
-from tensorguard.training.determinism import enable_determinism
 
 from tensorguard.errors import TensorGuardError
-from tensorguard.production import Environment, enforce_production_gates, env_flag
+from tensorguard.production import Environment, enforce_production_gates
+from tensorguard.training.determinism import determinism_requested, enable_determinism
 from tensorguard_resources.failures import fail_closed
 
 
@@ -26,6 +26,7 @@ class TensorGuardRuntime(ConfigurableResource):
         """Enforce production gates and, when requested, determinism."""
         try:
             environment = enforce_production_gates()
+            deterministic = determinism_requested()
         except TensorGuardError as exc:
             raise fail_closed(exc, step="production gate") from None
         log = context.log
@@ -36,10 +37,10 @@ class TensorGuardRuntime(ConfigurableResource):
                     "DEVELOPMENT MODE: throwaway keys may be generated; never use this "
                     "mode for a real federation (set TG_ENVIRONMENT=production)"
                 )
-        if env_flag("TG_DETERMINISTIC"):
+        if deterministic:
             report = enable_determinism(self.seed)
             if log is not None:
-                log.info(f"TG_DETERMINISTIC=true: {report}")
+                log.info(f"TG_DETERMINISTIC=true: {report.describe()}")
 
     @property
     def environment(self) -> Environment:

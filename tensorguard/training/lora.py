@@ -15,6 +15,7 @@ federation site can train from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,3 +309,25 @@ def _starting_adapter(
             f"configuration: {'; '.join(differences)}; train with the adapter's own shape"
         )
     return peft_model
+
+
+def read_adapter_spec(adapter_dir: Path) -> LoRAAdapterSpec:
+    """The LoRA shape recorded in ``adapter_dir/adapter_config.json``.
+
+    Federated sites train from the round's reference adapter, so they take its shape
+    from here rather than from their own configuration.
+    """
+    config_path = adapter_dir / "adapter_config.json"
+    try:
+        document = json.loads(config_path.read_text(encoding="utf-8"))
+        return LoRAAdapterSpec(
+            r=int(document["r"]),
+            alpha=int(document["lora_alpha"]),
+            dropout=float(document["lora_dropout"]),
+            target_modules=tuple(sorted(document["target_modules"])),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AdapterError(
+            f"{config_path}: not a readable PEFT LoRA config ({exc}); point at a directory "
+            "written by create_initial_adapter or PeftModel.save_pretrained"
+        ) from exc

@@ -1,0 +1,89 @@
+"""Held-out evaluation of release candidates: base model, adapters, merged models.
+
+The release is judged on the sites' held-out ``eval.jsonl`` texts. In a deployment
+each site computes its loss locally and reports only the number; on one machine (the
+demo, the tests) the same computation runs over every site's held-out file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
+
+from tensorguard.training.base_model import load_causal_lm, load_tokenizer
+from tensorguard.training.causal_lm import encode_texts, mean_token_loss, pad_token_id_of
+from tensorguard.training.dataset import load_site_dataset
+from tensorguard.training.errors import AdapterError
+
+EVAL_MAX_LENGTH = 64
+EVAL_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class HeldOutSet:
+    """Held-out texts of one or more sites, tokenised for one base model."""
+
+    site_ids: tuple[str, ...]
+    sequences: tuple[tuple[int, ...], ...]
+    pad_token_id: int
+    max_length: int
+
+    def loss(self, model: torch.nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> float:
+        """Token-weighted mean next-token loss of ``model`` on this set."""
+        return mean_token_loss(model, self.sequences, batch_size, self.pad_token_id)
+
+    def token_batches(self, batch_size: int = EVAL_BATCH_SIZE) -> list[torch.Tensor]:
+        """The sequences as right-padded ``(batch, length)`` id tensors."""
+        batches = []
+        for start in range(0, len(self.sequences), batch_size):
+            chunk = self.sequences[start : start + batch_size]
+            width = max(len(ids) for ids in chunk)
+            batch = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+            for row, ids in enumerate(chunk):
+                batch[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            batches.append(batch)
+        return batches
+
+
+def load_held_out_set(
+    base_model_dir: Path,
+    site_dirs: dict[str, Path],
+    max_length: int = EVAL_MAX_LENGTH,
+) -> HeldOutSet:
+    """Tokenise every site's ``eval.jsonl`` with the base model's tokenizer."""
+    tokenizer = load_tokenizer(base_model_dir)
+    texts: list[str] = []
+    for site_id in sorted(site_dirs):
+        texts.extend(load_site_dataset(site_dirs[site_id]).eval_texts)
+    sequences = encode_texts(tokenizer, texts, max_length)
+    return HeldOutSet(
+        site_ids=tuple(sorted(site_dirs)),
+        sequences=tuple(tuple(ids) for ids in sequences),
+        pad_token_id=pad_token_id_of(tokenizer),
+        max_length=max_length,
+    )
+
+
+def load_with_adapter(base_model_dir: Path, adapter_dir: Path) -> PreTrainedModel | PeftModel:
+    """The base model with a PEFT adapter loaded (inference only)."""
+    model = load_causal_lm(base_model_dir)
+    try:
+        return PeftModel.from_pretrained(
+            model, str(adapter_dir), is_trainable=False, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise AdapterError(
+            f"{adapter_dir}: the adapter cannot be loaded onto {base_model_dir} ({exc})"
+        ) from exc
+
+
+def losses_by_name(
+    held_out: HeldOutSet, models: Sequence[tuple[str, torch.nn.Module]]
+) -> dict[str, float]:
+    """Held-out loss of each named model."""
+    return {name: held_out.loss(model) for name, model in models}

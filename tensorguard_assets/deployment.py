@@ -1,0 +1,338 @@
+"""Deployment artifacts derived from the round's global adapter: the 2:4-pruned merged
+model, the ONNX export with measured parity, the TensorRT engine (GPU job only) and
+the MOAI export for encrypted inference."""
+# No "from __future__ import annotations": Dagster resolves config and resource
+# parameter types from the runtime annotations.
+
+import shutil
+import time
+from pathlib import Path
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from tensorguard.digest import sha256_tree
+from tensorguard.errors import TensorGuardError
+from tensorguard.evaluation import load_held_out_set
+from tensorguard.moai.export import export_moai
+from tensorguard.moai.self_check import run_ckks_self_check
+from tensorguard.moai.verify import verify_moai_export
+from tensorguard.optimize.merge import load_causal_lm, merge_adapter
+from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
+from tensorguard.optimize.pruning import prune_2_4_and_evaluate, verify_2_4
+from tensorguard.optimize.saving import save_model_atomically
+from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
+from tensorguard.training.base_model import TOKENIZER_FILES
+from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.lineage import verified_upstream_path
+from tensorguard_assets.partitions import round_partitions
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+
+DEPLOY_GROUP = "package"
+
+
+def _copy_tokenizer(base_dir: Path, model_dir: Path) -> None:
+    """Ship the tokenizer beside a merged model so the directory is self-contained."""
+    for path in base_dir.iterdir():
+        if path.name in TOKENIZER_FILES or path.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy2(path, model_dir / path.name)
+
+
+class PrunedModelConfig(Config):
+    """Which Linear layers keep their dense weights."""
+
+    exclude: list[str] = Field(
+        default_factory=lambda: ["lm_head"],
+        description="Names (or dotted suffixes) of Linear layers left dense.",
+    )
+
+
+@asset(
+    group_name=DEPLOY_GROUP,
+    partitions_def=round_partitions,
+    deps=["global_adapter", "base_model"],
+    kinds={"pytorch", "safetensors"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        integrity_check_spec("pruned_model"),
+        AssetCheckSpec(
+            name="two_four_pattern_exact",
+            asset="pruned_model",
+            blocking=True,
+            description="Reloaded from disk, every group of 4 weights has at least 2 zeros.",
+        ),
+    ],
+)
+def pruned_model(
+    context: AssetExecutionContext,
+    config: PrunedModelConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+    sites: SiteRegistry,
+) -> MaterializeResult:
+    """The global adapter merged into the base model (merge_and_unload), then pruned
+    to an exact 2:4 magnitude pattern; the held-out loss change is measured."""
+    round_key = context.partition_key
+    base_dir, _ = verified_upstream_path(context, "base_model")
+    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
+    out_dir = artifacts.asset_dir("pruned_model", round_key) / "model"
+    try:
+        held_out = load_held_out_set(
+            base_dir, {s: r.data_dir for s, r in sites.sites().items()}
+        )
+        merged = merge_adapter(base_dir, adapter_dir)
+        outcome = prune_2_4_and_evaluate(
+            merged,
+            held_out.token_batches(),
+            exclude=tuple(config.exclude),
+            pad_token_id=held_out.pad_token_id,
+        )
+        saved = save_model_atomically(merged, out_dir)
+        _copy_tokenizer(base_dir, out_dir)
+        reloaded_report = verify_2_4(load_causal_lm(out_dir), tuple(config.exclude))
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="pruned_model") from None
+    # The tokenizer files were added after publication: hash the directory as shipped.
+    digest = sha256_tree(out_dir)
+    report = outcome.report
+    context.log.info(
+        f"2:4 pruning: {report.overall_sparsity:.1%} of prunable weights zero; held-out "
+        f"loss {outcome.eval_loss_before:.4f} → {outcome.eval_loss_after:.4f}"
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(digest),
+            "size_bytes": MetadataValue.int(saved.size_bytes),
+            "sparsity": MetadataValue.float(report.overall_sparsity),
+            "pruned_layers": MetadataValue.int(len(report.layers)),
+            "eval_loss_unpruned": MetadataValue.float(outcome.eval_loss_before),
+            "eval_loss_pruned": MetadataValue.float(outcome.eval_loss_after),
+            "eval_loss_delta": MetadataValue.float(outcome.eval_loss_delta),
+        },
+        check_results=[
+            verify_artifact("pruned_model", out_dir, digest),
+            AssetCheckResult(
+                asset_key=AssetKey("pruned_model"),
+                check_name="two_four_pattern_exact",
+                passed=reloaded_report.pattern_exact,
+                metadata={
+                    "violating_layers": MetadataValue.text(
+                        ", ".join(reloaded_report.violating_layers) or "none"
+                    ),
+                    "sparsity": MetadataValue.float(reloaded_report.overall_sparsity),
+                },
+            ),
+        ],
+    )
+
+
+class OnnxModelConfig(Config):
+    """Parity tolerance of the ONNX export."""
+
+    tolerance: float = Field(
+        default=1e-4, gt=0, description="Largest allowed |logit(torch) - logit(onnxruntime)|."
+    )
+
+
+@asset(
+    group_name=DEPLOY_GROUP,
+    partitions_def=round_partitions,
+    deps=["global_adapter", "base_model"],
+    kinds={"onnx"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        integrity_check_spec("onnx_model"),
+        AssetCheckSpec(
+            name="onnx_parity",
+            asset="onnx_model",
+            blocking=True,
+            description="onnxruntime logits match torch within the configured tolerance.",
+        ),
+    ],
+)
+def onnx_model(
+    context: AssetExecutionContext,
+    config: OnnxModelConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """The merged model exported with torch.onnx.export (dynamo, dynamic batch and
+    sequence), checked by onnx.checker and run in onnxruntime against torch."""
+    round_key = context.partition_key
+    base_dir, _ = verified_upstream_path(context, "base_model")
+    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
+    out_dir = artifacts.asset_dir("onnx_model", round_key) / "onnx"
+    started = time.perf_counter()
+    try:
+        result = export_causal_lm_to_onnx(merge_adapter(base_dir, adapter_dir), out_dir)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="onnx_model") from None
+    seconds = time.perf_counter() - started
+    context.log.info(
+        f"ONNX export: max |Δlogit| {result.max_abs_diff:.2e} (tolerance "
+        f"{config.tolerance:.0e}) in {seconds:.1f}s"
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(result.sha256),
+            "size_bytes": MetadataValue.int(result.size_bytes),
+            "opset": MetadataValue.int(result.opset),
+            "max_abs_diff": MetadataValue.float(result.max_abs_diff),
+            "parity_shapes": MetadataValue.text(str(list(result.parity_shapes))),
+            "export_seconds": MetadataValue.float(round(seconds, 2)),
+        },
+        check_results=[
+            verify_artifact("onnx_model", out_dir, result.sha256),
+            AssetCheckResult(
+                asset_key=AssetKey("onnx_model"),
+                check_name="onnx_parity",
+                passed=result.within_tolerance(config.tolerance),
+                metadata={
+                    "max_abs_diff": MetadataValue.float(result.max_abs_diff),
+                    "tolerance": MetadataValue.float(config.tolerance),
+                },
+            ),
+        ],
+    )
+
+
+@asset(
+    group_name=DEPLOY_GROUP,
+    partitions_def=round_partitions,
+    deps=["onnx_model"],
+    kinds={"tensorrt"},
+    owners=["team:ml-platform"],
+    check_specs=[integrity_check_spec("tensorrt_engine")],
+)
+def tensorrt_engine(
+    context: AssetExecutionContext,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """A TensorRT 10 engine built from the ONNX export (FP16 where the GPU supports it).
+    Runs only in the `gpu_export` job; without TensorRT or a CUDA device it fails with
+    the remediation instead of writing anything."""
+    round_key = context.partition_key
+    onnx_dir, _ = verified_upstream_path(context, "onnx_model", round_key)
+    out_dir = artifacts.asset_dir("tensorrt_engine", round_key) / "engine"
+    try:
+        result = build_tensorrt_engine(onnx_dir / "model.onnx", out_dir)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="tensorrt_engine") from None
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(result.sha256),
+            "size_bytes": MetadataValue.int(result.size_bytes),
+            "tensorrt_version": MetadataValue.text(result.tensorrt_version),
+            "device": MetadataValue.text(result.device_name),
+            "compute_capability": MetadataValue.text(result.compute_capability),
+            "fp16": MetadataValue.bool(result.fp16_enabled),
+            "build_seconds": MetadataValue.float(round(result.build_seconds, 2)),
+        },
+        check_results=[verify_artifact("tensorrt_engine", out_dir, result.sha256)],
+    )
+
+
+class MoaiExportConfig(Config):
+    """Which modules to export for encrypted inference, and the self-check bound."""
+
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Linear modules (names or dotted suffixes) exported for CKKS inference.",
+    )
+    self_check_tolerance: float = Field(
+        default=1e-4, gt=0, description="Largest allowed CKKS vs plaintext error."
+    )
+
+
+@asset(
+    group_name=DEPLOY_GROUP,
+    partitions_def=round_partitions,
+    deps=["global_adapter", "base_model"],
+    kinds={"tenseal", "safetensors"},
+    owners=["team:security"],
+    check_specs=[
+        integrity_check_spec("moai_export"),
+        AssetCheckSpec(
+            name="moai_hashes_match",
+            asset="moai_export",
+            blocking=True,
+            description="Every exported digest and block re-derives from the checkpoint.",
+        ),
+        AssetCheckSpec(
+            name="moai_self_check",
+            asset="moai_export",
+            blocking=True,
+            description="One module evaluated under CKKS matches plaintext within tolerance.",
+        ),
+    ],
+)
+def moai_export(
+    context: AssetExecutionContext,
+    config: MoaiExportConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """Adapter-merged weights of the target modules in a CKKS-friendly block layout for
+    encrypted inference (docs/MOAI.md), with per-tensor and checkpoint SHA-256, verified
+    against the source and self-checked by a homomorphic evaluation."""
+    round_key = context.partition_key
+    base_dir, _ = verified_upstream_path(context, "base_model")
+    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
+    out_dir = artifacts.asset_dir("moai_export", round_key) / "moai"
+    try:
+        result = export_moai(
+            base_dir, out_dir, target_modules=config.target_modules, adapter_dir=adapter_dir
+        )
+        verification = verify_moai_export(out_dir, base_dir, adapter_dir=adapter_dir)
+        self_check = run_ckks_self_check(out_dir, tolerance=config.self_check_tolerance)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="moai_export") from None
+    context.log.info(
+        f"MOAI export of {len(result.module_names)} modules; CKKS self-check on "
+        f"{self_check.module}: max error {self_check.max_abs_error:.2e}"
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(result.sha256),
+            "size_bytes": MetadataValue.int(result.size_bytes),
+            "checkpoint_sha256": MetadataValue.text(result.checkpoint_sha256),
+            "modules": MetadataValue.int(len(result.module_names)),
+            "self_check_module": MetadataValue.text(self_check.module),
+            "self_check_max_abs_error": MetadataValue.float(self_check.max_abs_error),
+        },
+        check_results=[
+            verify_artifact("moai_export", out_dir, result.sha256),
+            AssetCheckResult(
+                asset_key=AssetKey("moai_export"),
+                check_name="moai_hashes_match",
+                passed=verification.ok,
+                metadata={
+                    "modules_checked": MetadataValue.int(verification.modules_checked),
+                    "problems": MetadataValue.text("; ".join(verification.problems) or "none"),
+                },
+            ),
+            AssetCheckResult(
+                asset_key=AssetKey("moai_export"),
+                check_name="moai_self_check",
+                passed=self_check.passed,
+                metadata={
+                    "max_abs_error": MetadataValue.float(self_check.max_abs_error),
+                    "tolerance": MetadataValue.float(self_check.tolerance),
+                },
+            ),
+        ],
+    )

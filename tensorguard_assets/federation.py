@@ -1,0 +1,549 @@
+"""Federation stage: key ceremony, round spec, encrypted site updates, aggregation,
+custodian decryption."""
+# No "from __future__ import annotations": Dagster resolves config and resource
+# parameter types from the runtime annotations.
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    MultiToSingleDimensionPartitionMapping,
+    asset,
+)
+from pydantic import Field
+
+from tensorguard.crypto import CompositeVerifyKey
+from tensorguard.digest import sha256_file, sha256_tree
+from tensorguard.errors import TensorGuardError
+from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
+from tensorguard.federation.context import (
+    PublicFederation,
+    load_secret_from_store,
+    run_key_ceremony,
+)
+from tensorguard.federation.custodian import apply_update, decrypt_aggregate
+from tensorguard.federation.errors import FederationError, QuorumNotMetError
+from tensorguard.federation.params import FederationParams
+from tensorguard.federation.peft_adapter import read_peft_adapter, write_peft_adapter
+from tensorguard.federation.privacy import DPConfig, PrivacyLedger
+from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.training.lora import (
+    LLAMA_ATTENTION_AND_MLP,
+    LoRAAdapterSpec,
+    create_initial_adapter,
+)
+from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.lineage import verified_upstream_path
+from tensorguard_assets.partitions import (
+    ROUND_DIMENSION,
+    round_partitions,
+    round_site_key,
+    round_site_partitions,
+    split_round_site,
+)
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+from tensorguard_resources.federation import CKKSSecretStore
+from tensorguard_resources.keys import KeyVault
+
+FEDERATION_GROUP = "federate"
+ENCRYPT_GROUP = "encrypt"
+ROUND_OF_SITE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=ROUND_DIMENSION)
+ENVELOPE_FILE = "update.tgenv"
+AGGREGATE_FILE = "aggregate.tgagg"
+SPEC_FILE = "round_spec.json"
+
+
+def site_key_name(site_id: str) -> str:
+    """Name of a site's composite signing key in the key vault."""
+    return f"site-{site_id}"
+
+
+class FederationKeysConfig(Config):
+    """CKKS parameters of the key ceremony (defaults documented in docs/FEDERATION.md)."""
+
+    poly_modulus_degree: int = Field(default=8192, description="CKKS ring degree N.")
+    coeff_mod_bit_sizes: list[int] = Field(
+        default_factory=lambda: [60, 58], description="RNS prime bit sizes."
+    )
+    scale_bits: int = Field(default=46, description="log2 of the encoding scale.")
+
+
+@asset(
+    group_name=ENCRYPT_GROUP,
+    kinds={"tenseal"},
+    owners=["team:security"],
+    check_specs=[integrity_check_spec("federation_keys")],
+)
+def federation_keys(
+    context: AssetExecutionContext,
+    config: FederationKeysConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+    keys: KeyVault,
+) -> MaterializeResult:
+    """The federation key ceremony: a CKKS key pair whose secret half goes only into the
+    key vault (for the custodian) and whose public context goes to sites and the
+    aggregator. Re-materialising rotates the federation key; old secrets are kept."""
+    secret_name = f"federation-ckks-{uuid.uuid4().hex[:12]}"
+    out_dir = artifacts.asset_dir("federation_keys") / secret_name
+    try:
+        params = FederationParams(
+            poly_modulus_degree=config.poly_modulus_degree,
+            coeff_mod_bit_sizes=tuple(config.coeff_mod_bit_sizes),
+            scale_bits=config.scale_bits,
+        )
+        record = run_key_ceremony(out_dir, CKKSSecretStore(keys.provider), params, secret_name)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="federation_keys") from None
+    context.log.info(
+        f"key ceremony done: public context {record.public_context_sha256[:16]}…, secret "
+        f"sealed in the key vault as {secret_name}"
+    )
+    digest = sha256_tree(out_dir)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(digest),
+            "secret_name": MetadataValue.text(secret_name),
+            "public_context_sha256": MetadataValue.text(record.public_context_sha256),
+            "poly_modulus_degree": MetadataValue.int(params.poly_modulus_degree),
+            "security_level_bits": MetadataValue.int(params.security_level),
+            "slots_per_ciphertext": MetadataValue.int(params.slot_count),
+        },
+        check_results=[verify_artifact("federation_keys", out_dir, digest)],
+    )
+
+
+class RoundSpecConfig(Config):
+    """The adapter shape every site trains this round (binding for all sites)."""
+
+    r: int = Field(default=8, ge=1, description="LoRA rank.")
+    alpha: int = Field(default=16, ge=1, description="LoRA alpha (scaling alpha / r).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LLAMA_ATTENTION_AND_MLP),
+        description="LoRA target modules (default: every attention and MLP projection).",
+    )
+    seed: int = Field(default=0, description="Seed of the first round's initial adapter.")
+    max_site_weight: float = Field(
+        default=100_000, gt=0, description="Largest example count one site may declare."
+    )
+
+
+def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> Path | None:
+    """The newest global adapter of an earlier round, if any (the next round's start)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("global_adapter")), limit=100
+    ).records
+    earlier = [
+        r
+        for r in records
+        if r.asset_materialization is not None
+        and r.asset_materialization.partition is not None
+        and r.asset_materialization.partition < round_key
+    ]
+    if not earlier:
+        return None
+    newest = max(earlier, key=lambda r: str(r.asset_materialization.partition))
+    path = Path(str(newest.asset_materialization.metadata["path"].value))
+    return path if path.is_dir() else None
+
+
+@asset(
+    group_name=FEDERATION_GROUP,
+    partitions_def=round_partitions,
+    deps=["base_model"],
+    kinds={"peft"},
+    owners=["team:ml-platform"],
+    check_specs=[integrity_check_spec("round_spec")],
+)
+def round_spec(
+    context: AssetExecutionContext,
+    config: RoundSpecConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+) -> MaterializeResult:
+    """What every site agrees on for the round: the base model, the reference adapter all
+    sites start from (the seeded initial adapter, then the previous round's global
+    adapter) and its tensor layout. Sites sign these facts into their updates."""
+    round_key = context.partition_key
+    base_dir, base_meta = verified_upstream_path(context, "base_model")
+    out_dir = artifacts.asset_dir("round_spec", round_key)
+    reference_dir = out_dir / "reference"
+    previous = _previous_global_adapter(context, round_key)
+    try:
+        if reference_dir.exists():
+            shutil.rmtree(reference_dir)
+        if previous is not None:
+            shutil.copytree(previous, reference_dir)
+            origin = f"global adapter of an earlier round ({previous})"
+        else:
+            create_initial_adapter(
+                base_dir,
+                LoRAAdapterSpec(
+                    r=config.r,
+                    alpha=config.alpha,
+                    dropout=config.dropout,
+                    target_modules=tuple(config.target_modules),
+                ),
+                reference_dir,
+                seed=config.seed,
+            )
+            origin = f"seeded initial adapter (seed {config.seed})"
+        spec = RoundSpec.from_reference(
+            round_id=round_key,
+            base_model_digest=str(base_meta["digest"]),
+            reference=read_peft_adapter(reference_dir),
+            max_site_weight=config.max_site_weight,
+        )
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="round_spec") from None
+    spec_path = out_dir / SPEC_FILE
+    spec_path.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    context.log.info(f"round {round_key}: reference is the {origin}")
+    digest = sha256_tree(out_dir)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(digest),
+            "reference_origin": MetadataValue.text(origin),
+            "reference_digest": MetadataValue.text(spec.reference_digest),
+            "base_model_digest": MetadataValue.text(spec.base_model_digest),
+            "tensors": MetadataValue.int(len(spec.layout)),
+            "parameters": MetadataValue.int(spec.tensor_layout.numel),
+        },
+        check_results=[verify_artifact("round_spec", out_dir, digest)],
+    )
+
+
+def load_round(context: AssetExecutionContext, round_key: str) -> tuple[RoundSpec, Path]:
+    """The round's spec and reference adapter directory, digest-checked."""
+    spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
+    spec = RoundSpec.model_validate_json((spec_dir / SPEC_FILE).read_text(encoding="utf-8"))
+    return spec, spec_dir / "reference"
+
+
+def load_public_federation(context: AssetExecutionContext) -> tuple[PublicFederation, dict]:
+    """The federation's public context (never a secret key) and the ceremony metadata."""
+    public_dir, metadata = verified_upstream_path(context, "federation_keys")
+    return PublicFederation.read(public_dir), metadata
+
+
+class SiteUpdateAssetConfig(Config):
+    """Clipping and optional differential privacy for a site's update."""
+
+    clip_norm: float = Field(default=50.0, gt=0, description="L2 bound of the update delta.")
+    noise_multiplier: float = Field(
+        default=0.0, ge=0, description="Gaussian noise std / clip norm; 0 disables DP."
+    )
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1, description="Target δ.")
+    epsilon_budget: float = Field(default=10.0, gt=0, description="Cumulative ε per site.")
+
+
+@asset(
+    group_name=ENCRYPT_GROUP,
+    partitions_def=round_site_partitions,
+    deps=[
+        "site_adapter",
+        "federation_keys",
+        AssetDep("round_spec", partition_mapping=ROUND_OF_SITE),
+    ],
+    kinds={"tenseal"},
+    owners=["team:security"],
+    check_specs=[integrity_check_spec("site_update")],
+)
+def site_update(
+    context: AssetExecutionContext,
+    config: SiteUpdateAssetConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+    keys: KeyVault,
+) -> MaterializeResult:
+    """The site's adapter delta, clipped (optionally noised for DP), weighted by its
+    example count, CKKS-encrypted under the federation public key and signed with the
+    site's composite key. Only this envelope ever leaves the site."""
+    round_key, site_id = split_round_site(context.partition_key)
+    adapter_dir, adapter_meta = verified_upstream_path(
+        context, "site_adapter", context.partition_key
+    )
+    try:
+        spec, reference_dir = load_round(context, round_key)
+        public, _ = load_public_federation(context)
+        signer = keys.provider.signer_for(
+            site_key_name(site_id), generate_if_missing=keys.development
+        )
+        dp = (
+            DPConfig(
+                noise_multiplier=config.noise_multiplier,
+                delta=config.dp_delta,
+                epsilon_budget=config.epsilon_budget,
+            )
+            if config.noise_multiplier > 0
+            else None
+        )
+        ledger_path = artifacts.asset_dir("privacy_ledgers") / f"{site_id}.json"
+        ledger = None
+        if dp is not None:
+            ledger = (
+                PrivacyLedger.from_json(ledger_path.read_text(encoding="utf-8"))
+                if ledger_path.exists()
+                else PrivacyLedger.for_site(site_id, dp)
+            )
+        update = build_site_update(
+            trained=read_peft_adapter(adapter_dir),
+            reference=read_peft_adapter(reference_dir),
+            spec=spec,
+            site_id=site_id,
+            weight=float(adapter_meta["train_examples"]),
+            public=public,
+            signer=signer,
+            config=SiteUpdateConfig(clip_norm=config.clip_norm, dp=dp),
+            ledger=ledger,
+        )
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step=f"site_update[{site_id}]") from None
+    if ledger is not None:
+        tmp = ledger_path.with_suffix(".tmp")
+        tmp.write_text(ledger.to_json(), encoding="utf-8")
+        tmp.replace(ledger_path)
+    envelope_path = artifacts.asset_dir("site_update", context.partition_key) / ENVELOPE_FILE
+    tmp_envelope = envelope_path.with_suffix(".tmp")
+    tmp_envelope.write_bytes(update.envelope)
+    tmp_envelope.replace(envelope_path)
+    digest = sha256_file(envelope_path)
+    report = update.metadata()
+    context.log.info(
+        f"{site_id}: {report['ciphertexts']} ciphertexts, {report['envelope_bytes']} bytes "
+        f"({float(report['expansion_vs_fp32']):.2f}× fp32), signed by "  # type: ignore[arg-type]
+        f"{str(report['signer_fingerprint'])[:16]}…"
+    )
+    metadata: dict[str, MetadataValue] = {
+        "path": MetadataValue.path(str(envelope_path)),
+        "digest": MetadataValue.text(digest),
+    }
+    for key, value in report.items():
+        if isinstance(value, bool):
+            metadata[key] = MetadataValue.bool(value)
+        elif isinstance(value, int):
+            metadata[key] = MetadataValue.int(value)
+        elif isinstance(value, float):
+            metadata[key] = MetadataValue.float(value)
+        else:
+            metadata[key] = MetadataValue.text(str(value))
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[verify_artifact("site_update", envelope_path, digest)],
+    )
+
+
+def registered_site_keys(
+    sites: SiteRegistry, keys: KeyVault
+) -> dict[str, CompositeVerifyKey]:
+    """Each registered site's public signing key.
+
+    The registry's ``public_key`` file is authoritative. Without one, a development run
+    uses the key the vault holds for that site; production refuses, since the
+    aggregator must never trust a key it cannot trace to the site's registration.
+    """
+    registered: dict[str, CompositeVerifyKey] = {}
+    for site_id, record in sites.sites().items():
+        if record.public_key_path is not None:
+            registered[site_id] = CompositeVerifyKey.from_public_bytes(
+                record.public_key_path.read_bytes()
+            )
+        elif keys.development:
+            registered[site_id] = keys.provider.public_key(site_key_name(site_id))
+        else:
+            raise FederationError(
+                f"site {site_id!r} has no public_key in the site registry; production "
+                "aggregation only trusts registered site keys (add public_key: <file>)"
+            )
+    return registered
+
+
+def _round_envelopes(
+    context: AssetExecutionContext, round_key: str, site_ids: list[str]
+) -> tuple[list[bytes], list[str]]:
+    """The envelope bytes of every site that materialised an update this round."""
+    envelopes: list[bytes] = []
+    missing: list[str] = []
+    for site_id in site_ids:
+        partition = str(round_site_key(round_key, site_id))
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("site_update"), asset_partitions=[partition]),
+            limit=1,
+        ).records
+        materialization = records[0].asset_materialization if records else None
+        if materialization is None:
+            missing.append(site_id)
+            continue
+        path = Path(str(materialization.metadata["path"].value))
+        if not path.is_file():
+            missing.append(site_id)
+            continue
+        envelopes.append(path.read_bytes())
+    return envelopes, missing
+
+
+class AggregationConfig(Config):
+    """The round's quorum."""
+
+    min_sites: int = Field(
+        default=2, ge=2, description="Fewest valid site updates that make a round."
+    )
+
+
+@asset(
+    group_name=FEDERATION_GROUP,
+    partitions_def=round_partitions,
+    deps=[
+        AssetDep("site_update", partition_mapping=ROUND_OF_SITE),
+        "round_spec",
+        "federation_keys",
+    ],
+    kinds={"tenseal"},
+    owners=["team:security"],
+    check_specs=[
+        integrity_check_spec("aggregated_update"),
+        AssetCheckSpec(
+            name="quorum_met",
+            asset="aggregated_update",
+            blocking=True,
+            description="At least min_sites valid, signed updates were aggregated.",
+        ),
+    ],
+)
+def aggregated_update(
+    context: AssetExecutionContext,
+    config: AggregationConfig,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+    sites: SiteRegistry,
+    keys: KeyVault,
+) -> MaterializeResult:
+    """The homomorphic weighted sum of the round's site updates. The aggregator holds
+    only the public context: it verifies each envelope's signature against registered
+    site keys, rejects unknown, duplicate, stale and wrong-base updates, enforces the
+    quorum and adds ciphertexts. It cannot decrypt any of them."""
+    round_key = context.partition_key
+    started = time.perf_counter()
+    try:
+        spec, _ = load_round(context, round_key)
+        public, _ = load_public_federation(context)
+        site_keys = registered_site_keys(sites, keys)
+        envelopes, missing = _round_envelopes(context, round_key, sorted(site_keys))
+        if missing:
+            context.log.warning(f"no update this round from: {', '.join(missing)}")
+        result = aggregate_updates(envelopes, site_keys, spec, public, config.min_sites)
+    except QuorumNotMetError as exc:
+        raise fail_closed(exc, step="aggregated_update (quorum)") from None
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="aggregated_update") from None
+    seconds = time.perf_counter() - started
+    out_path = artifacts.asset_dir("aggregated_update", round_key) / AGGREGATE_FILE
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_bytes(result.to_bytes())
+    tmp.replace(out_path)
+    digest = sha256_file(out_path)
+    accepted = [a.site_id for a in result.accepted]
+    rejected_rows = "\n".join(f"| {site} | {reason} |" for site, reason in result.rejections)
+    context.log.info(
+        f"aggregated {len(accepted)} site update(s) in {seconds:.2f}s; "
+        f"{len(result.rejections)} rejected"
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_path)),
+            "digest": MetadataValue.text(digest),
+            "accepted_sites": MetadataValue.text(", ".join(accepted)),
+            "accepted_count": MetadataValue.int(len(accepted)),
+            "rejected_count": MetadataValue.int(len(result.rejections)),
+            "rejections": MetadataValue.md(
+                "| site | reason |\n|---|---|\n" + (rejected_rows or "| – | none |")
+            ),
+            "missing_sites": MetadataValue.text(", ".join(missing) or "none"),
+            "total_weight": MetadataValue.float(result.total_weight),
+            "aggregation_seconds": MetadataValue.float(round(seconds, 3)),
+        },
+        check_results=[
+            verify_artifact("aggregated_update", out_path, digest),
+            AssetCheckResult(
+                asset_key=AssetKey("aggregated_update"),
+                check_name="quorum_met",
+                passed=len(accepted) >= config.min_sites,
+                metadata={
+                    "accepted": MetadataValue.int(len(accepted)),
+                    "min_sites": MetadataValue.int(config.min_sites),
+                },
+            ),
+        ],
+    )
+
+
+@asset(
+    group_name=FEDERATION_GROUP,
+    partitions_def=round_partitions,
+    deps=["aggregated_update", "round_spec", "federation_keys"],
+    kinds={"peft", "tenseal"},
+    owners=["team:security"],
+    check_specs=[integrity_check_spec("global_adapter")],
+)
+def global_adapter(
+    context: AssetExecutionContext,
+    runtime: TensorGuardRuntime,
+    artifacts: ArtifactStore,
+    keys: KeyVault,
+) -> MaterializeResult:
+    """The key custodian's step: decrypt only the aggregate, divide by the total weight
+    and apply the mean delta to the round's reference adapter. The result is a PEFT
+    adapter loadable with PeftModel.from_pretrained."""
+    round_key = context.partition_key
+    aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
+    try:
+        spec, reference_dir = load_round(context, round_key)
+        public, ceremony = load_public_federation(context)
+        secret = load_secret_from_store(
+            CKKSSecretStore(keys.provider), public, str(ceremony["secret_name"])
+        )
+        aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
+        if aggregate.spec != spec:
+            raise FederationError(
+                "the aggregate was computed for another round spec; re-materialise "
+                "aggregated_update for this round"
+            )
+        mean_delta = decrypt_aggregate(aggregate, secret)
+        updated = apply_update(read_peft_adapter(reference_dir), mean_delta)
+        out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        write_peft_adapter(updated, reference_dir / "adapter_config.json", out_dir)
+    except TensorGuardError as exc:
+        raise fail_closed(exc, step="global_adapter") from None
+    digest = sha256_tree(out_dir)
+    delta_norm = float(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()) ** 0.5)
+    context.log.info(
+        f"custodian decrypted the aggregate of {len(aggregate.accepted)} sites; "
+        f"mean update L2 norm {delta_norm:.4f}"
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(digest),
+            "sites": MetadataValue.int(len(aggregate.accepted)),
+            "mean_update_l2_norm": MetadataValue.float(delta_norm),
+            "reference_digest": MetadataValue.text(spec.reference_digest),
+        },
+        check_results=[verify_artifact("global_adapter", out_dir, digest)],
+    )
