@@ -7,6 +7,7 @@ demo, the tests) the same computation runs over every site's held-out file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from tensorguard.digest import sha256_bytes
 from tensorguard.training.base_model import load_causal_lm, load_tokenizer
 from tensorguard.training.causal_lm import encode_texts, mean_token_loss, pad_token_id_of
 from tensorguard.training.dataset import load_site_dataset
@@ -32,6 +34,11 @@ class HeldOutSet:
     sequences: tuple[tuple[int, ...], ...]
     pad_token_id: int
     max_length: int
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the token sequences: equal digests mean the same held-out set."""
+        return sha256_bytes(json.dumps([self.max_length, self.sequences]).encode())
 
     def loss(self, model: torch.nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> float:
         """Token-weighted mean next-token loss of ``model`` on this set."""

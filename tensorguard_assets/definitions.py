@@ -12,6 +12,7 @@ from tensorguard_assets.federation import (
     site_update,
 )
 from tensorguard_assets.jobs import ALL_JOBS
+from tensorguard_assets.release import evaluation_report, gate_decision, release, tgsp_package
 from tensorguard_assets.resources import build_resources
 from tensorguard_assets.training import base_model, site_adapter, site_dataset
 
@@ -29,6 +30,10 @@ defs = Definitions(
         onnx_model,
         tensorrt_engine,
         moai_export,
+        evaluation_report,
+        gate_decision,
+        tgsp_package,
+        release,
     ],
     jobs=ALL_JOBS,
     schedules=[round_training_schedule],

@@ -14,10 +14,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from dagster import DagsterInstance, MultiPartitionKey
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, MultiPartitionKey
 
 from tensorguard_assets.definitions import defs
 from tensorguard_assets.partitions import round_partitions, round_site_key, site_partitions
+from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
 
 
@@ -77,8 +78,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ok:
         print(f"Round {round_key} FAILED after {elapsed:.1f}s", file=sys.stderr)
         return 1
-    print(f"Round {round_key} complete in {elapsed:.1f}s. Inspect it with `make ui`.")
+    print(f"Round {round_key} complete in {elapsed:.1f}s.")
+    print_release_summary(instance, round_key)
     return 0
+
+
+def print_release_summary(instance: DagsterInstance, round_key: str) -> None:
+    """Say where the round's release is and how to verify and install it."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("release"), asset_partitions=[round_key]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    if materialization is None:
+        return
+    meta = {name: value.value for name, value in materialization.metadata.items()}
+    artifacts = build_resources()["artifacts"].root
+    node_dir = artifacts.parent / "edge" / DEMO_EDGE_NODE
+    print(f"Release: {meta['channel']} v{meta['version']} at {meta['path']}")
+    print(f"  sha256 {meta['digest']}")
+    if node_dir.is_dir():
+        print("Verify it (signature, pinned key, expiry):")
+        print(
+            f"  .venv/bin/tensorguard tgsp verify {meta['path']} --trust-store "
+            f"{node_dir / 'trust-store.json'}"
+        )
+        print(f"Edge agent config for the demo node: {node_dir / 'agent.yaml'}")
+    print("Inspect the round in the Dagster UI: make ui")
 
 
 if __name__ == "__main__":

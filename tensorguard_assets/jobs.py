@@ -37,6 +37,10 @@ ROUND_RELEASE_ASSETS = (
     "pruned_model",
     "onnx_model",
     "moai_export",
+    "evaluation_report",
+    "gate_decision",
+    "tgsp_package",
+    "release",
 )
 
 round_release_job = define_asset_job(

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
+from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from tensorguard.digest import sha256_file, sha256_tree
+
+CHECK_HISTORY_SCAN = 200
 
 
 def upstream_metadata(
@@ -59,3 +62,33 @@ def verified_upstream_path(
             allow_retries=False,
         )
     return path, metadata
+
+
+def latest_check_passed(
+    context: AssetExecutionContext, asset_name: str, check_name: str, partition_key: str | None
+) -> bool:
+    """Whether the check passed on the asset's latest materialisation (of the partition).
+
+    Checks evaluated inside an asset are recorded against the materialisation they
+    judged (its storage id); a check result for any other materialisation, or none at
+    all, counts as not passed.
+    """
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=AssetKey(asset_name),
+            asset_partitions=[partition_key] if partition_key else None,
+        ),
+        limit=1,
+    ).records
+    if not records:
+        return False
+    target_storage_id = records[0].storage_id
+    history = context.instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(asset_name), check_name), limit=CHECK_HISTORY_SCAN
+    )
+    for record in history:
+        evaluation = record.event.dagster_event.event_specific_data if record.event else None
+        target = getattr(evaluation, "target_materialization_data", None)
+        if target is not None and target.storage_id == target_storage_id:
+            return record.status is AssetCheckExecutionRecordStatus.SUCCEEDED
+    return False

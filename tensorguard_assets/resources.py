@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime
+from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
 
 DEFAULT_STATE_DIR = ".tensorguard"
@@ -17,9 +18,11 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
     ``TG_ARTIFACT_ROOT`` (default ``.tensorguard/artifacts`` under the working directory)
     is where artifacts live; ``TG_KEY_DIR`` (default ``.tensorguard/keys``) holds sealed
-    keys; ``TG_SITES_FILE`` names the site registry (default: the
-    shipped demo sites). Secrets are not read here: resources validate them when a run
-    starts, so the definitions load anywhere.
+    keys; ``TG_SITES_FILE`` names the site registry (default: the shipped demo sites);
+    ``TG_FLEET``, ``TG_CHANNEL``, ``TG_REGISTRY_ROOT``, ``DATABASE_URL``,
+    ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST`` and ``TG_MQTT_PORT`` describe the fleet.
+    Secrets are not read here: resources validate them when a run starts, so the
+    definitions load anywhere.
     """
     env = os.environ if environ is None else environ
     artifact_root = env.get("TG_ARTIFACT_ROOT", f"{DEFAULT_STATE_DIR}/artifacts")
@@ -32,4 +35,17 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             dev_master_file=os.path.join(state_dir, "dev-secrets", "key_master"),
         ),
         "sites": SiteRegistry(sites_file=env.get("TG_SITES_FILE", "")),
+        "fleet": FleetResource(
+            fleet=env.get("TG_FLEET", "demo"),
+            channel=env.get("TG_CHANNEL", "stable"),
+            registry_root=env.get("TG_REGISTRY_ROOT", os.path.join(state_dir, "registry")),
+            database_url=env.get(
+                "DATABASE_URL", f"sqlite:///{os.path.abspath(state_dir)}/tensorguard.db"
+            ),
+            recipients_dir=env.get(
+                "TG_FLEET_RECIPIENTS_DIR", os.path.join(state_dir, "fleet-recipients")
+            ),
+            mqtt_host=env.get("TG_MQTT_HOST", ""),
+            mqtt_port=int(env.get("TG_MQTT_PORT", "1883")),
+        ),
     }

@@ -2,7 +2,7 @@
 
 Typical use::
 
-    policy = load_policy(Path("config/gate_policy.yaml"))
+    policy = load_policy(DEFAULT_POLICY_FILE)
     evidence = GateEvidence.parse({...})
     decision = evaluate_gate(policy, evidence)
     if not decision.passed:
@@ -24,6 +24,7 @@ from tensorguard.gate.errors import (
 )
 from tensorguard.gate.evidence import FirstRelease, GateEvidence, PreviousRelease
 from tensorguard.gate.policy import (
+    DEFAULT_POLICY_FILE,
     GatePolicy,
     LossDelta,
     RegressionLimit,
@@ -33,6 +34,7 @@ from tensorguard.gate.policy import (
 
 __all__ = [
     "DECISION_FORMAT",
+    "DEFAULT_POLICY_FILE",
     "CriterionResult",
     "FirstRelease",
     "GateDecision",

@@ -37,6 +37,8 @@ from tensorguard.gate.canonical import canonical_digest
 from tensorguard.gate.errors import GatePolicyError, validate_or_raise
 from tensorguard.gate.strict_yaml import load_strict_yaml
 
+DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.yaml")
+"""The policy shipped with TensorGuard (tensorguard/gate/default_policy.yaml)."""
 CHECK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

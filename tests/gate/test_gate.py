@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tensorguard.gate import (
+    DEFAULT_POLICY_FILE,
     FirstRelease,
     GateDecision,
     GateDecisionError,
@@ -22,7 +23,7 @@ from tensorguard.gate import (
     parse_policy,
 )
 
-REPO_POLICY = Path(__file__).resolve().parents[2] / "config" / "gate_policy.yaml"
+REPO_POLICY = DEFAULT_POLICY_FILE
 
 
 def policy_document(**overrides: Any) -> dict[str, Any]:
