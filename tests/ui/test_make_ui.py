@@ -18,7 +18,7 @@ from tests.services.dagster_webserver import (
     DagsterUI,
     http_ok,
     prepare_dagster_home,
-    process_group_alive,
+    stop_process_groups,
 )
 from tests.services.process import free_port
 
@@ -69,7 +69,8 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Dagst
     assert argv[:2] == ["env", "--default-signal=INT,TERM"], (
         f"`make ui` must restore default SIGINT/SIGTERM handling, or Ctrl-C is ignored: {argv}"
     )
-    assert argv[argv.index("-h") + 1] == "127.0.0.1", f"`make ui` must bind to 127.0.0.1: {argv}"
+    host = argv[argv.index("-h") + 1] if "-h" in argv else None
+    assert host == "127.0.0.1", f"`make ui` must bind to 127.0.0.1 with -h: {argv}"
     port = free_port()
     home = prepare_dagster_home(tmp_path / "dagster_home")
     log_path = tmp_path / "dagster-dev.log"
@@ -93,9 +94,7 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Dagst
     try:
         yield process, ui
     finally:
-        if process_group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        stop_process_groups([process], signal.SIGTERM, timeout=10)
 
 
 def wait_for_ui(process: subprocess.Popen[bytes], ui: DagsterUI) -> None:
