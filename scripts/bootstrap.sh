@@ -35,6 +35,9 @@ fi
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "bootstrap: installing TensorGuard and its pinned dependencies (first time: ~2 min)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  # This machine's pip configuration names local indexes that may be absent; their
+  # "Location ... is ignored" warnings are noise. pipefail keeps pip's exit status.
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+    | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   echo "$want" > "$STAMP"
 fi
