@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.services.mosquitto import MosquittoBroker, running_mosquitto
 from tests.services.postgres import PostgresServer, running_postgres
 
 
@@ -23,3 +24,10 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server on 127.0.0.1, started once per test session."""
     with running_postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker() -> Iterator[MosquittoBroker]:
+    """A real Mosquitto broker on 127.0.0.1 and a free port, started once per session."""
+    with running_mosquitto() as broker:
+        yield broker

@@ -1,22 +1,16 @@
-"""Fleet fixtures: a real Mosquitto broker, release keys, a registry with real packages."""
+"""Fleet fixtures: release keys and a registry with real packages.
+
+The Mosquitto broker fixture (``mosquitto_broker``) is session-wide, in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tests.fleet.releases import FleetKit, Keys
-from tests.services.mosquitto import MosquittoBroker, running_mosquitto
-
-
-@pytest.fixture(scope="session")
-def mosquitto_broker() -> Iterator[MosquittoBroker]:
-    """A real Mosquitto broker on 127.0.0.1 and a free port, started once per session."""
-    with running_mosquitto() as broker:
-        yield broker
 
 
 @pytest.fixture(scope="session")
