@@ -1,0 +1,143 @@
+"""Quorum in a real round: one of three registered sites sends no update.
+
+Two updates make a round when ``min_sites`` is 2; with ``min_sites`` 3 the aggregation
+run fails naming the quorum and records nothing. The silent site is tried twice: first
+as a site that never produced anything (no signing key yet), then enrolled with a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, instance_for_test
+
+from tensorguard.keys.development import development_master
+from tensorguard.keys.factory import key_provider_from_env
+from tensorguard_assets.federation import site_key_name
+from tensorguard_assets.resources import build_resources
+from tests.e2e.conftest import unique_fleet
+from tests.e2e.rounds import (
+    ROUND_RELEASE_JOB,
+    SETUP_JOB,
+    StageRun,
+    base_model_config,
+    development_process_env,
+    failed_stages,
+    pipeline_definitions,
+    run_stage,
+    start_round,
+    tensorguard_env,
+)
+
+ROUND = "2026-11-22"
+AGGREGATION_ASSETS = ("aggregated_update", "global_adapter")
+
+
+@dataclass(frozen=True)
+class QuorumRuns:
+    """Aggregation attempts over a round where one registered site is silent."""
+
+    instance: DagsterInstance
+    trained_sites: list[str]
+    silent_site: str
+    never_enrolled: StageRun
+    too_few: StageRun
+    enough: StageRun
+
+
+def aggregation_config(min_sites: int) -> dict[str, object]:
+    """Run config setting the round's quorum."""
+    return {"ops": {"aggregated_update": {"config": {"min_sites": min_sites}}}}
+
+
+def enrol_site_key(env: dict[str, str], site_id: str) -> None:
+    """Give ``site_id`` its signing key in the development key vault, as
+    ``tensorguard keys generate --name site-<id>`` would."""
+    vault = build_resources(env)["keys"]
+    master, _ = development_master(Path(vault.dev_master_file))
+    environ = {"TG_KEY_DIR": vault.key_dir, "TG_KEY_MASTER": master}
+    with key_provider_from_env(environ) as provider:
+        provider.generate_signing_key(site_key_name(site_id))
+
+
+@pytest.fixture(scope="module")
+def quorum_runs(
+    tmp_path_factory: pytest.TempPathFactory, prebuilt_base_model: Path, demo_sites: list[str]
+) -> Iterator[QuorumRuns]:
+    """Train two of the three demo sites, then aggregate with quorum 3 and with quorum 2."""
+    *trained, silent = demo_sites
+    env = tensorguard_env(tmp_path_factory.mktemp("quorum"), fleet=unique_fleet("e2e-quorum"))
+    definitions = pipeline_definitions(env)
+    with development_process_env(), instance_for_test() as instance:
+        stages = start_round(
+            definitions,
+            instance,
+            ROUND,
+            registered_sites=demo_sites,
+            trained_sites=trained,
+            run_config={SETUP_JOB: base_model_config(prebuilt_base_model)},
+        )
+        assert all(run.success for run in stages.values()), failed_stages(stages)
+
+        def aggregate(min_sites: int) -> StageRun:
+            return run_stage(
+                definitions,
+                instance,
+                ROUND_RELEASE_JOB,
+                ROUND,
+                run_config=aggregation_config(min_sites),
+                asset_selection=AGGREGATION_ASSETS,
+            )
+
+        never_enrolled = aggregate(2)
+        enrol_site_key(env, silent)
+        too_few = aggregate(3)
+        enough = aggregate(2)
+        yield QuorumRuns(instance, trained, silent, never_enrolled, too_few, enough)
+
+
+def test_two_of_three_updates_aggregate_with_quorum_two(quorum_runs: QuorumRuns) -> None:
+    run = quorum_runs.enough
+    assert run.success, run.failure_messages()
+    aggregate = run.metadata("aggregated_update")
+    assert aggregate["accepted_count"] == 2
+    assert aggregate["accepted_sites"].split(", ") == quorum_runs.trained_sites
+    assert aggregate["missing_sites"] == quorum_runs.silent_site
+    assert aggregate["rejected_count"] == 0
+    assert run.check_results()["aggregated_update.quorum_met"] is True
+    assert run.metadata("global_adapter")["sites"] == 2
+
+
+def test_quorum_three_fails_naming_the_quorum_and_records_nothing(
+    quorum_runs: QuorumRuns,
+) -> None:
+    run = quorum_runs.too_few
+    assert not run.success
+    messages = run.failure_messages()
+    assert "aggregated_update (quorum) failed" in messages
+    assert "only 2 valid site updates, quorum is 3" in messages
+    assert run.materialized_assets() == set()
+    for asset_name in AGGREGATION_ASSETS:
+        records = quorum_runs.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset_name)), limit=100
+        ).records
+        assert [r.run_id for r in records if r.run_id == run.run_id] == [], asset_name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "tensorguard_assets/federation.py registered_site_keys: in development a registered "
+        "site without a key in the vault (it never produced an update) aborts aggregation "
+        "with 'key ... not found' instead of counting as missing"
+    ),
+)
+def test_a_site_that_never_sent_anything_counts_as_missing(quorum_runs: QuorumRuns) -> None:
+    run = quorum_runs.never_enrolled
+    assert run.success, run.failure_messages()
+    aggregate = run.metadata("aggregated_update")
+    assert aggregate["accepted_count"] == 2
+    assert aggregate["missing_sites"] == quorum_runs.silent_site
