@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export TG_ARTIFACT_ROOT ?= $(CURDIR)/.tensorguard/artifacts
 
-.PHONY: demo test lint typecheck ui bootstrap bootstrap-services instance clean
+.PHONY: demo check-round test lint typecheck ui bootstrap bootstrap-services instance clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -20,6 +20,10 @@ instance:
 ## One full federated round on the embedded default (SQLite Dagster storage, local files).
 demo: bootstrap instance
 	$(PY) -m tensorguard_assets.demo
+
+## Re-verify the latest round on the demo instance: artifacts re-hashed, asset checks passed.
+check-round: bootstrap
+	$(PY) -m tensorguard_assets.check_round
 
 ## Lint, type-check and the whole test suite (starts PostgreSQL etc. itself).
 test: bootstrap-services lint typecheck

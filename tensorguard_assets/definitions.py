@@ -4,6 +4,7 @@ from dagster import Definitions
 
 from tensorguard_assets.automation import round_training_schedule, site_registry_sensor
 from tensorguard_assets.deployment import moai_export, onnx_model, pruned_model, tensorrt_engine
+from tensorguard_assets.executors import select_executor
 from tensorguard_assets.federation import (
     aggregated_update,
     federation_keys,
@@ -39,4 +40,5 @@ defs = Definitions(
     schedules=[round_training_schedule],
     sensors=[site_registry_sensor],
     resources=build_resources(),
+    executor=select_executor(),
 )

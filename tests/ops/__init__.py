@@ -1,0 +1,1 @@
+"""Operations: executor selection, instance configs, the CI round check."""

@@ -1,0 +1,266 @@
+"""``check_round`` on a round really run by the demo runner on a temporary instance."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    Definitions,
+    EventLogRecord,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+from tensorguard.sites import demo_site_registry
+from tensorguard_assets import demo
+from tensorguard_assets.check_round import main
+from tensorguard_assets.definitions import defs
+from tensorguard_assets.partitions import round_site_key
+from tensorguard_assets.resources import build_resources
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUND = "2026-11-20"
+# Joined at run time so that no source file contains the marker itself.
+MARKER = "DUMMY" + "_"
+
+
+@dataclass(frozen=True)
+class RecordedRound:
+    """A round materialised on its own instance and artifact store."""
+
+    dagster_home: Path
+    definitions: Definitions
+    site_ids: list[str]
+
+
+def _write_instance_config(dagster_home: Path) -> None:
+    """The project's local dagster.yaml (storage under DAGSTER_HOME), as ``make`` installs it."""
+    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+
+
+@pytest.fixture(scope="module")
+def recorded_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedRound]:
+    """One full round of two demo sites (the quorum), run once for the module."""
+    root = tmp_path_factory.mktemp("round")
+    dagster_home = root / "dagster_home"
+    dagster_home.mkdir()
+    _write_instance_config(dagster_home)
+    demo_sites = demo_site_registry()
+    site_ids = sorted(demo_sites)[:2]
+    sites_file = root / "sites.yaml"
+    sites_file.write_text(
+        yaml.safe_dump(
+            {
+                "sites": [
+                    {"id": site, "data_dir": str(demo_sites[site].data_dir)} for site in site_ids
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("TG_") or name == "DATABASE_URL":
+                patch.delenv(name)
+        patch.setenv("DAGSTER_HOME", str(dagster_home))
+        patch.setenv("TG_ARTIFACT_ROOT", str(root / "state" / "artifacts"))
+        patch.setenv("TG_SITES_FILE", str(sites_file))
+        definitions = Definitions(
+            assets=defs.assets,
+            jobs=defs.jobs,
+            schedules=defs.schedules,
+            sensors=defs.sensors,
+            resources=build_resources(),
+            executor=defs.executor,
+        )
+        patch.setattr(demo, "defs", definitions)
+        instance = DagsterInstance.get()
+        try:
+            assert demo.run_round(instance, ROUND, site_ids)
+        finally:
+            instance.dispose()
+    yield RecordedRound(dagster_home, definitions, site_ids)
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """The command's exit code, its table rows keyed by (asset, partition), its stderr."""
+
+    code: int
+    rows: dict[tuple[str, str], str]
+    err: str
+
+    def failing(self) -> set[str]:
+        """The assets with a FAILED row."""
+        return {asset for (asset, _), line in self.rows.items() if " FAILED " in line}
+
+
+Check = Callable[..., CheckRun]
+
+
+@pytest.fixture
+def check(
+    recorded_round: RecordedRound,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Check:
+    """Run the command with the given arguments on the recorded round's instance."""
+    monkeypatch.setenv("DAGSTER_HOME", str(recorded_round.dagster_home))
+
+    def run(*argv: str) -> CheckRun:
+        code = main(list(argv), definitions=recorded_round.definitions)
+        rows: dict[tuple[str, str], str] = {}
+        output = capsys.readouterr()
+        for line in output.out.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] in {"ok", "FAILED", "not"}:
+                rows[(fields[0], fields[1])] = line
+        return CheckRun(code, rows, output.err)
+
+    return run
+
+
+@pytest.fixture
+def instance(recorded_round: RecordedRound) -> Iterator[DagsterInstance]:
+    """The recorded round's Dagster instance."""
+    opened = DagsterInstance.from_config(str(recorded_round.dagster_home))
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+def _latest_record(instance: DagsterInstance, asset: str) -> EventLogRecord:
+    """The latest materialisation record of ``asset`` in the recorded round."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[ROUND]), limit=1
+    ).records
+    assert records, f"{asset} was not materialised for {ROUND}"
+    return records[0]
+
+
+def _artifact_path(instance: DagsterInstance, asset: str) -> Path:
+    """The artifact path that ``asset``'s latest materialisation recorded."""
+    materialization = _latest_record(instance, asset).asset_materialization
+    assert materialization is not None
+    return Path(str(materialization.metadata["path"].value))
+
+
+def test_recorded_round_passes(recorded_round: RecordedRound, check: Check) -> None:
+    run = check("--round", ROUND)
+    assert run.code == 0, run.rows
+    assert run.failing() == set()
+    site_parts = {str(round_site_key(ROUND, site)) for site in recorded_round.site_ids}
+    for asset in ("site_dataset", "site_adapter", "site_update"):
+        assert {part for (name, part) in run.rows if name == asset} == site_parts
+    assert ("base_model", "-") in run.rows
+    assert " ok " in run.rows[("release", ROUND)]
+    assert "quorum_met" in run.rows[("aggregated_update", ROUND)]
+    assert "not built" in run.rows[("tensorrt_engine", ROUND)]
+    assert "gpu_export_job" in run.rows[("tensorrt_engine", ROUND)]
+    expected_assets = {
+        key.to_user_string() for key in recorded_round.definitions.resolve_all_asset_keys()
+    }
+    assert {name for name, _ in run.rows} == expected_assets
+
+
+def test_default_round_is_the_newest_recorded(check: Check) -> None:
+    run = check()
+    assert run.code == 0
+    assert ("gate_decision", ROUND) in run.rows
+
+
+def test_placeholder_marker_fails_naming_file_and_marker(
+    check: Check, instance: DagsterInstance
+) -> None:
+    report = _artifact_path(instance, "evaluation_report")
+    original = report.read_bytes()
+    report.write_bytes(original + f'\n{{"note": "{MARKER}"}}\n'.encode())
+    try:
+        run = check("--round", ROUND)
+    finally:
+        report.write_bytes(original)
+    assert run.code == 1
+    assert run.failing() == {"evaluation_report"}
+    line = run.rows[("evaluation_report", ROUND)]
+    assert f"placeholder marker found ({report.name}: {MARKER})" in line
+    assert check("--round", ROUND).code == 0
+
+
+def test_modified_file_reports_digest_mismatch(check: Check, instance: DagsterInstance) -> None:
+    config_file = _artifact_path(instance, "global_adapter") / "adapter_config.json"
+    original = config_file.read_bytes()
+    config_file.write_bytes(original.replace(b"{", b"{ ", 1))
+    try:
+        run = check("--round", ROUND)
+    finally:
+        config_file.write_bytes(original)
+    assert run.code == 1
+    assert run.failing() == {"global_adapter"}
+    line = run.rows[("global_adapter", ROUND)]
+    assert "digest mismatch" in line
+    assert "placeholder" not in line
+
+
+def test_failed_check_on_latest_materialisation_fails(
+    check: Check, instance: DagsterInstance
+) -> None:
+    record = _latest_record(instance, "onnx_model")
+    target = AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id,
+        run_id=record.event_log_entry.run_id,
+        timestamp=record.event_log_entry.timestamp,
+    )
+
+    def report(passed: bool) -> None:
+        instance.report_runless_asset_event(
+            AssetCheckEvaluation(
+                asset_key=AssetKey("onnx_model"),
+                check_name="onnx_parity",
+                passed=passed,
+                target_materialization_data=target,
+            )
+        )
+
+    report(False)
+    try:
+        run = check("--round", ROUND)
+    finally:
+        report(True)
+    assert run.code == 1
+    assert run.failing() == {"onnx_model"}
+    line = run.rows[("onnx_model", ROUND)]
+    assert "checks not passed on the latest materialisation: onnx_parity" in line
+    assert check("--round", ROUND).code == 0
+
+
+def test_round_never_run_fails_as_missing(check: Check) -> None:
+    run = check("--round", "2026-11-21")
+    assert run.code == 1
+    assert "never materialised" in run.rows[("round_spec", "2026-11-21")]
+    assert " ok " in run.rows[("base_model", "-")]
+    assert "not built" in run.rows[("tensorrt_engine", "2026-11-21")]
+
+
+def test_not_a_round_key_is_a_usage_error(check: Check) -> None:
+    run = check("--round", "last-tuesday")
+    assert run.code == 2
+    assert "'last-tuesday' is not a round partition" in run.err
+
+
+def test_without_dagster_home_it_says_what_to_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([], definitions=defs) == 2
+    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
