@@ -159,6 +159,18 @@ def _artifact_path(instance: DagsterInstance, asset: str) -> Path:
     return Path(str(materialization.metadata["path"].value))
 
 
+def _check_with_changed_file(
+    check: Check, path: Path, change: Callable[[bytes], bytes]
+) -> CheckRun:
+    """Run the check while ``path`` holds changed bytes; the original is put back after."""
+    original = path.read_bytes()
+    path.write_bytes(change(original))
+    try:
+        return check("--round", ROUND)
+    finally:
+        path.write_bytes(original)
+
+
 def test_recorded_round_passes(recorded_round: RecordedRound, check: Check) -> None:
     run = check("--round", ROUND)
     assert run.code == 0, run.rows
@@ -187,12 +199,9 @@ def test_placeholder_marker_fails_naming_file_and_marker(
     check: Check, instance: DagsterInstance
 ) -> None:
     report = _artifact_path(instance, "evaluation_report")
-    original = report.read_bytes()
-    report.write_bytes(original + f'\n{{"note": "{MARKER}"}}\n'.encode())
-    try:
-        run = check("--round", ROUND)
-    finally:
-        report.write_bytes(original)
+    run = _check_with_changed_file(
+        check, report, lambda data: data + f'\n{{"note": "{MARKER}"}}\n'.encode()
+    )
     assert run.code == 1
     assert run.failing() == {"evaluation_report"}
     line = run.rows[("evaluation_report", ROUND)]
@@ -202,12 +211,7 @@ def test_placeholder_marker_fails_naming_file_and_marker(
 
 def test_modified_file_reports_digest_mismatch(check: Check, instance: DagsterInstance) -> None:
     config_file = _artifact_path(instance, "global_adapter") / "adapter_config.json"
-    original = config_file.read_bytes()
-    config_file.write_bytes(original.replace(b"{", b"{ ", 1))
-    try:
-        run = check("--round", ROUND)
-    finally:
-        config_file.write_bytes(original)
+    run = _check_with_changed_file(check, config_file, lambda data: data.replace(b"{", b"{ ", 1))
     assert run.code == 1
     assert run.failing() == {"global_adapter"}
     line = run.rows[("global_adapter", ROUND)]
