@@ -86,6 +86,10 @@ class StageRun:
             for evaluation in self.result.get_asset_check_evaluations()
         }
 
+    def failed_steps(self) -> list[str]:
+        """Keys of the steps that failed in this run."""
+        return [str(event.step_key) for event in self.result.all_events if event.is_step_failure]
+
     def failure_messages(self) -> str:
         """Every step failure's message and cause, one per line (empty when none)."""
         lines = []
