@@ -1,11 +1,12 @@
 """Schedules and sensors: site registration and scheduled, partitioned retraining."""
 
-
 import hashlib
 import json
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetKey,
+    DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
@@ -19,7 +20,7 @@ from dagster import (
 )
 
 from tensorguard.errors import TensorGuardError
-from tensorguard_assets.jobs import site_training_job
+from tensorguard_assets.jobs import round_open_job, round_release_job, site_training_job
 from tensorguard_assets.partitions import (
     ROUND_CADENCE,
     ROUND_SCHEDULE_CRON,
@@ -30,6 +31,7 @@ from tensorguard_assets.partitions import (
 from tensorguard_resources import SiteRegistry
 
 SITES_PARTITION_NAME = site_partitions.name or "sites"
+RECENT_ROUNDS = 14
 
 
 def _registry_fingerprint(site_ids: list[str]) -> str:
@@ -68,24 +70,65 @@ def site_registry_sensor(
 
 
 @schedule(
-    job=site_training_job,
+    job=round_open_job,
     cron_schedule=ROUND_SCHEDULE_CRON[ROUND_CADENCE],
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Launches every registered site's training for the round that just closed.",
+    description=(
+        "Opens the round that just closed (its spec and reference adapter); the "
+        "round_progress_sensor then launches each site's training and the release."
+    ),
 )
-def round_training_schedule(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-    """One run request per registered site for the latest complete round."""
+def round_open_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+    """A run request opening the latest complete round, once sites are registered."""
     window = round_partitions.get_prev_partition_window(context.scheduled_execution_time)
     if window is None:
         return SkipReason("no complete round window yet")
     round_key = round_partitions.get_partition_key_for_timestamp(window.start.timestamp())
-    site_ids = sorted(context.instance.get_dynamic_partitions(SITES_PARTITION_NAME))
-    if not site_ids:
+    if not context.instance.get_dynamic_partitions(SITES_PARTITION_NAME):
         return SkipReason("no site registered yet (see the site_registry_sensor)")
-    return [
-        RunRequest(
-            run_key=f"{round_key}|{site_id}",
-            partition_key=round_site_key(round_key, site_id),
+    return RunRequest(run_key=f"open:{round_key}", partition_key=round_key)
+
+
+def _materialized_partitions(instance: DagsterInstance, asset_name: str) -> set[str]:
+    """Partitions of ``asset_name`` with at least one recorded materialisation."""
+    return {str(key) for key in instance.get_materialized_partitions(AssetKey(asset_name))}
+
+
+@sensor(
+    jobs=[site_training_job, round_release_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=(
+        "Drives open rounds forward: launches the training of every registered site that "
+        "has no update yet, and the round's release once every site has one."
+    ),
+)
+def round_progress_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
+    """Run requests for the next stage of every open round (run keys prevent repeats)."""
+    instance = context.instance
+    open_rounds = sorted(_materialized_partitions(instance, "round_spec"))[-RECENT_ROUNDS:]
+    if not open_rounds:
+        return SkipReason("no round is open yet (round_open_schedule opens them)")
+    site_ids = sorted(instance.get_dynamic_partitions(SITES_PARTITION_NAME))
+    updated = _materialized_partitions(instance, "site_update")
+    aggregated = _materialized_partitions(instance, "aggregated_update")
+    requests: list[RunRequest] = []
+    for round_key in open_rounds:
+        pending = [s for s in site_ids if str(round_site_key(round_key, s)) not in updated]
+        requests.extend(
+            RunRequest(
+                run_key=f"train:{round_key}|{site_id}",
+                job_name=site_training_job.name,
+                partition_key=round_site_key(round_key, site_id),
+            )
+            for site_id in pending
         )
-        for site_id in site_ids
-    ]
+        if site_ids and not pending and round_key not in aggregated:
+            requests.append(
+                RunRequest(
+                    run_key=f"release:{round_key}",
+                    job_name=round_release_job.name,
+                    partition_key=round_key,
+                )
+            )
+    return requests or SkipReason("every open round is complete or waiting on running stages")

@@ -2,7 +2,11 @@
 
 from dagster import Definitions
 
-from tensorguard_assets.automation import round_training_schedule, site_registry_sensor
+from tensorguard_assets.automation import (
+    round_open_schedule,
+    round_progress_sensor,
+    site_registry_sensor,
+)
 from tensorguard_assets.deployment import moai_export, onnx_model, pruned_model, tensorrt_engine
 from tensorguard_assets.executors import select_executor
 from tensorguard_assets.federation import (
@@ -37,8 +41,8 @@ defs = Definitions(
         release,
     ],
     jobs=ALL_JOBS,
-    schedules=[round_training_schedule],
-    sensors=[site_registry_sensor],
+    schedules=[round_open_schedule],
+    sensors=[site_registry_sensor, round_progress_sensor],
     resources=build_resources(),
     executor=select_executor(),
 )

@@ -6,6 +6,7 @@ import datetime
 from pathlib import Path
 
 from dagster import (
+    AssetMaterialization,
     DagsterInstance,
     MultiPartitionKey,
     RunRequest,
@@ -17,7 +18,11 @@ from dagster import (
 )
 
 from tensorguard.sites import demo_sites_root
-from tensorguard_assets.automation import round_training_schedule, site_registry_sensor
+from tensorguard_assets.automation import (
+    round_open_schedule,
+    round_progress_sensor,
+    site_registry_sensor,
+)
 from tensorguard_assets.partitions import site_partitions
 from tensorguard_resources import SiteRegistry
 
@@ -74,22 +79,52 @@ def test_sensor_skips_on_broken_registry(tmp_path: Path) -> None:
         assert instance.get_dynamic_partitions("sites") == []
 
 
-def test_schedule_requests_one_run_per_site_for_the_closed_round() -> None:
+def test_schedule_opens_the_round_that_just_closed() -> None:
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(site_partitions.name or "sites", ["s1", "s2"])
         when = datetime.datetime(2026, 11, 20, 2, 0, tzinfo=datetime.UTC)
         context = build_schedule_context(instance=instance, scheduled_execution_time=when)
-        requests = round_training_schedule(context)
-        assert isinstance(requests, list)
-        keys = sorted(str(r.partition_key) for r in requests if isinstance(r, RunRequest))
-        assert keys == [
-            str(MultiPartitionKey({"round": "2026-11-19", "site": "s1"})),
-            str(MultiPartitionKey({"round": "2026-11-19", "site": "s2"})),
-        ]
+        request = round_open_schedule(context)
+        assert isinstance(request, RunRequest)
+        assert request.partition_key == "2026-11-19"
 
 
 def test_schedule_skips_without_sites() -> None:
     with instance_for_test() as instance:
         when = datetime.datetime(2026, 11, 20, 2, 0, tzinfo=datetime.UTC)
         context = build_schedule_context(instance=instance, scheduled_execution_time=when)
-        assert isinstance(round_training_schedule(context), SkipReason)
+        assert isinstance(round_open_schedule(context), SkipReason)
+
+
+def _record(instance: DagsterInstance, asset: str, partition: str) -> None:
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=asset, partition=partition))
+
+
+def _requests(instance: DagsterInstance) -> list[RunRequest]:
+    result = round_progress_sensor(build_sensor_context(instance=instance))
+    return result if isinstance(result, list) else []
+
+
+def test_progress_sensor_walks_a_round_from_training_to_release() -> None:
+    round_key = "2026-11-19"
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("sites", ["s1", "s2"])
+        assert _requests(instance) == []  # no round open yet
+
+        _record(instance, "round_spec", round_key)
+        training = _requests(instance)
+        assert sorted((r.job_name, str(r.partition_key)) for r in training) == [
+            ("site_training_job", str(MultiPartitionKey({"round": round_key, "site": "s1"}))),
+            ("site_training_job", str(MultiPartitionKey({"round": round_key, "site": "s2"}))),
+        ]
+
+        _record(instance, "site_update", str(MultiPartitionKey({"round": round_key, "site": "s1"})))
+        assert [r.job_name for r in _requests(instance)] == ["site_training_job"]
+
+        _record(instance, "site_update", str(MultiPartitionKey({"round": round_key, "site": "s2"})))
+        [release_request] = _requests(instance)
+        assert release_request.job_name == "round_release_job"
+        assert release_request.partition_key == round_key
+
+        _record(instance, "aggregated_update", round_key)
+        assert _requests(instance) == []
