@@ -157,8 +157,15 @@ def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> 
     if not earlier:
         return None
     newest = max(earlier, key=lambda r: str(r.asset_materialization.partition))
-    path = Path(str(newest.asset_materialization.metadata["path"].value))
-    return path if path.is_dir() else None
+    metadata = newest.asset_materialization.metadata
+    path = Path(str(metadata["path"].value))
+    if not path.is_dir() or sha256_tree(path) != metadata["digest"].value:
+        raise FederationError(
+            f"the global adapter of round {newest.asset_materialization.partition} ({path}) "
+            "is missing or changed since it was recorded, so the next round cannot start "
+            "from it; restore it or re-materialise global_adapter for that round"
+        )
+    return path
 
 
 @asset(
@@ -182,8 +189,8 @@ def round_spec(
     base_dir, base_meta = verified_upstream_path(context, "base_model")
     out_dir = artifacts.asset_dir("round_spec", round_key)
     reference_dir = out_dir / "reference"
-    previous = _previous_global_adapter(context, round_key)
     try:
+        previous = _previous_global_adapter(context, round_key)
         if reference_dir.exists():
             shutil.rmtree(reference_dir)
         if previous is not None:
