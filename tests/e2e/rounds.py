@@ -35,6 +35,8 @@ SETUP_JOB = "setup_job"
 ROUND_OPEN_JOB = "round_open_job"
 SITE_TRAINING_JOB = "site_training_job"
 ROUND_RELEASE_JOB = "round_release_job"
+# tensorrt_engine is built by its own job on a GPU machine, never as part of a round.
+GPU_ONLY_ASSETS = frozenset({"tensorrt_engine"})
 QUIET_LOGS: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PROCESS_ENV_PREFIXES = ("TG_",)
 PROCESS_ENV_NAMES = ("DATABASE_URL", "DAGSTER_HOME")
@@ -77,6 +79,7 @@ class StageRun:
         return {
             event.asset_key.to_user_string()
             for event in self.result.get_asset_materialization_events()
+            if event.asset_key is not None
         }
 
     def check_results(self) -> dict[str, bool]:
@@ -100,6 +103,11 @@ class StageRun:
             if error is not None:
                 lines.append(f"{event.step_key}: {error.to_string()}")
         return "\n".join(lines)
+
+
+def round_asset_names() -> set[str]:
+    """Every asset a full round must materialise: all of TensorGuard's but the GPU-only."""
+    return {key.to_user_string() for key in defs.resolve_all_asset_keys()} - GPU_ONLY_ASSETS
 
 
 def pipeline_definitions(env: Mapping[str, str]) -> Definitions:

@@ -25,7 +25,6 @@ from tensorguard.fleet.topics import release_topic
 from tensorguard.sites import demo_site_registry
 from tensorguard.tgsp import TrustStore, VerificationPolicy, verify_package
 from tensorguard.training.base_model import load_causal_lm
-from tensorguard_assets.definitions import defs
 from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
 from tests.e2e.conftest import unique_fleet
@@ -35,6 +34,7 @@ from tests.e2e.rounds import (
     StageRun,
     development_process_env,
     failed_stages,
+    round_asset_names,
     run_full_round,
     site_stage,
     tensorguard_env,
@@ -45,8 +45,6 @@ pytestmark = pytest.mark.slow
 
 ROUND = "2026-11-20"
 CHANNEL = "stable"
-# tensorrt_engine is built by its own job on a GPU machine, never in a round.
-GPU_ONLY_ASSETS = {"tensorrt_engine"}
 AGENT_TIMEOUT_S = 30
 
 
@@ -124,8 +122,7 @@ def edge_install(completed_round: CompletedRound, mosquitto_broker: MosquittoBro
 def test_every_asset_is_materialised_and_every_check_passes(
     completed_round: CompletedRound,
 ) -> None:
-    expected = {key.to_user_string() for assets in defs.assets for key in assets.keys}
-    expected -= GPU_ONLY_ASSETS
+    expected = round_asset_names()
     materialised: set[str] = set()
     checks: dict[str, bool] = {}
     for run in completed_round.stages.values():

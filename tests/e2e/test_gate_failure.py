@@ -3,6 +3,7 @@ with its reasons, the run fails, and nothing is packaged, published or announced
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,20 @@ def test_release_run_fails_at_the_gate_with_the_reason(gated_round: GatedRound) 
     assert "gate_decision" in messages
     assert "gate_passed" in messages
     assert gated_round.run.check_results()["gate_decision.gate_passed"] is False
+    [gate_check] = [
+        evaluation
+        for evaluation in gated_round.run.result.get_asset_check_evaluations()
+        if evaluation.check_name == "gate_passed"
+    ]
+    assert gate_check.description is not None
+    assert gate_check.description.startswith("eval_loss: FAILED: global eval loss")
+    assert f"exceeds the maximum {IMPOSSIBLE_MAX_EVAL_LOSS:g}" in gate_check.description
+    run_log_errors = [
+        entry.user_message
+        for entry in gated_round.instance.all_logs(gated_round.run.run_id)
+        if entry.level == logging.ERROR
+    ]
+    assert f"gate: {gate_check.description}" in run_log_errors
 
 
 def test_gate_decision_is_recorded_as_failed_with_reasons_and_policy(

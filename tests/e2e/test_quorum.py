@@ -32,6 +32,8 @@ from tests.e2e.rounds import (
     tensorguard_env,
 )
 
+pytestmark = pytest.mark.slow
+
 ROUND = "2026-11-22"
 AGGREGATION_ASSETS = ("aggregated_update", "global_adapter")
 
