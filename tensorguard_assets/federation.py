@@ -39,6 +39,7 @@ from tensorguard.federation.peft_adapter import read_peft_adapter, write_peft_ad
 from tensorguard.federation.privacy import DPConfig, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.keys.names import KeyPurpose
 from tensorguard.training.lora import (
     LLAMA_ATTENTION_AND_MLP,
     LoRAAdapterSpec,
@@ -361,7 +362,8 @@ def registered_site_keys(
     """Each registered site's public signing key.
 
     The registry's ``public_key`` file is authoritative. Without one, a development run
-    uses the key the vault holds for that site; production refuses, since the
+    uses the key the vault holds for that site (a site that never produced an update
+    has none yet and simply contributes nothing); production refuses, since the
     aggregator must never trust a key it cannot trace to the site's registration.
     """
     registered: dict[str, CompositeVerifyKey] = {}
@@ -371,7 +373,8 @@ def registered_site_keys(
                 record.public_key_path.read_bytes()
             )
         elif keys.development:
-            registered[site_id] = keys.provider.public_key(site_key_name(site_id))
+            if keys.provider.has_key(site_key_name(site_id), KeyPurpose.SIGNING):
+                registered[site_id] = keys.provider.public_key(site_key_name(site_id))
         else:
             raise FederationError(
                 f"site {site_id!r} has no public_key in the site registry; production "
@@ -446,16 +449,20 @@ def aggregated_update(
     quorum and adds ciphertexts. It cannot decrypt any of them."""
     round_key = context.partition_key
     started = time.perf_counter()
+    missing: list[str] = []
     try:
         spec, _ = load_round(context, round_key)
         public, _ = load_public_federation(context)
         site_keys = registered_site_keys(sites, keys)
-        envelopes, missing = _round_envelopes(context, round_key, sorted(site_keys))
+        envelopes, missing = _round_envelopes(context, round_key, sorted(sites.sites()))
         if missing:
             context.log.warning(f"no update this round from: {', '.join(missing)}")
         result = aggregate_updates(envelopes, site_keys, spec, public, config.min_sites)
     except QuorumNotMetError as exc:
-        raise fail_closed(exc, step="aggregated_update (quorum)") from None
+        silent = ", ".join(missing) or "none"
+        raise fail_closed(
+            exc, step=f"aggregated_update (quorum; no update from: {silent})"
+        ) from None
     except TensorGuardError as exc:
         raise fail_closed(exc, step="aggregated_update") from None
     seconds = time.perf_counter() - started
