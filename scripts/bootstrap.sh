@@ -37,7 +37,7 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "bootstrap: installing TensorGuard and its pinned dependencies (first time: ~2 min)"
   # This machine's pip configuration names local indexes that may be absent; their
   # "Location ... is ignored" warnings are noise. pipefail keeps pip's exit status.
-  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev,scale]' 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   echo "$want" > "$STAMP"
 fi

@@ -54,7 +54,6 @@ PUBLISH_GROUP = "publish"
 REPORT_FILE = "evaluation_report.json"
 DECISION_FILE = "gate_decision.json"
 PACKAGE_FILE = "release.tgsp"
-RELEASE_KEY_NAME = "release-signing"
 DEMO_EDGE_NODE = "edge-demo-1"
 GATED_CHECKS = (
     ("aggregated_update", "quorum_met"),
@@ -326,7 +325,9 @@ def tgsp_package(
             REPORT_FILE: verified_upstream_path(context, "evaluation_report", round_key)[0],
             DECISION_FILE: decision_path,
         }
-        signer = keys.provider.signer_for(RELEASE_KEY_NAME, generate_if_missing=keys.development)
+        signer = keys.provider.signer_for(
+            fleet.release_key_name, generate_if_missing=keys.development
+        )
         recipients = fleet.recipient_keys()
         if not recipients and keys.development:
             node = provision_edge_node(

@@ -20,7 +20,8 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     is where artifacts live; ``TG_KEY_DIR`` (default ``.tensorguard/keys``) holds sealed
     keys; ``TG_SITES_FILE`` names the site registry (default: the shipped demo sites);
     ``TG_FLEET``, ``TG_CHANNEL``, ``TG_REGISTRY_ROOT``, ``DATABASE_URL``,
-    ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST`` and ``TG_MQTT_PORT`` describe the fleet.
+    ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST``, ``TG_MQTT_PORT`` and
+    ``TG_RELEASE_KEY_NAME`` describe the fleet.
     Secrets are not read here: resources validate them when a run starts, so the
     definitions load anywhere.
     """
@@ -47,5 +48,6 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             ),
             mqtt_host=env.get("TG_MQTT_HOST", ""),
             mqtt_port=int(env.get("TG_MQTT_PORT", "1883")),
+            release_key_name=env.get("TG_RELEASE_KEY_NAME", "release-signing"),
         ),
     }

@@ -24,6 +24,8 @@ class FleetResource(ConfigurableResource):
     database (migrated when a run starts); ``mqtt_host`` empty means no broker is
     configured, which production refuses. ``recipients_dir`` holds one
     ``<node>.xwing.pub`` file per edge node that may open packages.
+    ``release_key_name`` names the composite signing key in the key vault that signs
+    packages (rotate it by enrolling a new key and updating the nodes' trust stores).
     """
 
     fleet: str
@@ -33,6 +35,7 @@ class FleetResource(ConfigurableResource):
     recipients_dir: str
     mqtt_host: str = ""
     mqtt_port: int = 1883
+    release_key_name: str = "release-signing"
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Migrate the application database; in production require a broker."""

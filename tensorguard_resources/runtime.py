@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource, InitResourceContext
 
+from tensorguard.crypto.backends import enforce_pqc_requirement
 from tensorguard.errors import TensorGuardError
 from tensorguard.production import Environment, enforce_production_gates
 from tensorguard.training.determinism import determinism_requested, enable_determinism
@@ -16,6 +17,7 @@ class TensorGuardRuntime(ConfigurableResource):
     In production (``TG_ENVIRONMENT=production``) every required secret and a working
     post-quantum backend must be present; otherwise the run fails without retries and
     the message names each missing variable and how to provide it. With
+    ``TG_PQC_REQUIRED=true`` the PQC backend's self-test must pass in any environment. With
     ``TG_DETERMINISTIC=true`` the run seeds Python, NumPy and torch and logs the seed
     and library versions (cryptographic randomness is never seeded).
     """
@@ -26,12 +28,15 @@ class TensorGuardRuntime(ConfigurableResource):
         """Enforce production gates and, when requested, determinism."""
         try:
             environment = enforce_production_gates()
+            pqc_backend = enforce_pqc_requirement()
             deterministic = determinism_requested()
         except TensorGuardError as exc:
             raise fail_closed(exc, step="production gate") from None
         log = context.log
         if log is not None:
             log.info(f"TensorGuard environment: {environment.value}")
+            if pqc_backend is not None:
+                log.info(f"TG_PQC_REQUIRED: {pqc_backend.name} backend passed its self-test")
             if environment is Environment.DEVELOPMENT:
                 log.warning(
                     "DEVELOPMENT MODE: throwaway keys may be generated; never use this "

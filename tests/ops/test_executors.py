@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from dagster import Definitions, ExecutorDefinition
+from dagster import Definitions, ExecutorDefinition, instance_for_test
 from dagster._config import process_config
 from dagster._core.definitions.definition_config_schema import ConfiguredDefinitionConfigSchema
 
@@ -62,7 +62,10 @@ def test_definitions_load_with_each_executor(
     environ: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     defs = _definitions_under(environ, monkeypatch)
-    Definitions.validate_loadable(defs)
+    # Loading consults the current instance; give it a live one (earlier tests may have
+    # left Dagster's process-wide instance reference pointing at a closed instance).
+    with instance_for_test():
+        Definitions.validate_loadable(defs)
     assert {job.name: defs.resolve_job_def(job.name).executor_def.name for job in ALL_JOBS} == {
         job.name: expected for job in ALL_JOBS
     }
