@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export TG_ARTIFACT_ROOT ?= $(CURDIR)/.tensorguard/artifacts
 
-.PHONY: demo check-round test lint typecheck ui bootstrap bootstrap-services instance clean
+.PHONY: demo check-round ci-round test lint typecheck ui bootstrap bootstrap-services instance clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -25,9 +25,20 @@ demo: bootstrap instance
 check-round: bootstrap
 	$(PY) -m tensorguard_assets.check_round
 
-## Lint, type-check and the whole test suite (starts PostgreSQL etc. itself).
+## Lint, type-check, the whole test suite (starts PostgreSQL etc. itself), then a demo
+## round in a scratch state directory whose asset checks are all re-verified.
 test: bootstrap-services lint typecheck
 	$(VENV)/bin/pytest
+	$(MAKE) ci-round
+
+CI_STATE := $(CURDIR)/.ci-state
+ci-round: bootstrap
+	rm -rf "$(CI_STATE)" && mkdir -p "$(CI_STATE)/dagster" && cp dagster.yaml "$(CI_STATE)/dagster/"
+	DAGSTER_HOME="$(CI_STATE)/dagster" TG_ARTIFACT_ROOT="$(CI_STATE)/artifacts" \
+	  $(PY) -m tensorguard_assets.demo > "$(CI_STATE)/demo.log" 2>&1 \
+	  || { tail -50 "$(CI_STATE)/demo.log"; exit 1; }
+	DAGSTER_HOME="$(CI_STATE)/dagster" TG_ARTIFACT_ROOT="$(CI_STATE)/artifacts" \
+	  $(PY) -m tensorguard_assets.check_round
 
 lint:
 	$(VENV)/bin/ruff check .
