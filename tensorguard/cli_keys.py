@@ -33,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
+from tensorguard.crypto.composite import COMPOSITE_ALGORITHM, CompositeVerifyKey
+from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.keys import (
     KeyExistsError,
@@ -45,6 +46,7 @@ from tensorguard.keys import (
     TokenError,
     key_provider_from_env,
 )
+from tensorguard.tgsp.keyfiles import write_key_file
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -110,7 +112,10 @@ def _add_key_arguments(parser: argparse.ArgumentParser, *, name_required: bool) 
     parser.add_argument(
         "--public-out",
         type=Path,
-        help="also write the raw public key to this file (for trust stores / recipients)",
+        help=(
+            "also write the public key as a tensorguard-key file (the format of fleet "
+            "recipients, `tgsp build --recipient` and site registries)"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -132,14 +137,14 @@ def _guarded(
 
 def _generate(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
     if KEY_KINDS[args.kind] is KeyPurpose.SIGNING:
-        public = provider.generate_signing_key(args.name).public_key()
+        public: CompositeVerifyKey | XWingPublicKey = provider.generate_signing_key(
+            args.name
+        ).public_key()
         described = _describe(args, provider, COMPOSITE_ALGORITHM, public.fingerprint())
-        public_bytes = public.public_bytes()
     else:
-        kem_public = provider.generate_kem_key(args.name)
-        described = _describe(args, provider, XWING_ALGORITHM, kem_public.fingerprint())
-        public_bytes = kem_public.public_bytes()
-    _emit(args, described, public_bytes, out)
+        public = provider.generate_kem_key(args.name)
+        described = _describe(args, provider, XWING_ALGORITHM, public.fingerprint())
+    _emit(args, described, public, out)
 
 
 def _show(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
@@ -160,14 +165,12 @@ def _show(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
                 out.write(f"{entry['name']}\t{entry['purpose']}\t{entry['created_at']}\n")
         return
     if KEY_KINDS[args.kind] is KeyPurpose.SIGNING:
-        public = provider.public_key(args.name)
+        public: CompositeVerifyKey | XWingPublicKey = provider.public_key(args.name)
         described = _describe(args, provider, COMPOSITE_ALGORITHM, public.fingerprint())
-        public_bytes = public.public_bytes()
     else:
-        kem_public = provider.kem_private_key(args.name).public_key()
-        described = _describe(args, provider, XWING_ALGORITHM, kem_public.fingerprint())
-        public_bytes = kem_public.public_bytes()
-    _emit(args, described, public_bytes, out)
+        public = provider.kem_private_key(args.name).public_key()
+        described = _describe(args, provider, XWING_ALGORITHM, public.fingerprint())
+    _emit(args, described, public, out)
 
 
 def _describe(
@@ -183,10 +186,13 @@ def _describe(
 
 
 def _emit(
-    args: argparse.Namespace, described: dict[str, str], public_bytes: bytes, out: TextIO
+    args: argparse.Namespace,
+    described: dict[str, str],
+    public: CompositeVerifyKey | XWingPublicKey,
+    out: TextIO,
 ) -> None:
     if args.public_out is not None:
-        args.public_out.write_bytes(public_bytes)
+        write_key_file(args.public_out, public)
         described["public_key_file"] = str(args.public_out)
     if args.json:
         out.write(json.dumps(described, indent=2) + "\n")

@@ -5,7 +5,8 @@ A registry file is YAML::
     sites:
       - id: hospital-north            # lowercase letters, digits and '-'
         data_dir: data/hospital-north  # relative paths resolve against this file
-        public_key: keys/hospital-north.pub   # optional: the site's signing key
+        public_key: keys/hospital-north.pub   # the site's composite public key
+                                               # (`tensorguard keys show --public-out`)
 
 Without a file, the registry of the demo sites shipped in ``tensorguard/data`` is used.
 """

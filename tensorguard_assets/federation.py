@@ -40,6 +40,7 @@ from tensorguard.federation.privacy import DPConfig, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.keys.names import KeyPurpose
+from tensorguard.tgsp.keyfiles import load_verify_key
 from tensorguard.training.lora import (
     LLAMA_ATTENTION_AND_MLP,
     LoRAAdapterSpec,
@@ -369,9 +370,7 @@ def registered_site_keys(
     registered: dict[str, CompositeVerifyKey] = {}
     for site_id, record in sites.sites().items():
         if record.public_key_path is not None:
-            registered[site_id] = CompositeVerifyKey.from_public_bytes(
-                record.public_key_path.read_bytes()
-            )
+            registered[site_id] = load_verify_key(record.public_key_path)
         elif keys.development:
             if keys.provider.has_key(site_key_name(site_id), KeyPurpose.SIGNING):
                 registered[site_id] = keys.provider.public_key(site_key_name(site_id))

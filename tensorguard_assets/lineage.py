@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
+
+# Not re-exported by dagster's public API (1.13); used only to read check-run status.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from tensorguard.digest import sha256_file, sha256_tree

@@ -19,8 +19,8 @@ from tensorguard.cli_keys import (
     EXIT_UNAVAILABLE,
     add_keys_commands,
 )
-from tensorguard.crypto.composite import COMPOSITE_ALGORITHM, CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
+from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
 
 
 def _run(argv: list[str]) -> int:
@@ -51,7 +51,7 @@ def test_generate_then_show_signing_key(
     assert _run(["keys", "show", "--name", "release", "--public-out", str(public_file)]) == 0
     shown = capsys.readouterr().out
     assert f"fingerprint: {generated['fingerprint']}" in shown
-    public = CompositeVerifyKey.from_public_bytes(public_file.read_bytes())
+    public = load_verify_key(public_file)
     assert public.fingerprint() == generated["fingerprint"]
 
 
@@ -63,7 +63,7 @@ def test_generate_and_show_kem_key(
     assert _run([*argv, "--public-out", str(public_file)]) == EXIT_OK
     generated = json.loads(capsys.readouterr().out)
     assert (
-        XWingPublicKey.from_public_bytes(public_file.read_bytes()).fingerprint()
+        load_recipient_public_key(public_file).fingerprint()
         == (generated["fingerprint"])
     )
     assert _run(["keys", "show", "--name", "site-a", "--kind", "kem", "--json"]) == EXIT_OK
