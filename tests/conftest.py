@@ -31,3 +31,18 @@ def mosquitto_broker() -> Iterator[MosquittoBroker]:
     """A real Mosquitto broker on 127.0.0.1 and a free port, started once per session."""
     with running_mosquitto() as broker:
         yield broker
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start every test without a leftover Dagster definitions-state storage.
+
+    Entering a DagsterInstance puts its defs-state storage in a context variable that
+    definitions loading consults; an instance closed by an earlier test can leave a
+    dead reference there, which makes the next ``Definitions`` load fail with
+    "undefined DagsterInstance weakref". A fresh test process has none, so neither
+    should a test (private dagster API: there is no public reset).
+    """
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
