@@ -18,7 +18,12 @@ from transformers import PreTrainedModel
 
 from tensorguard.digest import sha256_bytes
 from tensorguard.training.base_model import load_causal_lm, load_tokenizer
-from tensorguard.training.causal_lm import encode_texts, mean_token_loss, pad_token_id_of
+from tensorguard.training.causal_lm import (
+    batches_in_order,
+    encode_texts,
+    mean_token_loss,
+    pad_token_id_of,
+)
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.errors import AdapterError
 
@@ -46,15 +51,10 @@ class HeldOutSet:
 
     def token_batches(self, batch_size: int = EVAL_BATCH_SIZE) -> list[torch.Tensor]:
         """The sequences as right-padded ``(batch, length)`` id tensors."""
-        batches = []
-        for start in range(0, len(self.sequences), batch_size):
-            chunk = self.sequences[start : start + batch_size]
-            width = max(len(ids) for ids in chunk)
-            batch = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-            for row, ids in enumerate(chunk):
-                batch[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            batches.append(batch)
-        return batches
+        return [
+            batch.input_ids
+            for batch in batches_in_order(self.sequences, batch_size, self.pad_token_id)
+        ]
 
 
 def load_held_out_set(

@@ -6,9 +6,11 @@ package, and publication to the registry with a fleet notification."""
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -74,7 +76,10 @@ def _write_json(path: Path, document: dict[str, Any]) -> str:
 
 
 def _last_release_loss(
-    fleet: FleetResource, base_dir: Path, held_out_digest: str, evaluate: Any
+    fleet: FleetResource,
+    base_dir: Path,
+    held_out_digest: str,
+    evaluate: Callable[[torch.nn.Module], float],
 ) -> dict[str, Any]:
     """Evidence about the channel's last release, measured on the same held-out set."""
     latest = fleet.registry.latest(fleet.channel)
