@@ -43,7 +43,7 @@ from pathlib import Path
 
 from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
-from tensorguard.digest import DigestError, sha256_file, sha256_tree
+from tensorguard.digest import DigestError, sha256_path
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.tgsp import (
     BuildError,
@@ -196,7 +196,7 @@ def _model_digest(source: Path, given: str | None) -> str:
     if given is not None:
         return given
     collect_source_files(source, DEFAULT_LIMITS)  # refuse links, devices, bad names first
-    return sha256_file(source) if source.is_file() else sha256_tree(source)
+    return sha256_path(source)
 
 
 def _optional_identity(name: str | None, digest: str | None, what: str) -> ModelIdentity | None:

@@ -37,6 +37,11 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_path(path: Path) -> str:
+    """The SHA-256 of a file, or :func:`sha256_tree` of a directory."""
+    return sha256_file(path) if path.is_file() else sha256_tree(path)
+
+
 def file_manifest(root: Path) -> dict[str, str]:
     """Map each regular file under ``root`` (relative POSIX path) to its SHA-256.
 

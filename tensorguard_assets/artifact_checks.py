@@ -1,4 +1,4 @@
-"""Integrity checks shared by every artifact-producing asset.
+"""Writing and integrity-checking the files of artifact-producing assets.
 
 Each artifact asset declares :func:`integrity_check_spec` and yields
 :func:`verify_artifact` after writing: the files are re-read from disk, re-hashed and
@@ -7,11 +7,14 @@ scanned for placeholder markers, so a check passes only for real, recorded bytes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
-from tensorguard.digest import sha256_file, sha256_tree
+from tensorguard.digest import sha256_file, sha256_path
+from tensorguard.fleet.atomic_file import atomic_write_bytes
 
 INTEGRITY_CHECK = "artifact_integrity"
 # The markers are split into adjacent literals so this source file does not itself
@@ -38,6 +41,18 @@ def integrity_check_spec(asset_name: str) -> AssetCheckSpec:
             "metadata, and it contains no placeholder marker (see PLACEHOLDER_MARKERS)."
         ),
     )
+
+
+def write_artifact(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically and durably; return the file's SHA-256."""
+    atomic_write_bytes(path, data)
+    return sha256_file(path)
+
+
+def write_json_artifact(path: Path, document: dict[str, Any]) -> str:
+    """Write ``document`` as indented, key-sorted JSON (see :func:`write_artifact`)."""
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    return write_artifact(path, text.encode("utf-8"))
 
 
 def find_placeholder(path: Path) -> str | None:
@@ -71,7 +86,7 @@ def verify_artifact(asset_name: str, path: Path, recorded_digest: str) -> AssetC
         size = _size(path)
         if size == 0:
             problems.append(f"{path} is empty")
-        actual = sha256_file(path) if path.is_file() else sha256_tree(path)
+        actual = sha256_path(path)
         if not recorded_digest:
             problems.append("no digest was recorded")
         elif actual != recorded_digest:

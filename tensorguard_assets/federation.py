@@ -24,7 +24,7 @@ from dagster import (
 from pydantic import Field
 
 from tensorguard.crypto import CompositeVerifyKey
-from tensorguard.digest import sha256_file, sha256_tree
+from tensorguard.digest import sha256_tree
 from tensorguard.errors import TensorGuardError
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import (
@@ -46,7 +46,11 @@ from tensorguard.training.lora import (
     LoRAAdapterSpec,
     create_initial_adapter,
 )
-from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.artifact_checks import (
+    integrity_check_spec,
+    verify_artifact,
+    write_artifact,
+)
 from tensorguard_assets.lineage import verified_upstream_path
 from tensorguard_assets.partitions import (
     ROUND_DIMENSION,
@@ -324,14 +328,9 @@ def site_update(
     except TensorGuardError as exc:
         raise fail_closed(exc, step=f"site_update[{site_id}]") from None
     if ledger is not None:
-        tmp = ledger_path.with_suffix(".tmp")
-        tmp.write_text(ledger.to_json(), encoding="utf-8")
-        tmp.replace(ledger_path)
+        write_artifact(ledger_path, ledger.to_json().encode("utf-8"))
     envelope_path = artifacts.asset_dir("site_update", context.partition_key) / ENVELOPE_FILE
-    tmp_envelope = envelope_path.with_suffix(".tmp")
-    tmp_envelope.write_bytes(update.envelope)
-    tmp_envelope.replace(envelope_path)
-    digest = sha256_file(envelope_path)
+    digest = write_artifact(envelope_path, update.envelope)
     report = update.metadata()
     context.log.info(
         f"{site_id}: {report['ciphertexts']} ciphertexts, {report['envelope_bytes']} bytes "
@@ -466,10 +465,7 @@ def aggregated_update(
         raise fail_closed(exc, step="aggregated_update") from None
     seconds = time.perf_counter() - started
     out_path = artifacts.asset_dir("aggregated_update", round_key) / AGGREGATE_FILE
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_bytes(result.to_bytes())
-    tmp.replace(out_path)
-    digest = sha256_file(out_path)
+    digest = write_artifact(out_path, result.to_bytes())
     accepted = [a.site_id for a in result.accepted]
     rejected_rows = "\n".join(f"| {site} | {reason} |" for site, reason in result.rejections)
     context.log.info(

@@ -15,7 +15,7 @@ from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetRecords
 # Not re-exported by dagster's public API (1.13); used only to read check-run status.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from tensorguard.digest import sha256_file, sha256_tree
+from tensorguard.digest import sha256_path
 
 CHECK_HISTORY_SCAN = 200
 
@@ -54,7 +54,7 @@ def verified_upstream_path(
             description=f"{asset_name} artifact {path} is missing; re-materialise {asset_name}",
             allow_retries=False,
         )
-    actual = sha256_file(path) if path.is_file() else sha256_tree(path)
+    actual = sha256_path(path)
     if actual != recorded:
         raise Failure(
             description=(

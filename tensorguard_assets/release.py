@@ -44,7 +44,12 @@ from tensorguard.tgsp.trust import TrustStore
 from tensorguard.tgsp.verifier import VerificationPolicy, verify_package
 from tensorguard.training.base_model import load_causal_lm
 from tensorguard.training.causal_lm import perplexity
-from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.artifact_checks import (
+    integrity_check_spec,
+    verify_artifact,
+    write_artifact,
+    write_json_artifact,
+)
 from tensorguard_assets.lineage import latest_check_passed, verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
@@ -65,14 +70,6 @@ GATED_CHECKS = (
     ("moai_export", "moai_hashes_match"),
     ("moai_export", "moai_self_check"),
 )
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> str:
-    """Write ``document`` atomically as indented JSON; return the file's SHA-256."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return sha256_file(path)
 
 
 def _last_release_loss(
@@ -141,7 +138,7 @@ def evaluation_report(
         "last_release": last_release,
     }
     out_path = artifacts.asset_dir("evaluation_report", round_key) / REPORT_FILE
-    digest = _write_json(out_path, report)
+    digest = write_json_artifact(out_path, report)
     base_loss = losses["base_model"]
     rows = "\n".join(
         f"| {name} | {loss:.4f} | {perplexity(loss):.2f} | {loss - base_loss:+.4f} |"
@@ -237,8 +234,7 @@ def gate_decision(
     except TensorGuardError as exc:
         raise fail_closed(exc, step="gate_decision") from None
     out_path = artifacts.asset_dir("gate_decision", round_key) / DECISION_FILE
-    out_path.write_bytes(decision.canonical_json())
-    digest = sha256_file(out_path)
+    digest = write_artifact(out_path, decision.canonical_json())
     verdict = "PASSED" if decision.passed else "FAILED"
     context.log.info(f"release gate {verdict} (policy v{decision.policy_version})")
     for failure in decision.failures:

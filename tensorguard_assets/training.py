@@ -3,7 +3,6 @@
 # parameter types from the runtime annotations.
 
 
-import json
 import time
 from pathlib import Path
 
@@ -19,13 +18,16 @@ from dagster import (
 )
 from pydantic import Field
 
-from tensorguard.digest import sha256_file
 from tensorguard.errors import TensorGuardError
 from tensorguard.training.base_model import build_default_base_model, load_base_model_info
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.errors import DatasetError
 from tensorguard.training.lora import LoRATrainingConfig, read_adapter_spec, train_site_adapter
-from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.artifact_checks import (
+    integrity_check_spec,
+    verify_artifact,
+    write_json_artifact,
+)
 from tensorguard_assets.lineage import upstream_metadata, verified_upstream_path
 from tensorguard_assets.partitions import (
     ROUND_DIMENSION,
@@ -127,14 +129,11 @@ def site_dataset(
         "digest": dataset.digest,
     }
     summary_path = artifacts.asset_dir("site_dataset", context.partition_key) / "summary.json"
-    tmp = summary_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    tmp.replace(summary_path)
+    summary_digest = write_json_artifact(summary_path, summary)
     context.log.info(
         f"{site_id}: {train_examples} train / {eval_examples} eval "
         f"examples, digest {dataset.digest[:16]}…"
     )
-    summary_digest = sha256_file(summary_path)
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(summary_path)),
