@@ -27,7 +27,6 @@ from pathlib import Path
 from dagster import (
     AssetExecutionContext,
     AssetKey,
-    AssetRecordsFilter,
     DagsterInstance,
     Definitions,
     build_asset_context,
@@ -36,7 +35,11 @@ from dagster._core.errors import DagsterHomeNotSetError
 
 from tensorguard.errors import TensorGuardError
 from tensorguard_assets.artifact_checks import verify_artifact
-from tensorguard_assets.lineage import latest_check_passed
+from tensorguard_assets.lineage import (
+    latest_check_passed,
+    latest_materialization_record,
+    recorded_metadata,
+)
 from tensorguard_assets.partitions import (
     round_partitions,
     round_site_key,
@@ -97,19 +100,13 @@ def _verify_partition(
     """Re-verify the artifact and the recorded checks of one asset partition."""
     name = asset_key.to_user_string()
     label = UNPARTITIONED if partition_key is None else str(partition_key)
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(
-            asset_key=asset_key, asset_partitions=[partition_key] if partition_key else None
-        ),
-        limit=1,
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    if materialization is None:
+    record = latest_materialization_record(context.instance, asset_key, partition_key)
+    if record is None:
         if name in NOT_BUILT_HERE:
             return RowResult(name, label, Outcome.NOT_BUILT, "", f"({NOT_BUILT_HERE[name]})")
         return RowResult(name, label, Outcome.FAILED, "", "never materialised")
-    run_id = records[0].event_log_entry.run_id[:8]
-    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    run_id = record.event_log_entry.run_id[:8]
+    metadata = recorded_metadata(record)
     problems: list[str] = []
     if "path" not in metadata:
         problems.append("the materialisation recorded no artifact path")

@@ -14,9 +14,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, MultiPartitionKey
+from dagster import DagsterInstance, MultiPartitionKey
 
 from tensorguard_assets.definitions import defs
+from tensorguard_assets.lineage import latest_materialization_record, recorded_metadata
 from tensorguard_assets.partitions import round_partitions, round_site_key, site_partitions
 from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
@@ -85,13 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def print_release_summary(instance: DagsterInstance, round_key: str) -> None:
     """Say where the round's release is and how to verify and install it."""
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("release"), asset_partitions=[round_key]), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    if materialization is None:
+    record = latest_materialization_record(instance, "release", round_key)
+    if record is None:
         return
-    meta = {name: value.value for name, value in materialization.metadata.items()}
+    meta = recorded_metadata(record)
     artifacts = build_resources()["artifacts"].root
     node_dir = artifacts.parent / "edge" / DEMO_EDGE_NODE
     print(f"Release: {meta['channel']} v{meta['version']} at {meta['path']}")

@@ -51,7 +51,11 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_artifact,
 )
-from tensorguard_assets.lineage import verified_upstream_path
+from tensorguard_assets.lineage import (
+    latest_materialization_record,
+    recorded_metadata,
+    verified_upstream_path,
+)
 from tensorguard_assets.partitions import (
     ROUND_DIMENSION,
     round_partitions,
@@ -389,16 +393,9 @@ def _round_envelopes(
     missing: list[str] = []
     for site_id in site_ids:
         partition = str(round_site_key(round_key, site_id))
-        records = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=AssetKey("site_update"), asset_partitions=[partition]),
-            limit=1,
-        ).records
-        materialization = records[0].asset_materialization if records else None
-        if materialization is None:
-            missing.append(site_id)
-            continue
-        path = Path(str(materialization.metadata["path"].value))
-        if not path.is_file():
+        record = latest_materialization_record(context.instance, "site_update", partition)
+        path = Path(str(recorded_metadata(record)["path"])) if record is not None else None
+        if path is None or not path.is_file():
             missing.append(site_id)
             continue
         envelopes.append(path.read_bytes())

@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetCheckKey, AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure
+from dagster import (
+    AssetCheckKey,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    EventLogRecord,
+    Failure,
+)
 
 # Not re-exported by dagster's public API (1.13); used only to read check-run status.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -20,17 +28,33 @@ from tensorguard.digest import sha256_path
 CHECK_HISTORY_SCAN = 200
 
 
+def latest_materialization_record(
+    instance: DagsterInstance, asset: str | AssetKey, partition_key: str | None = None
+) -> EventLogRecord | None:
+    """The newest materialisation record of ``asset`` (for the partition), if any."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=asset if isinstance(asset, AssetKey) else AssetKey(asset),
+            asset_partitions=[partition_key] if partition_key else None,
+        ),
+        limit=1,
+    ).records
+    return records[0] if records and records[0].asset_materialization is not None else None
+
+
+def recorded_metadata(record: EventLogRecord) -> dict[str, Any]:
+    """The plain metadata values of a materialisation record."""
+    materialization = record.asset_materialization
+    assert materialization is not None
+    return {name: value.value for name, value in materialization.metadata.items()}
+
+
 def upstream_metadata(
     context: AssetExecutionContext, asset_name: str, partition_key: str | None = None
 ) -> dict[str, Any]:
     """Metadata values of the latest materialisation of ``asset_name`` (and partition)."""
-    records_filter = AssetRecordsFilter(
-        asset_key=AssetKey(asset_name),
-        asset_partitions=[partition_key] if partition_key else None,
-    )
-    records = context.instance.fetch_materializations(records_filter, limit=1).records
-    materialization = records[0].asset_materialization if records else None
-    if materialization is None:
+    record = latest_materialization_record(context.instance, asset_name, partition_key)
+    if record is None:
         where = f" for partition {partition_key}" if partition_key else ""
         raise Failure(
             description=(
@@ -39,7 +63,7 @@ def upstream_metadata(
             ),
             allow_retries=False,
         )
-    return {name: value.value for name, value in materialization.metadata.items()}
+    return recorded_metadata(record)
 
 
 def verified_upstream_path(
@@ -75,16 +99,10 @@ def latest_check_passed(
     judged (its storage id); a check result for any other materialisation, or none at
     all, counts as not passed.
     """
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(
-            asset_key=AssetKey(asset_name),
-            asset_partitions=[partition_key] if partition_key else None,
-        ),
-        limit=1,
-    ).records
-    if not records:
+    record = latest_materialization_record(context.instance, asset_name, partition_key)
+    if record is None:
         return False
-    target_storage_id = records[0].storage_id
+    target_storage_id = record.storage_id
     history = context.instance.event_log_storage.get_asset_check_execution_history(
         AssetCheckKey(AssetKey(asset_name), check_name), limit=CHECK_HISTORY_SCAN
     )
