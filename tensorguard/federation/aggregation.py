@@ -8,10 +8,12 @@ check becomes its rejection reason:
 2. the claimed site is registered (``unknown_site``);
 3. the composite signature verifies under that site's key and the payload matches the
    signed digest (``bad_signature``; covers unsigned and tampered envelopes);
-4. it is for this round (``wrong_round``) and not created before the round opened
-   (``stale``); same base model (``wrong_base_model``), reference adapter
-   (``wrong_reference``), federation key (``wrong_context``) and tensor layout
-   (``layout_mismatch``); a weight within the round's bound (``invalid_weight``);
+4. it is for this round (``wrong_round``), not created before the round opened
+   (``stale``) nor after its deadline (``late``); same base model
+   (``wrong_base_model``), reference adapter (``wrong_reference``), federation key
+   (``wrong_context``) and tensor layout (``layout_mismatch``); a weight within the
+   round's bound (``invalid_weight``) and within the site's registered cap
+   (``over_weight_cap``); the round's clip norm (``wrong_clip_norm``);
 5. one update per site: byte-identical copies are dropped (``replayed``) and the
    first copy counts; a site that signed two *different* updates for the round is
    excluded entirely (``conflicting_updates``), since either could be the wrong one;
@@ -63,11 +65,14 @@ class RejectionReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     WRONG_ROUND = "wrong_round"
     STALE = "stale"
+    LATE = "late"
     WRONG_BASE_MODEL = "wrong_base_model"
     WRONG_REFERENCE = "wrong_reference"
     WRONG_CONTEXT = "wrong_context"
     LAYOUT_MISMATCH = "layout_mismatch"
     INVALID_WEIGHT = "invalid_weight"
+    OVER_WEIGHT_CAP = "over_weight_cap"
+    WRONG_CLIP_NORM = "wrong_clip_norm"
     REPLAYED = "replayed"
     CONFLICTING_UPDATES = "conflicting_updates"
     INVALID_CIPHERTEXT = "invalid_ciphertext"
@@ -218,6 +223,11 @@ def _header_problem(
             RejectionReason.STALE,
             f"update created {header.created_at.isoformat()}, before the round opened",
         )
+    if spec.deadline is not None and header.created_at > spec.deadline:
+        return (
+            RejectionReason.LATE,
+            f"update created {header.created_at.isoformat()}, after the round's deadline",
+        )
     if header.base_model_digest != spec.base_model_digest:
         return RejectionReason.WRONG_BASE_MODEL, "update is for another base model"
     if header.reference_digest != spec.reference_digest:
@@ -232,6 +242,18 @@ def _header_problem(
         return (
             RejectionReason.INVALID_WEIGHT,
             f"weight {header.weight} is not within (0, {spec.max_site_weight}]",
+        )
+    cap = spec.weight_cap(header.site_id)
+    if cap is None or header.weight > cap:
+        allowed = "no weight in this round" if cap is None else f"at most {cap}"
+        return (
+            RejectionReason.OVER_WEIGHT_CAP,
+            f"weight {header.weight} declared; the site registry allows {allowed}",
+        )
+    if spec.clip_norm is not None and header.clip_norm != spec.clip_norm:
+        return (
+            RejectionReason.WRONG_CLIP_NORM,
+            f"update clipped to {header.clip_norm}, the round requires {spec.clip_norm}",
         )
     return None
 
@@ -328,8 +350,8 @@ def aggregate_updates(
     """Verify ``envelopes`` and return the encrypted weighted sum of the valid ones.
 
     Raises :class:`QuorumNotMetError` (with every rejection attached) if fewer than
-    ``min_sites`` updates survive, and :class:`ContextError` if ``public`` would let
-    this process decrypt.
+    ``min_sites`` (or the round's own quorum, whichever is larger) updates survive,
+    and :class:`ContextError` if ``public`` would let this process decrypt.
     """
     params = public.params
     if not 2 <= min_sites <= params.max_sites:
@@ -337,6 +359,7 @@ def aggregate_updates(
             f"min_sites={min_sites} must be between 2 and max_sites={params.max_sites}: "
             "an aggregate of one site would reveal that site's update to the custodian"
         )
+    min_sites = max(min_sites, spec.min_sites)
     context = public.load_context()
     if context.is_private() or context.has_secret_key():
         raise ContextError("the aggregator must not hold the federation secret key")

@@ -5,6 +5,12 @@ The coordinator derives a :class:`RoundSpec` from the round's *reference adapter
 first round, the previous round's global adapter afterwards). Sites build their
 update against it, sign its fields into the envelope, and the aggregator accepts an
 update only if those fields match.
+
+The spec also carries the round's *rules*, fixed by the coordinator rather than
+declared by the sites: when the round opened and when it closes, the quorum, the
+clip norm every site must apply, and each registered site's weight cap (from the
+site registry). The aggregator and the custodian enforce them; see
+:mod:`tensorguard.federation.aggregation` and :mod:`tensorguard.federation.custodian`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tensorguard.federation.layout import TensorLayout, tensors_digest
 
@@ -42,6 +48,24 @@ class RoundSpec(BaseModel):
     opened_at: datetime | None = Field(
         default=None, description="Updates created before this instant are stale."
     )
+    deadline: datetime | None = Field(
+        default=None,
+        description="Updates created after this instant are late; at the deadline the "
+        "round aggregates the sites that made it (if the quorum is met) or fails closed.",
+    )
+    min_sites: int = Field(
+        default=2, ge=2, description="Quorum: fewest valid site updates the round needs."
+    )
+    clip_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description="L2 bound every site must clip its delta to (None: sites choose).",
+    )
+    site_weight_caps: tuple[tuple[str, float], ...] = Field(
+        default=(),
+        description="Registered sites and the largest weight each may declare, from the "
+        "site registry (empty: only max_site_weight applies).",
+    )
 
     @field_validator("round_id")
     @classmethod
@@ -64,12 +88,48 @@ class RoundSpec(BaseModel):
             raise ValueError("max_site_weight must be finite")
         return value
 
-    @field_validator("opened_at")
+    @field_validator("opened_at", "deadline")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("opened_at must be timezone-aware")
+            raise ValueError("opened_at and deadline must be timezone-aware")
         return value
+
+    @field_validator("clip_norm")
+    @classmethod
+    def _finite_clip(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("clip_norm must be finite")
+        return value
+
+    @field_validator("site_weight_caps")
+    @classmethod
+    def _caps(cls, value: tuple[tuple[str, float], ...]) -> tuple[tuple[str, float], ...]:
+        names = [name for name, _ in value]
+        if len(set(names)) != len(names):
+            raise ValueError("site_weight_caps lists a site twice")
+        if any(not (math.isfinite(cap) and cap > 0) for _, cap in value):
+            raise ValueError("every site weight cap must be a positive finite number")
+        return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _rules_consistent(self) -> RoundSpec:
+        if self.opened_at and self.deadline and self.deadline <= self.opened_at:
+            raise ValueError("the round's deadline must be after opened_at")
+        if any(cap > self.max_site_weight for _, cap in self.site_weight_caps):
+            raise ValueError("a site weight cap exceeds max_site_weight")
+        if self.site_weight_caps and self.min_sites > len(self.site_weight_caps):
+            raise ValueError("min_sites exceeds the number of registered sites")
+        return self
+
+    def weight_cap(self, site_id: str) -> float | None:
+        """The largest weight ``site_id`` may declare, or None if it is not allowed.
+
+        Without per-site caps every site may declare up to ``max_site_weight``.
+        """
+        if not self.site_weight_caps:
+            return self.max_site_weight
+        return dict(self.site_weight_caps).get(site_id)
 
     @property
     def tensor_layout(self) -> TensorLayout:
@@ -84,8 +144,13 @@ class RoundSpec(BaseModel):
         reference: Mapping[str, torch.Tensor],
         max_site_weight: float,
         opened_at: datetime | None = None,
+        *,
+        deadline: datetime | None = None,
+        min_sites: int = 2,
+        clip_norm: float | None = None,
+        site_weight_caps: Mapping[str, float] | None = None,
     ) -> RoundSpec:
-        """Build the spec from the round's reference adapter tensors."""
+        """Build the spec from the round's reference adapter tensors and the round rules."""
         layout = TensorLayout.from_tensors(reference)
         return cls(
             round_id=round_id,
@@ -94,4 +159,8 @@ class RoundSpec(BaseModel):
             layout=tuple((spec.name, spec.shape) for spec in layout.specs),
             max_site_weight=max_site_weight,
             opened_at=opened_at,
+            deadline=deadline,
+            min_sites=min_sites,
+            clip_norm=clip_norm,
+            site_weight_caps=tuple(sorted((site_weight_caps or {}).items())),
         )

@@ -135,6 +135,18 @@ def build_site_update(
             f"max_site_weight {spec.max_site_weight}; raise max_site_weight in the round "
             "spec if sites legitimately hold more examples"
         )
+    cap = spec.weight_cap(site_id)
+    if cap is None or weight > cap:
+        raise FederationError(
+            f"site {site_id!r} declares weight {weight}, but the round's site registry "
+            f"allows {'none' if cap is None else f'at most {cap}'}; the aggregator would "
+            "reject this update. Register the site's weight cap in the site registry"
+        )
+    if spec.clip_norm is not None and config.clip_norm != spec.clip_norm:
+        raise FederationError(
+            f"site {site_id!r} clips to {config.clip_norm}, but round {spec.round_id!r} "
+            f"requires clip_norm={spec.clip_norm}; use the round's clip norm"
+        )
     values = clip_l2(update_delta(trained, reference, spec), config.clip_norm)
 
     privacy: PrivacyReport | None = None
