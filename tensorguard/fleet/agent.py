@@ -38,11 +38,12 @@ from types import FrameType
 from typing import Any
 
 from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.durable import DurableWriteError, fsync_tree
 from tensorguard.fleet.agent_config import AgentConfig, load_recipient_key, load_trust_store
 from tensorguard.fleet.agent_state import AgentState, AgentStateStore, ChannelState
 from tensorguard.fleet.errors import AgentError, FleetError, MqttError
 from tensorguard.fleet.fetch import fetch_package
-from tensorguard.fleet.install import InstallLayout, sync_tree
+from tensorguard.fleet.install import InstallLayout
 from tensorguard.fleet.messages import (
     ConnectionMessage,
     ConnectionState,
@@ -218,7 +219,7 @@ class EdgeAgent:
             )
         except TGSPError as exc:
             raise refusal_from_tgsp(exc) from exc
-        except (FleetError, OSError) as exc:
+        except (DurableWriteError, FleetError, OSError) as exc:
             raise failed(
                 InstallReason.INSTALL_FAILED, f"cannot extract the package: {exc}"
             ) from exc
@@ -236,7 +237,7 @@ class EdgeAgent:
                 f"{announcement.version} (gate decision {announcement.gate_decision_digest})",
             )
         try:
-            sync_tree(release_dir)
+            fsync_tree(release_dir)
             self.layout.activate(channel, release_dir)
             entry = ChannelState(
                 high_water_version=signed.version,
@@ -246,7 +247,7 @@ class EdgeAgent:
                 installed_at=datetime.now(UTC),
             )
             self._state_store.save(self.state.with_channel(channel, entry))
-        except (AgentError, FleetError, OSError) as exc:
+        except (AgentError, DurableWriteError, FleetError, OSError) as exc:
             raise failed(
                 InstallReason.INSTALL_FAILED, f"cannot activate the release: {exc}"
             ) from exc

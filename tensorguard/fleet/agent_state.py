@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from tensorguard.fleet.atomic_file import atomic_write_bytes, ensure_directory
-from tensorguard.fleet.errors import AgentError, FleetError
+from tensorguard.durable import DurableWriteError, atomic_write_bytes, ensure_directory
+from tensorguard.fleet.errors import AgentError
 from tensorguard.fleet.messages import Name, Sha256Hex
 
 STATE_FILE = "state.json"
@@ -78,5 +78,5 @@ class AgentStateStore:
         try:
             ensure_directory(self.path.parent)
             atomic_write_bytes(self.path, state.model_dump_json(indent=2).encode("utf-8"))
-        except (FleetError, OSError) as exc:
+        except DurableWriteError as exc:
             raise AgentError(f"cannot save agent state {self.path}: {exc}") from exc

@@ -13,8 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from tensorguard.fleet.atomic_file import atomic_copy, ensure_directory
-from tensorguard.fleet.errors import FleetError
+from tensorguard.durable import DurableWriteError, atomic_copy, ensure_directory
 from tensorguard.fleet.messages import InstallReason, ReleaseAnnouncement
 from tensorguard.fleet.rejections import failed, rejected
 
@@ -73,7 +72,7 @@ def fetch_package(announcement: ReleaseAnnouncement, downloads: Path, max_bytes:
     try:
         ensure_directory(downloads)
         digest, copied = atomic_copy(source, destination)
-    except (FleetError, OSError) as exc:
+    except DurableWriteError as exc:
         raise failed(InstallReason.FETCH_FAILED, f"cannot fetch {source}: {exc}") from exc
     if digest != announcement.digest or copied != announcement.size:
         destination.unlink(missing_ok=True)

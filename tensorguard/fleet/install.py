@@ -19,19 +19,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from tensorguard.fleet.atomic_file import TEMP_PREFIX, ensure_directory, fsync_directory
-
-
-def sync_tree(root: Path) -> None:
-    """fsync every file and directory under ``root`` (before making it visible)."""
-    for directory, _subdirectories, files in os.walk(root):
-        for name in files:
-            descriptor = os.open(Path(directory) / name, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        fsync_directory(Path(directory))
+from tensorguard.durable import atomic_symlink, ensure_directory
 
 
 class InstallLayout:
@@ -63,15 +51,7 @@ class InstallLayout:
     def activate(self, channel: str, release_dir: Path) -> None:
         """Point ``current/<channel>`` at ``release_dir`` with one atomic rename."""
         ensure_directory(self.current)
-        target = os.path.relpath(release_dir, self.current)
-        temporary = self.current / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-        os.symlink(target, temporary)
-        try:
-            os.replace(temporary, self.current_link(channel))
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
-        fsync_directory(self.current)
+        atomic_symlink(os.path.relpath(release_dir, self.current), self.current_link(channel))
 
     def prune(self, channel: str, keep: set[Path]) -> list[Path]:
         """Remove release directories of ``channel`` other than ``keep``; return them."""

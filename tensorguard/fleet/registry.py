@@ -30,14 +30,14 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from tensorguard.digest import sha256_file
-from tensorguard.fleet.atomic_file import (
+from tensorguard.durable import (
     TEMP_PREFIX,
+    DurableWriteError,
     atomic_copy,
     atomic_write_bytes,
     ensure_directory,
 )
 from tensorguard.fleet.errors import (
-    FleetError,
     RegistryCorruptError,
     RegistryError,
     ReleaseVersionError,
@@ -182,10 +182,10 @@ class LocalRegistry:
                 )
             relative = self._package_relative_path(package_path, channel, version)
             destination = self.root / relative
-            ensure_directory(destination.parent)
             try:
+                ensure_directory(destination.parent)
                 digest, size = atomic_copy(package_path, destination)
-            except FleetError as exc:
+            except DurableWriteError as exc:
                 raise RegistryError(f"cannot publish {package_path}: {exc}") from exc
             record = ReleaseRecord(
                 channel=channel,
@@ -220,7 +220,7 @@ class LocalRegistry:
         data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
         try:
             atomic_write_bytes(self.index_path, data)
-        except FleetError as exc:
+        except DurableWriteError as exc:
             raise RegistryError(f"cannot update the registry index: {exc}") from exc
 
     def _recover_locked(self) -> list[Path]:
@@ -244,6 +244,9 @@ class LocalRegistry:
     def _locked(self) -> Iterator[None]:
         try:
             ensure_directory(self.root)
+        except DurableWriteError as exc:
+            raise RegistryError(f"cannot open the registry at {self.root}: {exc}") from exc
+        try:
             lock_file = (self.root / LOCK_NAME).open("a+b")
         except OSError as exc:
             raise RegistryError(

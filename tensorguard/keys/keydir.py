@@ -1,28 +1,27 @@
 """A private directory of key records: 0700 directory, 0600 files, atomic writes.
 
-Files are written to a temporary name opened with ``O_CREAT | O_EXCL`` and mode 0600,
-flushed to disk, then linked into place (``os.link`` refuses to overwrite, ``os.replace``
-overwrites on request), and the directory is synced, so a crash never leaves a partly
-written key and a concurrent writer can never clobber an existing one silently.
+Files are written with :func:`tensorguard.durable.atomic_write_bytes` at mode 0600: a
+temporary file, flushed to disk, then linked into place (refusing to overwrite) or
+renamed over the old record (on request), and the directory is flushed, so a crash never
+leaves a partly written key and a concurrent writer can never clobber an existing one
+silently.
 Reads refuse symbolic links and files that other users can read or write.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from tensorguard.durable import TEMP_PREFIX, DestinationExistsError, atomic_write_bytes
 from tensorguard.keys.errors import KeyExistsError, KeyNotFoundError, KeyProviderConfigError
 from tensorguard.keys.names import KeyPurpose
 from tensorguard.keys.record import RECORD_SUFFIX
 
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
-_TEMP_PREFIX = ".tmp-"
 
 
 class KeyDirectory:
@@ -63,24 +62,10 @@ class KeyDirectory:
         """Atomically write a record; refuse to overwrite unless ``replace`` is set."""
         self.ensure()
         target = self.record_path(name, purpose)
-        temp = self.path / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if replace:
-                os.replace(temp, target)
-            else:
-                try:
-                    os.link(temp, target)
-                except FileExistsError:
-                    raise self._exists_error(name, purpose) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-        self._sync_directory()
+            atomic_write_bytes(target, data, mode=FILE_MODE, overwrite=replace)
+        except DestinationExistsError:
+            raise self._exists_error(name, purpose) from None
         return target
 
     def read(self, name: str, purpose: KeyPurpose) -> bytes:
@@ -138,13 +123,6 @@ class KeyDirectory:
             sorted(
                 path
                 for path in self.path.iterdir()
-                if path.name.endswith(RECORD_SUFFIX) and not path.name.startswith(_TEMP_PREFIX)
+                if path.name.endswith(RECORD_SUFFIX) and not path.name.startswith(TEMP_PREFIX)
             )
         )
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

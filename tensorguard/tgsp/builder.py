@@ -3,7 +3,8 @@
 Inputs are read once. The header's length is fixed before the payload is written (every
 digest field has a fixed width), so the builder reserves the header's space, streams the
 sealed payload after it, then writes the final header and signature in place. The file
-is assembled under a temporary name and linked to its final name only when complete.
+is assembled under a temporary name (:func:`tensorguard.durable.atomic_file`) and linked
+to its final name only when complete; an existing file is never replaced.
 Memory use is a few chunks, whatever the package size.
 """
 
@@ -22,6 +23,7 @@ from tensorguard.crypto.envelope import DATA_KEY_SIZE, wrap_key
 from tensorguard.crypto.errors import SignatureError
 from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
 from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.durable import DestinationExistsError, DurableWriteError, atomic_file
 from tensorguard.tgsp.errors import BuildError, HeaderTooLargeError, SourceChangedError
 from tensorguard.tgsp.format import (
     COMPOSITE_SIGNATURE_SIZE,
@@ -110,17 +112,6 @@ def _sign_header(
     return signature
 
 
-def _publish(temporary: Path, output: Path) -> None:
-    try:
-        os.link(temporary, output)
-    except FileExistsError as exc:
-        raise BuildError(f"{output} already exists; choose another name or remove it") from exc
-    except OSError as exc:
-        raise BuildError(f"cannot create {output}: {exc.strerror or exc}") from exc
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def build_package(
     source: Path,
     output: Path,
@@ -164,13 +155,8 @@ def build_package(
         ),
     )
     header_length = len(header.encode(limits))
-    temporary = output.with_name(f".{output.name}.{secrets.token_hex(8)}.partial")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as exc:
-        raise BuildError(f"cannot write next to {output}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(descriptor, "wb") as sink:
+        with atomic_file(output, mode=0o644, overwrite=False) as sink:
             sink.seek(payload_offset(header_length))
             writer = PayloadWriter(
                 sink, derive_payload_key(data_key, package_id), package_id, chunk_size, total
@@ -186,10 +172,9 @@ def build_package(
             signature = _sign_header(signer, preamble, header_bytes, key_id)
             sink.seek(0)
             sink.write(preamble + header_bytes + SIGNATURE_LENGTH.pack(len(signature)) + signature)
-            sink.flush()
-            os.fsync(sink.fileno())
             package_size = sink.seek(0, os.SEEK_END)
-        _publish(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    except DestinationExistsError as exc:
+        raise BuildError(f"{output} already exists; choose another name or remove it") from exc
+    except DurableWriteError as exc:
+        raise BuildError(f"cannot write {output}: {exc}") from exc
     return BuildResult(output, header, package_size)

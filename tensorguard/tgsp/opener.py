@@ -1,17 +1,16 @@
 """Opening a TGSP v2 package: verify, unwrap the data key, decrypt, check, extract.
 
-Contents are written into a fresh staging directory beside ``destination``, flushed to
-disk, and moved into place with one rename only after every chunk authenticated, the
-stream ended with its final chunk and every file matched its signed SHA-256. On any
-failure the staging directory is removed and ``destination`` is never created.
+Contents are written into a fresh staging directory beside ``destination`` and published
+with :func:`tensorguard.durable.atomic_directory` (flushed to disk, one rename) only after
+every chunk authenticated, the stream ended with its final chunk and every file matched
+its signed SHA-256. On any failure the staging directory is removed and ``destination``
+is never created.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import BinaryIO
 from tensorguard.crypto.envelope import unwrap_key
 from tensorguard.crypto.errors import CryptoError
 from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.durable import DestinationExistsError, atomic_directory
 from tensorguard.tgsp.errors import (
     ExtractionError,
     FileDigestError,
@@ -34,14 +34,6 @@ from tensorguard.tgsp.trust import TrustStore
 from tensorguard.tgsp.verifier import VerificationPolicy, verify_handle
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -68,55 +60,31 @@ def recover_data_key(header: PackageHeader, recipient_key: XWingPrivateKey) -> b
         raise KeyUnwrapError(f"cannot recover the data key: {exc}") from exc
 
 
-class _StagingTree:
-    """A private directory that becomes ``destination`` only on :meth:`commit`."""
-
-    def __init__(self, destination: Path) -> None:
-        if destination.exists() or destination.is_symlink():
-            raise ExtractionError(f"{destination} already exists; open into a new directory")
-        parent = destination.parent
-        if not parent.is_dir():
-            raise ExtractionError(f"parent directory {parent} does not exist")
-        self.destination = destination
-        self.root = Path(tempfile.mkdtemp(prefix=f".{destination.name}.tgsp-", dir=parent))
-        self._directories: list[Path] = []
-
-    def create(self, relative: str) -> BinaryIO:
-        parts = relative.split("/")
-        directory = self.root
-        for part in parts[:-1]:
-            directory = directory / part
-            if not directory.is_dir():
-                os.mkdir(directory, 0o755)
-                self._directories.append(directory)
-        descriptor = os.open(directory / parts[-1], _FILE_FLAGS, 0o644)
-        return os.fdopen(descriptor, "wb")
-
-    def commit(self) -> None:
-        """Make the tree durable, then move it into place with one rename."""
-        for directory in [*reversed(self._directories), self.root]:
-            _fsync_directory(directory)
-        # mkdtemp made the tree private; extracted releases are world-readable like a
-        # normally created directory, so services running as other users can load them.
-        os.chmod(self.root, 0o755)  # noqa: S103
-        try:
-            os.rename(self.root, self.destination)
-        except OSError as exc:
-            raise ExtractionError(
-                f"cannot move verified files to {self.destination}: {exc.strerror or exc}"
-            ) from exc
-        _fsync_directory(self.destination.parent)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+def _check_destination(destination: Path) -> None:
+    if destination.exists() or destination.is_symlink():
+        raise ExtractionError(f"{destination} already exists; open into a new directory")
+    if not destination.parent.is_dir():
+        raise ExtractionError(f"parent directory {destination.parent} does not exist")
 
 
-def _extract(chunks: Iterator[bytes], files: tuple[FileEntry, ...], staging: _StagingTree) -> None:
+def _create_file(root: Path, relative: str) -> BinaryIO:
+    """Create the new file ``relative`` (and its missing directories) under ``root``."""
+    parts = relative.split("/")
+    directory = root
+    for part in parts[:-1]:
+        directory = directory / part
+        if not directory.is_dir():
+            os.mkdir(directory, 0o755)
+    descriptor = os.open(directory / parts[-1], _FILE_FLAGS, 0o644)
+    return os.fdopen(descriptor, "wb")
+
+
+def _extract(chunks: Iterator[bytes], files: tuple[FileEntry, ...], root: Path) -> None:
     pending = memoryview(b"")
     for entry in files:
         digest = hashlib.sha256()
         remaining = entry.size
-        with staging.create(entry.path) as sink:
+        with _create_file(root, entry.path) as sink:
             while remaining:
                 if not pending:
                     pending = memoryview(next(chunks, b""))
@@ -127,8 +95,6 @@ def _extract(chunks: Iterator[bytes], files: tuple[FileEntry, ...], staging: _St
                 digest.update(piece)
                 pending = pending[len(piece) :]
                 remaining -= len(piece)
-            sink.flush()
-            os.fsync(sink.fileno())
         if digest.hexdigest() != entry.sha256:
             raise FileDigestError(
                 f"{entry.path}: SHA-256 of the decrypted file differs from the signed manifest"
@@ -163,15 +129,18 @@ def open_package(
         header = verified.header
         data_key = recover_data_key(header, recipient_key)
         package_id = bytes.fromhex(header.package_id)
-        staging = _StagingTree(destination)
+        _check_destination(destination)
         try:
-            handle.seek(verified.payload_offset)
-            chunks = decrypt_payload(
-                handle, header.payload, derive_payload_key(data_key, package_id), package_id
-            )
-            _extract(chunks, header.files, staging)
-            staging.commit()
-        except BaseException:
-            staging.discard()
-            raise
+            # The published tree is world-readable like a normally created directory, so
+            # services running as other users can load the release.
+            with atomic_directory(destination, replace=False, mode=0o755) as root:
+                handle.seek(verified.payload_offset)
+                chunks = decrypt_payload(
+                    handle, header.payload, derive_payload_key(data_key, package_id), package_id
+                )
+                _extract(chunks, header.files, root)
+        except DestinationExistsError as exc:
+            raise ExtractionError(
+                f"{destination} already exists; open into a new directory"
+            ) from exc
     return OpenedPackage(destination, header, verified.signer.fingerprint())

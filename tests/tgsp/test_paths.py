@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
+from tensorguard.durable import TEMP_PREFIX
 from tensorguard.tgsp import (
     BuildError,
     CaseCollisionError,
@@ -45,7 +46,7 @@ def build_from(source: Path, packager: Packager, limits: Limits | None = None) -
         )
     finally:
         assert not output.exists() or output.stat().st_size > 0
-    leftovers = [p for p in output.parent.iterdir() if p.name.endswith(".partial")]
+    leftovers = [p for p in output.parent.iterdir() if p.name.startswith(TEMP_PREFIX)]
     assert leftovers == []
 
 
