@@ -14,7 +14,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from tensorguard.digest import sha256_file, sha256_path
-from tensorguard.fleet.atomic_file import atomic_write_bytes
+from tensorguard.durable import atomic_write_bytes
 
 INTEGRITY_CHECK = "artifact_integrity"
 # The markers are split into adjacent literals so this source file does not itself
