@@ -153,7 +153,7 @@ def test_agent_command_serves_until_sigterm(
         [
             sys.executable,
             "-m",
-            "tensorguard.cli_agent",
+            "tensorguard.cli",
             "agent",
             "run",
             "--config",

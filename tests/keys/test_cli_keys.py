@@ -8,17 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tensorguard.cli_keys import (
-    EXIT_CONFIG,
-    EXIT_ERROR,
-    EXIT_EXISTS,
-    EXIT_INTEGRITY,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_TOKEN,
-    EXIT_UNAVAILABLE,
-    add_keys_commands,
-)
+from tensorguard.cli import ExitCode
+from tensorguard.cli.keys import add_keys_commands
 from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
 from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
 
@@ -43,7 +34,7 @@ def test_generate_then_show_signing_key(
     file_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     public_file = tmp_path / "release.pub"
-    assert _run(["keys", "generate", "--name", "release", "--json"]) == EXIT_OK
+    assert _run(["keys", "generate", "--name", "release", "--json"]) == ExitCode.OK
     generated = json.loads(capsys.readouterr().out)
     assert generated["algorithm"] == COMPOSITE_ALGORITHM
     assert generated["provider"] == "file"
@@ -60,21 +51,21 @@ def test_generate_and_show_kem_key(
 ) -> None:
     public_file = tmp_path / "site.xwing"
     argv = ["keys", "generate", "--name", "site-a", "--kind", "kem", "--json"]
-    assert _run([*argv, "--public-out", str(public_file)]) == EXIT_OK
+    assert _run([*argv, "--public-out", str(public_file)]) == ExitCode.OK
     generated = json.loads(capsys.readouterr().out)
     assert (
         load_recipient_public_key(public_file).fingerprint()
         == (generated["fingerprint"])
     )
-    assert _run(["keys", "show", "--name", "site-a", "--kind", "kem", "--json"]) == EXIT_OK
+    assert _run(["keys", "show", "--name", "site-a", "--kind", "kem", "--json"]) == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["fingerprint"] == generated["fingerprint"]
 
 
 def test_show_without_name_lists_keys(file_env: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(["keys", "generate", "--name", "release"]) == EXIT_OK
-    assert _run(["keys", "generate", "--name", "site-a", "--kind", "kem"]) == EXIT_OK
+    assert _run(["keys", "generate", "--name", "release"]) == ExitCode.OK
+    assert _run(["keys", "generate", "--name", "site-a", "--kind", "kem"]) == ExitCode.OK
     capsys.readouterr()
-    assert _run(["keys", "show", "--json"]) == EXIT_OK
+    assert _run(["keys", "show", "--json"]) == ExitCode.OK
     listed = {(k["name"], k["purpose"]) for k in json.loads(capsys.readouterr().out)}
     assert listed == {("release", "composite-signing"), ("site-a", "xwing-kem")}
 
@@ -85,37 +76,22 @@ def test_exit_codes_are_distinct(
     key_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert _run(["keys", "generate", "--name", "release"]) == EXIT_OK
-    assert _run(["keys", "generate", "--name", "release"]) == EXIT_EXISTS
-    assert _run(["keys", "show", "--name", "absent"]) == EXIT_NOT_FOUND
+    assert _run(["keys", "generate", "--name", "release"]) == ExitCode.OK
+    assert _run(["keys", "generate", "--name", "release"]) == ExitCode.KEY_EXISTS
+    assert _run(["keys", "show", "--name", "absent"]) == ExitCode.KEY_NOT_FOUND
     record = next(key_dir.iterdir())
     original = record.read_bytes()
     record.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    assert _run(["keys", "show", "--name", "release"]) == EXIT_INTEGRITY
+    assert _run(["keys", "show", "--name", "release"]) == ExitCode.INTEGRITY
     record.write_bytes(original)
     monkeypatch.setenv("TG_KEY_MASTER", file_env[::-1])
-    assert _run(["keys", "show", "--name", "release"]) == EXIT_INTEGRITY
+    assert _run(["keys", "show", "--name", "release"]) == ExitCode.INTEGRITY
     errors = capsys.readouterr().err
     assert "TG_KEY_MASTER" in errors
     assert file_env not in errors and file_env[::-1] not in errors
 
     monkeypatch.setenv("TG_KEY_PROVIDER", "kms")
-    assert _run(["keys", "show", "--name", "release"]) == EXIT_UNAVAILABLE
-
-
-def test_exit_code_table_has_no_collisions() -> None:
-    codes = [
-        EXIT_OK,
-        EXIT_ERROR,
-        EXIT_CONFIG,
-        EXIT_NOT_FOUND,
-        EXIT_EXISTS,
-        EXIT_INTEGRITY,
-        EXIT_UNAVAILABLE,
-        EXIT_TOKEN,
-    ]
-    assert len(set(codes)) == len(codes)
-    assert 2 not in codes  # argparse's usage-error code
+    assert _run(["keys", "show", "--name", "release"]) == ExitCode.PROVIDER_UNAVAILABLE
 
 
 def test_production_refusal_exit_code(
@@ -123,7 +99,7 @@ def test_production_refusal_exit_code(
 ) -> None:
     monkeypatch.setenv("TG_ENVIRONMENT", "production")
     monkeypatch.setenv("TG_KEY_DIR", str(key_dir))
-    assert _run(["keys", "generate", "--name", "release"]) == EXIT_CONFIG
+    assert _run(["keys", "generate", "--name", "release"]) == ExitCode.CONFIG
     assert "TG_KEY_MASTER" in capsys.readouterr().err
     assert not key_dir.exists() or not any(key_dir.iterdir())
 
@@ -131,7 +107,7 @@ def test_production_refusal_exit_code(
 def test_cli_never_uses_a_throwaway_master(monkeypatch: pytest.MonkeyPatch, key_dir: Path) -> None:
     monkeypatch.setenv("TG_KEY_DIR", str(key_dir))
     monkeypatch.setenv("TG_ALLOW_EPHEMERAL_KEYS", "true")
-    assert _run(["keys", "generate", "--name", "release"]) == EXIT_CONFIG
+    assert _run(["keys", "generate", "--name", "release"]) == ExitCode.CONFIG
 
 
 def test_usage_errors_exit_2(file_env: str) -> None:

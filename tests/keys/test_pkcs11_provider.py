@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-from tensorguard.cli_keys import add_keys_commands
+from tensorguard.cli.keys import add_keys_commands
 from tensorguard.crypto.composite import (
     CompositeVerifyKey,
     composite_message_representative,

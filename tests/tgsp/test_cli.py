@@ -9,20 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tensorguard.cli_tgsp import (
-    EXIT_EXTRACTION,
-    EXIT_INPUT,
-    EXIT_INTEGRITY,
-    EXIT_MALFORMED,
-    EXIT_OK,
-    EXIT_POLICY,
-    EXIT_RECIPIENT,
-    EXIT_UNSAFE_PATH,
-    EXIT_UNTRUSTED,
-    EXIT_USAGE,
-    add_tgsp_commands,
-    main,
-)
+from tensorguard.cli import ExitCode, main
+from tensorguard.cli.tgsp import add_tgsp_commands
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.digest import sha256_tree
 from tensorguard.tgsp import TrustStore
@@ -80,20 +68,20 @@ def ws(tmp_path: Path) -> Workspace:
 
 
 def test_build_verify_open_round_trip(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
-    assert ws.build() == EXIT_OK
-    assert ws.verify() == EXIT_OK
+    assert ws.build() == ExitCode.OK
+    assert ws.verify() == ExitCode.OK
     assert "VERIFIED" in capsys.readouterr().out
     destination = ws.root / "installed"
-    assert ws.open(destination) == EXIT_OK
+    assert ws.open(destination) == ExitCode.OK
     assert (destination / "weights" / "a.bin").read_bytes() == (
         ws.source / "weights" / "a.bin"
     ).read_bytes()
 
 
 def test_inspect_prints_header_and_warns(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
-    assert ws.build("--annotation", "eval.loss=0.5") == EXIT_OK
+    assert ws.build("--annotation", "eval.loss=0.5") == ExitCode.OK
     capsys.readouterr()
-    assert main(["tgsp", "inspect", str(ws.package), "--json"]) == EXIT_OK
+    assert main(["tgsp", "inspect", str(ws.package), "--json"]) == ExitCode.OK
     captured = capsys.readouterr()
     document = json.loads(captured.out)
     assert document["status"] == "UNVERIFIED"
@@ -104,85 +92,85 @@ def test_inspect_prints_header_and_warns(ws: Workspace, capsys: pytest.CaptureFi
 
 
 def test_untrusted_package_exit_code(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
-    assert ws.build() == EXIT_OK
+    assert ws.build() == ExitCode.OK
     TrustStore([CompositeSigningKey.generate().public_key()]).save(ws.trust)
-    assert ws.verify() == EXIT_UNTRUSTED
+    assert ws.verify() == ExitCode.UNTRUSTED
     assert "not in the trust store" in capsys.readouterr().err
 
 
 def test_tampered_payload_exit_code(ws: Workspace) -> None:
-    assert ws.build() == EXIT_OK
+    assert ws.build() == ExitCode.OK
     data = bytearray(ws.package.read_bytes())
     data[-1] ^= 1
     ws.package.write_bytes(bytes(data))
-    assert ws.verify() == EXIT_INTEGRITY
+    assert ws.verify() == ExitCode.INTEGRITY
 
 
 def test_malformed_package_exit_code(ws: Workspace) -> None:
     ws.package.write_bytes(b"PK\x03\x04 not a package at all" * 10)
-    assert ws.verify() == EXIT_MALFORMED
+    assert ws.verify() == ExitCode.MALFORMED
 
 
 def test_truncated_package_exit_code(ws: Workspace) -> None:
-    assert ws.build() == EXIT_OK
+    assert ws.build() == ExitCode.OK
     data = ws.package.read_bytes()
     ws.package.write_bytes(data[: layout_of(data).payload_start])
-    assert ws.verify() == EXIT_MALFORMED
+    assert ws.verify() == ExitCode.MALFORMED
 
 
 def test_rollback_and_channel_exit_codes(ws: Workspace) -> None:
-    assert ws.build() == EXIT_OK
-    assert ws.verify("--high-water-mark", "stable=4") == EXIT_POLICY
-    assert ws.verify("--high-water-mark", "stable=3") == EXIT_OK
-    assert ws.verify("--channel", "canary") == EXIT_POLICY
+    assert ws.build() == ExitCode.OK
+    assert ws.verify("--high-water-mark", "stable=4") == ExitCode.POLICY
+    assert ws.verify("--high-water-mark", "stable=3") == ExitCode.OK
+    assert ws.verify("--channel", "canary") == ExitCode.POLICY
 
 
 def test_expired_package_exit_code(ws: Workspace) -> None:
-    assert ws.build("--expires-at", "1000") == EXIT_INPUT  # expiry before creation is refused
+    assert ws.build("--expires-at", "1000") == ExitCode.CONFIG  # expiry before creation
     assert not ws.package.exists()
 
 
 def test_not_a_recipient_exit_code(ws: Workspace) -> None:
-    assert ws.build() == EXIT_OK
-    assert ws.open(ws.root / "out", ws.outsider_private) == EXIT_RECIPIENT
+    assert ws.build() == ExitCode.OK
+    assert ws.open(ws.root / "out", ws.outsider_private) == ExitCode.RECIPIENT
     assert not (ws.root / "out").exists()
 
 
 def test_existing_destination_exit_code(ws: Workspace) -> None:
-    assert ws.build() == EXIT_OK
+    assert ws.build() == ExitCode.OK
     (ws.root / "out").mkdir()
-    assert ws.open(ws.root / "out") == EXIT_EXTRACTION
+    assert ws.open(ws.root / "out") == ExitCode.EXTRACTION
 
 
 def test_unsafe_source_exit_code(ws: Workspace) -> None:
     (ws.source / "link").symlink_to("/etc/passwd")
-    assert ws.build() == EXIT_UNSAFE_PATH
+    assert ws.build() == ExitCode.UNSAFE_PATH
 
 
 def test_permissive_private_key_exit_code(
     ws: Workspace, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ws.signing_key.chmod(0o644)
-    assert ws.build() == EXIT_INPUT
+    assert ws.build() == ExitCode.INPUT
     assert "chmod 600" in capsys.readouterr().err
 
 
 def test_missing_package_exit_code(ws: Workspace) -> None:
-    assert ws.verify() == EXIT_INPUT
+    assert ws.verify() == ExitCode.INPUT
 
 
 def test_wrong_key_type_exit_code(ws: Workspace) -> None:
-    assert ws.build() == EXIT_OK
-    assert ws.open(ws.root / "out", ws.signing_key) == EXIT_INPUT
+    assert ws.build() == ExitCode.OK
+    assert ws.open(ws.root / "out", ws.signing_key) == ExitCode.INPUT
 
 
 def test_usage_errors_exit_2(ws: Workspace) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["tgsp", "verify", str(ws.package)])
-    assert caught.value.code == EXIT_USAGE
+    assert caught.value.code == ExitCode.USAGE
     with pytest.raises(SystemExit) as caught:
         main(["tgsp", "verify", str(ws.package), "--trust-store", "t", "--high-water-mark", "x"])
-    assert caught.value.code == EXIT_USAGE
+    assert caught.value.code == ExitCode.USAGE
 
 
 def test_commands_plug_into_another_parser() -> None:

@@ -15,21 +15,9 @@ Key and trust-store files use the formats in :mod:`tensorguard.tgsp.keyfiles` an
 :func:`load_recipient_public_keys`, :func:`load_recipient_private_key` and
 :func:`load_trust_store`, so another key source can replace them.
 
-Exit codes (one per kind of refusal; messages go to stderr):
-
-====  ==========================================================================
-0     success
-1     any other TensorGuard error
-2     usage error (bad or missing arguments)
-3     input problem: unreadable package, key file, trust store or build source
-4     malformed package (magic, version, header encoding/schema, length, limits)
-5     untrusted package: unknown signer or invalid signature
-6     integrity failure: payload or file digest, chunk authentication
-7     policy refusal: expired, not yet valid, wrong channel, below high-water mark
-8     not a recipient, or the data key does not unwrap
-9     unsafe path (absolute, ``..``, link, device, duplicate, case collision)
-10    extraction failed (destination exists or cannot be written)
-====  ==========================================================================
+Exit codes: :mod:`tensorguard.cli.exit_codes` (``INPUT`` and ``CONFIG`` through
+``EXTRACTION``). The package library is imported by the handlers, not by this module,
+so ``tensorguard tgsp ... --help`` loads no cryptography.
 """
 
 from __future__ import annotations
@@ -38,78 +26,28 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tensorguard.crypto.composite import CompositeSigner
-from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
-from tensorguard.digest import DigestError, sha256_path
-from tensorguard.errors import ConfigurationError, TensorGuardError
-from tensorguard.tgsp import (
-    BuildError,
-    ExtractionError,
-    HeaderSchemaError,
-    IntegrityError,
-    KeyFileError,
-    ModelIdentity,
-    PackageFormatError,
-    PackageHeader,
-    PackageUnreadableError,
-    PolicyError,
-    RecipientError,
-    ReleaseInfo,
-    TrustError,
-    TrustStore,
-    TrustStoreError,
-    UnsafePathError,
-    VerificationPolicy,
-    build_package,
-    inspect_package,
-    keyfiles,
-    open_package,
-    verify_package,
-)
-from tensorguard.tgsp.format import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS
-from tensorguard.tgsp.source import collect_source_files
+from tensorguard.cli.exit_codes import ExitCode, reporting_errors
+from tensorguard.errors import ConfigurationError
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INPUT = 3
-EXIT_MALFORMED = 4
-EXIT_UNTRUSTED = 5
-EXIT_INTEGRITY = 6
-EXIT_POLICY = 7
-EXIT_RECIPIENT = 8
-EXIT_UNSAFE_PATH = 9
-EXIT_EXTRACTION = 10
-
-# First match wins: input-file errors are checked before their broader parents.
-_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
-    (KeyFileError, EXIT_INPUT),
-    (TrustStoreError, EXIT_INPUT),
-    (PackageUnreadableError, EXIT_INPUT),
-    (BuildError, EXIT_INPUT),
-    (ConfigurationError, EXIT_INPUT),
-    (DigestError, EXIT_INPUT),
-    (UnsafePathError, EXIT_UNSAFE_PATH),
-    (PackageFormatError, EXIT_MALFORMED),
-    (TrustError, EXIT_UNTRUSTED),
-    (IntegrityError, EXIT_INTEGRITY),
-    (PolicyError, EXIT_POLICY),
-    (RecipientError, EXIT_RECIPIENT),
-    (ExtractionError, EXIT_EXTRACTION),
-)
+if TYPE_CHECKING:
+    from tensorguard.crypto.composite import CompositeSigner
+    from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
+    from tensorguard.tgsp import (
+        ModelIdentity,
+        PackageHeader,
+        ReleaseInfo,
+        TrustStore,
+        VerificationPolicy,
+    )
 
 SECONDS_PER_DAY = 86_400
-
-
-def exit_code_for(error: Exception) -> int:
-    """Return the documented exit code for a TensorGuard error."""
-    for error_type, code in _EXIT_CODES:
-        if isinstance(error, error_type):
-            return code
-    return EXIT_ERROR
+# Shown in --help only; the value used is tensorguard.tgsp.format.DEFAULT_CHUNK_SIZE
+# (tests/cli checks that the two agree).
+CHUNK_SIZE_HELP = "bytes per encrypted chunk (default: 1048576)"
 
 
 # --- key loading (swap these to use another key source) ---------------------------------
@@ -117,21 +55,29 @@ def exit_code_for(error: Exception) -> int:
 
 def load_signer(path: Path) -> CompositeSigner:
     """Return the package signer stored at ``path``."""
+    from tensorguard.tgsp import keyfiles
+
     return keyfiles.load_signing_key(path)
 
 
 def load_recipient_public_keys(paths: Sequence[Path]) -> list[XWingPublicKey]:
     """Return the recipients' X-Wing public keys."""
+    from tensorguard.tgsp import keyfiles
+
     return [keyfiles.load_recipient_public_key(path) for path in paths]
 
 
 def load_recipient_private_key(path: Path) -> XWingPrivateKey:
     """Return this machine's X-Wing private key."""
+    from tensorguard.tgsp import keyfiles
+
     return keyfiles.load_recipient_private_key(path)
 
 
 def load_trust_store(path: Path) -> TrustStore:
     """Return the pinned producer keys."""
+    from tensorguard.tgsp import TrustStore
+
     return TrustStore.load(path)
 
 
@@ -153,6 +99,8 @@ def _annotation(text: str) -> tuple[str, str]:
 
 
 def _policy(args: argparse.Namespace) -> VerificationPolicy:
+    from tensorguard.tgsp import VerificationPolicy
+
     return VerificationPolicy(
         expected_channel=args.channel, high_water_marks=dict(args.high_water_mark or [])
     )
@@ -193,6 +141,10 @@ def _print_header(header: PackageHeader, as_json: bool, status: str) -> None:
 
 
 def _model_digest(source: Path, given: str | None) -> str:
+    from tensorguard.digest import sha256_path
+    from tensorguard.tgsp.format import DEFAULT_LIMITS
+    from tensorguard.tgsp.source import collect_source_files
+
     if given is not None:
         return given
     collect_source_files(source, DEFAULT_LIMITS)  # refuse links, devices, bad names first
@@ -200,6 +152,8 @@ def _model_digest(source: Path, given: str | None) -> str:
 
 
 def _optional_identity(name: str | None, digest: str | None, what: str) -> ModelIdentity | None:
+    from tensorguard.tgsp import ModelIdentity
+
     if name is None and digest is None:
         return None
     if name is None or digest is None:
@@ -208,6 +162,9 @@ def _optional_identity(name: str | None, digest: str | None, what: str) -> Model
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    from tensorguard.tgsp import HeaderSchemaError, build_package
+    from tensorguard.tgsp.format import DEFAULT_CHUNK_SIZE
+
     created_at = int(time.time())
     expires_at = (
         args.expires_at
@@ -224,16 +181,18 @@ def _run_build(args: argparse.Namespace) -> int:
         signer=load_signer(args.signing_key),
         recipients=load_recipient_public_keys(args.recipient),
         release=release,
-        chunk_size=args.chunk_size,
+        chunk_size=DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size,
     )
     print(
         f"built {result.path} ({result.package_size} bytes, {len(result.header.files)} files, "
         f"{len(result.header.recipients)} recipients, package {result.header.package_id})"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _release_from_args(args: argparse.Namespace, created_at: int, expires_at: int) -> ReleaseInfo:
+    from tensorguard.tgsp import ModelIdentity, ReleaseInfo
+
     return ReleaseInfo(
         channel=args.channel,
         version=args.version,
@@ -248,19 +207,25 @@ def _release_from_args(args: argparse.Namespace, created_at: int, expires_at: in
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    from tensorguard.tgsp import inspect_package
+
     inspected = inspect_package(args.package)
     print("warning: inspect does not verify the signature; use `tgsp verify`", file=sys.stderr)
     _print_header(inspected.header, args.json, "UNVERIFIED")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from tensorguard.tgsp import verify_package
+
     verified = verify_package(args.package, load_trust_store(args.trust_store), _policy(args))
     _print_header(verified.header, args.json, "VERIFIED")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _run_open(args: argparse.Namespace) -> int:
+    from tensorguard.tgsp import open_package
+
     opened = open_package(
         args.package,
         args.destination,
@@ -274,20 +239,7 @@ def _run_open(args: argparse.Namespace) -> int:
         f"verified; channel {release.channel} version {release.version} "
         f"(record it as the new high-water mark)"
     )
-    return EXIT_OK
-
-
-def _guarded(
-    command: str, handler: Callable[[argparse.Namespace], int]
-) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except TensorGuardError as exc:
-            print(f"tensorguard tgsp {command}: error: {exc}", file=sys.stderr)
-            return exit_code_for(exc)
-
-    return run
+    return ExitCode.OK
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -335,36 +287,23 @@ def add_tgsp_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     expiry.add_argument("--expires-in-days", type=int, default=30)
     expiry.add_argument("--expires-at", type=int, help="Unix time (seconds)")
     build.add_argument("--annotation", type=_annotation, action="append", metavar="KEY=VALUE")
-    build.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
-    build.set_defaults(handler=_guarded("build", _run_build))
+    build.add_argument("--chunk-size", type=int, help=CHUNK_SIZE_HELP)
+    build.set_defaults(handler=reporting_errors("tgsp build", _run_build))
 
     inspect = commands.add_parser("inspect", help="show the header without verifying it")
     inspect.add_argument("package", type=Path)
     inspect.add_argument("--json", action="store_true")
-    inspect.set_defaults(handler=_guarded("inspect", _run_inspect))
+    inspect.set_defaults(handler=reporting_errors("tgsp inspect", _run_inspect))
 
     verify = commands.add_parser("verify", help="verify against pinned producer keys")
     verify.add_argument("package", type=Path)
     _add_policy_options(verify)
     verify.add_argument("--json", action="store_true")
-    verify.set_defaults(handler=_guarded("verify", _run_verify))
+    verify.set_defaults(handler=reporting_errors("tgsp verify", _run_verify))
 
     open_ = commands.add_parser("open", help="verify, decrypt and extract")
     open_.add_argument("package", type=Path)
     open_.add_argument("-d", "--destination", type=Path, required=True, help="new directory")
     open_.add_argument("--recipient-key", type=Path, required=True, help="X-Wing private key file")
     _add_policy_options(open_)
-    open_.set_defaults(handler=_guarded("open", _run_open))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tgsp`` commands standalone (``python -m tensorguard.cli_tgsp tgsp ...``)."""
-    parser = argparse.ArgumentParser(prog="tensorguard")
-    add_tgsp_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    exit_code: int = args.handler(args)
-    return exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    open_.set_defaults(handler=reporting_errors("tgsp open", _run_open))

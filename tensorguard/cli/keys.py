@@ -2,25 +2,11 @@
 
 The provider comes from the environment (``TG_KEY_PROVIDER`` and friends, see
 ``docs/KEYS.md``); the CLI never uses a throwaway master, since keys it writes must
-outlive it. Wire it in with::
+outlive it.
 
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_keys_commands(subparsers)
-    args = parser.parse_args()
-    sys.exit(args.handler(args))
-
-Exit codes (``argparse`` itself exits 2 on usage errors):
-
-==  ===========================================================================
-0   success
-1   any other TensorGuard error
-3   configuration missing or refused (including production refusals)
-4   key not found
-5   key already exists (generate refuses to overwrite)
-6   stored key failed authentication (wrong TG_KEY_MASTER, altered or misplaced file)
-7   provider unavailable (KMS, PKCS#11 module or python-pkcs11 missing)
-8   PKCS#11 token operation failed
-==  ===========================================================================
+Exit codes: :mod:`tensorguard.cli.exit_codes` (``CONFIG``, ``INTEGRITY`` and
+``KEY_NOT_FOUND`` through ``TOKEN``). The key providers are imported by the handlers,
+so ``tensorguard keys ... --help`` loads none of them.
 """
 
 from __future__ import annotations
@@ -31,50 +17,21 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from tensorguard.crypto.composite import COMPOSITE_ALGORITHM, CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPublicKey
-from tensorguard.errors import ConfigurationError, TensorGuardError
-from tensorguard.keys import (
-    KeyExistsError,
-    KeyIntegrityError,
-    KeyNotFoundError,
-    KeyProvider,
-    KeyProviderUnavailable,
-    KeyPurpose,
-    TokenError,
-    key_provider_from_env,
-)
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.cli.exit_codes import ExitCode, reporting_errors
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 3
-EXIT_NOT_FOUND = 4
-EXIT_EXISTS = 5
-EXIT_INTEGRITY = 6
-EXIT_UNAVAILABLE = 7
-EXIT_TOKEN = 8
+if TYPE_CHECKING:
+    from tensorguard.crypto.composite import CompositeVerifyKey
+    from tensorguard.crypto.xwing import XWingPublicKey
+    from tensorguard.keys import KeyProvider
 
-_EXIT_CODES: tuple[tuple[type[TensorGuardError], int], ...] = (
-    (ConfigurationError, EXIT_CONFIG),
-    (KeyNotFoundError, EXIT_NOT_FOUND),
-    (KeyExistsError, EXIT_EXISTS),
-    (KeyIntegrityError, EXIT_INTEGRITY),
-    (KeyProviderUnavailable, EXIT_UNAVAILABLE),
-    (TokenError, EXIT_TOKEN),
-)
-KEY_KINDS = {"signing": KeyPurpose.SIGNING, "kem": KeyPurpose.KEM}
+SIGNING = "signing"
+KEM = "kem"
+KEY_KINDS = (KEM, SIGNING)
 XWING_ALGORITHM = "X-Wing (ML-KEM-768 + X25519)"
 
-
-def exit_code_for(error: TensorGuardError) -> int:
-    """The documented exit code of ``error``."""
-    for error_type, code in _EXIT_CODES:
-        if isinstance(error, error_type):
-            return code
-    return EXIT_ERROR
+KeysCommand = Callable[[argparse.Namespace, "KeyProvider", TextIO], None]
 
 
 def add_keys_commands(
@@ -90,11 +47,11 @@ def add_keys_commands(
 
     generate = commands.add_parser("generate", help="create a new key; never overwrites")
     _add_key_arguments(generate, name_required=True)
-    generate.set_defaults(handler=_guarded(_generate))
+    generate.set_defaults(handler=reporting_errors("keys", _with_provider(_generate)))
 
     show = commands.add_parser("show", help="print a key's fingerprint, or list all keys")
     _add_key_arguments(show, name_required=False)
-    show.set_defaults(handler=_guarded(_show))
+    show.set_defaults(handler=reporting_errors("keys", _with_provider(_show)))
 
 
 def _add_key_arguments(parser: argparse.ArgumentParser, *, name_required: bool) -> None:
@@ -105,8 +62,8 @@ def _add_key_arguments(parser: argparse.ArgumentParser, *, name_required: bool) 
     )
     parser.add_argument(
         "--kind",
-        choices=sorted(KEY_KINDS),
-        default="signing",
+        choices=KEY_KINDS,
+        default=SIGNING,
         help="signing: composite ML-DSA-65+Ed25519 (default); kem: X-Wing recipient key",
     )
     parser.add_argument(
@@ -120,23 +77,23 @@ def _add_key_arguments(parser: argparse.ArgumentParser, *, name_required: bool) 
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def _guarded(
-    command: Callable[[argparse.Namespace, KeyProvider, TextIO], None],
-) -> Callable[[argparse.Namespace], int]:
+def _with_provider(command: KeysCommand) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with the provider the environment selects, then close it."""
+
     def handler(args: argparse.Namespace) -> int:
-        try:
-            with key_provider_from_env(os.environ, allow_ephemeral=False) as provider:
-                command(args, provider, sys.stdout)
-        except TensorGuardError as error:
-            print(f"tensorguard keys: error: {error}", file=sys.stderr)
-            return exit_code_for(error)
-        return EXIT_OK
+        from tensorguard.keys import key_provider_from_env
+
+        with key_provider_from_env(os.environ, allow_ephemeral=False) as provider:
+            command(args, provider, sys.stdout)
+        return ExitCode.OK
 
     return handler
 
 
 def _generate(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
-    if KEY_KINDS[args.kind] is KeyPurpose.SIGNING:
+    from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
+
+    if args.kind == SIGNING:
         public: CompositeVerifyKey | XWingPublicKey = provider.generate_signing_key(
             args.name
         ).public_key()
@@ -148,6 +105,8 @@ def _generate(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> N
 
 
 def _show(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
+    from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
+
     if args.name is None:
         listing = [
             {
@@ -164,7 +123,7 @@ def _show(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
             for entry in listing:
                 out.write(f"{entry['name']}\t{entry['purpose']}\t{entry['created_at']}\n")
         return
-    if KEY_KINDS[args.kind] is KeyPurpose.SIGNING:
+    if args.kind == SIGNING:
         public: CompositeVerifyKey | XWingPublicKey = provider.public_key(args.name)
         described = _describe(args, provider, COMPOSITE_ALGORITHM, public.fingerprint())
     else:
@@ -191,6 +150,8 @@ def _emit(
     public: CompositeVerifyKey | XWingPublicKey,
     out: TextIO,
 ) -> None:
+    from tensorguard.tgsp.keyfiles import write_key_file
+
     if args.public_out is not None:
         write_key_file(args.public_out, public)
         described["public_key_file"] = str(args.public_out)

@@ -1,0 +1,42 @@
+"""The ``tensorguard`` command: keys, packages and the edge agent, without Dagster.
+
+One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`); each
+registers its commands and sets ``args.handler``, whose return value is the process
+exit code from the one table in :mod:`tensorguard.cli.exit_codes`. Building the
+parser imports only the standard library: each handler imports what it needs, so
+``tensorguard <command> --help`` stays fast and works on an edge node without the
+training or pipeline extras. See docs/CLI.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from tensorguard.cli.agent import add_agent_commands
+from tensorguard.cli.exit_codes import ExitCode
+from tensorguard.cli.keys import add_keys_commands
+from tensorguard.cli.tgsp import add_tgsp_commands
+
+__all__ = ["ExitCode", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every area's sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="tensorguard",
+        description="TensorGuard: keys, signed and encrypted TGSP packages, edge agent.",
+        epilog="Exit codes: see docs/CLI.md (tensorguard.cli.exit_codes.ExitCode).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_keys_commands(subparsers)
+    add_tgsp_commands(subparsers)
+    add_agent_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (argparse exits 2 on usage errors)."""
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return int(code)
