@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from tensorguard.digest import sha256_file, sha256_tree
+from tensorguard.durable import atomic_directory
 from tensorguard.moai.architecture import LinearModuleSpec, linear_modules, select_modules
 from tensorguard.moai.checkpoint import (
     Checkpoint,
@@ -38,7 +39,6 @@ from tensorguard.moai.layout import (
     pack_weight,
     packed_dtype,
 )
-from tensorguard.optimize.atomic import atomic_output_dir
 from tensorguard.optimize.errors import MergeError
 from tensorguard.optimize.merge import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, merge_adapter
 
@@ -105,7 +105,7 @@ def export_moai(
     validate_modules(checkpoint, specs)
     modules = module_tensors(checkpoint, specs, adapter_dir)
     adapter_digests = adapter_files(adapter_dir) if adapter_dir is not None else None
-    with atomic_output_dir(destination) as staging:
+    with atomic_directory(destination) as staging:
         (staging / MODULES_DIR).mkdir()
         records = [
             _write_module(staging, checkpoint, module, side, adapter_dir is not None)

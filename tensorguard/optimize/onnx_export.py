@@ -31,7 +31,7 @@ from torch import nn
 from torch.export import Dim
 
 from tensorguard.digest import file_manifest, sha256_tree
-from tensorguard.optimize.atomic import atomic_output_dir
+from tensorguard.durable import atomic_directory
 from tensorguard.optimize.errors import OnnxExportError
 
 DEFAULT_OPSET = 18
@@ -108,7 +108,7 @@ def export_causal_lm_to_onnx(
         parity_inputs = default_parity_inputs(_vocab_size(model))
     if not parity_inputs:
         raise OnnxExportError("parity needs at least one input batch of token ids")
-    with atomic_output_dir(destination) as staging:
+    with atomic_directory(destination) as staging:
         _export_graph(model, staging / ONNX_FILE_NAME, opset)
         check_onnx_model(staging / ONNX_FILE_NAME)
         max_abs_diff = measure_onnx_parity(model, staging / ONNX_FILE_NAME, parity_inputs)

@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import PreTrainedModel
 
 from tensorguard.digest import file_manifest, sha256_tree
-from tensorguard.optimize.atomic import atomic_output_dir
+from tensorguard.durable import atomic_directory
 from tensorguard.optimize.errors import OptimizeError
 
 
@@ -28,7 +28,7 @@ def save_model_atomically(model: PreTrainedModel, destination: Path) -> SavedMod
     ``destination`` is replaced as a whole; its digest is :func:`sha256_tree` over the
     published files.
     """
-    with atomic_output_dir(destination) as staging:
+    with atomic_directory(destination) as staging:
         model.save_pretrained(staging)
         if not any(staging.glob("*.safetensors")):
             raise OptimizeError(

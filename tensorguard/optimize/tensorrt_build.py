@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from tensorguard.digest import sha256_file
+from tensorguard.durable import atomic_directory
 from tensorguard.errors import ConfigurationError
-from tensorguard.optimize.atomic import atomic_output_dir
 from tensorguard.optimize.errors import TensorRTBuildError, TensorRTUnavailableError
 from tensorguard.optimize.onnx_export import INPUT_NAME
 
@@ -168,7 +168,7 @@ def build_tensorrt_engine(
     if trt.Runtime(logger).deserialize_cuda_engine(engine_bytes) is None:
         raise TensorRTBuildError("the freshly built engine does not deserialize on this GPU")
     build_seconds = time.perf_counter() - started
-    with atomic_output_dir(destination) as staging:
+    with atomic_directory(destination) as staging:
         (staging / ENGINE_FILE_NAME).write_bytes(engine_bytes)
     engine_path = destination / ENGINE_FILE_NAME
     major, minor = environment.compute_capability

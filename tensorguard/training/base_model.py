@@ -34,7 +34,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from tensorguard.digest import sha256_bytes, sha256_tree
-from tensorguard.training.atomic import atomic_directory
+from tensorguard.durable import atomic_directory
 from tensorguard.training.causal_lm import encode_texts, pad_token_id_of
 from tensorguard.training.demo_data import default_corpus_dir
 from tensorguard.training.errors import BaseModelError, DatasetError

@@ -27,13 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from transformers import PreTrainedModel
 
 from tensorguard.digest import sha256_tree
+from tensorguard.durable import atomic_directory
 from tensorguard.training.adapter_io import (
     attach_new_lora,
     load_lora,
     lora_config_of,
     save_lora,
 )
-from tensorguard.training.atomic import atomic_directory
 from tensorguard.training.base_model import load_causal_lm, load_tokenizer
 from tensorguard.training.causal_lm import (
     encode_texts,
