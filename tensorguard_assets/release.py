@@ -4,13 +4,8 @@ package, and publication to the registry with a fleet notification."""
 # parameter types from the runtime annotations.
 
 import json
-import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import torch
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -23,25 +18,26 @@ from dagster import (
 )
 from pydantic import Field
 
-from tensorguard.digest import sha256_file, sha256_tree
+from tensorguard.crypto.composite import CompositeSigner
+from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.evaluation import load_held_out_set, load_with_adapter
-from tensorguard.fleet.notify import announce_release, announcement_for
 from tensorguard.fleet.provisioning import provision_edge_node
-from tensorguard.fleet.registry import ReleaseRecord
-from tensorguard.gate import (
-    DEFAULT_POLICY_FILE,
-    FirstRelease,
-    GateDecision,
-    GateEvidence,
-    PreviousRelease,
-    evaluate_gate,
-    load_policy,
+from tensorguard.release import (
+    DECISION_FILE,
+    REPORT_FILE,
+    ReleaseCandidate,
+    build_release_package,
+    compare_with_last_release,
+    decide_release,
+    gate_evidence,
+    load_passed_decision,
+    publish_release,
+    record_and_announce,
+    release_metadata,
 )
-from tensorguard.tgsp.builder import build_package
-from tensorguard.tgsp.header import ModelIdentity, ReleaseInfo
 from tensorguard.tgsp.trust import TrustStore
-from tensorguard.tgsp.verifier import VerificationPolicy, verify_package
 from tensorguard.training.base_model import load_causal_lm
 from tensorguard.training.causal_lm import perplexity
 from tensorguard_assets.artifact_checks import (
@@ -58,9 +54,6 @@ from tensorguard_resources.keys import KeyVault
 
 GATE_GROUP = "gate"
 PUBLISH_GROUP = "publish"
-REPORT_FILE = "evaluation_report.json"
-DECISION_FILE = "gate_decision.json"
-PACKAGE_FILE = "release.tgsp"
 DEMO_EDGE_NODE = "edge-demo-1"
 GATED_CHECKS = (
     ("aggregated_update", "quorum_met"),
@@ -70,29 +63,6 @@ GATED_CHECKS = (
     ("moai_export", "moai_hashes_match"),
     ("moai_export", "moai_self_check"),
 )
-
-
-def _last_release_loss(
-    fleet: FleetResource,
-    base_dir: Path,
-    held_out_digest: str,
-    evaluate: Callable[[torch.nn.Module], float],
-) -> dict[str, Any]:
-    """Evidence about the channel's last release, measured on the same held-out set."""
-    latest = fleet.registry.latest(fleet.channel)
-    if latest is None:
-        return {"kind": "first_release"}
-    recorded = latest.metadata
-    adapter_path = Path(str(recorded.get("global_adapter_path", "")))
-    if adapter_path.is_dir() and sha256_tree(adapter_path) == recorded.get(
-        "global_adapter_digest"
-    ):
-        loss = evaluate(load_with_adapter(base_dir, adapter_path))
-        return {"kind": "previous_release", "version": latest.version, "eval_loss": loss}
-    if recorded.get("held_out_digest") == held_out_digest and "eval_loss" in recorded:
-        loss = float(str(recorded["eval_loss"]))
-        return {"kind": "previous_release", "version": latest.version, "eval_loss": loss}
-    return {"kind": "unavailable", "version": latest.version}
 
 
 @asset(
@@ -124,18 +94,23 @@ def evaluation_report(
             "global_adapter": held_out.loss(load_with_adapter(base_dir, adapter_dir)),
             "pruned_model": held_out.loss(load_causal_lm(pruned_dir)),
         }
-        last_release = _last_release_loss(fleet, base_dir, held_out.digest, held_out.loss)
+        last_release = compare_with_last_release(
+            fleet.registry,
+            fleet.channel,
+            held_out.digest,
+            lambda adapter: held_out.loss(load_with_adapter(base_dir, adapter)),
+        )
     except TensorGuardError as exc:
         raise fail_closed(exc, step="evaluation_report") from None
-    if "eval_loss" in last_release:
-        losses["last_release"] = float(last_release["eval_loss"])
+    if last_release.eval_loss is not None:
+        losses["last_release"] = last_release.eval_loss
     report = {
         "round": round_key,
         "held_out_sites": list(held_out.site_ids),
         "held_out_sequences": len(held_out.sequences),
         "held_out_digest": held_out.digest,
         "losses": losses,
-        "last_release": last_release,
+        "last_release": last_release.to_document(),
     }
     out_path = artifacts.asset_dir("evaluation_report", round_key) / REPORT_FILE
     digest = write_json_artifact(out_path, report)
@@ -154,7 +129,7 @@ def evaluation_report(
             "eval_loss_base": MetadataValue.float(base_loss),
             "eval_loss_global": MetadataValue.float(losses["global_adapter"]),
             "eval_loss_pruned": MetadataValue.float(losses["pruned_model"]),
-            "last_release": MetadataValue.text(str(last_release.get("kind"))),
+            "last_release": MetadataValue.text(last_release.kind),
             "held_out_sequences": MetadataValue.int(len(held_out.sequences)),
             "losses": MetadataValue.md(
                 "| model | loss | perplexity | Δ vs base |\n|---|---|---|---|\n" + rows
@@ -173,30 +148,12 @@ class GateConfig(Config):
     )
 
 
-def _gate_evidence(
-    context: AssetExecutionContext, round_key: str, report: dict[str, Any]
-) -> GateEvidence:
-    """The measured facts the gate judges, each read from its recorded source."""
-    _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
-    _, pruned_meta = verified_upstream_path(context, "pruned_model", round_key)
-    last = report["last_release"]
-    last_release: PreviousRelease | FirstRelease | None = None
-    if last["kind"] == "first_release":
-        last_release = FirstRelease()
-    elif last["kind"] == "previous_release":
-        last_release = PreviousRelease(version=last["version"], eval_loss=last["eval_loss"])
-    checks = {
+def _measured_checks(context: AssetExecutionContext, round_key: str) -> dict[str, bool]:
+    """The recorded results of the asset checks the gate requires, as ``asset.check``."""
+    return {
         f"{asset_name}.{check}": latest_check_passed(context, asset_name, check, round_key)
         for asset_name, check in GATED_CHECKS
     }
-    return GateEvidence(
-        eval_loss_global=report["losses"]["global_adapter"],
-        eval_loss_base=report["losses"]["base_model"],
-        last_release=last_release,
-        onnx_max_abs_diff=float(onnx_meta["max_abs_diff"]),
-        sparsity=float(pruned_meta["sparsity"]),
-        checks=checks,
-    )
 
 
 @asset(
@@ -226,11 +183,18 @@ def gate_decision(
     gate's blocking check stops the release."""
     round_key = context.partition_key
     report_path, _ = verified_upstream_path(context, "evaluation_report", round_key)
+    _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
+    _, pruned_meta = verified_upstream_path(context, "pruned_model", round_key)
+    policy_file = Path(config.policy_file) if config.policy_file else None
     try:
-        policy_path = Path(config.policy_file) if config.policy_file else DEFAULT_POLICY_FILE
-        policy = load_policy(policy_path)
         report = json.loads(report_path.read_text(encoding="utf-8"))
-        decision = evaluate_gate(policy, _gate_evidence(context, round_key, report))
+        evidence = gate_evidence(
+            report,
+            onnx_max_abs_diff=float(onnx_meta["max_abs_diff"]),
+            sparsity=float(pruned_meta["sparsity"]),
+            checks=_measured_checks(context, round_key),
+        )
+        decision = decide_release(evidence, policy_file)
     except TensorGuardError as exc:
         raise fail_closed(exc, step="gate_decision") from None
     out_path = artifacts.asset_dir("gate_decision", round_key) / DECISION_FILE
@@ -261,21 +225,39 @@ def gate_decision(
     )
 
 
-def _passed_decision(context: AssetExecutionContext, round_key: str) -> tuple[GateDecision, Path]:
-    """The round's recorded gate decision, re-validated; refuses one that failed."""
-    path, _ = verified_upstream_path(context, "gate_decision", round_key)
-    decision = GateDecision.from_json(path.read_bytes())
-    if not decision.passed:
-        raise ConfigurationError(
-            "the release gate failed for this round: " + "; ".join(decision.failures)
-        )
-    return decision, path
-
-
 class PackageConfig(Config):
     """How long a release stays installable."""
 
     validity_days: int = Field(default=30, ge=1, description="Days until the package expires.")
+
+
+def _recipients(
+    context: AssetExecutionContext,
+    artifacts: ArtifactStore,
+    keys: KeyVault,
+    fleet: FleetResource,
+    signer: CompositeSigner,
+) -> dict[str, XWingPublicKey]:
+    """The enrolled edge nodes' keys; development enrols one demo node when none is."""
+    recipients = fleet.recipient_keys()
+    if recipients or not keys.development:
+        return recipients
+    node = provision_edge_node(
+        artifacts.root.parent / "edge" / DEMO_EDGE_NODE,
+        Path(fleet.recipients_dir),
+        node_id=DEMO_EDGE_NODE,
+        fleet=fleet.fleet,
+        channel=fleet.channel,
+        release_key=signer.public_key(),
+        mqtt_host=fleet.mqtt_host or "127.0.0.1",
+        mqtt_port=fleet.mqtt_port,
+    )
+    context.log.warning(
+        f"DEVELOPMENT: no edge node was enrolled, so demo node {DEMO_EDGE_NODE} was "
+        f"created ({node.agent_config_file}); enrol real nodes' public keys in "
+        f"{fleet.recipients_dir}"
+    )
+    return fleet.recipient_keys()
 
 
 @asset(
@@ -314,137 +296,75 @@ def tgsp_package(
     report, gate decision) in one TGSP v2 package: signed with the composite release
     key, encrypted to every enrolled edge node."""
     round_key = context.partition_key
+    decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
+    _, base_meta = verified_upstream_path(context, "base_model")
+    adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
+    contents = {
+        "global_adapter": adapter_dir,
+        "pruned_model": verified_upstream_path(context, "pruned_model", round_key)[0],
+        "onnx": verified_upstream_path(context, "onnx_model", round_key)[0],
+        "moai": verified_upstream_path(context, "moai_export", round_key)[0],
+        REPORT_FILE: verified_upstream_path(context, "evaluation_report", round_key)[0],
+        DECISION_FILE: decision_path,
+    }
     try:
-        decision, decision_path = _passed_decision(context, round_key)
-        _, base_meta = verified_upstream_path(context, "base_model")
-        adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
-        contents = {
-            "global_adapter": adapter_dir,
-            "pruned_model": verified_upstream_path(context, "pruned_model", round_key)[0],
-            "onnx": verified_upstream_path(context, "onnx_model", round_key)[0],
-            "moai": verified_upstream_path(context, "moai_export", round_key)[0],
-            REPORT_FILE: verified_upstream_path(context, "evaluation_report", round_key)[0],
-            DECISION_FILE: decision_path,
-        }
+        decision = load_passed_decision(decision_path)
         signer = keys.provider.signer_for(
             fleet.release_key_name, generate_if_missing=keys.development
         )
-        recipients = fleet.recipient_keys()
-        if not recipients and keys.development:
-            node = provision_edge_node(
-                artifacts.root.parent / "edge" / DEMO_EDGE_NODE,
-                Path(fleet.recipients_dir),
-                node_id=DEMO_EDGE_NODE,
-                fleet=fleet.fleet,
-                channel=fleet.channel,
-                release_key=signer.public_key(),
-                mqtt_host=fleet.mqtt_host or "127.0.0.1",
-                mqtt_port=fleet.mqtt_port,
-            )
-            context.log.warning(
-                f"DEVELOPMENT: no edge node was enrolled, so demo node {DEMO_EDGE_NODE} was "
-                f"created ({node.agent_config_file}); enrol real nodes' public keys in "
-                f"{fleet.recipients_dir}"
-            )
-            recipients = fleet.recipient_keys()
+        recipients = _recipients(context, artifacts, keys, fleet, signer)
         if not recipients:
             raise ConfigurationError(
                 f"no edge node is enrolled: put each node's <node>.xwing.pub file in "
                 f"{fleet.recipients_dir} (TG_FLEET_RECIPIENTS_DIR)"
             )
-        latest = fleet.registry.latest(fleet.channel)
-        version = 1 if latest is None else latest.version + 1
-        out_dir = artifacts.asset_dir("tgsp_package", round_key)
-        staging = out_dir / "staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for name, source in contents.items():
-            if source.is_dir():
-                shutil.copytree(source, staging / name)
-            else:
-                shutil.copy2(source, staging / name)
-        package_path = out_dir / PACKAGE_FILE
-        package_path.unlink(missing_ok=True)
-        now = int(time.time())
-        result = build_package(
-            staging,
-            package_path,
+        package = build_release_package(
+            ReleaseCandidate(
+                round_id=round_key,
+                contents=contents,
+                adapter_digest=str(adapter_meta["digest"]),
+                base_model_digest=str(base_meta["digest"]),
+                decision=decision,
+            ),
+            artifacts.asset_dir("tgsp_package", round_key),
             signer=signer,
             recipients=list(recipients.values()),
-            release=ReleaseInfo(
-                channel=fleet.channel,
-                version=version,
-                created_at=now,
-                expires_at=now + config.validity_days * 86_400,
-                model=ModelIdentity("tensorguard-global-adapter", str(adapter_meta["digest"])),
-                base_model=ModelIdentity("base-model", str(base_meta["digest"])),
-                round_id=round_key,
-                gate_decision_digest=decision.digest(),
-            ),
+            registry=fleet.registry,
+            channel=fleet.channel,
+            validity_days=config.validity_days,
         )
-        shutil.rmtree(staging)
-        verified = True
-        try:
-            verify_package(
-                package_path,
-                TrustStore([signer.public_key()]),
-                VerificationPolicy(expected_channel=fleet.channel),
-            )
-        except TensorGuardError as exc:
-            verified = False
-            context.log.error(f"the new package does not verify: {exc}")
     except TensorGuardError as exc:
         raise fail_closed(exc, step="tgsp_package") from None
-    digest = sha256_file(package_path)
+    if not package.verified:
+        context.log.error(f"the new package does not verify: {package.verification_error}")
+    digest = sha256_file(package.path)
     context.log.info(
-        f"TGSP package v{version} ({result.package_size} bytes) for "
-        f"{len(recipients)} recipient(s), signed by {signer.public_key().fingerprint()[:16]}…"
+        f"TGSP package v{package.version} ({package.size} bytes) for "
+        f"{len(recipients)} recipient(s), signed by {package.signer_fingerprint[:16]}…"
     )
     return MaterializeResult(
         metadata={
-            "path": MetadataValue.path(str(package_path)),
+            "path": MetadataValue.path(str(package.path)),
             "digest": MetadataValue.text(digest),
-            "version": MetadataValue.int(version),
-            "channel": MetadataValue.text(fleet.channel),
-            "size_bytes": MetadataValue.int(result.package_size),
-            "files": MetadataValue.int(len(result.header.files)),
+            "version": MetadataValue.int(package.version),
+            "channel": MetadataValue.text(package.channel),
+            "size_bytes": MetadataValue.int(package.size),
+            "files": MetadataValue.int(package.files),
             "recipients": MetadataValue.text(", ".join(sorted(recipients))),
-            "signer_fingerprint": MetadataValue.text(signer.public_key().fingerprint()),
+            "signer_fingerprint": MetadataValue.text(package.signer_fingerprint),
             "gate_decision_digest": MetadataValue.text(decision.digest()),
             "global_adapter_path": MetadataValue.path(str(adapter_dir)),
             "global_adapter_digest": MetadataValue.text(str(adapter_meta["digest"])),
         },
         check_results=[
-            verify_artifact("tgsp_package", package_path, digest),
+            verify_artifact("tgsp_package", package.path, digest),
             AssetCheckResult(
                 asset_key=AssetKey("tgsp_package"),
                 check_name="signature_verifies",
-                passed=verified,
+                passed=package.verified,
+                description=package.verification_error or "verifies against the release key",
             ),
         ],
-    )
-
-
-def _publish(
-    context: AssetExecutionContext, fleet: FleetResource, package_path: Path, meta: dict[str, Any]
-) -> ReleaseRecord:
-    report_path, report_meta = verified_upstream_path(
-        context, "evaluation_report", context.partition_key
-    )
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    return fleet.registry.publish(
-        package_path,
-        fleet.channel,
-        int(meta["version"]),
-        metadata={
-            "round": context.partition_key,
-            "eval_loss": float(report["losses"]["global_adapter"]),
-            "held_out_digest": str(report["held_out_digest"]),
-            "global_adapter_path": str(meta["global_adapter_path"]),
-            "global_adapter_digest": str(meta["global_adapter_digest"]),
-            "gate_decision_digest": str(meta["gate_decision_digest"]),
-            "evaluation_report_digest": str(report_meta["digest"]),
-        },
     )
 
 
@@ -458,41 +378,51 @@ def _publish(
 def release(
     context: AssetExecutionContext,
     runtime: TensorGuardRuntime,
+    keys: KeyVault,
     fleet: FleetResource,
 ) -> MaterializeResult:
     """Publication: the package is copied atomically into the registry (monotonic
     version per channel), recorded in the application database, and announced to the
-    fleet over MQTT (retained, QoS 1). Only a round whose gate passed gets here."""
+    fleet over MQTT (retained, QoS 1). Only a round whose gate passed gets here, and
+    only a package that verifies against the release key and names that decision."""
     round_key = context.partition_key
-    package_path, package_meta = verified_upstream_path(context, "tgsp_package", round_key)
+    package_path, _ = verified_upstream_path(context, "tgsp_package", round_key)
+    decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
+    report_path, report_meta = verified_upstream_path(context, "evaluation_report", round_key)
+    adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
     try:
-        decision, _ = _passed_decision(context, round_key)
-        record = _publish(context, fleet, package_path, package_meta)
-        location = fleet.registry.location(record)
-        database = fleet.database()
-        try:
-            database.record_release(
-                fleet.fleet,
-                record,
-                location,
-                gate_decision_digest=decision.digest(),
-                actor=f"dagster:{context.run.run_id}",
-            )
-        finally:
-            database.close()
-        settings = fleet.mqtt
-        topic = "not announced: no broker configured (set TG_MQTT_HOST)"
-        if settings is not None:
-            topic = announce_release(
-                settings,
-                announcement_for(
-                    fleet.registry, record, fleet.fleet, gate_decision_digest=decision.digest()
-                ),
-            )
-        else:
-            context.log.warning(f"release v{record.version} published but {topic}")
+        decision = load_passed_decision(decision_path)
+        release_key = keys.provider.signer_for(fleet.release_key_name).public_key()
+        record = publish_release(
+            fleet.registry,
+            package_path,
+            channel=fleet.channel,
+            decision=decision,
+            trust_store=TrustStore([release_key]),
+            metadata=release_metadata(
+                round_id=round_key,
+                report=json.loads(report_path.read_text(encoding="utf-8")),
+                report_digest=str(report_meta["digest"]),
+                adapter_path=adapter_dir,
+                adapter_digest=str(adapter_meta["digest"]),
+                decision=decision,
+            ),
+        )
+        topic = record_and_announce(
+            fleet.registry,
+            record,
+            database_url=fleet.database_url,
+            fleet=fleet.fleet,
+            mqtt=fleet.mqtt,
+            decision=decision,
+            actor=f"dagster:{context.run.run_id}",
+        )
     except TensorGuardError as exc:
         raise fail_closed(exc, step="release") from None
+    location = fleet.registry.location(record)
+    if topic is None:
+        topic = "not announced: no broker configured (set TG_MQTT_HOST)"
+        context.log.warning(f"release v{record.version} published but {topic}")
     context.log.info(f"published {fleet.channel} v{record.version} at {location}")
     return MaterializeResult(
         metadata={

@@ -1,0 +1,449 @@
+"""The release recipe without Dagster: real gate decisions, TGSP packages and registry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
+from tensorguard.digest import sha256_path
+from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
+from tensorguard.fleet.errors import ReleaseVersionError
+from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
+from tensorguard.gate import FirstRelease, GateDecision, GateEvidence, PreviousRelease
+from tensorguard.release import (
+    DECISION_FILE,
+    REPORT_FILE,
+    LastReleaseComparison,
+    ReleaseBlockedError,
+    ReleaseCandidate,
+    ReleaseError,
+    build_release_package,
+    compare_with_last_release,
+    decide_release,
+    gate_evidence,
+    load_passed_decision,
+    next_version,
+    publish_release,
+    record_and_announce,
+    release_metadata,
+    stage_release,
+)
+from tensorguard.tgsp import (
+    PackageSignatureError,
+    TrustStore,
+    UnknownSignerError,
+    inspect_package,
+    open_package,
+)
+
+CHANNEL = "stable"
+FLEET = "release-tests"
+REQUIRED_CHECKS = {
+    "aggregated_update.quorum_met": True,
+    "global_adapter.artifact_integrity": True,
+    "pruned_model.two_four_pattern_exact": True,
+    "onnx_model.onnx_parity": True,
+    "moai_export.moai_hashes_match": True,
+    "moai_export.moai_self_check": True,
+}
+
+
+@dataclass(frozen=True)
+class ReleaseKeys:
+    signer: CompositeSigningKey
+    stranger: CompositeSigningKey
+    node: XWingPrivateKey
+
+
+@pytest.fixture(scope="module")
+def keys() -> ReleaseKeys:
+    return ReleaseKeys(
+        CompositeSigningKey.generate(), CompositeSigningKey.generate(), XWingPrivateKey.generate()
+    )
+
+
+def report(
+    global_loss: float = 2.0, base_loss: float = 2.5, last: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "round": "2026-11-20",
+        "held_out_digest": "ab" * 32,
+        "losses": {"base_model": base_loss, "global_adapter": global_loss},
+        "last_release": last if last is not None else {"kind": "first_release"},
+    }
+
+
+def decision_for(document: dict[str, Any], **overrides: Any) -> GateDecision:
+    measured: dict[str, Any] = {
+        "onnx_max_abs_diff": 1e-5,
+        "sparsity": 0.5,
+        "checks": REQUIRED_CHECKS,
+    }
+    measured.update(overrides)
+    return decide_release(gate_evidence(document, **measured))
+
+
+@pytest.fixture
+def passed() -> GateDecision:
+    decision = decision_for(report())
+    assert decision.passed, decision.failures
+    return decision
+
+
+@pytest.fixture
+def failed() -> GateDecision:
+    decision = decision_for(report(global_loss=3.0, base_loss=2.5))
+    assert not decision.passed
+    return decision
+
+
+def candidate_for(tmp_path: Path, decision: GateDecision) -> ReleaseCandidate:
+    adapter = tmp_path / "artifacts" / "global_adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x01\x02" * 512)
+    report_file = tmp_path / "artifacts" / REPORT_FILE
+    report_file.write_text(json.dumps(report()))
+    decision_file = tmp_path / "artifacts" / DECISION_FILE
+    decision_file.write_bytes(decision.canonical_json())
+    return ReleaseCandidate(
+        round_id="2026-11-20",
+        contents={
+            "global_adapter": adapter,
+            REPORT_FILE: report_file,
+            DECISION_FILE: decision_file,
+        },
+        adapter_digest=sha256_path(adapter),
+        base_model_digest="cd" * 32,
+        decision=decision,
+    )
+
+
+def build(
+    tmp_path: Path, keys: ReleaseKeys, decision: GateDecision, registry: LocalRegistry
+) -> tuple[ReleaseCandidate, Path, int]:
+    candidate = candidate_for(tmp_path, decision)
+    package = build_release_package(
+        candidate,
+        tmp_path / "package",
+        signer=keys.signer,
+        recipients=[keys.node.public_key()],
+        registry=registry,
+        channel=CHANNEL,
+        validity_days=30,
+    )
+    assert package.verified, package.verification_error
+    return candidate, package.path, package.version
+
+
+def publish(
+    registry: LocalRegistry,
+    package: Path,
+    decision: GateDecision,
+    signer: CompositeSigningKey,
+    metadata: dict[str, str | float] | None = None,
+) -> ReleaseRecord:
+    """Publish ``package`` on the test channel, trusting only ``signer``."""
+    return publish_release(
+        registry,
+        package,
+        channel=CHANNEL,
+        decision=decision,
+        trust_store=TrustStore([signer.public_key()]),
+        metadata=metadata or {},
+    )
+
+
+# --- gate evidence and decision ---------------------------------------------------------
+
+
+def test_first_release_evidence_passes_the_default_policy(passed: GateDecision) -> None:
+    assert isinstance(passed.evidence.last_release, FirstRelease)
+    assert passed.evidence.eval_loss_global == 2.0
+    assert passed.evidence.checks == REQUIRED_CHECKS
+
+
+def test_a_regression_against_the_last_release_fails_the_gate() -> None:
+    last = {"kind": "previous_release", "version": 3, "eval_loss": 1.5}
+    decision = decision_for(report(global_loss=2.0, last=last))
+    assert decision.evidence.last_release == PreviousRelease(version=3, eval_loss=1.5)
+    assert not decision.passed
+    assert any("regression" in failure for failure in decision.failures)
+
+
+def test_an_unavailable_last_release_is_missing_evidence_not_a_pass() -> None:
+    decision = decision_for(report(last={"kind": "unavailable", "version": 2}))
+    assert decision.evidence.last_release is None
+    assert not decision.passed
+
+
+def test_a_failed_check_fails_the_gate() -> None:
+    checks = {**REQUIRED_CHECKS, "onnx_model.onnx_parity": False}
+    decision = decision_for(report(), checks=checks)
+    assert not decision.passed
+    assert any("onnx_model.onnx_parity" in failure for failure in decision.failures)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"losses": {}, "held_out_digest": "x"},
+        {"losses": {}, "last_release": {"kind": "someday"}},
+        {"losses": {}, "last_release": {"kind": "previous_release", "version": 2}},
+    ],
+)
+def test_malformed_reports_are_refused(document: dict[str, Any]) -> None:
+    with pytest.raises(ReleaseError):
+        gate_evidence(document, onnx_max_abs_diff=0.0, sparsity=0.5, checks={})
+
+
+def test_last_release_comparison_round_trips_through_the_report() -> None:
+    for comparison in (
+        LastReleaseComparison("first_release"),
+        LastReleaseComparison("previous_release", 4, 1.25),
+        LastReleaseComparison("unavailable", 4),
+    ):
+        assert LastReleaseComparison.from_document(comparison.to_document()) == comparison
+
+
+def test_a_failed_decision_file_is_refused(tmp_path: Path, failed: GateDecision) -> None:
+    path = tmp_path / DECISION_FILE
+    path.write_bytes(failed.canonical_json())
+    with pytest.raises(ReleaseBlockedError, match="release gate failed"):
+        load_passed_decision(path)
+
+
+def test_a_passed_decision_file_round_trips(tmp_path: Path, passed: GateDecision) -> None:
+    path = tmp_path / DECISION_FILE
+    path.write_bytes(passed.canonical_json())
+    assert load_passed_decision(path).digest() == passed.digest()
+
+
+# --- comparison with the last release ---------------------------------------------------
+
+
+def test_comparison_on_an_empty_channel_is_a_first_release(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+
+    def never(_: Path) -> float:
+        raise AssertionError("nothing to evaluate")
+
+    assert compare_with_last_release(registry, CHANNEL, "ab" * 32, never) == (
+        LastReleaseComparison("first_release")
+    )
+
+
+def test_comparison_re_evaluates_the_last_adapter_or_reuses_a_matching_loss(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    candidate, package, _ = build(tmp_path, keys, passed, registry)
+    adapter = candidate.contents["global_adapter"]
+    metadata = release_metadata(
+        round_id="2026-11-20",
+        report=report(global_loss=1.75),
+        report_digest="ef" * 32,
+        adapter_path=adapter,
+        adapter_digest=candidate.adapter_digest,
+        decision=passed,
+    )
+    publish(registry, package, passed, keys.signer, metadata)
+    evaluated: list[Path] = []
+
+    def adapter_loss(path: Path) -> float:
+        evaluated.append(path)
+        return 1.5
+
+    assert compare_with_last_release(registry, CHANNEL, "00" * 32, adapter_loss) == (
+        LastReleaseComparison("previous_release", 1, 1.5)
+    )
+    assert evaluated == [adapter]
+    # The adapter changed on disk: only a loss on the same held-out set is reused.
+    (adapter / "adapter_model.safetensors").write_bytes(b"changed")
+    assert compare_with_last_release(registry, CHANNEL, "ab" * 32, adapter_loss) == (
+        LastReleaseComparison("previous_release", 1, 1.75)
+    )
+    assert compare_with_last_release(registry, CHANNEL, "00" * 32, adapter_loss) == (
+        LastReleaseComparison("unavailable", 1)
+    )
+    assert evaluated == [adapter]
+
+
+# --- staging, versioning and the package ------------------------------------------------
+
+
+def test_staging_copies_files_and_trees_and_clears_leftovers(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "a.bin").write_bytes(b"a")
+    single = tmp_path / "one.json"
+    single.write_text("{}")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "leftover").write_text("old")
+    stage_release({"tree": tree, "one.json": single}, staging)
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*")) == [
+        "one.json",
+        "tree",
+        "tree/sub",
+        "tree/sub/a.bin",
+    ]
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".."])
+def test_staging_refuses_unsafe_names(tmp_path: Path, name: str) -> None:
+    source = tmp_path / "file"
+    source.write_text("x")
+    with pytest.raises(ReleaseError):
+        stage_release({name: source}, tmp_path / "staging")
+
+
+def test_staging_refuses_a_missing_artifact(tmp_path: Path) -> None:
+    with pytest.raises(ReleaseError, match="does not exist"):
+        stage_release({"gone": tmp_path / "gone"}, tmp_path / "staging")
+
+
+def test_package_is_signed_encrypted_and_names_the_round_and_decision(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    candidate, package, version = build(tmp_path, keys, passed, registry)
+    assert version == 1
+    assert not (tmp_path / "package" / "staging").exists()
+    header = inspect_package(package).header
+    assert header.release.gate_decision_digest == passed.digest()
+    assert header.release.round_id == "2026-11-20"
+    assert header.release.model.digest == candidate.adapter_digest
+    assert header.release.expires_at - header.release.created_at == 30 * 86_400
+    opened = tmp_path / "opened"
+    open_package(
+        package,
+        opened,
+        recipient_key=keys.node,
+        trust_store=TrustStore([keys.signer.public_key()]),
+    )
+    assert json.loads((opened / DECISION_FILE).read_bytes()) == json.loads(passed.canonical_json())
+    assert sha256_path(opened / "global_adapter") == candidate.adapter_digest
+
+
+def test_a_failed_gate_builds_nothing(
+    tmp_path: Path, keys: ReleaseKeys, failed: GateDecision
+) -> None:
+    with pytest.raises(ReleaseBlockedError):
+        build(tmp_path, keys, failed, LocalRegistry(tmp_path / "registry"))
+    assert not (tmp_path / "package").exists()
+
+
+def test_no_recipients_builds_nothing(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    with pytest.raises(ReleaseError, match="enrolled edge node"):
+        build_release_package(
+            candidate_for(tmp_path, passed),
+            tmp_path / "package",
+            signer=keys.signer,
+            recipients=[],
+            registry=LocalRegistry(tmp_path / "registry"),
+            channel=CHANNEL,
+            validity_days=30,
+        )
+
+
+# --- publication ------------------------------------------------------------------------
+
+
+def test_publication_versions_increase_and_metadata_is_recorded(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    versions = []
+    for attempt in range(2):
+        candidate, package, version = build(tmp_path / f"r{attempt}", keys, passed, registry)
+        metadata = release_metadata(
+            round_id=f"round-{attempt}",
+            report=report(),
+            report_digest="ef" * 32,
+            adapter_path=candidate.contents["global_adapter"],
+            adapter_digest=candidate.adapter_digest,
+            decision=passed,
+        )
+        record = publish(registry, package, passed, keys.signer, metadata)
+        assert record.version == version
+        assert record.metadata["gate_decision_digest"] == passed.digest()
+        assert record.metadata["eval_loss"] == 2.0
+        versions.append(record.version)
+    assert versions == [1, 2]
+    assert next_version(registry, CHANNEL) == 3
+    # Re-publishing an old package is refused by the registry's monotonic versions.
+    with pytest.raises(ReleaseVersionError):
+        publish(registry, package, passed, keys.signer)
+
+
+def test_a_failed_gate_publishes_nothing(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision, failed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    _, package, _ = build(tmp_path, keys, passed, registry)
+    with pytest.raises(ReleaseBlockedError):
+        publish(registry, package, failed, keys.signer)
+    assert registry.latest(CHANNEL) is None
+
+
+def test_a_package_for_another_decision_is_not_published(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    _, package, _ = build(tmp_path, keys, passed, registry)
+    other = decision_for(report(global_loss=1.9))
+    assert other.passed and other.digest() != passed.digest()
+    with pytest.raises(ReleaseError, match="names gate decision"):
+        publish(registry, package, other, keys.signer)
+    assert registry.latest(CHANNEL) is None
+
+
+def test_a_package_from_an_unpinned_signer_is_not_published(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    _, package, _ = build(tmp_path, keys, passed, registry)
+    with pytest.raises((UnknownSignerError, PackageSignatureError)):
+        publish(registry, package, passed, keys.stranger)
+    assert registry.latest(CHANNEL) is None
+
+
+def test_a_published_release_is_recorded_in_the_database(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    _, package, _ = build(tmp_path, keys, passed, registry)
+    record = publish(registry, package, passed, keys.signer)
+    url = sqlite_url(tmp_path / "fleet.db")
+    migrate(url)
+    topic = record_and_announce(
+        registry,
+        record,
+        database_url=url,
+        fleet=FLEET,
+        mqtt=None,
+        decision=passed,
+        actor="test",
+    )
+    assert topic is None
+    database = FleetDatabase(url)
+    try:
+        [row] = database.releases(FLEET, CHANNEL)
+    finally:
+        database.close()
+    assert (row.version, row.digest) == (record.version, record.digest)
+    assert row.gate_decision_digest == passed.digest()
+
+
+def test_gate_evidence_feeds_checks_through_unchanged() -> None:
+    evidence = gate_evidence(report(), onnx_max_abs_diff=None, sparsity=None, checks={})
+    assert isinstance(evidence, GateEvidence)
+    assert evidence.onnx_max_abs_diff is None and evidence.checks == {}
