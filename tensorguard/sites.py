@@ -19,8 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.errors import ConfigurationError
 
 SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -84,14 +83,14 @@ def _parse_entry(entry: Any, base: Path, registry_path: Path, index: int) -> Sit
 def load_site_registry(path: Path) -> dict[str, SiteRecord]:
     """Parse a registry file; duplicate or malformed entries are errors."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_strict_yaml(path.read_text(encoding="utf-8"), what=f"site registry {path}")
     except FileNotFoundError:
         raise SiteRegistryError(
             f"site registry {path} does not exist; create it (see tensorguard/sites.py) "
             "or unset TG_SITES_FILE to use the demo sites"
         ) from None
-    except yaml.YAMLError as exc:
-        raise SiteRegistryError(f"site registry {path} is not valid YAML: {exc}") from None
+    except CodecError as exc:
+        raise SiteRegistryError(f"{exc}; fix the file (each key may appear once)") from None
     entries = document.get("sites") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not entries:
         raise SiteRegistryError(f"site registry {path} must contain a non-empty 'sites' list")

@@ -27,8 +27,6 @@ and are bound by their signatures). Fewer than ``min_sites`` fails the round wit
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +34,13 @@ from typing import Any
 
 import tenseal as ts
 
+from tensorguard.codec import (
+    CodecError,
+    FrameReader,
+    FrameWriter,
+    canonical_json,
+    parse_json_object,
+)
 from tensorguard.crypto.composite import CompositeVerifyKey
 from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
@@ -52,8 +57,6 @@ from tensorguard.federation.round_spec import RoundSpec
 RESULT_MAGIC = b"TGFA"
 RESULT_VERSION = 1
 RESULT_FORMAT = "tensorguard.federation.aggregate/v1"
-_RESULT_HEAD = struct.Struct(">4sBI")
-_U64 = struct.Struct(">Q")
 UNREADABLE_SITE = "<unreadable>"
 
 
@@ -153,31 +156,29 @@ class AggregationResult:
         }
 
     def to_bytes(self) -> bytes:
-        """``b"TGFA" | 1 | header_len u32 | JSON header | payload_len u64 | payload``."""
-        header = json.dumps(self._header(), sort_keys=True, separators=(",", ":")).encode()
-        return b"".join(
-            [
-                _RESULT_HEAD.pack(RESULT_MAGIC, RESULT_VERSION, len(header)),
-                header,
-                _U64.pack(len(self.payload)),
-                self.payload,
-            ]
+        """``b"TGFA" | 1 | header_len u32 | RFC 8785 JSON header | payload_len u64 | payload``."""
+        return (
+            FrameWriter(RESULT_MAGIC, RESULT_VERSION)
+            .frame(canonical_json(self._header()), length_size=4)
+            .frame(self.payload, length_size=8)
+            .to_bytes()
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AggregationResult:
         """Parse :meth:`to_bytes` output."""
         try:
-            magic, version, header_len = _RESULT_HEAD.unpack_from(data, 0)
-            if magic != RESULT_MAGIC or version != RESULT_VERSION:
-                raise ValueError("unknown magic or version")
-            start = _RESULT_HEAD.size
-            header = json.loads(data[start : start + header_len])
-            (payload_len,) = _U64.unpack_from(data, start + header_len)
-            payload_start = start + header_len + _U64.size
-            payload = data[payload_start:]
-            if len(payload) != payload_len or header["format"] != RESULT_FORMAT:
-                raise ValueError("payload length or format mismatch")
+            reader = FrameReader(
+                data, magic=RESULT_MAGIC, version=RESULT_VERSION, what="aggregation result"
+            )
+            header = parse_json_object(
+                reader.frame_view(length_size=4, max_bytes=None, field="header"),
+                what="aggregation result header",
+            )
+            payload = reader.frame(length_size=8, max_bytes=None, field="payload")
+            reader.finish()
+            if header["format"] != RESULT_FORMAT:
+                raise ValueError(f"format is {header['format']!r}, expected {RESULT_FORMAT!r}")
             return cls(
                 spec=RoundSpec.model_validate(header["spec"]),
                 public_context_sha256=str(header["public_context_sha256"]),
@@ -196,7 +197,7 @@ class AggregationResult:
                 ),
                 payload=payload,
             )
-        except (struct.error, ValueError, KeyError, TypeError) as exc:
+        except (CodecError, ValueError, KeyError, TypeError) as exc:
             raise FederationError(
                 f"aggregation result does not parse ({type(exc).__name__}: {exc}); "
                 "re-run the aggregation"

@@ -3,7 +3,7 @@
 Wire format (integers big-endian)::
 
     b"TGFU" | version u8 = 1
-    | header_len u32 | header (UTF-8 JSON object, at most 4 MiB)
+    | header_len u32 | header (RFC 8785 canonical JSON object, at most 4 MiB)
     | signature_len u32 | composite ML-DSA-65+Ed25519 signature over the header bytes
     | payload_len u64 | payload (the packed CKKS ciphertexts, see ``packing``)
 
@@ -22,13 +22,19 @@ claimed site id in order to look up that site's registered key.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tensorguard.codec import (
+    CodecError,
+    FrameError,
+    FrameReader,
+    FrameWriter,
+    canonical_json,
+    parse_json_object,
+)
 from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
 from tensorguard.crypto.errors import SignatureError
 from tensorguard.federation.errors import EnvelopeError, LayoutError
@@ -40,9 +46,6 @@ HEADER_FORMAT = "tensorguard.federation.site-update/v1"
 SIGNATURE_CONTEXT = b"tensorguard/federation/site-update/v1"
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 16 * 1024
-_U8_U32 = struct.Struct(">4sBI")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class EnvelopeHeader:
     signer_fingerprint: str
 
     def to_bytes(self) -> bytes:
-        """Canonical JSON (sorted keys, no whitespace)."""
+        """RFC 8785 canonical JSON of the header (the bytes that are signed)."""
         document = {
             "format": HEADER_FORMAT,
             "round_id": self.round_id,
@@ -89,9 +92,10 @@ class EnvelopeHeader:
             "created_at": _format_time(self.created_at),
             "signer_fingerprint": self.signer_fingerprint,
         }
-        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode(
-            "utf-8"
-        )
+        try:
+            return canonical_json(document)
+        except CodecError as exc:
+            raise EnvelopeError(f"envelope header cannot be encoded: {exc}") from exc
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EnvelopeHeader:
@@ -173,15 +177,12 @@ class SealedEnvelope:
 
     def to_bytes(self) -> bytes:
         """Serialise in the documented wire format."""
-        return b"".join(
-            [
-                _U8_U32.pack(MAGIC, VERSION, len(self.header_bytes)),
-                self.header_bytes,
-                _U32.pack(len(self.signature)),
-                self.signature,
-                _U64.pack(len(self.payload)),
-                self.payload,
-            ]
+        return (
+            FrameWriter(MAGIC, VERSION)
+            .frame(self.header_bytes, length_size=4)
+            .frame(self.signature, length_size=4)
+            .frame(self.payload, length_size=8)
+            .to_bytes()
         )
 
     @classmethod
@@ -190,25 +191,17 @@ class SealedEnvelope:
 
         The payload is a read-only view into ``data`` (no copy of the ciphertexts).
         """
-        if len(data) < _U8_U32.size:
-            raise EnvelopeError("envelope is shorter than its fixed header")
-        magic, version, header_len = _U8_U32.unpack_from(data, 0)
-        if magic != MAGIC or version != VERSION:
-            raise EnvelopeError("not a TensorGuard site-update envelope (magic or version)")
-        if header_len > MAX_HEADER_BYTES:
-            raise EnvelopeError(f"envelope header of {header_len} bytes exceeds the limit")
-        offset = _U8_U32.size
-        header_bytes, offset = _take(data, offset, header_len, "header")
-        (signature_len,) = _unpack(_U32, data, offset, "signature length")
-        offset += _U32.size
-        if signature_len > MAX_SIGNATURE_BYTES:
-            raise EnvelopeError(f"envelope signature of {signature_len} bytes exceeds the limit")
-        signature, offset = _take(data, offset, signature_len, "signature")
-        (payload_len,) = _unpack(_U64, data, offset, "payload length")
-        offset += _U64.size
-        if offset + payload_len != len(data):
-            raise EnvelopeError("envelope is truncated or has trailing bytes after its payload")
-        return cls(header_bytes, signature, memoryview(data)[offset:].toreadonly())
+        try:
+            reader = FrameReader(data, magic=MAGIC, version=VERSION, what="site-update envelope")
+            header_bytes = reader.frame(length_size=4, max_bytes=MAX_HEADER_BYTES, field="header")
+            signature = reader.frame(
+                length_size=4, max_bytes=MAX_SIGNATURE_BYTES, field="signature"
+            )
+            payload = reader.frame_view(length_size=8, max_bytes=None, field="payload")
+            reader.finish()
+        except FrameError as exc:
+            raise EnvelopeError(str(exc)) from exc
+        return cls(header_bytes, signature, payload)
 
 
 def seal_envelope(
@@ -226,45 +219,11 @@ def seal_envelope(
     return SealedEnvelope(header_bytes, signature, payload).to_bytes()
 
 
-def _take(data: bytes, offset: int, size: int, what: str) -> tuple[bytes, int]:
-    end = offset + size
-    if end > len(data):
-        raise EnvelopeError(f"envelope is truncated in its {what}")
-    return data[offset:end], end
-
-
-def _unpack(layout: struct.Struct, data: bytes, offset: int, what: str) -> tuple[int]:
-    if offset + layout.size > len(data):
-        raise EnvelopeError(f"envelope is truncated in its {what}")
-    value: tuple[int] = layout.unpack_from(data, offset)
-    return value
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in document:
-            raise EnvelopeError(f"envelope header repeats key {key!r}")
-        document[key] = value
-    return document
-
-
-def _reject_constant(name: str) -> float:
-    raise EnvelopeError(f"envelope header contains non-finite number {name}")
-
-
 def _strict_json(data: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError(f"envelope header is not UTF-8 JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise EnvelopeError("envelope header is not a JSON object")
-    return document
+        return parse_json_object(data, what="envelope header")
+    except CodecError as exc:
+        raise EnvelopeError(str(exc)) from exc
 
 
 def _as_str(value: object, name: str) -> str:

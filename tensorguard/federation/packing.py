@@ -20,21 +20,19 @@ it is summed.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tenseal as ts
 
+from tensorguard.codec import FrameError, FrameReader, FrameWriter
 from tensorguard.federation.errors import CiphertextError, ContextError, EncodingCapacityError
 from tensorguard.federation.layout import FloatVector
 from tensorguard.federation.params import FederationParams
 
 MAGIC = b"TGCV"
 VERSION = 1
-_HEADER = struct.Struct(">4sBQI")
-_CHUNK_LEN = struct.Struct(">I")
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
 
 
@@ -52,12 +50,11 @@ class EncryptedVector:
 
     def to_bytes(self) -> bytes:
         """Serialise in the documented wire format."""
-        parts = [_HEADER.pack(MAGIC, VERSION, self.length, len(self.chunks))]
+        writer = FrameWriter(MAGIC, VERSION).uint(self.length, 8).uint(len(self.chunks), 4)
         for chunk in self.chunks:
             data: bytes = chunk.serialize()
-            parts.append(_CHUNK_LEN.pack(len(data)))
-            parts.append(data)
-        return b"".join(parts)
+            writer.frame(data, length_size=4)
+        return writer.to_bytes()
 
     def __add__(self, other: EncryptedVector) -> EncryptedVector:
         """Slot-wise homomorphic sum (a new vector; operands are unchanged)."""
@@ -136,11 +133,27 @@ def load_encrypted_vector(
     an already inspected one may skip this, because SEAL refuses to add ciphertexts
     whose level or scale differ.
     """
-    if len(data) < _HEADER.size:
-        raise CiphertextError("encrypted payload is shorter than its header")
-    magic, version, length, count = _HEADER.unpack_from(data, 0)
-    if magic != MAGIC or version != VERSION:
-        raise CiphertextError("encrypted payload has an unknown magic or version")
+    try:
+        return _read_encrypted_vector(
+            FrameReader(data, magic=MAGIC, version=VERSION, what="encrypted payload"),
+            context,
+            params,
+            expected_length,
+            inspect_ciphertexts,
+        )
+    except FrameError as exc:
+        raise CiphertextError(str(exc)) from exc
+
+
+def _read_encrypted_vector(
+    reader: FrameReader,
+    context: ts.Context,
+    params: FederationParams,
+    expected_length: int,
+    inspect_ciphertexts: bool,
+) -> EncryptedVector:
+    length = reader.uint(8, "value count")
+    count = reader.uint(4, "ciphertext count")
     if length != expected_length:
         raise CiphertextError(
             f"encrypted payload holds {length} values, the layout has {expected_length}"
@@ -152,16 +165,11 @@ def load_encrypted_vector(
         )
     first_parms_id = context.seal_context().data.first_parms_id()
     chunks: list[ts.CKKSVector] = []
-    offset = _HEADER.size
     for index, expected_count in enumerate(expected_counts):
-        if offset + _CHUNK_LEN.size > len(data):
-            raise CiphertextError(f"encrypted payload truncated before chunk {index}")
-        (size,) = _CHUNK_LEN.unpack_from(data, offset)
-        offset += _CHUNK_LEN.size
-        if size > MAX_CHUNK_BYTES or offset + size > len(data):
-            raise CiphertextError(f"encrypted payload chunk {index} is truncated or oversize")
-        chunk = _load_chunk(bytes(data[offset : offset + size]), context, index)
-        offset += size
+        chunk_bytes = reader.frame(
+            length_size=4, max_bytes=MAX_CHUNK_BYTES, field=f"ciphertext chunk {index}"
+        )
+        chunk = _load_chunk(chunk_bytes, context, index)
         if chunk.size() != expected_count:
             raise CiphertextError(
                 f"ciphertext chunk {index} holds {chunk.size()} values, {expected_count} expected"
@@ -169,8 +177,7 @@ def load_encrypted_vector(
         if inspect_ciphertexts:
             _inspect_chunk(chunk, index, first_parms_id, params)
         chunks.append(chunk)
-    if offset != len(data):
-        raise CiphertextError("encrypted payload has trailing bytes")
+    reader.finish()
     return EncryptedVector(tuple(chunks), length)
 
 

@@ -21,16 +21,15 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.errors import AgentConfigError
 from tensorguard.fleet.messages import Name
 from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.gate.errors import validate_or_raise
-from tensorguard.gate.strict_yaml import load_strict_yaml
 from tensorguard.keys.factory import key_provider_from_env
 from tensorguard.tgsp.keyfiles import load_recipient_private_key
 from tensorguard.tgsp.trust import TrustStore
@@ -84,13 +83,15 @@ def parse_agent_config(document: object, source: str = "agent configuration") ->
 def load_agent_config(path: Path) -> AgentConfig:
     """Read and validate a YAML agent configuration file."""
     try:
-        document = load_strict_yaml(path.read_text(encoding="utf-8"))
+        document = load_strict_yaml(
+            path.read_text(encoding="utf-8"), what=f"agent configuration {path}"
+        )
     except OSError as exc:
         raise AgentConfigError(
             f"cannot read agent configuration {path}: {exc.strerror or exc}"
         ) from exc
-    except yaml.YAMLError as exc:
-        raise AgentConfigError(f"agent configuration {path} is not valid YAML: {exc}") from exc
+    except CodecError as exc:
+        raise AgentConfigError(f"{exc}; fix the file (each key may appear once)") from exc
     return parse_agent_config(document, str(path))
 
 

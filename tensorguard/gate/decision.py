@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tensorguard.gate.canonical import canonical_digest, canonical_json
+from tensorguard.codec import canonical_digest, canonical_json
 from tensorguard.gate.errors import GateDecisionError, describe_validation_error
 from tensorguard.gate.evidence import FirstRelease, GateEvidence
 from tensorguard.gate.policy import GatePolicy

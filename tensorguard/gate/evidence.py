@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tensorguard.gate.canonical import canonical_digest
+from tensorguard.codec import canonical_digest
 from tensorguard.gate.errors import GateEvidenceError, validate_or_raise
 from tensorguard.gate.policy import CHECK_NAME_PATTERN
 

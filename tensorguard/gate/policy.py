@@ -24,7 +24,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,9 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from tensorguard.gate.canonical import canonical_digest
+from tensorguard.codec import CodecError, canonical_digest, load_strict_yaml
 from tensorguard.gate.errors import GatePolicyError, validate_or_raise
-from tensorguard.gate.strict_yaml import load_strict_yaml
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.yaml")
 """The policy shipped with TensorGuard (tensorguard/gate/default_policy.yaml)."""
@@ -140,7 +138,7 @@ def load_policy(path: Path) -> GatePolicy:
             "policy path"
         ) from exc
     try:
-        document = load_strict_yaml(text)
-    except yaml.YAMLError as exc:
-        raise GatePolicyError(f"gate policy {path} is not valid YAML: {exc}") from exc
+        document = load_strict_yaml(text, what=f"gate policy {path}")
+    except CodecError as exc:
+        raise GatePolicyError(f"{exc}; fix the file (each key may appear once)") from exc
     return parse_policy(document, source=str(path))

@@ -5,7 +5,7 @@ Layout (all integers big-endian)::
     magic   8 bytes   b"TGKEYREC"
     version 1 byte    1
     hlen    4 bytes   length of the header
-    header  hlen      UTF-8 JSON, keys sorted, no whitespace (see RecordHeader)
+    header  hlen      RFC 8785 canonical JSON (see RecordHeader)
     body    rest      AES-256-GCM ciphertext || 16-byte tag
 
 Everything before ``body`` is the AEAD's associated data, so the key name, purpose,
@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tensorguard.codec import (
+    CodecError,
+    FrameError,
+    FrameReader,
+    FrameWriter,
+    canonical_json,
+    parse_json_object,
+)
 from tensorguard.keys.errors import InvalidKeyNameError, KeyRecordFormatError
 from tensorguard.keys.names import KeyPurpose, validate_key_name
 
@@ -33,7 +39,6 @@ RECORD_SUFFIX = ".tgkey"
 MAX_HEADER_BYTES = 16 * 1024
 NONCE_BYTES = 12
 TAG_BYTES = 16
-_PREFIX = struct.Struct(">8sBI")
 
 SealValue = str | int
 _HEADER_FIELDS = frozenset(
@@ -74,7 +79,7 @@ class RecordHeader:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
 
     def to_json_bytes(self) -> bytes:
-        """Deterministic JSON encoding of the header."""
+        """RFC 8785 canonical JSON encoding of the header."""
         document = {
             "name": self.name,
             "purpose": self.purpose.value,
@@ -84,7 +89,10 @@ class RecordHeader:
             "seal": dict(self.seal),
             "attributes": dict(self.attributes),
         }
-        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        try:
+            return canonical_json(document)
+        except CodecError as exc:
+            raise KeyRecordFormatError(f"key record header cannot be encoded: {exc}") from exc
 
     def record_prefix(self) -> bytes:
         """Magic, version, length and header: the associated data of the body."""
@@ -93,7 +101,7 @@ class RecordHeader:
             raise KeyRecordFormatError(
                 f"key record header is {len(header)} bytes, above the {MAX_HEADER_BYTES} limit"
             )
-        return _PREFIX.pack(RECORD_MAGIC, RECORD_VERSION, len(header)) + header
+        return FrameWriter(RECORD_MAGIC, RECORD_VERSION).frame(header, length_size=4).to_bytes()
 
 
 @dataclass(frozen=True)
@@ -107,10 +115,10 @@ class ParsedRecord:
 
 def _header_from_json(raw: bytes) -> RecordHeader:
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise KeyRecordFormatError("key record header is not valid UTF-8 JSON") from None
-    if not isinstance(document, dict) or set(document) != _HEADER_FIELDS:
+        document = parse_json_object(raw, what="key record header")
+    except CodecError as exc:
+        raise KeyRecordFormatError(f"{exc}; the file is corrupt") from None
+    if set(document) != _HEADER_FIELDS:
         raise KeyRecordFormatError(
             f"key record header must have exactly the fields {sorted(_HEADER_FIELDS)}"
         )
@@ -155,23 +163,17 @@ def parse_record(data: bytes) -> ParsedRecord:
     Parsing authenticates nothing: the caller must open the body with the returned
     associated data before trusting any header field.
     """
-    if len(data) < _PREFIX.size:
-        raise KeyRecordFormatError("key record is truncated (shorter than its fixed prefix)")
-    magic, version, header_length = _PREFIX.unpack_from(data)
-    if magic != RECORD_MAGIC:
-        raise KeyRecordFormatError("not a TensorGuard key record (bad magic bytes)")
-    if version != RECORD_VERSION:
-        raise KeyRecordFormatError(
-            f"key record version {version} is not supported (this build reads {RECORD_VERSION})"
+    try:
+        reader = FrameReader(
+            data, magic=RECORD_MAGIC, version=RECORD_VERSION, what="TensorGuard key record"
         )
-    if header_length > MAX_HEADER_BYTES:
-        raise KeyRecordFormatError(
-            f"key record header length {header_length} exceeds the {MAX_HEADER_BYTES} limit"
-        )
-    body_start = _PREFIX.size + header_length
-    if len(data) < body_start + TAG_BYTES:
-        raise KeyRecordFormatError("key record is truncated (header or ciphertext missing)")
-    header = _header_from_json(data[_PREFIX.size : body_start])
+        raw_header = reader.frame(length_size=4, max_bytes=MAX_HEADER_BYTES, field="header")
+    except FrameError as exc:
+        raise KeyRecordFormatError(str(exc)) from None
+    body_start = reader.offset
+    if reader.remaining < TAG_BYTES:
+        raise KeyRecordFormatError("key record is truncated (ciphertext missing)")
+    header = _header_from_json(raw_header)
     return ParsedRecord(
         header=header, associated_data=data[:body_start], ciphertext=data[body_start:]
     )

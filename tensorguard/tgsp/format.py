@@ -8,7 +8,7 @@
     10          2     flags, u16 big-endian = 0 (reserved; anything else is refused)
     12          32    producer key id: SHA-256 of the composite public key
     44          4     header length H, u32 big-endian, 1 <= H <= max_header_bytes
-    48          H     header: canonical JSON (see canonical_json.py)
+    48          H     header: RFC 8785 canonical JSON (see header.py, codec.py)
     48+H        2     signature length S, u16 big-endian = 3373
     50+H        S     composite ML-DSA-65 + Ed25519 signature over bytes [0, 48+H)
                       with context "tensorguard/tgsp/v2/header"

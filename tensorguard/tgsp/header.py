@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tensorguard.codec import MAX_SAFE_INTEGER, CodecError, canonical_json, parse_canonical_json
 from tensorguard.crypto.envelope import WRAPPED_KEY_SIZE, WrappedKey
 from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
 from tensorguard.crypto.xwing import CIPHERTEXT_SIZE as XWING_CIPHERTEXT_SIZE
-from tensorguard.tgsp.canonical_json import MAX_SAFE_INTEGER, canonical_dumps, canonical_loads
-from tensorguard.tgsp.errors import HeaderSchemaError, HeaderTooLargeError
+from tensorguard.tgsp.errors import HeaderEncodingError, HeaderSchemaError, HeaderTooLargeError
 from tensorguard.tgsp.format import (
     AEAD_ALGORITHM,
     FORMAT_VERSION,
@@ -37,6 +37,60 @@ _HEX32 = re.compile(r"[0-9a-f]{32}")
 _CHANNEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _ANNOTATION_KEY = re.compile(r"[a-z0-9][a-z0-9._/-]{0,63}")
 MAX_TEXT_LENGTH = 256
+
+
+def _check_header_value(value: object, depth: int = 0) -> None:
+    """Keep a header inside TGSP's JSON subset: objects with ASCII keys, arrays,
+    strings and integers in 0..2**53-1 (no floats, booleans or null), at most 32 deep."""
+    if depth > 32:
+        raise HeaderEncodingError("header nests deeper than 32 levels")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        raise HeaderEncodingError(
+            f"header contains a {type(value).__name__}; only objects, arrays, strings "
+            "and non-negative integers are allowed"
+        )
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_SAFE_INTEGER:
+            raise HeaderEncodingError(f"integer {value} outside 0..2**53-1")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise HeaderEncodingError("string is not valid Unicode (lone surrogate)") from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                raise HeaderEncodingError(f"object key {key!r} is not an ASCII string")
+            _check_header_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_header_value(item, depth + 1)
+    else:
+        raise HeaderEncodingError(f"cannot encode {type(value).__name__} in a header")
+
+
+def encode_header_json(value: object) -> bytes:
+    """RFC 8785 canonical bytes of a header-shaped value (TGSP's JSON subset only)."""
+    _check_header_value(value)
+    try:
+        return canonical_json(value)
+    except CodecError as exc:
+        raise HeaderEncodingError(str(exc)) from exc
+
+
+def decode_header_json(data: bytes) -> Any:
+    """Decode header bytes, refusing anything but the canonical form of a subset value.
+
+    Duplicate keys, floats, ``NaN``/``Infinity``, booleans, ``null``, invalid UTF-8 and
+    any byte string that does not re-encode to itself are refused, so exactly one byte
+    string represents each header and the signature covers its meaning.
+    """
+    try:
+        value = parse_canonical_json(data, what="TGSP header", allow_floats=False)
+    except CodecError as exc:
+        raise HeaderEncodingError(str(exc)) from exc
+    _check_header_value(value)
+    return value
 
 
 def _schema(where: str, problem: str) -> HeaderSchemaError:
@@ -335,7 +389,7 @@ class PackageHeader:
     def encode(self, limits: Limits) -> bytes:
         """Validate and return the canonical header bytes."""
         self.validate(limits)
-        encoded = canonical_dumps(self.to_json())
+        encoded = encode_header_json(self.to_json())
         if len(encoded) > limits.max_header_bytes:
             raise HeaderTooLargeError(
                 f"header would be {len(encoded)} bytes; the limit is {limits.max_header_bytes}. "
@@ -408,7 +462,7 @@ def decode_header(data: bytes, limits: Limits) -> PackageHeader:
     """Parse canonical header bytes into a validated :class:`PackageHeader`."""
     if len(data) > limits.max_header_bytes:
         raise HeaderTooLargeError(f"header is {len(data)} bytes; limit {limits.max_header_bytes}")
-    return PackageHeader.from_json(canonical_loads(data), limits)
+    return PackageHeader.from_json(decode_header_json(data), limits)
 
 
 def sorted_recipients(blocks: Sequence[WrappedKey]) -> tuple[WrappedKey, ...]:
@@ -423,5 +477,7 @@ __all__ = [
     "PayloadInfo",
     "ReleaseInfo",
     "decode_header",
+    "decode_header_json",
+    "encode_header_json",
     "sorted_recipients",
 ]

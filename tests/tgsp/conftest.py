@@ -20,7 +20,6 @@ from tensorguard.tgsp import (
     TrustStore,
     build_package,
 )
-from tensorguard.tgsp.canonical_json import canonical_dumps
 from tensorguard.tgsp.format import (
     PREAMBLE,
     PREAMBLE_SIZE,
@@ -29,6 +28,7 @@ from tensorguard.tgsp.format import (
     Preamble,
     payload_offset,
 )
+from tensorguard.tgsp.header import encode_header_json as canonical_dumps
 
 SMALL_CHUNK = 1024
 NOW = int(time.time())

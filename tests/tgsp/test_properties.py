@@ -25,8 +25,9 @@ from tensorguard.tgsp import (
     TGSPError,
     UnsafePathError,
 )
-from tensorguard.tgsp.canonical_json import canonical_dumps, canonical_loads
 from tensorguard.tgsp.header import PayloadInfo, decode_header
+from tensorguard.tgsp.header import decode_header_json as canonical_loads
+from tensorguard.tgsp.header import encode_header_json as canonical_dumps
 from tensorguard.tgsp.paths import check_path_set, validate_archive_path
 
 HEX = "0123456789abcdef"
