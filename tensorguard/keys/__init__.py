@@ -3,8 +3,8 @@
 * :class:`FileKeyProvider` — AES-256-GCM sealed files under ``TG_KEY_MASTER``;
 * :class:`PKCS11KeyProvider` — Ed25519 inside a PKCS#11 token, ML-DSA-65 and other
   secrets wrapped by a token-held AES key;
-* :class:`KMSKeyProvider` — not available; refuses with what to use instead;
-* :func:`key_provider_from_env` — the provider ``TG_KEY_PROVIDER`` selects.
+* :func:`key_provider_from_env` — the provider ``TG_KEY_PROVIDER`` selects
+  (``kms`` is refused there with what to use instead: no cloud KMS client is built in).
 
 See ``docs/KEYS.md`` for the environment variables and the threat model.
 """
@@ -28,7 +28,6 @@ from tensorguard.keys.errors import (
 )
 from tensorguard.keys.factory import KeyProviderSettings, key_provider_from_env
 from tensorguard.keys.file_provider import FileKeyProvider
-from tensorguard.keys.kms_provider import KMSKeyProvider
 from tensorguard.keys.master import MasterSecret, master_secret_from_env
 from tensorguard.keys.names import KeyPurpose, validate_key_name
 from tensorguard.keys.provider import KeyInfo, KeyProvider
@@ -51,7 +50,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "FileKeyProvider",
     "InvalidKeyNameError",
-    "KMSKeyProvider",
     "KeyExistsError",
     "KeyInfo",
     "KeyIntegrityError",

@@ -1,7 +1,8 @@
 """Choose and build the key provider from ``TG_*`` environment variables.
 
 =========================  =========================================================
-``TG_KEY_PROVIDER``        ``file`` (default), ``pkcs11`` or ``kms``
+``TG_KEY_PROVIDER``        ``file`` (default) or ``pkcs11``; ``kms`` is refused with
+                           :data:`KMS_UNSUPPORTED_MESSAGE` (no cloud KMS client is built in)
 ``TG_KEY_DIR``             directory of sealed key records (all providers that store
                            files); required in production, development defaults to
                            ``$XDG_DATA_HOME/tensorguard/keys``
@@ -33,7 +34,6 @@ from tensorguard.keys.errors import (
     KeyProviderUnavailable,
 )
 from tensorguard.keys.file_provider import FileKeyProvider
-from tensorguard.keys.kms_provider import KMSKeyProvider
 from tensorguard.keys.names import DEFAULT_WRAP_KEY_LABEL
 from tensorguard.keys.provider import KeyProvider
 from tensorguard.production import is_production
@@ -44,7 +44,14 @@ PKCS11_MODULE_ENV = "TG_PKCS11_MODULE"
 PKCS11_TOKEN_ENV = "TG_PKCS11_TOKEN_LABEL"  # noqa: S105 - a variable name, not a secret
 PKCS11_PIN_ENV = "TG_PKCS11_PIN"
 PKCS11_WRAP_KEY_ENV = "TG_PKCS11_WRAP_KEY_LABEL"
-PROVIDER_KINDS = ("file", "pkcs11", "kms")
+PROVIDER_KINDS = ("file", "pkcs11")
+KMS_UNSUPPORTED_MESSAGE = (
+    "TG_KEY_PROVIDER=kms is not supported: TensorGuard ships no AWS/GCP/Azure KMS client, "
+    "and no cloud KMS signs composite ML-DSA-65 + Ed25519. Use TG_KEY_PROVIDER=pkcs11 with "
+    "your HSM's PKCS#11 library (cloud HSMs such as AWS CloudHSM expose one; the token must "
+    "support CKM_EDDSA and AES-GCM), or TG_KEY_PROVIDER=file with TG_KEY_MASTER from your "
+    "secret manager. See docs/KEYS.md."
+)
 
 _KEY_DIR_HOW_TO = (
     f"set {KEY_DIR_ENV} to a private directory for sealed key records (created 0700), "
@@ -83,6 +90,8 @@ class KeyProviderSettings:
         env = os.environ if environ is None else environ
         production = is_production(env)
         provider = env.get(PROVIDER_ENV, "").strip().lower() or "file"
+        if provider == "kms":
+            raise KeyProviderUnavailable(KMS_UNSUPPORTED_MESSAGE)
         problems: list[str] = []
         if provider not in PROVIDER_KINDS:
             problems.append(
@@ -90,7 +99,7 @@ class KeyProviderSettings:
                 + ", ".join(PROVIDER_KINDS)
             )
         key_dir_text = env.get(KEY_DIR_ENV, "").strip()
-        if not key_dir_text and production and provider != "kms":
+        if not key_dir_text and production:
             problems.append(f"{KEY_DIR_ENV} is not set: {_KEY_DIR_HOW_TO}")
         if provider == "pkcs11":
             problems.extend(
@@ -123,8 +132,6 @@ def key_provider_from_env(
     only). Callers own the provider: close it (or use it as a context manager).
     """
     settings = KeyProviderSettings.from_env(environ)
-    if settings.provider == "kms":
-        return KMSKeyProvider(production=settings.production)
     if settings.provider == "pkcs11":
         try:
             from tensorguard.keys.pkcs11_provider import PKCS11KeyProvider

@@ -16,7 +16,6 @@ from tensorguard.keys import (
     KeyProviderSettings,
     KeyProviderUnavailable,
     KeyPurpose,
-    KMSKeyProvider,
     WrongMasterKeyError,
     key_provider_from_env,
 )
@@ -138,16 +137,24 @@ def test_development_pkcs11_settings_are_still_required(key_dir: Path) -> None:
 
 
 def test_unknown_provider_is_refused(key_dir: Path) -> None:
-    with pytest.raises(KeyProviderConfigError, match="file, pkcs11, kms"):
+    with pytest.raises(KeyProviderConfigError, match="file, pkcs11"):
         key_provider_from_env({"TG_KEY_PROVIDER": "vault", "TG_KEY_DIR": str(key_dir)})
 
 
 def test_kms_is_an_explicit_refusal(key_dir: Path) -> None:
     for environment in ("development", "production"):
-        with pytest.raises(KeyProviderUnavailable, match="TG_KEY_PROVIDER=pkcs11"):
+        with pytest.raises(KeyProviderUnavailable, match="TG_KEY_PROVIDER=pkcs11") as refused:
             key_provider_from_env({"TG_ENVIRONMENT": environment, "TG_KEY_PROVIDER": "kms"})
-    with pytest.raises(KeyProviderUnavailable, match="not available"):
-        KMSKeyProvider()
+        assert "not supported" in str(refused.value)
+        with pytest.raises(KeyProviderUnavailable, match="not supported"):
+            KeyProviderSettings.from_env({"TG_ENVIRONMENT": environment, "TG_KEY_PROVIDER": "KMS"})
+
+
+def test_kms_provider_class_is_not_exported() -> None:
+    import tensorguard.keys
+
+    assert not hasattr(tensorguard.keys, "KMSKeyProvider")
+    assert "kms" not in tensorguard.keys.factory.PROVIDER_KINDS
 
 
 def test_development_default_key_dir_follows_xdg(tmp_path: Path, master_text: str) -> None:
