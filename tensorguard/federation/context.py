@@ -13,7 +13,6 @@ secret context and check it against the digest every site update binds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +20,7 @@ from typing import Protocol
 import tenseal as ts
 
 from tensorguard.digest import sha256_bytes
+from tensorguard.durable import atomic_write_bytes
 from tensorguard.federation.errors import ContextError
 from tensorguard.federation.params import FederationParams
 
@@ -119,14 +119,14 @@ class PublicFederation:
         out_dir.mkdir(parents=True, exist_ok=True)
         context_path = out_dir / PUBLIC_CONTEXT_FILENAME
         params_path = out_dir / PARAMS_FILENAME
-        _atomic_write(context_path, self.context_bytes)
+        atomic_write_bytes(context_path, self.context_bytes)
         document = {
             "format": PARAMS_FORMAT,
             "params": self.params.model_dump(mode="json"),
             "public_context_sha256": self.digest,
             "security_level_bits": self.params.security_level,
         }
-        _atomic_write(params_path, (json.dumps(document, indent=2) + "\n").encode())
+        atomic_write_bytes(params_path, (json.dumps(document, indent=2) + "\n").encode())
         return context_path, params_path
 
     @classmethod
@@ -258,9 +258,3 @@ def run_key_ceremony(
         secret_name=secret_name,
         params=keys.public.params,
     )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -15,12 +15,11 @@ held-out evaluation stays held out from the base model too.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from tensorguard.durable import atomic_write_bytes, ensure_directory
 from tensorguard.training.dataset import EVAL_FILE, TRAIN_FILE
 from tensorguard.training.demo_text import GENERATORS, TextGenerator
 from tensorguard.training.errors import DatasetError
@@ -91,21 +90,14 @@ def render_demo_data(seed: int = DEMO_SEED) -> dict[str, bytes]:
 def write_demo_data(data_root: Path, *, seed: int = DEMO_SEED) -> list[Path]:
     """Write every demo file under ``data_root`` and return the paths written.
 
-    Each file is written to a temporary name and renamed into place, so an
+    Each file is written with :func:`tensorguard.durable.atomic_write_bytes`, so an
     interrupted run never leaves a truncated file.
     """
     written: list[Path] = []
     for relative, content in render_demo_data(seed).items():
         path = data_root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(content)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        ensure_directory(path.parent)
+        atomic_write_bytes(path, content)
         written.append(path)
     return written
 
