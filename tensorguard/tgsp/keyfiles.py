@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tensorguard.codec import CodecError, parse_json_object
 from tensorguard.crypto.composite import (
     COMPOSITE_ALGORITHM,
     CompositeSigningKey,
@@ -105,10 +106,10 @@ def _read_document(path: Path, expected_type: str) -> tuple[dict[str, Any], byte
             f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
         )
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KeyFileError(f"key file {path} is not JSON: {exc.msg}") from exc
-    if not isinstance(document, dict) or document.get("format") != KEY_FILE_FORMAT:
+        document = parse_json_object(text, what=f"key file {path}")
+    except CodecError as exc:
+        raise KeyFileError(f"{exc}; the file is damaged or not a key file") from exc
+    if document.get("format") != KEY_FILE_FORMAT:
         raise KeyFileError(f"{path} is not a '{KEY_FILE_FORMAT}' key file")
     if document.get("version") != KEY_FILE_VERSION:
         raise KeyFileError(f"{path}: unsupported key file version {document.get('version')!r}")

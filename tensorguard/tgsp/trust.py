@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tensorguard.codec import CodecError, parse_json_object
 from tensorguard.crypto.composite import COMPOSITE_ALGORITHM, CompositeVerifyKey
 from tensorguard.crypto.errors import KeyFormatError
 from tensorguard.tgsp.errors import TrustStoreError
@@ -119,7 +120,7 @@ class TrustStore:
     def load(cls, path: Path) -> TrustStore:
         """Read a trust store file."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = parse_json_object(path.read_bytes(), what=f"trust store {path}")
+        except (OSError, CodecError) as exc:
             raise TrustStoreError(f"cannot read trust store {path}: {exc}") from exc
         return cls.from_json(data, str(path))

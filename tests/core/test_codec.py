@@ -25,8 +25,11 @@ from tensorguard.codec import (
     parse_json,
     parse_json_object,
 )
+from tensorguard.crypto import CompositeSigningKey
 from tensorguard.errors import TensorGuardError
 from tensorguard.sites import SiteRegistryError, load_site_registry
+from tensorguard.tgsp import KeyFileError, TrustStore, TrustStoreError
+from tensorguard.tgsp.keyfiles import load_verify_key, write_key_file
 
 # --- canonical JSON: RFC 8785 ----------------------------------------------------------
 
@@ -205,6 +208,28 @@ def test_site_registry_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
     twice = _write_registry(tmp_path, "sites:\n  - id: a\n    data_dir: x\nsites: []\n")
     with pytest.raises(SiteRegistryError, match="duplicate key 'sites'"):
         load_site_registry(twice)
+
+
+def _repeat_first_key(text: str, key: str, value: str) -> str:
+    """Insert a second ``"key": value`` member right after the opening brace."""
+    return text.replace("{", "{" + json.dumps(key) + ": " + value + ",", 1)
+
+
+def test_key_files_and_trust_stores_with_a_repeated_key_are_refused(tmp_path: Path) -> None:
+    signing = CompositeSigningKey.generate()
+    key_path = tmp_path / "release.pub"
+    write_key_file(key_path, signing.public_key())
+    assert load_verify_key(key_path).fingerprint() == signing.public_key().fingerprint()
+    key_path.write_text(_repeat_first_key(key_path.read_text(), "type", '"x"'))
+    with pytest.raises(KeyFileError, match="repeats the object key 'type'"):
+        load_verify_key(key_path)
+
+    store_path = tmp_path / "trust.json"
+    TrustStore([signing.public_key()]).save(store_path)
+    assert len(TrustStore.load(store_path)) == 1
+    store_path.write_text(_repeat_first_key(store_path.read_text(), "keys", "[]"))
+    with pytest.raises(TrustStoreError, match="repeats the object key 'keys'"):
+        TrustStore.load(store_path)
 
 
 # --- framing --------------------------------------------------------------------------
