@@ -9,7 +9,8 @@ Measures, for ``--sites`` sites each sending ``--params`` LoRA values:
   and CKKS encryption alone, also for the FLARE setting;
 * aggregation time (signature checks, ciphertext validation, homomorphic sum) versus
   the plaintext weighted FedAvg of the same values in numpy;
-* custodian decryption time and the relative error against plaintext FedAvg.
+* custodian time (recompute the sum from the signed envelopes, ledger, decrypt) and
+  the relative error against plaintext FedAvg.
 
 Prints ratios and writes JSON (default ``bench/results/federation.json``).
 Run: ``.venv/bin/python bench/bench_federation.py [--params 1000000] [--sites 10]``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +33,14 @@ import torch
 
 from tensorguard.crypto.composite import CompositeSigningKey
 from tensorguard.federation import (
+    Custodian,
+    CustodianLedger,
     FederationParams,
     RoundSpec,
     SiteUpdateConfig,
     aggregate_updates,
     build_site_update,
     create_federation_context,
-    decrypt_aggregate,
     load_secret_context,
 )
 from tensorguard.federation.layout import TensorLayout
@@ -132,9 +135,13 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         lambda: aggregate_updates(envelopes, registered, spec, keys.public, min_sites=sites),
         repeats=2,
     )
-    mean_delta, decrypt_seconds = timed(
-        lambda: decrypt_aggregate(result, secret, dtype=torch.float64)
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        ledger = CustodianLedger(Path(scratch) / "ledger.jsonl", CompositeSigningKey.generate())
+        custodian = Custodian(secret, registered, ledger)
+        decryption, decrypt_seconds = timed(
+            lambda: custodian.decrypt(result, envelopes, dtype=torch.float64)
+        )
+    mean_delta = decryption.mean_delta
 
     reference_flat = layout.flatten(reference).astype(np.float32)
     plain_updates = [

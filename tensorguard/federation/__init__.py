@@ -14,8 +14,9 @@ Typical flow::
                                config=SiteUpdateConfig(clip_norm=1.0))   # each site
     result = aggregate_updates(envelopes, site_keys, spec, public, min_sites)  # aggregator
     secret = load_secret_from_store(secret_store, public)          # custodian
-    mean_delta = decrypt_aggregate(result, secret)
-    write_peft_adapter(apply_update(reference, mean_delta), adapter_config, out_dir)
+    custodian = Custodian(secret, site_keys, CustodianLedger(ledger_path, custodian_key))
+    mean_delta = custodian.decrypt(result, envelopes).mean_delta   # verified, once a round
+    write_peft_adapter(apply_update(reference, mean_delta), reference_dir, out_dir)
 """
 
 from tensorguard.federation.accountant import gaussian_epsilon
@@ -37,7 +38,8 @@ from tensorguard.federation.context import (
     load_secret_from_store,
     run_key_ceremony,
 )
-from tensorguard.federation.custodian import apply_update, decrypt_aggregate
+from tensorguard.federation.custodian import Custodian, CustodianDecryption, apply_update
+from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
 from tensorguard.federation.errors import (
     FederationError,
@@ -52,7 +54,7 @@ from tensorguard.federation.lora_factors import (
     compare_factor_averaging,
 )
 from tensorguard.federation.params import FederationParams
-from tensorguard.federation.peft_adapter import read_peft_adapter, write_peft_adapter
+from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.privacy import DPConfig, PrivacyLedger, PrivacyReport
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdate, SiteUpdateConfig, build_site_update
@@ -61,6 +63,9 @@ __all__ = [
     "AcceptedUpdate",
     "AggregationResult",
     "CeremonyRecord",
+    "Custodian",
+    "CustodianDecryption",
+    "CustodianLedger",
     "DPConfig",
     "EnvelopeHeader",
     "FactorAveragingReport",
@@ -88,11 +93,9 @@ __all__ = [
     "build_site_update",
     "compare_factor_averaging",
     "create_federation_context",
-    "decrypt_aggregate",
     "gaussian_epsilon",
     "load_secret_context",
     "load_secret_from_store",
-    "read_peft_adapter",
     "run_key_ceremony",
     "tensors_digest",
     "write_peft_adapter",

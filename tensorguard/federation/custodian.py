@@ -1,39 +1,172 @@
-"""The key custodian: decrypt only the aggregate, normalise, rebuild the adapter.
+"""The key custodian: verify, then decrypt one aggregate per round, then check it.
 
-The custodian never sees a single site's ciphertext: it receives the aggregator's
-:class:`AggregationResult`, decrypts the summed vector with the secret context and
-divides by the total of the weights that went in (each site encrypted
-``delta · weight / max_site_weight``), which yields the weighted FedAvg of the deltas.
+The custodian holds the CKKS secret and must not become the party that can read a
+single site. So it never trusts the aggregator's word; :class:`Custodian` decrypts only
+after it has
+
+1. recomputed the homomorphic sum itself from the signed site envelopes (it checks every
+   signature and round rule exactly as the aggregator does) and found the aggregator's
+   result identical: same contributors, same weights, same ciphertext bytes. A
+   hand-written "aggregate" that holds one site's ciphertext, or a sum into which the
+   aggregator slipped its own vector, differs and is refused;
+2. found at least the round's quorum of contributors (never fewer than two);
+3. recorded the decryption in its signed, append-only :class:`CustodianLedger`, which
+   refuses a second, different aggregate of the same round (the difference of two
+   aggregates would reveal a site).
+
+After decrypting it divides by the total weight (each site encrypted
+``delta · weight / max_site_weight``), which yields the weighted FedAvg of the deltas,
+and checks the result's L2 norm against the round's clip norm: a weighted mean of
+deltas each clipped to ``C`` has norm at most ``C``. What it cannot check is any single
+site's content norm (the ciphertexts are opaque without zero-knowledge proofs); the
+aggregate norm check is the mitigation for a site that encrypted more than it declared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from tensorguard.federation.aggregation import AggregationResult
+from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import SecretFederation
-from tensorguard.federation.errors import CiphertextError, DecryptionError
+from tensorguard.federation.custodian_ledger import CustodianLedger, DecryptionRecord
+from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation.errors import CiphertextError, DecryptionError, QuorumNotMetError
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
 
 MIN_AGGREGATED_SITES = 2
+NORM_TOLERANCE = 1e-6
+"""Relative slack on the aggregate norm bound, far above CKKS error (~1e-9)."""
 
 
-def decrypt_aggregate(
-    aggregate: AggregationResult, secret: SecretFederation, dtype: torch.dtype = torch.float32
+class AggregateMismatchError(DecryptionError):
+    """The aggregator's result differs from the sum the custodian recomputed."""
+
+
+class AggregateNormError(DecryptionError):
+    """The decrypted mean update is longer than the round's clip norm allows."""
+
+
+@dataclass(frozen=True)
+class CustodianDecryption:
+    """The decrypted weighted-mean delta and what the custodian checked."""
+
+    mean_delta: dict[str, torch.Tensor]
+    record: DecryptionRecord
+    l2_norm: float
+    norm_bound: float | None
+
+    def metadata(self) -> dict[str, object]:
+        """Plain values for logs and metadata (no plaintext of the update)."""
+        return {
+            "contributors": list(self.record.contributors),
+            "aggregate_sha256": self.record.aggregate_sha256,
+            "decrypted_at": self.record.decrypted_at.isoformat(),
+            "mean_update_l2_norm": self.l2_norm,
+            "norm_bound": self.norm_bound,
+        }
+
+
+class Custodian:
+    """The only holder of the CKKS secret; decrypts verified aggregates, once a round."""
+
+    def __init__(
+        self,
+        secret: SecretFederation,
+        registered_site_keys: Mapping[str, CompositeVerifyKey],
+        ledger: CustodianLedger,
+    ) -> None:
+        self._secret = secret
+        self._site_keys = dict(registered_site_keys)
+        self._ledger = ledger
+
+    def decrypt(
+        self,
+        aggregate: AggregationResult,
+        envelopes: Sequence[bytes],
+        dtype: torch.dtype = torch.float32,
+    ) -> CustodianDecryption:
+        """Verify ``aggregate`` against ``envelopes``, record, decrypt and check it."""
+        if aggregate.public_context_sha256 != self._secret.public.digest:
+            raise DecryptionError(
+                "the aggregate was encrypted under another federation key than this "
+                "custodian's; load the secret context from the matching ceremony"
+            )
+        if len(aggregate.accepted) < max(MIN_AGGREGATED_SITES, aggregate.spec.min_sites):
+            raise DecryptionError(
+                f"refusing to decrypt an aggregate of {len(aggregate.accepted)} site(s): "
+                f"below the round's quorum of {aggregate.spec.min_sites}, it could reveal an "
+                "individual site's update"
+            )
+        self._check_recomputed(aggregate, envelopes)
+        record = self._ledger.authorise(
+            round_id=aggregate.spec.round_id,
+            public_context_sha256=aggregate.public_context_sha256,
+            contributors=[update.site_id for update in aggregate.accepted],
+            aggregate_sha256=hashlib.sha256(aggregate.payload).hexdigest(),
+        )
+        mean_delta = _decrypt_mean(aggregate, self._secret, dtype)
+        norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()))
+        bound = _norm_bound(aggregate, envelopes)
+        if bound is not None and norm > bound * (1 + NORM_TOLERANCE):
+            raise AggregateNormError(
+                f"round {aggregate.spec.round_id!r}: the decrypted mean update has L2 norm "
+                f"{norm:.6g}, above the clip norm {bound:.6g} every site had to respect; a "
+                "site encrypted more than it declared. The result is withheld; find the site "
+                "by re-running the round without suspected sites"
+            )
+        return CustodianDecryption(mean_delta, record, norm, bound)
+
+    def _check_recomputed(self, aggregate: AggregationResult, envelopes: Sequence[bytes]) -> None:
+        spec = aggregate.spec
+        try:
+            mine = aggregate_updates(
+                envelopes, self._site_keys, spec, self._secret.public, spec.min_sites
+            )
+        except QuorumNotMetError as exc:
+            raise AggregateMismatchError(
+                f"the signed site envelopes do not reach the round's quorum: {exc}"
+            ) from exc
+        if mine.accepted != aggregate.accepted:
+            theirs = ", ".join(u.site_id for u in aggregate.accepted)
+            ours = ", ".join(u.site_id for u in mine.accepted)
+            raise AggregateMismatchError(
+                f"the aggregator's contributor list ({theirs}) differs from the custodian's "
+                f"verification of the signed envelopes ({ours}); refusing to decrypt"
+            )
+        if mine.payload != aggregate.payload:
+            raise AggregateMismatchError(
+                "the aggregator's ciphertext differs from the sum of the signed site "
+                "envelopes the custodian recomputed; the aggregate was altered or a vector "
+                "was added to it. Refusing to decrypt"
+            )
+
+
+def _norm_bound(aggregate: AggregationResult, envelopes: Sequence[bytes]) -> float | None:
+    """The clip norm the mean must respect, or None when it is not bounded by it.
+
+    With DP on, sites add Gaussian noise after clipping, so the mean is not bounded by
+    the clip norm; the check is then skipped (and reported as such). The envelopes'
+    signatures were verified by the recomputation before this reads their headers.
+    """
+    if aggregate.spec.clip_norm is None:
+        return None
+    accepted = {update.envelope_sha256 for update in aggregate.accepted}
+    for raw in envelopes:
+        sealed = SealedEnvelope.from_bytes(raw)
+        if sealed.digest in accepted and EnvelopeHeader.from_bytes(sealed.header_bytes).dp:
+            return None
+    return aggregate.spec.clip_norm
+
+
+def _decrypt_mean(
+    aggregate: AggregationResult, secret: SecretFederation, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """The weighted mean delta, by tensor name, from an aggregation result."""
-    if aggregate.public_context_sha256 != secret.public.digest:
-        raise DecryptionError(
-            "the aggregate was encrypted under another federation key than this "
-            "custodian's; load the secret context from the matching ceremony"
-        )
-    if len(aggregate.accepted) < MIN_AGGREGATED_SITES:
-        raise DecryptionError(
-            f"refusing to decrypt an aggregate of {len(aggregate.accepted)} site(s): it "
-            "would reveal an individual site's update"
-        )
     layout = aggregate.spec.tensor_layout
     try:
         encrypted = load_encrypted_vector(

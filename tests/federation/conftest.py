@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
 from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.federation.aggregation import AggregationResult
 from tensorguard.federation.context import (
     FederationKeys,
     PublicFederation,
@@ -15,12 +19,15 @@ from tensorguard.federation.context import (
     create_federation_context,
     load_secret_context,
 )
+from tensorguard.federation.custodian import Custodian
+from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.privacy import PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdate, SiteUpdateConfig, build_site_update
 
 BASE_DIGEST = "b" * 64
 MAX_SITE_WEIGHT = 5000.0
+CUSTODIAN_KEY = CompositeSigningKey.generate()
 
 
 class InMemorySecretStore:
@@ -115,6 +122,25 @@ class Federation:
 
     def spec(self, round_id: str = "round-0001", base_digest: str = BASE_DIGEST) -> RoundSpec:
         return RoundSpec.from_reference(round_id, base_digest, self.reference, MAX_SITE_WEIGHT)
+
+    def custodian(
+        self, ledger_path: Path, registered: Mapping[str, CompositeVerifyKey] | None = None
+    ) -> Custodian:
+        """A custodian with a signed ledger at ``ledger_path``."""
+        ledger = CustodianLedger(ledger_path, CUSTODIAN_KEY)
+        return Custodian(self.secret, registered or self.registered, ledger)
+
+    def decrypt(
+        self,
+        result: AggregationResult,
+        envelopes: Sequence[bytes],
+        dtype: torch.dtype = torch.float32,
+        registered: Mapping[str, CompositeVerifyKey] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The custodian's verified decryption, with a throwaway ledger."""
+        with tempfile.TemporaryDirectory() as scratch:
+            custodian = self.custodian(Path(scratch) / "ledger.jsonl", registered)
+            return custodian.decrypt(result, envelopes, dtype).mean_delta
 
     def trained(self, site_id: str) -> dict[str, torch.Tensor]:
         return trained_like(self.reference, site_index(site_id))

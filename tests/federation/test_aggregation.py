@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,14 +15,14 @@ import pytest
 import tenseal as ts
 import torch
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
 from tensorguard.federation.aggregation import (
     AggregationResult,
     RejectionReason,
     aggregate_updates,
 )
 from tensorguard.federation.context import PublicFederation
-from tensorguard.federation.custodian import apply_update, decrypt_aggregate
+from tensorguard.federation.custodian import apply_update
 from tensorguard.federation.envelope import (
     SIGNATURE_CONTEXT,
     EnvelopeHeader,
@@ -63,8 +64,14 @@ def _plain_fedavg(fed: Federation, sites: Sequence[str]) -> np.ndarray:
     return total / sum(site_weight(site_id) for site_id in sites)
 
 
-def _fedavg_error(fed: Federation, result: AggregationResult, sites: Sequence[str]) -> float:
-    decrypted = decrypt_aggregate(result, fed.secret, dtype=torch.float64)
+def _fedavg_error(
+    fed: Federation,
+    result: AggregationResult,
+    sites: Sequence[str],
+    envelopes: Sequence[bytes],
+    registered: Mapping[str, CompositeVerifyKey] | None = None,
+) -> float:
+    decrypted = fed.decrypt(result, envelopes, dtype=torch.float64, registered=registered)
     flat = TensorLayout.from_tensors(fed.reference).flatten(decrypted)
     expected = _plain_fedavg(fed, sites)
     return float(np.linalg.norm(flat - expected) / np.linalg.norm(expected))
@@ -74,17 +81,16 @@ def _fedavg_error(fed: Federation, result: AggregationResult, sites: Sequence[st
 def test_decrypted_aggregate_equals_plaintext_fedavg(site_count: int, fed: Federation) -> None:
     spec = fed.spec()
     sites = _sites(site_count)
-    result = aggregate_updates(
-        _envelopes(fed, spec, sites), fed.registered, spec, fed.public, min_sites=site_count
-    )
+    envelopes = _envelopes(fed, spec, sites)
+    result = aggregate_updates(envelopes, fed.registered, spec, fed.public, min_sites=site_count)
     assert [u.site_id for u in result.accepted] == sites
     assert result.rejected == ()
 
     restored = AggregationResult.from_bytes(result.to_bytes())
     assert restored == result
-    assert _fedavg_error(fed, restored, sites) <= 1e-6
+    assert _fedavg_error(fed, restored, sites, envelopes) <= 1e-6
 
-    mean_delta = decrypt_aggregate(restored, fed.secret)
+    mean_delta = fed.decrypt(restored, envelopes)
     updated = apply_update(fed.reference, mean_delta)
     for name, tensor in fed.reference.items():
         assert torch.allclose(updated[name], tensor + mean_delta[name], atol=1e-7)
@@ -99,7 +105,7 @@ def test_dropouts_down_to_quorum_then_below(fed: Federation) -> None:
     )
     assert [u.site_id for u in result.accepted] == present
     assert result.total_weight == sum(site_weight(s) for s in present)
-    assert _fedavg_error(fed, result, present) <= 1e-6
+    assert _fedavg_error(fed, result, present, [envelopes[s] for s in present]) <= 1e-6
 
     with pytest.raises(QuorumNotMetError, match="only 3 valid site updates, quorum is 4"):
         aggregate_updates(
@@ -166,7 +172,7 @@ def test_rejected_updates_are_reported_and_the_rest_aggregate(fed: Federation) -
         ]
     )
     assert "unsigned" in next(r.detail for r in result.rejected if r.site_id == "site-05")
-    assert _fedavg_error(fed, result, good_sites) <= 1e-6
+    assert _fedavg_error(fed, result, good_sites, envelopes, keys) <= 1e-6
 
 
 def test_stale_updates_are_rejected(fed: Federation) -> None:
@@ -257,7 +263,7 @@ def test_mismatched_ciphertexts_are_blamed_on_their_sender_wherever_they_come(
         ("site-00", "invalid_ciphertext"),
         ("site-03", "invalid_ciphertext"),
     ]
-    assert _fedavg_error(fed, result, ["site-01", "site-02"]) <= 1e-6
+    assert _fedavg_error(fed, result, ["site-01", "site-02"], envelopes) <= 1e-6
 
 
 def test_aggregator_and_sites_cannot_decrypt(fed: Federation) -> None:
@@ -294,13 +300,16 @@ def test_aggregator_refuses_a_secret_key_and_single_site_quorum(fed: Federation)
         PublicFederation(fed.public.params, fed.secret.context.serialize(save_secret_key=True))
 
 
-def test_custodian_refuses_a_foreign_or_single_site_aggregate(fed: Federation) -> None:
+def test_custodian_refuses_a_foreign_or_single_site_aggregate(
+    fed: Federation, tmp_path: Path
+) -> None:
     spec = fed.spec()
     envelopes = _envelopes(fed, spec, _sites(2))
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, min_sites=2)
+    custodian = fed.custodian(tmp_path / "ledger.jsonl")
     single = dataclasses.replace(result, accepted=result.accepted[:1])
     with pytest.raises(DecryptionError, match="individual site"):
-        decrypt_aggregate(single, fed.secret)
+        custodian.decrypt(single, envelopes)
     foreign = dataclasses.replace(result, public_context_sha256="0" * 64)
     with pytest.raises(DecryptionError, match="another federation key"):
-        decrypt_aggregate(foreign, fed.secret)
+        custodian.decrypt(foreign, envelopes)
