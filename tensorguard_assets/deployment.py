@@ -4,7 +4,6 @@ the MOAI export for encrypted inference."""
 # No "from __future__ import annotations": Dagster resolves config and resource
 # parameter types from the runtime annotations.
 
-import shutil
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from tensorguard.digest import sha256_tree
+from tensorguard.durable import atomic_copy
 from tensorguard.errors import TensorGuardError
 from tensorguard.evaluation import load_held_out_set
 from tensorguard.moai.export import export_moai
@@ -44,7 +44,7 @@ def _copy_tokenizer(base_dir: Path, model_dir: Path) -> None:
     """Ship the tokenizer beside a merged model so the directory is self-contained."""
     for path in base_dir.iterdir():
         if path.name in TOKENIZER_FILES or path.name.startswith(("tokenizer", "special_tokens")):
-            shutil.copy2(path, model_dir / path.name)
+            atomic_copy(path, model_dir / path.name)
 
 
 class PrunedModelConfig(Config):

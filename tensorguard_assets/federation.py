@@ -25,6 +25,7 @@ from pydantic import Field
 
 from tensorguard.crypto import CompositeVerifyKey
 from tensorguard.digest import sha256_tree
+from tensorguard.durable import atomic_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import (
@@ -201,10 +202,9 @@ def round_spec(
     reference_dir = out_dir / "reference"
     try:
         previous = _previous_global_adapter(context, round_key)
-        if reference_dir.exists():
-            shutil.rmtree(reference_dir)
         if previous is not None:
-            shutil.copytree(previous, reference_dir)
+            with atomic_directory(reference_dir) as staging:
+                shutil.copytree(previous, staging, dirs_exist_ok=True)
             origin = f"global adapter of an earlier round ({previous})"
         else:
             create_initial_adapter(
@@ -228,7 +228,7 @@ def round_spec(
     except TensorGuardError as exc:
         raise fail_closed(exc, step="round_spec") from None
     spec_path = out_dir / SPEC_FILE
-    spec_path.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_artifact(spec_path, (spec.model_dump_json(indent=2) + "\n").encode("utf-8"))
     context.log.info(f"round {round_key}: reference is the {origin}")
     digest = sha256_tree(out_dir)
     return MaterializeResult(
@@ -532,9 +532,7 @@ def global_adapter(
         mean_delta = decrypt_aggregate(aggregate, secret)
         updated = apply_update(read_peft_adapter(reference_dir), mean_delta)
         out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        write_peft_adapter(updated, reference_dir / "adapter_config.json", out_dir)
+        write_peft_adapter(updated, reference_dir / "adapter_config.json", out_dir, replace=True)
     except TensorGuardError as exc:
         raise fail_closed(exc, step="global_adapter") from None
     digest = sha256_tree(out_dir)

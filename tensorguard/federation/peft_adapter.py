@@ -8,8 +8,6 @@ with ``PeftModel.from_pretrained(base_model, out_dir)``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tensorguard.durable import DestinationExistsError, atomic_directory
 from tensorguard.federation.errors import AdapterFormatError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -38,13 +37,19 @@ def read_peft_adapter(adapter_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def write_peft_adapter(
-    tensors: Mapping[str, torch.Tensor], adapter_config_path: Path, out_dir: Path
+    tensors: Mapping[str, torch.Tensor],
+    adapter_config_path: Path,
+    out_dir: Path,
+    *,
+    replace: bool = False,
 ) -> Path:
     """Write ``tensors`` with a copy of ``adapter_config_path`` as a PEFT adapter.
 
     The config is the template of the round's adapters (same rank, alpha and target
     modules); it is checked to be a LoRA config. Files are written to a temporary
-    directory and moved into place, so ``out_dir`` is either complete or absent.
+    directory and moved into place (:func:`tensorguard.durable.atomic_directory`), so
+    ``out_dir`` is either complete or absent. An existing ``out_dir`` is refused, or with
+    ``replace=True`` swapped for the new adapter only once that is complete.
     """
     try:
         config = json.loads(adapter_config_path.read_text(encoding="utf-8"))
@@ -56,20 +61,16 @@ def write_peft_adapter(
         raise AdapterFormatError(f"{adapter_config_path} is not a PEFT LoRA adapter config")
     if not tensors or not all("lora_" in name for name in tensors):
         raise AdapterFormatError("adapter tensors must be a non-empty set of LoRA weights")
-    if out_dir.exists():
-        raise AdapterFormatError(f"{out_dir} already exists; choose a fresh output directory")
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
-        (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", "utf-8")
-        save_file(
-            {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()},
-            str(staging / ADAPTER_WEIGHTS),
-            metadata={"format": "pt"},
-        )
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with atomic_directory(out_dir, replace=replace) as staging:
+            (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", "utf-8")
+            save_file(
+                {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()},
+                str(staging / ADAPTER_WEIGHTS),
+                metadata={"format": "pt"},
+            )
+    except DestinationExistsError as exc:
+        raise AdapterFormatError(
+            f"{out_dir} already exists; choose a fresh output directory or pass replace=True"
+        ) from exc
     return out_dir

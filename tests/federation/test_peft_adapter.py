@@ -132,3 +132,15 @@ def test_write_refuses_existing_dirs_and_non_lora_configs(
         write_peft_adapter(tensors, config, tmp_path / "other")
     with pytest.raises(AdapterFormatError, match="not a PEFT adapter"):
         read_peft_adapter(tmp_path)
+
+
+def test_replace_swaps_the_adapter_only_when_the_new_one_is_complete(
+    tmp_path: Path, reference_dir: Path
+) -> None:
+    tensors = read_peft_adapter(reference_dir)
+    config = reference_dir / ADAPTER_CONFIG
+    out = write_peft_adapter(tensors, config, tmp_path / "out")
+    doubled = {name: tensor * 2 for name, tensor in tensors.items()}
+    write_peft_adapter(doubled, config, out, replace=True)
+    assert all(torch.equal(read_peft_adapter(out)[n], t) for n, t in doubled.items())
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
