@@ -37,7 +37,10 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   echo "bootstrap: installing TensorGuard and its pinned dependencies (first time: ~2 min)"
   # This machine's pip configuration names local indexes that may be absent; their
   # "Location ... is ignored" warnings are noise. pipefail keeps pip's exit status.
-  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev,scale]' 2>&1 \
+  # The base install is only what an edge node needs (keys, TGSP, the agent); `make demo`
+  # and `make test` need the whole pipeline: training, HE, registry, Dagster (docs/CLI.md).
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt \
+    -e '.[pipeline,dev,scale]' 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   echo "$want" > "$STAMP"
 fi

@@ -16,23 +16,14 @@ import pytest
 from tensorguard.cli import build_parser, main
 from tensorguard.cli.exit_codes import ExitCode, exit_code_for
 from tensorguard.errors import ConfigurationError, ProductionGateError, TensorGuardError
+from tests.cli import EXTRAS_ONLY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Top-level modules (and TensorGuard packages) that `--help` must not import.
+# `--help` imports neither the extras nor the base's libraries nor TensorGuard's areas.
 HEAVY_MODULES = (
-    "torch",
-    "transformers",
-    "peft",
-    "onnx",
-    "onnxruntime",
-    "safetensors",
-    "numpy",
-    "dagster",
-    "tenseal",
+    *EXTRAS_ONLY,
     "paho",
-    "sqlalchemy",
-    "alembic",
     "cryptography",
     "pydantic",
     "yaml",
