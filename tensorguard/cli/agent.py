@@ -14,7 +14,6 @@ the broker or its state).
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
@@ -47,6 +46,8 @@ def add_agent_commands(
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from tensorguard.fleet.agent import EdgeAgent, run_once, serve
     from tensorguard.fleet.agent_config import load_agent_config
     from tensorguard.fleet.messages import InstallOutcome
