@@ -16,6 +16,7 @@ import yaml
 
 from tensorguard.crypto.composite import CompositeVerifyKey
 from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.durable import atomic_write_bytes
 from tensorguard.fleet.errors import FleetError
 from tensorguard.tgsp.keyfiles import write_key_file
 from tensorguard.tgsp.trust import TrustStore
@@ -77,7 +78,7 @@ def provision_edge_node(
         "recipient_key_file": str(private_key_file),
         "mqtt": {"host": mqtt_host, "port": mqtt_port},
     }
-    agent_config_file.write_text(yaml.safe_dump(agent_config, sort_keys=False), "utf-8")
+    atomic_write_bytes(agent_config_file, yaml.safe_dump(agent_config, sort_keys=False).encode())
     return ProvisionedNode(
         node_id=node_id,
         private_key_file=private_key_file,

@@ -9,10 +9,10 @@ that callers must announce loudly; production refuses it.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
+from tensorguard.durable import atomic_write_bytes
 from tensorguard.keys.errors import KeyProviderProductionError
 from tensorguard.production import is_production
 
@@ -34,7 +34,5 @@ def development_master(path: Path) -> tuple[str, bool]:
         return path.read_text(encoding="utf-8").strip(), False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = secrets.token_urlsafe(MASTER_BYTES)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
+    atomic_write_bytes(path, (value + "\n").encode("utf-8"), mode=0o600, overwrite=False)
     return value, True

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from tensorguard.crypto.composite import (
 )
 from tensorguard.crypto.errors import CryptoError
 from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
+from tensorguard.durable import DurableWriteError, atomic_write_bytes
 from tensorguard.tgsp.errors import KeyFileError
 from tensorguard.tgsp.format import KEM_ALGORITHM
 
@@ -85,12 +85,11 @@ def write_key_file(path: Path, key: AnyKey) -> None:
         field: base64.b64encode(material).decode("ascii"),
     }
     mode = 0o600 if field == "private_key" else 0o644
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except OSError as exc:
-        raise KeyFileError(f"cannot create key file {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        atomic_write_bytes(path, text.encode("utf-8"), mode=mode, overwrite=False)
+    except DurableWriteError as exc:
+        raise KeyFileError(f"cannot create key file {path}: {exc}") from exc
 
 
 def _read_document(path: Path, expected_type: str) -> tuple[dict[str, Any], bytes]:

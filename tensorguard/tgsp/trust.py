@@ -26,6 +26,7 @@ from typing import Any
 from tensorguard.codec import CodecError, parse_json_object
 from tensorguard.crypto.composite import COMPOSITE_ALGORITHM, CompositeVerifyKey
 from tensorguard.crypto.errors import KeyFormatError
+from tensorguard.durable import atomic_write_bytes
 from tensorguard.tgsp.errors import TrustStoreError
 
 TRUST_STORE_FORMAT = "tensorguard-trust-store"
@@ -78,9 +79,8 @@ class TrustStore:
 
     def save(self, path: Path) -> None:
         """Write the trust store as JSON (public data; mode 0644)."""
-        path.write_text(
-            json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(path, text.encode("utf-8"))
 
     @classmethod
     def from_json(cls, data: Any, source: str = "trust store") -> TrustStore:
