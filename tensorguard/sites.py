@@ -7,12 +7,19 @@ A registry file is YAML::
         data_dir: data/hospital-north  # relative paths resolve against this file
         public_key: keys/hospital-north.pub   # the site's composite public key
                                                # (`tensorguard keys show --public-out`)
+        max_weight: 300                # most examples the site may weigh in a round
+
+``max_weight`` is the coordinator's cap on the weight (example count) a site may
+declare: it goes into every round spec, and the aggregator rejects an update whose
+weight exceeds it, so a site cannot outweigh the others by claiming more data.
+Production requires it for every site.
 
 Without a file, the registry of the demo sites shipped in ``tensorguard/data`` is used.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +29,7 @@ from typing import Any
 from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.errors import ConfigurationError
 
+DEMO_TRAIN_FILE = "train.jsonl"
 SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -36,6 +44,7 @@ class SiteRecord:
     site_id: str
     data_dir: Path
     public_key_path: Path | None = None
+    max_weight: float | None = None
 
 
 def validate_site_id(site_id: str) -> str:
@@ -62,10 +71,20 @@ def demo_site_registry() -> dict[str, SiteRecord]:
             "`python scripts/generate_demo_data.py`"
         )
     return {
-        path.name: SiteRecord(site_id=validate_site_id(path.name), data_dir=path)
+        path.name: SiteRecord(
+            site_id=validate_site_id(path.name),
+            data_dir=path,
+            max_weight=float(_count_lines(path / DEMO_TRAIN_FILE)),
+        )
         for path in sorted(root.iterdir())
         if path.is_dir()
     }
+
+
+def _count_lines(path: Path) -> int:
+    """Examples in a shipped JSONL file: the demo coordinator's weight cap for a site."""
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def _parse_entry(entry: Any, base: Path, registry_path: Path, index: int) -> SiteRecord:
@@ -77,7 +96,23 @@ def _parse_entry(entry: Any, base: Path, registry_path: Path, index: int) -> Sit
     data_dir = (base / str(entry["data_dir"])).resolve()
     key = entry.get("public_key")
     public_key_path = (base / str(key)).resolve() if key else None
-    return SiteRecord(site_id=site_id, data_dir=data_dir, public_key_path=public_key_path)
+    max_weight = entry.get("max_weight")
+    if max_weight is not None and (
+        isinstance(max_weight, bool)
+        or not isinstance(max_weight, int | float)
+        or not math.isfinite(max_weight)
+        or max_weight <= 0
+    ):
+        raise SiteRegistryError(
+            f"{registry_path}: sites[{index}] ({site_id}) max_weight must be a positive "
+            f"number (the most examples the site may weigh in a round), got {max_weight!r}"
+        )
+    return SiteRecord(
+        site_id=site_id,
+        data_dir=data_dir,
+        public_key_path=public_key_path,
+        max_weight=float(max_weight) if max_weight is not None else None,
+    )
 
 
 def load_site_registry(path: Path) -> dict[str, SiteRecord]:
@@ -101,6 +136,27 @@ def load_site_registry(path: Path) -> dict[str, SiteRecord]:
             raise SiteRegistryError(f"{path}: site {record.site_id!r} is listed twice")
         registry[record.site_id] = record
     return registry
+
+
+def site_weight_caps(
+    registry: dict[str, SiteRecord], default_cap: float | None
+) -> dict[str, float]:
+    """Each site's weight cap for a round spec: its registry ``max_weight``.
+
+    A site without one gets ``default_cap``; with ``default_cap=None`` (production) a
+    missing cap is an error, because the site would otherwise weigh what it declares.
+    """
+    missing = sorted(site for site, record in registry.items() if record.max_weight is None)
+    if missing and default_cap is None:
+        raise SiteRegistryError(
+            f"site(s) {', '.join(missing)} have no max_weight in the site registry; "
+            "production requires a weight cap for every site (add max_weight: <examples> "
+            "to each entry of TG_SITES_FILE)"
+        )
+    return {
+        site: record.max_weight if record.max_weight is not None else float(default_cap or 0)
+        for site, record in registry.items()
+    }
 
 
 def lookup_site(registry: dict[str, SiteRecord], site_id: str) -> SiteRecord:

@@ -2,15 +2,18 @@
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetKey,
     DagsterInstance,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
     RunRequest,
+    RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
@@ -20,7 +23,14 @@ from dagster import (
 )
 
 from tensorguard.errors import TensorGuardError
+from tensorguard.federation.round_progress import (
+    MAX_TRAINING_ATTEMPTS,
+    RoundStage,
+    round_progress,
+    training_attempt,
+)
 from tensorguard_assets.jobs import round_open_job, round_release_job, site_training_job
+from tensorguard_assets.lineage import latest_materialization_record, recorded_metadata
 from tensorguard_assets.partitions import (
     ROUND_CADENCE,
     ROUND_SCHEDULE_CRON,
@@ -31,6 +41,8 @@ from tensorguard_assets.partitions import (
 from tensorguard_resources import SiteRegistry
 
 SITES_PARTITION_NAME = site_partitions.name or "sites"
+PARTITION_TAG = "dagster/partition"
+"""The run tag Dagster sets to a partitioned run's partition key."""
 RECENT_ROUNDS = 14
 
 
@@ -94,13 +106,59 @@ def _materialized_partitions(instance: DagsterInstance, asset_name: str) -> set[
     return {str(key) for key in instance.get_materialized_partitions(AssetKey(asset_name))}
 
 
+def _round_rules(instance: DagsterInstance, round_key: str) -> tuple[datetime | None, int]:
+    """The deadline and quorum the round's spec recorded (None: no deadline)."""
+    record = latest_materialization_record(instance, "round_spec", round_key)
+    metadata = recorded_metadata(record) if record is not None else {}
+    deadline_text = str(metadata.get("deadline") or "")
+    deadline = datetime.fromisoformat(deadline_text) if deadline_text else None
+    return deadline, int(metadata.get("min_sites") or 2)
+
+
+def _failed_trainings(instance: DagsterInstance, partition_key: str) -> int:
+    """How many runs of this site's training failed in this round."""
+    return instance.get_runs_count(
+        RunsFilter(
+            job_name=site_training_job.name,
+            statuses=[DagsterRunStatus.FAILURE],
+            tags={PARTITION_TAG: partition_key},
+        )
+    )
+
+
+def _training_requests(
+    context: SensorEvaluationContext, round_key: str, pending: list[str]
+) -> list[RunRequest]:
+    """One run request per pending site; a failed training is retried under a new key."""
+    requests: list[RunRequest] = []
+    for site_id in pending:
+        partition = round_site_key(round_key, site_id)
+        attempt = training_attempt(_failed_trainings(context.instance, str(partition)))
+        if attempt is None:
+            context.log.warning(
+                f"round {round_key}: training of {site_id} failed {MAX_TRAINING_ATTEMPTS} "
+                "times; not retried again (the round goes on without it at its deadline)"
+            )
+            continue
+        requests.append(
+            RunRequest(
+                run_key=f"train:{round_key}|{site_id}#{attempt}",
+                job_name=site_training_job.name,
+                partition_key=partition,
+                tags={"tensorguard/training_attempt": str(attempt)},
+            )
+        )
+    return requests
+
+
 @sensor(
     jobs=[site_training_job, round_release_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.STOPPED,
     description=(
-        "Drives open rounds forward: launches the training of every registered site that "
-        "has no update yet, and the round's release once every site has one."
+        "Drives open rounds forward: launches (and retries, up to 3 attempts) the training "
+        "of every registered site that has no update yet, and the round's release once "
+        "every site has one or, at the round's deadline, with the sites that made it."
     ),
 )
 def round_progress_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
@@ -112,23 +170,25 @@ def round_progress_sensor(context: SensorEvaluationContext) -> list[RunRequest] 
     site_ids = sorted(instance.get_dynamic_partitions(SITES_PARTITION_NAME))
     updated = _materialized_partitions(instance, "site_update")
     aggregated = _materialized_partitions(instance, "aggregated_update")
+    now = datetime.now(UTC)
     requests: list[RunRequest] = []
     for round_key in open_rounds:
-        pending = [s for s in site_ids if str(round_site_key(round_key, s)) not in updated]
-        requests.extend(
+        reported = [s for s in site_ids if str(round_site_key(round_key, s)) in updated]
+        pending = [s for s in site_ids if s not in reported]
+        requests.extend(_training_requests(context, round_key, pending))
+        if round_key in aggregated:
+            continue
+        deadline, quorum = _round_rules(instance, round_key)
+        progress = round_progress(site_ids, reported, deadline=deadline, quorum=quorum, now=now)
+        if progress.stage is RoundStage.WAITING:
+            continue
+        context.log.info(f"round {round_key}: {progress.describe()}")
+        requests.append(
             RunRequest(
-                run_key=f"train:{round_key}|{site_id}",
-                job_name=site_training_job.name,
-                partition_key=round_site_key(round_key, site_id),
+                run_key=f"release:{round_key}",
+                job_name=round_release_job.name,
+                partition_key=round_key,
+                tags={"tensorguard/round_stage": progress.stage.value},
             )
-            for site_id in pending
         )
-        if site_ids and not pending and round_key not in aggregated:
-            requests.append(
-                RunRequest(
-                    run_key=f"release:{round_key}",
-                    job_name=round_release_job.name,
-                    partition_key=round_key,
-                )
-            )
     return requests or SkipReason("every open round is complete or waiting on running stages")

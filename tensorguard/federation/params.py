@@ -142,6 +142,23 @@ class FederationParams(BaseModel):
         """Largest |weighted value| one site may encrypt so that any sum stays decodable."""
         return self.aggregate_value_bound / self.max_sites
 
+    def check_clip_norm(self, clip_norm: float) -> float:
+        """Return ``clip_norm`` if every honest update clipped to it can be encoded.
+
+        A delta clipped to L2 norm ``C`` has no coordinate above ``C``, and weighting
+        only shrinks it, so ``C <= site_value_bound`` guarantees that no honest site
+        inside the clip bound ever meets :class:`EncodingCapacityError`.
+        """
+        if not 0 < clip_norm <= self.site_value_bound:
+            raise FederationParamsError(
+                f"clip_norm {clip_norm} exceeds the per-site CKKS bound "
+                f"{self.site_value_bound:.6g} of this federation (scale 2^{self.scale_bits}, "
+                f"{self.data_modulus_bits}-bit data modulus, {self.max_sites} sites): an honest "
+                "site at its maximum weight could not encode its update. Lower clip_norm, or "
+                "re-run the key ceremony with a smaller scale_bits or max_sites"
+            )
+        return clip_norm
+
     def summary(self) -> dict[str, int | float]:
         """Plain values for logs and metadata (no key material)."""
         return {

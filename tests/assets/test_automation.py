@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from pathlib import Path
 
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
     MultiPartitionKey,
     RunRequest,
     SensorResult,
@@ -128,3 +131,53 @@ def test_progress_sensor_walks_a_round_from_training_to_release() -> None:
 
         _record(instance, "aggregated_update", round_key)
         assert _requests(instance) == []
+
+
+def test_at_the_deadline_the_round_releases_without_its_silent_site() -> None:
+    round_key = "2026-11-20"
+    s1 = str(MultiPartitionKey({"round": round_key, "site": "s1"}))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("sites", ["s1", "s2", "s3"])
+
+        def open_round(deadline: datetime.datetime) -> None:
+            instance.report_runless_asset_event(
+                AssetMaterialization(
+                    asset_key="round_spec",
+                    partition=round_key,
+                    metadata={"deadline": deadline.isoformat(), "min_sites": 2},
+                )
+            )
+
+        now = datetime.datetime.now(datetime.UTC)
+        open_round(now + datetime.timedelta(hours=1))
+        _record(instance, "site_update", s1)
+        _record(instance, "site_update", str(MultiPartitionKey({"round": round_key, "site": "s2"})))
+        assert [r.job_name for r in _requests(instance)] == ["site_training_job"]  # s3 pending
+
+        open_round(now - datetime.timedelta(seconds=1))
+        jobs = sorted(r.job_name for r in _requests(instance))
+        assert jobs == ["round_release_job", "site_training_job"]
+        [release] = [r for r in _requests(instance) if r.job_name == "round_release_job"]
+        assert release.tags["tensorguard/round_stage"] == "aggregate_at_deadline"
+
+
+def test_a_failed_site_training_is_retried_under_a_new_run_key_and_bounded() -> None:
+    round_key = "2026-11-21"
+    partition = str(MultiPartitionKey({"round": round_key, "site": "s1"}))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("sites", ["s1"])
+        _record(instance, "round_spec", round_key)
+        keys = []
+        for _ in range(3):
+            [request] = _requests(instance)
+            keys.append(request.run_key)
+            instance.add_run(
+                DagsterRun(
+                    job_name="site_training_job",
+                    run_id=str(uuid.uuid4()),
+                    status=DagsterRunStatus.FAILURE,
+                    tags={"dagster/partition": partition},
+                )
+            )
+        assert keys == [f"train:{round_key}|s1#{n}" for n in (1, 2, 3)]
+        assert _requests(instance) == []  # three failures: no fourth attempt
