@@ -14,18 +14,12 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedModel
 
 from tensorguard.digest import sha256_bytes
-from tensorguard.training.base_model import load_causal_lm, load_tokenizer
-from tensorguard.training.causal_lm import (
-    batches_in_order,
-    encode_texts,
-    mean_token_loss,
-    pad_token_id_of,
-)
+from tensorguard.hf import evaluate_token_loss, load_adapter, load_causal_lm
+from tensorguard.training.base_model import load_tokenizer
+from tensorguard.training.causal_lm import batches_in_order, encode_texts, pad_token_id_of
 from tensorguard.training.dataset import load_site_dataset
-from tensorguard.training.errors import AdapterError
 
 EVAL_MAX_LENGTH = 64
 EVAL_BATCH_SIZE = 16
@@ -47,7 +41,9 @@ class HeldOutSet:
 
     def loss(self, model: torch.nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> float:
         """Token-weighted mean next-token loss of ``model`` on this set."""
-        return mean_token_loss(model, self.sequences, batch_size, self.pad_token_id)
+        return evaluate_token_loss(
+            model, batches_in_order(self.sequences, batch_size, self.pad_token_id)
+        )
 
     def token_batches(self, batch_size: int = EVAL_BATCH_SIZE) -> list[torch.Tensor]:
         """The sequences as right-padded ``(batch, length)`` id tensors."""
@@ -76,17 +72,11 @@ def load_held_out_set(
     )
 
 
-def load_with_adapter(base_model_dir: Path, adapter_dir: Path) -> PreTrainedModel | PeftModel:
-    """The base model with a PEFT adapter loaded (inference only)."""
-    model = load_causal_lm(base_model_dir)
-    try:
-        return PeftModel.from_pretrained(
-            model, str(adapter_dir), is_trainable=False, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise AdapterError(
-            f"{adapter_dir}: the adapter cannot be loaded onto {base_model_dir} ({exc})"
-        ) from exc
+def load_with_adapter(base_model_dir: Path, adapter_dir: Path) -> PeftModel:
+    """The base model (float32) with a PEFT adapter loaded, for inference only."""
+    return load_adapter(
+        load_causal_lm(base_model_dir, dtype=torch.float32), adapter_dir, trainable=False
+    )
 
 
 def losses_by_name(

@@ -23,10 +23,11 @@ from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_copy
 from tensorguard.errors import TensorGuardError
 from tensorguard.evaluation import load_held_out_set
+from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
 from tensorguard.moai.export import export_moai
 from tensorguard.moai.self_check import run_ckks_self_check
 from tensorguard.moai.verify import verify_moai_export
-from tensorguard.optimize.merge import load_causal_lm, merge_adapter
+from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
 from tensorguard.optimize.pruning import prune_2_4_and_evaluate, verify_2_4
 from tensorguard.optimize.saving import save_model_atomically
@@ -98,7 +99,8 @@ def pruned_model(
         )
         saved = save_model_atomically(merged, out_dir)
         _copy_tokenizer(base_dir, out_dir)
-        reloaded_report = verify_2_4(load_causal_lm(out_dir), tuple(config.exclude))
+        reloaded = load_causal_lm(out_dir, dtype=CHECKPOINT_DTYPE)
+        reloaded_report = verify_2_4(reloaded, tuple(config.exclude))
     except TensorGuardError as exc:
         raise fail_closed(exc, step="pruned_model") from None
     # The tokenizer files were added after publication: hash the directory as shipped.

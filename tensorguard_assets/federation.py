@@ -36,10 +36,11 @@ from tensorguard.federation.context import (
 from tensorguard.federation.custodian import apply_update, decrypt_aggregate
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
 from tensorguard.federation.params import FederationParams
-from tensorguard.federation.peft_adapter import read_peft_adapter, write_peft_adapter
+from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.privacy import DPConfig, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.hf import read_adapter_tensors
 from tensorguard.keys.names import KeyPurpose
 from tensorguard.tgsp.keyfiles import load_verify_key
 from tensorguard.training.lora import (
@@ -222,7 +223,7 @@ def round_spec(
         spec = RoundSpec.from_reference(
             round_id=round_key,
             base_model_digest=str(base_meta["digest"]),
-            reference=read_peft_adapter(reference_dir),
+            reference=read_adapter_tensors(reference_dir),
             max_site_weight=config.max_site_weight,
         )
     except TensorGuardError as exc:
@@ -319,8 +320,8 @@ def site_update(
                 else PrivacyLedger.for_site(site_id, dp)
             )
         update = build_site_update(
-            trained=read_peft_adapter(adapter_dir),
-            reference=read_peft_adapter(reference_dir),
+            trained=read_adapter_tensors(adapter_dir),
+            reference=read_adapter_tensors(reference_dir),
             spec=spec,
             site_id=site_id,
             weight=float(adapter_meta["train_examples"]),
@@ -530,9 +531,9 @@ def global_adapter(
                 "aggregated_update for this round"
             )
         mean_delta = decrypt_aggregate(aggregate, secret)
-        updated = apply_update(read_peft_adapter(reference_dir), mean_delta)
+        updated = apply_update(read_adapter_tensors(reference_dir), mean_delta)
         out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
-        write_peft_adapter(updated, reference_dir / "adapter_config.json", out_dir, replace=True)
+        write_peft_adapter(updated, reference_dir, out_dir, replace=True)
     except TensorGuardError as exc:
         raise fail_closed(exc, step="global_adapter") from None
     digest = sha256_tree(out_dir)

@@ -6,6 +6,7 @@ package, and publication to the registry with a fleet notification."""
 import json
 from pathlib import Path
 
+import torch
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -24,6 +25,7 @@ from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.evaluation import load_held_out_set, load_with_adapter
 from tensorguard.fleet.provisioning import provision_edge_node
+from tensorguard.hf import load_causal_lm
 from tensorguard.release import (
     DECISION_FILE,
     REPORT_FILE,
@@ -38,7 +40,6 @@ from tensorguard.release import (
     release_metadata,
 )
 from tensorguard.tgsp.trust import TrustStore
-from tensorguard.training.base_model import load_causal_lm
 from tensorguard.training.causal_lm import perplexity
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
@@ -90,9 +91,9 @@ def evaluation_report(
     try:
         held_out = load_held_out_set(base_dir, {s: r.data_dir for s, r in sites.sites().items()})
         losses = {
-            "base_model": held_out.loss(load_causal_lm(base_dir)),
+            "base_model": held_out.loss(load_causal_lm(base_dir, dtype=torch.float32)),
             "global_adapter": held_out.loss(load_with_adapter(base_dir, adapter_dir)),
-            "pruned_model": held_out.loss(load_causal_lm(pruned_dir)),
+            "pruned_model": held_out.loss(load_causal_lm(pruned_dir, dtype=torch.float32)),
         }
         last_release = compare_with_last_release(
             fleet.registry,

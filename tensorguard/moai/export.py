@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from tensorguard.digest import sha256_file, sha256_tree
 from tensorguard.durable import atomic_directory
+from tensorguard.hf import ADAPTER_FILES
 from tensorguard.moai.architecture import LinearModuleSpec, linear_modules, select_modules
 from tensorguard.moai.checkpoint import (
     Checkpoint,
@@ -40,7 +41,7 @@ from tensorguard.moai.layout import (
     packed_dtype,
 )
 from tensorguard.optimize.errors import MergeError
-from tensorguard.optimize.merge import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, merge_adapter
+from tensorguard.optimize.merge import merge_adapter
 
 EXPORT_FORMAT = "tensorguard.moai/1"
 LAYOUT_NAME = "ckks-row-blocks-of-weight-transpose/1"
@@ -219,7 +220,7 @@ def _merged_state(checkpoint: Checkpoint, adapter_dir: Path) -> dict[str, torch.
 def adapter_files(adapter_dir: Path) -> tuple[CheckpointFile, ...]:
     """Size and SHA-256 of the adapter's configuration and weights."""
     entries = []
-    for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
+    for name in ADAPTER_FILES:
         path = adapter_dir / name
         if not path.is_file():
             raise MoaiExportError(f"adapter file not found: {path}")

@@ -18,7 +18,7 @@ from tensorguard.optimize.errors import (
     TensorRTUnavailableError,
 )
 from tensorguard.optimize.evaluation import evaluate_causal_lm_loss
-from tensorguard.optimize.merge import load_causal_lm, merge_adapter
+from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
     OnnxExportResult,
@@ -62,7 +62,6 @@ __all__ = [
     "build_tensorrt_engine",
     "evaluate_causal_lm_loss",
     "export_causal_lm_to_onnx",
-    "load_causal_lm",
     "measure_onnx_parity",
     "merge_adapter",
     "prune_2_4_and_evaluate",

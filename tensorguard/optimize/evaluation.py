@@ -1,17 +1,18 @@
-"""Held-out next-token loss of a causal language model."""
+"""Held-out next-token loss of a causal language model over batches of token ids.
+
+The loss itself is :func:`tensorguard.hf.evaluate_token_loss`; this module turns plain
+``(batch, sequence)`` id tensors, as the deployment steps hold them, into masked batches.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
-import torch.nn.functional as functional
 from torch import nn
 
+from tensorguard.hf import TokenBatch, evaluate_token_loss
 from tensorguard.optimize.errors import EvaluationError
-
-IGNORE_INDEX = -100
 
 
 def evaluate_causal_lm_loss(
@@ -27,47 +28,20 @@ def evaluate_causal_lm_loss(
     of attention and of the loss. Every target token counts once, whatever the batch
     sizes, so the result does not depend on how the data was batched.
     """
-    total_loss = 0.0
-    total_tokens = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for index, input_ids in enumerate(batches):
-                batch_loss, batch_tokens = _batch_loss(model, input_ids, pad_token_id, index)
-                total_loss += batch_loss
-                total_tokens += batch_tokens
-    finally:
-        model.train(was_training)
-    if total_tokens == 0:
-        raise EvaluationError(
-            "no target tokens to evaluate: pass at least one batch with sequences of "
-            "two or more non-padding tokens"
-        )
-    mean = total_loss / total_tokens
-    if not math.isfinite(mean):
-        raise EvaluationError(f"evaluation loss is not finite ({mean}); the model diverged")
-    return mean
+    return evaluate_token_loss(model, _masked_batches(batches, pad_token_id))
 
 
-def _batch_loss(
-    model: nn.Module, input_ids: torch.Tensor, pad_token_id: int | None, index: int
-) -> tuple[float, int]:
-    if input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
-        raise EvaluationError(
-            f"evaluation batch {index} must be a 2-D integer tensor of token ids, got "
-            f"dtype {input_ids.dtype} and shape {tuple(input_ids.shape)}"
-        )
-    if pad_token_id is None:
-        attention_mask = torch.ones_like(input_ids)
-    else:
-        attention_mask = (input_ids != pad_token_id).to(input_ids.dtype)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
-    loss_sum = functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return float(loss_sum), int((targets != IGNORE_INDEX).sum())
+def _masked_batches(
+    batches: Iterable[torch.Tensor], pad_token_id: int | None
+) -> Iterator[TokenBatch]:
+    for index, input_ids in enumerate(batches):
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
+            raise EvaluationError(
+                f"evaluation batch {index} must be a 2-D integer tensor of token ids, got "
+                f"dtype {input_ids.dtype} and shape {tuple(input_ids.shape)}"
+            )
+        if pad_token_id is None:
+            attention_mask = torch.ones_like(input_ids)
+        else:
+            attention_mask = (input_ids != pad_token_id).to(input_ids.dtype)
+        yield TokenBatch.from_ids(input_ids, attention_mask)

@@ -23,12 +23,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
-    AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     PretrainedConfig,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -228,27 +226,6 @@ def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise BaseModelError(f"{model_dir}: the tokenizer did not load as a transformers tokenizer")
     return tokenizer
-
-
-def load_causal_lm(model_dir: Path) -> PreTrainedModel:
-    """Load the causal LM in ``model_dir`` in float32 (local safetensors only)."""
-    load_base_model_info(model_dir)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir,
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True,
-            dtype=torch.float32,
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise BaseModelError(
-            f"{model_dir}: the model weights cannot be loaded ({exc}); "
-            "re-save the model with model.save_pretrained()"
-        ) from exc
-    if not isinstance(model, PreTrainedModel):
-        raise BaseModelError(f"{model_dir}: did not load as a transformers model")
-    return model
 
 
 def _default_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:

@@ -1,38 +1,19 @@
-"""Tokenise texts, pad them into batches and measure causal-LM token loss.
+"""Tokenise texts and pad them into batches for causal-LM training and evaluation.
 
-Losses are token-weighted: a batch's loss is the summed next-token cross-entropy over
-every predicted (non-padding) token divided by the number of such tokens, and
-:func:`mean_token_loss` does the same over a whole text set, so the result does not
-depend on the batch size used to compute it.
+The loss over those batches is :mod:`tensorguard.hf`'s (:func:`~tensorguard.hf.token_loss`,
+:func:`~tensorguard.hf.evaluate_token_loss`): token-weighted, padding never counted.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from tensorguard.hf import TokenBatch
 from tensorguard.training.errors import TrainingError
-
-IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class TokenBatch:
-    """Right-padded token ids with their attention mask and next-token labels."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-
-    @property
-    def token_count(self) -> int:
-        """Number of real (non-padding) tokens in the batch."""
-        return int(self.attention_mask.sum().item())
 
 
 def encode_texts(
@@ -70,8 +51,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_token_id: int) -> TokenBat
     for row, ids in enumerate(sequences):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
-    labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
-    return TokenBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    return TokenBatch.from_ids(input_ids, attention_mask)
 
 
 def batches_in_order(
@@ -96,42 +76,6 @@ def shuffled_batches(
             order.extend(torch.randperm(len(sequences), generator=generator).tolist())
         chosen, order = order[:batch_size], order[batch_size:]
         yield pad_batch([sequences[index] for index in chosen], pad_token_id)
-
-
-def token_loss_sum(model: nn.Module, batch: TokenBatch) -> tuple[torch.Tensor, int]:
-    """Return (summed next-token cross-entropy, number of predicted tokens) for ``batch``."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    shifted_logits = logits[:, :-1, :].float()
-    shifted_labels = batch.labels[:, 1:]
-    loss_sum = nn.functional.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.size(-1)),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return loss_sum, int((shifted_labels != IGNORE_INDEX).sum().item())
-
-
-def mean_token_loss(
-    model: nn.Module, sequences: Sequence[Sequence[int]], batch_size: int, pad_token_id: int
-) -> float:
-    """Return the token-weighted mean next-token loss of ``model`` over ``sequences``."""
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    tokens = 0
-    with torch.inference_mode():
-        for batch in batches_in_order(sequences, batch_size, pad_token_id):
-            loss_sum, count = token_loss_sum(model, batch)
-            total += float(loss_sum.item())
-            tokens += count
-    model.train(was_training)
-    if tokens == 0:
-        raise TrainingError("no predicted tokens to evaluate; provide longer evaluation texts")
-    loss = total / tokens
-    if not math.isfinite(loss):
-        raise TrainingError(f"evaluation loss is not finite ({loss}); the model weights diverged")
-    return loss
 
 
 def perplexity(loss: float) -> float:

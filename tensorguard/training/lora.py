@@ -15,7 +15,6 @@ federation site can train from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +27,20 @@ from transformers import PreTrainedModel
 
 from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_directory
-from tensorguard.training.adapter_io import (
+from tensorguard.hf import (
+    ADAPTER_CONFIG_FILE,
     attach_new_lora,
-    load_lora,
+    evaluate_token_loss,
+    load_adapter,
+    load_causal_lm,
     lora_config_of,
-    save_lora,
+    read_adapter_config,
+    save_peft_adapter,
 )
-from tensorguard.training.base_model import load_causal_lm, load_tokenizer
+from tensorguard.training.base_model import load_tokenizer
 from tensorguard.training.causal_lm import (
+    batches_in_order,
     encode_texts,
-    mean_token_loss,
     pad_token_id_of,
     perplexity,
 )
@@ -158,7 +161,7 @@ def train_site_adapter(
     :func:`~tensorguard.training.determinism.enable_determinism` on, two runs write
     byte-identical adapter files. On failure ``output_dir`` is left as it was.
     """
-    model = load_causal_lm(base_model_dir)
+    model = load_causal_lm(base_model_dir, dtype=torch.float32)
     tokenizer = load_tokenizer(base_model_dir)
     pad_token_id = pad_token_id_of(tokenizer)
     train_sequences = encode_texts(tokenizer, dataset.train_texts, config.max_length)
@@ -174,8 +177,8 @@ def train_site_adapter(
                 f"{trainable} trainable parameters; {len(train_sequences)} training and "
                 f"{len(eval_sequences)} evaluation texts"
             )
-        loss_before = mean_token_loss(
-            peft_model, eval_sequences, config.eval_batch_size, pad_token_id
+        loss_before = evaluate_token_loss(
+            peft_model, batches_in_order(eval_sequences, config.eval_batch_size, pad_token_id)
         )
         if progress is not None:
             progress(f"eval before training: loss {loss_before:.4f}")
@@ -194,11 +197,11 @@ def train_site_adapter(
             ),
             progress,
         )
-        loss_after = mean_token_loss(
-            peft_model, eval_sequences, config.eval_batch_size, pad_token_id
+        loss_after = evaluate_token_loss(
+            peft_model, batches_in_order(eval_sequences, config.eval_batch_size, pad_token_id)
         )
     with atomic_directory(output_dir) as staging:
-        save_lora(peft_model, staging)
+        save_peft_adapter(peft_model, staging)
     if progress is not None:
         progress(
             f"eval after training: loss {loss_after:.4f} (was {loss_before:.4f}); "
@@ -233,12 +236,12 @@ def create_initial_adapter(
     trained. The same base model, spec and seed always give the same bytes. Written
     atomically; the digest is :func:`tensorguard.digest.sha256_tree` of ``output_dir``.
     """
-    model = load_causal_lm(base_model_dir)
+    model = load_causal_lm(base_model_dir, dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = _new_adapter(model, spec, base_model_dir)
     with atomic_directory(output_dir) as staging:
-        save_lora(peft_model, staging)
+        save_peft_adapter(peft_model, staging)
     return sha256_tree(output_dir)
 
 
@@ -257,12 +260,13 @@ def evaluate_adapter(
     size and thread count used in training, this reproduces
     ``TrainingResult.eval_loss_after``.
     """
-    model = load_causal_lm(base_model_dir)
+    model = load_causal_lm(base_model_dir, dtype=torch.float32)
     tokenizer = load_tokenizer(base_model_dir)
-    peft_model = load_lora(model, adapter_dir, trainable=False)
+    peft_model = load_adapter(model, adapter_dir, trainable=False)
     sequences = encode_texts(tokenizer, texts, max_length)
+    batches = batches_in_order(sequences, batch_size, pad_token_id_of(tokenizer))
     with limit_torch_threads(torch_threads):
-        return mean_token_loss(peft_model, sequences, batch_size, pad_token_id_of(tokenizer))
+        return evaluate_token_loss(peft_model, batches)
 
 
 def _new_adapter(model: PreTrainedModel, spec: LoRAAdapterSpec, model_dir: Path) -> PeftModel:
@@ -284,7 +288,7 @@ def _starting_adapter(
 ) -> PeftModel:
     if initial_adapter_dir is None:
         return _new_adapter(model, config.adapter_spec, base_model_dir)
-    peft_model = load_lora(model, initial_adapter_dir, trainable=True)
+    peft_model = load_adapter(model, initial_adapter_dir, trainable=True)
     loaded = lora_config_of(peft_model, initial_adapter_dir)
     found = {
         "r": loaded.r,
@@ -312,22 +316,22 @@ def _starting_adapter(
 
 
 def read_adapter_spec(adapter_dir: Path) -> LoRAAdapterSpec:
-    """The LoRA shape recorded in ``adapter_dir/adapter_config.json``.
+    """The LoRA shape recorded in the config file of the adapter in ``adapter_dir``.
 
     Federated sites train from the round's reference adapter, so they take its shape
     from here rather than from their own configuration.
     """
-    config_path = adapter_dir / "adapter_config.json"
+    document = read_adapter_config(adapter_dir)
     try:
-        document = json.loads(config_path.read_text(encoding="utf-8"))
         return LoRAAdapterSpec(
             r=int(document["r"]),
             alpha=int(document["lora_alpha"]),
             dropout=float(document["lora_dropout"]),
             target_modules=tuple(sorted(document["target_modules"])),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise AdapterError(
-            f"{config_path}: not a readable PEFT LoRA config ({exc}); point at a directory "
-            "written by create_initial_adapter or PeftModel.save_pretrained"
+            f"{adapter_dir / ADAPTER_CONFIG_FILE}: not a readable PEFT LoRA config ({exc}); "
+            "point at a directory written by create_initial_adapter or "
+            "PeftModel.save_pretrained"
         ) from exc

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tensorguard.training.causal_lm import shuffled_batches, token_loss_sum
+from tensorguard.hf import token_loss
+from tensorguard.training.causal_lm import shuffled_batches
 from tensorguard.training.errors import TrainingError
 
 ProgressCallback = Callable[[str], None]
@@ -76,7 +77,7 @@ def run_training_loop(
     tokens = 0
     started = time.perf_counter()
     for step, batch in enumerate(batches, start=1):
-        loss_sum, predicted = token_loss_sum(model, batch)
+        loss_sum, predicted = token_loss(model, batch)
         loss = loss_sum / max(predicted, 1)
         value = float(loss.item())
         if not math.isfinite(value):

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 import yaml
 from dagster import DagsterInstance, instance_for_test
-from peft import PeftModel
 
 from tensorguard.digest import sha256_file
-from tensorguard.evaluation import load_held_out_set
+from tensorguard.evaluation import load_held_out_set, load_with_adapter
 from tensorguard.fleet.agent import EdgeAgent, run_once
 from tensorguard.fleet.agent_config import load_agent_config
 from tensorguard.fleet.messages import InstallOutcome, InstallReport, ReleaseAnnouncement
@@ -24,7 +23,6 @@ from tensorguard.fleet.notify import InstallReportListener
 from tensorguard.fleet.topics import release_topic
 from tensorguard.sites import demo_site_registry
 from tensorguard.tgsp import TrustStore, VerificationPolicy, verify_package
-from tensorguard.training.base_model import load_causal_lm
 from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
 from tests.e2e.conftest import unique_fleet
@@ -231,9 +229,7 @@ def test_installed_global_adapter_loads_with_peft_and_beats_the_base_model(
     held_out = load_held_out_set(
         base_dir, {site: record.data_dir for site, record in demo_site_registry().items()}
     )
-    model = PeftModel.from_pretrained(
-        load_causal_lm(base_dir), str(edge_install.installed_dir / "global_adapter")
-    )
+    model = load_with_adapter(base_dir, edge_install.installed_dir / "global_adapter")
     loss = held_out.loss(model)
     assert loss == pytest.approx(report["eval_loss_global"], rel=1e-5)
     assert report["eval_loss_global"] < report["eval_loss_base"]

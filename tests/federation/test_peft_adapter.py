@@ -13,16 +13,15 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
 from tensorguard.federation.aggregation import aggregate_updates
 from tensorguard.federation.context import PublicFederation, SecretFederation
-from tensorguard.federation.custodian import apply_update, decrypt_aggregate
+from tensorguard.federation.custodian import Custodian, apply_update
+from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.errors import AdapterFormatError
 from tensorguard.federation.lora_factors import average_factors
-from tensorguard.federation.peft_adapter import (
-    ADAPTER_CONFIG,
-    read_peft_adapter,
-    write_peft_adapter,
-)
+from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.hf import ADAPTER_CONFIG_FILE, read_adapter_tensors
+from tensorguard.training.errors import AdapterError
 
 VOCAB = 64
 
@@ -77,7 +76,7 @@ def test_round_on_real_adapters_loads_with_peft(
     site_keys: dict[str, CompositeSigningKey],
     registered: dict[str, CompositeVerifyKey],
 ) -> None:
-    reference = read_peft_adapter(reference_dir)
+    reference = read_adapter_tensors(reference_dir)
     assert all(torch.count_nonzero(t) == 0 for name, t in reference.items() if "lora_B" in name)
     spec = RoundSpec.from_reference("round-peft", "a" * 64, reference, max_site_weight=1000.0)
     sites = {"site-00": 300.0, "site-01": 1000.0, "site-02": 50.0}
@@ -86,7 +85,7 @@ def test_round_on_real_adapters_loads_with_peft(
     for index, (site_id, weight) in enumerate(sites.items()):
         site_dir = tmp_path / site_id
         _train_site(reference_dir, site_dir, seed=index)
-        trained[site_id] = read_peft_adapter(site_dir)
+        trained[site_id] = read_adapter_tensors(site_dir)
         envelopes.append(
             build_site_update(
                 trained=trained[site_id],
@@ -101,13 +100,15 @@ def test_round_on_real_adapters_loads_with_peft(
         )
 
     result = aggregate_updates(envelopes, registered, spec, public, min_sites=3)
-    global_tensors = apply_update(reference, decrypt_aggregate(result, secret))
+    ledger = CustodianLedger(tmp_path / "ledger.jsonl", CompositeSigningKey.generate())
+    custodian = Custodian(secret, registered, ledger)
+    global_tensors = apply_update(reference, custodian.decrypt(result, envelopes).mean_delta)
     expected = average_factors(list(trained.values()), list(sites.values()))
     for name, tensor in global_tensors.items():
         assert tensor.dtype == reference[name].dtype
         assert torch.allclose(tensor.double(), expected[name], atol=1e-6, rtol=0)
 
-    out_dir = write_peft_adapter(global_tensors, reference_dir / ADAPTER_CONFIG, tmp_path / "g")
+    out_dir = write_peft_adapter(global_tensors, reference_dir, tmp_path / "g")
     loaded = PeftModel.from_pretrained(_base_model(), out_dir)
     state = loaded.state_dict()
     for name, tensor in global_tensors.items():
@@ -121,26 +122,30 @@ def test_round_on_real_adapters_loads_with_peft(
 def test_write_refuses_existing_dirs_and_non_lora_configs(
     tmp_path: Path, reference_dir: Path
 ) -> None:
-    tensors = read_peft_adapter(reference_dir)
-    out = write_peft_adapter(tensors, reference_dir / ADAPTER_CONFIG, tmp_path / "out")
-    assert read_peft_adapter(out).keys() == tensors.keys()
+    tensors = read_adapter_tensors(reference_dir)
+    out = write_peft_adapter(tensors, reference_dir, tmp_path / "out")
+    assert read_adapter_tensors(out).keys() == tensors.keys()
     with pytest.raises(AdapterFormatError, match="already exists"):
-        write_peft_adapter(tensors, reference_dir / ADAPTER_CONFIG, out)
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
-    with pytest.raises(AdapterFormatError, match="not a PEFT LoRA"):
-        write_peft_adapter(tensors, config, tmp_path / "other")
-    with pytest.raises(AdapterFormatError, match="not a PEFT adapter"):
-        read_peft_adapter(tmp_path)
+        write_peft_adapter(tensors, reference_dir, out)
+    prefix_tuning = tmp_path / "prefix"
+    prefix_tuning.mkdir()
+    (prefix_tuning / ADAPTER_CONFIG_FILE).write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    with pytest.raises(AdapterError, match="not a PEFT LoRA"):
+        write_peft_adapter(tensors, prefix_tuning, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(AdapterError, match="not a PEFT adapter"):
+        read_adapter_tensors(tmp_path)
 
 
 def test_replace_swaps_the_adapter_only_when_the_new_one_is_complete(
     tmp_path: Path, reference_dir: Path
 ) -> None:
-    tensors = read_peft_adapter(reference_dir)
-    config = reference_dir / ADAPTER_CONFIG
-    out = write_peft_adapter(tensors, config, tmp_path / "out")
+    tensors = read_adapter_tensors(reference_dir)
+    out = write_peft_adapter(tensors, reference_dir, tmp_path / "out")
     doubled = {name: tensor * 2 for name, tensor in tensors.items()}
-    write_peft_adapter(doubled, config, out, replace=True)
-    assert all(torch.equal(read_peft_adapter(out)[n], t) for n, t in doubled.items())
+    write_peft_adapter(doubled, reference_dir, out, replace=True)
+    assert all(torch.equal(read_adapter_tensors(out)[n], t) for n, t in doubled.items())
+    with pytest.raises(AdapterError, match="LoRA weights"):
+        write_peft_adapter({"not_a_lora.weight": torch.zeros(1)}, reference_dir, out, replace=True)
+    assert all(torch.equal(read_adapter_tensors(out)[n], t) for n, t in doubled.items())
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tensorguard.digest import file_manifest, sha256_file
+from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
 from tensorguard.moai import (
     MoaiExportError,
     MoaiExportResult,
@@ -21,7 +22,7 @@ from tensorguard.moai import (
     verify_moai_export,
 )
 from tensorguard.moai.layout import BlockGrid, unpack_weight
-from tensorguard.optimize import load_causal_lm, merge_adapter
+from tensorguard.optimize import merge_adapter
 
 TARGETS = ("self_attn.q_proj", "down_proj")
 
@@ -53,7 +54,7 @@ def test_exported_values_are_the_adapter_merged_weights(
     merged_export: MoaiExportResult, tiny_base_model_dir: Path, tiny_adapter_dir: Path
 ) -> None:
     merged = merge_adapter(tiny_base_model_dir, tiny_adapter_dir).state_dict()
-    base = load_causal_lm(tiny_base_model_dir).state_dict()
+    base = load_causal_lm(tiny_base_model_dir, dtype=CHECKPOINT_DTYPE).state_dict()
     records = merged_export.manifest["modules"]
     assert [r["name"] for r in records] == [
         "model.layers.0.mlp.down_proj",

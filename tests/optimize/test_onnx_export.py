@@ -118,8 +118,10 @@ def test_export_in_another_process_gives_identical_bytes(
     saved = save_model_atomically(merged_model, tmp_path / "merged")
     script = (
         "import sys; from pathlib import Path;"
-        "from tensorguard.optimize import load_causal_lm, export_causal_lm_to_onnx;"
-        "r = export_causal_lm_to_onnx(load_causal_lm(Path(sys.argv[1])), Path(sys.argv[2]));"
+        "from tensorguard.hf import load_causal_lm;"
+        "from tensorguard.optimize import export_causal_lm_to_onnx;"
+        "m = load_causal_lm(Path(sys.argv[1]), dtype='auto');"
+        "r = export_causal_lm_to_onnx(m, Path(sys.argv[2]));"
         "print(r.sha256)"
     )
     completed = subprocess.run(

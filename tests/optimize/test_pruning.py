@@ -12,11 +12,11 @@ from torch.ao.pruning.sparsifier.weight_norm_sparsifier import WeightNormSparsif
 from transformers import LlamaForCausalLM
 
 from tensorguard.digest import sha256_tree
+from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
 from tensorguard.optimize import (
     PruningError,
     apply_2_4_sparsity,
     evaluate_causal_lm_loss,
-    load_causal_lm,
     merge_adapter,
     prune_2_4_and_evaluate,
     save_model_atomically,
@@ -121,7 +121,7 @@ def test_verification_detects_a_single_broken_group(
 
 
 def test_exclusion_that_matches_nothing_is_refused(tiny_base_model_dir: Path) -> None:
-    model = load_causal_lm(tiny_base_model_dir)
+    model = load_causal_lm(tiny_base_model_dir, dtype=CHECKPOINT_DTYPE)
     with pytest.raises(PruningError, match=r"'lm_haed' matches no nn\.Linear"):
         apply_2_4_sparsity(model, exclude=("lm_haed",))
 
@@ -136,7 +136,7 @@ def test_head_tied_to_the_embedding_is_refused() -> None:
 def test_loss_matches_transformers_own_loss(
     tiny_base_model_dir: Path, eval_batches: list[torch.Tensor]
 ) -> None:
-    model = load_causal_lm(tiny_base_model_dir)
+    model = load_causal_lm(tiny_base_model_dir, dtype=CHECKPOINT_DTYPE)
     batch = eval_batches[0]
     with torch.no_grad():
         reference = float(model(input_ids=batch, labels=batch).loss)
@@ -144,7 +144,7 @@ def test_loss_matches_transformers_own_loss(
 
 
 def test_padding_is_masked_out_of_the_loss(tiny_base_model_dir: Path) -> None:
-    model = load_causal_lm(tiny_base_model_dir)
+    model = load_causal_lm(tiny_base_model_dir, dtype=CHECKPOINT_DTYPE)
     generator = torch.Generator().manual_seed(11)
     short = torch.randint(1, 256, (1, 5), generator=generator)
     long = torch.randint(1, 256, (1, 9), generator=generator)
@@ -187,7 +187,7 @@ def test_saved_pruned_model_reloads_exact_2_4(
     assert "stale.txt" not in saved.files and not (destination / "stale.txt").exists()
     assert saved.sha256 == sha256_tree(destination)
     assert saved.size_bytes == sum(p.stat().st_size for p in destination.iterdir())
-    reloaded = load_causal_lm(destination)
+    reloaded = load_causal_lm(destination, dtype=CHECKPOINT_DTYPE)
     assert verify_2_4(reloaded).pattern_exact
     for key, tensor in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], tensor), key

@@ -12,15 +12,15 @@ import torch
 from transformers import ViTConfig
 
 from tensorguard.digest import sha256_tree
+from tensorguard.hf import evaluate_token_loss, load_causal_lm
 from tensorguard.training import base_model as base_model_module
 from tensorguard.training.base_model import (
     BaseModelInfo,
     build_default_base_model,
     load_base_model_info,
-    load_causal_lm,
     load_tokenizer,
 )
-from tensorguard.training.causal_lm import encode_texts, mean_token_loss, pad_token_id_of
+from tensorguard.training.causal_lm import batches_in_order, encode_texts, pad_token_id_of
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.demo_data import DEMO_SITE_IDS, default_corpus_dir, demo_sites_root
 from tensorguard.training.errors import BaseModelError, DatasetError
@@ -28,7 +28,7 @@ from tests.training.conftest import BASE_MODEL_SEED, files_of
 
 
 def test_info_describes_the_built_model(base_model: BaseModelInfo) -> None:
-    model = load_causal_lm(base_model.path)
+    model = load_causal_lm(base_model.path, dtype=torch.float32)
     assert base_model.architecture == "LlamaForCausalLM" == type(model).__name__
     assert base_model.model_type == "llama"
     assert base_model.built_locally
@@ -52,11 +52,12 @@ def test_pretraining_made_the_base_meaningful(base_model: BaseModelInfo) -> None
     assert base_model.pretrain_loss_first > math.log(base_model.vocab_size) - 0.5
     assert base_model.pretrain_loss_last < base_model.pretrain_loss_first / 3
     tokenizer = load_tokenizer(base_model.path)
-    model = load_causal_lm(base_model.path)
+    model = load_causal_lm(base_model.path, dtype=torch.float32)
     for site_id in DEMO_SITE_IDS:
         texts = load_site_dataset(demo_sites_root() / site_id).eval_texts
         sequences = encode_texts(tokenizer, texts, max_length=128)
-        loss = mean_token_loss(model, sequences, 16, pad_token_id_of(tokenizer))
+        batches = batches_in_order(sequences, 16, pad_token_id_of(tokenizer))
+        loss = evaluate_token_loss(model, batches)
         assert loss < math.log(base_model.vocab_size) / 2, site_id
 
 
@@ -84,7 +85,7 @@ def test_loaded_model_runs_offline(
     assert batch["input_ids"][0, 0].item() == tokenizer.bos_token_id
     assert batch["input_ids"][0, -1].item() == tokenizer.eos_token_id
     with torch.inference_mode():
-        logits = load_causal_lm(base_model.path)(**batch).logits
+        logits = load_causal_lm(base_model.path, dtype=torch.float32)(**batch).logits
     assert logits.shape[-1] == base_model.vocab_size
 
 

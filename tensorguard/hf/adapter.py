@@ -1,0 +1,176 @@
+"""PEFT LoRA adapters on disk: the file names, read, write, save and load onto a model.
+
+An adapter directory holds ``adapter_config.json`` and ``adapter_model.safetensors``
+as written by ``PeftModel.save_pretrained``: weights are named without the adapter
+name (``...lora_A.weight``), so every directory written here loads with
+``PeftModel.from_pretrained(base_model, adapter_dir)``. Writers do not stage or rename:
+the caller writes into a staging directory and publishes it atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model, get_peft_model_state_dict
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
+
+from tensorguard.training.errors import AdapterError
+
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE)
+PEFT_MODEL_CARD_FILE = "README.md"
+LORA_PEFT_TYPE = "LORA"
+
+
+def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
+    """Return the parsed ``adapter_config.json`` of a LoRA adapter directory."""
+    _require_files(adapter_dir, (ADAPTER_CONFIG_FILE,))
+    path = adapter_dir / ADAPTER_CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AdapterError(f"cannot read adapter config {path}: {exc}") from exc
+    _require_lora_config(config, str(path))
+    return dict(config)
+
+
+def read_adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    """Return the tensors of ``adapter_model.safetensors``, exactly as stored."""
+    _require_files(adapter_dir, ADAPTER_FILES)
+    path = adapter_dir / ADAPTER_WEIGHTS_FILE
+    try:
+        return dict(load_file(str(path)))
+    except (OSError, SafetensorError) as exc:
+        raise AdapterError(f"cannot read adapter weights {path}: {exc}") from exc
+
+
+def write_adapter(
+    directory: Path, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Write ``config`` and the LoRA ``tensors`` as an adapter into ``directory``.
+
+    ``config`` must be a PEFT LoRA config (usually the round's template adapter's) and
+    ``tensors`` a non-empty set of LoRA weights; both are checked before anything is
+    written. Tensors are stored on the CPU, contiguous, bit for bit.
+    """
+    _require_lora_config(config, "the adapter config to write")
+    if not tensors or not all("lora_" in name for name in tensors):
+        raise AdapterError("adapter tensors must be a non-empty set of LoRA weights")
+    (directory / ADAPTER_CONFIG_FILE).write_text(
+        json.dumps(dict(config), indent=2) + "\n", encoding="utf-8"
+    )
+    save_file(
+        {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()},
+        str(directory / ADAPTER_WEIGHTS_FILE),
+        metadata={"format": "pt"},
+    )
+
+
+def save_peft_adapter(peft_model: PeftModel, directory: Path) -> None:
+    """Save with ``save_pretrained``, keeping the files byte-stable across processes.
+
+    peft keeps ``target_modules`` as a set, whose order follows Python's per-process
+    string hashing; it is written sorted instead. peft's model card is a template of
+    "More Information Needed" fields, so it is not kept.
+    """
+    for adapter_config in peft_model.peft_config.values():
+        if isinstance(adapter_config, LoraConfig) and adapter_config.target_modules:
+            adapter_config.target_modules = sorted(adapter_config.target_modules)
+    peft_model.save_pretrained(str(directory))
+    (directory / PEFT_MODEL_CARD_FILE).unlink(missing_ok=True)
+
+
+def load_adapter(model: PreTrainedModel, adapter_dir: Path, *, trainable: bool) -> PeftModel:
+    """Load the adapter in ``adapter_dir`` onto ``model`` with ``PeftModel.from_pretrained``.
+
+    peft only warns about adapter tensors that match no module of the model; here every
+    tensor of the adapter file must sit, unchanged, in the returned model, else
+    :class:`~tensorguard.training.errors.AdapterError` names the tensor.
+    """
+    _require_files(adapter_dir, ADAPTER_FILES)
+    try:
+        peft_model = PeftModel.from_pretrained(
+            model, str(adapter_dir), is_trainable=trainable, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
+        raise AdapterError(
+            f"{adapter_dir}: the adapter cannot be loaded onto the base model ({exc}); "
+            "check that it was trained on this base model"
+        ) from exc
+    loaded = get_peft_model_state_dict(peft_model)
+    for key, saved_tensor in read_adapter_tensors(adapter_dir).items():
+        loaded_tensor = loaded.get(key)
+        if loaded_tensor is None:
+            raise AdapterError(
+                f"{adapter_dir}: adapter tensor {key!r} matches no module of the base model; "
+                "the adapter was trained for a different architecture"
+            )
+        if not torch.equal(loaded_tensor.detach().cpu().to(saved_tensor.dtype), saved_tensor):
+            raise AdapterError(
+                f"{adapter_dir}: adapter tensor {key!r} did not load unchanged into the model"
+            )
+    return peft_model
+
+
+def attach_new_lora(
+    model: PreTrainedModel,
+    *,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: Sequence[str],
+    model_dir: Path,
+) -> PeftModel:
+    """Wrap ``model`` with freshly initialised LoRA layers (draws from torch's RNG)."""
+    lora_config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        bias="none",
+    )
+    try:
+        peft_model = get_peft_model(model, lora_config)
+    except ValueError as exc:
+        raise AdapterError(
+            f"cannot apply LoRA to {model_dir} with target_modules {list(target_modules)} "
+            f"({exc}); name modules that exist in this model (Llama-style models: q_proj, "
+            "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+        ) from exc
+    if not isinstance(peft_model, PeftModel):
+        raise AdapterError(f"peft did not return a PeftModel for {model_dir}")
+    return peft_model
+
+
+def lora_config_of(peft_model: PeftModel, adapter_dir: Path) -> LoraConfig:
+    """Return the LoRA configuration of ``peft_model``'s active adapter."""
+    adapter_config = peft_model.peft_config.get(peft_model.active_adapter)
+    if not isinstance(adapter_config, LoraConfig):
+        raise AdapterError(f"{adapter_dir}: not a LoRA adapter; only LoRA adapters are supported")
+    return adapter_config
+
+
+def _require_files(adapter_dir: Path, names: Sequence[str]) -> None:
+    for name in names:
+        if not (adapter_dir / name).is_file():
+            raise AdapterError(
+                f"{adapter_dir} is not a PEFT adapter: {name} is missing; point at a "
+                "directory written by PeftModel.save_pretrained (train_site_adapter, "
+                "create_initial_adapter, write_adapter)"
+            )
+
+
+def _require_lora_config(config: object, source: str) -> None:
+    if not isinstance(config, Mapping) or config.get("peft_type") != LORA_PEFT_TYPE:
+        raise AdapterError(
+            f"{source} is not a PEFT LoRA adapter config (peft_type must be "
+            f"{LORA_PEFT_TYPE!r}); only LoRA adapters are supported"
+        )
