@@ -33,6 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from tensorguard.digest import sha256_bytes, sha256_tree
 from tensorguard.durable import atomic_directory
+from tensorguard.hf import MODEL_CONFIG_FILE
 from tensorguard.training.causal_lm import encode_texts, pad_token_id_of
 from tensorguard.training.demo_data import default_corpus_dir
 from tensorguard.training.errors import BaseModelError, DatasetError
@@ -45,7 +46,6 @@ from tensorguard.training.train_loop import (
     run_training_loop,
 )
 
-CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -175,13 +175,13 @@ def load_base_model_info(model_dir: Path) -> BaseModelInfo:
     causal_architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     if causal_architecture is None:
         raise BaseModelError(
-            f"{model_dir / CONFIG_FILE}: model_type {model_type!r} is not a causal language "
+            f"{model_dir / MODEL_CONFIG_FILE}: model_type {model_type!r} is not a causal language "
             "model known to transformers; choose a causal LM (e.g. a Llama-style model)"
         )
     architectures = getattr(config, "architectures", None) or [causal_architecture]
     if architectures[0] not in CAUSAL_LM_ARCHITECTURES:
         raise BaseModelError(
-            f"{model_dir / CONFIG_FILE}: architecture {architectures[0]!r} has no causal "
+            f"{model_dir / MODEL_CONFIG_FILE}: architecture {architectures[0]!r} has no causal "
             f"language-modelling head (expected e.g. {causal_architecture!r}); save the model "
             "from its *ForCausalLM class"
         )
@@ -190,7 +190,7 @@ def load_base_model_info(model_dir: Path) -> BaseModelInfo:
     vocab_size = getattr(config.get_text_config(), "vocab_size", None)
     if not isinstance(vocab_size, int):
         raise BaseModelError(
-            f"{model_dir / CONFIG_FILE}: no integer vocab_size; fix the model configuration"
+            f"{model_dir / MODEL_CONFIG_FILE}: no integer vocab_size; fix the model configuration"
         )
     provenance = _read_provenance(model_dir)
     curve = provenance.loss_curve if provenance else ()
@@ -277,9 +277,9 @@ def _load_config(model_dir: Path) -> PretrainedConfig:
             f"{model_dir}: base model directory not found; give the path of a local Hugging "
             "Face model directory, or leave it unset to build the default base model"
         )
-    if not (model_dir / CONFIG_FILE).is_file():
+    if not (model_dir / MODEL_CONFIG_FILE).is_file():
         raise BaseModelError(
-            f"{model_dir}: not a Hugging Face model directory ({CONFIG_FILE} is missing); "
+            f"{model_dir}: not a Hugging Face model directory ({MODEL_CONFIG_FILE} is missing); "
             "save the model there with model.save_pretrained() and tokenizer.save_pretrained()"
         )
     try:
@@ -288,11 +288,11 @@ def _load_config(model_dir: Path) -> PretrainedConfig:
         )
     except (OSError, ValueError, KeyError) as exc:
         raise BaseModelError(
-            f"{model_dir / CONFIG_FILE}: cannot be loaded as a transformers configuration "
+            f"{model_dir / MODEL_CONFIG_FILE}: cannot be loaded as a transformers configuration "
             f"({exc}); re-save the model with model.save_pretrained()"
         ) from exc
     if not isinstance(config, PretrainedConfig):
-        raise BaseModelError(f"{model_dir / CONFIG_FILE}: not a transformers configuration")
+        raise BaseModelError(f"{model_dir / MODEL_CONFIG_FILE}: not a transformers configuration")
     return config
 
 
