@@ -21,7 +21,6 @@ from pydantic import Field
 
 from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_copy
-from tensorguard.errors import TensorGuardError
 from tensorguard.evaluation import load_held_out_set
 from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
 from tensorguard.moai.export import export_moai
@@ -36,7 +35,7 @@ from tensorguard.training.base_model import TOKENIZER_FILES
 from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
 from tensorguard_assets.lineage import verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
 
 DEPLOY_GROUP = "package"
 
@@ -86,10 +85,8 @@ def pruned_model(
     base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     out_dir = artifacts.asset_dir("pruned_model", round_key) / "model"
-    try:
-        held_out = load_held_out_set(
-            base_dir, {s: r.data_dir for s, r in sites.sites().items()}
-        )
+    with fail_closed_on(context):
+        held_out = load_held_out_set(base_dir, {s: r.data_dir for s, r in sites.sites().items()})
         merged = merge_adapter(base_dir, adapter_dir)
         outcome = prune_2_4_and_evaluate(
             merged,
@@ -101,8 +98,6 @@ def pruned_model(
         _copy_tokenizer(base_dir, out_dir)
         reloaded = load_causal_lm(out_dir, dtype=CHECKPOINT_DTYPE)
         reloaded_report = verify_2_4(reloaded, tuple(config.exclude))
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="pruned_model") from None
     # The tokenizer files were added after publication: hash the directory as shipped.
     digest = sha256_tree(out_dir)
     report = outcome.report
@@ -175,10 +170,8 @@ def onnx_model(
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     out_dir = artifacts.asset_dir("onnx_model", round_key) / "onnx"
     started = time.perf_counter()
-    try:
+    with fail_closed_on(context):
         result = export_causal_lm_to_onnx(merge_adapter(base_dir, adapter_dir), out_dir)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="onnx_model") from None
     seconds = time.perf_counter() - started
     context.log.info(
         f"ONNX export: max |Δlogit| {result.max_abs_diff:.2e} (tolerance "
@@ -228,10 +221,8 @@ def tensorrt_engine(
     round_key = context.partition_key
     onnx_dir, _ = verified_upstream_path(context, "onnx_model", round_key)
     out_dir = artifacts.asset_dir("tensorrt_engine", round_key) / "engine"
-    try:
+    with fail_closed_on(context):
         result = build_tensorrt_engine(onnx_dir / "model.onnx", out_dir)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="tensorrt_engine") from None
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(out_dir)),
@@ -294,14 +285,12 @@ def moai_export(
     base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     out_dir = artifacts.asset_dir("moai_export", round_key) / "moai"
-    try:
+    with fail_closed_on(context):
         result = export_moai(
             base_dir, out_dir, target_modules=config.target_modules, adapter_dir=adapter_dir
         )
         verification = verify_moai_export(out_dir, base_dir, adapter_dir=adapter_dir)
         self_check = run_ckks_self_check(out_dir, tolerance=config.self_check_tolerance)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="moai_export") from None
     context.log.info(
         f"MOAI export of {len(result.module_names)} modules; CKKS self-check on "
         f"{self_check.module}: max error {self_check.max_abs_error:.2e}"

@@ -65,7 +65,7 @@ from tensorguard_assets.partitions import (
     round_site_partitions,
     split_round_site,
 )
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
 from tensorguard_resources.federation import CKKSSecretStore
 from tensorguard_resources.keys import KeyVault
 
@@ -110,15 +110,13 @@ def federation_keys(
     aggregator. Re-materialising rotates the federation key; old secrets are kept."""
     secret_name = f"federation-ckks-{uuid.uuid4().hex[:12]}"
     out_dir = artifacts.asset_dir("federation_keys") / secret_name
-    try:
+    with fail_closed_on(context):
         params = FederationParams(
             poly_modulus_degree=config.poly_modulus_degree,
             coeff_mod_bit_sizes=tuple(config.coeff_mod_bit_sizes),
             scale_bits=config.scale_bits,
         )
         record = run_key_ceremony(out_dir, CKKSSecretStore(keys.provider), params, secret_name)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="federation_keys") from None
     context.log.info(
         f"key ceremony done: public context {record.public_context_sha256[:16]}…, secret "
         f"sealed in the key vault as {secret_name}"
@@ -201,7 +199,7 @@ def round_spec(
     base_dir, base_meta = verified_upstream_path(context, "base_model")
     out_dir = artifacts.asset_dir("round_spec", round_key)
     reference_dir = out_dir / "reference"
-    try:
+    with fail_closed_on(context):
         previous = _previous_global_adapter(context, round_key)
         if previous is not None:
             with atomic_directory(reference_dir) as staging:
@@ -226,8 +224,6 @@ def round_spec(
             reference=read_adapter_tensors(reference_dir),
             max_site_weight=config.max_site_weight,
         )
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="round_spec") from None
     spec_path = out_dir / SPEC_FILE
     write_artifact(spec_path, (spec.model_dump_json(indent=2) + "\n").encode("utf-8"))
     context.log.info(f"round {round_key}: reference is the {origin}")
@@ -296,7 +292,7 @@ def site_update(
     adapter_dir, adapter_meta = verified_upstream_path(
         context, "site_adapter", context.partition_key
     )
-    try:
+    with fail_closed_on(context):
         spec, reference_dir = load_round(context, round_key)
         public, _ = load_public_federation(context)
         signer = keys.provider.signer_for(
@@ -330,8 +326,6 @@ def site_update(
             config=SiteUpdateConfig(clip_norm=config.clip_norm, dp=dp),
             ledger=ledger,
         )
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step=f"site_update[{site_id}]") from None
     if ledger is not None:
         write_artifact(ledger_path, ledger.to_json().encode("utf-8"))
     envelope_path = artifacts.asset_dir("site_update", context.partition_key) / ENVELOPE_FILE
@@ -411,6 +405,13 @@ class AggregationConfig(Config):
     )
 
 
+def _quorum_note(error: TensorGuardError, missing: list[str]) -> str | None:
+    """The failure remark for a missed quorum: which sites sent no update."""
+    if isinstance(error, QuorumNotMetError):
+        return f"quorum; no update from: {', '.join(missing) or 'none'}"
+    return None
+
+
 @asset(
     group_name=FEDERATION_GROUP,
     partitions_def=round_partitions,
@@ -446,7 +447,7 @@ def aggregated_update(
     round_key = context.partition_key
     started = time.perf_counter()
     missing: list[str] = []
-    try:
+    with fail_closed_on(context, note=lambda exc: _quorum_note(exc, missing)):
         spec, _ = load_round(context, round_key)
         public, _ = load_public_federation(context)
         site_keys = registered_site_keys(sites, keys)
@@ -454,13 +455,6 @@ def aggregated_update(
         if missing:
             context.log.warning(f"no update this round from: {', '.join(missing)}")
         result = aggregate_updates(envelopes, site_keys, spec, public, config.min_sites)
-    except QuorumNotMetError as exc:
-        silent = ", ".join(missing) or "none"
-        raise fail_closed(
-            exc, step=f"aggregated_update (quorum; no update from: {silent})"
-        ) from None
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="aggregated_update") from None
     seconds = time.perf_counter() - started
     out_path = artifacts.asset_dir("aggregated_update", round_key) / AGGREGATE_FILE
     digest = write_artifact(out_path, result.to_bytes())
@@ -518,7 +512,7 @@ def global_adapter(
     adapter loadable with PeftModel.from_pretrained."""
     round_key = context.partition_key
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
-    try:
+    with fail_closed_on(context):
         spec, reference_dir = load_round(context, round_key)
         public, ceremony = load_public_federation(context)
         secret = load_secret_from_store(
@@ -534,8 +528,6 @@ def global_adapter(
         updated = apply_update(read_adapter_tensors(reference_dir), mean_delta)
         out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
         write_peft_adapter(updated, reference_dir, out_dir, replace=True)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="global_adapter") from None
     digest = sha256_tree(out_dir)
     delta_norm = float(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()) ** 0.5)
     context.log.info(

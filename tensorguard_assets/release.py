@@ -22,7 +22,7 @@ from pydantic import Field
 from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_file
-from tensorguard.errors import ConfigurationError, TensorGuardError
+from tensorguard.errors import ConfigurationError
 from tensorguard.evaluation import load_held_out_set, load_with_adapter
 from tensorguard.fleet.provisioning import provision_edge_node
 from tensorguard.hf import load_causal_lm
@@ -49,7 +49,7 @@ from tensorguard_assets.artifact_checks import (
 )
 from tensorguard_assets.lineage import latest_check_passed, verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
 
@@ -88,7 +88,7 @@ def evaluation_report(
     base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     pruned_dir, _ = verified_upstream_path(context, "pruned_model", round_key)
-    try:
+    with fail_closed_on(context):
         held_out = load_held_out_set(base_dir, {s: r.data_dir for s, r in sites.sites().items()})
         losses = {
             "base_model": held_out.loss(load_causal_lm(base_dir, dtype=torch.float32)),
@@ -101,8 +101,6 @@ def evaluation_report(
             held_out.digest,
             lambda adapter: held_out.loss(load_with_adapter(base_dir, adapter)),
         )
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="evaluation_report") from None
     if last_release.eval_loss is not None:
         losses["last_release"] = last_release.eval_loss
     report = {
@@ -187,7 +185,7 @@ def gate_decision(
     _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
     _, pruned_meta = verified_upstream_path(context, "pruned_model", round_key)
     policy_file = Path(config.policy_file) if config.policy_file else None
-    try:
+    with fail_closed_on(context):
         report = json.loads(report_path.read_text(encoding="utf-8"))
         evidence = gate_evidence(
             report,
@@ -196,8 +194,6 @@ def gate_decision(
             checks=_measured_checks(context, round_key),
         )
         decision = decide_release(evidence, policy_file)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="gate_decision") from None
     out_path = artifacts.asset_dir("gate_decision", round_key) / DECISION_FILE
     digest = write_artifact(out_path, decision.canonical_json())
     verdict = "PASSED" if decision.passed else "FAILED"
@@ -308,7 +304,7 @@ def tgsp_package(
         REPORT_FILE: verified_upstream_path(context, "evaluation_report", round_key)[0],
         DECISION_FILE: decision_path,
     }
-    try:
+    with fail_closed_on(context):
         decision = load_passed_decision(decision_path)
         signer = keys.provider.signer_for(
             fleet.release_key_name, generate_if_missing=keys.development
@@ -334,8 +330,6 @@ def tgsp_package(
             channel=fleet.channel,
             validity_days=config.validity_days,
         )
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="tgsp_package") from None
     if not package.verified:
         context.log.error(f"the new package does not verify: {package.verification_error}")
     digest = sha256_file(package.path)
@@ -391,7 +385,7 @@ def release(
     decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
     report_path, report_meta = verified_upstream_path(context, "evaluation_report", round_key)
     adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
-    try:
+    with fail_closed_on(context):
         decision = load_passed_decision(decision_path)
         release_key = keys.provider.signer_for(fleet.release_key_name).public_key()
         record = publish_release(
@@ -418,8 +412,6 @@ def release(
             decision=decision,
             actor=f"dagster:{context.run.run_id}",
         )
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="release") from None
     location = fleet.registry.location(record)
     if topic is None:
         topic = "not announced: no broker configured (set TG_MQTT_HOST)"

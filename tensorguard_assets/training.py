@@ -18,7 +18,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from tensorguard.errors import TensorGuardError
 from tensorguard.training.base_model import build_default_base_model, load_base_model_info
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.errors import DatasetError
@@ -34,12 +33,12 @@ from tensorguard_assets.partitions import (
     round_site_partitions,
     split_round_site,
 )
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed
+from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
 
 TRAINING_GROUP = "train"
 TRAINING_POOL = "training"
 # Transient failures (a killed worker, a full disk being cleaned) are retried; the
-# fail-closed errors raised through ``fail_closed`` are not.
+# fail-closed errors raised through ``fail_closed_on`` are not.
 TRANSIENT_RETRY = RetryPolicy(max_retries=2, delay=5)
 
 
@@ -73,7 +72,7 @@ def base_model(
     """The frozen base causal LM that every site adapts: a local HF directory or the built-in
     small Llama-style model (tokenizer and weights trained here on the shipped corpus)."""
     started = time.perf_counter()
-    try:
+    with fail_closed_on(context):
         if config.model_dir:
             info = load_base_model_info(Path(config.model_dir))
             context.log.info(f"Using local base model {info.path}")
@@ -81,8 +80,6 @@ def base_model(
             out_dir = artifacts.asset_dir("base_model") / "model"
             context.log.info(f"Building the built-in base model into {out_dir}")
             info = build_default_base_model(out_dir, seed=config.seed, progress=context.log.info)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step="base_model") from None
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(info.path)),
@@ -114,11 +111,9 @@ def site_dataset(
     """One site's training and held-out data for the round: validated, counted and hashed.
     The data stays at the site; only its digest and a summary are recorded."""
     round_key, site_id = split_round_site(context.partition_key)
-    try:
+    with fail_closed_on(context):
         record = sites.site(site_id)
         dataset = load_site_dataset(record.data_dir)
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step=f"site_dataset[{site_id}]") from None
     train_examples, eval_examples = len(dataset.train_texts), len(dataset.eval_texts)
     summary = {
         "round": round_key,
@@ -192,7 +187,7 @@ def site_adapter(
     dataset_meta = upstream_metadata(context, "site_dataset", context.partition_key)
     spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
     reference_dir = spec_dir / "reference"
-    try:
+    with fail_closed_on(context):
         dataset = load_site_dataset(sites.site(site_id).data_dir)
         if dataset.digest != dataset_meta["data_digest"]:
             raise DatasetError(
@@ -217,8 +212,6 @@ def site_adapter(
             progress=context.log.info,
             initial_adapter_dir=reference_dir,
         )
-    except TensorGuardError as exc:
-        raise fail_closed(exc, step=f"site_adapter[{site_id}]") from None
     curve = "\n".join(f"| {i + 1} | {loss:.4f} |" for i, loss in enumerate(result.loss_curve))
     return MaterializeResult(
         metadata={

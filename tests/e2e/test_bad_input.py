@@ -106,7 +106,7 @@ def test_bad_site_data_fails_naming_the_file_and_writes_nothing(
     env["TG_SITES_FILE"] = str(sites_file)
     run = train_site(instance, env, BROKEN_SITE)
     messages = assert_site_data_rejected(run, instance, tmp_path / "state" / "artifacts")
-    assert f"site_dataset[{BROKEN_SITE}] failed: {expected}" in messages
+    assert f"site_dataset[{round_site_key(ROUND, BROKEN_SITE)}] failed: {expected}" in messages
     assert damaged_file.name in messages
 
 

@@ -119,7 +119,8 @@ def test_quorum_three_fails_naming_the_quorum_and_records_nothing(
     run = quorum_runs.too_few
     assert not run.success
     messages = run.failure_messages()
-    assert f"aggregated_update (quorum; no update from: {quorum_runs.silent_site})" in messages
+    silent = quorum_runs.silent_site
+    assert f"aggregated_update[{ROUND}] (quorum; no update from: {silent})" in messages
     assert "only 2 valid site updates, quorum is 3" in messages
     assert run.materialized_assets() == set()
     for asset_name in AGGREGATION_ASSETS:
