@@ -35,7 +35,7 @@ from tensorguard.training.base_model import TOKENIZER_FILES
 from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
 from tensorguard_assets.lineage import verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
+from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
 DEPLOY_GROUP = "package"
 
@@ -75,7 +75,6 @@ class PrunedModelConfig(Config):
 def pruned_model(
     context: AssetExecutionContext,
     config: PrunedModelConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
 ) -> MaterializeResult:
@@ -160,7 +159,6 @@ class OnnxModelConfig(Config):
 def onnx_model(
     context: AssetExecutionContext,
     config: OnnxModelConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
     """The merged model exported with torch.onnx.export (dynamo, dynamic batch and
@@ -212,7 +210,6 @@ def onnx_model(
 )
 def tensorrt_engine(
     context: AssetExecutionContext,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
     """A TensorRT 10 engine built from the ONNX export (FP16 where the GPU supports it).
@@ -275,7 +272,6 @@ class MoaiExportConfig(Config):
 def moai_export(
     context: AssetExecutionContext,
     config: MoaiExportConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
     """Adapter-merged weights of the target modules in a CKKS-friendly block layout for

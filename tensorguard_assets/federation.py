@@ -65,7 +65,7 @@ from tensorguard_assets.partitions import (
     round_site_partitions,
     split_round_site,
 )
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
+from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.federation import CKKSSecretStore
 from tensorguard_resources.keys import KeyVault
 
@@ -101,7 +101,6 @@ class FederationKeysConfig(Config):
 def federation_keys(
     context: AssetExecutionContext,
     config: FederationKeysConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     keys: KeyVault,
 ) -> MaterializeResult:
@@ -189,7 +188,6 @@ def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> 
 def round_spec(
     context: AssetExecutionContext,
     config: RoundSpecConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
     """What every site agrees on for the round: the base model, the reference adapter all
@@ -281,7 +279,6 @@ class SiteUpdateAssetConfig(Config):
 def site_update(
     context: AssetExecutionContext,
     config: SiteUpdateAssetConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     keys: KeyVault,
 ) -> MaterializeResult:
@@ -435,7 +432,6 @@ def _quorum_note(error: TensorGuardError, missing: list[str]) -> str | None:
 def aggregated_update(
     context: AssetExecutionContext,
     config: AggregationConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     keys: KeyVault,
@@ -503,7 +499,6 @@ def aggregated_update(
 )
 def global_adapter(
     context: AssetExecutionContext,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     keys: KeyVault,
 ) -> MaterializeResult:

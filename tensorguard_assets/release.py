@@ -49,7 +49,7 @@ from tensorguard_assets.artifact_checks import (
 )
 from tensorguard_assets.lineage import latest_check_passed, verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
+from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
 
@@ -76,7 +76,6 @@ GATED_CHECKS = (
 )
 def evaluation_report(
     context: AssetExecutionContext,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     fleet: FleetResource,
@@ -174,7 +173,6 @@ def _measured_checks(context: AssetExecutionContext, round_key: str) -> dict[str
 def gate_decision(
     context: AssetExecutionContext,
     config: GateConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
     """The release gate: the versioned policy applied to the round's evidence (losses,
@@ -284,7 +282,6 @@ def _recipients(
 def tgsp_package(
     context: AssetExecutionContext,
     config: PackageConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
     keys: KeyVault,
     fleet: FleetResource,
@@ -372,7 +369,6 @@ def tgsp_package(
 )
 def release(
     context: AssetExecutionContext,
-    runtime: TensorGuardRuntime,
     keys: KeyVault,
     fleet: FleetResource,
 ) -> MaterializeResult:

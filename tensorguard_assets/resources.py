@@ -23,20 +23,23 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST``, ``TG_MQTT_PORT`` and
     ``TG_RELEASE_KEY_NAME`` describe the fleet.
     Secrets are not read here: resources validate them when a run starts, so the
-    definitions load anywhere.
+    definitions load anywhere. The production gates (:class:`TensorGuardRuntime`,
+    ``TG_SEED``) are nested in the artifact store and the fleet resource, which every
+    asset uses, rather than being a resource the assets take and never read.
     """
     env = os.environ if environ is None else environ
     artifact_root = env.get("TG_ARTIFACT_ROOT", f"{DEFAULT_STATE_DIR}/artifacts")
     state_dir = os.path.dirname(artifact_root.rstrip("/")) or DEFAULT_STATE_DIR
+    runtime = TensorGuardRuntime(seed=int(env.get("TG_SEED", "0")))
     return {
-        "runtime": TensorGuardRuntime(seed=int(env.get("TG_SEED", "0"))),
-        "artifacts": ArtifactStore(base_uri=artifact_root),
+        "artifacts": ArtifactStore(base_uri=artifact_root, runtime=runtime),
         "keys": KeyVault(
             key_dir=env.get("TG_KEY_DIR", os.path.join(state_dir, "keys")),
             dev_master_file=os.path.join(state_dir, "dev-secrets", "key_master"),
         ),
         "sites": SiteRegistry(sites_file=env.get("TG_SITES_FILE", "")),
         "fleet": FleetResource(
+            runtime=runtime,
             fleet=env.get("TG_FLEET", "demo"),
             channel=env.get("TG_CHANNEL", "stable"),
             registry_root=env.get("TG_REGISTRY_ROOT", os.path.join(state_dir, "registry")),

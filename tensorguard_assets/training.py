@@ -33,7 +33,7 @@ from tensorguard_assets.partitions import (
     round_site_partitions,
     split_round_site,
 )
-from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime, fail_closed_on
+from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
 TRAINING_GROUP = "train"
 TRAINING_POOL = "training"
@@ -66,7 +66,6 @@ class BaseModelConfig(Config):
 def base_model(
     context: AssetExecutionContext,
     config: BaseModelConfig,
-    runtime: TensorGuardRuntime,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
     """The frozen base causal LM that every site adapts: a local HF directory or the built-in
@@ -104,7 +103,6 @@ def base_model(
 )
 def site_dataset(
     context: AssetExecutionContext,
-    runtime: TensorGuardRuntime,
     sites: SiteRegistry,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
@@ -175,7 +173,6 @@ class SiteAdapterConfig(Config):
 def site_adapter(
     context: AssetExecutionContext,
     config: SiteAdapterConfig,
-    runtime: TensorGuardRuntime,
     sites: SiteRegistry,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:

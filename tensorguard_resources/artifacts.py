@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from dagster import ConfigurableResource
 
 from tensorguard.errors import ConfigurationError
+from tensorguard_resources.runtime import TensorGuardRuntime
 
 _UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._=-]")
 
@@ -19,9 +20,13 @@ class ArtifactStore(ConfigurableResource):
     ``base_uri`` is a local path or a ``file://`` URI. Workers on several machines
     must all mount the same path (NFS, EFS, a CSI volume); other schemes are refused
     rather than silently written to local disk.
+
+    ``runtime`` is the nested :class:`TensorGuardRuntime`: every step that writes
+    artifacts passes the production gates before it runs.
     """
 
     base_uri: str
+    runtime: TensorGuardRuntime
 
     @property
     def root(self) -> Path:

@@ -15,6 +15,7 @@ from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.production import is_production
 from tensorguard.tgsp.keyfiles import load_recipient_public_key
 from tensorguard_resources.failures import fail_closed
+from tensorguard_resources.runtime import TensorGuardRuntime
 
 
 class FleetResource(ConfigurableResource):
@@ -26,8 +27,11 @@ class FleetResource(ConfigurableResource):
     ``<node>.xwing.pub`` file per edge node that may open packages.
     ``release_key_name`` names the composite signing key in the key vault that signs
     packages (rotate it by enrolling a new key and updating the nodes' trust stores).
+    ``runtime`` is the nested :class:`TensorGuardRuntime`, so publication passes the
+    production gates too.
     """
 
+    runtime: TensorGuardRuntime
     fleet: str
     channel: str
     registry_root: str

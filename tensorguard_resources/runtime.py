@@ -10,6 +10,10 @@ from tensorguard.production import Environment, enforce_production_gates
 from tensorguard.training.determinism import determinism_requested, enable_determinism
 from tensorguard_resources.failures import fail_closed
 
+# Runs whose environment this process has already reported: the runtime is nested in
+# several resources, so one step may set it up more than once.
+_REPORTED_RUNS: set[str] = set()
+
 
 class TensorGuardRuntime(ConfigurableResource):
     """Checks the environment before any TensorGuard step runs.
@@ -20,6 +24,10 @@ class TensorGuardRuntime(ConfigurableResource):
     ``TG_PQC_REQUIRED=true`` the PQC backend's self-test must pass in any environment. With
     ``TG_DETERMINISTIC=true`` the run seeds Python, NumPy and torch and logs the seed
     and library versions (cryptographic randomness is never seeded).
+
+    Assets do not take it directly: it is nested in the resources every asset uses
+    (the artifact store, the fleet), whose set-up runs these checks first. The checks
+    run at every set-up; the log lines and seeding happen once per run and process.
     """
 
     seed: int = 0
@@ -32,6 +40,10 @@ class TensorGuardRuntime(ConfigurableResource):
             deterministic = determinism_requested()
         except TensorGuardError as exc:
             raise fail_closed(exc, step="production gate") from None
+        run_id = context.run.run_id if context.run is not None else ""
+        if run_id and run_id in _REPORTED_RUNS:
+            return
+        _REPORTED_RUNS.add(run_id)
         log = context.log
         if log is not None:
             log.info(f"TensorGuard environment: {environment.value}")

@@ -8,7 +8,7 @@ import pytest
 
 from tensorguard.errors import ConfigurationError
 from tensorguard_assets.resources import build_resources
-from tensorguard_resources import ArtifactStore
+from tensorguard_resources import ArtifactStore, TensorGuardRuntime
 
 
 @pytest.mark.parametrize(
@@ -29,8 +29,8 @@ def test_non_file_schemes_are_refused(
 
 def test_file_uri_and_plain_path_name_the_same_root(tmp_path: Path) -> None:
     shared = tmp_path / "shared-volume" / "artifacts"
-    by_uri = ArtifactStore(base_uri=shared.as_uri())
-    by_path = ArtifactStore(base_uri=str(shared))
+    by_uri = ArtifactStore(base_uri=shared.as_uri(), runtime=TensorGuardRuntime())
+    by_path = ArtifactStore(base_uri=str(shared), runtime=TensorGuardRuntime())
     assert by_uri.root == by_path.root == shared
     made = by_uri.asset_dir("site_update", "2026-11-20|clinic-south")
     assert made == shared / "site_update" / "2026-11-20__clinic-south"
