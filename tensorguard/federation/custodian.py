@@ -9,7 +9,9 @@ after it has
    result identical: same contributors, same weights, same ciphertext bytes. A
    hand-written "aggregate" that holds one site's ciphertext, or a sum into which the
    aggregator slipped its own vector, differs and is refused;
-2. found at least the round's quorum of contributors (never fewer than two);
+2. found at least the round's quorum of contributors (never fewer than two) and, in a
+   masked round where sites dropped out, every survivor's signed seed reveal for the
+   dropped sites (without them the surviving masks do not cancel);
 3. recorded the decryption in its signed, append-only :class:`CustodianLedger`, which
    refuses a second, different aggregate of the same round (the difference of two
    aggregates would reveal a site).
@@ -37,7 +39,9 @@ from tensorguard.federation.context import SecretFederation
 from tensorguard.federation.custodian_ledger import CustodianLedger, DecryptionRecord
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
 from tensorguard.federation.errors import CiphertextError, DecryptionError, QuorumNotMetError
+from tensorguard.federation.masking import mask_level, unmask_dropped
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
+from tensorguard.federation.pairwise import PairwiseError, collect_revealed_seeds
 
 MIN_AGGREGATED_SITES = 2
 NORM_TOLERANCE = 1e-6
@@ -90,8 +94,14 @@ class Custodian:
         aggregate: AggregationResult,
         envelopes: Sequence[bytes],
         dtype: torch.dtype = torch.float32,
+        reveals: Sequence[bytes] = (),
     ) -> CustodianDecryption:
-        """Verify ``aggregate`` against ``envelopes``, record, decrypt and check it."""
+        """Verify ``aggregate`` against ``envelopes``, record, decrypt and check it.
+
+        In a masked round (``spec.mask_epoch``) where roster sites dropped out,
+        ``reveals`` must hold every survivor's signed seed reveal for the dropped sites,
+        so that their uncancelled masks can be removed; they are verified first.
+        """
         if aggregate.public_context_sha256 != self._secret.public.digest:
             raise DecryptionError(
                 "the aggregate was encrypted under another federation key than this "
@@ -104,13 +114,14 @@ class Custodian:
                 "individual site's update"
             )
         self._check_recomputed(aggregate, envelopes)
+        revealed = self._revealed_seeds(aggregate, reveals)
         record = self._ledger.authorise(
             round_id=aggregate.spec.round_id,
             public_context_sha256=aggregate.public_context_sha256,
             contributors=[update.site_id for update in aggregate.accepted],
             aggregate_sha256=hashlib.sha256(aggregate.payload).hexdigest(),
         )
-        mean_delta = _decrypt_mean(aggregate, self._secret, dtype)
+        mean_delta = _decrypt_mean(aggregate, self._secret, dtype, revealed)
         norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()))
         bound = _norm_bound(aggregate, envelopes)
         if bound is not None and norm > bound * (1 + NORM_TOLERANCE):
@@ -121,6 +132,30 @@ class Custodian:
                 "by re-running the round without suspected sites"
             )
         return CustodianDecryption(mean_delta, record, norm, bound)
+
+    def _revealed_seeds(
+        self, aggregate: AggregationResult, reveals: Sequence[bytes]
+    ) -> dict[tuple[str, str], bytes]:
+        spec = aggregate.spec
+        if spec.mask_epoch is None:
+            return {}
+        accepted = [update.site_id for update in aggregate.accepted]
+        try:
+            return collect_revealed_seeds(
+                reveals,
+                epoch_id=spec.mask_epoch,
+                round_id=spec.round_id,
+                roster=spec.roster,
+                accepted=accepted,
+                signing_keys=self._site_keys,
+            )
+        except PairwiseError as exc:
+            dropped = sorted(set(spec.roster) - set(accepted))
+            raise DecryptionError(
+                f"round {spec.round_id!r}: sites {', '.join(dropped)} dropped out, so the "
+                f"surviving sites' masks do not cancel and the sum cannot be unmasked: {exc}. "
+                "Collect each surviving site's seed reveal for the dropped sites"
+            ) from exc
 
     def _check_recomputed(self, aggregate: AggregationResult, envelopes: Sequence[bytes]) -> None:
         spec = aggregate.spec
@@ -165,13 +200,17 @@ def _norm_bound(aggregate: AggregationResult, envelopes: Sequence[bytes]) -> flo
 
 
 def _decrypt_mean(
-    aggregate: AggregationResult, secret: SecretFederation, dtype: torch.dtype
+    aggregate: AggregationResult,
+    secret: SecretFederation,
+    dtype: torch.dtype,
+    revealed: Mapping[tuple[str, str], bytes],
 ) -> dict[str, torch.Tensor]:
     layout = aggregate.spec.tensor_layout
+    params = secret.public.params
     try:
-        encrypted = load_encrypted_vector(
-            aggregate.payload, secret.context, secret.public.params, layout.numel
-        )
+        encrypted = load_encrypted_vector(aggregate.payload, secret.context, params, layout.numel)
+        if revealed:
+            encrypted = unmask_dropped(encrypted, revealed, mask_level(secret.context, params))
     except CiphertextError as exc:
         raise DecryptionError(f"the aggregate ciphertext is invalid: {exc}") from exc
     summed = decrypt_vector(encrypted, secret.context)

@@ -278,25 +278,44 @@ def create_pairwise_offers(
     ``roster_kem_keys`` maps each enrolled site to its X-Wing public key, taken from
     the trusted site registry (never from the relay).
     """
-    _check_id(epoch_id, EPOCH_ID, "epoch id")
-    _check_site(site_id)
-    sender_fingerprint = signer.public_key().fingerprint()
     offers: list[PairwiseOffer] = []
     secrets: dict[str, bytes] = {}
     for peer in offer_recipients(site_id, roster_kem_keys):
-        _check_site(peer)
-        kem_key = roster_kem_keys[peer]
-        try:
-            shared_secret, ciphertext = xwing_encapsulate(kem_key)
-        except CryptoError as exc:
-            raise PairwiseError(f"X-Wing encapsulation to site {peer!r} failed: {exc}") from exc
-        unsigned = PairwiseOffer(
-            epoch_id, site_id, peer, sender_fingerprint, kem_key.fingerprint(), ciphertext
+        offer, secret = create_pairwise_offer(
+            epoch_id, site_id, signer, peer, roster_kem_keys[peer]
         )
-        signature = signer.sign(unsigned.body(), OFFER_SIGNATURE_CONTEXT)
-        offers.append(dataclasses.replace(unsigned, signature=signature))
-        secrets[peer] = _pair_secret(shared_secret, unsigned)
+        offers.append(offer)
+        secrets[peer] = secret
     return OutgoingOffers(tuple(offers), secrets)
+
+
+def create_pairwise_offer(
+    epoch_id: str,
+    site_id: str,
+    signer: CompositeSigner,
+    peer: str,
+    peer_kem_key: XWingPublicKey,
+) -> tuple[PairwiseOffer, bytes]:
+    """Encapsulate to one ``peer`` and sign the offer; return it and the pair secret."""
+    _check_id(epoch_id, EPOCH_ID, "epoch id")
+    _check_site(site_id)
+    _check_site(peer)
+    if peer == site_id:
+        raise PairwiseError("a site cannot make a pairwise offer to itself")
+    try:
+        shared_secret, ciphertext = xwing_encapsulate(peer_kem_key)
+    except CryptoError as exc:
+        raise PairwiseError(f"X-Wing encapsulation to site {peer!r} failed: {exc}") from exc
+    unsigned = PairwiseOffer(
+        epoch_id,
+        site_id,
+        peer,
+        signer.public_key().fingerprint(),
+        peer_kem_key.fingerprint(),
+        ciphertext,
+    )
+    signature = signer.sign(unsigned.body(), OFFER_SIGNATURE_CONTEXT)
+    return dataclasses.replace(unsigned, signature=signature), _pair_secret(shared_secret, unsigned)
 
 
 def open_pairwise_offer(
@@ -311,8 +330,9 @@ def open_pairwise_offer(
 
     Refused: malformed or unsigned offers, unknown senders, signatures that do not
     verify under the sender's registered key, another epoch or recipient, an offer
-    encapsulated to another X-Wing key, and a sender that does not sort before the
-    recipient (each pair has exactly one offer, from its smaller site).
+    encapsulated to another X-Wing key, and an offer to oneself. (Which site of a pair
+    offers is up to the caller: :func:`establish_pairwise_secrets` expects the smaller
+    one, :mod:`tensorguard.federation.pair_exchange` whichever site comes first.)
     """
     offer = PairwiseOffer.from_bytes(data)
     key = signing_keys.get(offer.sender)
@@ -323,8 +343,8 @@ def open_pairwise_offer(
         raise PairwiseError(f"pairwise offer is for epoch {offer.epoch_id!r}, not {epoch_id!r}")
     if offer.recipient != site_id:
         raise PairwiseError(f"pairwise offer is addressed to {offer.recipient!r}, not {site_id!r}")
-    if not offer.sender < offer.recipient:
-        raise PairwiseError("pairwise offers go from the smaller site id to the larger one")
+    if offer.sender == offer.recipient:
+        raise PairwiseError("a pairwise offer cannot be addressed to its own sender")
     if offer.recipient_kem_fingerprint != kem_private.public_key().fingerprint():
         raise PairwiseError("pairwise offer was encapsulated to another X-Wing key of this site")
     try:

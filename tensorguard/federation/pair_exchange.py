@@ -1,0 +1,175 @@
+"""Establishing a site's pairwise secrets through the coordinator's mailbox.
+
+Sites train and report independently, in any order and possibly at the same time, so
+no site can wait for another to go first. For each unordered pair of enrolled sites
+the *first* of the two to need the pair's secret makes the one
+:class:`~tensorguard.federation.pairwise.PairwiseOffer` of that pair (X-Wing
+encapsulation to the peer's registered key, composite-signed) and posts it to the
+:class:`PairwiseMailbox`; the second opens it. Posting is an atomic create that never
+replaces a file, so when both sites race, one offer wins and the loser opens it.
+
+The mailbox is the coordinator's relay: it holds only signed X-Wing ciphertexts, from
+which neither the coordinator nor the aggregator nor the custodian can learn a pair
+secret. Each site keeps its pair secrets in its own :class:`PairSecretStore` (its key
+provider), one per peer and key epoch; the epoch is bound into every offer and seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
+from tensorguard.durable import DestinationExistsError, atomic_write_bytes, ensure_directory
+from tensorguard.federation.pairwise import (
+    PairwiseError,
+    PairwiseOffer,
+    PairwiseSecrets,
+    create_pairwise_offer,
+    open_pairwise_offer,
+)
+
+OFFER_SUFFIX = ".offer"
+
+
+class PairSecretStore(Protocol):
+    """Where one site keeps its pair secrets (its own key provider)."""
+
+    def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
+        """The secret shared with ``peer`` in ``epoch_id``, or None if none is stored."""
+        ...
+
+    def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
+        """Persist the secret shared with ``peer`` in ``epoch_id`` (never replaced)."""
+        ...
+
+
+class PairwiseMailbox:
+    """The coordinator's relay of pairwise offers: one file per pair and epoch."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def offer_path(self, epoch_id: str, site_a: str, site_b: str) -> Path:
+        """Where the offer of the pair ``{site_a, site_b}`` lives in ``epoch_id``."""
+        low, high = sorted((site_a, site_b))
+        return self.root / epoch_id / f"{low}__{high}{OFFER_SUFFIX}"
+
+    def fetch(self, epoch_id: str, site_a: str, site_b: str) -> bytes | None:
+        """The pair's offer, or None if neither site has posted one yet."""
+        path = self.offer_path(epoch_id, site_a, site_b)
+        return path.read_bytes() if path.is_file() else None
+
+    def post(self, offer: PairwiseOffer) -> bool:
+        """Post ``offer``; False when the pair already has one (the other site won)."""
+        path = self.offer_path(offer.epoch_id, offer.sender, offer.recipient)
+        ensure_directory(path.parent)
+        try:
+            atomic_write_bytes(path, offer.to_bytes(), overwrite=False)
+        except DestinationExistsError:
+            return False
+        return True
+
+
+def _secret_from_posted_offer(
+    posted: bytes,
+    *,
+    epoch_id: str,
+    site_id: str,
+    kem_private: XWingPrivateKey,
+    signing_keys: Mapping[str, CompositeVerifyKey],
+) -> bytes:
+    offer = PairwiseOffer.from_bytes(posted)
+    if offer.sender == site_id:
+        raise PairwiseError(
+            f"the mailbox holds an offer this site ({site_id}) made in epoch {epoch_id}, but "
+            "its pair secret is not in this site's key store; the store was lost or this "
+            "is another site using the same id. Start a new key epoch (re-run the key "
+            "ceremony)"
+        )
+    _, secret = open_pairwise_offer(
+        posted,
+        epoch_id=epoch_id,
+        site_id=site_id,
+        kem_private=kem_private,
+        signing_keys=signing_keys,
+    )
+    return secret
+
+
+def site_pairwise_secrets(
+    *,
+    epoch_id: str,
+    site_id: str,
+    roster: Collection[str],
+    mailbox: PairwiseMailbox,
+    store: PairSecretStore,
+    signer: CompositeSigner,
+    kem_private: XWingPrivateKey,
+    roster_kem_keys: Mapping[str, XWingPublicKey],
+    signing_keys: Mapping[str, CompositeVerifyKey],
+) -> PairwiseSecrets:
+    """This site's secret with every other roster site, made or opened as needed.
+
+    ``roster_kem_keys`` (the peers' X-Wing public keys) and ``signing_keys`` (their
+    composite verify keys) come from the trusted site registry, never from the mailbox.
+    """
+    if site_id not in roster:
+        raise PairwiseError(f"site {site_id!r} is not enrolled in this round's roster")
+    secrets: dict[str, bytes] = {}
+    for peer in sorted(set(roster) - {site_id}):
+        secret = store.load_pair_secret(epoch_id, peer)
+        if secret is None:
+            secret = _obtain_secret(
+                epoch_id=epoch_id,
+                site_id=site_id,
+                peer=peer,
+                mailbox=mailbox,
+                signer=signer,
+                kem_private=kem_private,
+                roster_kem_keys=roster_kem_keys,
+                signing_keys=signing_keys,
+            )
+            store.store_pair_secret(epoch_id, peer, secret)
+        secrets[peer] = secret
+    return PairwiseSecrets(epoch_id, site_id, secrets)
+
+
+def _obtain_secret(
+    *,
+    epoch_id: str,
+    site_id: str,
+    peer: str,
+    mailbox: PairwiseMailbox,
+    signer: CompositeSigner,
+    kem_private: XWingPrivateKey,
+    roster_kem_keys: Mapping[str, XWingPublicKey],
+    signing_keys: Mapping[str, CompositeVerifyKey],
+) -> bytes:
+    def open_posted(posted: bytes) -> bytes:
+        return _secret_from_posted_offer(
+            posted,
+            epoch_id=epoch_id,
+            site_id=site_id,
+            kem_private=kem_private,
+            signing_keys=signing_keys,
+        )
+
+    posted = mailbox.fetch(epoch_id, site_id, peer)
+    if posted is not None:
+        return open_posted(posted)
+    peer_kem_key = roster_kem_keys.get(peer)
+    if peer_kem_key is None:
+        raise PairwiseError(
+            f"site {peer!r} has no registered X-Wing key, so no pair secret can be made "
+            "with it; add kem_public_key to its site registry entry"
+        )
+    offer, secret = create_pairwise_offer(epoch_id, site_id, signer, peer, peer_kem_key)
+    if mailbox.post(offer):
+        return secret
+    posted = mailbox.fetch(epoch_id, site_id, peer)
+    if posted is None:
+        raise PairwiseError(f"the pairwise offer for {site_id}/{peer} vanished from the mailbox")
+    return open_posted(posted)
