@@ -18,6 +18,7 @@ built rather than failed. ``make check-round`` runs it on the ``make demo`` inst
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from dagster import (
     Definitions,
     build_asset_context,
 )
-from dagster._core.errors import DagsterHomeNotSetError
 
 from tensorguard.errors import TensorGuardError
 from tensorguard_assets.artifact_checks import verify_artifact
@@ -210,15 +210,14 @@ def main(argv: Sequence[str] | None = None, definitions: Definitions | None = No
     args = parser.parse_args(argv)
     if definitions is None:
         definitions = _project_definitions()
-    try:
-        instance = DagsterInstance.get()
-    except DagsterHomeNotSetError:
+    if not os.environ.get("DAGSTER_HOME"):
         print(
             "check-round: DAGSTER_HOME is not set; point it at the instance that ran the round "
             "(make check-round uses .dagster, as make demo does)",
             file=sys.stderr,
         )
         return 2
+    instance = DagsterInstance.get()
     try:
         round_key: str = args.round_key or latest_round(instance, definitions)
         if not round_partitions.has_partition_key(round_key):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckKey,
     AssetExecutionContext,
     AssetKey,
@@ -19,9 +20,6 @@ from dagster import (
     EventLogRecord,
     Failure,
 )
-
-# Not re-exported by dagster's public API (1.13); used only to read check-run status.
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from tensorguard.digest import sha256_path
 
@@ -106,9 +104,12 @@ def latest_check_passed(
     history = context.instance.event_log_storage.get_asset_check_execution_history(
         AssetCheckKey(AssetKey(asset_name), check_name), limit=CHECK_HISTORY_SCAN
     )
-    for record in history:
-        evaluation = record.event.dagster_event.event_specific_data if record.event else None
-        target = getattr(evaluation, "target_materialization_data", None)
+    for execution in history:  # newest first
+        event = execution.event.dagster_event if execution.event else None
+        evaluation = event.event_specific_data if event else None
+        if not isinstance(evaluation, AssetCheckEvaluation):
+            continue  # planned, not yet evaluated
+        target = evaluation.target_materialization_data
         if target is not None and target.storage_id == target_storage_id:
-            return record.status is AssetCheckExecutionRecordStatus.SUCCEEDED
+            return evaluation.passed
     return False

@@ -67,6 +67,35 @@ def test_resources_do_not_import_assets() -> None:
     assert offenders == []
 
 
+def _private_dagster_imports(path: Path) -> list[str]:
+    """Imports of private Dagster modules (``dagster._…``, ``dagster_postgres._…``)."""
+    return sorted(
+        module
+        for module in _imported_modules(path)
+        if module.split(".")[0].startswith("dagster")
+        and any(part.startswith("_") for part in module.split(".")[1:])
+    )
+
+
+def test_dagster_layer_imports_only_public_dagster_apis() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): _private_dagster_imports(path)
+        for package in ("tensorguard_assets", "tensorguard_resources")
+        for path in (ROOT / package).rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_private_import_guard_detects_a_planted_import(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from dagster import asset\nfrom dagster._core.errors import DagsterHomeNotSetError\n"
+        "import dagster_postgres._private\n"
+    )
+    expected = ["dagster._core.errors", "dagster_postgres._private"]
+    assert _private_dagster_imports(planted) == expected
+
+
 def test_guard_detects_a_planted_import(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("import dagster\nfrom dagster_postgres import x\n")
