@@ -8,8 +8,8 @@ update only if those fields match.
 
 The spec also carries the round's *rules*, fixed by the coordinator rather than
 declared by the sites: when the round opened and when it closes, the quorum, the
-clip norm every site must apply, and each registered site's weight cap (from the
-site registry). The aggregator and the custodian enforce them; see
+clip norm every site must apply, the differential-privacy rule, and each registered
+site's weight cap (from the site registry). The aggregator and the custodian enforce them; see
 :mod:`tensorguard.federation.aggregation` and :mod:`tensorguard.federation.custodian`.
 """
 
@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tensorguard.federation.layout import TensorLayout, tensors_digest
+from tensorguard.federation.privacy import DPRule
 
 HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 ROUND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:|-]{0,127}$")
@@ -61,10 +62,21 @@ class RoundSpec(BaseModel):
         gt=0,
         description="L2 bound every site must clip its delta to (None: sites choose).",
     )
+    mask_epoch: str | None = Field(
+        default=None,
+        description="Key epoch of the sites' pairwise masks (secure aggregation); every "
+        "roster site masks its ciphertexts with its pair secrets of this epoch. None: no "
+        "masking.",
+    )
     site_weight_caps: tuple[tuple[str, float], ...] = Field(
         default=(),
         description="Registered sites and the largest weight each may declare, from the "
         "site registry (empty: only max_site_weight applies).",
+    )
+    dp: DPRule | None = Field(
+        default=None,
+        description="Distributed differential privacy: every site adds noise of std "
+        "noise_multiplier · clip_norm / √min_sites (needs clip_norm). None: no DP.",
     )
 
     @field_validator("round_id")
@@ -120,7 +132,18 @@ class RoundSpec(BaseModel):
             raise ValueError("a site weight cap exceeds max_site_weight")
         if self.site_weight_caps and self.min_sites > len(self.site_weight_caps):
             raise ValueError("min_sites exceeds the number of registered sites")
+        if self.dp is not None and self.clip_norm is None:
+            raise ValueError("a DP rule needs the round's clip_norm (the noise scales with it)")
+        if self.mask_epoch is not None and not self.site_weight_caps:
+            raise ValueError("pairwise masking needs the round's roster (site_weight_caps)")
+        if self.mask_epoch is not None and not ROUND_ID.fullmatch(self.mask_epoch):
+            raise ValueError("mask_epoch must look like a round id")
         return self
+
+    @property
+    def roster(self) -> tuple[str, ...]:
+        """The round's enrolled sites (those with a weight cap), sorted."""
+        return tuple(site for site, _ in self.site_weight_caps)
 
     def weight_cap(self, site_id: str) -> float | None:
         """The largest weight ``site_id`` may declare, or None if it is not allowed.
@@ -149,6 +172,8 @@ class RoundSpec(BaseModel):
         min_sites: int = 2,
         clip_norm: float | None = None,
         site_weight_caps: Mapping[str, float] | None = None,
+        mask_epoch: str | None = None,
+        dp: DPRule | None = None,
     ) -> RoundSpec:
         """Build the spec from the round's reference adapter tensors and the round rules."""
         layout = TensorLayout.from_tensors(reference)
@@ -163,4 +188,6 @@ class RoundSpec(BaseModel):
             min_sites=min_sites,
             clip_norm=clip_norm,
             site_weight_caps=tuple(sorted((site_weight_caps or {}).items())),
+            mask_epoch=mask_epoch,
+            dp=dp,
         )

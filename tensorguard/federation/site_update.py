@@ -8,9 +8,12 @@ afterwards). Working on the change rather than on the raw tensors keeps clipping
 noise meaningful: ``A``'s random initialisation is not data and is never clipped.
 
 Steps: flatten in the round's canonical layout, clip the L2 norm of the whole delta
-to ``clip_norm``, add Gaussian noise of std ``noise_multiplier · clip_norm`` when DP
-is on (after the site's privacy ledger agrees), multiply by
-``weight / max_site_weight``, encrypt under the federation *public* context, sign.
+to ``clip_norm``, multiply by ``weight / max_site_weight`` (at most 1, so the weighted
+contribution still has norm ≤ ``clip_norm``), add Gaussian noise of std
+``σ · clip_norm / √min_sites`` when the round spec carries a DP rule (after the site's
+privacy ledger agrees; see :mod:`tensorguard.federation.privacy` for why the sum of
+the quorum's updates then carries the central noise ``σ · clip_norm``), encrypt under
+the federation *public* context, sign.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.envelope import EnvelopeHeader, seal_envelope
 from tensorguard.federation.errors import FederationError, PrivacyAccountingError
 from tensorguard.federation.layout import FloatVector, tensors_digest
+from tensorguard.federation.masking import mask_encrypted_vector, mask_level
 from tensorguard.federation.packing import encrypt_vector
+from tensorguard.federation.pairwise import PairwiseSecrets
 from tensorguard.federation.privacy import (
     DPConfig,
     PrivacyCharge,
@@ -50,7 +55,10 @@ class SiteUpdateConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     clip_norm: float = Field(gt=0, description="L2 bound on the whole update's delta.")
-    dp: DPConfig | None = Field(default=None, description="Gaussian noise; None: no DP.")
+    dp: DPConfig | None = Field(
+        default=None,
+        description="The round's DP rule (must equal the round spec's dp); None: no DP.",
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class SiteUpdate:
     header: EnvelopeHeader
     privacy: PrivacyReport | None
     encrypt_seconds: float
+    site_noise_std: float = 0.0
 
     def metadata(self) -> dict[str, object]:
         """Reportable values (no plaintext statistics of the update itself)."""
@@ -79,6 +88,7 @@ class SiteUpdate:
         }
         if self.privacy is not None:
             values.update({f"dp_{k}": v for k, v in self.privacy.to_json().items()})
+            values["dp_site_noise_std"] = self.site_noise_std
         return values
 
 
@@ -109,6 +119,30 @@ def update_delta(
     return delta
 
 
+def _round_seeds(
+    spec: RoundSpec, site_id: str, pairwise: PairwiseSecrets | None
+) -> dict[str, bytes]:
+    """The site's pairwise round seeds with every other roster site (masking is on)."""
+    if pairwise is None:
+        raise FederationError(
+            f"round {spec.round_id!r} requires pairwise masking (epoch {spec.mask_epoch}); "
+            "establish the site's pair secrets first"
+        )
+    expected = set(spec.roster) - {site_id}
+    if pairwise.epoch_id != spec.mask_epoch or pairwise.site_id != site_id:
+        raise FederationError(
+            f"the pair secrets are for site {pairwise.site_id!r} in epoch "
+            f"{pairwise.epoch_id!r}; round {spec.round_id!r} needs {site_id!r} in epoch "
+            f"{spec.mask_epoch!r}"
+        )
+    if set(pairwise.peers) != expected:
+        raise FederationError(
+            f"site {site_id!r} shares secrets with {sorted(pairwise.peers)}, but the round's "
+            f"roster needs exactly {sorted(expected)}"
+        )
+    return pairwise.round_seeds(spec.round_id)
+
+
 def build_site_update(
     *,
     trained: Mapping[str, torch.Tensor],
@@ -120,13 +154,14 @@ def build_site_update(
     signer: CompositeSigner,
     config: SiteUpdateConfig,
     ledger: PrivacyLedger | None = None,
+    pairwise: PairwiseSecrets | None = None,
 ) -> SiteUpdate:
     """Clip, (noise), weight, encrypt and sign one site's update for ``spec``.
 
-    ``weight`` is normally the site's example count. With DP enabled ``ledger`` is
-    required; it is charged only once the envelope is complete, and a round that
-    would exceed the budget raises :class:`PrivacyBudgetExceededError` before any
-    noise is drawn.
+    ``weight`` is normally the site's example count. ``config.dp`` must equal the
+    round spec's DP rule (both None for no DP). With DP on, ``ledger`` is required; it
+    is charged only once the envelope is complete, and a round that would exceed the
+    budget raises :class:`PrivacyBudgetExceededError` before any noise is drawn.
     """
     validate_site_id(site_id)
     if not math.isfinite(weight) or not 0 < weight <= spec.max_site_weight:
@@ -151,6 +186,13 @@ def build_site_update(
 
     privacy: PrivacyReport | None = None
     charge: PrivacyCharge | None = None
+    noise_std = 0.0
+    if config.dp != spec.dp:
+        raise PrivacyAccountingError(
+            f"site {site_id!r} has DP config {_describe_dp(config.dp)}, but round "
+            f"{spec.round_id!r} requires {_describe_dp(spec.dp)}; use the round spec's DP "
+            "rule (the noise of the sum is calibrated only if every site follows it)"
+        )
     if config.dp is not None:
         if ledger is None:
             raise PrivacyAccountingError(
@@ -161,18 +203,21 @@ def build_site_update(
                 f"the privacy ledger belongs to {ledger.site_id!r}, not {site_id!r}"
             )
         ledger.check_config(config.dp)
-        charge = PrivacyCharge(
-            round_id=spec.round_id,
-            noise_multiplier=config.dp.noise_multiplier,
-            sampling_rate=config.dp.sampling_rate,
-            steps=config.dp.steps_per_round,
-        )
+        charge = PrivacyCharge(round_id=spec.round_id, noise_multiplier=config.dp.noise_multiplier)
         ledger.check(charge)
-        values = add_gaussian_noise(values, config.dp.noise_multiplier * config.clip_norm)
+        noise_std = config.dp.site_noise_std(config.clip_norm, spec.min_sites)
 
     values = values * (weight / spec.max_site_weight)
+    if charge is not None:
+        values = add_gaussian_noise(values, noise_std)
     started = time.perf_counter()
-    encrypted = encrypt_vector(values, public.load_context(), public.params)
+    context = public.load_context()
+    encrypted = encrypt_vector(values, context, public.params)
+    if spec.mask_epoch is not None:
+        seeds = _round_seeds(spec, site_id, pairwise)
+        encrypted = mask_encrypted_vector(
+            encrypted, site_id, seeds, mask_level(context, public.params)
+        )
     payload = encrypted.to_bytes()
     encrypt_seconds = time.perf_counter() - started
 
@@ -197,4 +242,14 @@ def build_site_update(
         signer_fingerprint=signer.public_key().fingerprint(),
     )
     envelope = seal_envelope(header, payload, signer)
-    return SiteUpdate(envelope, header, privacy, encrypt_seconds)
+    return SiteUpdate(envelope, header, privacy, encrypt_seconds, noise_std)
+
+
+def _describe_dp(rule: DPConfig | None) -> str:
+    """A DP rule in words for error messages."""
+    if rule is None:
+        return "none (no DP)"
+    return (
+        f"noise_multiplier={rule.noise_multiplier:g}, δ={rule.delta:g}, "
+        f"budget ε={rule.epsilon_budget:g}"
+    )
