@@ -47,11 +47,35 @@ def recorded_metadata(record: EventLogRecord) -> dict[str, Any]:
     return {name: value.value for name, value in materialization.metadata.items()}
 
 
+def require_declared_dependency(context: AssetExecutionContext, asset_name: str) -> AssetKey:
+    """The key of ``asset_name``, which the running asset must declare as a dependency.
+
+    Reading an upstream artifact the asset does not declare would hide it from the
+    lineage graph (and from what a run materialises first); a misspelt name would only
+    fail at run time as "not materialised". Both fail here, naming the fix.
+    """
+    asset_key = AssetKey(asset_name)
+    declared = context.assets_def.dependency_keys
+    if asset_key not in declared:
+        reader = context.assets_def.node_def.name
+        raise Failure(
+            description=(
+                f"{reader} reads {asset_name} without declaring it as a dependency "
+                f"(declared: {', '.join(sorted(k.to_user_string() for k in declared))}); "
+                f"add {asset_name!r} to the asset's deps"
+            ),
+            allow_retries=False,
+        )
+    return asset_key
+
+
 def upstream_metadata(
     context: AssetExecutionContext, asset_name: str, partition_key: str | None = None
 ) -> dict[str, Any]:
-    """Metadata values of the latest materialisation of ``asset_name`` (and partition)."""
-    record = latest_materialization_record(context.instance, asset_name, partition_key)
+    """Metadata values of the latest materialisation of ``asset_name`` (and partition),
+    which must be a declared dependency of the running asset."""
+    asset_key = require_declared_dependency(context, asset_name)
+    record = latest_materialization_record(context.instance, asset_key, partition_key)
     if record is None:
         where = f" for partition {partition_key}" if partition_key else ""
         raise Failure(

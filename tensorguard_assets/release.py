@@ -363,7 +363,7 @@ def tgsp_package(
 @asset(
     group_name=PUBLISH_GROUP,
     partitions_def=round_partitions,
-    deps=["tgsp_package", "gate_decision", "evaluation_report"],
+    deps=["tgsp_package", "gate_decision", "evaluation_report", "global_adapter"],
     kinds={"mqtt", "sqlite"},
     owners=["team:release"],
 )
