@@ -8,6 +8,8 @@ A registry file is YAML::
         public_key: keys/hospital-north.pub   # the site's composite public key
                                                # (`tensorguard keys show --public-out`)
         max_weight: 300                # most examples the site may weigh in a round
+        kem_public_key: keys/hospital-north.kem.pub   # the site's X-Wing public key, for
+                                               # the pairwise masks of secure aggregation
 
 ``max_weight`` is the coordinator's cap on the weight (example count) a site may
 declare: it goes into every round spec, and the aggregator rejects an update whose
@@ -45,6 +47,7 @@ class SiteRecord:
     data_dir: Path
     public_key_path: Path | None = None
     max_weight: float | None = None
+    kem_public_key_path: Path | None = None
 
 
 def validate_site_id(site_id: str) -> str:
@@ -107,11 +110,13 @@ def _parse_entry(entry: Any, base: Path, registry_path: Path, index: int) -> Sit
             f"{registry_path}: sites[{index}] ({site_id}) max_weight must be a positive "
             f"number (the most examples the site may weigh in a round), got {max_weight!r}"
         )
+    kem_key = entry.get("kem_public_key")
     return SiteRecord(
         site_id=site_id,
         data_dir=data_dir,
         public_key_path=public_key_path,
         max_weight=float(max_weight) if max_weight is not None else None,
+        kem_public_key_path=(base / str(kem_key)).resolve() if kem_key else None,
     )
 
 

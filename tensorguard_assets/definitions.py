@@ -14,6 +14,7 @@ from tensorguard_assets.federation import (
     federation_keys,
     global_adapter,
     round_spec,
+    seed_reveals,
     site_update,
 )
 from tensorguard_assets.jobs import ALL_JOBS
@@ -31,6 +32,7 @@ defs = Definitions(
         site_update,
         aggregated_update,
         global_adapter,
+        seed_reveals,
         pruned_model,
         onnx_model,
         tensorrt_engine,

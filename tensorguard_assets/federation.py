@@ -6,6 +6,7 @@ custodian decryption."""
 import shutil
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import (
@@ -23,7 +24,9 @@ from dagster import (
 )
 from pydantic import Field
 
+from tensorguard.codec import canonical_json, parse_json_object
 from tensorguard.crypto import CompositeVerifyKey
+from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_directory
 from tensorguard.errors import TensorGuardError
@@ -33,16 +36,22 @@ from tensorguard.federation.context import (
     load_secret_from_store,
     run_key_ceremony,
 )
-from tensorguard.federation.custodian import apply_update, decrypt_aggregate
+from tensorguard.federation.custodian import Custodian, apply_update
+from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
+from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
+from tensorguard.federation.pairwise import PairwiseSecrets, reveal_seeds
 from tensorguard.federation.params import FederationParams
 from tensorguard.federation.peft_adapter import write_peft_adapter
-from tensorguard.federation.privacy import DPConfig, PrivacyLedger
+from tensorguard.federation.privacy import DPRule, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.hf import read_adapter_tensors
+from tensorguard.keys.errors import KeyExistsError
 from tensorguard.keys.names import KeyPurpose
-from tensorguard.tgsp.keyfiles import load_verify_key
+from tensorguard.production import Environment
+from tensorguard.sites import site_weight_caps
+from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
 from tensorguard.training.lora import (
     LLAMA_ATTENTION_AND_MLP,
     LoRAAdapterSpec,
@@ -66,7 +75,7 @@ from tensorguard_assets.partitions import (
     split_round_site,
 )
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
-from tensorguard_resources.federation import CKKSSecretStore
+from tensorguard_resources.federation import CKKSSecretStore, PairSecretVault
 from tensorguard_resources.keys import KeyVault
 
 FEDERATION_GROUP = "federate"
@@ -75,11 +84,85 @@ ROUND_OF_SITE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=
 ENVELOPE_FILE = "update.tgenv"
 AGGREGATE_FILE = "aggregate.tgagg"
 SPEC_FILE = "round_spec.json"
+CUSTODIAN_LEDGER = Path("custodian") / "decryption-ledger.jsonl"
+CUSTODIAN_KEY_NAME = "federation-custodian"
+PAIRWISE_MAILBOX = Path("pairwise") / "offers"
+PAIRWISE_ANSWERED = Path("pairwise") / "answered"
+REVEAL_SUFFIX = ".reveal"
+REVEALS_SUMMARY = "reveals.json"
+DEFAULT_CLIP_NORM = 20.0
+"""Above the demo sites' delta norms (~3-6), below the per-site CKKS bound (32)."""
 
 
 def site_key_name(site_id: str) -> str:
     """Name of a site's composite signing key in the key vault."""
     return f"site-{site_id}"
+
+
+def site_kem_key_name(site_id: str) -> str:
+    """Name of a site's X-Wing key (pairwise masks) in the key vault."""
+    return f"site-{site_id}-kem"
+
+
+def mask_epoch_of(public: PublicFederation) -> str:
+    """The pairwise-mask key epoch: one per federation key (a new ceremony, a new epoch)."""
+    return f"ckks-{public.digest[:16]}"
+
+
+def _development_kem_public(keys: KeyVault, site_id: str) -> XWingPublicKey:
+    name = site_kem_key_name(site_id)
+    if not keys.provider.has_key(name, KeyPurpose.KEM):
+        try:
+            return keys.provider.generate_kem_key(name)
+        except KeyExistsError:
+            pass  # another site's run created it at the same moment
+    return keys.provider.kem_private_key(name).public_key()
+
+
+def roster_kem_keys(
+    sites: SiteRegistry, keys: KeyVault, roster: tuple[str, ...]
+) -> dict[str, XWingPublicKey]:
+    """Each roster site's X-Wing public key: the registry's ``kem_public_key`` file, or in
+    development the site's key in the vault (created on first use)."""
+    kem_keys: dict[str, XWingPublicKey] = {}
+    for site_id in roster:
+        record = sites.site(site_id)
+        if record.kem_public_key_path is not None:
+            kem_keys[site_id] = load_recipient_public_key(record.kem_public_key_path)
+        elif keys.development:
+            kem_keys[site_id] = _development_kem_public(keys, site_id)
+        else:
+            raise FederationError(
+                f"site {site_id!r} has no kem_public_key in the site registry; masked rounds "
+                "need every site's X-Wing public key (tensorguard keys generate --kem, then "
+                "add kem_public_key: <file> to its entry)"
+            )
+    return kem_keys
+
+
+def site_pair_secrets(
+    spec: RoundSpec,
+    site_id: str,
+    artifacts: ArtifactStore,
+    sites: SiteRegistry,
+    keys: KeyVault,
+) -> PairwiseSecrets:
+    """The site's pair secrets for the round's mask epoch, made or opened via the mailbox."""
+    assert spec.mask_epoch is not None
+    kem_keys = roster_kem_keys(sites, keys, spec.roster)
+    return site_pairwise_secrets(
+        epoch_id=spec.mask_epoch,
+        site_id=site_id,
+        roster=spec.roster,
+        mailbox=PairwiseMailbox(artifacts.root / PAIRWISE_MAILBOX),
+        store=PairSecretVault(keys.provider, site_id),
+        signer=keys.provider.signer_for(
+            site_key_name(site_id), generate_if_missing=keys.development
+        ),
+        kem_private=keys.provider.kem_private_key(site_kem_key_name(site_id)),
+        roster_kem_keys=kem_keys,
+        signing_keys=registered_site_keys(sites, keys),
+    )
 
 
 class FederationKeysConfig(Config):
@@ -147,7 +230,32 @@ class RoundSpecConfig(Config):
     )
     seed: int = Field(default=0, description="Seed of the first round's initial adapter.")
     max_site_weight: float = Field(
-        default=100_000, gt=0, description="Largest example count one site may declare."
+        default=100_000,
+        gt=0,
+        description="Development only: the weight cap of a site whose registry entry has no "
+        "max_weight (production requires max_weight for every site).",
+    )
+    clip_norm: float = Field(
+        default=DEFAULT_CLIP_NORM,
+        gt=0,
+        description="L2 bound every site clips its update delta to (a round rule).",
+    )
+    min_sites: int = Field(default=2, ge=2, description="Quorum of valid site updates.")
+    noise_multiplier: float = Field(
+        default=0.0,
+        ge=0,
+        description="Distributed DP: central noise std of the summed update / clip_norm; "
+        "each site adds noise_multiplier · clip_norm / √min_sites. 0 disables DP.",
+    )
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1, description="Target δ of the DP rule.")
+    epsilon_budget: float = Field(
+        default=10.0, gt=0, description="Cumulative ε each site may spend under the DP rule."
+    )
+    deadline_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours after the round opens until updates are late; at the deadline "
+        "the round releases with the sites that made it, if the quorum is met.",
     )
 
 
@@ -180,7 +288,7 @@ def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> 
 @asset(
     group_name=FEDERATION_GROUP,
     partitions_def=round_partitions,
-    deps=["base_model"],
+    deps=["base_model", "federation_keys"],
     kinds={"peft"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("round_spec")],
@@ -189,10 +297,13 @@ def round_spec(
     context: AssetExecutionContext,
     config: RoundSpecConfig,
     artifacts: ArtifactStore,
+    sites: SiteRegistry,
 ) -> MaterializeResult:
     """What every site agrees on for the round: the base model, the reference adapter all
     sites start from (the seeded initial adapter, then the previous round's global
-    adapter) and its tensor layout. Sites sign these facts into their updates."""
+    adapter), its tensor layout, and the round's rules (opened_at, deadline, quorum, clip
+    norm, each site's weight cap from the registry). Sites sign these facts into their
+    updates; the aggregator and the custodian enforce the rules."""
     round_key = context.partition_key
     base_dir, base_meta = verified_upstream_path(context, "base_model")
     out_dir = artifacts.asset_dir("round_spec", round_key)
@@ -216,11 +327,32 @@ def round_spec(
                 seed=config.seed,
             )
             origin = f"seeded initial adapter (seed {config.seed})"
+        public, _ = load_public_federation(context)
+        production = artifacts.runtime.environment is Environment.PRODUCTION
+        caps = site_weight_caps(
+            sites.sites(), default_cap=None if production else config.max_site_weight
+        )
+        opened_at = datetime.now(UTC).replace(microsecond=0)
         spec = RoundSpec.from_reference(
             round_id=round_key,
             base_model_digest=str(base_meta["digest"]),
             reference=read_adapter_tensors(reference_dir),
-            max_site_weight=config.max_site_weight,
+            max_site_weight=max(caps.values()),
+            opened_at=opened_at,
+            deadline=opened_at + timedelta(hours=config.deadline_hours),
+            min_sites=config.min_sites,
+            clip_norm=public.params.check_clip_norm(config.clip_norm),
+            site_weight_caps=caps,
+            mask_epoch=mask_epoch_of(public),
+            dp=(
+                DPRule(
+                    noise_multiplier=config.noise_multiplier,
+                    delta=config.dp_delta,
+                    epsilon_budget=config.epsilon_budget,
+                )
+                if config.noise_multiplier > 0
+                else None
+            ),
         )
     spec_path = out_dir / SPEC_FILE
     write_artifact(spec_path, (spec.model_dump_json(indent=2) + "\n").encode("utf-8"))
@@ -235,6 +367,12 @@ def round_spec(
             "base_model_digest": MetadataValue.text(spec.base_model_digest),
             "tensors": MetadataValue.int(len(spec.layout)),
             "parameters": MetadataValue.int(spec.tensor_layout.numel),
+            "opened_at": MetadataValue.text(opened_at.isoformat()),
+            "deadline": MetadataValue.text(spec.deadline.isoformat() if spec.deadline else ""),
+            "min_sites": MetadataValue.int(spec.min_sites),
+            "clip_norm": MetadataValue.float(config.clip_norm),
+            "site_weight_caps": MetadataValue.json(dict(spec.site_weight_caps)),
+            "dp_rule": MetadataValue.json(spec.dp.model_dump() if spec.dp else {}),
         },
         check_results=[verify_artifact("round_spec", out_dir, digest)],
     )
@@ -253,17 +391,6 @@ def load_public_federation(context: AssetExecutionContext) -> tuple[PublicFedera
     return PublicFederation.read(public_dir), metadata
 
 
-class SiteUpdateAssetConfig(Config):
-    """Clipping and optional differential privacy for a site's update."""
-
-    clip_norm: float = Field(default=50.0, gt=0, description="L2 bound of the update delta.")
-    noise_multiplier: float = Field(
-        default=0.0, ge=0, description="Gaussian noise std / clip norm; 0 disables DP."
-    )
-    dp_delta: float = Field(default=1e-5, gt=0, lt=1, description="Target δ.")
-    epsilon_budget: float = Field(default=10.0, gt=0, description="Cumulative ε per site.")
-
-
 @asset(
     group_name=ENCRYPT_GROUP,
     partitions_def=round_site_partitions,
@@ -278,13 +405,14 @@ class SiteUpdateAssetConfig(Config):
 )
 def site_update(
     context: AssetExecutionContext,
-    config: SiteUpdateAssetConfig,
     artifacts: ArtifactStore,
+    sites: SiteRegistry,
     keys: KeyVault,
 ) -> MaterializeResult:
     """The site's adapter delta, clipped (optionally noised for DP), weighted by its
-    example count, CKKS-encrypted under the federation public key and signed with the
-    site's composite key. Only this envelope ever leaves the site."""
+    example count, CKKS-encrypted under the federation public key, masked with the
+    site's pairwise secrets (so that only the sum of all sites decrypts to anything)
+    and signed with the site's composite key. Only this envelope ever leaves the site."""
     round_key, site_id = split_round_site(context.partition_key)
     adapter_dir, adapter_meta = verified_upstream_path(
         context, "site_adapter", context.partition_key
@@ -295,15 +423,7 @@ def site_update(
         signer = keys.provider.signer_for(
             site_key_name(site_id), generate_if_missing=keys.development
         )
-        dp = (
-            DPConfig(
-                noise_multiplier=config.noise_multiplier,
-                delta=config.dp_delta,
-                epsilon_budget=config.epsilon_budget,
-            )
-            if config.noise_multiplier > 0
-            else None
-        )
+        dp = spec.dp  # distributed DP is a round rule: σ, δ and budget come from the spec
         ledger_path = artifacts.asset_dir("privacy_ledgers") / f"{site_id}.json"
         ledger = None
         if dp is not None:
@@ -320,8 +440,13 @@ def site_update(
             weight=float(adapter_meta["train_examples"]),
             public=public,
             signer=signer,
-            config=SiteUpdateConfig(clip_norm=config.clip_norm, dp=dp),
+            config=SiteUpdateConfig(clip_norm=spec.clip_norm or DEFAULT_CLIP_NORM, dp=dp),
             ledger=ledger,
+            pairwise=(
+                site_pair_secrets(spec, site_id, artifacts, sites, keys)
+                if spec.mask_epoch is not None
+                else None
+            ),
         )
     if ledger is not None:
         write_artifact(ledger_path, ledger.to_json().encode("utf-8"))
@@ -489,10 +614,85 @@ def aggregated_update(
     )
 
 
+def _answered_reveals(path: Path) -> dict[str, frozenset[str]]:
+    """A site's record of the accepted sets it already answered reveal requests for."""
+    if not path.is_file():
+        return {}
+    document = parse_json_object(path.read_bytes(), what=f"reveal record {path}")
+    return {round_id: frozenset(sites) for round_id, sites in document.items()}
+
+
 @asset(
     group_name=FEDERATION_GROUP,
     partitions_def=round_partitions,
-    deps=["aggregated_update", "round_spec", "federation_keys"],
+    deps=["aggregated_update", "round_spec"],
+    kinds={"tenseal"},
+    owners=["team:security"],
+    check_specs=[integrity_check_spec("seed_reveals")],
+)
+def seed_reveals(
+    context: AssetExecutionContext,
+    artifacts: ArtifactStore,
+    sites: SiteRegistry,
+    keys: KeyVault,
+) -> MaterializeResult:
+    """Dropout recovery for the masked sum: each surviving site signs the pairwise round
+    seeds it shares with the sites that dropped out, and nothing else. A site refuses to
+    reveal a seed shared with an accepted site (that would unmask it) or to answer the
+    same round twice with a different accepted set. Empty when nobody dropped out."""
+    round_key = context.partition_key
+    aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
+    out_dir = artifacts.asset_dir("seed_reveals", round_key)
+    with fail_closed_on(context):
+        spec, _ = load_round(context, round_key)
+        aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
+        accepted = sorted(update.site_id for update in aggregate.accepted)
+        dropped = sorted(set(spec.roster) - set(accepted)) if spec.mask_epoch else []
+        with atomic_directory(out_dir) as staging:
+            summary = {
+                "round_id": round_key,
+                "mask_epoch": spec.mask_epoch,
+                "accepted": accepted,
+                "dropped": dropped,
+                "revealing_sites": accepted if dropped else [],
+            }
+            (staging / REVEALS_SUMMARY).write_bytes(canonical_json(summary) + b"\n")
+            for site_id in accepted if dropped else []:
+                answered_path = artifacts.root / PAIRWISE_ANSWERED / f"{site_id}.json"
+                answered = _answered_reveals(answered_path)
+                reveal = reveal_seeds(
+                    site_pair_secrets(spec, site_id, artifacts, sites, keys),
+                    round_id=round_key,
+                    accepted=accepted,
+                    dropped=dropped,
+                    signer=keys.provider.signer(site_key_name(site_id)),
+                    answered=answered,
+                )
+                (staging / f"{site_id}{REVEAL_SUFFIX}").write_bytes(reveal.to_bytes())
+                record = {key: sorted(value) for key, value in answered.items()}
+                answered_path.parent.mkdir(parents=True, exist_ok=True)
+                write_artifact(answered_path, canonical_json(record))
+    if dropped:
+        context.log.warning(
+            f"round {round_key}: {', '.join(dropped)} dropped out after the round opened; "
+            f"{len(accepted)} surviving site(s) revealed their seeds with them"
+        )
+    digest = sha256_tree(out_dir)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out_dir)),
+            "digest": MetadataValue.text(digest),
+            "dropped_sites": MetadataValue.text(", ".join(dropped) or "none"),
+            "revealing_sites": MetadataValue.int(len(accepted) if dropped else 0),
+        },
+        check_results=[verify_artifact("seed_reveals", out_dir, digest)],
+    )
+
+
+@asset(
+    group_name=FEDERATION_GROUP,
+    partitions_def=round_partitions,
+    deps=["aggregated_update", "seed_reveals", "round_spec", "federation_keys"],
     kinds={"peft", "tenseal"},
     owners=["team:security"],
     check_specs=[integrity_check_spec("global_adapter")],
@@ -500,10 +700,13 @@ def aggregated_update(
 def global_adapter(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
+    sites: SiteRegistry,
     keys: KeyVault,
 ) -> MaterializeResult:
-    """The key custodian's step: decrypt only the aggregate, divide by the total weight
-    and apply the mean delta to the round's reference adapter. The result is a PEFT
+    """The key custodian's step: recompute the aggregate from the signed site envelopes
+    and refuse any difference, record the decryption in the signed custodian ledger
+    (one aggregate per round), decrypt, check the mean update's norm against the round's
+    clip norm and apply it to the round's reference adapter. The result is a PEFT
     adapter loadable with PeftModel.from_pretrained."""
     round_key = context.partition_key
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
@@ -519,15 +722,29 @@ def global_adapter(
                 "the aggregate was computed for another round spec; re-materialise "
                 "aggregated_update for this round"
             )
-        mean_delta = decrypt_aggregate(aggregate, secret)
+        envelopes, _ = _round_envelopes(context, round_key, sorted(sites.sites()))
+        custodian = Custodian(
+            secret,
+            registered_site_keys(sites, keys),
+            CustodianLedger(
+                artifacts.root / CUSTODIAN_LEDGER,
+                keys.provider.signer_for(CUSTODIAN_KEY_NAME, generate_if_missing=keys.development),
+            ),
+        )
+        reveals_dir, _ = verified_upstream_path(context, "seed_reveals", round_key)
+        reveals = [path.read_bytes() for path in sorted(reveals_dir.glob(f"*{REVEAL_SUFFIX}"))]
+        decryption = custodian.decrypt(aggregate, envelopes, reveals=reveals)
+        mean_delta = decryption.mean_delta
         updated = apply_update(read_adapter_tensors(reference_dir), mean_delta)
         out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
         write_peft_adapter(updated, reference_dir, out_dir, replace=True)
     digest = sha256_tree(out_dir)
-    delta_norm = float(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()) ** 0.5)
+    delta_norm = decryption.l2_norm
+    bound = decryption.norm_bound
     context.log.info(
-        f"custodian decrypted the aggregate of {len(aggregate.accepted)} sites; "
-        f"mean update L2 norm {delta_norm:.4f}"
+        f"custodian verified and decrypted the aggregate of {len(aggregate.accepted)} sites "
+        f"(ledger entry {decryption.record.digest[:12]}); mean update L2 norm "
+        f"{delta_norm:.4f}, bound {bound if bound is not None else 'not checked'}"
     )
     return MaterializeResult(
         metadata={
@@ -535,6 +752,8 @@ def global_adapter(
             "digest": MetadataValue.text(digest),
             "sites": MetadataValue.int(len(aggregate.accepted)),
             "mean_update_l2_norm": MetadataValue.float(delta_norm),
+            "norm_bound": MetadataValue.text(str(bound) if bound is not None else "not checked"),
+            "custodian_ledger_entry": MetadataValue.text(decryption.record.digest),
             "reference_digest": MetadataValue.text(spec.reference_digest),
         },
         check_results=[verify_artifact("global_adapter", out_dir, digest)],

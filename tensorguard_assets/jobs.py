@@ -33,6 +33,7 @@ site_training_job = define_asset_job(
 
 ROUND_RELEASE_ASSETS = (
     "aggregated_update",
+    "seed_reveals",
     "global_adapter",
     "pruned_model",
     "onnx_model",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from tensorguard.keys.names import KeyPurpose
@@ -21,3 +22,30 @@ class CKKSSecretStore:
     def load_secret(self, name: str) -> bytes:
         """Unseal the secret context (the custodian's step only)."""
         return self.provider.load_secret(name, KeyPurpose.CKKS_SECRET)
+
+
+@dataclass(frozen=True)
+class PairSecretVault:
+    """One site's pairwise secrets (secure aggregation), sealed in its key provider.
+
+    Key names are derived from the epoch, the site and the peer (hashed, because key
+    names are short), so secrets of different epochs and sites never collide.
+    """
+
+    provider: KeyProvider
+    site_id: str
+
+    def _name(self, epoch_id: str, peer: str) -> str:
+        digest = hashlib.sha256(f"{epoch_id}\0{self.site_id}\0{peer}".encode()).hexdigest()
+        return f"pair-{digest[:40]}"
+
+    def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
+        """The secret shared with ``peer`` in ``epoch_id``, if this site holds one."""
+        name = self._name(epoch_id, peer)
+        if not self.provider.has_key(name, KeyPurpose.GENERIC):
+            return None
+        return self.provider.load_secret(name, KeyPurpose.GENERIC)
+
+    def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
+        """Seal a new pair secret (an existing one is never overwritten)."""
+        self.provider.store_secret(self._name(epoch_id, peer), KeyPurpose.GENERIC, secret)

@@ -35,7 +35,7 @@ from tests.e2e.rounds import (
 pytestmark = pytest.mark.slow
 
 ROUND = "2026-11-22"
-AGGREGATION_ASSETS = ("aggregated_update", "global_adapter")
+AGGREGATION_ASSETS = ("aggregated_update", "seed_reveals", "global_adapter")
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,11 @@ def test_two_of_three_updates_aggregate_with_quorum_two(quorum_runs: QuorumRuns)
     assert aggregate["rejected_count"] == 0
     assert run.check_results()["aggregated_update.quorum_met"] is True
     assert run.metadata("global_adapter")["sites"] == 2
+    # The silent site had masked nothing, but every survivor masked with it: the
+    # survivors' signed seed reveals let the custodian remove those masks exactly.
+    reveals = run.metadata("seed_reveals")
+    assert reveals["dropped_sites"] == quorum_runs.silent_site
+    assert reveals["revealing_sites"] == 2
 
 
 def test_quorum_three_fails_naming_the_quorum_and_records_nothing(
