@@ -252,6 +252,7 @@ class MqttConnection(BrokerSession):
         reason_code: ReasonCode,
         properties: Any,
     ) -> None:
+        del userdata, flags, properties  # paho's callback signature
         self._connack = reason_code
         self._connack_received.set()
         if reason_code.is_failure:
@@ -274,6 +275,7 @@ class MqttConnection(BrokerSession):
         reason_code: ReasonCode,
         properties: Any,
     ) -> None:
+        del client, userdata, flags, properties  # paho's callback signature
         if self._connected.is_set() and reason_code.is_failure:
             LOGGER.warning(
                 "lost the MQTT broker at %s (%s); reconnecting", self.settings.endpoint, reason_code
@@ -288,6 +290,7 @@ class MqttConnection(BrokerSession):
         reason_codes: list[ReasonCode],
         properties: Any,
     ) -> None:
+        del client, userdata, properties  # paho's callback signature
         self._suback.record(mid, reason_codes)
 
     def _on_publish(
@@ -298,9 +301,11 @@ class MqttConnection(BrokerSession):
         reason_code: ReasonCode,
         properties: Any,
     ) -> None:
+        del client, userdata, properties  # paho's callback signature
         self._puback.record(mid, [reason_code])
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        del client, userdata  # paho's callback signature
         for topic_filter, (_qos, handler) in list(self._subscriptions.items()):
             if paho.topic_matches_sub(topic_filter, message.topic):
                 try:

@@ -60,6 +60,7 @@ class MasterKeyRecordKeys:
 
     def new_record_key(self, name: str, purpose: KeyPurpose) -> tuple[dict[str, SealValue], bytes]:
         """A fresh record salt and the key derived from it under this process's KEK."""
+        del name, purpose  # bound by the record's associated data, not the key
         kek = self._master.key_encryption_key(self._salt, self._scrypt)
         record_salt = os.urandom(RECORD_SALT_BYTES)
         params: dict[str, SealValue] = {

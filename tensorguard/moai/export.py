@@ -139,10 +139,7 @@ def module_tensors(
     checkpoint: Checkpoint, specs: Sequence[LinearModuleSpec], adapter_dir: Path | None
 ) -> list[ModuleTensors]:
     """The tensors to export: the checkpoint's, or the adapter-merged model's."""
-    if adapter_dir is None:
-        source = checkpoint.tensors
-    else:
-        source = _merged_state(checkpoint, adapter_dir)
+    source = checkpoint.tensors if adapter_dir is None else _merged_state(checkpoint, adapter_dir)
     modules = []
     for spec in specs:
         weight = source[spec.weight_key].detach().to("cpu")

@@ -332,7 +332,7 @@ def _count_parameters(model_dir: Path) -> int:
     for path in _weight_files(model_dir):
         try:
             with safe_open(str(path), framework="pt") as weights:
-                for name in weights.keys():
+                for name in weights:
                     total += math.prod(weights.get_slice(name).get_shape())
         except (OSError, SafetensorError) as exc:
             raise BaseModelError(

@@ -9,6 +9,7 @@ when the backend cannot do the work; :func:`enforce_pqc_requirement` applies it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -72,10 +73,9 @@ def available_backends() -> list[PQCBackend]:
     """Return every backend that can be constructed on this machine."""
     backends: list[PQCBackend] = [CryptographyBackend()]
     if liboqs_library_path() is not None:
-        try:
+        # liboqs present but unusable: callers see only working backends
+        with contextlib.suppress(BackendUnavailableError):
             backends.append(LibOQSBackend())
-        except BackendUnavailableError:
-            pass  # liboqs present but unusable: callers see only working backends
     return backends
 
 

@@ -76,10 +76,12 @@ class LibOQSBackend:
 
     def mldsa65_public_key(self, seed: bytes) -> bytes:
         """Refused: liboqs-python cannot expand an ML-DSA-65 seed."""
+        del seed
         raise self._no_seeded_mldsa()
 
     def mldsa65_sign(self, seed: bytes, message: bytes, context: bytes) -> bytes:
         """Refused: liboqs-python cannot expand an ML-DSA-65 seed."""
+        del seed, message, context
         raise self._no_seeded_mldsa()
 
     def mldsa65_verify(
