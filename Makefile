@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export TG_ARTIFACT_ROOT ?= $(CURDIR)/.tensorguard/artifacts
 
-.PHONY: demo check-round ci-round test lint typecheck ui bootstrap bootstrap-services instance clean
+.PHONY: demo check-round ci-round test test-fast lint typecheck ui bootstrap bootstrap-services instance clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -28,8 +28,12 @@ check-round: bootstrap
 ## Lint, type-check, the whole test suite (starts PostgreSQL etc. itself), then a demo
 ## round in a scratch state directory whose asset checks are all re-verified.
 test: bootstrap-services lint typecheck
-	$(VENV)/bin/pytest
+	HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest
 	$(MAKE) ci-round
+
+## The inner loop: lint, type-check and every test not marked slow (no full rounds).
+test-fast: bootstrap-services lint typecheck
+	$(VENV)/bin/pytest -m "not slow"
 
 CI_STATE := $(CURDIR)/.ci-state
 ci-round: bootstrap

@@ -6,9 +6,25 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.services.mosquitto import MosquittoBroker, running_mosquitto
 from tests.services.postgres import PostgresServer, running_postgres
+
+# Hypothesis profiles (HYPOTHESIS_PROFILE): "ci" is derandomised, so a CI failure is
+# reproducible from the same commit and never flakes; "dev" (the default) draws new
+# examples on every run and keeps failing ones in the local example database. Tests set
+# their own max_examples; the profiles decide randomness, deadlines and reporting.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(autouse=True)
