@@ -52,7 +52,8 @@ def test_installs_atomically_and_replaces_the_previous_release(
         InstallReason.INSTALLED,
         1,
     )
-    assert report.node_id == "robot-1" and report.fleet == kit.fleet
+    assert report.node_id == "robot-1"
+    assert report.fleet == kit.fleet
     first_dir = agent.layout.current_target("stable")
     assert first_dir is not None
     source_v1 = next((kit.root / "sources").glob("v1-*"))
@@ -65,9 +66,11 @@ def test_installs_atomically_and_replaces_the_previous_release(
     assert list(agent.layout.downloads.iterdir()) == [], "the download is removed"
 
     report = agent.handle_release(kit.publish(kit.build(2), 2))
-    assert report is not None and report.outcome is InstallOutcome.INSTALLED
+    assert report is not None
+    assert report.outcome is InstallOutcome.INSTALLED
     second_dir = agent.layout.current_target("stable")
-    assert second_dir is not None and second_dir != first_dir
+    assert second_dir is not None
+    assert second_dir != first_dir
     assert not first_dir.exists(), "the previous release is removed after the switch"
     assert json.loads(installed_files(agent)["gate_decision.json"])["version"] == 2
     # The high-water mark survives a restart.
@@ -186,7 +189,8 @@ def test_payloads_not_for_this_node_are_ignored(kit: FleetKit, tmp_path: Path) -
     assert agent.handle_release(other_fleet) is None
     assert agent.state.high_water("stable") is None
     report = agent.handle_payload(topic, announcement.to_payload())
-    assert report is not None and report.outcome is InstallOutcome.INSTALLED
+    assert report is not None
+    assert report.outcome is InstallOutcome.INSTALLED
 
 
 def test_damaged_state_stops_the_agent(kit: FleetKit, tmp_path: Path) -> None:

@@ -83,15 +83,18 @@ def _rollback(kit: FleetKit, settings: MqttSettings, run: Callable[[], None]) ->
 
 
 def _expired(kit: FleetKit, settings: MqttSettings, run: Callable[[], None]) -> Announcement:
+    del settings, run  # the common Prepare signature; this case needs neither
     now = int(time.time())
     return kit.publish(kit.build(1, created_at=now - 7200, expires_at=now - 60), 1)
 
 
 def _wrong_signer(kit: FleetKit, settings: MqttSettings, run: Callable[[], None]) -> Announcement:
+    del settings, run  # the common Prepare signature; this case needs neither
     return kit.publish(kit.build(1, signer=kit.keys.stranger), 1)
 
 
 def _bad_signature(kit: FleetKit, settings: MqttSettings, run: Callable[[], None]) -> Announcement:
+    del settings, run  # the common Prepare signature; this case needs neither
     package = kit.build(1)
     data = bytearray(package.read_bytes())
     data[PREAMBLE_SIZE + 40] ^= 0x20
@@ -100,6 +103,7 @@ def _bad_signature(kit: FleetKit, settings: MqttSettings, run: Callable[[], None
 
 
 def _unsigned(kit: FleetKit, settings: MqttSettings, run: Callable[[], None]) -> Announcement:
+    del settings, run  # the common Prepare signature; this case needs neither
     package = kit.root / "adapter.safetensors"
     package.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     return kit.publish(package, 1)

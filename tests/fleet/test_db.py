@@ -134,7 +134,8 @@ def test_nodes_releases_reports_and_audit(database_url: str) -> None:
         node = database.node("robot-1")
         assert node is not None
         assert node.installed_version == 1, "a rejected report does not change the install"
-        assert node.last_seen_at is not None and node.last_seen_at.tzinfo is not None
+        assert node.last_seen_at is not None
+        assert node.last_seen_at.tzinfo is not None
         reports = database.install_reports("robot-1")
         assert [(r.version, r.outcome, r.reason_code) for r in reports] == [
             (1, "installed", "installed"),
@@ -179,7 +180,7 @@ def test_unmigrated_database_is_refused(tmp_path: Path) -> None:
         database.close()
 
 
-def test_bad_url_and_unreachable_server_fail_clearly(tmp_path: Path) -> None:
+def test_bad_url_and_unreachable_server_fail_clearly() -> None:
     with pytest.raises(FleetDatabaseError, match="cannot use database URL"):
         migrate("nosuchdriver://x")
     url = "postgresql://fleet:s3cret-pw@127.0.0.1:1/fleet"
