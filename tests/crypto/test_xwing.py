@@ -59,8 +59,10 @@ def test_round_trip_and_fresh_randomness() -> None:
     second_secret, second_ct = xwing_encapsulate(key.public_key())
     assert xwing_decapsulate(key, first_ct) == first_secret
     assert xwing_decapsulate(key, second_ct) == second_secret
-    assert first_ct != second_ct and first_secret != second_secret
-    assert len(first_secret) == 32 and len(first_ct) == 1120
+    assert first_ct != second_ct
+    assert first_secret != second_secret
+    assert len(first_secret) == 32
+    assert len(first_ct) == 1120
 
 
 def test_other_key_derives_a_different_secret() -> None:
