@@ -144,7 +144,8 @@ def test_canonical_json_round_trips_and_is_its_own_canonical_form(value: Any) ->
 def test_ambiguous_or_malformed_json_is_refused(data: bytes, reason: str) -> None:
     with pytest.raises(JSONFormatError, match=reason) as refused:
         parse_json_object(data, what="envelope header")
-    assert isinstance(refused.value, CodecError) and isinstance(refused.value, TensorGuardError)
+    assert isinstance(refused.value, CodecError)
+    assert isinstance(refused.value, TensorGuardError)
 
 
 @pytest.mark.parametrize(

@@ -45,9 +45,14 @@ def test_write_bytes_creates_and_replaces_a_file(tmp_path: Path) -> None:
 def test_failure_inside_the_block_keeps_the_old_file_and_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "index.json"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="writer failed"), atomic_file(target) as handle:
-        handle.write(b"half-written")
-        raise RuntimeError("writer failed")
+
+    def write_then_fail() -> None:
+        with atomic_file(target) as handle:
+            handle.write(b"half-written")
+            raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError, match="writer failed"):
+        write_then_fail()
     assert target.read_bytes() == b"old"
     assert names(tmp_path) == ["index.json"]
 
@@ -130,9 +135,14 @@ def test_failure_leaves_the_previous_directory_and_no_debris(tmp_path: Path) -> 
     target = tmp_path / "out"
     target.mkdir()
     (target / "kept.txt").write_text("old")
-    with pytest.raises(RuntimeError, match="boom"), atomic_directory(target) as staging:
-        (staging / "half.txt").write_text("partial")
-        raise RuntimeError("boom")
+
+    def fill_then_fail() -> None:
+        with atomic_directory(target) as staging:
+            (staging / "half.txt").write_text("partial")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fill_then_fail()
     assert names(target) == ["kept.txt"]
     assert names(tmp_path) == ["out"]
 
@@ -161,15 +171,19 @@ def test_failed_swap_puts_the_previous_directory_back(
 def test_a_file_or_link_in_the_way_is_refused(tmp_path: Path, replace: bool) -> None:
     target = tmp_path / "out"
     target.write_text("a file")
-    with pytest.raises(DurableWriteError, match="is not a directory"):
-        with atomic_directory(target, replace=replace):
-            pass
+    with (
+        pytest.raises(DurableWriteError, match="is not a directory"),
+        atomic_directory(target, replace=replace),
+    ):
+        pass
     assert target.read_text() == "a file"
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(DurableWriteError, match="is not a directory"):
-        with atomic_directory(link, replace=replace):
-            pass
+    with (
+        pytest.raises(DurableWriteError, match="is not a directory"),
+        atomic_directory(link, replace=replace),
+    ):
+        pass
     assert names(tmp_path) == ["link", "out"]
 
 
@@ -184,11 +198,15 @@ def test_no_replace_refuses_an_existing_directory(tmp_path: Path) -> None:
 
 def test_no_replace_refuses_a_directory_that_appears_meanwhile(tmp_path: Path) -> None:
     target = tmp_path / "release"
-    with pytest.raises(DestinationExistsError, match="appeared"):
+
+    def publish_while_another_writer_creates_it() -> None:
         with atomic_directory(target, replace=False) as staging:
             (staging / "new").write_text("new")
             target.mkdir()
             (target / "theirs").write_text("theirs")
+
+    with pytest.raises(DestinationExistsError, match="appeared"):
+        publish_while_another_writer_creates_it()
     assert names(target) == ["theirs"]
     assert names(tmp_path) == ["release"]
 
