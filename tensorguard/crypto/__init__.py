@@ -3,7 +3,7 @@
 * :mod:`~tensorguard.crypto.composite` — composite ML-DSA-65 + Ed25519 signatures
   (IETF LAMPS composite signatures draft, ``COMPSIG-MLDSA65-Ed25519-SHA512``);
 * :mod:`~tensorguard.crypto.xwing` — X-Wing hybrid KEM (ML-KEM-768 + X25519);
-* :mod:`~tensorguard.crypto.envelope` — data keys wrapped to X-Wing recipients with
+* :mod:`~tensorguard.crypto.key_wrap` — data keys wrapped to X-Wing recipients with
   HKDF-SHA256 bound to a context (package id) and the recipient;
 * :mod:`~tensorguard.crypto.stream_aead` — chunked AES-256-GCM with counter and final
   flag in the nonce;
@@ -31,11 +31,10 @@ from tensorguard.crypto.composite import (
     sign_mldsa_component,
     split_composite_signature,
 )
-from tensorguard.crypto.envelope import WrappedKey, unwrap_key, wrap_key
 from tensorguard.crypto.errors import (
+    AEADDecryptionError,
     BackendUnavailableError,
     CryptoError,
-    DecryptionError,
     KEMError,
     KeyFormatError,
     SignatureError,
@@ -43,6 +42,7 @@ from tensorguard.crypto.errors import (
     StreamTruncatedError,
 )
 from tensorguard.crypto.kdf import encode_info, hkdf_sha256
+from tensorguard.crypto.key_wrap import WrappedKey, unwrap_key, wrap_key
 from tensorguard.crypto.stream_aead import (
     StreamDecryptor,
     StreamEncryptor,
@@ -59,12 +59,12 @@ from tensorguard.crypto.xwing import (
 
 __all__ = [
     "COMPOSITE_ALGORITHM",
+    "AEADDecryptionError",
     "BackendUnavailableError",
     "CompositeSigner",
     "CompositeSigningKey",
     "CompositeVerifyKey",
     "CryptoError",
-    "DecryptionError",
     "KEMError",
     "KeyFormatError",
     "PQCBackend",

@@ -26,15 +26,15 @@ class KEMError(CryptoError):
     """A key encapsulation or decapsulation could not be performed."""
 
 
-class DecryptionError(CryptoError):
-    """Authenticated decryption failed: wrong key, or the ciphertext was altered."""
+class AEADDecryptionError(CryptoError):
+    """Authenticated (AES-GCM) decryption failed: wrong key, or the ciphertext was altered."""
 
 
-class StreamTruncatedError(DecryptionError):
+class StreamTruncatedError(AEADDecryptionError):
     """An encrypted stream ended before its final chunk."""
 
 
-class StreamFormatError(DecryptionError):
+class StreamFormatError(AEADDecryptionError):
     """An encrypted stream is structurally invalid (oversized chunk, data after the end)."""
 
 

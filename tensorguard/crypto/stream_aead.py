@@ -26,8 +26,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tensorguard.crypto.errors import (
+    AEADDecryptionError,
     CryptoError,
-    DecryptionError,
     KeyFormatError,
     StreamFormatError,
     StreamTruncatedError,
@@ -121,7 +121,7 @@ class StreamDecryptor:
         self._state = _StreamState(key, associated_data, chunk_size)
 
     def decrypt_chunk(self, sealed: bytes, *, final: bool) -> bytes:
-        """Return the plaintext of the next chunk or raise :class:`DecryptionError`."""
+        """Return the plaintext of the next chunk or raise :class:`AEADDecryptionError`."""
         size = len(sealed) - TAG_SIZE
         if (
             size < 0
@@ -141,7 +141,7 @@ class StreamDecryptor:
                     f"stream truncated: chunk {index} is genuine but not the final chunk"
                 ) from exc
             kind = "final " if final else ""
-            raise DecryptionError(
+            raise AEADDecryptionError(
                 f"{kind}chunk {index} failed authentication: wrong key, or the stream was "
                 "altered, reordered, truncated or spliced"
             ) from exc

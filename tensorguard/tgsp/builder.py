@@ -19,8 +19,8 @@ from pathlib import Path
 
 from tensorguard.crypto.backends import PQCBackend
 from tensorguard.crypto.composite import CompositeSigner
-from tensorguard.crypto.envelope import DATA_KEY_SIZE, wrap_key
 from tensorguard.crypto.errors import SignatureError
+from tensorguard.crypto.key_wrap import DATA_KEY_SIZE, wrap_key
 from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.durable import DestinationExistsError, DurableWriteError, atomic_file

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tensorguard.codec import MAX_SAFE_INTEGER, CodecError, canonical_json, parse_canonical_json
-from tensorguard.crypto.envelope import WRAPPED_KEY_SIZE, WrappedKey
+from tensorguard.crypto.key_wrap import WRAPPED_KEY_SIZE, WrappedKey
 from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
 from tensorguard.crypto.xwing import CIPHERTEXT_SIZE as XWING_CIPHERTEXT_SIZE
 from tensorguard.tgsp.errors import HeaderEncodingError, HeaderSchemaError, HeaderTooLargeError

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tensorguard.crypto.envelope import unwrap_key
 from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto.key_wrap import unwrap_key
 from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.durable import DestinationExistsError, atomic_directory
 from tensorguard.tgsp.errors import (

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from tensorguard.crypto.errors import DecryptionError
+from tensorguard.crypto.errors import AEADDecryptionError
 from tensorguard.crypto.kdf import encode_info, hkdf_sha256
 from tensorguard.crypto.stream_aead import TAG_SIZE, StreamDecryptor, StreamEncryptor
 from tensorguard.tgsp.errors import (
@@ -129,6 +129,6 @@ def decrypt_payload(
         sealed = _read_exactly(source, sealed_size)
         try:
             yield decryptor.decrypt_chunk(sealed, final=index == last_index)
-        except DecryptionError as exc:
+        except AEADDecryptionError as exc:
             raise ChunkAuthenticationError(f"payload chunk {index}: {exc}") from exc
     decryptor.finalize()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tensorguard.crypto import (
-    DecryptionError,
+    AEADDecryptionError,
     KeyFormatError,
     StreamDecryptor,
     StreamEncryptor,
@@ -75,16 +75,16 @@ def test_truncation_at_every_chunk_boundary_is_detected(key: bytes) -> None:
 def test_truncation_inside_a_chunk_is_detected(key: bytes) -> None:
     sealed = seal(secrets.token_bytes(3 * CHUNK), key)
     for cut in (1, CHUNK, CHUNK + TAG_SIZE + 3, len(sealed) - 1):
-        with pytest.raises(DecryptionError):
+        with pytest.raises(AEADDecryptionError):
             unseal(sealed[:cut], key)
 
 
 def test_reordered_chunks_are_rejected(key: bytes) -> None:
     pieces = chunks_of(seal(secrets.token_bytes(4 * CHUNK + 1), key))
     swapped = [pieces[1], pieces[0], *pieces[2:]]
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(b"".join(swapped), key)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(b"".join([*pieces[:2], pieces[3], pieces[2], pieces[4]]), key)
 
 
@@ -93,25 +93,25 @@ def test_chunk_spliced_from_another_stream_is_rejected(key: bytes) -> None:
     theirs = chunks_of(seal(secrets.token_bytes(3 * CHUNK), secrets.token_bytes(32)))
     same_key_other_ad = chunks_of(seal(secrets.token_bytes(3 * CHUNK), key, ad=b"other"))
     for foreign in (theirs, same_key_other_ad):
-        with pytest.raises(DecryptionError):
+        with pytest.raises(AEADDecryptionError):
             unseal(b"".join([ours[0], foreign[1], ours[2]]), key)
 
 
 def test_stream_sealed_with_other_chunk_size_is_rejected(key: bytes) -> None:
     sealed = seal(secrets.token_bytes(CHUNK * 2), key, chunk=CHUNK)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(sealed, key, chunk=CHUNK * 2 + TAG_SIZE)
 
 
 def test_data_after_the_final_chunk_is_rejected(key: bytes) -> None:
     sealed = seal(secrets.token_bytes(CHUNK + 3), key)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(sealed + b"x", key)
     short_final = seal(b"abc", key)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(short_final + short_final, key)
     full_final = seal(bytes(CHUNK), key)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(full_final + full_final, key)
 
 
@@ -155,5 +155,5 @@ def test_property_any_single_byte_flip_is_rejected(data: st.DataObject) -> None:
     sealed = bytearray(seal(bytes(3 * CHUNK + 10), key))
     position = data.draw(st.integers(0, len(sealed) - 1))
     sealed[position] ^= data.draw(st.integers(1, 255))
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unseal(bytes(sealed), key)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tensorguard.crypto.envelope import WrappedKey
+from tensorguard.crypto.key_wrap import WrappedKey
 from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
 from tensorguard.tgsp import (
     DEFAULT_LIMITS,

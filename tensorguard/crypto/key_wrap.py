@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tensorguard.crypto.backends import PQCBackend
-from tensorguard.crypto.errors import DecryptionError, KeyFormatError
+from tensorguard.crypto.errors import AEADDecryptionError, KeyFormatError
 from tensorguard.crypto.kdf import encode_info, hkdf_sha256
 from tensorguard.crypto.xwing import (
     XWingPrivateKey,
@@ -81,21 +81,21 @@ def wrap_key(
 
 
 def unwrap_key(wrapped: WrappedKey, private_key: XWingPrivateKey, *, binding: bytes) -> bytes:
-    """Recover the data key or raise :class:`DecryptionError`."""
+    """Recover the data key or raise :class:`AEADDecryptionError`."""
     own_id = private_key.public_key().fingerprint()
     if wrapped.recipient_id != own_id:
-        raise DecryptionError(
+        raise AEADDecryptionError(
             f"key block is addressed to recipient {wrapped.recipient_id[:16]}, "
             f"not to this key ({own_id[:16]})"
         )
     if len(wrapped.wrapped_key) != WRAPPED_KEY_SIZE:
-        raise DecryptionError(f"wrapped key must be {WRAPPED_KEY_SIZE} bytes")
+        raise AEADDecryptionError(f"wrapped key must be {WRAPPED_KEY_SIZE} bytes")
     shared_secret = private_key.decapsulate(wrapped.kem_ciphertext)
     kek = _key_encryption_key(shared_secret, binding, own_id, wrapped.kem_ciphertext)
     try:
         return kek.decrypt(_ZERO_NONCE, wrapped.wrapped_key, _wrap_aad(binding, own_id))
     except InvalidTag as exc:
-        raise DecryptionError(
+        raise AEADDecryptionError(
             "key block does not unwrap: it was altered, swapped with another recipient's "
             "block, or copied from another package"
         ) from exc

@@ -8,7 +8,7 @@ import secrets
 import pytest
 
 from tensorguard.crypto import (
-    DecryptionError,
+    AEADDecryptionError,
     KeyFormatError,
     XWingPrivateKey,
     unwrap_key,
@@ -36,7 +36,7 @@ def test_each_recipient_recovers_the_data_key(alice: XWingPrivateKey, bob: XWing
 
 def test_block_for_someone_else_is_refused(alice: XWingPrivateKey, bob: XWingPrivateKey) -> None:
     block = wrap_key(secrets.token_bytes(32), alice.public_key(), binding=b"pkg")
-    with pytest.raises(DecryptionError, match="addressed to"):
+    with pytest.raises(AEADDecryptionError, match="addressed to"):
         unwrap_key(block, bob, binding=b"pkg")
 
 
@@ -45,23 +45,23 @@ def test_swapped_block_contents_are_refused(alice: XWingPrivateKey, bob: XWingPr
     for_alice = wrap_key(data_key, alice.public_key(), binding=b"pkg")
     for_bob = wrap_key(data_key, bob.public_key(), binding=b"pkg")
     relabelled = dataclasses.replace(for_bob, recipient_id=for_alice.recipient_id)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unwrap_key(relabelled, alice, binding=b"pkg")
     mixed = dataclasses.replace(for_alice, kem_ciphertext=for_bob.kem_ciphertext)
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unwrap_key(mixed, alice, binding=b"pkg")
 
 
 def test_block_from_another_package_is_refused(alice: XWingPrivateKey) -> None:
     block = wrap_key(secrets.token_bytes(32), alice.public_key(), binding=b"package-A")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unwrap_key(block, alice, binding=b"package-B")
 
 
 def test_tampered_wrapped_key_is_refused(alice: XWingPrivateKey) -> None:
     block = wrap_key(secrets.token_bytes(32), alice.public_key(), binding=b"pkg")
     flipped = bytes([block.wrapped_key[0] ^ 1]) + block.wrapped_key[1:]
-    with pytest.raises(DecryptionError):
+    with pytest.raises(AEADDecryptionError):
         unwrap_key(dataclasses.replace(block, wrapped_key=flipped), alice, binding=b"pkg")
 
 
