@@ -3,7 +3,7 @@
 - :mod:`~tensorguard.moai.checkpoint`: load safetensors / ``torch.load(weights_only)``
   checkpoints and hash them per file, per tensor and as a whole.
 - :mod:`~tensorguard.moai.architecture`: the linear modules the configuration expects.
-- :mod:`~tensorguard.moai.layout`: CKKS parameters and the row-block weight layout.
+- :mod:`~tensorguard.moai.block_layout`: CKKS parameters and the row-block weight layout.
 - :mod:`~tensorguard.moai.export`: validate, merge the adapter, export with a manifest.
 - :mod:`~tensorguard.moai.verify`: recompute every digest and block from the source.
 - :mod:`~tensorguard.moai.self_check`: evaluate one module under TenSEAL CKKS.
@@ -11,10 +11,10 @@
 See ``docs/MOAI.md`` for the layout and the parameters.
 """
 
+from tensorguard.moai.block_layout import CkksParameters
 from tensorguard.moai.checkpoint import Checkpoint, load_checkpoint, tensor_sha256
 from tensorguard.moai.errors import MoaiExportError
 from tensorguard.moai.export import MoaiExportResult, export_moai
-from tensorguard.moai.layout import CkksParameters
 from tensorguard.moai.self_check import (
     DEFAULT_SELF_CHECK_TOLERANCE,
     CkksSelfCheckResult,

@@ -25,6 +25,13 @@ from tensorguard.digest import sha256_file, sha256_tree
 from tensorguard.durable import atomic_directory
 from tensorguard.hf import ADAPTER_FILES
 from tensorguard.moai.architecture import LinearModuleSpec, linear_modules, select_modules
+from tensorguard.moai.block_layout import (
+    BlockGrid,
+    CkksParameters,
+    block_grid,
+    pack_weight,
+    packed_dtype,
+)
 from tensorguard.moai.checkpoint import (
     Checkpoint,
     CheckpointFile,
@@ -33,13 +40,6 @@ from tensorguard.moai.checkpoint import (
     tensor_sha256,
 )
 from tensorguard.moai.errors import MoaiExportError
-from tensorguard.moai.layout import (
-    BlockGrid,
-    CkksParameters,
-    block_grid,
-    pack_weight,
-    packed_dtype,
-)
 from tensorguard.optimize.errors import MergeError
 from tensorguard.optimize.merge import merge_adapter
 

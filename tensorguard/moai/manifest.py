@@ -12,9 +12,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from tensorguard.digest import sha256_file
+from tensorguard.moai.block_layout import BlockGrid
 from tensorguard.moai.errors import MoaiExportError
 from tensorguard.moai.export import BIAS, EXPORT_FORMAT, MANIFEST_FILE, WEIGHT_BLOCKS
-from tensorguard.moai.layout import BlockGrid
 
 MODULE_FIELDS = frozenset(
     {

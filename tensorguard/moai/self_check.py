@@ -20,8 +20,8 @@ import numpy as np
 import tenseal
 import torch
 
+from tensorguard.moai.block_layout import CkksParameters, unpack_weight
 from tensorguard.moai.errors import MoaiExportError
-from tensorguard.moai.layout import CkksParameters, unpack_weight
 from tensorguard.moai.manifest import ExportedModule, find_module_record, read_manifest, read_module
 
 DEFAULT_SELF_CHECK_TOLERANCE = 1e-4

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tensorguard.moai.architecture import linear_modules
+from tensorguard.moai.block_layout import pack_weight, packed_dtype
 from tensorguard.moai.checkpoint import load_checkpoint, tensor_sha256
 from tensorguard.moai.errors import MoaiExportError
 from tensorguard.moai.export import (
@@ -17,7 +18,6 @@ from tensorguard.moai.export import (
     resolve_config_dir,
     validate_modules,
 )
-from tensorguard.moai.layout import pack_weight, packed_dtype
 from tensorguard.moai.manifest import read_manifest, read_module
 
 

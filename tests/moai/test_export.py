@@ -21,7 +21,7 @@ from tensorguard.moai import (
     tensor_sha256,
     verify_moai_export,
 )
-from tensorguard.moai.layout import BlockGrid, unpack_weight
+from tensorguard.moai.block_layout import BlockGrid, unpack_weight
 from tensorguard.optimize import merge_adapter
 
 TARGETS = ("self_attn.q_proj", "down_proj")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tensorguard.moai import CkksParameters, MoaiExportError
+from tensorguard.moai.block_layout import block_grid, pack_weight, unpack_weight
 from tensorguard.moai.export import module_file_name
-from tensorguard.moai.layout import block_grid, pack_weight, unpack_weight
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
