@@ -13,16 +13,19 @@ from pathlib import Path
 
 import pytest
 
+from scripts.generate_demo_data import (
+    DEMO_SEED,
+    EVAL_RECORDS_PER_SITE,
+    SITE_DOMAINS,
+    TRAIN_RECORDS_PER_SITE,
+    render_demo_data,
+)
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.demo_data import (
-    DEMO_SEED,
     DEMO_SITE_IDS,
-    EVAL_RECORDS_PER_SITE,
-    TRAIN_RECORDS_PER_SITE,
     default_corpus_dir,
     demo_sites_root,
     packaged_data_root,
-    render_demo_data,
 )
 from tensorguard.training.jsonl import read_texts
 from tests.training.conftest import files_of
@@ -72,6 +75,11 @@ def test_check_mode_detects_a_stale_file(tmp_path: Path) -> None:
     assert subprocess.run([*script, "--check"], cwd=REPO_ROOT).returncode == 1
 
 
+def test_the_script_generates_the_sites_the_package_names() -> None:
+    assert tuple(SITE_DOMAINS) == DEMO_SITE_IDS
+    assert sorted(path.name for path in demo_sites_root().iterdir()) == sorted(DEMO_SITE_IDS)
+
+
 def test_content_follows_the_seed() -> None:
     assert render_demo_data(DEMO_SEED) == render_demo_data(DEMO_SEED)
     other = render_demo_data(DEMO_SEED + 1)
@@ -116,4 +124,5 @@ def test_records_use_the_documented_schema() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             assert set(record) == {"id", "text"}
-            assert isinstance(record["id"], str) and record["text"].strip()
+            assert isinstance(record["id"], str)
+            assert record["text"].strip()
