@@ -2,7 +2,9 @@
 
 - :mod:`~tensorguard.optimize.merge`: merge the adapter into the base model (PEFT).
 - :mod:`~tensorguard.optimize.pruning`: exact 2:4 magnitude pruning and verification.
-- :mod:`~tensorguard.optimize.evaluation`: held-out causal-LM loss.
+- :mod:`~tensorguard.optimize.pruning_evaluation`: held-out causal-LM loss over token-id
+  tensors, measured before and after pruning (the release's held-out set itself is
+  :mod:`tensorguard.evaluation`).
 - :mod:`~tensorguard.optimize.saving`: atomic safetensors checkpoints.
 - :mod:`~tensorguard.optimize.onnx_export`: ONNX export, checker, onnxruntime parity.
 - :mod:`~tensorguard.optimize.tensorrt_build`: TensorRT engine build, or a clear refusal.
@@ -17,7 +19,6 @@ from tensorguard.optimize.errors import (
     TensorRTBuildError,
     TensorRTUnavailableError,
 )
-from tensorguard.optimize.evaluation import evaluate_causal_lm_loss
 from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.onnx_export import (
     DEFAULT_PARITY_TOLERANCE,
@@ -34,6 +35,7 @@ from tensorguard.optimize.pruning import (
     two_four_mask,
     verify_2_4,
 )
+from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 from tensorguard.optimize.saving import SavedModel, save_model_atomically
 from tensorguard.optimize.tensorrt_build import (
     InputShapeProfile,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tensorguard.optimize.errors import PruningError
-from tensorguard.optimize.evaluation import evaluate_causal_lm_loss
+from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 
 GROUP_SIZE = 4
 KEPT_PER_GROUP = 2

@@ -1,5 +1,9 @@
 """Held-out next-token loss of a causal language model over batches of token ids.
 
+Pruning measures it before and after
+(:func:`~tensorguard.optimize.pruning.prune_2_4_and_evaluate`); the held-out set comes
+from :mod:`tensorguard.evaluation`.
+
 The loss itself is :func:`tensorguard.hf.evaluate_token_loss`; this module turns plain
 ``(batch, sequence)`` id tensors, as the deployment steps hold them, into masked batches.
 """
