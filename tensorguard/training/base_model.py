@@ -332,7 +332,8 @@ def _count_parameters(model_dir: Path) -> int:
     for path in _weight_files(model_dir):
         try:
             with safe_open(str(path), framework="pt") as weights:
-                for name in weights:
+                names = weights.keys()  # a safe_open handle is not iterable itself
+                for name in names:
                     total += math.prod(weights.get_slice(name).get_shape())
         except (OSError, SafetensorError) as exc:
             raise BaseModelError(
