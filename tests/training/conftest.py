@@ -23,7 +23,7 @@ def torch_settings_restored() -> Iterator[None]:
         yield
 
 
-@pytest.fixture()
+@pytest.fixture
 def deterministic_torch() -> Iterator[None]:
     """Turn determinism on for one test, then restore the previous torch settings."""
     with _restoring_torch_settings():
@@ -36,6 +36,7 @@ def base_model(
     tmp_path_factory: pytest.TempPathFactory, torch_settings_restored: None
 ) -> BaseModelInfo:
     """The default base model, built once with determinism on (about 10 s)."""
+    del torch_settings_restored  # requested for its session teardown, not its value
     with _restoring_torch_settings():
         enable_determinism(BASE_MODEL_SEED)
         return build_default_base_model(

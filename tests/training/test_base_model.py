@@ -61,8 +61,9 @@ def test_pretraining_made_the_base_meaningful(base_model: BaseModelInfo) -> None
         assert loss < math.log(base_model.vocab_size) / 2, site_id
 
 
+@pytest.mark.usefixtures("deterministic_torch")
 def test_determinism_gives_byte_identical_base_models(
-    base_model: BaseModelInfo, tmp_path: Path, deterministic_torch: None
+    base_model: BaseModelInfo, tmp_path: Path
 ) -> None:
     again = build_default_base_model(tmp_path / "again", seed=BASE_MODEL_SEED)
     assert files_of(again.path) == files_of(base_model.path)
@@ -183,7 +184,7 @@ def test_failure_while_saving_keeps_the_previous_model(
     first = build_default_base_model(output, pretrain_steps=1)
     before = files_of(output)
 
-    def fail(*args: object, **kwargs: object) -> None:
+    def fail(*_args: object, **_kwargs: object) -> None:
         raise OSError("disk full")
 
     tokenizer_class = type(load_tokenizer(output))

@@ -43,7 +43,8 @@ def _draws() -> tuple[float, float, list[float]]:
     return random.random(), float(np.random.rand()), torch.rand(3).tolist()
 
 
-def test_seeds_training_generators_and_reports_settings(deterministic_torch: None) -> None:
+@pytest.mark.usefixtures("deterministic_torch")
+def test_seeds_training_generators_and_reports_settings() -> None:
     report = enable_determinism(42)
     first = _draws()
     enable_determinism(42)
@@ -51,7 +52,8 @@ def test_seeds_training_generators_and_reports_settings(deterministic_torch: Non
     enable_determinism(43)
     assert _draws() != first
     assert report.seed == 42
-    assert report.deterministic_algorithms and torch.are_deterministic_algorithms_enabled()
+    assert report.deterministic_algorithms
+    assert torch.are_deterministic_algorithms_enabled()
     assert report.torch_threads == torch.get_num_threads() == 1
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == report.cublas_workspace_config
     assert {"python", "torch", "transformers", "peft", "numpy"} <= set(report.versions)
@@ -59,7 +61,8 @@ def test_seeds_training_generators_and_reports_settings(deterministic_torch: Non
     assert "cryptographic randomness is not seeded" in report.describe()
 
 
-def test_cryptographic_randomness_is_not_seeded(deterministic_torch: None) -> None:
+@pytest.mark.usefixtures("deterministic_torch")
+def test_cryptographic_randomness_is_not_seeded() -> None:
     enable_determinism(7)
     first = (os.urandom(16), secrets.token_bytes(16))
     enable_determinism(7)
@@ -68,7 +71,8 @@ def test_cryptographic_randomness_is_not_seeded(deterministic_torch: None) -> No
 
 def test_module_documents_the_crypto_exclusion() -> None:
     doc = determinism.__doc__ or ""
-    assert "NOT seeded" in doc and "AEAD nonces" in doc
+    assert "NOT seeded" in doc
+    assert "AEAD nonces" in doc
 
 
 def test_negative_seed_is_refused() -> None:

@@ -102,8 +102,9 @@ def test_throughput_is_measured(trained: dict[str, TrainingResult]) -> None:
     assert result.tokens_per_second == pytest.approx(result.tokens_processed / result.seconds)
 
 
+@pytest.mark.usefixtures("deterministic_torch")
 def test_determinism_gives_byte_identical_adapters(
-    base_model: BaseModelInfo, tmp_path: Path, deterministic_torch: None
+    base_model: BaseModelInfo, tmp_path: Path
 ) -> None:
     """Same seed twice in-process, and once more in a process with other hash seeds."""
     dataset = _dataset(DEMO_SITE_IDS[2])
@@ -253,7 +254,8 @@ def test_initial_adapter_is_seeded_and_leaves_the_model_unchanged(
     assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
     assert create_initial_adapter(base_model.path, spec, tmp_path / "c", seed=4) != digest
     with safe_open(str(tmp_path / "a" / "adapter_model.safetensors"), "pt") as weights:
-        tensors = {name: weights.get_tensor(name) for name in weights.keys()}
+        names = weights.keys()  # a safe_open handle is not iterable itself
+        tensors = {name: weights.get_tensor(name) for name in names}
     assert all(t.abs().sum() == 0 for name, t in tensors.items() if "lora_B" in name)
     assert all(t.abs().sum() > 0 for name, t in tensors.items() if "lora_A" in name)
     site_id = DEMO_SITE_IDS[0]
