@@ -10,7 +10,15 @@ Measures, for ``--sites`` sites each sending ``--params`` LoRA values:
 * aggregation time (signature checks, ciphertext validation, homomorphic sum) versus
   the plaintext weighted FedAvg of the same values in numpy;
 * custodian time (recompute the sum from the signed envelopes, ledger, decrypt) and
-  the relative error against plaintext FedAvg.
+  the relative error against plaintext FedAvg;
+* pairwise masking (secure aggregation over the CKKS ciphertexts): pair-secret
+  establishment through a mailbox (once per key epoch), the per-round masking cost of
+  one site (seed derivation + masking every chunk), and a masked round against an
+  unmasked round of the same sites (site updates, aggregation, custodian), with the
+  masked wire size and a dropout recovered from the survivors' seed reveals.
+
+The masked and unmasked site updates are built alternately, site by site, so load
+changes on a shared machine hit both.
 
 Prints ratios and writes JSON (default ``bench/results/federation.json``).
 Run: ``.venv/bin/python bench/bench_federation.py [--params 1000000] [--sites 10]``.
@@ -32,6 +40,7 @@ import tenseal as ts
 import torch
 
 from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.federation import (
     Custodian,
     CustodianLedger,
@@ -44,12 +53,17 @@ from tensorguard.federation import (
     load_secret_context,
 )
 from tensorguard.federation.layout import TensorLayout
+from tensorguard.federation.masking import mask_encrypted_vector, mask_level
 from tensorguard.federation.packing import chunk_lengths, encrypt_vector
+from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
+from tensorguard.federation.pairwise import PairwiseSecrets, reveal_seeds
 
 T = TypeVar("T")
 FLARE_N = 8192
 FLARE_PRIMES = [60, 40, 40]
 FLARE_SCALE = 2.0**40
+ROUND_ID = "bench-round"
+MASK_EPOCH = "bench-epoch"
 
 
 def timed(function: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
@@ -91,6 +105,53 @@ def flare_encrypt(values: np.ndarray) -> bytes:
     return b"".join(blobs)
 
 
+class MemoryPairSecretStore:
+    """One site's pair secrets in memory (stands in for the site's key provider)."""
+
+    def __init__(self) -> None:
+        self._secrets: dict[tuple[str, str], bytes] = {}
+
+    def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
+        """The stored secret, or None."""
+        return self._secrets.get((epoch_id, peer))
+
+    def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
+        """Keep ``secret``; a second store for the same peer is a bug."""
+        if (epoch_id, peer) in self._secrets:
+            raise RuntimeError(f"pair secret with {peer!r} stored twice")
+        self._secrets[(epoch_id, peer)] = secret
+
+
+def establish_pair_secrets(
+    signers: dict[str, CompositeSigningKey], mailbox_dir: Path
+) -> tuple[dict[str, PairwiseSecrets], list[float]]:
+    """Every site's pair secrets via one mailbox, sites in roster order; per-site seconds.
+
+    The first site makes every offer of its pairs, the last opens every one.
+    """
+    kem_keys = {site: XWingPrivateKey.generate() for site in signers}
+    roster_kem = {site: key.public_key() for site, key in kem_keys.items()}
+    verify_keys = {site: signer.public_key() for site, signer in signers.items()}
+    mailbox = PairwiseMailbox(mailbox_dir)
+    secrets: dict[str, PairwiseSecrets] = {}
+    seconds: list[float] = []
+    for site, signer in signers.items():
+        started = time.perf_counter()
+        secrets[site] = site_pairwise_secrets(
+            epoch_id=MASK_EPOCH,
+            site_id=site,
+            roster=list(signers),
+            mailbox=mailbox,
+            store=MemoryPairSecretStore(),
+            signer=signer,
+            kem_private=kem_keys[site],
+            roster_kem_keys=roster_kem,
+            signing_keys=verify_keys,
+        )
+        seconds.append(time.perf_counter() - started)
+    return secrets, seconds
+
+
 def run(parameters: int, sites: int) -> dict[str, object]:
     """Run every measurement once and return the report."""
     params = FederationParams()
@@ -98,9 +159,20 @@ def run(parameters: int, sites: int) -> dict[str, object]:
     secret = load_secret_context(keys.secret_context_bytes, keys.public)
     reference = lora_like(parameters)
     layout = TensorLayout.from_tensors(reference)
-    spec = RoundSpec.from_reference("bench-round", "0" * 64, reference, max_site_weight=1e4)
     signers = {f"site-{i:02d}": CompositeSigningKey.generate() for i in range(sites)}
     weights = {site: float(500 + 731 * i % 9000) for i, site in enumerate(signers)}
+    caps = dict.fromkeys(signers, 1e4)
+    spec = RoundSpec.from_reference(
+        ROUND_ID, "0" * 64, reference, max_site_weight=1e4, site_weight_caps=caps
+    )
+    masked_spec = RoundSpec.from_reference(
+        ROUND_ID,
+        "0" * 64,
+        reference,
+        max_site_weight=1e4,
+        site_weight_caps=caps,
+        mask_epoch=MASK_EPOCH,
+    )
     rng = np.random.default_rng(1)
     trained = {
         site: {
@@ -110,37 +182,107 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         for site in signers
     }
 
+    scratch_dir = tempfile.TemporaryDirectory()
+    scratch = Path(scratch_dir.name)
+    pair_secrets, establish_seconds = establish_pair_secrets(signers, scratch / "mailbox")
+
     envelopes: list[bytes] = []
+    masked_envelopes: list[bytes] = []
     site_seconds: list[float] = []
+    masked_site_seconds: list[float] = []
     encrypt_seconds: list[float] = []
+    masked_encrypt_seconds: list[float] = []
     for site, signer in signers.items():
-        started = time.perf_counter()
-        update = build_site_update(
-            trained=trained[site],
-            reference=reference,
-            spec=spec,
-            site_id=site,
-            weight=weights[site],
-            public=keys.public,
-            signer=signer,
-            config=SiteUpdateConfig(clip_norm=1e6),
-        )
-        seconds = time.perf_counter() - started
-        envelopes.append(update.envelope)
-        site_seconds.append(seconds)
-        encrypt_seconds.append(update.encrypt_seconds)
+        for masked in (False, True):  # alternately, so load changes hit both
+            started = time.perf_counter()
+            update = build_site_update(
+                trained=trained[site],
+                reference=reference,
+                spec=masked_spec if masked else spec,
+                site_id=site,
+                weight=weights[site],
+                public=keys.public,
+                signer=signer,
+                config=SiteUpdateConfig(clip_norm=1e6),
+                pairwise=pair_secrets[site] if masked else None,
+            )
+            seconds = time.perf_counter() - started
+            (masked_envelopes if masked else envelopes).append(update.envelope)
+            (masked_site_seconds if masked else site_seconds).append(seconds)
+            (masked_encrypt_seconds if masked else encrypt_seconds).append(update.encrypt_seconds)
 
     registered = {site: signer.public_key() for site, signer in signers.items()}
+
+    def custodian_for(ledger_name: str) -> Custodian:
+        ledger = CustodianLedger(scratch / ledger_name, CompositeSigningKey.generate())
+        return Custodian(secret, registered, ledger)
+
     result, aggregate_seconds = timed(
         lambda: aggregate_updates(envelopes, registered, spec, keys.public, min_sites=sites),
         repeats=2,
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        ledger = CustodianLedger(Path(scratch) / "ledger.jsonl", CompositeSigningKey.generate())
-        custodian = Custodian(secret, registered, ledger)
-        decryption, decrypt_seconds = timed(
-            lambda: custodian.decrypt(result, envelopes, dtype=torch.float64)
+    masked_result, masked_aggregate_seconds = timed(
+        lambda: aggregate_updates(
+            masked_envelopes, registered, masked_spec, keys.public, min_sites=sites
+        ),
+        repeats=2,
+    )
+    # The ledger lets the custodian re-derive the very same aggregate, so repeats are fine.
+    custodian = custodian_for("ledger.jsonl")
+    decryption, decrypt_seconds = timed(
+        lambda: custodian.decrypt(result, envelopes, dtype=torch.float64), repeats=2
+    )
+    masked_custodian = custodian_for("masked-ledger.jsonl")
+    masked_decryption, masked_decrypt_seconds = timed(
+        lambda: masked_custodian.decrypt(masked_result, masked_envelopes, dtype=torch.float64),
+        repeats=2,
+    )
+
+    # One site's masking alone: seed derivation plus masking every chunk of its update.
+    context = keys.public.load_context()
+    first_site = next(iter(signers))
+    site_values = (
+        weights[first_site]
+        / spec.max_site_weight
+        * (layout.flatten(trained[first_site]) - layout.flatten(reference)).astype(np.float64)
+    )
+    site_ciphertexts = encrypt_vector(site_values, context, params)
+
+    def mask_one_site() -> bytes:
+        seeds = pair_secrets[first_site].round_seeds(ROUND_ID)
+        level = mask_level(context, params)
+        return mask_encrypted_vector(site_ciphertexts, first_site, seeds, level).to_bytes()
+
+    seeds_only, seed_seconds = timed(
+        lambda: pair_secrets[first_site].round_seeds(ROUND_ID), repeats=3
+    )
+    masked_payload, masking_seconds = timed(mask_one_site, repeats=2)
+    unmasked_payload = site_ciphertexts.to_bytes()
+
+    # Dropout: the first site never reports; the survivors reveal their seeds with it.
+    survivors = list(signers)[1:]
+    dropout_result = aggregate_updates(
+        masked_envelopes[1:], registered, masked_spec, keys.public, min_sites=2
+    )
+    reveals, reveal_seconds = timed(
+        lambda: [
+            reveal_seeds(
+                pair_secrets[site],
+                round_id=ROUND_ID,
+                accepted=survivors,
+                dropped=[first_site],
+                signer=signers[site],
+            ).to_bytes()
+            for site in survivors
+        ]
+    )
+    dropout_custodian = custodian_for("dropout-ledger.jsonl")
+    dropout_decryption, dropout_decrypt_seconds = timed(
+        lambda: dropout_custodian.decrypt(
+            dropout_result, masked_envelopes[1:], dtype=torch.float64, reveals=reveals
         )
+    )
+    scratch_dir.cleanup()
     mean_delta = decryption.mean_delta
 
     reference_flat = layout.flatten(reference).astype(np.float32)
@@ -149,19 +291,23 @@ def run(parameters: int, sites: int) -> dict[str, object]:
     ]
     weight_vector = np.array([weights[site] for site in signers], dtype=np.float64)
 
-    def plaintext_fedavg() -> np.ndarray:
+    def plaintext_fedavg(first: int = 0) -> np.ndarray:
         total = np.zeros(layout.numel, dtype=np.float64)
-        for weight, update in zip(weight_vector, plain_updates, strict=True):
+        for weight, update in zip(weight_vector[first:], plain_updates[first:], strict=True):
             total += weight * update
-        mean: np.ndarray = total / weight_vector.sum()
+        mean: np.ndarray = total / weight_vector[first:].sum()
         return mean
 
+    def relative_error(mean: dict[str, torch.Tensor], expected: np.ndarray) -> float:
+        decrypted = layout.flatten(mean)
+        return float(np.linalg.norm(decrypted - expected) / np.linalg.norm(expected))
+
     expected, plain_seconds = timed(plaintext_fedavg, repeats=5)
-    decrypted = layout.flatten(mean_delta)
-    relative_error = float(np.linalg.norm(decrypted - expected) / np.linalg.norm(expected))
+    error = relative_error(mean_delta, expected)
+    masked_error = relative_error(masked_decryption.mean_delta, expected)
+    dropout_error = relative_error(dropout_decryption.mean_delta, plaintext_fedavg(first=1))
 
     values = plain_updates[0].astype(np.float64)
-    context = keys.public.load_context()
     ours_seconds: list[float] = []
     flare_seconds: list[float] = []
     for _ in range(3):  # interleaved, so load changes on a shared machine hit both
@@ -197,8 +343,56 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         "plaintext_fedavg_seconds": plain_seconds,
         "encrypted_over_plaintext_aggregation": aggregate_seconds / plain_seconds,
         "decrypt_seconds": decrypt_seconds,
-        "relative_error_vs_plaintext_fedavg": relative_error,
+        "relative_error_vs_plaintext_fedavg": error,
     }
+    site_median = float(np.median(site_seconds))
+    masked_site_median = float(np.median(masked_site_seconds))
+    # A round's compute: every site's update, the aggregation and the custodian.
+    round_seconds = sum(site_seconds) + aggregate_seconds + decrypt_seconds
+    masked_round_seconds = sum(masked_site_seconds) + masked_aggregate_seconds
+    masked_round_seconds += masked_decrypt_seconds
+    # Its latency when sites work in parallel: one (median) site, then the rest.
+    latency = site_median + aggregate_seconds + decrypt_seconds
+    masked_latency = masked_site_median + masked_aggregate_seconds + masked_decrypt_seconds
+    masked_envelope_bytes = len(masked_envelopes[0])
+    report["masking"] = {
+        "peers_per_site": sites - 1,
+        "pair_establishment_seconds_per_site": {
+            "min": min(establish_seconds),
+            "median": float(np.median(establish_seconds)),
+            "max": max(establish_seconds),
+        },
+        "pair_establishment_seconds_all_sites": sum(establish_seconds),
+        "seed_derivation_seconds_per_site": seed_seconds,
+        "seeds_derived_per_site": len(seeds_only),
+        "masking_seconds_per_site": masking_seconds,
+        "masking_over_encrypt_only": masking_seconds / ours_encrypt_only,
+        "site_update_seconds_median": masked_site_median,
+        "site_encrypt_and_mask_seconds_median": float(np.median(masked_encrypt_seconds)),
+        "masked_over_unmasked_site_update": masked_site_median / site_median,
+        "aggregate_seconds": masked_aggregate_seconds,
+        "decrypt_seconds": masked_decrypt_seconds,
+        "round_seconds": masked_round_seconds,
+        "unmasked_round_seconds": round_seconds,
+        "round_latency_seconds": masked_latency,
+        "unmasked_round_latency_seconds": latency,
+        "masked_vs_unmasked_round_latency_ratio": masked_latency / latency,
+        "payload_bytes": len(masked_payload),
+        "unmasked_payload_bytes": len(unmasked_payload),
+        "envelope_bytes": masked_envelope_bytes,
+        "expansion_vs_fp32": len(masked_payload) / (4 * layout.numel),
+        "envelope_expansion_vs_fp32": masked_envelope_bytes / (4 * layout.numel),
+        "wire_size_unchanged": len(masked_payload) == len(unmasked_payload)
+        and masked_envelope_bytes == envelope_bytes,
+        "relative_error_vs_plaintext_fedavg": masked_error,
+        "dropout": {
+            "dropped_sites": 1,
+            "reveal_seconds_all_survivors": reveal_seconds,
+            "custodian_seconds": dropout_decrypt_seconds,
+            "relative_error_vs_plaintext_fedavg_of_survivors": dropout_error,
+        },
+    }
+    report["masked_vs_unmasked_round_ratio"] = masked_round_seconds / round_seconds
     return report
 
 
@@ -232,6 +426,47 @@ def main() -> None:
     print(
         f"custodian decrypt {report['decrypt_seconds']:.3f}s; relative error vs "
         f"plaintext FedAvg {report['relative_error_vs_plaintext_fedavg']:.2e}"
+    )
+    masking = report["masking"]
+    assert isinstance(masking, dict)
+    establish = masking["pair_establishment_seconds_per_site"]
+    print(
+        f"pair secrets (once per key epoch, {masking['peers_per_site']} peers): "
+        f"{establish['min']:.3f}-{establish['max']:.3f}s per site, "
+        f"{masking['pair_establishment_seconds_all_sites']:.2f}s for all sites"
+    )
+    print(
+        "masking one site per round: seeds "
+        f"{1e3 * masking['seed_derivation_seconds_per_site']:.2f} ms "
+        f"+ masking {report['ciphertexts_per_site']} chunks "
+        f"{masking['masking_seconds_per_site']:.3f}s "
+        f"({masking['masking_over_encrypt_only']:.2f}x encrypt+serialise)"
+    )
+    print(
+        f"site update masked {masking['site_update_seconds_median']:.3f}s vs unmasked "
+        f"{report['site_update_seconds_median']:.3f}s median "
+        f"-> {masking['masked_over_unmasked_site_update']:.2f}x"
+    )
+    print(
+        f"aggregation masked {masking['aggregate_seconds']:.3f}s vs "
+        f"{report['aggregate_seconds']:.3f}s; custodian masked "
+        f"{masking['decrypt_seconds']:.3f}s vs {report['decrypt_seconds']:.3f}s"
+    )
+    print(
+        f"round (all site updates + aggregation + custodian): masked "
+        f"{masking['round_seconds']:.2f}s vs unmasked {masking['unmasked_round_seconds']:.2f}s "
+        f"-> {report['masked_vs_unmasked_round_ratio']:.2f}x (goal <= 1.3); "
+        f"with sites in parallel {masking['masked_vs_unmasked_round_latency_ratio']:.2f}x"
+    )
+    dropout = masking["dropout"]
+    print(
+        f"masked expansion {masking['expansion_vs_fp32']:.2f}x (envelope "
+        f"{masking['envelope_expansion_vs_fp32']:.2f}x), wire size unchanged: "
+        f"{masking['wire_size_unchanged']}; relative error "
+        f"{masking['relative_error_vs_plaintext_fedavg']:.2e}; one dropout: reveals "
+        f"{dropout['reveal_seconds_all_survivors']:.3f}s, custodian "
+        f"{dropout['custodian_seconds']:.3f}s, error "
+        f"{dropout['relative_error_vs_plaintext_fedavg_of_survivors']:.2e}"
     )
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(json.dumps(report, indent=2) + "\n")
