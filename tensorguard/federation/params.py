@@ -17,6 +17,7 @@ level at or above 128, 192 or 256 bits.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -39,6 +40,31 @@ MIN_PRIME_BITS = 20
 MAX_PRIME_BITS = 60
 OVERFLOW_MARGIN_BITS = 1
 """Extra headroom below ``q/2`` kept free for encryption noise and rounding."""
+
+
+def he_standard_violation(
+    poly_modulus_degree: int, coeff_mod_bit_sizes: Sequence[int], security_level: int
+) -> str | None:
+    """Why these CKKS parameters miss the HE Standard at ``security_level``, else ``None``.
+
+    The ring degree must be in :data:`HE_STANDARD_MAX_MODULUS_BITS` and the total modulus
+    within its limit. Callers raise their own area's error with the returned text.
+    """
+    levels = HE_STANDARD_MAX_MODULUS_BITS.get(poly_modulus_degree)
+    if levels is None:
+        return (
+            f"poly_modulus_degree {poly_modulus_degree} is not one of "
+            f"{sorted(HE_STANDARD_MAX_MODULUS_BITS)}; pick a power of two in that range"
+        )
+    total, limit = sum(coeff_mod_bit_sizes), levels[security_level]
+    if total > limit:
+        return (
+            f"coeff_mod_bit_sizes {list(coeff_mod_bit_sizes)} total {total} bits, above the "
+            f"{limit} bits the HE Standard allows for N={poly_modulus_degree} at "
+            f"{security_level}-bit security; use fewer or smaller primes or a larger "
+            "poly_modulus_degree"
+        )
+    return None
 
 
 class FederationParams(BaseModel):
@@ -65,12 +91,6 @@ class FederationParams(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FederationParams:
-        levels = HE_STANDARD_MAX_MODULUS_BITS.get(self.poly_modulus_degree)
-        if levels is None:
-            raise FederationParamsError(
-                f"poly_modulus_degree {self.poly_modulus_degree} is not one of "
-                f"{sorted(HE_STANDARD_MAX_MODULUS_BITS)}; pick a power of two in that range"
-            )
         sizes = self.coeff_mod_bit_sizes
         if len(sizes) < 2:
             raise FederationParamsError(
@@ -81,14 +101,9 @@ class FederationParams(BaseModel):
             raise FederationParamsError(
                 f"each prime must have {MIN_PRIME_BITS}..{MAX_PRIME_BITS} bits, got {sizes}"
             )
-        limit = levels[self.min_security_level]
-        if self.total_modulus_bits > limit:
-            raise FederationParamsError(
-                f"total modulus of {self.total_modulus_bits} bits exceeds the HE Standard "
-                f"limit of {limit} bits for N={self.poly_modulus_degree} at "
-                f"{self.min_security_level}-bit security; use fewer or smaller primes "
-                "or a larger poly_modulus_degree"
-            )
+        violation = he_standard_violation(self.poly_modulus_degree, sizes, self.min_security_level)
+        if violation is not None:
+            raise FederationParamsError(violation)
         if self.site_value_bound < 1.0:
             raise FederationParamsError(
                 f"scale 2^{self.scale_bits} leaves too little headroom in a "

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tensorguard.federation.params import HE_STANDARD_MAX_MODULUS_BITS
+from tensorguard.federation.params import he_standard_violation
 from tensorguard.moai.errors import MoaiExportError
 
 SECURITY_LEVEL_BITS = 128
@@ -42,24 +42,16 @@ class CkksParameters:
     global_scale_bits: int = 40
 
     def __post_init__(self) -> None:
-        levels = HE_STANDARD_MAX_MODULUS_BITS.get(self.poly_modulus_degree)
-        if levels is None:
-            raise MoaiExportError(
-                f"poly_modulus_degree {self.poly_modulus_degree} is not one of "
-                f"{sorted(HE_STANDARD_MAX_MODULUS_BITS)}"
-            )
-        limit = levels[SECURITY_LEVEL_BITS]
         if len(self.coeff_mod_bit_sizes) < 3:
             raise MoaiExportError(
                 "coeff_mod_bit_sizes needs at least three primes (base, one rescaling "
                 "level, special prime) for a plaintext-ciphertext product"
             )
-        if sum(self.coeff_mod_bit_sizes) > limit:
-            raise MoaiExportError(
-                f"coeff_mod_bit_sizes {list(self.coeff_mod_bit_sizes)} total "
-                f"{sum(self.coeff_mod_bit_sizes)} bits, above the {limit} bits that keep "
-                f"128-bit security at ring degree {self.poly_modulus_degree}"
-            )
+        violation = he_standard_violation(
+            self.poly_modulus_degree, self.coeff_mod_bit_sizes, SECURITY_LEVEL_BITS
+        )
+        if violation is not None:
+            raise MoaiExportError(violation)
         if any(bits != self.global_scale_bits for bits in self.coeff_mod_bit_sizes[1:-1]):
             raise MoaiExportError(
                 "the middle coefficient moduli must equal global_scale_bits so that "
