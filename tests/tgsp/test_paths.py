@@ -255,9 +255,7 @@ def test_links_and_devices_cannot_be_expressed(
             verify_package(forged, trust_store)
 
 
-def test_too_many_files_are_refused_at_open(
-    tmp_path: Path, packager: Packager, trust_store: TrustStore
-) -> None:
+def test_too_many_files_are_refused_at_open(packager: Packager, trust_store: TrustStore) -> None:
     result = packager.build({f"f{i}": b"" for i in range(6)})
     with pytest.raises(HeaderTooLargeError):
         verify_package(result.path, trust_store, limits=Limits(max_files=5))

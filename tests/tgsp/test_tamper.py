@@ -242,7 +242,8 @@ def test_swapped_recipient_blocks_break_the_signature(
     assert layout_of(swapped).signature_start == layout.signature_start
     # The swapped header keeps the original (now mismatching) signature and payload.
     unsigned_swap = swapped[: layout.signature_start] + package[layout.signature_start :]
-    assert unsigned_swap != package and len(unsigned_swap) == len(package)
+    assert unsigned_swap != package
+    assert len(unsigned_swap) == len(package)
     with pytest.raises(PackageSignatureError, match="ML-DSA-65 and Ed25519"):
         open_bytes(tmp_path, unsigned_swap, recipients[0], trust_store)
 
@@ -279,7 +280,7 @@ def test_recipient_block_copied_from_another_package_does_not_unwrap(
 
 
 def test_unknown_signer_is_refused(
-    tmp_path: Path, packager: Packager, stranger: CompositeSigningKey, trust_store: TrustStore
+    packager: Packager, stranger: CompositeSigningKey, trust_store: TrustStore
 ) -> None:
     result = packager.build({"f": b"1"}, signer=stranger)
     with pytest.raises(UnknownSignerError, match="not in the trust store"):
@@ -294,7 +295,7 @@ def test_self_consistent_package_from_a_stranger_claiming_our_key_id(
     producer: CompositeSigningKey,
     trust_store: TrustStore,
 ) -> None:
-    forged = resign(package, lambda header: None, stranger)
+    forged = resign(package, lambda _header: None, stranger)
     producer_id = bytes.fromhex(producer.public_key().fingerprint())
     claimed = forged[:12] + producer_id + forged[44:]
     with pytest.raises(PackageSignatureError):
