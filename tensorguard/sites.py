@@ -24,14 +24,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.errors import ConfigurationError
+from tensorguard.training.dataset import TRAIN_FILE
+from tensorguard.training.demo_data import demo_sites_root
 
-DEMO_TRAIN_FILE = "train.jsonl"
 SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -60,11 +60,6 @@ def validate_site_id(site_id: str) -> str:
     return site_id
 
 
-def demo_sites_root() -> Path:
-    """Directory of the demo site data shipped inside the package."""
-    return Path(str(resources.files("tensorguard") / "data" / "demo_sites"))
-
-
 def demo_site_registry() -> dict[str, SiteRecord]:
     """The registry of the shipped demo sites (one per sub-directory)."""
     root = demo_sites_root()
@@ -77,7 +72,7 @@ def demo_site_registry() -> dict[str, SiteRecord]:
         path.name: SiteRecord(
             site_id=validate_site_id(path.name),
             data_dir=path,
-            max_weight=float(_count_lines(path / DEMO_TRAIN_FILE)),
+            max_weight=float(_count_lines(path / TRAIN_FILE)),
         )
         for path in sorted(root.iterdir())
         if path.is_dir()
