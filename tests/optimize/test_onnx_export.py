@@ -44,7 +44,8 @@ def onnx_export(
 
 def test_export_writes_a_checked_model_with_external_data(onnx_export: OnnxExportResult) -> None:
     assert onnx_export.model_path.is_file()
-    assert onnx_export.data_path is not None and onnx_export.data_path.is_file()
+    assert onnx_export.data_path is not None
+    assert onnx_export.data_path.is_file()
     assert set(onnx_export.files) == {"model.onnx", "model.onnx.data"}
     assert onnx_export.files["model.onnx"] == sha256_file(onnx_export.model_path)
     assert onnx_export.sha256 == sha256_tree(onnx_export.path)

@@ -184,7 +184,8 @@ def test_saved_pruned_model_reloads_exact_2_4(
     (destination / "stale.txt").write_text("from an earlier run")
     saved = save_model_atomically(model, destination)
     assert "model.safetensors" in saved.files
-    assert "stale.txt" not in saved.files and not (destination / "stale.txt").exists()
+    assert "stale.txt" not in saved.files
+    assert not (destination / "stale.txt").exists()
     assert saved.sha256 == sha256_tree(destination)
     assert saved.size_bytes == sum(p.stat().st_size for p in destination.iterdir())
     reloaded = load_causal_lm(destination, dtype=CHECKPOINT_DTYPE)

@@ -60,7 +60,8 @@ def test_missing_cuda_device_is_refused_even_with_tensorrt(monkeypatch: pytest.M
     with pytest.raises(TensorRTUnavailableError) as caught:
         require_tensorrt()
     message = str(caught.value)
-    assert "no CUDA device is visible" in message and "NVIDIA driver" in message
+    assert "no CUDA device is visible" in message
+    assert "NVIDIA driver" in message
     assert "not importable" not in message
 
 
@@ -69,7 +70,8 @@ def test_all_missing_requirements_are_reported_together(monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TensorRTUnavailableError) as caught:
         require_tensorrt()
-    assert "not importable" in str(caught.value) and "no CUDA device" in str(caught.value)
+    assert "not importable" in str(caught.value)
+    assert "no CUDA device" in str(caught.value)
 
 
 def test_shape_profile_must_be_ordered() -> None:

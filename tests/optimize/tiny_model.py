@@ -7,7 +7,6 @@ B matrices are non-zero and merging changes the weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +84,6 @@ def tiny_adapter_dir(tiny_base_model_dir: Path, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture(scope="session")
-def eval_batches() -> Iterator[list[torch.Tensor]]:
+def eval_batches() -> list[torch.Tensor]:
     """Held-out token batches for loss measurements."""
-    yield token_batches(seed=7, shapes=((2, 12), (3, 9)))
+    return token_batches(seed=7, shapes=((2, 12), (3, 9)))
