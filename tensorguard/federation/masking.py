@@ -66,7 +66,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tensorguard.crypto.kdf import encode_info, hkdf_sha256
 from tensorguard.federation.errors import CiphertextError, FederationError
-from tensorguard.federation.packing import EncryptedVector
+from tensorguard.federation.packing import EncryptedVector, sole_ciphertext
 from tensorguard.federation.params import FederationParams
 
 MASK_LABEL: Final = b"tensorguard/federation/ckks-mask/v1"
@@ -331,12 +331,7 @@ def add_to_c0(chunk: ts.CKKSVector, offset: UInt64Array, level: MaskLevel) -> ts
         raise MaskingError(f"offset must be uint64 of shape {level.shape}, got {offset.shape}")
     if bool(np.any(offset >= _moduli_column(level))):
         raise MaskingError("offset coefficients must be reduced modulo their primes")
-    ciphertexts = chunk.ciphertext()
-    if len(ciphertexts) != 1:
-        raise CiphertextError(
-            f"a chunk must hold one ciphertext, this one holds {len(ciphertexts)}"
-        )
-    ciphertext = ciphertexts[0]
+    ciphertext = sole_ciphertext(chunk, "the chunk to mask")
     if (
         tuple(ciphertext.parms_id()) != level.parms_id
         or ciphertext.size() != _CIPHERTEXT_SIZE

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tenseal as ts
@@ -191,18 +192,24 @@ def _load_chunk(data: bytes, context: ts.Context, index: int) -> ts.CKKSVector:
         ) from exc
 
 
+def sole_ciphertext(chunk: ts.CKKSVector, what: str) -> Any:
+    """The one SEAL ciphertext ``chunk`` holds; :class:`CiphertextError` if it holds more.
+
+    ``what`` names the chunk in the message (e.g. ``"ciphertext chunk 3"``).
+    """
+    ciphertexts = chunk.ciphertext()
+    if len(ciphertexts) != 1:
+        raise CiphertextError(f"{what} holds {len(ciphertexts)} ciphertexts, expected one")
+    return ciphertexts[0]
+
+
 def _inspect_chunk(
     chunk: ts.CKKSVector,
     index: int,
     first_parms_id: Sequence[int],
     params: FederationParams,
 ) -> None:
-    ciphertexts = chunk.ciphertext()
-    if len(ciphertexts) != 1:
-        raise CiphertextError(
-            f"ciphertext chunk {index} holds {len(ciphertexts)} ciphertexts, expected one"
-        )
-    ciphertext = ciphertexts[0]
+    ciphertext = sole_ciphertext(chunk, f"ciphertext chunk {index}")
     if (
         ciphertext.size() < 2
         or ciphertext.poly_modulus_degree() != params.poly_modulus_degree

@@ -17,6 +17,7 @@ from tensorguard.federation.packing import (
     decrypt_vector,
     encrypt_vector,
     load_encrypted_vector,
+    sole_ciphertext,
 )
 from tensorguard.federation.params import FederationParams
 
@@ -34,6 +35,15 @@ def test_round_trip_uses_every_slot(public: PublicFederation, secret: SecretFede
     assert np.linalg.norm(decrypted - values) / np.linalg.norm(values) < 1e-7
     full_expansion = len(data) / (4 * params.slot_count * encrypted.ciphertext_count)
     assert full_expansion < FLARE_DEFAULT_EXPANSION / 1.6
+
+
+def test_a_chunk_of_two_ciphertexts_is_refused(public: PublicFederation) -> None:
+    context = public.load_context()
+    single = ts.ckks_vector(context, [0.5] * public.params.slot_count)
+    assert sole_ciphertext(single, "chunk 0") is not None
+    double = ts.ckks_vector(context, [0.5] * (public.params.slot_count + 1))
+    with pytest.raises(CiphertextError, match="chunk 1 holds 2 ciphertexts"):
+        sole_ciphertext(double, "chunk 1")
 
 
 def test_chunk_lengths() -> None:
