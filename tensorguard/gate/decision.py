@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tensorguard.codec import canonical_digest, canonical_json
+from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GateDecisionError, describe_validation_error
 from tensorguard.gate.evidence import FirstRelease, GateEvidence
 from tensorguard.gate.policy import GatePolicy
@@ -46,7 +46,7 @@ class CriterionResult(BaseModel):
     reason: str
 
 
-class GateDecision(BaseModel):
+class GateDecision(CanonicalModel):
     """The gate verdict, its per-criterion reasons, and what it was computed from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,14 +73,6 @@ class GateDecision(BaseModel):
             for criterion in self.criteria
             if criterion.blocking and criterion.status == "failed"
         ]
-
-    def canonical_json(self) -> bytes:
-        """RFC 8785 canonical JSON of the whole decision (what gets packaged and hashed)."""
-        return canonical_json(self.model_dump(mode="json"))
-
-    def digest(self) -> str:
-        """Hex SHA-256 of :meth:`canonical_json`; recorded in the TGSP manifest."""
-        return canonical_digest(self.model_dump(mode="json"))
 
     @classmethod
     def from_json(cls, data: bytes | str) -> GateDecision:

@@ -13,11 +13,11 @@ release.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tensorguard.codec import canonical_digest
+from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GateEvidenceError, validate_or_raise
 from tensorguard.gate.policy import CHECK_NAME_PATTERN
 
@@ -45,7 +45,7 @@ class FirstRelease(BaseModel):
 LastRelease = Annotated[PreviousRelease | FirstRelease, Field(discriminator="kind")]
 
 
-class GateEvidence(BaseModel):
+class GateEvidence(CanonicalModel):
     """Measured facts about a release candidate; see the module docstring."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,11 +75,3 @@ class GateEvidence(BaseModel):
         if bad_names:
             raise ValueError(f"invalid check names {bad_names}")
         return checks
-
-    def canonical_document(self) -> dict[str, Any]:
-        """The evidence as a JSON-compatible mapping (the input of :meth:`digest`)."""
-        return self.model_dump(mode="json")
-
-    def digest(self) -> str:
-        """Hex SHA-256 of the RFC 8785 canonical JSON of this evidence."""
-        return canonical_digest(self.canonical_document())

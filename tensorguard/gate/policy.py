@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,7 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from tensorguard.codec import CodecError, canonical_digest, load_strict_yaml
+from tensorguard.codec import CodecError, load_strict_yaml
+from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GatePolicyError, validate_or_raise
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.yaml")
@@ -59,7 +60,7 @@ class RegressionLimit(LossDelta):
     value: NonNegativeFloat
 
 
-class GatePolicy(BaseModel):
+class GatePolicy(CanonicalModel):
     """Thresholds a release must meet; see the module docstring for their meaning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -102,14 +103,6 @@ class GatePolicy(BaseModel):
                 "required); a gate that passes everything is refused"
             )
         return self
-
-    def canonical_document(self) -> dict[str, Any]:
-        """The policy as a JSON-compatible mapping (the input of :meth:`digest`)."""
-        return self.model_dump(mode="json")
-
-    def digest(self) -> str:
-        """Hex SHA-256 of the RFC 8785 canonical JSON of this policy."""
-        return canonical_digest(self.canonical_document())
 
 
 def parse_policy(document: object, source: str = "policy") -> GatePolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,15 @@ def test_repository_policy_loads_and_has_a_stable_digest() -> None:
     assert policy.policy_version >= 1
     assert policy.digest() == load_policy(REPO_POLICY).digest()
     assert len(policy.digest()) == 64
+
+
+def test_policy_evidence_and_decision_hash_their_canonical_json(policy: GatePolicy) -> None:
+    evidence = good_evidence()
+    decision = evaluate_gate(policy, evidence)
+    for document in (policy, evidence, decision):
+        assert document.digest() == hashlib.sha256(document.canonical_json()).hexdigest()
+        assert json.loads(document.canonical_json()) == document.model_dump(mode="json")
+    assert good_evidence(eval_loss_global=0.5).digest() != evidence.digest()
 
 
 def test_all_criteria_met_passes_with_a_reason_per_criterion(policy: GatePolicy) -> None:
