@@ -38,7 +38,12 @@ from tensorguard.federation.aggregation import AggregationResult, aggregate_upda
 from tensorguard.federation.context import SecretFederation
 from tensorguard.federation.custodian_ledger import CustodianLedger, DecryptionRecord
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
-from tensorguard.federation.errors import CiphertextError, DecryptionError, QuorumNotMetError
+from tensorguard.federation.errors import (
+    CiphertextError,
+    DecryptionError,
+    EnvelopeError,
+    QuorumNotMetError,
+)
 from tensorguard.federation.masking import mask_level, unmask_dropped
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
 from tensorguard.federation.pairwise import PairwiseError, collect_revealed_seeds
@@ -113,6 +118,7 @@ class Custodian:
                 f"below the round's quorum of {aggregate.spec.min_sites}, it could reveal an "
                 "individual site's update"
             )
+        self._refuse_unaccepted(aggregate, envelopes)
         self._check_recomputed(aggregate, envelopes)
         revealed = self._revealed_seeds(aggregate, reveals)
         record = self._ledger.authorise(
@@ -132,6 +138,19 @@ class Custodian:
                 "by re-running the round without suspected sites"
             )
         return CustodianDecryption(mean_delta, record, norm, bound)
+
+    @staticmethod
+    def _refuse_unaccepted(aggregate: AggregationResult, envelopes: Sequence[bytes]) -> None:
+        """Take only the accepted envelopes: a rejected site's masks are removed with the
+        survivors' seed reveals, so its ciphertext must never reach the secret key."""
+        accepted = {update.envelope_sha256 for update in aggregate.accepted}
+        extra = sum(1 for raw in envelopes if envelope_digest(raw) not in accepted)
+        if extra:
+            raise DecryptionError(
+                f"{extra} envelope(s) given to the custodian are not among the aggregate's "
+                "accepted updates; the custodian takes only accepted envelopes, because a "
+                "rejected site's ciphertext could be unmasked with the seed reveals"
+            )
 
     def _revealed_seeds(
         self, aggregate: AggregationResult, reveals: Sequence[bytes]
@@ -180,6 +199,14 @@ class Custodian:
                 "envelopes the custodian recomputed; the aggregate was altered or a vector "
                 "was added to it. Refusing to decrypt"
             )
+
+
+def envelope_digest(raw: bytes) -> str | None:
+    """The digest an aggregate records for an envelope (None if it does not parse)."""
+    try:
+        return SealedEnvelope.from_bytes(raw).digest
+    except EnvelopeError:
+        return None
 
 
 def _norm_bound(aggregate: AggregationResult, envelopes: Sequence[bytes]) -> float | None:

@@ -22,7 +22,7 @@ from tensorguard.federation.aggregation import (
     aggregate_updates,
 )
 from tensorguard.federation.context import PublicFederation
-from tensorguard.federation.custodian import apply_update
+from tensorguard.federation.custodian import apply_update, envelope_digest
 from tensorguard.federation.envelope import (
     SIGNATURE_CONTEXT,
     EnvelopeHeader,
@@ -71,7 +71,9 @@ def _fedavg_error(
     envelopes: Sequence[bytes],
     registered: Mapping[str, CompositeVerifyKey] | None = None,
 ) -> float:
-    decrypted = fed.decrypt(result, envelopes, dtype=torch.float64, registered=registered)
+    accepted = {update.envelope_sha256 for update in result.accepted}
+    delivered = [raw for raw in envelopes if envelope_digest(raw) in accepted]
+    decrypted = fed.decrypt(result, delivered, dtype=torch.float64, registered=registered)
     flat = TensorLayout.from_tensors(fed.reference).flatten(decrypted)
     expected = _plain_fedavg(fed, sites)
     return float(np.linalg.norm(flat - expected) / np.linalg.norm(expected))

@@ -19,6 +19,7 @@ from tensorguard.federation.custodian import (
 )
 from tensorguard.federation.custodian_ledger import CustodianLedger, LedgerError
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
+from tensorguard.federation.errors import DecryptionError
 from tensorguard.federation.packing import encrypt_vector, load_encrypted_vector
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
@@ -164,3 +165,15 @@ def test_a_tampered_ledger_stops_the_custodian(
         expected = "not signed by this custodian"
     with pytest.raises(LedgerError, match=expected):
         custodian.decrypt(*_round(fed, "cust-0009"))
+
+
+def test_the_custodian_refuses_envelopes_outside_the_accepted_set(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A rejected site's masks are removed with the survivors' reveals, so its
+    ciphertext must never reach the custodian."""
+    result, envelopes = _round(fed, "cust-0011")
+    other_spec = _spec(fed, "cust-0012")
+    stray = fed.update("site-03", other_spec, config=SiteUpdateConfig(clip_norm=CLIP)).envelope
+    with pytest.raises(DecryptionError, match="not among the aggregate's accepted"):
+        fed.custodian(tmp_path / "ledger.jsonl").decrypt(result, [*envelopes, stray])
