@@ -285,14 +285,10 @@ class AgentSession(BrokerSession):
 
     def connect(self) -> None:
         """Connect (ONLINE on every connect, CONNECTIONBROKEN as last will), subscribe."""
-        self._connection.connect()
-        try:
-            for channel in self.agent.config.channels:
-                topic = release_topic(self.agent.config.fleet, channel)
-                self._connection.subscribe(topic, self._enqueue, qos=1)
-        except MqttError:
-            self._connection.disconnect()
-            raise
+        config = self.agent.config
+        self._connection.connect_subscribed(
+            [release_topic(config.fleet, channel) for channel in config.channels], self._enqueue
+        )
 
     def disconnect(self) -> None:
         """Deliver waiting reports, publish OFFLINE and leave the broker."""

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Self
@@ -239,6 +239,19 @@ class MqttConnection(BrokerSession):
                 f"the MQTT broker at {self.settings.endpoint} refused the subscription to "
                 f"{topic_filter!r}: {', '.join(str(code) for code in codes)}"
             )
+
+    def connect_subscribed(
+        self, topic_filters: Sequence[str], handler: MessageHandler, *, qos: int = 1
+    ) -> None:
+        """Connect, then subscribe ``handler`` to each filter; if a subscription fails,
+        disconnect again and re-raise, so no half-subscribed session is left behind."""
+        self.connect()
+        try:
+            for topic_filter in topic_filters:
+                self.subscribe(topic_filter, handler, qos=qos)
+        except MqttError:
+            self.disconnect()
+            raise
 
     def _stop_loop(self) -> None:
         self._client.loop_stop()

@@ -93,12 +93,7 @@ class InstallReportListener(BrokerSession):
 
     def connect(self) -> None:
         """Connect and subscribe to the fleet's install reports."""
-        self._connection.connect()
-        try:
-            self._connection.subscribe(self.topic_filter, self._receive, qos=1)
-        except MqttError:
-            self._connection.disconnect()
-            raise
+        self._connection.connect_subscribed([self.topic_filter], self._receive)
 
     def disconnect(self) -> None:
         """Stop listening."""

@@ -122,6 +122,36 @@ def test_unreachable_broker_raises_a_clear_error() -> None:
     assert time.monotonic() - started < 5
 
 
+class _RefusingConnection(MqttConnection):
+    """Records connect/subscribe/disconnect; the broker refuses one topic filter."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__(MqttSettings(), "recording")
+        self.refused = refused
+        self.calls: list[str] = []
+
+    def connect(self) -> None:
+        self.calls.append("connect")
+
+    def subscribe(self, topic_filter: str, handler: object, *, qos: int = 1) -> None:
+        self.calls.append(f"subscribe {topic_filter} qos={qos}")
+        if topic_filter == self.refused:
+            raise MqttError(f"refused {topic_filter}")
+
+    def disconnect(self) -> None:
+        self.calls.append("disconnect")
+
+
+def test_connect_subscribed_leaves_no_half_subscribed_session() -> None:
+    connection = _RefusingConnection(refused="b")
+    with pytest.raises(MqttError, match="refused b"):
+        connection.connect_subscribed(["a", "b", "c"], lambda _topic, _payload: None)
+    assert connection.calls == ["connect", "subscribe a qos=1", "subscribe b qos=1", "disconnect"]
+    accepted = _RefusingConnection(refused="none")
+    accepted.connect_subscribed(["a", "c"], lambda _topic, _payload: None)
+    assert accepted.calls == ["connect", "subscribe a qos=1", "subscribe c qos=1"]
+
+
 def test_password_is_not_in_repr() -> None:
     settings = MqttSettings(username="ops", password="hunter2-secret")  # type: ignore[arg-type]
     assert "hunter2-secret" not in repr(settings)
