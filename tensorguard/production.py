@@ -1,9 +1,11 @@
 """Production gates: what ``TG_ENVIRONMENT=production`` demands before anything runs.
 
 Production mode requires real secrets and a working post-quantum backend, and it
-refuses demo mode. Every missing requirement is reported at once, each with the
-variable's name and how to provide it, so an operator fixes the deployment in one
-pass. Values of secrets are never read into messages.
+refuses demo mode. Key secrets are per party (:data:`KEY_PARTIES`): each party's own
+master (``TG_KEY_MASTER_<PARTY>``) or, with ``TG_KEY_PROVIDER=pkcs11``, its own token
+(``TG_PKCS11_TOKEN_LABEL_<PARTY>``); two parties sharing one is refused. Every missing
+requirement is reported at once, each with the variable's name and how to provide it,
+so an operator fixes the deployment in one pass. Values of secrets are never read into messages.
 
 Development mode (the default) may use throwaway keys; callers must say so loudly.
 """
@@ -37,6 +39,23 @@ class SecretRequirement:
     min_length: int = 0
 
 
+KEY_PARTIES: tuple[str, ...] = ("sites", "custodian", "release")
+"""The parties that each hold their own key vault: the sites (signing, X-Wing and pair
+secrets), the custodian (the CKKS secret and its ledger key), the publisher (the release
+signing key). The aggregator is not among them: it holds no secret of any kind."""
+
+PARTY_MASTER_ENV = "TG_KEY_MASTER"
+PARTY_KEY_DIR_ENV = "TG_KEY_DIR"
+PARTY_TOKEN_ENV = "TG_PKCS11_TOKEN_LABEL"  # noqa: S105 - a variable name, not a secret
+
+
+def party_variable(base: str, party: str) -> str:
+    """The per-party form of a key setting, e.g. ``TG_KEY_MASTER_CUSTODIAN``."""
+    if party not in KEY_PARTIES:
+        raise ValueError(f"unknown key party {party!r}; use one of {', '.join(KEY_PARTIES)}")
+    return f"{base}_{party.upper()}"
+
+
 PRODUCTION_SECRETS: tuple[SecretRequirement, ...] = (
     SecretRequirement(
         "TG_SECRET_KEY",
@@ -45,16 +64,25 @@ PRODUCTION_SECRETS: tuple[SecretRequirement, ...] = (
         MIN_SECRET_LENGTH,
     ),
     SecretRequirement(
-        "TG_KEY_MASTER",
-        "set it to the key-encryption master secret (at least 32 characters) that "
-        "protects keys at rest; keep it in your secret manager, never in the repository",
-        MIN_SECRET_LENGTH,
-    ),
-    SecretRequirement(
         "DATABASE_URL",
         "set it to the application database URL, e.g. postgresql://user@host:5432/tensorguard",
     ),
 )
+
+
+def party_master_requirements() -> tuple[SecretRequirement, ...]:
+    """Each party's own key-encryption master (file provider)."""
+    return tuple(
+        SecretRequirement(
+            party_variable(PARTY_MASTER_ENV, party),
+            f"set it to the {party} party's own key-encryption master (at least 32 "
+            "characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
+            "from that party's secret manager; every party needs a different master, never "
+            "one in the repository",
+            MIN_SECRET_LENGTH,
+        )
+        for party in KEY_PARTIES
+    )
 
 
 def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -99,7 +127,7 @@ def production_problems(
     """List every unmet production requirement (empty when all are met)."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
-    for secret in PRODUCTION_SECRETS:
+    for secret in PRODUCTION_SECRETS + _key_requirements(env):
         value = env.get(secret.name, "")
         if not value:
             problems.append(f"{secret.name} is not set: {secret.how_to_provide}")
@@ -108,6 +136,7 @@ def production_problems(
                 f"{secret.name} is shorter than {secret.min_length} characters: "
                 f"{secret.how_to_provide}"
             )
+    problems.extend(shared_party_settings(env))
     if env_flag("TG_DEMO_MODE", env):
         problems.append(
             "TG_DEMO_MODE is enabled: demo mode is refused in production; unset TG_DEMO_MODE"
@@ -118,6 +147,48 @@ def production_problems(
             f"no working post-quantum backend ({pqc_problem}): install cryptography>=48 "
             "(bundled ML-DSA/ML-KEM) or liboqs with `pip install tensorguard[oqs]`"
         )
+    return problems
+
+
+def _key_requirements(env: Mapping[str, str]) -> tuple[SecretRequirement, ...]:
+    """What each party's key provider needs: a master (file) or a token (pkcs11)."""
+    if env.get("TG_KEY_PROVIDER", "").strip().lower() == "pkcs11":
+        return tuple(
+            SecretRequirement(
+                party_variable(PARTY_TOKEN_ENV, party),
+                f"set it to the label of the {party} party's own PKCS#11 token (and "
+                f"{party_variable('TG_PKCS11_PIN', party)} to its PIN); parties never share "
+                "a token",
+            )
+            for party in KEY_PARTIES
+        )
+    return party_master_requirements()
+
+
+def shared_party_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Problems where two parties were given the same master, token or key directory.
+
+    Values are compared, never quoted: a message names only the variables.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for base, what, normalise in (
+        (PARTY_MASTER_ENV, "master", str),
+        (PARTY_TOKEN_ENV, "PKCS#11 token", str),
+        (PARTY_KEY_DIR_ENV, "key directory", lambda value: os.path.abspath(value.rstrip("/"))),
+    ):
+        holders: dict[str, list[str]] = {}
+        for party in KEY_PARTIES:
+            value = env.get(party_variable(base, party), "")
+            if value:
+                holders.setdefault(normalise(value), []).append(party_variable(base, party))
+        for names in holders.values():
+            if len(names) > 1:
+                problems.append(
+                    f"{' and '.join(names)} are the same {what}: each party must hold its "
+                    f"own {what}, so that no party can open another's keys; set a different "
+                    "value for each"
+                )
     return problems
 
 
@@ -134,7 +205,5 @@ def enforce_production_gates(
         problems = production_problems(environ, pqc_probe)
         if problems:
             listing = "\n  - ".join(problems)
-            raise ProductionGateError(
-                f"TG_ENVIRONMENT=production refused to start:\n  - {listing}"
-            )
+            raise ProductionGateError(f"TG_ENVIRONMENT=production refused to start:\n  - {listing}")
     return environment

@@ -26,7 +26,6 @@ from pydantic import Field
 
 from tensorguard.codec import canonical_json, parse_json_object
 from tensorguard.crypto import CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_directory
 from tensorguard.errors import TensorGuardError
@@ -36,7 +35,7 @@ from tensorguard.federation.context import (
     load_secret_from_store,
     run_key_ceremony,
 )
-from tensorguard.federation.custodian import Custodian, apply_update
+from tensorguard.federation.custodian import Custodian, apply_update, envelope_digest
 from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
 from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
@@ -47,11 +46,8 @@ from tensorguard.federation.privacy import DPRule, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.hf import read_adapter_tensors
-from tensorguard.keys.errors import KeyExistsError
-from tensorguard.keys.names import KeyPurpose
 from tensorguard.production import Environment
 from tensorguard.sites import site_weight_caps
-from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
 from tensorguard.training.lora import (
     LLAMA_ATTENTION_AND_MLP,
     LoRAAdapterSpec,
@@ -74,6 +70,15 @@ from tensorguard_assets.partitions import (
     round_site_partitions,
     split_round_site,
 )
+from tensorguard_assets.site_keys import (
+    SITE_PUBLIC_KEYS_DIR,
+    publish_development_kem_key,
+    registered_site_keys,
+    roster_kem_keys,
+    site_kem_key_name,
+    site_key_name,
+    site_signer,
+)
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.federation import CKKSSecretStore, PairSecretVault
 from tensorguard_resources.keys import KeyVault
@@ -94,50 +99,28 @@ DEFAULT_CLIP_NORM = 20.0
 """Above the demo sites' delta norms (~3-6), below the per-site CKKS bound (32)."""
 
 
-def site_key_name(site_id: str) -> str:
-    """Name of a site's composite signing key in the key vault."""
-    return f"site-{site_id}"
-
-
-def site_kem_key_name(site_id: str) -> str:
-    """Name of a site's X-Wing key (pairwise masks) in the key vault."""
-    return f"site-{site_id}-kem"
-
-
 def mask_epoch_of(public: PublicFederation) -> str:
     """The pairwise-mask key epoch: one per federation key (a new ceremony, a new epoch)."""
     return f"ckks-{public.digest[:16]}"
 
 
-def _development_kem_public(keys: KeyVault, site_id: str) -> XWingPublicKey:
-    name = site_kem_key_name(site_id)
-    if not keys.provider.has_key(name, KeyPurpose.KEM):
-        try:
-            return keys.provider.generate_kem_key(name)
-        except KeyExistsError:
-            pass  # another site's run created it at the same moment
-    return keys.provider.kem_private_key(name).public_key()
+def site_public_keys_dir(artifacts: ArtifactStore) -> Path:
+    """Where sites publish their public keys in development (read by every party)."""
+    return artifacts.root / SITE_PUBLIC_KEYS_DIR
 
 
-def roster_kem_keys(
-    sites: SiteRegistry, keys: KeyVault, roster: tuple[str, ...]
-) -> dict[str, XWingPublicKey]:
-    """Each roster site's X-Wing public key: the registry's ``kem_public_key`` file, or in
-    development the site's key in the vault (created on first use)."""
-    kem_keys: dict[str, XWingPublicKey] = {}
-    for site_id in roster:
-        record = sites.site(site_id)
-        if record.kem_public_key_path is not None:
-            kem_keys[site_id] = load_recipient_public_key(record.kem_public_key_path)
-        elif keys.development:
-            kem_keys[site_id] = _development_kem_public(keys, site_id)
-        else:
-            raise FederationError(
-                f"site {site_id!r} has no kem_public_key in the site registry; masked rounds "
-                "need every site's X-Wing public key (tensorguard keys generate --kem, then "
-                "add kem_public_key: <file> to its entry)"
-            )
-    return kem_keys
+def is_production_run(artifacts: ArtifactStore) -> bool:
+    """True when the run's environment is production (published keys are not trusted)."""
+    return artifacts.runtime.environment is Environment.PRODUCTION
+
+
+def trusted_site_keys(
+    sites: SiteRegistry, artifacts: ArtifactStore
+) -> dict[str, CompositeVerifyKey]:
+    """The site signing keys this run trusts, from public files only (see site_keys)."""
+    return registered_site_keys(
+        sites, site_public_keys_dir(artifacts), production=is_production_run(artifacts)
+    )
 
 
 def site_pair_secrets(
@@ -145,23 +128,30 @@ def site_pair_secrets(
     site_id: str,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
-    keys: KeyVault,
+    site_keys: KeyVault,
 ) -> PairwiseSecrets:
-    """The site's pair secrets for the round's mask epoch, made or opened via the mailbox."""
+    """The site's pair secrets for the round's mask epoch, made or opened via the mailbox.
+
+    Peers' X-Wing and signing keys come from public files; only the site's own keys come
+    from the sites' vault. In development the sites' vault creates and publishes any
+    roster site's X-Wing key not published yet (as each site would at enrolment)."""
     assert spec.mask_epoch is not None
-    kem_keys = roster_kem_keys(sites, keys, spec.roster)
+    public_dir = site_public_keys_dir(artifacts)
+    production = is_production_run(artifacts)
+    if site_keys.development:
+        for roster_site in spec.roster:
+            if sites.site(roster_site).kem_public_key_path is None:
+                publish_development_kem_key(site_keys, public_dir, roster_site)
     return site_pairwise_secrets(
         epoch_id=spec.mask_epoch,
         site_id=site_id,
         roster=spec.roster,
         mailbox=PairwiseMailbox(artifacts.root / PAIRWISE_MAILBOX),
-        store=PairSecretVault(keys.provider, site_id),
-        signer=keys.provider.signer_for(
-            site_key_name(site_id), generate_if_missing=keys.development
-        ),
-        kem_private=keys.provider.kem_private_key(site_kem_key_name(site_id)),
-        roster_kem_keys=kem_keys,
-        signing_keys=registered_site_keys(sites, keys),
+        store=PairSecretVault(site_keys.provider, site_id),
+        signer=site_signer(site_keys, public_dir, site_id),
+        kem_private=site_keys.provider.kem_private_key(site_kem_key_name(site_id)),
+        roster_kem_keys=roster_kem_keys(sites, public_dir, spec.roster, production=production),
+        signing_keys=trusted_site_keys(sites, artifacts),
     )
 
 
@@ -185,10 +175,10 @@ def federation_keys(
     context: AssetExecutionContext,
     config: FederationKeysConfig,
     artifacts: ArtifactStore,
-    keys: KeyVault,
+    custodian_keys: KeyVault,
 ) -> MaterializeResult:
     """The federation key ceremony: a CKKS key pair whose secret half goes only into the
-    key vault (for the custodian) and whose public context goes to sites and the
+    custodian's key vault and whose public context goes to sites and the
     aggregator. Re-materialising rotates the federation key; old secrets are kept."""
     secret_name = f"federation-ckks-{uuid.uuid4().hex[:12]}"
     out_dir = artifacts.asset_dir("federation_keys") / secret_name
@@ -198,10 +188,12 @@ def federation_keys(
             coeff_mod_bit_sizes=tuple(config.coeff_mod_bit_sizes),
             scale_bits=config.scale_bits,
         )
-        record = run_key_ceremony(out_dir, CKKSSecretStore(keys.provider), params, secret_name)
+        record = run_key_ceremony(
+            out_dir, CKKSSecretStore(custodian_keys.provider), params, secret_name
+        )
     context.log.info(
         f"key ceremony done: public context {record.public_context_sha256[:16]}…, secret "
-        f"sealed in the key vault as {secret_name}"
+        f"sealed in the custodian's key vault as {secret_name}"
     )
     digest = sha256_tree(out_dir)
     return MaterializeResult(
@@ -407,7 +399,7 @@ def site_update(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
-    keys: KeyVault,
+    site_keys: KeyVault,
 ) -> MaterializeResult:
     """The site's adapter delta, clipped (optionally noised for DP), weighted by its
     example count, CKKS-encrypted under the federation public key, masked with the
@@ -420,9 +412,7 @@ def site_update(
     with fail_closed_on(context):
         spec, reference_dir = load_round(context, round_key)
         public, _ = load_public_federation(context)
-        signer = keys.provider.signer_for(
-            site_key_name(site_id), generate_if_missing=keys.development
-        )
+        signer = site_signer(site_keys, site_public_keys_dir(artifacts), site_id)
         dp = spec.dp  # distributed DP is a round rule: σ, δ and budget come from the spec
         ledger_path = artifacts.asset_dir("privacy_ledgers") / f"{site_id}.json"
         ledger = None
@@ -443,7 +433,7 @@ def site_update(
             config=SiteUpdateConfig(clip_norm=spec.clip_norm or DEFAULT_CLIP_NORM, dp=dp),
             ledger=ledger,
             pairwise=(
-                site_pair_secrets(spec, site_id, artifacts, sites, keys)
+                site_pair_secrets(spec, site_id, artifacts, sites, site_keys)
                 if spec.mask_epoch is not None
                 else None
             ),
@@ -475,31 +465,6 @@ def site_update(
         metadata=metadata,
         check_results=[verify_artifact("site_update", envelope_path, digest)],
     )
-
-
-def registered_site_keys(
-    sites: SiteRegistry, keys: KeyVault
-) -> dict[str, CompositeVerifyKey]:
-    """Each registered site's public signing key.
-
-    The registry's ``public_key`` file is authoritative. Without one, a development run
-    uses the key the vault holds for that site (a site that never produced an update
-    has none yet and simply contributes nothing); production refuses, since the
-    aggregator must never trust a key it cannot trace to the site's registration.
-    """
-    registered: dict[str, CompositeVerifyKey] = {}
-    for site_id, record in sites.sites().items():
-        if record.public_key_path is not None:
-            registered[site_id] = load_verify_key(record.public_key_path)
-        elif keys.development:
-            if keys.provider.has_key(site_key_name(site_id), KeyPurpose.SIGNING):
-                registered[site_id] = keys.provider.public_key(site_key_name(site_id))
-        else:
-            raise FederationError(
-                f"site {site_id!r} has no public_key in the site registry; production "
-                "aggregation only trusts registered site keys (add public_key: <file>)"
-            )
-    return registered
 
 
 def _round_envelopes(
@@ -559,23 +524,23 @@ def aggregated_update(
     config: AggregationConfig,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
-    keys: KeyVault,
 ) -> MaterializeResult:
-    """The homomorphic weighted sum of the round's site updates. The aggregator holds
-    only the public context: it verifies each envelope's signature against registered
-    site keys, rejects unknown, duplicate, stale and wrong-base updates, enforces the
-    quorum and adds ciphertexts. It cannot decrypt any of them."""
+    """The homomorphic weighted sum of the round's site updates. The aggregator takes
+    no key vault and holds no secret of any kind, only the public context: it verifies
+    each envelope's signature against registered site keys (public files), rejects
+    unknown, duplicate, stale and wrong-base updates, enforces the quorum and adds
+    ciphertexts. It cannot decrypt any of them."""
     round_key = context.partition_key
     started = time.perf_counter()
     missing: list[str] = []
     with fail_closed_on(context, note=lambda exc: _quorum_note(exc, missing)):
         spec, _ = load_round(context, round_key)
         public, _ = load_public_federation(context)
-        site_keys = registered_site_keys(sites, keys)
+        trusted = trusted_site_keys(sites, artifacts)
         envelopes, missing = _round_envelopes(context, round_key, sorted(sites.sites()))
         if missing:
             context.log.warning(f"no update this round from: {', '.join(missing)}")
-        result = aggregate_updates(envelopes, site_keys, spec, public, config.min_sites)
+        result = aggregate_updates(envelopes, trusted, spec, public, config.min_sites)
     seconds = time.perf_counter() - started
     out_path = artifacts.asset_dir("aggregated_update", round_key) / AGGREGATE_FILE
     digest = write_artifact(out_path, result.to_bytes())
@@ -634,7 +599,7 @@ def seed_reveals(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
-    keys: KeyVault,
+    site_keys: KeyVault,
 ) -> MaterializeResult:
     """Dropout recovery for the masked sum: each surviving site signs the pairwise round
     seeds it shares with the sites that dropped out, and nothing else. A site refuses to
@@ -661,11 +626,11 @@ def seed_reveals(
                 answered_path = artifacts.root / PAIRWISE_ANSWERED / f"{site_id}.json"
                 answered = _answered_reveals(answered_path)
                 reveal = reveal_seeds(
-                    site_pair_secrets(spec, site_id, artifacts, sites, keys),
+                    site_pair_secrets(spec, site_id, artifacts, sites, site_keys),
                     round_id=round_key,
                     accepted=accepted,
                     dropped=dropped,
-                    signer=keys.provider.signer(site_key_name(site_id)),
+                    signer=site_keys.provider.signer(site_key_name(site_id)),
                     answered=answered,
                 )
                 (staging / f"{site_id}{REVEAL_SUFFIX}").write_bytes(reveal.to_bytes())
@@ -701,7 +666,7 @@ def global_adapter(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
-    keys: KeyVault,
+    custodian_keys: KeyVault,
 ) -> MaterializeResult:
     """The key custodian's step: recompute the aggregate from the signed site envelopes
     and refuse any difference, record the decryption in the signed custodian ledger
@@ -714,7 +679,7 @@ def global_adapter(
         spec, reference_dir = load_round(context, round_key)
         public, ceremony = load_public_federation(context)
         secret = load_secret_from_store(
-            CKKSSecretStore(keys.provider), public, str(ceremony["secret_name"])
+            CKKSSecretStore(custodian_keys.provider), public, str(ceremony["secret_name"])
         )
         aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
         if aggregate.spec != spec:
@@ -722,13 +687,23 @@ def global_adapter(
                 "the aggregate was computed for another round spec; re-materialise "
                 "aggregated_update for this round"
             )
-        envelopes, _ = _round_envelopes(context, round_key, sorted(sites.sites()))
+        # Only the accepted envelopes reach the custodian: a rejected site's masks are
+        # removed with the survivors' reveals, so its ciphertext must never be where the
+        # secret key is.
+        accepted_digests = {update.envelope_sha256 for update in aggregate.accepted}
+        envelopes = [
+            envelope
+            for envelope in _round_envelopes(context, round_key, sorted(sites.sites()))[0]
+            if envelope_digest(envelope) in accepted_digests
+        ]
         custodian = Custodian(
             secret,
-            registered_site_keys(sites, keys),
+            trusted_site_keys(sites, artifacts),
             CustodianLedger(
                 artifacts.root / CUSTODIAN_LEDGER,
-                keys.provider.signer_for(CUSTODIAN_KEY_NAME, generate_if_missing=keys.development),
+                custodian_keys.provider.signer_for(
+                    CUSTODIAN_KEY_NAME, generate_if_missing=custodian_keys.development
+                ),
             ),
         )
         reveals_dir, _ = verified_upstream_path(context, "seed_reveals", round_key)

@@ -229,13 +229,13 @@ class PackageConfig(Config):
 def _recipients(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
-    keys: KeyVault,
+    release_keys: KeyVault,
     fleet: FleetResource,
     signer: CompositeSigner,
 ) -> dict[str, XWingPublicKey]:
     """The enrolled edge nodes' keys; development enrols one demo node when none is."""
     recipients = fleet.recipient_keys()
-    if recipients or not keys.development:
+    if recipients or not release_keys.development:
         return recipients
     node = provision_edge_node(
         artifacts.root.parent / "edge" / DEMO_EDGE_NODE,
@@ -283,7 +283,7 @@ def tgsp_package(
     context: AssetExecutionContext,
     config: PackageConfig,
     artifacts: ArtifactStore,
-    keys: KeyVault,
+    release_keys: KeyVault,
     fleet: FleetResource,
 ) -> MaterializeResult:
     """The release artifacts (global adapter, pruned model, ONNX, MOAI export, evaluation
@@ -303,10 +303,10 @@ def tgsp_package(
     }
     with fail_closed_on(context):
         decision = load_passed_decision(decision_path)
-        signer = keys.provider.signer_for(
-            fleet.release_key_name, generate_if_missing=keys.development
+        signer = release_keys.provider.signer_for(
+            fleet.release_key_name, generate_if_missing=release_keys.development
         )
-        recipients = _recipients(context, artifacts, keys, fleet, signer)
+        recipients = _recipients(context, artifacts, release_keys, fleet, signer)
         if not recipients:
             raise ConfigurationError(
                 f"no edge node is enrolled: put each node's <node>.xwing.pub file in "
@@ -369,7 +369,7 @@ def tgsp_package(
 )
 def release(
     context: AssetExecutionContext,
-    keys: KeyVault,
+    release_keys: KeyVault,
     fleet: FleetResource,
 ) -> MaterializeResult:
     """Publication: the package is copied atomically into the registry (monotonic
@@ -383,7 +383,7 @@ def release(
     adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
     with fail_closed_on(context):
         decision = load_passed_decision(decision_path)
-        release_key = keys.provider.signer_for(fleet.release_key_name).public_key()
+        release_key = release_keys.provider.signer_for(fleet.release_key_name).public_key()
         record = publish_release(
             fleet.registry,
             package_path,

@@ -8,7 +8,7 @@ from typing import Any
 
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime
 from tensorguard_resources.fleet import FleetResource
-from tensorguard_resources.keys import KeyVault
+from tensorguard_resources.keys import party_key_vault
 
 DEFAULT_STATE_DIR = ".tensorguard"
 
@@ -17,9 +17,12 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resource instances the assets use.
 
     ``TG_ARTIFACT_ROOT`` (default ``.tensorguard/artifacts`` under the working directory)
-    is where artifacts live; ``TG_KEY_DIR`` (default ``.tensorguard/keys``) holds sealed
-    keys; ``TG_SITES_FILE`` names the site registry (default: the shipped demo sites);
-    ``TG_FLEET``, ``TG_CHANNEL``, ``TG_REGISTRY_ROOT``, ``DATABASE_URL``,
+    is where artifacts live. Each key-holding party has its own vault: ``site_keys``
+    (sites' signing and X-Wing keys, pair secrets), ``custodian_keys`` (the CKKS secret,
+    the custodian's ledger key), ``release_keys`` (the release signing key), each in
+    ``TG_KEY_DIR_<PARTY>`` (default ``.tensorguard/keys/<party>``) under its own master;
+    the aggregator gets no vault. ``TG_SITES_FILE`` names the site registry (default:
+    the shipped demo sites); ``TG_FLEET``, ``TG_CHANNEL``, ``TG_REGISTRY_ROOT``, ``DATABASE_URL``,
     ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST``, ``TG_MQTT_PORT`` and
     ``TG_RELEASE_KEY_NAME`` describe the fleet.
     Secrets are not read here: resources validate them when a run starts, so the
@@ -33,10 +36,9 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     runtime = TensorGuardRuntime(seed=int(env.get("TG_SEED", "0")))
     return {
         "artifacts": ArtifactStore(base_uri=artifact_root, runtime=runtime),
-        "keys": KeyVault(
-            key_dir=env.get("TG_KEY_DIR", os.path.join(state_dir, "keys")),
-            dev_master_file=os.path.join(state_dir, "dev-secrets", "key_master"),
-        ),
+        "site_keys": party_key_vault("sites", state_dir, dict(env)),
+        "custodian_keys": party_key_vault("custodian", state_dir, dict(env)),
+        "release_keys": party_key_vault("release", state_dir, dict(env)),
         "sites": SiteRegistry(sites_file=env.get("TG_SITES_FILE", "")),
         "fleet": FleetResource(
             runtime=runtime,

@@ -1,4 +1,4 @@
-"""The key vault resource: the run's key provider, opened and checked at run start."""
+"""The key vault resource: one party's key provider, opened and checked at run start."""
 
 from __future__ import annotations
 
@@ -10,45 +10,91 @@ from pydantic import PrivateAttr
 
 from tensorguard.errors import TensorGuardError
 from tensorguard.keys.development import development_master
-from tensorguard.keys.factory import key_provider_from_env
+from tensorguard.keys.errors import KeyProviderProductionError
+from tensorguard.keys.factory import (
+    KEY_DIR_ENV,
+    PKCS11_PIN_ENV,
+    PKCS11_TOKEN_ENV,
+    PKCS11_WRAP_KEY_ENV,
+    PROVIDER_ENV,
+    key_provider_from_env,
+)
+from tensorguard.keys.master import MASTER_ENV
 from tensorguard.keys.provider import KeyProvider
-from tensorguard.production import is_production
+from tensorguard.production import KEY_PARTIES, is_production, party_variable
 from tensorguard_resources.failures import fail_closed
+
+PARTY_OVERRIDES = (PKCS11_TOKEN_ENV, PKCS11_PIN_ENV, PKCS11_WRAP_KEY_ENV)
+"""PKCS#11 settings a party may set for itself (``<NAME>_<PARTY>``, e.g. its own token);
+production requires each party's own token (see :mod:`tensorguard.production`)."""
+
+
+def party_environ(environ: dict[str, str], party: str, key_dir: str) -> dict[str, str]:
+    """The provider environment of ``party``: its own key dir, master and token settings.
+
+    The shared ``TG_KEY_MASTER`` is removed, so a party never falls back to a master
+    meant for everyone: only ``TG_KEY_MASTER_<PARTY>`` (or, in development, the party's
+    development master) seals its keys. ``TG_PKCS11_*_<PARTY>`` override the shared
+    PKCS#11 settings.
+    """
+    own = dict(environ)
+    own[KEY_DIR_ENV] = key_dir
+    own.pop(MASTER_ENV, None)
+    for name in (MASTER_ENV, *PARTY_OVERRIDES):
+        value = environ.get(party_variable(name, party), "")
+        if value:
+            own[name] = value
+    return own
 
 
 class KeyVault(ConfigurableResource):
-    """Signing keys, KEM keys and the federation secret, behind a KeyProvider.
+    """One party's signing keys, KEM keys or federation secret, behind a KeyProvider.
 
-    The provider comes from ``TG_KEY_PROVIDER`` (file, pkcs11, kms) and its variables
-    (see docs/KEYS.md). ``key_dir`` is the default for ``TG_KEY_DIR``. In development
-    without ``TG_KEY_MASTER``, a development master is kept in ``dev_master_file`` and
-    the run log says so loudly; production refuses to start without real secrets.
+    ``party`` is one of ``sites``, ``custodian``, ``release``: each has its own key
+    directory (``key_dir``, from ``TG_KEY_DIR_<PARTY>``) and its own master
+    (``TG_KEY_MASTER_<PARTY>``) or PKCS#11 token (``TG_PKCS11_TOKEN_LABEL_<PARTY>``,
+    ``TG_PKCS11_PIN_<PARTY>``); see docs/KEYS.md. In development without the party's
+    master, a development master is kept in ``dev_master_file`` and the run log says so
+    loudly; production refuses to start without the party's own secret.
     """
 
+    party: str
     key_dir: str
     dev_master_file: str
     _provider: KeyProvider | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Open the provider; refuse (without retries) when its secrets are missing."""
-        environ = dict(os.environ)
-        environ.setdefault("TG_KEY_DIR", self.key_dir)
+        """Open the party's provider; refuse (without retries) when its secrets are missing."""
         try:
-            uses_file_provider = environ.get("TG_KEY_PROVIDER", "file") == "file"
-            if uses_file_provider and not environ.get("TG_KEY_MASTER") and not is_production():
+            if self.party not in KEY_PARTIES:
+                raise KeyProviderProductionError(
+                    f"key vault party {self.party!r} is unknown; use one of "
+                    + ", ".join(KEY_PARTIES)
+                )
+            environ = party_environ(dict(os.environ), self.party, self.key_dir)
+            master_env = party_variable(MASTER_ENV, self.party)
+            uses_file_provider = environ.get(PROVIDER_ENV, "file") == "file"
+            if uses_file_provider and MASTER_ENV not in environ:
+                if is_production():
+                    raise KeyProviderProductionError(
+                        f"{master_env} is not set: production needs the {self.party} party's "
+                        f"own key-encryption master; set {master_env} from that party's "
+                        "secret manager (at least 32 characters, different from every other "
+                        "party's master)"
+                    )
                 master, created = development_master(Path(self.dev_master_file))
-                environ["TG_KEY_MASTER"] = master
+                environ[MASTER_ENV] = master
                 if context.log is not None:
                     verb = "created" if created else "using"
                     context.log.warning(
-                        f"DEVELOPMENT KEYS: {verb} the development master "
-                        f"{self.dev_master_file}; keys in {environ['TG_KEY_DIR']} are for "
-                        "demos only. Set TG_KEY_MASTER (and TG_ENVIRONMENT=production) for "
-                        "a real federation."
+                        f"DEVELOPMENT KEYS ({self.party}): {verb} the development master "
+                        f"{self.dev_master_file}; keys in {self.key_dir} are for demos only. "
+                        f"Set {master_env} (and TG_ENVIRONMENT=production) for a real "
+                        "federation."
                     )
             self._provider = key_provider_from_env(environ)
         except TensorGuardError as exc:
-            raise fail_closed(exc, step="key vault") from None
+            raise fail_closed(exc, step=f"{self.party} key vault") from None
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """Close the provider (PKCS#11 sessions, cached key material)."""
@@ -67,3 +113,16 @@ class KeyVault(ConfigurableResource):
     def development(self) -> bool:
         """True when keys may be generated on demand (never in production)."""
         return not self.provider.production
+
+
+def party_key_vault(party: str, state_dir: str, environ: dict[str, str] | None = None) -> KeyVault:
+    """The vault of ``party``: ``TG_KEY_DIR_<PARTY>``, else ``<TG_KEY_DIR>/<party>``, else
+    ``<state_dir>/keys/<party>``; the development master is ``<state_dir>/dev-secrets/
+    <party>_master``. Nothing is opened here (secrets are read at run start)."""
+    env = dict(os.environ) if environ is None else environ
+    parent = env.get(KEY_DIR_ENV) or os.path.join(state_dir, "keys")
+    return KeyVault(
+        party=party,
+        key_dir=env.get(party_variable(KEY_DIR_ENV, party)) or os.path.join(parent, party),
+        dev_master_file=os.path.join(state_dir, "dev-secrets", f"{party}_master"),
+    )

@@ -13,7 +13,9 @@ from tests.assets.conftest import DEMO_ROUND
 
 SECRETS = {
     "TG_SECRET_KEY": "k" * 48,
-    "TG_KEY_MASTER": "m" * 48,
+    "TG_KEY_MASTER_SITES": "s" * 48,
+    "TG_KEY_MASTER_CUSTODIAN": "c" * 48,
+    "TG_KEY_MASTER_RELEASE": "r" * 48,
     "DATABASE_URL": "postgresql://tg@127.0.0.1:5432/tg",
 }
 
@@ -26,6 +28,24 @@ def _failure_messages(result: Any) -> str:
     )
 
 
+def _run_site_dataset(instance: DagsterInstance, resources: dict[str, Any], site_id: str) -> Any:
+    """Materialise one site's dataset; a failed run is returned, not raised."""
+    return materialize(
+        [site_dataset],
+        instance=instance,
+        resources=resources,
+        partition_key=round_site_key(DEMO_ROUND, site_id),
+        raise_on_error=False,
+    )
+
+
+def _production_env(monkeypatch: pytest.MonkeyPatch, secrets: dict[str, str]) -> None:
+    """Switch to production with ``secrets`` in the environment."""
+    monkeypatch.setenv("TG_ENVIRONMENT", "production")
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.mark.parametrize("missing", sorted(SECRETS))
 def test_missing_secret_fails_run_naming_the_variable(
     missing: str,
@@ -34,17 +54,8 @@ def test_missing_secret_fails_run_naming_the_variable(
     resources: dict[str, Any],
     demo_site_ids: list[str],
 ) -> None:
-    monkeypatch.setenv("TG_ENVIRONMENT", "production")
-    for name, value in SECRETS.items():
-        if name != missing:
-            monkeypatch.setenv(name, value)
-    result = materialize(
-        [site_dataset],
-        instance=sqlite_instance,
-        resources=resources,
-        partition_key=round_site_key(DEMO_ROUND, demo_site_ids[0]),
-        raise_on_error=False,
-    )
+    _production_env(monkeypatch, {k: v for k, v in SECRETS.items() if k != missing})
+    result = _run_site_dataset(sqlite_instance, resources, demo_site_ids[0])
     assert not result.success
     messages = _failure_messages(result)
     assert f"{missing} is not set" in messages
@@ -58,15 +69,24 @@ def test_all_secrets_present_runs(
     resources: dict[str, Any],
     demo_site_ids: list[str],
 ) -> None:
-    monkeypatch.setenv("TG_ENVIRONMENT", "production")
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    result = materialize(
-        [site_dataset],
-        instance=sqlite_instance,
-        resources=resources,
-        partition_key=round_site_key(DEMO_ROUND, demo_site_ids[0]),
-    )
+    _production_env(monkeypatch, SECRETS)
+    result = _run_site_dataset(sqlite_instance, resources, demo_site_ids[0])
     assert result.success
     [materialization] = result.asset_materializations_for_node("site_dataset")
     assert materialization.metadata["train_examples"].value > 0
+
+
+def test_parties_sharing_a_master_fail_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+    sqlite_instance: DagsterInstance,
+    resources: dict[str, Any],
+    demo_site_ids: list[str],
+) -> None:
+    _production_env(
+        monkeypatch, {**SECRETS, "TG_KEY_MASTER_RELEASE": SECRETS["TG_KEY_MASTER_SITES"]}
+    )
+    result = _run_site_dataset(sqlite_instance, resources, demo_site_ids[0])
+    assert not result.success
+    messages = _failure_messages(result)
+    assert "TG_KEY_MASTER_SITES and TG_KEY_MASTER_RELEASE are the same master" in messages
+    assert SECRETS["TG_KEY_MASTER_SITES"] not in messages

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tensorguard.errors import ProductionGateError
@@ -15,7 +17,9 @@ from tensorguard.production import (
 GOOD = {
     "TG_ENVIRONMENT": "production",
     "TG_SECRET_KEY": "s" * 40,
-    "TG_KEY_MASTER": "m" * 40,
+    "TG_KEY_MASTER_SITES": "s" * 40,
+    "TG_KEY_MASTER_CUSTODIAN": "c" * 40,
+    "TG_KEY_MASTER_RELEASE": "r" * 40,
     "DATABASE_URL": "postgresql://tg@127.0.0.1:5432/tg",
 }
 
@@ -32,7 +36,16 @@ def test_real_pqc_backend_is_available_here() -> None:
     assert production_problems(GOOD) == []
 
 
-@pytest.mark.parametrize("missing", ["TG_SECRET_KEY", "TG_KEY_MASTER", "DATABASE_URL"])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "TG_SECRET_KEY",
+        "TG_KEY_MASTER_SITES",
+        "TG_KEY_MASTER_CUSTODIAN",
+        "TG_KEY_MASTER_RELEASE",
+        "DATABASE_URL",
+    ],
+)
 def test_each_missing_secret_is_named(missing: str) -> None:
     environ = {k: v for k, v in GOOD.items() if k != missing}
     with pytest.raises(ProductionGateError) as excinfo:
@@ -43,10 +56,10 @@ def test_each_missing_secret_is_named(missing: str) -> None:
 
 
 def test_short_secret_is_refused_without_echoing_it() -> None:
-    environ = {**GOOD, "TG_KEY_MASTER": "tooshort-secret"}
+    environ = {**GOOD, "TG_KEY_MASTER_CUSTODIAN": "tooshort-secret"}
     with pytest.raises(ProductionGateError) as excinfo:
         enforce_production_gates(environ, no_pqc_problem)
-    assert "TG_KEY_MASTER is shorter than 32" in str(excinfo.value)
+    assert "TG_KEY_MASTER_CUSTODIAN is shorter than 32" in str(excinfo.value)
     assert "tooshort-secret" not in str(excinfo.value)
 
 
@@ -62,7 +75,57 @@ def test_missing_pqc_backend_refused() -> None:
 
 def test_all_problems_reported_at_once() -> None:
     problems = production_problems({"TG_ENVIRONMENT": "production"}, no_pqc_problem)
-    assert len(problems) == 3
+    assert len(problems) == 5  # secret key, database, three party masters
+
+
+def test_a_shared_single_master_does_not_satisfy_production() -> None:
+    environ = {k: v for k, v in GOOD.items() if not k.startswith("TG_KEY_MASTER_")}
+    problems = production_problems({**environ, "TG_KEY_MASTER": "m" * 40}, no_pqc_problem)
+    assert sorted(p.split(" ")[0] for p in problems) == [
+        "TG_KEY_MASTER_CUSTODIAN",
+        "TG_KEY_MASTER_RELEASE",
+        "TG_KEY_MASTER_SITES",
+    ]
+
+
+def test_two_parties_sharing_a_master_is_refused_without_echoing_it() -> None:
+    shared = "x" * 40
+    environ = {**GOOD, "TG_KEY_MASTER_SITES": shared, "TG_KEY_MASTER_CUSTODIAN": shared}
+    with pytest.raises(ProductionGateError) as excinfo:
+        enforce_production_gates(environ, no_pqc_problem)
+    message = str(excinfo.value)
+    assert "TG_KEY_MASTER_SITES and TG_KEY_MASTER_CUSTODIAN are the same master" in message
+    assert shared not in message
+
+
+def test_two_parties_sharing_a_key_directory_is_refused(tmp_path: Path) -> None:
+    environ = {
+        **GOOD,
+        "TG_KEY_DIR_CUSTODIAN": str(tmp_path / "keys"),
+        "TG_KEY_DIR_RELEASE": str(tmp_path / "keys") + "/",
+    }
+    with pytest.raises(ProductionGateError, match="TG_KEY_DIR_CUSTODIAN and TG_KEY_DIR_RELEASE"):
+        enforce_production_gates(environ, no_pqc_problem)
+    distinct = {**environ, "TG_KEY_DIR_RELEASE": str(tmp_path / "release")}
+    assert enforce_production_gates(distinct, no_pqc_problem) is Environment.PRODUCTION
+
+
+def test_pkcs11_production_needs_one_token_per_party() -> None:
+    environ = {k: v for k, v in GOOD.items() if not k.startswith("TG_KEY_MASTER_")}
+    environ |= {
+        "TG_KEY_PROVIDER": "pkcs11",
+        "TG_PKCS11_TOKEN_LABEL_SITES": "sites-token",
+        "TG_PKCS11_TOKEN_LABEL_CUSTODIAN": "shared-token",
+        "TG_PKCS11_TOKEN_LABEL_RELEASE": "shared-token",
+    }
+    problems = production_problems(environ, no_pqc_problem)
+    assert len(problems) == 1
+    assert "TG_PKCS11_TOKEN_LABEL_CUSTODIAN and TG_PKCS11_TOKEN_LABEL_RELEASE" in problems[0]
+    environ["TG_PKCS11_TOKEN_LABEL_RELEASE"] = "release-token"
+    assert production_problems(environ, no_pqc_problem) == []
+    del environ["TG_PKCS11_TOKEN_LABEL_SITES"]
+    [problem] = production_problems(environ, no_pqc_problem)
+    assert problem.startswith("TG_PKCS11_TOKEN_LABEL_SITES is not set")
 
 
 def test_development_needs_nothing() -> None:

@@ -12,12 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, instance_for_test
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    build_init_resource_context,
+    instance_for_test,
+)
 
-from tensorguard.keys.development import development_master
-from tensorguard.keys.factory import key_provider_from_env
-from tensorguard_assets.federation import site_key_name
 from tensorguard_assets.resources import build_resources
+from tensorguard_assets.site_keys import SITE_PUBLIC_KEYS_DIR, site_signer
 from tests.e2e.conftest import unique_fleet
 from tests.e2e.rounds import (
     ROUND_RELEASE_JOB,
@@ -56,13 +60,15 @@ def aggregation_config(min_sites: int) -> dict[str, object]:
 
 
 def enrol_site_key(env: dict[str, str], site_id: str) -> None:
-    """Give ``site_id`` its signing key in the development key vault, as
-    ``tensorguard keys generate --name site-<id>`` would."""
-    vault = build_resources(env)["keys"]
-    master, _ = development_master(Path(vault.dev_master_file))
-    environ = {"TG_KEY_DIR": vault.key_dir, "TG_KEY_MASTER": master}
-    with key_provider_from_env(environ) as provider:
-        provider.generate_signing_key(site_key_name(site_id))
+    """Give ``site_id`` its signing key in the sites' development vault and publish its
+    public key, as ``tensorguard keys generate --name site-<id>`` and enrolment would."""
+    vault = build_resources(env)["site_keys"]
+    context = build_init_resource_context()
+    vault.setup_for_execution(context)
+    try:
+        site_signer(vault, Path(env["TG_ARTIFACT_ROOT"]) / SITE_PUBLIC_KEYS_DIR, site_id)
+    finally:
+        vault.teardown_after_execution(context)
 
 
 @pytest.fixture(scope="module")

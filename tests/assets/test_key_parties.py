@@ -1,0 +1,171 @@
+"""Separate parties, separate secrets: each party's vault has its own directory and
+master, and the aggregator is given no vault and nothing that opens one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import (
+    AssetsDefinition,
+    ConfigurableResource,
+    DagsterInstance,
+    Definitions,
+    build_init_resource_context,
+    materialize,
+)
+
+from tensorguard.keys.errors import KeyNotFoundError, WrongMasterKeyError
+from tensorguard.keys.file_provider import FileKeyProvider
+from tensorguard.keys.names import KeyPurpose
+from tensorguard_assets.aggregator_definitions import build_aggregator_resources
+from tensorguard_assets.aggregator_definitions import defs as aggregator_defs
+from tensorguard_assets.definitions import defs
+from tensorguard_assets.federation import CUSTODIAN_KEY_NAME, federation_keys
+from tensorguard_assets.resources import build_resources
+from tensorguard_assets.site_keys import site_key_name
+from tensorguard_resources.federation import CKKSSecretStore
+from tensorguard_resources.keys import KeyVault
+
+VAULT_OF_ASSET = {
+    "federation_keys": {"custodian_keys"},
+    "site_update": {"site_keys"},
+    "seed_reveals": {"site_keys"},
+    "aggregated_update": set(),
+    "global_adapter": {"custodian_keys"},
+    "tgsp_package": {"release_keys"},
+    "release": {"release_keys"},
+}
+"""Which party's vault each key-using asset may take; every other asset takes none."""
+
+FAST_CEREMONY = {
+    "ops": {
+        "federation_keys": {
+            "config": {"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [40, 20, 40]}
+        }
+    }
+}
+
+
+def _vault_keys(resources: dict[str, Any]) -> set[str]:
+    return {name for name, value in resources.items() if isinstance(value, KeyVault)}
+
+
+def _asset(name: str) -> AssetsDefinition:
+    [found] = [
+        a
+        for a in defs.assets or []
+        if isinstance(a, AssetsDefinition) and name in {k.path[-1] for k in a.keys}
+    ]
+    return found
+
+
+def _open(vault: KeyVault) -> KeyVault:
+    vault.setup_for_execution(build_init_resource_context())
+    return vault
+
+
+def _string_leaves(value: Any) -> list[str]:
+    if isinstance(value, ConfigurableResource):
+        return _string_leaves({name: getattr(value, name) for name in type(value).model_fields})
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _string_leaves(item)]
+    if isinstance(value, list | tuple):
+        return [leaf for item in value for leaf in _string_leaves(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_three_parties_three_directories_three_masters(tmp_path: Path) -> None:
+    resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
+    vaults = [resources[name] for name in ("site_keys", "custodian_keys", "release_keys")]
+    assert [v.party for v in vaults] == ["sites", "custodian", "release"]
+    assert len({v.key_dir for v in vaults}) == 3
+    assert len({v.dev_master_file for v in vaults}) == 3
+    masters = set()
+    for vault in vaults:
+        _open(vault)
+        masters.add(Path(vault.dev_master_file).read_text())
+    assert len(masters) == 3
+
+
+def test_each_key_using_asset_takes_only_its_partys_vault(tmp_path: Path) -> None:
+    resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
+    vault_keys = _vault_keys(resources)
+    assert vault_keys == {"site_keys", "custodian_keys", "release_keys"}
+    for asset in defs.assets or []:
+        assert isinstance(asset, AssetsDefinition)
+        for key in asset.keys:
+            expected = VAULT_OF_ASSET.get(key.path[-1], set())
+            assert asset.required_resource_keys & vault_keys == expected, key
+
+
+def test_the_aggregator_is_given_nothing_that_opens_a_vault(tmp_path: Path) -> None:
+    """The aggregator's resources hold no vault, no master and no key directory."""
+    resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
+    declared = _asset("aggregated_update").required_resource_keys - {"io_manager"}
+    aggregator = {name: resources[name] for name in declared}
+    assert set(aggregator) == {"artifacts", "sites"}
+    assert not _vault_keys(aggregator)
+    given = _string_leaves(aggregator)
+    for vault in (resources[name] for name in _vault_keys(resources)):
+        _open(vault)
+        secrets = (vault.key_dir, vault.dev_master_file, Path(vault.dev_master_file).read_text())
+        assert not [leaf for leaf in given for secret in secrets if secret.strip() in leaf]
+
+
+def test_the_ceremony_seals_the_ckks_secret_for_the_custodian_only(
+    tmp_path: Path, sqlite_instance: DagsterInstance
+) -> None:
+    resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
+    result = materialize(
+        [federation_keys],
+        instance=sqlite_instance,
+        resources=resources,
+        run_config=FAST_CEREMONY,
+    )
+    [materialization] = result.asset_materializations_for_node("federation_keys")
+    secret_name = str(materialization.metadata["secret_name"].value)
+
+    custodian = _open(resources["custodian_keys"])
+    assert CKKSSecretStore(custodian.provider).load_secret(secret_name)
+    custodian.provider.signer_for(CUSTODIAN_KEY_NAME, generate_if_missing=True)
+
+    sites = _open(resources["site_keys"])
+    with pytest.raises(KeyNotFoundError):
+        CKKSSecretStore(sites.provider).load_secret(secret_name)
+    sites.provider.signer_for(site_key_name("lab-east"), generate_if_missing=True)
+    assert not custodian.provider.has_key(site_key_name("lab-east"), KeyPurpose.SIGNING)
+    assert not sites.provider.has_key(CUSTODIAN_KEY_NAME, KeyPurpose.SIGNING)
+    release = _open(resources["release_keys"])
+    with pytest.raises(KeyNotFoundError):
+        CKKSSecretStore(release.provider).load_secret(secret_name)
+
+    site_master = Path(sites.dev_master_file).read_text().strip()
+    with pytest.raises(WrongMasterKeyError):
+        FileKeyProvider.from_env(
+            Path(custodian.key_dir), {"TG_KEY_MASTER": site_master}
+        ).load_secret(secret_name, KeyPurpose.CKKS_SECRET)
+
+
+def test_production_vault_names_its_own_missing_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TG_ENVIRONMENT", "production")
+    monkeypatch.setenv("TG_KEY_MASTER", "m" * 48)  # a shared master opens no party's vault
+    monkeypatch.setenv("TG_KEY_MASTER_SITES", "s" * 48)
+    resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
+    _open(resources["site_keys"])
+    with pytest.raises(Exception, match="TG_KEY_MASTER_CUSTODIAN is not set") as excinfo:
+        _open(resources["custodian_keys"])
+    assert "m" * 48 not in str(excinfo.value)
+    assert not Path(resources["custodian_keys"].dev_master_file).exists()
+
+
+def test_the_aggregators_own_definitions_load_without_any_vault() -> None:
+    Definitions.validate_loadable(aggregator_defs)
+    assert not _vault_keys(build_aggregator_resources({}))
+    assert {key.to_user_string() for key in aggregator_defs.resolve_all_asset_keys()} >= {
+        "aggregated_update"
+    }
+    assert aggregator_defs.resolve_job_def("aggregation_job") is not None
