@@ -21,7 +21,7 @@ from pydantic import Field
 
 from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_copy
-from tensorguard.evaluation import load_held_out_set
+from tensorguard.held_out import load_held_out_set
 from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
 from tensorguard.moai.export import export_moai
 from tensorguard.moai.self_check import run_ckks_self_check

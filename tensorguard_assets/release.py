@@ -23,8 +23,8 @@ from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError
-from tensorguard.evaluation import load_held_out_set, load_with_adapter
 from tensorguard.fleet.provisioning import provision_edge_node
+from tensorguard.held_out import load_held_out_set, load_with_adapter
 from tensorguard.hf import load_causal_lm
 from tensorguard.release import (
     DECISION_FILE,

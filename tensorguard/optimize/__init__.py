@@ -4,7 +4,7 @@
 - :mod:`~tensorguard.optimize.pruning`: exact 2:4 magnitude pruning and verification.
 - :mod:`~tensorguard.optimize.pruning_evaluation`: held-out causal-LM loss over token-id
   tensors, measured before and after pruning (the release's held-out set itself is
-  :mod:`tensorguard.evaluation`).
+  :mod:`tensorguard.held_out`).
 - :mod:`~tensorguard.optimize.saving`: atomic safetensors checkpoints.
 - :mod:`~tensorguard.optimize.onnx_export`: ONNX export, checker, onnxruntime parity.
 - :mod:`~tensorguard.optimize.tensorrt_build`: TensorRT engine build, or a clear refusal.

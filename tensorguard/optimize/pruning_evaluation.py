@@ -2,7 +2,7 @@
 
 Pruning measures it before and after
 (:func:`~tensorguard.optimize.pruning.prune_2_4_and_evaluate`); the held-out set comes
-from :mod:`tensorguard.evaluation`.
+from :mod:`tensorguard.held_out`.
 
 The loss itself is :func:`tensorguard.hf.evaluate_token_loss`; this module turns plain
 ``(batch, sequence)`` id tensors, as the deployment steps hold them, into masked batches.

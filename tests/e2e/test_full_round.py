@@ -14,13 +14,13 @@ import yaml
 from dagster import DagsterInstance, instance_for_test
 
 from tensorguard.digest import sha256_file
-from tensorguard.evaluation import load_held_out_set, load_with_adapter
 from tensorguard.fleet.agent import EdgeAgent, run_once
 from tensorguard.fleet.agent_config import load_agent_config
 from tensorguard.fleet.messages import InstallOutcome, InstallReport, ReleaseAnnouncement
 from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.notify import InstallReportListener
 from tensorguard.fleet.topics import release_topic
+from tensorguard.held_out import load_held_out_set, load_with_adapter
 from tensorguard.sites import demo_site_registry
 from tensorguard.tgsp import TrustStore, VerificationPolicy, verify_package
 from tensorguard_assets.release import DEMO_EDGE_NODE

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tensorguard.evaluation import HeldOutSet
+from tensorguard.held_out import HeldOutSet
 
 
 def _held_out(sequences: tuple[tuple[int, ...], ...]) -> HeldOutSet:
