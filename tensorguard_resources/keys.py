@@ -10,7 +10,7 @@ from pydantic import PrivateAttr
 
 from tensorguard.errors import TensorGuardError
 from tensorguard.keys.development import development_master
-from tensorguard.keys.errors import KeyProviderProductionError
+from tensorguard.keys.errors import KeyProviderConfigError, KeyProviderProductionError
 from tensorguard.keys.factory import (
     KEY_DIR_ENV,
     PKCS11_PIN_ENV,
@@ -67,7 +67,7 @@ class KeyVault(ConfigurableResource):
         """Open the party's provider; refuse (without retries) when its secrets are missing."""
         try:
             if self.party not in KEY_PARTIES:
-                raise KeyProviderProductionError(
+                raise KeyProviderConfigError(
                     f"key vault party {self.party!r} is unknown; use one of "
                     + ", ".join(KEY_PARTIES)
                 )
