@@ -23,6 +23,10 @@ from datetime import datetime
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tensorguard.codec import CodecError, canonical_json, parse_json_object
+from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto.errors import SignatureError
+from tensorguard.federation.errors import FederationError
 from tensorguard.federation.layout import TensorLayout, tensors_digest
 from tensorguard.federation.privacy import DPRule
 
@@ -191,3 +195,42 @@ class RoundSpec(BaseModel):
             mask_epoch=mask_epoch,
             dp=dp,
         )
+
+
+ROUND_SPEC_FORMAT = "tensorguard.federation.signed-round-spec/v1"
+ROUND_SPEC_SIGNATURE_CONTEXT = b"tensorguard/federation/round-spec/v1"
+
+
+def sign_round_spec(spec: RoundSpec, signer: CompositeSigner) -> bytes:
+    """The spec as a signed document: RFC 8785 JSON of the spec, composite-signed by the
+    round's coordinator, so that no party can change a round rule after the round opened."""
+    body = spec.model_dump(mode="json")
+    signature = signer.sign(canonical_json(body), ROUND_SPEC_SIGNATURE_CONTEXT)
+    return canonical_json(
+        {
+            "format": ROUND_SPEC_FORMAT,
+            "spec": body,
+            "signer_fingerprint": signer.public_key().fingerprint(),
+            "signature": signature.hex(),
+        }
+    )
+
+
+def load_signed_round_spec(data: bytes, coordinator: CompositeVerifyKey) -> RoundSpec:
+    """Verify a document from :func:`sign_round_spec` under the pinned coordinator key."""
+    try:
+        document = parse_json_object(data, what="signed round spec")
+        if document.get("format") != ROUND_SPEC_FORMAT:
+            raise ValueError(f"unknown format {document.get('format')!r}")
+        body = document["spec"]
+        signature = bytes.fromhex(str(document["signature"]))
+        if document.get("signer_fingerprint") != coordinator.fingerprint():
+            raise ValueError("it was signed by another key than the pinned coordinator's")
+        coordinator.verify(canonical_json(body), signature, ROUND_SPEC_SIGNATURE_CONTEXT)
+        return RoundSpec.model_validate(body)
+    except (CodecError, SignatureError, KeyError, TypeError, ValueError) as exc:
+        raise FederationError(
+            f"the round spec does not verify under the coordinator's key ({exc}); it was "
+            "altered after the round opened or comes from another coordinator. Re-open the "
+            "round (round_spec) rather than editing the spec"
+        ) from exc

@@ -9,6 +9,7 @@ aggregator leaves it out with the rule named, while honest sites still aggregate
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from tensorguard.crypto.composite import CompositeSigningKey
 from tensorguard.federation.aggregation import aggregate_updates
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
-from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
 from tensorguard.federation.site_update import SiteUpdateConfig
 from tests.federation.conftest import MAX_SITE_WEIGHT, Federation, site_weight
 
@@ -36,9 +37,7 @@ def _ruled_spec(fed: Federation, round_id: str, **rules: Any) -> RoundSpec:
         "site_weight_caps": caps,
     }
     defaults.update(rules)
-    return RoundSpec.from_reference(
-        round_id, "b" * 64, fed.reference, MAX_SITE_WEIGHT, **defaults
-    )
+    return RoundSpec.from_reference(round_id, "b" * 64, fed.reference, MAX_SITE_WEIGHT, **defaults)
 
 
 def _signed_with(envelope: bytes, key: CompositeSigningKey, **changes: Any) -> bytes:
@@ -116,3 +115,18 @@ def test_honest_sites_refuse_to_build_updates_the_round_would_reject(fed: Federa
 def test_inconsistent_round_rules_are_refused(rules: dict[str, Any], fed: Federation) -> None:
     with pytest.raises(ValidationError):
         _ruled_spec(fed, "rules-0005", **rules)
+
+
+def test_the_signed_round_spec_pins_the_rules_to_the_coordinator(fed: Federation) -> None:
+    coordinator = CompositeSigningKey.generate()
+    spec = _ruled_spec(fed, "rules-0006")
+    signed = sign_round_spec(spec, coordinator)
+    assert load_signed_round_spec(signed, coordinator.public_key()) == spec
+
+    document = json.loads(signed)
+    document["spec"]["site_weight_caps"][0][1] = MAX_SITE_WEIGHT  # a site raises its cap
+    with pytest.raises(FederationError, match="does not verify"):
+        load_signed_round_spec(json.dumps(document).encode(), coordinator.public_key())
+    impostor = CompositeSigningKey.generate()
+    with pytest.raises(FederationError, match="another key"):
+        load_signed_round_spec(sign_round_spec(spec, impostor), coordinator.public_key())
