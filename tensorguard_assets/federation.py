@@ -43,7 +43,7 @@ from tensorguard.federation.pairwise import PairwiseSecrets, reveal_seeds
 from tensorguard.federation.params import FederationParams
 from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.privacy import DPRule, PrivacyLedger
-from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.hf import read_adapter_tensors
 from tensorguard.production import Environment
@@ -58,6 +58,7 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_artifact,
 )
+from tensorguard_assets.coordinator import coordinator_key, coordinator_signer
 from tensorguard_assets.lineage import (
     latest_materialization_record,
     recorded_metadata,
@@ -290,6 +291,7 @@ def round_spec(
     config: RoundSpecConfig,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
+    release_keys: KeyVault,
 ) -> MaterializeResult:
     """What every site agrees on for the round: the base model, the reference adapter all
     sites start from (the seeded initial adapter, then the previous round's global
@@ -347,8 +349,13 @@ def round_spec(
             ),
         )
     spec_path = out_dir / SPEC_FILE
-    write_artifact(spec_path, (spec.model_dump_json(indent=2) + "\n").encode("utf-8"))
-    context.log.info(f"round {round_key}: reference is the {origin}")
+    with fail_closed_on(context):
+        signer = coordinator_signer(release_keys, artifacts.root)
+        write_artifact(spec_path, sign_round_spec(spec, signer) + b"\n")
+    context.log.info(
+        f"round {round_key}: reference is the {origin}; spec signed by the coordinator "
+        f"{signer.public_key().fingerprint()[:16]}…"
+    )
     digest = sha256_tree(out_dir)
     return MaterializeResult(
         metadata={
@@ -370,10 +377,16 @@ def round_spec(
     )
 
 
-def load_round(context: AssetExecutionContext, round_key: str) -> tuple[RoundSpec, Path]:
-    """The round's spec and reference adapter directory, digest-checked."""
+def load_round(
+    context: AssetExecutionContext, round_key: str, artifacts: ArtifactStore
+) -> tuple[RoundSpec, Path]:
+    """The round's spec, verified under the coordinator's key, and its reference adapter
+    directory (digest-checked)."""
     spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
-    spec = RoundSpec.model_validate_json((spec_dir / SPEC_FILE).read_text(encoding="utf-8"))
+    production = artifacts.runtime.environment is Environment.PRODUCTION
+    spec = load_signed_round_spec(
+        (spec_dir / SPEC_FILE).read_bytes(), coordinator_key(artifacts.root, production=production)
+    )
     return spec, spec_dir / "reference"
 
 
@@ -410,7 +423,7 @@ def site_update(
         context, "site_adapter", context.partition_key
     )
     with fail_closed_on(context):
-        spec, reference_dir = load_round(context, round_key)
+        spec, reference_dir = load_round(context, round_key, artifacts)
         public, _ = load_public_federation(context)
         signer = site_signer(site_keys, site_public_keys_dir(artifacts), site_id)
         dp = spec.dp  # distributed DP is a round rule: σ, δ and budget come from the spec
@@ -534,7 +547,7 @@ def aggregated_update(
     started = time.perf_counter()
     missing: list[str] = []
     with fail_closed_on(context, note=lambda exc: _quorum_note(exc, missing)):
-        spec, _ = load_round(context, round_key)
+        spec, _ = load_round(context, round_key, artifacts)
         public, _ = load_public_federation(context)
         trusted = trusted_site_keys(sites, artifacts)
         envelopes, missing = _round_envelopes(context, round_key, sorted(sites.sites()))
@@ -609,7 +622,7 @@ def seed_reveals(
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     out_dir = artifacts.asset_dir("seed_reveals", round_key)
     with fail_closed_on(context):
-        spec, _ = load_round(context, round_key)
+        spec, _ = load_round(context, round_key, artifacts)
         aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
         accepted = sorted(update.site_id for update in aggregate.accepted)
         dropped = sorted(set(spec.roster) - set(accepted)) if spec.mask_epoch else []
@@ -676,7 +689,7 @@ def global_adapter(
     round_key = context.partition_key
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     with fail_closed_on(context):
-        spec, reference_dir = load_round(context, round_key)
+        spec, reference_dir = load_round(context, round_key, artifacts)
         public, ceremony = load_public_federation(context)
         secret = load_secret_from_store(
             CKKSSecretStore(custodian_keys.provider), public, str(ceremony["secret_name"])

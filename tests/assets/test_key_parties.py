@@ -30,6 +30,7 @@ from tensorguard_resources.keys import KeyVault
 
 VAULT_OF_ASSET = {
     "federation_keys": {"custodian_keys"},
+    "round_spec": {"release_keys"},  # the coordinator signs the round spec
     "site_update": {"site_keys"},
     "seed_reveals": {"site_keys"},
     "aggregated_update": set(),
