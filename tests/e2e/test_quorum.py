@@ -90,20 +90,20 @@ def quorum_runs(
         )
         assert all(run.success for run in stages.values()), failed_stages(stages)
 
-        def aggregate(min_sites: int) -> StageRun:
+        def aggregate(min_sites: int, *, release: bool = False) -> StageRun:
             return run_stage(
                 definitions,
                 instance,
                 ROUND_RELEASE_JOB,
                 ROUND,
                 run_config=aggregation_config(min_sites),
-                asset_selection=AGGREGATION_ASSETS,
+                asset_selection=None if release else AGGREGATION_ASSETS,
             )
 
         never_enrolled = aggregate(2)
         enrol_site_key(env, silent)
         too_few = aggregate(3)
-        enough = aggregate(2)
+        enough = aggregate(2, release=True)  # the whole release, without the silent site
         yield QuorumRuns(instance, trained, silent, never_enrolled, too_few, enough)
 
 
@@ -122,6 +122,9 @@ def test_two_of_three_updates_aggregate_with_quorum_two(quorum_runs: QuorumRuns)
     reveals = run.metadata("seed_reveals")
     assert reveals["dropped_sites"] == quorum_runs.silent_site
     assert reveals["revealing_sites"] == 2
+    # ...and the round goes on to a gated, published release of the two sites' model.
+    assert run.check_results()["gate_decision.gate_passed"] is True
+    assert run.metadata("release")["version"] >= 1
 
 
 def test_quorum_three_fails_naming_the_quorum_and_records_nothing(
