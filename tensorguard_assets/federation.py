@@ -327,6 +327,18 @@ def round_spec(
             sites.sites(), default_cap=None if production else config.max_site_weight
         )
         opened_at = datetime.now(UTC).replace(microsecond=0)
+        dp_rule = (
+            DPRule(
+                noise_multiplier=config.noise_multiplier,
+                delta=config.dp_delta,
+                epsilon_budget=config.epsilon_budget,
+            )
+            if config.noise_multiplier > 0
+            else None
+        )
+        noise_std = (
+            dp_rule.site_noise_std(config.clip_norm, config.min_sites) if dp_rule else 0.0
+        )
         spec = RoundSpec.from_reference(
             round_id=round_key,
             base_model_digest=str(base_meta["digest"]),
@@ -335,18 +347,10 @@ def round_spec(
             opened_at=opened_at,
             deadline=opened_at + timedelta(hours=config.deadline_hours),
             min_sites=config.min_sites,
-            clip_norm=public.params.check_clip_norm(config.clip_norm),
+            clip_norm=public.params.check_clip_norm(config.clip_norm, noise_std),
             site_weight_caps=caps,
             mask_epoch=mask_epoch_of(public),
-            dp=(
-                DPRule(
-                    noise_multiplier=config.noise_multiplier,
-                    delta=config.dp_delta,
-                    epsilon_budget=config.epsilon_budget,
-                )
-                if config.noise_multiplier > 0
-                else None
-            ),
+            dp=dp_rule,
         )
     spec_path = out_dir / SPEC_FILE
     with fail_closed_on(context):

@@ -39,6 +39,8 @@ HE_STANDARD_MAX_MODULUS_BITS: dict[int, dict[int, int]] = {
 MIN_PRIME_BITS = 20
 MAX_PRIME_BITS = 60
 OVERFLOW_MARGIN_BITS = 1
+NOISE_TAIL_SIGMAS = 7
+"""Standard deviations of DP noise a coordinate may carry and still encode."""
 """Extra headroom below ``q/2`` kept free for encryption noise and rounding."""
 
 
@@ -157,20 +159,28 @@ class FederationParams(BaseModel):
         """Largest |weighted value| one site may encrypt so that any sum stays decodable."""
         return self.aggregate_value_bound / self.max_sites
 
-    def check_clip_norm(self, clip_norm: float) -> float:
+    def check_clip_norm(self, clip_norm: float, noise_std: float = 0.0) -> float:
         """Return ``clip_norm`` if every honest update clipped to it can be encoded.
 
         A delta clipped to L2 norm ``C`` has no coordinate above ``C``, and weighting
         only shrinks it, so ``C <= site_value_bound`` guarantees that no honest site
-        inside the clip bound ever meets :class:`EncodingCapacityError`.
+        inside the clip bound ever meets :class:`EncodingCapacityError`. With DP, each
+        coordinate also carries Gaussian noise of std ``noise_std``; the bound then keeps
+        :data:`NOISE_TAIL_SIGMAS` standard deviations of headroom (a coordinate beyond
+        that has probability ~3e-12, so a million-value update fails ~3e-6 of the time).
         """
-        if not 0 < clip_norm <= self.site_value_bound:
+        needed = clip_norm + NOISE_TAIL_SIGMAS * noise_std
+        if not (clip_norm > 0 and noise_std >= 0 and needed <= self.site_value_bound):
+            noise = (
+                f" plus {NOISE_TAIL_SIGMAS}× the DP noise std {noise_std:.4g}" if noise_std else ""
+            )
             raise FederationParamsError(
-                f"clip_norm {clip_norm} exceeds the per-site CKKS bound "
+                f"clip_norm {clip_norm}{noise} exceeds the per-site CKKS bound "
                 f"{self.site_value_bound:.6g} of this federation (scale 2^{self.scale_bits}, "
                 f"{self.data_modulus_bits}-bit data modulus, {self.max_sites} sites): an honest "
-                "site at its maximum weight could not encode its update. Lower clip_norm, or "
-                "re-run the key ceremony with a smaller scale_bits or max_sites"
+                "site at its maximum weight could not encode its update. Lower clip_norm (or "
+                "the noise multiplier), or re-run the key ceremony with a smaller scale_bits "
+                "or max_sites"
             )
         return clip_norm
 

@@ -56,3 +56,13 @@ def test_a_clip_norm_beyond_the_ckks_per_site_bound_is_refused() -> None:
     assert params.check_clip_norm(bound) == bound
     with pytest.raises(FederationParamsError, match="could not encode"):
         params.check_clip_norm(bound * 1.01)
+
+
+def test_dp_noise_needs_headroom_under_the_ckks_bound() -> None:
+    """With DP each coordinate also carries noise: the clip norm must leave 7 sigma."""
+    params = FederationParams()
+    bound = params.site_value_bound
+    noise = bound / 10
+    assert params.check_clip_norm(bound - 7.01 * noise, noise) == bound - 7.01 * noise
+    with pytest.raises(FederationParamsError, match="DP noise std"):
+        params.check_clip_norm(bound - 6 * noise, noise)
