@@ -23,7 +23,12 @@ from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
 
 
-def _run_job(instance: DagsterInstance, job_name: str, partition_key: str | None) -> bool:
+def _run_job(
+    instance: DagsterInstance,
+    job_name: str,
+    partition_key: str | None,
+    ops_config: dict[str, dict[str, object]] | None = None,
+) -> bool:
     job = defs.resolve_job_def(job_name)
     label = f"{job_name}" + (f" [{partition_key}]" if partition_key else "")
     started = time.perf_counter()
@@ -32,7 +37,10 @@ def _run_job(instance: DagsterInstance, job_name: str, partition_key: str | None
         instance=instance,
         partition_key=partition_key,
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            **({"ops": {op: {"config": c} for op, c in ops_config.items()}} if ops_config else {}),
+        },
     )
     seconds = time.perf_counter() - started
     if result.success:
@@ -45,13 +53,22 @@ def _run_job(instance: DagsterInstance, job_name: str, partition_key: str | None
     return False
 
 
-def run_round(instance: DagsterInstance, round_key: str, site_ids: Sequence[str]) -> bool:
-    """Materialise the round's stages for ``site_ids``; True when all succeed."""
+def run_round(
+    instance: DagsterInstance,
+    round_key: str,
+    site_ids: Sequence[str],
+    round_rules: dict[str, object] | None = None,
+) -> bool:
+    """Materialise the round's stages for ``site_ids``; True when all succeed.
+
+    ``round_rules`` overrides fields of the round spec's config (e.g. ``clip_norm``,
+    ``noise_multiplier`` for a DP round)."""
     assert site_partitions.name is not None
     instance.add_dynamic_partitions(site_partitions.name, list(site_ids))
     if not _run_job(instance, "setup_job", None):
         return False
-    if not _run_job(instance, "round_open_job", round_key):
+    rules = {"round_spec": round_rules} if round_rules else None
+    if not _run_job(instance, "round_open_job", round_key, rules):
         return False
     for site_id in site_ids:
         key: MultiPartitionKey = round_site_key(round_key, site_id)
@@ -65,7 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--round", dest="round_key", help="round partition key (default: latest)")
     parser.add_argument("--site", action="append", help="site id (default: all registered)")
+    parser.add_argument(
+        "--noise-multiplier",
+        type=float,
+        default=0.0,
+        help="distributed DP: central noise std / clip norm (0: no DP; see docs/FEDERATION.md)",
+    )
+    parser.add_argument("--clip-norm", type=float, help="the round's clip norm (a round rule)")
     args = parser.parse_args(argv)
+    rules: dict[str, object] = {}
+    if args.noise_multiplier:
+        rules["noise_multiplier"] = args.noise_multiplier
+    if args.clip_norm is not None:
+        rules["clip_norm"] = args.clip_norm
     round_key: str | None = args.round_key or round_partitions.get_last_partition_key()
     if round_key is None:
         parser.error("no round partition exists yet; pass --round YYYY-MM-DD")
@@ -74,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"TensorGuard round {round_key} with sites: {', '.join(site_ids)}", flush=True)
     instance = DagsterInstance.get()
-    ok = run_round(instance, round_key, site_ids)
+    ok = run_round(instance, round_key, site_ids, rules or None)
     elapsed = time.perf_counter() - started
     if not ok:
         print(f"Round {round_key} FAILED after {elapsed:.1f}s", file=sys.stderr)
