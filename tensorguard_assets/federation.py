@@ -747,6 +747,14 @@ def global_adapter(
             "norm_bound": MetadataValue.text(str(bound) if bound is not None else "not checked"),
             "custodian_ledger_entry": MetadataValue.text(decryption.record.digest),
             "reference_digest": MetadataValue.text(spec.reference_digest),
+            **(
+                {
+                    "dp_epsilon_round": MetadataValue.float(decryption.dp_epsilon[0]),
+                    "dp_epsilon_total": MetadataValue.float(decryption.dp_epsilon[1]),
+                }
+                if decryption.dp_epsilon is not None
+                else {}
+            ),
         },
         check_results=[verify_artifact("global_adapter", out_dir, digest)],
     )

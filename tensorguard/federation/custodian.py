@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.federation.accountant import gaussian_epsilon
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import SecretFederation
 from tensorguard.federation.custodian_ledger import CustodianLedger, DecryptionRecord
@@ -69,16 +70,21 @@ class CustodianDecryption:
     record: DecryptionRecord
     l2_norm: float
     norm_bound: float | None
+    dp_epsilon: tuple[float, float] | None = None
+    """(ε of this round's release, ε of every DP release in the ledger) at the round's δ."""
 
     def metadata(self) -> dict[str, object]:
         """Plain values for logs and metadata (no plaintext of the update)."""
-        return {
+        values: dict[str, object] = {
             "contributors": list(self.record.contributors),
             "aggregate_sha256": self.record.aggregate_sha256,
             "decrypted_at": self.record.decrypted_at.isoformat(),
             "mean_update_l2_norm": self.l2_norm,
             "norm_bound": self.norm_bound,
         }
+        if self.dp_epsilon is not None:
+            values["dp_epsilon_round"], values["dp_epsilon_total"] = self.dp_epsilon
+        return values
 
 
 class Custodian:
@@ -121,11 +127,21 @@ class Custodian:
         self._refuse_unaccepted(aggregate, envelopes)
         self._check_recomputed(aggregate, envelopes)
         revealed = self._revealed_seeds(aggregate, reveals)
+        spec = aggregate.spec
         record = self._ledger.authorise(
-            round_id=aggregate.spec.round_id,
+            round_id=spec.round_id,
             public_context_sha256=aggregate.public_context_sha256,
             contributors=[update.site_id for update in aggregate.accepted],
             aggregate_sha256=hashlib.sha256(aggregate.payload).hexdigest(),
+            dp_noise_multiplier=spec.dp.noise_multiplier if spec.dp is not None else None,
+        )
+        dp_epsilon = (
+            (
+                gaussian_epsilon(spec.dp.noise_multiplier, 1.0, 1, spec.dp.delta),
+                self._ledger.epsilon(spec.dp.delta),
+            )
+            if spec.dp is not None
+            else None
         )
         mean_delta = _decrypt_mean(aggregate, self._secret, dtype, revealed)
         norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()))
@@ -137,7 +153,7 @@ class Custodian:
                 "site encrypted more than it declared. The result is withheld; find the site "
                 "by re-running the round without suspected sites"
             )
-        return CustodianDecryption(mean_delta, record, norm, bound)
+        return CustodianDecryption(mean_delta, record, norm, bound, dp_epsilon)
 
     @staticmethod
     def _refuse_unaccepted(aggregate: AggregationResult, envelopes: Sequence[bytes]) -> None:

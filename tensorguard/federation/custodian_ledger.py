@@ -3,9 +3,11 @@
 Decrypting two different aggregates of the same round (say of sites {a, b, c} and of
 {a, b}) and subtracting them would reveal site ``c``'s update. The custodian therefore
 decrypts at most one aggregate per round and federation key: before it decrypts, it
-appends a :class:`DecryptionRecord` naming the round, the key, the contributing sites
-and the digest of the aggregate ciphertext; a later request for the same round is
-allowed only for that very aggregate (re-deriving the same result reveals nothing new).
+appends a :class:`DecryptionRecord` naming the round, the key, the contributing sites,
+the digest of the aggregate ciphertext and the round's DP noise multiplier (so the
+ledger also accounts the ε the releases add up to, :meth:`CustodianLedger.epsilon`); a
+later request for the same round is allowed only for that very aggregate (re-deriving
+the same result reveals nothing new).
 
 The ledger is a JSON-lines file. Each line is ``{"record": {...}, "signature": "<hex>"}``:
 the record is signed (composite ML-DSA-65 + Ed25519, context
@@ -26,6 +28,7 @@ from tensorguard.codec import CodecError, canonical_digest, canonical_json, pars
 from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
 from tensorguard.crypto.errors import SignatureError
 from tensorguard.durable import atomic_write_bytes
+from tensorguard.federation.accountant import gaussian_rdp, rdp_to_epsilon
 from tensorguard.federation.errors import DecryptionError
 
 LEDGER_SIGNATURE_CONTEXT = b"tensorguard/federation/custodian-ledger/v1"
@@ -47,10 +50,13 @@ class DecryptionRecord:
     aggregate_sha256: str
     decrypted_at: datetime
     previous_sha256: str
+    dp_noise_multiplier: float | None = None
+    """The round's central DP noise multiplier σ (None: no DP), for the ε account."""
 
     def to_json(self) -> dict[str, Any]:
         """The signed fields."""
         return {
+            "dp_noise_multiplier": self.dp_noise_multiplier,
             "format": LEDGER_FORMAT,
             "round_id": self.round_id,
             "public_context_sha256": self.public_context_sha256,
@@ -78,6 +84,11 @@ class DecryptionRecord:
                 aggregate_sha256=str(document["aggregate_sha256"]),
                 decrypted_at=datetime.fromisoformat(str(document["decrypted_at"])),
                 previous_sha256=str(document["previous_sha256"]),
+                dp_noise_multiplier=(
+                    None
+                    if document.get("dp_noise_multiplier") is None
+                    else float(document["dp_noise_multiplier"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LedgerError(f"a custodian ledger record does not parse: {exc}") from exc
@@ -141,6 +152,7 @@ class CustodianLedger:
         public_context_sha256: str,
         contributors: Sequence[str],
         aggregate_sha256: str,
+        dp_noise_multiplier: float | None = None,
     ) -> DecryptionRecord:
         """Record a decryption of this aggregate, or refuse a second one for the round.
 
@@ -170,9 +182,27 @@ class CustodianLedger:
             aggregate_sha256=aggregate_sha256,
             decrypted_at=datetime.now(UTC).replace(microsecond=0),
             previous_sha256=records[-1].digest if records else GENESIS,
+            dp_noise_multiplier=dp_noise_multiplier,
         )
         self._append(record)
         return record
+
+    def epsilon(self, delta: float) -> float:
+        """The (ε, δ) of every DP round this custodian decrypted, composed (RDP).
+
+        Each decrypted aggregate released one run of the Gaussian mechanism with the
+        round's σ on the sum; their RDP curves add up. Rounds without DP release the sum
+        in the clear for the custodian and are not counted here (they have no ε).
+        """
+        curves = [
+            gaussian_rdp(record.dp_noise_multiplier, 1)
+            for record in self.records()
+            if record.dp_noise_multiplier is not None
+        ]
+        if not curves:
+            return 0.0
+        total = [sum(values) for values in zip(*curves, strict=True)]
+        return rdp_to_epsilon(total, delta)[0]
 
     def _append(self, record: DecryptionRecord) -> None:
         body = canonical_json(record.to_json())

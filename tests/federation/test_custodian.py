@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.federation.accountant import gaussian_epsilon
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.custodian import (
     AggregateMismatchError,
@@ -21,6 +22,7 @@ from tensorguard.federation.custodian_ledger import CustodianLedger, LedgerError
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
 from tensorguard.federation.errors import DecryptionError
 from tensorguard.federation.packing import encrypt_vector, load_encrypted_vector
+from tensorguard.federation.privacy import DPRule, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tests.federation.conftest import CUSTODIAN_KEY, MAX_SITE_WEIGHT, Federation
@@ -177,3 +179,28 @@ def test_the_custodian_refuses_envelopes_outside_the_accepted_set(
     stray = fed.update("site-03", other_spec, config=SiteUpdateConfig(clip_norm=CLIP)).envelope
     with pytest.raises(DecryptionError, match="not among the aggregate's accepted"):
         fed.custodian(tmp_path / "ledger.jsonl").decrypt(result, [*envelopes, stray])
+
+
+def test_the_ledger_accounts_the_epsilon_of_every_dp_release(
+    fed: Federation, tmp_path: Path
+) -> None:
+    rule = DPRule(noise_multiplier=2.0, delta=1e-5, epsilon_budget=100.0)
+    custodian = fed.custodian(tmp_path / "ledger.jsonl")
+    totals = []
+    for round_id in ("cust-dp-1", "cust-dp-2"):
+        spec = _spec(fed, round_id).model_copy(update={"dp": rule})
+        config = SiteUpdateConfig(clip_norm=CLIP, dp=rule)
+        envelopes = [
+            fed.update(
+                site, spec, config=config, ledger=PrivacyLedger.for_site(site, rule)
+            ).envelope
+            for site in SITES
+        ]
+        result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
+        decryption = custodian.decrypt(result, envelopes)
+        assert decryption.dp_epsilon is not None
+        assert decryption.dp_epsilon[0] == pytest.approx(gaussian_epsilon(2.0, 1.0, 1, 1e-5))
+        totals.append(decryption.dp_epsilon[1])
+    assert totals[0] == pytest.approx(gaussian_epsilon(2.0, 1.0, 1, 1e-5))
+    assert totals[1] == pytest.approx(gaussian_epsilon(2.0, 1.0, 2, 1e-5))
+    assert totals[1] > totals[0]
