@@ -10,6 +10,7 @@ ignores published files: a key that cannot be traced to a registration is not tr
 
 # No "from __future__ import annotations": kept consistent with the asset modules.
 
+from contextlib import suppress
 from pathlib import Path
 
 from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
@@ -91,10 +92,8 @@ def publish_development_kem_key(vault: KeyVault, public_dir: Path, site_id: str)
     first use, as a site would at enrolment) and that its public half is published."""
     name = site_kem_key_name(site_id)
     if not vault.provider.has_key(name, KeyPurpose.KEM):
-        try:
+        with suppress(KeyExistsError):  # another site's run created it at the same moment
             vault.provider.generate_kem_key(name)
-        except KeyExistsError:
-            pass  # another site's run created it at the same moment
     public = vault.provider.kem_private_key(name).public_key()
     publish_public_key(published_key_path(public_dir, site_id, kem=True), public)
 

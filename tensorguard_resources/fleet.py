@@ -43,6 +43,7 @@ class FleetResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Migrate the application database; in production require a broker."""
+        del context  # Dagster's resource hook signature
         try:
             if is_production() and not self.mqtt_host:
                 raise ConfigurationError(

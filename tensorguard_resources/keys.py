@@ -98,6 +98,7 @@ class KeyVault(ConfigurableResource):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """Close the provider (PKCS#11 sessions, cached key material)."""
+        del context  # Dagster's resource hook signature
         if self._provider is not None:
             self._provider.close()
             self._provider = None
