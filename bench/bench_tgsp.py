@@ -97,7 +97,8 @@ def run_child(command: list[str]) -> dict[str, Any]:
     """Run ``command``; return its JSON stdout plus wall time and peak RSS (MiB)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
     stdout = process.stdout.read()
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)

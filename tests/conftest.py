@@ -50,7 +50,7 @@ def mosquitto_broker() -> Iterator[MosquittoBroker]:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
+def pytest_runtest_setup() -> None:
     """Start every test without a leftover Dagster definitions-state storage.
 
     Entering a DagsterInstance puts its defs-state storage in a context variable that

@@ -26,7 +26,7 @@ def _failure(result: Any) -> str:
 
 @asset(partitions_def=PARTITIONS, retry_policy=RetryPolicy(max_retries=2))
 def partitioned_asset(context: AssetExecutionContext) -> None:
-    with fail_closed_on(context, note=lambda exc: "with a remark"):
+    with fail_closed_on(context, note=lambda _exc: "with a remark"):
         raise ConfigurationError("TG_SOMETHING is not set")
 
 

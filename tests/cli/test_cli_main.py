@@ -162,7 +162,7 @@ def _agent_once(monkeypatch: pytest.MonkeyPatch, outcomes: list[str]) -> int:
         ]
 
     monkeypatch.setattr(config_module, "load_agent_config", lambda path: path)
-    monkeypatch.setattr(agent_module.EdgeAgent, "from_config", classmethod(lambda cls, c: c))
+    monkeypatch.setattr(agent_module.EdgeAgent, "from_config", classmethod(lambda _cls, c: c))
     monkeypatch.setattr(agent_module, "run_once", reports)
     return main(["agent", "run", "--config", "agent.yaml", "--once", "--timeout", "2.5"])
 

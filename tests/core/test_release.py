@@ -400,7 +400,8 @@ def test_a_package_for_another_decision_is_not_published(
     registry = LocalRegistry(tmp_path / "registry")
     _, package, _ = build(tmp_path, keys, passed, registry)
     other = decision_for(report(global_loss=1.9))
-    assert other.passed and other.digest() != passed.digest()
+    assert other.passed
+    assert other.digest() != passed.digest()
     with pytest.raises(ReleaseError, match="names gate decision"):
         publish(registry, package, other, keys.signer)
     assert registry.latest(CHANNEL) is None
@@ -446,4 +447,5 @@ def test_a_published_release_is_recorded_in_the_database(
 def test_gate_evidence_feeds_checks_through_unchanged() -> None:
     evidence = gate_evidence(report(), onnx_max_abs_diff=None, sparsity=None, checks={})
     assert isinstance(evidence, GateEvidence)
-    assert evidence.onnx_max_abs_diff is None and evidence.checks == {}
+    assert evidence.onnx_max_abs_diff is None
+    assert evidence.checks == {}

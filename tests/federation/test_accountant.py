@@ -92,15 +92,13 @@ def test_ledger_charges_the_central_gaussian_per_round_and_refuses_past_the_budg
     rule = DPRule(noise_multiplier=4.0, delta=1e-5, epsilon_budget=3.0)
     ledger = PrivacyLedger.for_site("site-00", rule)
     reports = []
-    for index in range(20):
-        charge = PrivacyCharge(f"round-{index}", 4.0)
-        try:
-            reports.append(ledger.charge(charge))
-        except PrivacyBudgetExceededError as exc:
-            assert "above the budget" in str(exc)
-            break
-    else:
-        pytest.fail("the budget was never exhausted")
+
+    def charge_until_refused() -> None:
+        for index in range(20):
+            reports.append(ledger.charge(PrivacyCharge(f"round-{index}", 4.0)))
+
+    with pytest.raises(PrivacyBudgetExceededError, match="above the budget"):
+        charge_until_refused()
     rounds = len(reports)
     assert 1 <= rounds < 20
     assert len(ledger.charges) == rounds

@@ -42,7 +42,8 @@ def test_any_flipped_byte_is_refused(
 @given(data=st.binary(max_size=512))
 def test_arbitrary_bytes_fail_with_format_errors(data: bytes) -> None:
     with pytest.raises(EnvelopeError):
-        SealedEnvelope.from_bytes(data).verify
+        SealedEnvelope.from_bytes(data)
+    with pytest.raises(EnvelopeError):
         EnvelopeHeader.from_bytes(data)
     with pytest.raises(FederationError):
         AggregationResult.from_bytes(data)

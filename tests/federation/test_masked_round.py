@@ -55,7 +55,7 @@ class MemoryPairStore:
         self.secrets[(epoch_id, peer)] = secret
 
 
-def _spec(fed: Federation, round_id: str) -> RoundSpec:
+def _spec(round_id: str) -> RoundSpec:
     return RoundSpec.from_reference(
         round_id,
         "b" * 64,
@@ -135,7 +135,7 @@ def _relative_error(mean_delta: dict, sites: Sequence[str]) -> float:
 def test_one_masked_site_decrypts_to_noise_and_the_sum_to_fedavg(
     fed: Federation, pair_secrets: dict[str, PairwiseSecrets], tmp_path: Path
 ) -> None:
-    spec = _spec(fed, "masked-0001")
+    spec = _spec("masked-0001")
     envelopes = [_masked_update(fed, spec, s, pair_secrets[s]) for s in SITES]
 
     # The custodian's secret key applied to one site's ciphertext alone: noise.
@@ -158,7 +158,7 @@ def test_one_masked_site_decrypts_to_noise_and_the_sum_to_fedavg(
 def test_dropouts_are_recovered_from_survivor_reveals_and_refused_without(
     fed: Federation, pair_secrets: dict[str, PairwiseSecrets], tmp_path: Path
 ) -> None:
-    spec = _spec(fed, "masked-0002")
+    spec = _spec("masked-0002")
     survivors = ("site-00", "site-02", "site-04")
     dropped = ("site-01", "site-03")  # they masked, then never delivered
     envelopes = [_masked_update(fed, spec, s, pair_secrets[s]) for s in survivors]
@@ -201,7 +201,7 @@ def test_a_survivor_refuses_to_reveal_a_seed_that_would_unmask_an_accepted_site(
 def test_a_site_without_pair_secrets_or_with_the_wrong_roster_cannot_report(
     fed: Federation, pair_secrets: dict[str, PairwiseSecrets]
 ) -> None:
-    spec = _spec(fed, "masked-0004")
+    spec = _spec("masked-0004")
     with pytest.raises(FederationError, match="requires pairwise masking"):
         _masked_update(fed, spec, "site-00", None)
     partial = PairwiseSecrets(

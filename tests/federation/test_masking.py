@@ -358,7 +358,8 @@ def test_derived_masks_are_uniform_below_each_prime(level: MaskLevel) -> None:
     (prime,) = level.primes
     seed = hashlib.sha256(b"uniformity").digest()
     values = np.concatenate([derive_mask(seed, chunk, level)[0] for chunk in range(8)])
-    assert values.dtype == np.uint64 and values.size == 8 * level.degree
+    assert values.dtype == np.uint64
+    assert values.size == 8 * level.degree
     assert int(values.max()) < prime
     assert _chi_square(values, prime) < CHI_SQUARE_LIMIT
     low_bits = (values & np.uint64(63)).astype(np.int64)

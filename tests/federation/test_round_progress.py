@@ -53,5 +53,5 @@ def test_no_registered_site_never_aggregates_and_naive_time_is_refused() -> None
 def test_training_retries_are_numbered_and_bounded() -> None:
     assert [training_attempt(n) for n in range(MAX_TRAINING_ATTEMPTS)] == [1, 2, 3]
     assert training_attempt(MAX_TRAINING_ATTEMPTS) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot be negative"):
         training_attempt(-1)

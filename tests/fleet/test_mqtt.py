@@ -134,6 +134,7 @@ class _RefusingConnection(MqttConnection):
         self.calls.append("connect")
 
     def subscribe(self, topic_filter: str, handler: object, *, qos: int = 1) -> None:
+        del handler  # MqttConnection.subscribe's signature; nothing is delivered here
         self.calls.append(f"subscribe {topic_filter} qos={qos}")
         if topic_filter == self.refused:
             raise MqttError(f"refused {topic_filter}")

@@ -30,8 +30,9 @@ def file_env(monkeypatch: pytest.MonkeyPatch, key_dir: Path, master_text: str) -
     return master_text
 
 
+@pytest.mark.usefixtures("file_env")
 def test_generate_then_show_signing_key(
-    file_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     public_file = tmp_path / "release.pub"
     assert _run(["keys", "generate", "--name", "release", "--json"]) == ExitCode.OK
@@ -46,8 +47,9 @@ def test_generate_then_show_signing_key(
     assert public.fingerprint() == generated["fingerprint"]
 
 
+@pytest.mark.usefixtures("file_env")
 def test_generate_and_show_kem_key(
-    file_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     public_file = tmp_path / "site.xwing"
     argv = ["keys", "generate", "--name", "site-a", "--kind", "kem", "--json"]
@@ -61,7 +63,8 @@ def test_generate_and_show_kem_key(
     assert json.loads(capsys.readouterr().out)["fingerprint"] == generated["fingerprint"]
 
 
-def test_show_without_name_lists_keys(file_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("file_env")
+def test_show_without_name_lists_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["keys", "generate", "--name", "release"]) == ExitCode.OK
     assert _run(["keys", "generate", "--name", "site-a", "--kind", "kem"]) == ExitCode.OK
     capsys.readouterr()
@@ -88,7 +91,8 @@ def test_exit_codes_are_distinct(
     assert _run(["keys", "show", "--name", "release"]) == ExitCode.INTEGRITY
     errors = capsys.readouterr().err
     assert "TG_KEY_MASTER" in errors
-    assert file_env not in errors and file_env[::-1] not in errors
+    assert file_env not in errors
+    assert file_env[::-1] not in errors
 
     monkeypatch.setenv("TG_KEY_PROVIDER", "kms")
     assert _run(["keys", "show", "--name", "release"]) == ExitCode.PROVIDER_UNAVAILABLE
@@ -110,7 +114,8 @@ def test_cli_never_uses_a_throwaway_master(monkeypatch: pytest.MonkeyPatch, key_
     assert _run(["keys", "generate", "--name", "release"]) == ExitCode.CONFIG
 
 
-def test_usage_errors_exit_2(file_env: str) -> None:
+@pytest.mark.usefixtures("file_env")
+def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as usage:
         _run(["keys", "generate"])
     assert usage.value.code == 2

@@ -141,7 +141,7 @@ def test_unknown_provider_is_refused(key_dir: Path) -> None:
         key_provider_from_env({"TG_KEY_PROVIDER": "vault", "TG_KEY_DIR": str(key_dir)})
 
 
-def test_kms_is_an_explicit_refusal(key_dir: Path) -> None:
+def test_kms_is_an_explicit_refusal() -> None:
     for environment in ("development", "production"):
         with pytest.raises(KeyProviderUnavailable, match="TG_KEY_PROVIDER=pkcs11") as refused:
             key_provider_from_env({"TG_ENVIRONMENT": environment, "TG_KEY_PROVIDER": "kms"})

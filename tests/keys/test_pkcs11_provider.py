@@ -212,9 +212,8 @@ def test_records_of_one_token_do_not_open_on_another(
             other.signer(name)
 
 
-def test_login_and_module_errors(
-    softhsm_token: SoftHSMToken, provider: PKCS11KeyProvider, key_dir: Path
-) -> None:
+@pytest.mark.usefixtures("provider")
+def test_login_and_module_errors(softhsm_token: SoftHSMToken, key_dir: Path) -> None:
     with pytest.raises(KeyProviderConfigError, match="different PIN") as wrong_pin:
         PKCS11KeyProvider(softhsm_token.module_path, softhsm_token.label, "00000000", key_dir)
     assert softhsm_token.user_pin not in str(wrong_pin.value)
@@ -246,9 +245,7 @@ def test_production_never_generates_implicitly(softhsm_token: SoftHSMToken, key_
         assert production.signer_for(name).public_key() == signer.public_key()
 
 
-def test_factory_builds_the_pkcs11_provider(
-    softhsm_token: SoftHSMToken, key_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_factory_builds_the_pkcs11_provider(softhsm_token: SoftHSMToken, key_dir: Path) -> None:
     environ = {
         "TG_ENVIRONMENT": "production",
         "TG_KEY_PROVIDER": "pkcs11",

@@ -52,7 +52,7 @@ def _write_instance_config(dagster_home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def recorded_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordedRound]:
+def recorded_round(tmp_path_factory: pytest.TempPathFactory) -> RecordedRound:
     """One full round of two demo sites (the quorum), run once for the module."""
     root = tmp_path_factory.mktemp("round")
     dagster_home = root / "dagster_home"
@@ -92,7 +92,7 @@ def recorded_round(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorde
             assert demo.run_round(instance, ROUND, site_ids)
         finally:
             instance.dispose()
-    yield RecordedRound(dagster_home, definitions, site_ids)
+    return RecordedRound(dagster_home, definitions, site_ids)
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,11 @@ def _resolved_config(executor: ExecutorDefinition) -> dict[str, Any]:
     schema = executor.config_schema
     assert isinstance(schema, ConfiguredDefinitionConfigSchema)
     processed = process_config(schema.config_type, {})
-    assert processed.success and processed.value is not None, processed.errors
+    assert processed.success, processed.errors
+    assert processed.value is not None
     resolved = schema.resolve_config(processed.value)
-    assert resolved.success and resolved.value is not None, resolved.errors
+    assert resolved.success, resolved.errors
+    assert resolved.value is not None
     config: dict[str, Any] = resolved.value["config"]
     return config
 
