@@ -17,15 +17,16 @@ from tensorguard.digest import sha256_file, sha256_path
 from tensorguard.durable import atomic_write_bytes
 
 INTEGRITY_CHECK = "artifact_integrity"
-# The markers are split into adjacent literals so this source file does not itself
-# contain them (the repository guard greps production code for the joined strings).
+# The markers are split and joined with "+" so this source file does not itself contain
+# them (the repository guard greps production code for the joined strings; the formatter
+# would merge adjacent literals).
 PLACEHOLDER_MARKERS: tuple[bytes, ...] = (
-    b"DUMMY" b"_",
-    b"SIMUL" b"ATION",
-    b"mock_" b"ciphertext",
-    b"Simulated" b"Trainer",
-    b"MVP_" b"STUB",
-    b"PLACE" b"HOLDER",
+    b"DUMMY" + b"_",
+    b"SIMUL" + b"ATION",
+    b"mock_" + b"ciphertext",
+    b"Simulated" + b"Trainer",
+    b"MVP_" + b"STUB",
+    b"PLACE" + b"HOLDER",
 )
 SCAN_WINDOW = 1024 * 1024
 

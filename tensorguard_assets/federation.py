@@ -336,9 +336,7 @@ def round_spec(
             if config.noise_multiplier > 0
             else None
         )
-        noise_std = (
-            dp_rule.site_noise_std(config.clip_norm, config.min_sites) if dp_rule else 0.0
-        )
+        noise_std = dp_rule.site_noise_std(config.clip_norm, config.min_sites) if dp_rule else 0.0
         spec = RoundSpec.from_reference(
             round_id=round_key,
             base_model_digest=str(base_meta["digest"]),

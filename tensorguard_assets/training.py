@@ -2,7 +2,6 @@
 # No "from __future__ import annotations": Dagster resolves config and resource
 # parameter types from the runtime annotations.
 
-
 import time
 from pathlib import Path
 

@@ -48,8 +48,7 @@ class RoundProgress:
         """One line for logs."""
         silent = ", ".join(self.silent_sites) or "none"
         return (
-            f"{self.stage.value}: {self.reported} reported, quorum {self.quorum}, "
-            f"silent: {silent}"
+            f"{self.stage.value}: {self.reported} reported, quorum {self.quorum}, silent: {silent}"
         )
 
 

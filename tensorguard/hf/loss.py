@@ -80,8 +80,7 @@ def evaluate_token_loss(model: nn.Module, batches: Iterable[TokenBatch]) -> floa
         model.train(was_training)
     if tokens == 0:
         raise TrainingError(
-            "no predicted tokens to evaluate: provide sequences of two or more non-padding "
-            "tokens"
+            "no predicted tokens to evaluate: provide sequences of two or more non-padding tokens"
         )
     loss = total / tokens
     if not math.isfinite(loss):

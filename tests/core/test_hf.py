@@ -96,9 +96,7 @@ _DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.f
 
 @settings(max_examples=25, deadline=None)
 @given(
-    shapes=st.lists(
-        st.tuples(st.integers(1, 5), st.integers(1, 7)), min_size=1, max_size=4
-    ),
+    shapes=st.lists(st.tuples(st.integers(1, 5), st.integers(1, 7)), min_size=1, max_size=4),
     dtype=_DTYPES,
     seed=st.integers(0, 2**31 - 1),
 )
@@ -207,19 +205,17 @@ def test_padding_never_changes_the_loss() -> None:
     with torch.no_grad():
         separate = [token_loss(model, _padded([ids])) for ids in SEQUENCES]
         padded_sum, padded_count = token_loss(model, _padded(SEQUENCES))
-    assert padded_count == sum(count for _, count in separate) == sum(
-        len(ids) - 1 for ids in SEQUENCES
+    assert (
+        padded_count
+        == sum(count for _, count in separate)
+        == sum(len(ids) - 1 for ids in SEQUENCES)
     )
-    assert padded_sum.item() == pytest.approx(
-        sum(loss.item() for loss, _ in separate), rel=1e-5
-    )
+    assert padded_sum.item() == pytest.approx(sum(loss.item() for loss, _ in separate), rel=1e-5)
 
 
 def test_labels_of_minus_100_are_not_counted() -> None:
     model = _tiny_model()
-    batch = TokenBatch.from_ids(
-        torch.tensor([[5, 6, 7, 8]]), torch.ones(1, 4, dtype=torch.long)
-    )
+    batch = TokenBatch.from_ids(torch.tensor([[5, 6, 7, 8]]), torch.ones(1, 4, dtype=torch.long))
     ignored = TokenBatch(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,

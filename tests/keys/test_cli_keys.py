@@ -31,9 +31,7 @@ def file_env(monkeypatch: pytest.MonkeyPatch, key_dir: Path, master_text: str) -
 
 
 @pytest.mark.usefixtures("file_env")
-def test_generate_then_show_signing_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_generate_then_show_signing_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     public_file = tmp_path / "release.pub"
     assert _run(["keys", "generate", "--name", "release", "--json"]) == ExitCode.OK
     generated = json.loads(capsys.readouterr().out)
@@ -48,17 +46,12 @@ def test_generate_then_show_signing_key(
 
 
 @pytest.mark.usefixtures("file_env")
-def test_generate_and_show_kem_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_generate_and_show_kem_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     public_file = tmp_path / "site.xwing"
     argv = ["keys", "generate", "--name", "site-a", "--kind", "kem", "--json"]
     assert _run([*argv, "--public-out", str(public_file)]) == ExitCode.OK
     generated = json.loads(capsys.readouterr().out)
-    assert (
-        load_recipient_public_key(public_file).fingerprint()
-        == (generated["fingerprint"])
-    )
+    assert load_recipient_public_key(public_file).fingerprint() == (generated["fingerprint"])
     assert _run(["keys", "show", "--name", "site-a", "--kind", "kem", "--json"]) == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["fingerprint"] == generated["fingerprint"]
 

@@ -83,11 +83,16 @@ def _postgres_in(work_dir: Path, database: str) -> Iterator[PostgresServer]:
         name="postgres",
         argv=[
             postgres,
-            "-D", str(data_dir),
-            "-p", str(port),
-            "-k", str(socket_dir),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", "fsync=off",
+            "-D",
+            str(data_dir),
+            "-p",
+            str(port),
+            "-k",
+            str(socket_dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
         ],
         log_path=work_dir / "postgres.log",
         user=service_user(SERVICE_USER),
@@ -96,10 +101,14 @@ def _postgres_in(work_dir: Path, database: str) -> Iterator[PostgresServer]:
     try:
         pg_isready = find_binary("pg_isready", POSTGRES_BIN_DIRS)
         server.wait_until(
-            lambda: subprocess.run(
-                [pg_isready, "-h", "127.0.0.1", "-p", str(port)], capture_output=True, check=False
-            ).returncode
-            == 0
+            lambda: (
+                subprocess.run(
+                    [pg_isready, "-h", "127.0.0.1", "-p", str(port)],
+                    capture_output=True,
+                    check=False,
+                ).returncode
+                == 0
+            )
         )
         createdb = find_binary("createdb", POSTGRES_BIN_DIRS)
         _run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", user, database], "createdb")
