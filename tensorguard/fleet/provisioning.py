@@ -65,9 +65,7 @@ def provision_edge_node(
     write_key_file(private_key_file, private_key)
     write_key_file(public_key_file, private_key.public_key())
     trust_store_file = node_dir / "trust-store.json"
-    TrustStore([release_key], labels={release_key.fingerprint(): "release"}).save(
-        trust_store_file
-    )
+    TrustStore([release_key], labels={release_key.fingerprint(): "release"}).save(trust_store_file)
     agent_config_file = node_dir / "agent.yaml"
     agent_config = {
         "node_id": node_id,
