@@ -31,6 +31,7 @@ from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.errors import ConfigurationError
 from tensorguard.training.dataset import TRAIN_FILE
 from tensorguard.training.demo_data import demo_sites_root
+from tensorguard.training.jsonl import read_text_records
 
 SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -72,17 +73,11 @@ def demo_site_registry() -> dict[str, SiteRecord]:
         path.name: SiteRecord(
             site_id=validate_site_id(path.name),
             data_dir=path,
-            max_weight=float(_count_lines(path / TRAIN_FILE)),
+            max_weight=float(len(read_text_records(path / TRAIN_FILE))),
         )
         for path in sorted(root.iterdir())
         if path.is_dir()
     }
-
-
-def _count_lines(path: Path) -> int:
-    """Examples in a shipped JSONL file: the demo coordinator's weight cap for a site."""
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
 
 
 def _parse_entry(entry: Any, base: Path, registry_path: Path, index: int) -> SiteRecord:

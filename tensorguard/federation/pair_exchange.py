@@ -17,6 +17,7 @@ provider), one per peer and key epoch; the epoch is bound into every offer and s
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -73,30 +74,58 @@ class PairwiseMailbox:
         return True
 
 
-def _secret_from_posted_offer(
-    posted: bytes,
-    *,
-    epoch_id: str,
-    site_id: str,
-    kem_private: XWingPrivateKey,
-    signing_keys: Mapping[str, CompositeVerifyKey],
-) -> bytes:
-    offer = PairwiseOffer.from_bytes(posted)
-    if offer.sender == site_id:
-        raise PairwiseError(
-            f"the mailbox holds an offer this site ({site_id}) made in epoch {epoch_id}, but "
-            "its pair secret is not in this site's key store; the store was lost or this "
-            "is another site using the same id. Start a new key epoch (re-run the key "
-            "ceremony)"
+@dataclass(frozen=True)
+class _SiteExchange:
+    """One site's side of the exchange in one epoch: who it is and the keys it uses."""
+
+    epoch_id: str
+    site_id: str
+    mailbox: PairwiseMailbox
+    signer: CompositeSigner
+    kem_private: XWingPrivateKey
+    roster_kem_keys: Mapping[str, XWingPublicKey]
+    signing_keys: Mapping[str, CompositeVerifyKey]
+
+    def secret_with(self, peer: str) -> bytes:
+        """The pair's secret: open the peer's posted offer, or post this site's own."""
+        posted = self.mailbox.fetch(self.epoch_id, self.site_id, peer)
+        if posted is not None:
+            return self._open(posted)
+        peer_kem_key = self.roster_kem_keys.get(peer)
+        if peer_kem_key is None:
+            raise PairwiseError(
+                f"site {peer!r} has no registered X-Wing key, so no pair secret can be made "
+                "with it; add kem_public_key to its site registry entry"
+            )
+        offer, secret = create_pairwise_offer(
+            self.epoch_id, self.site_id, self.signer, peer, peer_kem_key
         )
-    _, secret = open_pairwise_offer(
-        posted,
-        epoch_id=epoch_id,
-        site_id=site_id,
-        kem_private=kem_private,
-        signing_keys=signing_keys,
-    )
-    return secret
+        if self.mailbox.post(offer):
+            return secret
+        posted = self.mailbox.fetch(self.epoch_id, self.site_id, peer)  # the peer won the race
+        if posted is None:
+            raise PairwiseError(
+                f"the pairwise offer for {self.site_id}/{peer} vanished from the mailbox"
+            )
+        return self._open(posted)
+
+    def _open(self, posted: bytes) -> bytes:
+        offer = PairwiseOffer.from_bytes(posted)
+        if offer.sender == self.site_id:
+            raise PairwiseError(
+                f"the mailbox holds an offer this site ({self.site_id}) made in epoch "
+                f"{self.epoch_id}, but its pair secret is not in this site's key store; the "
+                "store was lost or this is another site using the same id. Start a new key "
+                "epoch (re-run the key ceremony)"
+            )
+        _, secret = open_pairwise_offer(
+            posted,
+            epoch_id=self.epoch_id,
+            site_id=self.site_id,
+            kem_private=self.kem_private,
+            signing_keys=self.signing_keys,
+        )
+        return secret
 
 
 def site_pairwise_secrets(
@@ -118,58 +147,14 @@ def site_pairwise_secrets(
     """
     if site_id not in roster:
         raise PairwiseError(f"site {site_id!r} is not enrolled in this round's roster")
+    exchange = _SiteExchange(
+        epoch_id, site_id, mailbox, signer, kem_private, roster_kem_keys, signing_keys
+    )
     secrets: dict[str, bytes] = {}
     for peer in sorted(set(roster) - {site_id}):
         secret = store.load_pair_secret(epoch_id, peer)
         if secret is None:
-            secret = _obtain_secret(
-                epoch_id=epoch_id,
-                site_id=site_id,
-                peer=peer,
-                mailbox=mailbox,
-                signer=signer,
-                kem_private=kem_private,
-                roster_kem_keys=roster_kem_keys,
-                signing_keys=signing_keys,
-            )
+            secret = exchange.secret_with(peer)
             store.store_pair_secret(epoch_id, peer, secret)
         secrets[peer] = secret
     return PairwiseSecrets(epoch_id, site_id, secrets)
-
-
-def _obtain_secret(
-    *,
-    epoch_id: str,
-    site_id: str,
-    peer: str,
-    mailbox: PairwiseMailbox,
-    signer: CompositeSigner,
-    kem_private: XWingPrivateKey,
-    roster_kem_keys: Mapping[str, XWingPublicKey],
-    signing_keys: Mapping[str, CompositeVerifyKey],
-) -> bytes:
-    def open_posted(posted: bytes) -> bytes:
-        return _secret_from_posted_offer(
-            posted,
-            epoch_id=epoch_id,
-            site_id=site_id,
-            kem_private=kem_private,
-            signing_keys=signing_keys,
-        )
-
-    posted = mailbox.fetch(epoch_id, site_id, peer)
-    if posted is not None:
-        return open_posted(posted)
-    peer_kem_key = roster_kem_keys.get(peer)
-    if peer_kem_key is None:
-        raise PairwiseError(
-            f"site {peer!r} has no registered X-Wing key, so no pair secret can be made "
-            "with it; add kem_public_key to its site registry entry"
-        )
-    offer, secret = create_pairwise_offer(epoch_id, site_id, signer, peer, peer_kem_key)
-    if mailbox.post(offer):
-        return secret
-    posted = mailbox.fetch(epoch_id, site_id, peer)
-    if posted is None:
-        raise PairwiseError(f"the pairwise offer for {site_id}/{peer} vanished from the mailbox")
-    return open_posted(posted)
