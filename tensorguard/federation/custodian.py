@@ -38,7 +38,7 @@ from tensorguard.federation.accountant import gaussian_epsilon
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import SecretFederation
 from tensorguard.federation.custodian_ledger import CustodianLedger, DecryptionRecord
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation.envelope import SealedEnvelope
 from tensorguard.federation.errors import (
     CiphertextError,
     DecryptionError,
@@ -48,6 +48,7 @@ from tensorguard.federation.errors import (
 from tensorguard.federation.masking import mask_level, unmask_dropped
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
 from tensorguard.federation.pairwise import PairwiseError, collect_revealed_seeds
+from tensorguard.federation.round_spec import RoundSpec
 
 MIN_AGGREGATED_SITES = 2
 NORM_TOLERANCE = 1e-6
@@ -145,7 +146,7 @@ class Custodian:
         )
         mean_delta = _decrypt_mean(aggregate, self._secret, dtype, revealed)
         norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()))
-        bound = _norm_bound(aggregate, envelopes)
+        bound = _norm_bound(spec)
         if bound is not None and norm > bound * (1 + NORM_TOLERANCE):
             raise AggregateNormError(
                 f"round {aggregate.spec.round_id!r}: the decrypted mean update has L2 norm "
@@ -225,21 +226,15 @@ def envelope_digest(raw: bytes) -> str | None:
         return None
 
 
-def _norm_bound(aggregate: AggregationResult, envelopes: Sequence[bytes]) -> float | None:
+def _norm_bound(spec: RoundSpec) -> float | None:
     """The clip norm the mean must respect, or None when it is not bounded by it.
 
-    With DP on, sites add Gaussian noise after clipping, so the mean is not bounded by
-    the clip norm; the check is then skipped (and reported as such). The envelopes'
-    signatures were verified by the recomputation before this reads their headers.
+    With the round's DP rule on, sites add Gaussian noise after clipping, so the mean is
+    not bounded by the clip norm and the check is skipped (and reported as such). The
+    rule comes from the coordinator's signed spec, never from a site's own header, so a
+    site cannot switch the check off by declaring DP.
     """
-    if aggregate.spec.clip_norm is None:
-        return None
-    accepted = {update.envelope_sha256 for update in aggregate.accepted}
-    for raw in envelopes:
-        sealed = SealedEnvelope.from_bytes(raw)
-        if sealed.digest in accepted and EnvelopeHeader.from_bytes(sealed.header_bytes).dp:
-            return None
-    return aggregate.spec.clip_norm
+    return None if spec.clip_norm is None or spec.dp is not None else spec.clip_norm
 
 
 def _decrypt_mean(

@@ -103,11 +103,13 @@ def test_an_aggregate_claiming_other_contributors_is_refused(
         fed.custodian(tmp_path / "ledger.jsonl").decrypt(result, envelopes[:1])
 
 
+@pytest.mark.parametrize("claimed_dp", [None, {"epsilon": 1.0}], ids=["no-dp", "claims-dp"])
 def test_a_site_that_encrypts_more_than_its_clip_norm_is_withheld(
-    fed: Federation, tmp_path: Path
+    claimed_dp: dict[str, float] | None, fed: Federation, tmp_path: Path
 ) -> None:
-    """A keyed site declares clip_norm=CLIP but encrypts a delta 100x longer."""
-    spec = _spec(fed, "cust-0006")
+    """A keyed site declares clip_norm=CLIP but encrypts a delta 100x longer; claiming DP
+    noise in its own header must not switch the custodian's norm check off."""
+    spec = _spec(fed, f"cust-0006-{'dp' if claimed_dp else 'plain'}")
     honest = [
         fed.update(site, spec, config=SiteUpdateConfig(clip_norm=CLIP)).envelope
         for site in SITES[:2]
@@ -129,7 +131,9 @@ def test_a_site_that_encrypts_more_than_its_clip_norm_is_withheld(
         config=SiteUpdateConfig(clip_norm=1e6),
     )
     sealed = SealedEnvelope.from_bytes(big.envelope)
-    header = dataclasses.replace(EnvelopeHeader.from_bytes(sealed.header_bytes), clip_norm=CLIP)
+    header = dataclasses.replace(
+        EnvelopeHeader.from_bytes(sealed.header_bytes), clip_norm=CLIP, dp=claimed_dp
+    )
     cheat = seal_envelope(header, sealed.payload, fed.site_keys["site-02"])
     envelopes = [*honest, cheat]
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
