@@ -40,7 +40,7 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
   # The base install is only what an edge node needs (keys, TGSP, the agent); `make demo`
   # and `make test` need the whole pipeline: training, HE, registry, Dagster (docs/CLI.md).
   "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt \
-    -e '.[pipeline,dev,scale]' 2>&1 \
+    -e '.[pipeline,dev,scale,service]' 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; }
   echo "$want" > "$STAMP"
 fi
