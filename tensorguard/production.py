@@ -120,27 +120,47 @@ def pqc_backend_problem() -> str | None:
     return None
 
 
+def service_requirements() -> tuple[SecretRequirement, ...]:
+    """What ``tensorguard serve`` needs in production: its token key and its database."""
+    return PRODUCTION_SECRETS
+
+
+def secret_problems(
+    requirements: tuple[SecretRequirement, ...], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """One message per requirement that is unset or too short (values never quoted).
+
+    Lengths are counted in UTF-8 bytes, so a short non-ASCII value cannot pass.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for secret in requirements:
+        value = env.get(secret.name, "")
+        if not value:
+            problems.append(f"{secret.name} is not set: {secret.how_to_provide}")
+        elif len(value.encode()) < secret.min_length:
+            problems.append(
+                f"{secret.name} is shorter than {secret.min_length} bytes: {secret.how_to_provide}"
+            )
+    return problems
+
+
+def demo_mode_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The refusal of ``TG_DEMO_MODE`` in production, if it is set."""
+    if env_flag("TG_DEMO_MODE", environ):
+        return ["TG_DEMO_MODE is enabled: demo mode is refused in production; unset TG_DEMO_MODE"]
+    return []
+
+
 def production_problems(
     environ: Mapping[str, str] | None = None,
     pqc_probe: Callable[[], str | None] = pqc_backend_problem,
 ) -> list[str]:
     """List every unmet production requirement (empty when all are met)."""
     env = os.environ if environ is None else environ
-    problems: list[str] = []
-    for secret in PRODUCTION_SECRETS + _key_requirements(env):
-        value = env.get(secret.name, "")
-        if not value:
-            problems.append(f"{secret.name} is not set: {secret.how_to_provide}")
-        elif len(value) < secret.min_length:
-            problems.append(
-                f"{secret.name} is shorter than {secret.min_length} characters: "
-                f"{secret.how_to_provide}"
-            )
+    problems = secret_problems(PRODUCTION_SECRETS + _key_requirements(env), env)
     problems.extend(shared_party_settings(env))
-    if env_flag("TG_DEMO_MODE", env):
-        problems.append(
-            "TG_DEMO_MODE is enabled: demo mode is refused in production; unset TG_DEMO_MODE"
-        )
+    problems.extend(demo_mode_problems(env))
     pqc_problem = pqc_probe()
     if pqc_problem is not None:
         problems.append(

@@ -4,7 +4,9 @@
   fingerprint of their package-recipient public key;
 * ``releases``: every package published to a fleet channel;
 * ``install_reports``: what each node reported after handling a release;
-* ``audit_log``: an append-only record of who did what to which subject.
+* ``audit_log``: an append-only record of who did what to which subject;
+* ``node_credentials``, ``request_nonces``, ``telemetry_samples``: the fleet service's
+  enrolled node keys and cohorts, used signed-request nonces, and posted telemetry.
 
 The schema is created and evolved only by the Alembic migrations in
 ``tensorguard/fleet/migrations`` (see :func:`tensorguard.fleet.db.migrate`); a test
@@ -21,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -147,3 +150,57 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(NAME_LENGTH))
     subject: Mapped[str] = mapped_column(String(256))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class NodeCredential(Base):
+    """The request-signing public key an edge node enrolled with, and its cohort."""
+
+    __tablename__ = "node_credentials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_pk: Mapped[int] = mapped_column(
+        ForeignKey("edge_nodes.id", ondelete="CASCADE"), unique=True
+    )
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_key: Mapped[str] = mapped_column(String(128))
+    cohort: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    node: Mapped[EdgeNode] = relationship()
+
+
+class RequestNonce(Base):
+    """A signed-request nonce already used by a node (replay protection)."""
+
+    __tablename__ = "request_nonces"
+    __table_args__ = (UniqueConstraint("node_pk", "nonce"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_pk: Mapped[int] = mapped_column(ForeignKey("edge_nodes.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
+
+
+class TelemetrySample(Base):
+    """One telemetry message posted by an edge node (unique per node and message id)."""
+
+    __tablename__ = "telemetry_samples"
+    __table_args__ = (
+        UniqueConstraint("node_pk", "message_id"),
+        Index("ix_telemetry_samples_node_received", "node_pk", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_pk: Mapped[int] = mapped_column(ForeignKey("edge_nodes.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
+    installed_version: Mapped[int | None] = mapped_column(Integer)
+    install_outcome: Mapped[str | None] = mapped_column(String(16))
+    inference_latency_ms: Mapped[float | None] = mapped_column(Float)
+    error_rate: Mapped[float | None] = mapped_column(Float)
+    safety_events: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_percent: Mapped[float | None] = mapped_column(Float)
+    memory_mb: Mapped[float | None] = mapped_column(Float)
+
+    node: Mapped[EdgeNode] = relationship()
