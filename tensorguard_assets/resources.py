@@ -45,14 +45,16 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             fleet=env.get("TG_FLEET", "demo"),
             channel=env.get("TG_CHANNEL", "stable"),
             registry_root=env.get("TG_REGISTRY_ROOT", os.path.join(state_dir, "registry")),
-            database_url=env.get(
-                "DATABASE_URL", f"sqlite:///{os.path.abspath(state_dir)}/tensorguard.db"
-            ),
+            development_database_url=f"sqlite:///{os.path.abspath(state_dir)}/tensorguard.db",
             recipients_dir=env.get(
                 "TG_FLEET_RECIPIENTS_DIR", os.path.join(state_dir, "fleet-recipients")
             ),
             mqtt_host=env.get("TG_MQTT_HOST", ""),
             mqtt_port=int(env.get("TG_MQTT_PORT", "1883")),
+            mqtt_username=env.get("TG_MQTT_USERNAME", ""),
+            mqtt_tls_ca_file=env.get("TG_MQTT_CA_FILE", ""),
+            mqtt_tls_cert_file=env.get("TG_MQTT_CERT_FILE", ""),
+            mqtt_tls_key_file=env.get("TG_MQTT_KEY_FILE", ""),
             release_key_name=env.get("TG_RELEASE_KEY_NAME", "release-signing"),
         ),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
@@ -9,40 +10,58 @@ from dagster import ConfigurableResource, InitResourceContext
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.fleet.db import FleetDatabase, migrate
+from tensorguard.fleet.errors import MqttConfigError
 from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
 from tensorguard.fleet.registry import LocalRegistry
+from tensorguard.gate.errors import validate_or_raise
 from tensorguard.production import is_production
 from tensorguard.tgsp.keyfiles import load_recipient_public_key
 from tensorguard_resources.failures import fail_closed
 from tensorguard_resources.runtime import TensorGuardRuntime
 
+DATABASE_URL_ENV = "DATABASE_URL"
+"""The application database URL (it carries the database password in production). It is
+read from the run's environment when needed and is never part of the resource's config."""
+
 
 class FleetResource(ConfigurableResource):
     """Where releases go and who receives them.
 
-    ``registry_root`` is the local directory registry; ``database_url`` the application
-    database (migrated when a run starts); ``mqtt_host`` empty means no broker is
-    configured, which production refuses. ``recipients_dir`` holds one
-    ``<node>.xwing.pub`` file per edge node that may open packages.
+    ``registry_root`` is the local directory registry; the application database (migrated
+    when a run starts) is ``DATABASE_URL`` from the run's environment, or
+    ``development_database_url`` (a local SQLite file) when that is unset outside
+    production. ``mqtt_host`` empty means no broker is configured, which production
+    refuses; ``mqtt_username``, ``mqtt_tls_ca_file`` and the client certificate
+    ``mqtt_tls_cert_file``/``mqtt_tls_key_file`` authenticate the pipeline to it, with the
+    password taken from ``TG_MQTT_PASSWORD`` when the run needs it. ``recipients_dir``
+    holds one ``<node>.xwing.pub`` file per edge node that may open packages.
     ``release_key_name`` names the composite signing key in the key vault that signs
     packages (rotate it by enrolling a new key and updating the nodes' trust stores).
     ``runtime`` is the nested :class:`TensorGuardRuntime`, so publication passes the
     production gates too.
+
+    No field holds a secret: Dagster shows resource config in its UI and stores it in
+    job snapshots, so secrets are read from the environment at run time only.
     """
 
     runtime: TensorGuardRuntime
     fleet: str
     channel: str
     registry_root: str
-    database_url: str
+    development_database_url: str
     recipients_dir: str
     mqtt_host: str = ""
     mqtt_port: int = 1883
+    mqtt_username: str = ""
+    mqtt_tls_ca_file: str = ""
+    mqtt_tls_cert_file: str = ""
+    mqtt_tls_key_file: str = ""
     release_key_name: str = "release-signing"
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Migrate the application database; in production require a broker."""
+        """Check the broker settings and migrate the application database; in production
+        require a broker and ``DATABASE_URL``."""
         del context  # Dagster's resource hook signature
         try:
             if is_production() and not self.mqtt_host:
@@ -50,9 +69,26 @@ class FleetResource(ConfigurableResource):
                     "TG_MQTT_HOST is not set: production releases must notify the fleet; "
                     "set TG_MQTT_HOST (and TG_MQTT_PORT) to the Mosquitto broker"
                 )
+            # Refuses inconsistent MQTT settings before any work rather than at release.
+            _ = self.mqtt
             migrate(self.database_url)
         except TensorGuardError as exc:
             raise fail_closed(exc, step="fleet") from None
+
+    @property
+    def database_url(self) -> str:
+        """The application database URL, read from ``DATABASE_URL`` now (a secret: never
+        log it; :func:`tensorguard.fleet.db.safe_url` masks the password)."""
+        url = os.environ.get(DATABASE_URL_ENV, "")
+        if url:
+            return url
+        if is_production():
+            raise ConfigurationError(
+                f"{DATABASE_URL_ENV} is not set: production keeps edge nodes, releases and "
+                f"install reports in its own database; set {DATABASE_URL_ENV} in the run's "
+                "environment, e.g. postgresql://tg:PASSWORD@db:5432/tensorguard"
+            )
+        return self.development_database_url
 
     @property
     def registry(self) -> LocalRegistry:
@@ -65,8 +101,26 @@ class FleetResource(ConfigurableResource):
 
     @property
     def mqtt(self) -> MqttSettings | None:
-        """Broker settings, or None when no broker is configured (development only)."""
-        return MqttSettings(host=self.mqtt_host, port=self.mqtt_port) if self.mqtt_host else None
+        """Broker settings with the password read from ``TG_MQTT_PASSWORD`` now, or None
+        when no broker is configured (development only)."""
+        if not self.mqtt_host:
+            return None
+        settings = validate_or_raise(
+            MqttSettings,
+            {
+                "host": self.mqtt_host,
+                "port": self.mqtt_port,
+                "username": self.mqtt_username or None,
+                "tls_ca_file": self.mqtt_tls_ca_file or None,
+                "tls_cert_file": self.mqtt_tls_cert_file or None,
+                "tls_key_file": self.mqtt_tls_key_file or None,
+            },
+            MqttConfigError,
+            "the pipeline's MQTT settings are invalid",
+            "Fix TG_MQTT_HOST, TG_MQTT_PORT, TG_MQTT_USERNAME, TG_MQTT_CA_FILE, "
+            "TG_MQTT_CERT_FILE and TG_MQTT_KEY_FILE",
+        )
+        return settings.with_password_from()
 
     def recipient_keys(self) -> dict[str, XWingPublicKey]:
         """Each enrolled node's public key, by node id (file name stem)."""

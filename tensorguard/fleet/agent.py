@@ -259,7 +259,8 @@ class EdgeAgent:
 class AgentSession(BrokerSession):
     """The agent's MQTT session: connection state, release subscriptions, reports.
 
-    On entry it connects with a retained ``CONNECTIONBROKEN`` last will, publishes
+    The MQTT password is read from ``TG_MQTT_PASSWORD`` when the session is made. On
+    entry it connects with a retained ``CONNECTIONBROKEN`` last will, publishes
     ``ONLINE`` and subscribes to the release topic of every followed channel; messages
     are queued for the caller's thread. On exit it publishes ``OFFLINE`` and disconnects.
     Reports that cannot be published (broker briefly away) are kept and retried.
@@ -270,7 +271,7 @@ class AgentSession(BrokerSession):
         config = agent.config
         self._status_topic = connection_topic(config.fleet, config.node_id)
         self._connection = MqttConnection(
-            config.mqtt,
+            config.mqtt.with_password_from(),
             f"tensorguard-agent-{config.fleet}-{config.node_id}",
             will=self._status(ConnectionState.CONNECTIONBROKEN),
             birth=lambda: self._status(ConnectionState.ONLINE),

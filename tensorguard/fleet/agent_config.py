@@ -8,7 +8,12 @@ Example ``agent.yaml``::
     state_dir: /var/lib/tensorguard-agent
     trust_store: /etc/tensorguard/trust-store.json
     recipient_key_file: /etc/tensorguard/robot-7.xwing.key   # or recipient_key_name
-    mqtt: {host: broker.plant-a.example, port: 8883, tls_ca_file: /etc/tensorguard/ca.pem}
+    mqtt: {host: broker.plant-a.example, port: 8883, username: robot-7,
+           tls_ca_file: /etc/tensorguard/ca.pem}
+
+The MQTT password is never written in the file: the agent reads it from
+``TG_MQTT_PASSWORD`` when its session starts (a file with ``mqtt.password`` is refused).
+With per-node ACLs the username is the node id (docs/FLEET.md, "Broker access").
 
 Exactly one of ``recipient_key_file`` (a ``tensorguard-key`` file, mode 0600) and
 ``recipient_key_name`` (an X-Wing key stored in the key provider selected by
@@ -28,7 +33,7 @@ from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.errors import AgentConfigError
 from tensorguard.fleet.messages import Name
-from tensorguard.fleet.mqtt import MqttSettings
+from tensorguard.fleet.mqtt import MQTT_PASSWORD_ENV, MqttSettings
 from tensorguard.gate.errors import validate_or_raise
 from tensorguard.keys.factory import key_provider_from_env
 from tensorguard.tgsp.keyfiles import load_recipient_private_key
@@ -40,7 +45,7 @@ DEFAULT_MAX_PACKAGE_BYTES = 8 * 1024**3
 class AgentConfig(BaseModel):
     """Who the node is, what it follows, where it keeps state, and whom it trusts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     node_id: Name
     fleet: Name
@@ -58,6 +63,16 @@ class AgentConfig(BaseModel):
         if len(set(channels)) != len(channels):
             raise ValueError("a channel is listed more than once")
         return channels
+
+    @field_validator("mqtt")
+    @classmethod
+    def _no_password_in_file(cls, mqtt: MqttSettings) -> MqttSettings:
+        if mqtt.password is not None:
+            raise ValueError(
+                "the MQTT password must not be written in the configuration file; remove "
+                f"mqtt.password and give the agent {MQTT_PASSWORD_ENV} in its environment"
+            )
+        return mqtt
 
     @model_validator(mode="after")
     def _one_recipient_key_source(self) -> AgentConfig:

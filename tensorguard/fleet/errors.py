@@ -39,3 +39,7 @@ class AgentError(FleetError):
 
 class AgentConfigError(AgentError, ConfigurationError):
     """The edge agent's configuration is missing or invalid."""
+
+
+class MqttConfigError(MqttError, ConfigurationError):
+    """The MQTT settings are inconsistent or name files that cannot be used."""

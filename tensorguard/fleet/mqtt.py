@@ -12,10 +12,12 @@ agent only queues what it receives).
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Self
@@ -23,32 +25,101 @@ from typing import Annotated, Any, Self
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from tensorguard.fleet.errors import MqttError
+from tensorguard.fleet.errors import MqttConfigError, MqttError
 
 LOGGER = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
 
+MQTT_PASSWORD_ENV = "TG_MQTT_PASSWORD"  # noqa: S105 - a variable name, not a credential
+"""The environment variable that carries the MQTT password (pipeline and edge agent);
+the password is never written to a configuration file or to Dagster config."""
+
+# CONNACK reason codes that mean "who you are was not accepted" (MQTT 5, 3.2.2.2).
+_CREDENTIAL_REFUSALS = frozenset({0x86, 0x87, 0x8C})
+
 
 class MqttSettings(BaseModel):
-    """Where the broker is and how to authenticate; the password never appears in repr."""
+    """Where the broker is and how to authenticate; the password never appears in repr.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``username``/``password`` authenticate against the broker's password file (the
+    password comes from :data:`MQTT_PASSWORD_ENV`, see :meth:`with_password_from`).
+    ``tls_ca_file`` turns TLS on and pins the broker's CA; ``tls_cert_file`` and
+    ``tls_key_file`` (both or neither) add a client certificate for mutual TLS. A client
+    certificate without ``tls_ca_file`` trusts the system's CA bundle for the broker.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     username: str | None = None
     password: SecretStr | None = None
     tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _consistent_credentials(self) -> MqttSettings:
+        if self.password is not None and self.username is None:
+            raise ValueError(
+                f"an MQTT password is set ({MQTT_PASSWORD_ENV}) but no username; set the "
+                "username too (TG_MQTT_USERNAME for the pipeline, mqtt.username for an agent)"
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "set both tls_cert_file and tls_key_file (the client certificate and its "
+                "private key), or neither"
+            )
+        return self
 
     @property
     def endpoint(self) -> str:
         """``host:port`` for messages."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection is encrypted (a CA file or a client certificate)."""
+        return self.tls_ca_file is not None or self.tls_cert_file is not None
+
+    def with_password_from(self, environ: Mapping[str, str] | None = None) -> MqttSettings:
+        """These settings with the password read from :data:`MQTT_PASSWORD_ENV` now.
+
+        An unset or empty variable keeps the current password. Call this when a run or an
+        agent session starts, so the password is never part of stored configuration.
+        """
+        value = (os.environ if environ is None else environ).get(MQTT_PASSWORD_ENV, "")
+        if not value:
+            return self
+        if self.username is None:
+            raise MqttConfigError(
+                f"{MQTT_PASSWORD_ENV} is set but no MQTT username is configured; set "
+                "TG_MQTT_USERNAME (pipeline) or mqtt.username (agent configuration)"
+            )
+        return self.model_copy(update={"password": SecretStr(value)})
+
+    def credential_hint(self) -> str:
+        """What to check when the broker refuses these credentials (never the password)."""
+        if self.username is None:
+            return (
+                "no MQTT username is configured and the broker refuses anonymous clients; "
+                "set TG_MQTT_USERNAME (pipeline) or mqtt.username (agent configuration) "
+                f"and {MQTT_PASSWORD_ENV}"
+            )
+        if self.password is None:
+            return (
+                f"user {self.username!r} has no password: {MQTT_PASSWORD_ENV} is not set; "
+                "set it to this user's password in the broker's password file"
+            )
+        return (
+            f"the broker rejected user {self.username!r} with the password from "
+            f"{MQTT_PASSWORD_ENV}; check both against the broker's password file and ACL"
+        )
 
 
 class BrokerMessage(BaseModel):
@@ -138,8 +209,8 @@ class MqttConnection(BrokerSession):
         if settings.username is not None:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
-        if settings.tls_ca_file is not None:
-            self._client.tls_set(ca_certs=str(settings.tls_ca_file))
+        if settings.uses_tls:
+            self._configure_tls(settings)
         if will is not None:
             self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         self._connected = threading.Event()
@@ -153,6 +224,26 @@ class MqttConnection(BrokerSession):
         self._client.on_subscribe = self._on_subscribe
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+
+    def _configure_tls(self, settings: MqttSettings) -> None:
+        files = {
+            "tls_ca_file": settings.tls_ca_file,
+            "tls_cert_file": settings.tls_cert_file,
+            "tls_key_file": settings.tls_key_file,
+        }
+        paths = {name: None if path is None else str(path) for name, path in files.items()}
+        try:
+            self._client.tls_set(
+                ca_certs=paths["tls_ca_file"],
+                certfile=paths["tls_cert_file"],
+                keyfile=paths["tls_key_file"],
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            named = ", ".join(f"{name}={path}" for name, path in paths.items() if path)
+            raise MqttConfigError(
+                f"cannot load the MQTT TLS files ({named}): {exc}; check that each file "
+                "exists, is readable and holds a PEM certificate or key"
+            ) from exc
 
     def __repr__(self) -> str:
         return f"MqttConnection(endpoint={self.settings.endpoint!r}, client_id={self.client_id!r})"
@@ -185,9 +276,13 @@ class MqttConnection(BrokerSession):
         if refusal is not None and refusal.is_failure:
             self._client.disconnect()
             self._stop_loop()
+            hint = (
+                self.settings.credential_hint()
+                if refusal.value in _CREDENTIAL_REFUSALS
+                else "check the client credentials and the broker's access rules"
+            )
             raise MqttError(
-                f"the MQTT broker at {endpoint} refused the connection: {refusal}; check the "
-                "client credentials and the broker's access rules"
+                f"the MQTT broker at {endpoint} refused the connection: {refusal}; {hint}"
             )
 
     def disconnect(self) -> None:

@@ -71,9 +71,14 @@ def postgres_round(
     env = tensorguard_env(
         tmp_path_factory.mktemp("postgres-round"), fleet=fleet, broker=mosquitto_broker
     )
-    env["DATABASE_URL"] = app_url
     overrides = {"storage": {"postgres": {"postgres_url": postgres_server.url}}}
-    with development_process_env(), instance_for_test(overrides=overrides) as instance:
+    with (
+        development_process_env(),
+        pytest.MonkeyPatch.context() as patch,
+        instance_for_test(overrides=overrides) as instance,
+    ):
+        # The fleet resource reads DATABASE_URL from the run's environment, never from config.
+        patch.setenv("DATABASE_URL", app_url)
         stages = run_full_round(
             instance,
             env,

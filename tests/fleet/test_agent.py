@@ -215,17 +215,34 @@ def test_recover_removes_interrupted_installs(kit: FleetKit, tmp_path: Path) -> 
     assert list(agent.layout.downloads.iterdir()) == []
 
 
+def test_config_file_with_an_mqtt_password_is_refused_without_showing_it(
+    kit: FleetKit, tmp_path: Path
+) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"node_id: robot-1\nfleet: {kit.fleet}\nchannels: [stable]\nstate_dir: {tmp_path}\n"
+        f"trust_store: {kit.trust_store_path}\nrecipient_key_file: {kit.node_key_path}\n"
+        "mqtt: {host: 127.0.0.1, username: robot-1, password: pw-not-shown-4711}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(AgentConfigError, match="TG_MQTT_PASSWORD") as refused:
+        load_agent_config(path)
+    shown = [str(refused.value), repr(refused.value)]
+    shown += [str(cause) for cause in (refused.value.__cause__, refused.value.__context__)]
+    assert not [text for text in shown if "pw-not-shown-4711" in text]
+
+
 def test_config_file_validation(kit: FleetKit, tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(
         f"node_id: robot-1\nfleet: {kit.fleet}\nchannels: [stable]\nstate_dir: {tmp_path}\n"
         f"trust_store: {kit.trust_store_path}\nrecipient_key_file: {kit.node_key_path}\n"
-        "mqtt: {host: 127.0.0.1, port: 1883, password: pw-not-shown}\n",
+        "mqtt: {host: 127.0.0.1, port: 1883, username: robot-1}\n",
         encoding="utf-8",
     )
     config = load_agent_config(path)
     assert config.channels == ("stable",)
-    assert "pw-not-shown" not in repr(config)
+    assert config.mqtt.username == "robot-1"
     path.write_text(path.read_text() + "colour: blue\n", encoding="utf-8")
     with pytest.raises(AgentConfigError, match="colour"):
         load_agent_config(path)
