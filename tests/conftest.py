@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.services.mosquitto import MosquittoBroker, running_mosquitto
+from tests.services.mosquitto import BrokerAccess, MosquittoBroker, running_mosquitto
 from tests.services.postgres import PostgresServer, running_postgres
 
 # Hypothesis profiles (HYPOTHESIS_PROFILE): "ci" is derandomised, so a CI failure is
@@ -46,6 +48,23 @@ def postgres_server() -> Iterator[PostgresServer]:
 def mosquitto_broker() -> Iterator[MosquittoBroker]:
     """A real Mosquitto broker on 127.0.0.1 and a free port, started once per session."""
     with running_mosquitto() as broker:
+        yield broker
+
+
+FLEET_ACL_FILE = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto.acl"
+SECURED_BROKER_USERS = ("tensorguard-pipeline", "robot-a", "robot-b")
+
+
+@pytest.fixture(scope="session")
+def secured_mosquitto_broker() -> Iterator[MosquittoBroker]:
+    """Mosquitto refusing anonymous clients: a password file with the pipeline's user and
+    nodes ``robot-a`` and ``robot-b`` (random passwords, in ``broker.access.users``) and
+    the shipped fleet ACL, deploy/mosquitto.acl. Started once per session."""
+    access = BrokerAccess(
+        users={user: secrets.token_urlsafe(24) for user in SECURED_BROKER_USERS},
+        acl_file=FLEET_ACL_FILE,
+    )
+    with running_mosquitto(access=access) as broker:
         yield broker
 
 

@@ -1,11 +1,16 @@
-"""A throw-away Mosquitto broker for the tests: temp dir, free port, loopback only."""
+"""A throw-away Mosquitto broker for the tests: temp dir, free port, loopback only.
+
+Without ``access`` it accepts anonymous clients; with a :class:`BrokerAccess` it refuses
+them and checks a password file (made with Debian's ``mosquitto_passwd``) and an ACL file.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +21,46 @@ MOSQUITTO_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
 
 
 @dataclass(frozen=True)
+class BrokerAccess:
+    """Who may connect (username -> password) and what each may do (an ACL file)."""
+
+    users: Mapping[str, str]
+    acl_file: Path
+
+
+@dataclass(frozen=True)
 class MosquittoBroker:
-    """Connection facts for a running test broker (anonymous access, loopback only)."""
+    """Connection facts for a running test broker (loopback only); ``access`` is None
+    when it accepts anonymous clients."""
 
     host: str
     port: int
     log_path: Path
+    access: BrokerAccess | None = None
 
 
-def _config(port: int, work_dir: Path) -> str:
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
+def _password_file(work_dir: Path, users: Mapping[str, str]) -> Path:
+    """A Mosquitto password file: plain ``user:password`` lines hashed in place with
+    ``mosquitto_passwd -U`` (so no password is ever on a command line)."""
+    path = work_dir / "passwords"
+    path.write_text("".join(f"{user}:{password}\n" for user, password in users.items()))
+    path.chmod(0o600)
+    tool = find_binary("mosquitto_passwd", MOSQUITTO_BIN_DIRS)
+    subprocess.run([tool, "-U", str(path)], check=True, capture_output=True, timeout=30)
+    return path
+
+
+def _config(port: int, work_dir: Path, access: BrokerAccess | None) -> str:
+    lines = [f"listener {port} 127.0.0.1"]
+    if access is None:
+        lines.append("allow_anonymous true")
+    else:
+        lines += [
+            "allow_anonymous false",
+            f"password_file {_password_file(work_dir, access.users)}",
+            f"acl_file {access.acl_file}",
+        ]
+    lines += [
         "persistence false",
         "log_dest stdout",
         "log_type error",
@@ -43,23 +76,26 @@ def _config(port: int, work_dir: Path) -> str:
 
 
 @contextmanager
-def running_mosquitto(port: int | None = None) -> Iterator[MosquittoBroker]:
+def running_mosquitto(
+    port: int | None = None, access: BrokerAccess | None = None
+) -> Iterator[MosquittoBroker]:
     """Start Mosquitto in a fresh temp dir; stop it by PID and delete the dir on exit.
 
-    ``port`` reuses a known port (to restart a broker where clients expect it).
+    ``port`` reuses a known port (to restart a broker where clients expect it);
+    ``access`` turns anonymous access off and enforces its users and ACL.
     """
     binary = find_binary("mosquitto", MOSQUITTO_BIN_DIRS)
     work_dir = Path(tempfile.mkdtemp(prefix="tg-mosquitto-"))
     port = port or free_port()
     config = work_dir / "mosquitto.conf"
-    config.write_text(_config(port, work_dir), encoding="utf-8")
+    config.write_text(_config(port, work_dir, access), encoding="utf-8")
     broker = ServiceProcess(
         name="mosquitto", argv=[binary, "-c", str(config)], log_path=work_dir / "mosquitto.log"
     )
     broker.start()
     try:
         broker.wait_until(lambda: port_is_open(port), timeout=20)
-        yield MosquittoBroker(host="127.0.0.1", port=port, log_path=broker.log_path)
+        yield MosquittoBroker(host="127.0.0.1", port=port, log_path=broker.log_path, access=access)
     finally:
         broker.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
