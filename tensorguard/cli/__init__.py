@@ -1,6 +1,7 @@
 """The ``tensorguard`` command: keys, packages and the edge agent, without Dagster.
 
-One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`); each
+One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`,
+:mod:`.serve`); each
 registers its commands and sets ``args.handler``, whose return value is the process
 exit code from the one table in :mod:`tensorguard.cli.exit_codes`. Building the
 parser imports only the standard library: each handler imports what it needs, so
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from tensorguard.cli.agent import add_agent_commands
 from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.cli.keys import add_keys_commands
+from tensorguard.cli.serve import add_serve_commands
 from tensorguard.cli.tgsp import add_tgsp_commands
 
 __all__ = ["ExitCode", "build_parser", "main"]
@@ -25,13 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every area's sub-commands."""
     parser = argparse.ArgumentParser(
         prog="tensorguard",
-        description="TensorGuard: keys, signed and encrypted TGSP packages, edge agent.",
+        description="TensorGuard: keys, signed and encrypted TGSP packages, edge agent, "
+        "fleet service.",
         epilog="Exit codes: see docs/CLI.md (tensorguard.cli.exit_codes.ExitCode).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_keys_commands(subparsers)
     add_tgsp_commands(subparsers)
     add_agent_commands(subparsers)
+    add_serve_commands(subparsers)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""``tensorguard serve`` (the fleet service under uvicorn) and ``tensorguard token``.
+
+``serve`` reads its settings from the environment (:mod:`tensorguard.service.settings`),
+optionally migrates the application database, refuses a database whose schema is not
+current, and serves until SIGINT/SIGTERM. ``token`` prints a short-lived operator,
+evaluator or auditor token signed with ``TG_SECRET_KEY``.
+
+Exit codes (:mod:`tensorguard.cli.exit_codes`): ``OK`` after a clean stop; ``CONFIG``
+when the settings are refused (production without ``TG_SECRET_KEY`` of at least 32
+bytes or ``DATABASE_URL``, ``TG_DEMO_MODE`` in production, a bad ``TG_*`` value, or
+``token`` without ``TG_SECRET_KEY``); ``ERROR`` when the database is unreachable or not
+migrated. FastAPI, uvicorn and PyJWT (the ``service`` extra) are imported by the
+handlers, not by this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tensorguard.cli.exit_codes import ExitCode, reporting_errors
+
+ROLES = ("operator", "evaluator", "auditor")
+
+
+def add_serve_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register ``serve`` and ``token``; each sets ``args.handler``."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the fleet service (HTTP API for edge nodes and operators)",
+        description="Settings come from TG_* variables and DATABASE_URL; see docs/FLEET.md.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port (8080)")
+    serve.add_argument(
+        "--database-url", default=None, help="application DB URL (overrides DATABASE_URL)"
+    )
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade the application DB schema to the newest revision before serving",
+    )
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(handler=reporting_errors("serve", _serve))
+
+    token = subparsers.add_parser(
+        "token",
+        help="print a short-lived fleet service token signed with TG_SECRET_KEY",
+        description="The token authenticates operators, evaluators and auditors to "
+        "`tensorguard serve`; it expires after --ttl seconds.",
+    )
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.add_argument("--subject", required=True, help="who holds the token, e.g. alice")
+    token.add_argument("--ttl", type=int, default=900, help="lifetime in seconds (900)")
+    token.set_defaults(handler=reporting_errors("token", _token))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    import uvicorn
+    from sqlalchemy.engine import make_url
+
+    from tensorguard.fleet.db import FleetDatabase, migrate
+    from tensorguard.fleet.errors import FleetDatabaseError
+    from tensorguard.service.app import create_app
+    from tensorguard.service.errors import ServiceError
+    from tensorguard.service.settings import load_settings
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = load_settings(database_url=args.database_url)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if args.migrate:
+        migrate(settings.database_url)
+    database = FleetDatabase(settings.database_url)
+    try:
+        database.require_current_schema()
+    except FleetDatabaseError as exc:
+        raise ServiceError(f"{exc}; or start with `tensorguard serve --migrate`") from None
+    finally:
+        database.close()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return ExitCode.OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    import os
+
+    from tensorguard.service.errors import ServiceConfigError
+    from tensorguard.service.settings import load_settings
+    from tensorguard.service.tokens import Role, issue_token
+
+    if not os.environ.get("TG_SECRET_KEY"):
+        raise ServiceConfigError(
+            "TG_SECRET_KEY is not set: a token needs the key the service verifies with; "
+            "set TG_SECRET_KEY to the service's key"
+        )
+    settings = load_settings()
+    print(issue_token(settings, args.subject, Role(args.role), lifetime_s=args.ttl))
+    return ExitCode.OK

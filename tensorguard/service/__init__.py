@@ -1,0 +1,50 @@
+"""The fleet service: ``tensorguard serve``, an authenticated HTTP API on the application DB.
+
+Public names: :func:`create_app` (the FastAPI app), :class:`ServiceSettings` and
+:func:`load_settings` (environment and production rules), :func:`issue_token` and
+:class:`Role` (operator/evaluator/auditor tokens) and :func:`sign_request` (what an edge
+node sends). Modules, one job each:
+
+* ``settings`` — ``TG_*`` settings; production refuses a missing/short ``TG_SECRET_KEY``
+  and ``TG_DEMO_MODE``;
+* ``tokens`` — HS256 JWTs through PyJWT, algorithm pinned, every registered claim checked;
+* ``request_signing`` / ``node_auth`` / ``nonces`` — Ed25519-signed node requests with a
+  DB-backed replay window;
+* ``nodes`` / ``telemetry`` — enrolment, heartbeats, idempotent telemetry ingest, windowed
+  summaries (no telemetry: an error, never a made-up value);
+* ``rate_limit`` / ``middleware`` — per-client token bucket (429) and body-size limit;
+* ``auth`` / ``routes`` / ``app`` — the FastAPI layer over the above.
+
+``request_signing`` needs only ``cryptography``; the rest needs the ``service`` extra.
+See docs/FLEET.md ("Fleet service API").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tensorguard.service.request_signing import sign_request
+
+if TYPE_CHECKING:
+    from tensorguard.service.app import create_app
+    from tensorguard.service.settings import ServiceSettings, load_settings
+    from tensorguard.service.tokens import Role, issue_token
+
+__all__ = ["Role", "ServiceSettings", "create_app", "issue_token", "load_settings", "sign_request"]
+
+_LAZY = {
+    "create_app": "tensorguard.service.app",
+    "ServiceSettings": "tensorguard.service.settings",
+    "load_settings": "tensorguard.service.settings",
+    "Role": "tensorguard.service.tokens",
+    "issue_token": "tensorguard.service.tokens",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the FastAPI/PyJWT parts only when they are asked for."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,98 @@
+"""FastAPI dependencies that authenticate and authorise every non-health route.
+
+* :func:`require_roles` — a bearer JWT (:mod:`tensorguard.service.tokens`) whose role is
+  one of the given roles; 401 without a valid token, 403 with the wrong role.
+* :func:`require_node` — a request signed by the edge node named in the path
+  (:mod:`tensorguard.service.node_auth`); 401 unless the signature, time and nonce
+  check out, 403 when a node acts for another node id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from tensorguard.service.context import ServiceContext
+from tensorguard.service.errors import AuthenticationError, PermissionDeniedError
+from tensorguard.service.node_auth import NodeCredentials
+from tensorguard.service.request_signing import (
+    NODE_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+)
+from tensorguard.service.schemas import Name
+from tensorguard.service.tokens import Principal, Role, verify_token
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="short-lived HS256 JWT (roles operator, evaluator, auditor)",
+)
+
+
+def context(request: Request) -> ServiceContext:
+    """The service context the app was created with."""
+    service: ServiceContext = request.app.state.context
+    return service
+
+
+def require_roles(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits a valid bearer token holding one of ``roles``."""
+    allowed = frozenset(roles)
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> Principal:
+        if credentials is None:
+            raise AuthenticationError("a bearer token is required (Authorization: Bearer ...)")
+        principal = verify_token(context(request).settings, credentials.credentials)
+        if principal.role not in allowed:
+            raise PermissionDeniedError(
+                f"role {principal.role.value!r} may not do this; it needs "
+                f"{' or '.join(sorted(r.value for r in allowed))}"
+            )
+        return principal
+
+    return dependency
+
+
+def _signed_path(request: Request) -> str:
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    path = bytes(raw).decode("latin-1")
+    return f"{path}?{bytes(query).decode('latin-1')}" if query else path
+
+
+def require_node() -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits only a request signed by the node in the ``node_id`` path."""
+
+    async def dependency(
+        request: Request,
+        node_id: Annotated[Name, Path(description="the edge node's id")],
+        x_tg_node: Annotated[str, Header(alias=NODE_HEADER, max_length=64)],
+        x_tg_timestamp: Annotated[str, Header(alias=TIMESTAMP_HEADER, max_length=16)],
+        x_tg_nonce: Annotated[str, Header(alias=NONCE_HEADER, max_length=64)],
+        x_tg_signature: Annotated[str, Header(alias=SIGNATURE_HEADER, max_length=128)],
+    ) -> Principal:
+        body = await request.body()
+        credentials = NodeCredentials(x_tg_node, x_tg_timestamp, x_tg_nonce, x_tg_signature)
+        authenticator = context(request).node_authenticator
+        principal = await run_in_threadpool(
+            authenticator.authenticate, request.method, _signed_path(request), body, credentials
+        )
+        if principal.subject != node_id:
+            raise PermissionDeniedError(
+                f"node {principal.subject!r} may not act for node {node_id!r}"
+            )
+        return principal
+
+    return dependency
+
+
+__all__ = ["BEARER", "AuthenticationError", "require_node", "require_roles"]

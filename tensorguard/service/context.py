@@ -1,0 +1,37 @@
+"""Everything a running fleet service shares between requests, built once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tensorguard.fleet.db import FleetDatabase
+from tensorguard.service.node_auth import NodeAuthenticator
+from tensorguard.service.nodes import NodeDirectory
+from tensorguard.service.rate_limit import TokenBucketLimiter
+from tensorguard.service.settings import ServiceSettings
+from tensorguard.service.telemetry import TelemetryStore
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """Settings, database and the stores and guards built on it."""
+
+    settings: ServiceSettings
+    database: FleetDatabase
+    nodes: NodeDirectory
+    telemetry: TelemetryStore
+    node_authenticator: NodeAuthenticator
+    limiter: TokenBucketLimiter
+
+    @classmethod
+    def create(cls, settings: ServiceSettings) -> ServiceContext:
+        """Open the database (lazily: nothing connects yet) and build the stores."""
+        database = FleetDatabase(settings.database_url)
+        return cls(
+            settings=settings,
+            database=database,
+            nodes=NodeDirectory(database),
+            telemetry=TelemetryStore(database, settings.telemetry_window_s),
+            node_authenticator=NodeAuthenticator(database, settings.signature_window_s),
+            limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        )

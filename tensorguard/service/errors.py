@@ -1,0 +1,36 @@
+"""Exception types of the fleet service (:mod:`tensorguard.service`)."""
+
+from __future__ import annotations
+
+from tensorguard.errors import ConfigurationError, TensorGuardError
+
+
+class ServiceError(TensorGuardError):
+    """Root of every deliberate failure in the fleet service."""
+
+
+class ServiceConfigError(ServiceError, ConfigurationError):
+    """The service's settings are missing, invalid or refused (production rules)."""
+
+
+class AuthenticationError(ServiceError):
+    """A request's credentials are missing, malformed, expired, replayed or do not verify.
+
+    The message says what was wrong with the credentials, never their value.
+    """
+
+
+class PermissionDeniedError(ServiceError):
+    """Authenticated, but the role or node identity does not allow this request."""
+
+
+class UnknownNodeError(ServiceError):
+    """No edge node with that id is enrolled with the service."""
+
+
+class NodeAlreadyEnrolledError(ServiceError):
+    """The node id is already enrolled; enrolment never replaces a key silently."""
+
+
+class NoTelemetryError(ServiceError):
+    """No real telemetry arrived in the window, so there is nothing to report."""

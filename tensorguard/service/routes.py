@@ -1,0 +1,145 @@
+"""The fleet API routes: node enrolment, heartbeats, telemetry ingest and reads."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from tensorguard.service.auth import context, require_node, require_roles
+from tensorguard.service.nodes import NodeView
+from tensorguard.service.schemas import (
+    EnrolmentRequest,
+    ErrorBody,
+    HeartbeatRequest,
+    IngestBody,
+    Name,
+    NodeBody,
+    TelemetryRequest,
+    TelemetrySummaryBody,
+)
+from tensorguard.service.telemetry import TelemetryReading, TelemetrySummary
+from tensorguard.service.tokens import Principal, Role
+
+router = APIRouter(prefix="/v1")
+
+OperatorOnly = Annotated[Principal, Depends(require_roles(Role.OPERATOR))]
+Reader = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.AUDITOR))]
+SignedNode = Annotated[Principal, Depends(require_node())]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    reasons = {
+        401: "credentials missing, malformed, expired, replayed or not verifying",
+        403: "authenticated but not allowed",
+        404: "no such enrolled node or cohort",
+        409: "the node is already enrolled",
+        503: "no telemetry arrived in the window, or the database is unavailable",
+    }
+    return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
+
+
+def _node_body(view: NodeView) -> NodeBody:
+    return NodeBody(**vars(view))
+
+
+def _summary_body(summary: TelemetrySummary) -> TelemetrySummaryBody:
+    return TelemetrySummaryBody.model_validate(vars(summary))
+
+
+@router.post(
+    "/nodes",
+    status_code=201,
+    response_model=NodeBody,
+    responses=_errors(401, 403, 409, 503),
+    summary="Enrol an edge node's request-signing key (operator)",
+)
+def enrol_node(request: Request, body: EnrolmentRequest, principal: OperatorOnly) -> NodeBody:
+    """Register the node (if new) with its Ed25519 public key and cohort."""
+    view = context(request).nodes.enrol(
+        body.node_id,
+        body.fleet,
+        body.channel,
+        body.cohort,
+        body.public_key,
+        actor=principal.actor,
+    )
+    return _node_body(view)
+
+
+@router.get(
+    "/nodes/{node_id}",
+    response_model=NodeBody,
+    responses=_errors(401, 403, 404, 503),
+    summary="An enrolled node and when it was last seen (operator, auditor)",
+)
+def get_node(request: Request, node_id: Name, principal: Reader) -> NodeBody:
+    """The node's enrolment, ``last_seen_at`` and installed version."""
+    del principal  # authorisation only
+    return _node_body(context(request).nodes.get(node_id))
+
+
+@router.post(
+    "/nodes/{node_id}/heartbeat",
+    response_model=NodeBody,
+    responses=_errors(401, 403, 503),
+    summary="A node reports that it is alive (signed by the node)",
+)
+async def heartbeat(
+    request: Request, node_id: Name, body: HeartbeatRequest, principal: SignedNode
+) -> NodeBody:
+    """Update the node's ``last_seen_at`` (and installed version)."""
+    del principal  # the dependency checked that the signer is node_id
+    nodes = context(request).nodes
+    view = await run_in_threadpool(nodes.heartbeat, node_id, body.installed_version)
+    return _node_body(view)
+
+
+@router.post(
+    "/nodes/{node_id}/telemetry",
+    status_code=201,
+    response_model=IngestBody,
+    responses=_errors(401, 403, 503)
+    | {200: {"model": IngestBody, "description": "a retry: already stored"}},
+    summary="A node posts telemetry (signed by the node; idempotent per message_id)",
+)
+async def post_telemetry(
+    request: Request,
+    response: Response,
+    node_id: Name,
+    body: TelemetryRequest,
+    principal: SignedNode,
+) -> IngestBody:
+    """Store the message once; a retried message id answers 200 and is not stored again."""
+    del principal
+    reading = TelemetryReading(**body.model_dump())
+    store = context(request).telemetry
+    stored = await run_in_threadpool(store.ingest, node_id, reading)
+    if not stored:
+        response.status_code = 200
+    return IngestBody(message_id=body.message_id, stored=stored, duplicate=not stored)
+
+
+@router.get(
+    "/nodes/{node_id}/telemetry",
+    response_model=TelemetrySummaryBody,
+    responses=_errors(401, 403, 404, 503),
+    summary="The node's telemetry in the window; 503 when none arrived (operator, auditor)",
+)
+def node_telemetry(request: Request, node_id: Name, principal: Reader) -> TelemetrySummaryBody:
+    """Aggregates over the node's real telemetry; never a made-up value."""
+    del principal
+    return _summary_body(context(request).telemetry.node_summary(node_id))
+
+
+@router.get(
+    "/cohorts/{cohort}/telemetry",
+    response_model=TelemetrySummaryBody,
+    responses=_errors(401, 403, 404, 503),
+    summary="The cohort's telemetry in the window; 503 when none arrived (operator, auditor)",
+)
+def cohort_telemetry(request: Request, cohort: Name, principal: Reader) -> TelemetrySummaryBody:
+    """Aggregates over the cohort's real telemetry; never a made-up value."""
+    del principal
+    return _summary_body(context(request).telemetry.cohort_summary(cohort))

@@ -1,0 +1,102 @@
+"""Request and response bodies of the fleet service API (pydantic, strict, documented)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from tensorguard.fleet.names import NAME_PATTERN
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN.pattern, max_length=64)]
+MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+PublicKeyHex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    """Why a request was refused (never contains credentials)."""
+
+    detail: str
+
+
+class HealthBody(BaseModel):
+    """Liveness or readiness."""
+
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+class EnrolmentRequest(_Strict):
+    """An operator enrols an edge node: its request-signing public key and cohort."""
+
+    node_id: Name
+    fleet: Name
+    channel: Name
+    cohort: Name
+    public_key: PublicKeyHex = Field(description="raw Ed25519 public key, 64 hex characters")
+
+
+class NodeBody(BaseModel):
+    """An enrolled edge node."""
+
+    node_id: str
+    fleet: str
+    channel: str
+    cohort: str
+    public_key: str
+    enrolled_at: datetime
+    last_seen_at: datetime | None
+    installed_version: int | None
+
+
+class HeartbeatRequest(_Strict):
+    """A node says it is alive, and what it runs."""
+
+    installed_version: Version | None = None
+
+
+class TelemetryRequest(_Strict):
+    """One telemetry message from a node; ``message_id`` makes retries idempotent."""
+
+    message_id: MessageId
+    sent_at: AwareDatetime
+    installed_version: Version | None = None
+    install_outcome: Literal["installed", "rejected", "failed"] | None = None
+    inference_latency_ms: Annotated[float, Field(ge=0, le=3_600_000)] | None = None
+    error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    safety_events: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    cpu_percent: Annotated[float, Field(ge=0, le=100_000)] | None = None
+    memory_mb: Annotated[float, Field(ge=0, le=1e9)] | None = None
+
+
+class IngestBody(BaseModel):
+    """Whether a telemetry message was stored now or had been stored before."""
+
+    message_id: str
+    stored: bool
+    duplicate: bool
+
+
+class TelemetrySummaryBody(BaseModel):
+    """Aggregates over the real telemetry that arrived in the window."""
+
+    scope: Literal["node", "cohort"]
+    name: str
+    window_s: int
+    since: datetime
+    samples: int
+    nodes_reporting: int
+    nodes_enrolled: int
+    last_received_at: datetime
+    mean_inference_latency_ms: float | None
+    max_inference_latency_ms: float | None
+    mean_error_rate: float | None
+    max_error_rate: float | None
+    safety_events: int
+    install_failures: int
