@@ -1,0 +1,1 @@
+"""Tests of the fleet service against a real ``tensorguard serve`` on loopback."""
