@@ -211,3 +211,12 @@ def test_the_agent_takes_its_password_from_the_environment(
         assert pipeline is not None
         state = first_message(pipeline, connection_topic(kit.fleet, "robot-a"))
     assert ConnectionMessage.from_payload(state).state is ConnectionState.ONLINE
+
+
+def test_an_unreadable_tls_file_names_the_setting(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    settings = MqttSettings(username="robot-a", tls_ca_file=missing)
+    with pytest.raises(MqttConfigError, match=f"tls_ca_file={missing}"):
+        MqttConnection(settings, "tls-probe")
+    with pytest.raises(ValueError, match="both tls_cert_file and tls_key_file"):
+        MqttSettings(tls_cert_file=tmp_path / "client.pem")
