@@ -1,0 +1,127 @@
+"""``tensorguard serve`` and ``tensorguard token`` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tensorguard.cli.exit_codes import ExitCode
+from tests.service.fleet_server import (
+    REPO_ROOT,
+    SECRET,
+    FleetServer,
+    child_env,
+    running_fleet_server,
+)
+
+LIGHT_ONLY = ("fastapi", "uvicorn", "jwt", "starlette", "sqlalchemy", "alembic")
+
+
+def _tensorguard(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tensorguard", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=child_env(env),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``serve`` on an unmigrated database: it never gets as far as listening."""
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    return _tensorguard("serve", "--port", "1", "--database-url", url, env=env)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "TG_SECRET_KEY is not set"),
+        ({"TG_SECRET_KEY": "x" * 31}, "TG_SECRET_KEY is shorter than 32 bytes"),
+        ({"TG_SECRET_KEY": "é" * 15}, "TG_SECRET_KEY is shorter than 32 bytes"),  # 30 bytes
+        ({"TG_SECRET_KEY": SECRET, "TG_DEMO_MODE": "true"}, "TG_DEMO_MODE is enabled"),
+    ],
+    ids=["no-secret", "short-secret", "short-in-bytes", "demo-mode"],
+)
+def test_production_start_is_refused(tmp_path: Path, env: dict[str, str], expected: str) -> None:
+    result = _serve(tmp_path, {"TG_ENVIRONMENT": "production", **env})
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    assert "production" in result.stderr
+    assert expected in result.stderr
+    secret = env.get("TG_SECRET_KEY")
+    if secret:
+        assert secret not in result.stderr + result.stdout
+    assert not (tmp_path / "fleet.db").exists()  # refused before touching the database
+
+
+def test_production_with_its_requirements_gets_past_the_gate(tmp_path: Path) -> None:
+    result = _serve(tmp_path, {"TG_ENVIRONMENT": "production", "TG_SECRET_KEY": SECRET})
+    # The settings pass; the unmigrated database is the next refusal (exit 1, not 3).
+    assert result.returncode == ExitCode.ERROR, result.stderr
+    assert "--migrate" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_development_generates_a_secret_and_says_so(tmp_path: Path) -> None:
+    result = _serve(tmp_path, {})
+    assert "development only" in result.stderr
+    assert result.returncode == ExitCode.ERROR  # unmigrated database
+    assert "not migrated" in result.stderr or "schema revision" in result.stderr
+
+
+def test_help_imports_no_service_dependency() -> None:
+    script = (
+        "import sys\n"
+        "from tensorguard.cli import build_parser\n"
+        "build_parser().parse_args(['serve', '--port', '9000'])\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    loaded = {name.split(".")[0] for name in result.stdout.split()}
+    assert loaded & set(LIGHT_ONLY) == set()
+
+
+def test_token_command_issues_a_token_the_server_accepts(fleet_server: FleetServer) -> None:
+    result = _tensorguard(
+        "token", "--role", "auditor", "--subject", "audrey", env={"TG_SECRET_KEY": SECRET}
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    token = result.stdout.strip()
+    response = fleet_server.get("/v1/cohorts/none-here/telemetry", token=token)
+    assert response.status_code == 404  # authenticated and authorised; the cohort is unknown
+
+
+def test_token_command_needs_the_secret() -> None:
+    result = _tensorguard("token", "--role", "operator", "--subject", "alice", env={})
+    assert result.returncode == ExitCode.CONFIG
+    assert "TG_SECRET_KEY is not set" in result.stderr
+
+
+def test_secret_never_leaves_the_server(fleet_server: FleetServer) -> None:
+    # Make the server log a refused token and a database-backed request first.
+    fleet_server.get("/v1/nodes/x", token="not-a-token")
+    fleet_server.get("/v1/nodes/x", token=fleet_server.token())
+    openapi = fleet_server.get("/openapi.json").text
+    assert SECRET not in openapi
+    assert "secret" not in openapi.lower()
+    assert SECRET not in fleet_server.log()
+
+
+def test_readyz_reports_a_database_that_is_gone(tmp_path: Path) -> None:
+    with running_fleet_server(tmp_path) as server:
+        assert server.get("/readyz").status_code == 200
+        (tmp_path / "fleet.db").unlink()
+        response = requests.get(server.url + "/readyz", timeout=10)
+        assert response.status_code == 503
+        assert response.json()["status"] == "unavailable"
+        assert server.get("/healthz").status_code == 200
