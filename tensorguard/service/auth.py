@@ -28,6 +28,7 @@ from tensorguard.service.request_signing import (
 from tensorguard.service.schemas import Name
 from tensorguard.service.tokens import Principal, Role, verify_token
 
+NODE_SIGNATURE_HEADERS = ", ".join((NODE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER))
 BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="OperatorToken",
@@ -75,11 +76,18 @@ def require_node() -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
         node_id: Annotated[Name, Path(description="the edge node's id")],
-        x_tg_node: Annotated[str, Header(alias=NODE_HEADER, max_length=64)],
-        x_tg_timestamp: Annotated[str, Header(alias=TIMESTAMP_HEADER, max_length=16)],
-        x_tg_nonce: Annotated[str, Header(alias=NONCE_HEADER, max_length=64)],
-        x_tg_signature: Annotated[str, Header(alias=SIGNATURE_HEADER, max_length=128)],
+        x_tg_node: Annotated[str | None, Header(alias=NODE_HEADER)] = None,
+        x_tg_timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
+        x_tg_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
+        x_tg_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
     ) -> Principal:
+        if (
+            x_tg_node is None
+            or x_tg_timestamp is None
+            or x_tg_nonce is None
+            or x_tg_signature is None
+        ):
+            raise AuthenticationError(f"a signed request needs {NODE_SIGNATURE_HEADERS}")
         body = await request.body()
         credentials = NodeCredentials(x_tg_node, x_tg_timestamp, x_tg_nonce, x_tg_signature)
         authenticator = context(request).node_authenticator

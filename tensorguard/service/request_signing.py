@@ -138,6 +138,8 @@ def check_freshness(timestamp: int, window_s: int, now: float | None = None) -> 
 
 def verify_signature(public_key: Ed25519PublicKey, request: SignedRequest, signature: str) -> None:
     """Raise :class:`AuthenticationError` unless ``signature`` is the node's over ``request``."""
+    if len(signature) > 128:
+        raise AuthenticationError(f"{SIGNATURE_HEADER} is too long")
     try:
         raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
     except (binascii.Error, ValueError):

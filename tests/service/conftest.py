@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -37,9 +36,3 @@ def node(fleet_server: FleetServer) -> EdgeNode:
 def other_node(fleet_server: FleetServer) -> EdgeNode:
     """A second enrolled node (for cross-node attacks)."""
     return enrol(fleet_server, EdgeNode.new())
-
-
-@pytest.fixture(scope="session")
-def server_root(fleet_server: FleetServer) -> Path:
-    """Where the shared server keeps its log and database."""
-    return fleet_server.process.log_path.parent
