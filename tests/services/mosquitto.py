@@ -29,6 +29,16 @@ class BrokerAccess:
 
 
 @dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener that requires a client certificate signed by ``ca_file``; the
+    certificate's common name is the username (``use_identity_as_username``)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class MosquittoBroker:
     """Connection facts for a running test broker (loopback only); ``access`` is None
     when it accepts anonymous clients."""
@@ -50,16 +60,22 @@ def _password_file(work_dir: Path, users: Mapping[str, str]) -> Path:
     return path
 
 
-def _config(port: int, work_dir: Path, access: BrokerAccess | None) -> str:
+def _config(port: int, work_dir: Path, access: BrokerAccess | None, tls: BrokerTls | None) -> str:
     lines = [f"listener {port} 127.0.0.1"]
+    if tls is not None:
+        lines += [
+            f"cafile {tls.ca_file}",
+            f"certfile {tls.cert_file}",
+            f"keyfile {tls.key_file}",
+            "require_certificate true",
+            "use_identity_as_username true",
+        ]
     if access is None:
         lines.append("allow_anonymous true")
     else:
-        lines += [
-            "allow_anonymous false",
-            f"password_file {_password_file(work_dir, access.users)}",
-            f"acl_file {access.acl_file}",
-        ]
+        lines += ["allow_anonymous false", f"acl_file {access.acl_file}"]
+        if access.users:  # none: client certificates are the only identities
+            lines.append(f"password_file {_password_file(work_dir, access.users)}")
     lines += [
         "persistence false",
         "log_dest stdout",
@@ -77,18 +93,19 @@ def _config(port: int, work_dir: Path, access: BrokerAccess | None) -> str:
 
 @contextmanager
 def running_mosquitto(
-    port: int | None = None, access: BrokerAccess | None = None
+    port: int | None = None, access: BrokerAccess | None = None, tls: BrokerTls | None = None
 ) -> Iterator[MosquittoBroker]:
     """Start Mosquitto in a fresh temp dir; stop it by PID and delete the dir on exit.
 
     ``port`` reuses a known port (to restart a broker where clients expect it);
-    ``access`` turns anonymous access off and enforces its users and ACL.
+    ``access`` turns anonymous access off and enforces its users and ACL; ``tls`` makes
+    the listener TLS-only with client certificates.
     """
     binary = find_binary("mosquitto", MOSQUITTO_BIN_DIRS)
     work_dir = Path(tempfile.mkdtemp(prefix="tg-mosquitto-"))
     port = port or free_port()
     config = work_dir / "mosquitto.conf"
-    config.write_text(_config(port, work_dir, access), encoding="utf-8")
+    config.write_text(_config(port, work_dir, access, tls), encoding="utf-8")
     broker = ServiceProcess(
         name="mosquitto", argv=[binary, "-c", str(config)], log_path=work_dir / "mosquitto.log"
     )
