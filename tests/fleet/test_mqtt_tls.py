@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tensorguard.fleet.errors import MqttError
-from tensorguard.fleet.mqtt import MqttConnection
+from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
 from tensorguard.fleet.notify import announce_release
 from tensorguard.fleet.topics import install_report_topic
 from tensorguard_assets.resources import build_resources
@@ -48,19 +48,26 @@ def tls_fleet(broker: MosquittoBroker, tmp_path: Path, **env: str) -> FleetResou
     return fleet
 
 
-def test_the_pipeline_announces_with_its_client_certificate(
-    tls_broker: MosquittoBroker, authority: CertificateAuthority, tmp_path: Path
-) -> None:
-    client = authority.issue("tensorguard-pipeline")
-    fleet = tls_fleet(
-        tls_broker,
+def certified_settings(
+    broker: MosquittoBroker, authority: CertificateAuthority, tmp_path: Path, identity: str
+) -> MqttSettings:
+    """The fleet resource's broker settings with a client certificate for ``identity``."""
+    client = authority.issue(identity)
+    settings = tls_fleet(
+        broker,
         tmp_path,
         TG_MQTT_CA_FILE=str(authority.ca.cert_file),
         TG_MQTT_CERT_FILE=str(client.cert_file),
         TG_MQTT_KEY_FILE=str(client.key_file),
-    )
-    settings = fleet.mqtt
+    ).mqtt
     assert settings is not None
+    return settings
+
+
+def test_the_pipeline_announces_with_its_client_certificate(
+    tls_broker: MosquittoBroker, authority: CertificateAuthority, tmp_path: Path
+) -> None:
+    settings = certified_settings(tls_broker, authority, tmp_path, "tensorguard-pipeline")
     assert settings.uses_tls
     sent = announcement(unique_fleet())
     assert announce_release(settings, sent).endswith("/release")
@@ -79,16 +86,7 @@ def test_without_a_client_certificate_the_connection_fails(
 def test_the_certificate_name_is_the_identity_the_acl_checks(
     tls_broker: MosquittoBroker, authority: CertificateAuthority, tmp_path: Path
 ) -> None:
-    node = authority.issue("robot-a")
-    fleet = tls_fleet(
-        tls_broker,
-        tmp_path,
-        TG_MQTT_CA_FILE=str(authority.ca.cert_file),
-        TG_MQTT_CERT_FILE=str(node.cert_file),
-        TG_MQTT_KEY_FILE=str(node.key_file),
-    )
-    settings = fleet.mqtt
-    assert settings is not None
+    settings = certified_settings(tls_broker, authority, tmp_path, "robot-a")
     fleet_name = unique_fleet()
     with MqttConnection(settings, "robot-a-tls") as connection:
         connection.publish(install_report_topic(fleet_name, "stable", "robot-a"), b"{}")
