@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,8 @@ def test_production_with_its_requirements_gets_past_the_gate(tmp_path: Path) -> 
 def test_development_generates_a_secret_and_says_so(tmp_path: Path) -> None:
     result = _serve(tmp_path, {})
     assert "development only" in result.stderr
+    # The generated key (48 random bytes, base64url: 64 characters) is never printed.
+    assert re.search(r"[A-Za-z0-9_-]{64}", result.stderr + result.stdout) is None
     assert result.returncode == ExitCode.ERROR  # unmigrated database
     assert "not migrated" in result.stderr or "schema revision" in result.stderr
 
