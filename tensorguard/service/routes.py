@@ -15,9 +15,7 @@ from tensorguard.service.schemas import (
     HeartbeatRequest,
     IngestBody,
     Name,
-    NodeBody,
     TelemetryRequest,
-    TelemetrySummaryBody,
 )
 from tensorguard.service.telemetry import TelemetryReading, TelemetrySummary
 from tensorguard.service.tokens import Principal, Role
@@ -40,24 +38,16 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
 
 
-def _node_body(view: NodeView) -> NodeBody:
-    return NodeBody(**vars(view))
-
-
-def _summary_body(summary: TelemetrySummary) -> TelemetrySummaryBody:
-    return TelemetrySummaryBody.model_validate(vars(summary))
-
-
 @router.post(
     "/nodes",
     status_code=201,
-    response_model=NodeBody,
+    response_model=NodeView,
     responses=_errors(401, 403, 409, 503),
     summary="Enrol an edge node's request-signing key (operator)",
 )
-def enrol_node(request: Request, body: EnrolmentRequest, principal: OperatorOnly) -> NodeBody:
+def enrol_node(request: Request, body: EnrolmentRequest, principal: OperatorOnly) -> NodeView:
     """Register the node (if new) with its Ed25519 public key and cohort."""
-    view = context(request).nodes.enrol(
+    return context(request).nodes.enrol(
         body.node_id,
         body.fleet,
         body.channel,
@@ -65,35 +55,33 @@ def enrol_node(request: Request, body: EnrolmentRequest, principal: OperatorOnly
         body.public_key,
         actor=principal.actor,
     )
-    return _node_body(view)
 
 
 @router.get(
     "/nodes/{node_id}",
-    response_model=NodeBody,
+    response_model=NodeView,
     responses=_errors(401, 403, 404, 503),
     summary="An enrolled node and when it was last seen (operator, auditor)",
 )
-def get_node(request: Request, node_id: Name, principal: Reader) -> NodeBody:
+def get_node(request: Request, node_id: Name, principal: Reader) -> NodeView:
     """The node's enrolment, ``last_seen_at`` and installed version."""
     del principal  # authorisation only
-    return _node_body(context(request).nodes.get(node_id))
+    return context(request).nodes.get(node_id)
 
 
 @router.post(
     "/nodes/{node_id}/heartbeat",
-    response_model=NodeBody,
+    response_model=NodeView,
     responses=_errors(401, 403, 503),
     summary="A node reports that it is alive (signed by the node)",
 )
 async def heartbeat(
     request: Request, node_id: Name, body: HeartbeatRequest, principal: SignedNode
-) -> NodeBody:
+) -> NodeView:
     """Update the node's ``last_seen_at`` (and installed version)."""
     del principal  # the dependency checked that the signer is node_id
     nodes = context(request).nodes
-    view = await run_in_threadpool(nodes.heartbeat, node_id, body.installed_version)
-    return _node_body(view)
+    return await run_in_threadpool(nodes.heartbeat, node_id, body.installed_version)
 
 
 @router.post(
@@ -123,23 +111,23 @@ async def post_telemetry(
 
 @router.get(
     "/nodes/{node_id}/telemetry",
-    response_model=TelemetrySummaryBody,
+    response_model=TelemetrySummary,
     responses=_errors(401, 403, 404, 503),
     summary="The node's telemetry in the window; 503 when none arrived (operator, auditor)",
 )
-def node_telemetry(request: Request, node_id: Name, principal: Reader) -> TelemetrySummaryBody:
+def node_telemetry(request: Request, node_id: Name, principal: Reader) -> TelemetrySummary:
     """Aggregates over the node's real telemetry; never a made-up value."""
     del principal
-    return _summary_body(context(request).telemetry.node_summary(node_id))
+    return context(request).telemetry.node_summary(node_id)
 
 
 @router.get(
     "/cohorts/{cohort}/telemetry",
-    response_model=TelemetrySummaryBody,
+    response_model=TelemetrySummary,
     responses=_errors(401, 403, 404, 503),
     summary="The cohort's telemetry in the window; 503 when none arrived (operator, auditor)",
 )
-def cohort_telemetry(request: Request, cohort: Name, principal: Reader) -> TelemetrySummaryBody:
+def cohort_telemetry(request: Request, cohort: Name, principal: Reader) -> TelemetrySummary:
     """Aggregates over the cohort's real telemetry; never a made-up value."""
     del principal
-    return _summary_body(context(request).telemetry.cohort_summary(cohort))
+    return context(request).telemetry.cohort_summary(cohort)

@@ -1,8 +1,12 @@
-"""Request and response bodies of the fleet service API (pydantic, strict, documented)."""
+"""Request bodies of the fleet service API (pydantic, strict) and its small responses.
+
+Nodes and telemetry summaries are answered with the core's own dataclasses
+(:class:`~tensorguard.service.nodes.NodeView`,
+:class:`~tensorguard.service.telemetry.TelemetrySummary`), so each shape is written once.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -42,19 +46,6 @@ class EnrolmentRequest(_Strict):
     public_key: PublicKeyHex = Field(description="raw Ed25519 public key, 64 hex characters")
 
 
-class NodeBody(BaseModel):
-    """An enrolled edge node."""
-
-    node_id: str
-    fleet: str
-    channel: str
-    cohort: str
-    public_key: str
-    enrolled_at: datetime
-    last_seen_at: datetime | None
-    installed_version: int | None
-
-
 class HeartbeatRequest(_Strict):
     """A node says it is alive, and what it runs."""
 
@@ -81,22 +72,3 @@ class IngestBody(BaseModel):
     message_id: str
     stored: bool
     duplicate: bool
-
-
-class TelemetrySummaryBody(BaseModel):
-    """Aggregates over the real telemetry that arrived in the window."""
-
-    scope: Literal["node", "cohort"]
-    name: str
-    window_s: int
-    since: datetime
-    samples: int
-    nodes_reporting: int
-    nodes_enrolled: int
-    last_received_at: datetime
-    mean_inference_latency_ms: float | None
-    max_inference_latency_ms: float | None
-    mean_error_rate: float | None
-    max_error_rate: float | None
-    safety_events: int
-    install_failures: int

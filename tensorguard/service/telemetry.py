@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -39,7 +40,7 @@ class TelemetryReading:
 class TelemetrySummary:
     """Aggregates over the samples that arrived in the window (all real, none made up)."""
 
-    scope: str
+    scope: Literal["node", "cohort"]
     name: str
     window_s: int
     since: datetime
@@ -118,7 +119,7 @@ class TelemetryStore:
     def _summarise(
         self,
         session: Session,
-        scope_kind: str,
+        scope_kind: Literal["node", "cohort"],
         name: str,
         scope: Select[tuple[TelemetrySample]],
         *,

@@ -32,6 +32,7 @@ HEAVY_MODULES = (
     "tensorguard.keys",
     "tensorguard.fleet",
     "tensorguard.crypto",
+    "tensorguard.service",
 )
 HELP_COMMANDS = (
     (),
@@ -45,12 +46,14 @@ HELP_COMMANDS = (
     ("tgsp", "open"),
     ("agent",),
     ("agent", "run"),
+    ("serve",),
+    ("token",),
 )
 
 
 def test_every_area_is_registered() -> None:
     help_text = build_parser().format_help()
-    for area in ("keys", "tgsp", "agent"):
+    for area in ("keys", "tgsp", "agent", "serve", "token"):
         assert area in help_text
 
 
