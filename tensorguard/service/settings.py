@@ -7,7 +7,7 @@ variable                        meaning (default)
 ``TG_SECRET_KEY``               HS256 key of operator/evaluator/auditor tokens; production
                                 requires at least 32 bytes. Unset in development: a random
                                 key is generated for the process (logged as such).
-``DATABASE_URL``                application DB (``sqlite:///.tensorguard/fleet.db``);
+``DATABASE_URL``                application DB (``sqlite:///.tensorguard/tensorguard.db``);
                                 required in production
 ``TG_DEMO_MODE``                refused in production
 ``TG_TOKEN_ISSUER``             expected ``iss`` (``tensorguard``)
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from tensorguard.fleet.db import DEFAULT_DATABASE_FILE, sqlite_url
+from tensorguard.fleet.db import sqlite_url
 from tensorguard.production import (
     MIN_SECRET_LENGTH,
     Environment,
@@ -42,7 +42,8 @@ from tensorguard.production import (
 from tensorguard.service.errors import ServiceConfigError
 
 LOG = logging.getLogger(__name__)
-DEFAULT_STATE_DIR = Path(".tensorguard")
+# The same application DB the pipeline records releases in (README: DATABASE_URL).
+DEFAULT_DATABASE = Path(".tensorguard") / "tensorguard.db"
 
 
 class ServiceSettings(BaseModel):
@@ -124,7 +125,7 @@ def load_settings(
             "TG_SECRET_KEY is shorter than %d bytes: accepted in development only",
             MIN_SECRET_LENGTH,
         )
-    url = env.get("DATABASE_URL") or sqlite_url(DEFAULT_STATE_DIR / DEFAULT_DATABASE_FILE)
+    url = env.get("DATABASE_URL") or sqlite_url(DEFAULT_DATABASE)
     try:
         return ServiceSettings(
             environment=environment,
