@@ -29,7 +29,14 @@ from tensorguard.federation.round_progress import (
     round_progress,
     training_attempt,
 )
-from tensorguard_assets.jobs import round_open_job, round_release_job, site_training_job
+from tensorguard_assets.jobs import (
+    aggregation_job,
+    decryption_job,
+    reveal_job,
+    round_open_job,
+    round_release_job,
+    site_training_job,
+)
 from tensorguard_assets.lineage import latest_materialization_record, recorded_metadata
 from tensorguard_assets.partitions import (
     ROUND_CADENCE,
@@ -151,33 +158,79 @@ def _training_requests(
     return requests
 
 
+def _open_rounds(instance: DagsterInstance) -> list[str]:
+    """The newest rounds whose spec is materialised (at most ``RECENT_ROUNDS``)."""
+    return sorted(_materialized_partitions(instance, "round_spec"))[-RECENT_ROUNDS:]
+
+
+def follow_on_requests(
+    instance: DagsterInstance, *, after: str, builds: str, job_name: str
+) -> list[RunRequest]:
+    """One run request of ``job_name`` per open round where asset ``after`` is
+    materialised and ``builds`` is not (the run key makes each launch happen once)."""
+    done = _materialized_partitions(instance, after)
+    built = _materialized_partitions(instance, builds)
+    return [
+        RunRequest(run_key=f"{job_name}:{round_key}", job_name=job_name, partition_key=round_key)
+        for round_key in _open_rounds(instance)
+        if round_key in done and round_key not in built
+    ]
+
+
 @sensor(
-    jobs=[site_training_job, round_release_job],
+    jobs=[site_training_job, reveal_job, round_release_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.STOPPED,
     description=(
-        "Drives open rounds forward: launches (and retries, up to 3 attempts) the training "
-        "of every registered site that has no update yet, and the round's release once "
-        "every site has one or, at the round's deadline, with the sites that made it."
+        "Drives the sites' and the publisher's stages of open rounds: launches (and "
+        "retries, up to 3 attempts) the training of every registered site that has no "
+        "update yet, the sites' seed reveals once the aggregator has summed the round, and "
+        "the release once the custodian has decrypted it."
     ),
 )
 def round_progress_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
-    """Run requests for the next stage of every open round (run keys prevent repeats)."""
+    """Run requests for the next site or publisher stage of every open round."""
     instance = context.instance
-    open_rounds = sorted(_materialized_partitions(instance, "round_spec"))[-RECENT_ROUNDS:]
+    open_rounds = _open_rounds(instance)
     if not open_rounds:
         return SkipReason("no round is open yet (round_open_schedule opens them)")
+    site_ids = sorted(instance.get_dynamic_partitions(SITES_PARTITION_NAME))
+    updated = _materialized_partitions(instance, "site_update")
+    requests: list[RunRequest] = []
+    for round_key in open_rounds:
+        pending = [s for s in site_ids if str(round_site_key(round_key, s)) not in updated]
+        requests.extend(_training_requests(context, round_key, pending))
+    requests += follow_on_requests(
+        instance, after="aggregated_update", builds="seed_reveals", job_name=reveal_job.name
+    )
+    requests += follow_on_requests(
+        instance, after="global_adapter", builds="release", job_name=round_release_job.name
+    )
+    return requests or SkipReason("every open round is complete or waiting on running stages")
+
+
+@sensor(
+    jobs=[aggregation_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=(
+        "The aggregator's sensor: aggregates a round once every registered site has an "
+        "update or, at the round's deadline, with the sites that made it (the quorum in "
+        "the round spec decides whether that is enough)."
+    ),
+)
+def aggregation_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
+    """One aggregation run request per open round that is ready (run keys prevent repeats)."""
+    instance = context.instance
     site_ids = sorted(instance.get_dynamic_partitions(SITES_PARTITION_NAME))
     updated = _materialized_partitions(instance, "site_update")
     aggregated = _materialized_partitions(instance, "aggregated_update")
     now = datetime.now(UTC)
     requests: list[RunRequest] = []
-    for round_key in open_rounds:
-        reported = [s for s in site_ids if str(round_site_key(round_key, s)) in updated]
-        pending = [s for s in site_ids if s not in reported]
-        requests.extend(_training_requests(context, round_key, pending))
+    for round_key in _open_rounds(instance):
         if round_key in aggregated:
             continue
+        reported = [s for s in site_ids if str(round_site_key(round_key, s)) in updated]
         deadline, quorum = _round_rules(instance, round_key)
         progress = round_progress(site_ids, reported, deadline=deadline, quorum=quorum, now=now)
         if progress.stage is RoundStage.WAITING:
@@ -185,10 +238,30 @@ def round_progress_sensor(context: SensorEvaluationContext) -> list[RunRequest] 
         context.log.info(f"round {round_key}: {progress.describe()}")
         requests.append(
             RunRequest(
-                run_key=f"release:{round_key}",
-                job_name=round_release_job.name,
+                run_key=f"{aggregation_job.name}:{round_key}",
+                job_name=aggregation_job.name,
                 partition_key=round_key,
                 tags={"tensorguard/round_stage": progress.stage.value},
             )
         )
-    return requests or SkipReason("every open round is complete or waiting on running stages")
+    return requests or SkipReason("no open round is ready to aggregate")
+
+
+@sensor(
+    jobs=[decryption_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=(
+        "The custodian's sensor: decrypts a round's aggregate once the sites' seed reveals "
+        "are in (the custodian verifies everything again before it decrypts)."
+    ),
+)
+def decryption_sensor(context: SensorEvaluationContext) -> list[RunRequest] | SkipReason:
+    """One decryption run request per round whose reveals are materialised."""
+    requests = follow_on_requests(
+        context.instance,
+        after="seed_reveals",
+        builds="global_adapter",
+        job_name=decryption_job.name,
+    )
+    return requests or SkipReason("no round is waiting for decryption")

@@ -194,10 +194,10 @@ def _summary(rows: Sequence[RowResult]) -> str:
 
 
 def _project_definitions() -> Definitions:
-    """TensorGuard's one Definitions object (imported late: it loads the whole graph)."""
-    from tensorguard_assets.definitions import defs
+    """Every location's assets in one Definitions (imported late: it loads the whole graph)."""
+    from tensorguard_assets.locations import all_in_one_definitions
 
-    return defs
+    return all_in_one_definitions()
 
 
 def main(argv: Sequence[str] | None = None, definitions: Definitions | None = None) -> int:

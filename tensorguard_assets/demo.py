@@ -1,10 +1,11 @@
 """Run one full federated round on the local Dagster instance: ``make demo``.
 
 It registers the sites as dynamic partitions, then launches the stages in order,
-each as a recorded Dagster run (visible afterwards in the UI with ``make ui``): set-up
-(base model, key ceremony), the round's opening, each site's training and encrypted
-update, and the round's aggregation and release. Progress goes to the terminal; a
-failed stage stops the round with its reason.
+each as a recorded Dagster run of the code location of the party that owns it (visible
+afterwards in the UI with ``make ui``): set-up (base model; the custodian's key
+ceremony), the round's opening, each site's training and masked, encrypted update, the
+aggregator's sum, the sites' seed reveals, the custodian's decryption, and the release.
+Progress goes to the terminal; a failed stage stops the round with its reason.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance, MultiPartitionKey
 
-from tensorguard_assets.definitions import defs
 from tensorguard_assets.lineage import latest_materialization_record, recorded_metadata
+from tensorguard_assets.locations import ROUND_RELEASE_JOBS, ROUND_SETUP_JOBS, Federation
 from tensorguard_assets.partitions import round_partitions, round_site_key, site_partitions
 from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
 
 
 def _run_job(
+    federation: Federation,
     instance: DagsterInstance,
     job_name: str,
     partition_key: str | None,
     ops_config: dict[str, dict[str, object]] | None = None,
 ) -> bool:
-    job = defs.resolve_job_def(job_name)
+    job = federation.resolve_job_def(job_name)
     label = f"{job_name}" + (f" [{partition_key}]" if partition_key else "")
     started = time.perf_counter()
     print(f"==> {label}", flush=True)
@@ -65,16 +67,17 @@ def run_round(
     ``noise_multiplier`` for a DP round)."""
     assert site_partitions.name is not None
     instance.add_dynamic_partitions(site_partitions.name, list(site_ids))
-    if not _run_job(instance, "setup_job", None):
+    federation = Federation()
+    if not all(_run_job(federation, instance, job, None) for job in ROUND_SETUP_JOBS):
         return False
     rules = {"round_spec": round_rules} if round_rules else None
-    if not _run_job(instance, "round_open_job", round_key, rules):
+    if not _run_job(federation, instance, "round_open_job", round_key, rules):
         return False
     for site_id in site_ids:
         key: MultiPartitionKey = round_site_key(round_key, site_id)
-        if not _run_job(instance, "site_training_job", key):
+        if not _run_job(federation, instance, "site_training_job", key):
             return False
-    return _run_job(instance, "round_release_job", round_key)
+    return all(_run_job(federation, instance, job, round_key) for job in ROUND_RELEASE_JOBS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

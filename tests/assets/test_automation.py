@@ -22,6 +22,8 @@ from dagster import (
 
 from tensorguard.sites import demo_sites_root
 from tensorguard_assets.automation import (
+    aggregation_sensor,
+    decryption_sensor,
     round_open_schedule,
     round_progress_sensor,
     site_registry_sensor,
@@ -104,11 +106,25 @@ def _record(instance: DagsterInstance, asset: str, partition: str) -> None:
 
 
 def _requests(instance: DagsterInstance) -> list[RunRequest]:
-    result = round_progress_sensor(build_sensor_context(instance=instance))
-    return result if isinstance(result, list) else []
+    """What every location's round sensor asks for now (each launches its own jobs)."""
+    requests: list[RunRequest] = []
+    for sensor in (round_progress_sensor, aggregation_sensor, decryption_sensor):
+        result = sensor(build_sensor_context(instance=instance))
+        requests += result if isinstance(result, list) else []
+    return requests
 
 
-def test_progress_sensor_walks_a_round_from_training_to_release() -> None:
+def test_each_locations_sensor_requests_only_its_own_jobs() -> None:
+    assert {job.name for job in round_progress_sensor.jobs} == {
+        "site_training_job",
+        "reveal_job",
+        "round_release_job",
+    }
+    assert [job.name for job in aggregation_sensor.jobs] == ["aggregation_job"]
+    assert [job.name for job in decryption_sensor.jobs] == ["decryption_job"]
+
+
+def test_progress_sensors_walk_a_round_from_training_to_release() -> None:
     round_key = "2026-11-19"
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("sites", ["s1", "s2"])
@@ -125,11 +141,20 @@ def test_progress_sensor_walks_a_round_from_training_to_release() -> None:
         assert [r.job_name for r in _requests(instance)] == ["site_training_job"]
 
         _record(instance, "site_update", str(MultiPartitionKey({"round": round_key, "site": "s2"})))
-        [release_request] = _requests(instance)
-        assert release_request.job_name == "round_release_job"
-        assert release_request.partition_key == round_key
+        # Each party's stage follows the previous party's asset, once per round.
+        for built, next_job in [
+            (None, "aggregation_job"),
+            ("aggregated_update", "reveal_job"),
+            ("seed_reveals", "decryption_job"),
+            ("global_adapter", "round_release_job"),
+        ]:
+            if built is not None:
+                _record(instance, built, round_key)
+            [request] = _requests(instance)
+            assert (request.job_name, request.partition_key) == (next_job, round_key)
+            assert request.run_key == f"{next_job}:{round_key}"
 
-        _record(instance, "aggregated_update", round_key)
+        _record(instance, "release", round_key)
         assert _requests(instance) == []
 
 
@@ -156,8 +181,8 @@ def test_at_the_deadline_the_round_releases_without_its_silent_site() -> None:
 
         open_round(now - datetime.timedelta(seconds=1))
         jobs = sorted(r.job_name for r in _requests(instance))
-        assert jobs == ["round_release_job", "site_training_job"]
-        [release] = [r for r in _requests(instance) if r.job_name == "round_release_job"]
+        assert jobs == ["aggregation_job", "site_training_job"]
+        [release] = [r for r in _requests(instance) if r.job_name == "aggregation_job"]
         assert release.tags["tensorguard/round_stage"] == "aggregate_at_deadline"
 
 

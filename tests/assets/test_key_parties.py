@@ -3,10 +3,12 @@ master, and the aggregator is given no vault and nothing that opens one."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dagster import (
     AssetsDefinition,
     ConfigurableResource,
@@ -19,14 +21,14 @@ from dagster import (
 from tensorguard.keys.errors import KeyNotFoundError, WrongMasterKeyError
 from tensorguard.keys.file_provider import FileKeyProvider
 from tensorguard.keys.names import KeyPurpose
-from tensorguard_assets.aggregator_definitions import build_aggregator_resources
-from tensorguard_assets.aggregator_definitions import defs as aggregator_defs
-from tensorguard_assets.definitions import defs
 from tensorguard_assets.federation import CUSTODIAN_KEY_NAME, federation_keys
+from tensorguard_assets.locations import AGGREGATOR, COORDINATOR, CUSTODIAN, LOCATIONS
 from tensorguard_assets.resources import build_resources
 from tensorguard_assets.site_keys import site_key_name
 from tensorguard_resources.federation import CKKSSecretStore
 from tensorguard_resources.keys import KeyVault
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 VAULT_OF_ASSET = {
     "federation_keys": {"custodian_keys"},
@@ -56,7 +58,8 @@ def _vault_keys(resources: dict[str, Any]) -> set[str]:
 def _asset(name: str) -> AssetsDefinition:
     [found] = [
         a
-        for a in defs.assets or []
+        for location in LOCATIONS
+        for a in location.assets
         if isinstance(a, AssetsDefinition) and name in {k.path[-1] for k in a.keys}
     ]
     return found
@@ -94,8 +97,7 @@ def test_each_key_using_asset_takes_only_its_partys_vault(tmp_path: Path) -> Non
     resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
     vault_keys = _vault_keys(resources)
     assert vault_keys == {"site_keys", "custodian_keys", "release_keys"}
-    for asset in defs.assets or []:
-        assert isinstance(asset, AssetsDefinition)
+    for asset in (asset for location in LOCATIONS for asset in location.assets):
         for key in asset.keys:
             expected = VAULT_OF_ASSET.get(key.path[-1], set())
             assert asset.required_resource_keys & vault_keys == expected, key
@@ -163,9 +165,65 @@ def test_production_vault_names_its_own_missing_master(
     assert not Path(resources["custodian_keys"].dev_master_file).exists()
 
 
+VAULTS_OF_LOCATION = {
+    COORDINATOR.name: {"site_keys", "release_keys"},
+    AGGREGATOR.name: set(),
+    CUSTODIAN.name: {"custodian_keys"},
+}
+
+
+def test_each_code_location_is_given_only_its_own_partys_vaults() -> None:
+    for location in LOCATIONS:
+        definitions = location.definitions({})
+        Definitions.validate_loadable(definitions)
+        assert _vault_keys(location.resources({})) == VAULTS_OF_LOCATION[location.name]
+    # Every asset is run by exactly one location.
+    names = [key.path[-1] for location in LOCATIONS for a in location.assets for key in a.keys]
+    assert len(names) == len(set(names))
+
+
+def test_workspace_loads_one_code_location_per_party() -> None:
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text(encoding="utf-8"))
+    loaded = {
+        entry["python_module"]["location_name"]: entry["python_module"]["module_name"]
+        for entry in workspace["load_from"]
+    }
+    assert set(loaded) == {location.name for location in LOCATIONS}
+    for location in LOCATIONS:
+        module = importlib.import_module(loaded[location.name])
+        served = {key.path[-1] for key in module.defs.resolve_all_asset_keys()}
+        own = {key.path[-1] for asset in location.assets for key in asset.keys}
+        # A location lists other parties' assets only as upstream stubs it cannot run.
+        assert own <= served
+        runnable = {
+            key.path[-1] for key in module.defs.resolve_asset_graph().materializable_asset_keys
+        }
+        assert runnable == own, location.name
+        assert _vault_keys(module.defs.resources) == VAULTS_OF_LOCATION[location.name]
+
+
+def test_production_locations_need_only_their_own_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aggregator's process starts with no master at all, the custodian's with its
+    own only; neither can open a vault it was not given."""
+    monkeypatch.setenv("TG_ENVIRONMENT", "production")
+    env = {"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    for name in ("TG_KEY_MASTER", "TG_KEY_MASTER_SITES", "TG_KEY_MASTER_RELEASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TG_KEY_MASTER_CUSTODIAN", "c" * 48)
+    assert not _vault_keys(AGGREGATOR.resources(env))
+    [custodian_vault] = [
+        value for value in CUSTODIAN.resources(env).values() if isinstance(value, KeyVault)
+    ]
+    _open(custodian_vault)
+    assert custodian_vault.party == "custodian"
+
+
 def test_the_aggregators_own_definitions_load_without_any_vault() -> None:
+    aggregator_defs = AGGREGATOR.definitions({})
     Definitions.validate_loadable(aggregator_defs)
-    assert not _vault_keys(build_aggregator_resources({}))
+    assert not _vault_keys(AGGREGATOR.resources({}))
     assert {key.to_user_string() for key in aggregator_defs.resolve_all_asset_keys()} >= {
         "aggregated_update"
     }

@@ -1,9 +1,10 @@
 """Run federated rounds as real Dagster runs, with resources built from a test's own env.
 
-``run_full_round`` launches the stages the way ``make demo`` does (setup, round opening,
-each site's training, the round's release), but binds TensorGuard's assets and jobs to
-resources built from an explicit ``TG_*`` mapping, so every artifact, key, registry and
-database of a test lives in its own temp dir.
+``run_full_round`` launches the stages the way ``make demo`` does (set-up and key
+ceremony, round opening, each site's training, then aggregation, seed reveals,
+decryption and release, each job through its own party's code location), but binds
+TensorGuard's assets and jobs to resources built from an explicit ``TG_*`` mapping, so
+every artifact, key, registry and database of a test lives in its own temp dir.
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     DagsterInstance,
-    Definitions,
     ExecuteInProcessResult,
     MultiPartitionKey,
 )
 
-from tensorguard_assets.definitions import defs
+from tensorguard_assets.locations import ROUND_RELEASE_JOBS, ROUND_SETUP_JOBS, Federation
 from tensorguard_assets.partitions import round_site_key, site_partitions
-from tensorguard_assets.resources import build_resources
 from tests.services.mosquitto import MosquittoBroker
 
 SETUP_JOB = "setup_job"
+KEY_CEREMONY_JOB = "key_ceremony_job"
 ROUND_OPEN_JOB = "round_open_job"
 SITE_TRAINING_JOB = "site_training_job"
+AGGREGATION_JOB = "aggregation_job"
 ROUND_RELEASE_JOB = "round_release_job"
 # tensorrt_engine is built by its own job on a GPU machine, never as part of a round.
 GPU_ONLY_ASSETS = frozenset({"tensorrt_engine"})
@@ -105,18 +106,51 @@ class StageRun:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RunGroup:
+    """Consecutive runs of one round (e.g. aggregation through release), read as one."""
+
+    runs: dict[str, StageRun]
+
+    @property
+    def success(self) -> bool:
+        """True when every run succeeded."""
+        return all(run.success for run in self.runs.values())
+
+    def run_ids(self) -> set[str]:
+        """The Dagster run ids of the group."""
+        return {run.run_id for run in self.runs.values()}
+
+    def metadata(self, asset_name: str) -> dict[str, Any]:
+        """Metadata of the one materialisation of ``asset_name`` in the group."""
+        [run] = [run for run in self.runs.values() if run.materializations(asset_name)]
+        return run.metadata(asset_name)
+
+    def materialized_assets(self) -> set[str]:
+        """Names of every asset the group's runs materialised."""
+        return {name for run in self.runs.values() for name in run.materialized_assets()}
+
+    def check_results(self) -> dict[str, bool]:
+        """Every asset check evaluated in the group's runs and whether it passed."""
+        return {name: ok for run in self.runs.values() for name, ok in run.check_results().items()}
+
+    def failure_messages(self) -> str:
+        """Every step failure of the group's runs, one per line."""
+        return "\n".join(filter(None, (run.failure_messages() for run in self.runs.values())))
+
+
 def round_asset_names() -> set[str]:
     """Every asset a full round must materialise: all of TensorGuard's but the GPU-only."""
-    return {key.to_user_string() for key in defs.resolve_all_asset_keys()} - GPU_ONLY_ASSETS
+    return {key.to_user_string() for key in Federation({}).asset_keys()} - GPU_ONLY_ASSETS
 
 
-def pipeline_definitions(env: Mapping[str, str]) -> Definitions:
-    """TensorGuard's assets and jobs, bound to resources built from ``env``."""
-    return Definitions(assets=defs.assets, jobs=defs.jobs, resources=build_resources(env))
+def pipeline_definitions(env: Mapping[str, str]) -> Federation:
+    """TensorGuard's code locations, each bound to its resources built from ``env``."""
+    return Federation(env)
 
 
 def run_stage(
-    definitions: Definitions,
+    definitions: Federation,
     instance: DagsterInstance,
     job_name: str,
     partition_key: str | MultiPartitionKey | None = None,
@@ -143,7 +177,7 @@ def site_stage(site_id: str) -> str:
 
 
 def start_round(
-    definitions: Definitions,
+    definitions: Federation,
     instance: DagsterInstance,
     round_key: str,
     *,
@@ -151,14 +185,14 @@ def start_round(
     trained_sites: Sequence[str],
     run_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, StageRun]:
-    """Register the sites as partitions, run set-up, open the round and train
-    ``trained_sites`` in turn; stop at the first failed run."""
+    """Register the sites as partitions, run set-up and the key ceremony, open the round
+    and train ``trained_sites`` in turn; stop at the first failed run."""
     configs = run_config or {}
     assert site_partitions.name is not None
     instance.add_dynamic_partitions(site_partitions.name, list(registered_sites))
     stages: dict[str, StageRun] = {}
     plan: list[tuple[str, str, str | MultiPartitionKey | None]] = [
-        (SETUP_JOB, SETUP_JOB, None),
+        *((job, job, None) for job in ROUND_SETUP_JOBS),
         (ROUND_OPEN_JOB, ROUND_OPEN_JOB, round_key),
     ]
     plan += [
@@ -183,7 +217,8 @@ def run_full_round(
     *,
     run_config: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, StageRun]:
-    """Run a whole round (set-up, opening, each site, release) as separate Dagster runs.
+    """Run a whole round (set-up, opening, each site, aggregation to release) as
+    separate Dagster runs.
 
     ``run_config`` maps a job name to that job's run config (e.g. a gate policy for
     ``round_release_job``). Stops at the first failed run; the result maps each stage
@@ -199,14 +234,34 @@ def run_full_round(
         run_config=run_config,
     )
     if all(run.success for run in stages.values()):
-        stages[ROUND_RELEASE_JOB] = run_stage(
-            definitions,
-            instance,
-            ROUND_RELEASE_JOB,
-            round_key,
-            run_config=(run_config or {}).get(ROUND_RELEASE_JOB),
-        )
+        stages |= run_release(definitions, instance, round_key, run_config=run_config).runs
     return stages
+
+
+def run_release(
+    definitions: Federation,
+    instance: DagsterInstance,
+    round_key: str,
+    *,
+    run_config: Mapping[str, Mapping[str, Any]] | None = None,
+    jobs: Sequence[str] = ROUND_RELEASE_JOBS,
+) -> RunGroup:
+    """Run the round's jobs after training (aggregation, reveals, decryption, release, or
+    the first ``jobs``), each by its own location; stop at the first failed run."""
+    runs: dict[str, StageRun] = {}
+    for job_name in jobs:
+        run = run_stage(
+            definitions, instance, job_name, round_key, run_config=(run_config or {}).get(job_name)
+        )
+        runs[job_name] = run
+        if not run.success:
+            break
+    return RunGroup(runs)
+
+
+def asset_metadata(stages: Mapping[str, StageRun], asset_name: str) -> dict[str, Any]:
+    """Metadata of the one run in ``stages`` that materialised ``asset_name``."""
+    return RunGroup(dict(stages)).metadata(asset_name)
 
 
 def failed_stages(stages: Mapping[str, StageRun]) -> str:

@@ -28,8 +28,8 @@ from tensorguard_assets.resources import build_resources
 from tests.e2e.conftest import unique_fleet
 from tests.e2e.mqtt_watch import SeenMessage, TopicRecorder
 from tests.e2e.rounds import (
-    ROUND_RELEASE_JOB,
     StageRun,
+    asset_metadata,
     development_process_env,
     failed_stages,
     round_asset_names,
@@ -56,12 +56,8 @@ class CompletedRound:
     stages: dict[str, StageRun]
     fleet_messages: list[SeenMessage]
 
-    @property
-    def release_run(self) -> StageRun:
-        return self.stages[ROUND_RELEASE_JOB]
-
     def release_metadata(self, asset_name: str) -> dict[str, Any]:
-        return self.release_run.metadata(asset_name)
+        return asset_metadata(self.stages, asset_name)
 
     @property
     def edge_node_dir(self) -> Path:

@@ -13,6 +13,7 @@ import yaml
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, instance_for_test
 
 from tensorguard.gate import DEFAULT_POLICY_FILE, GateDecision, load_policy
+from tensorguard_assets.locations import ROUND_RELEASE_JOBS
 from tensorguard_assets.resources import build_resources
 from tests.e2e.conftest import unique_fleet
 from tests.e2e.mqtt_watch import SeenMessage, TopicRecorder
@@ -24,6 +25,7 @@ from tests.e2e.rounds import (
     development_process_env,
     failed_stages,
     pipeline_definitions,
+    run_release,
     run_stage,
     start_round,
     tensorguard_env,
@@ -82,6 +84,8 @@ def gated_round(
             run_config={SETUP_JOB: base_model_config(prebuilt_base_model)},
         )
         assert all(run.success for run in stages.values()), failed_stages(stages)
+        decrypted = run_release(definitions, instance, ROUND, jobs=ROUND_RELEASE_JOBS[:-1])
+        assert decrypted.success, decrypted.failure_messages()
         with TopicRecorder(mosquitto_broker, f"tensorguard/v1/{fleet}/#") as recorder:
             run = run_stage(
                 definitions,

@@ -1,8 +1,9 @@
 """Quorum in a real round: one of three registered sites sends no update.
 
 Two updates make a round when ``min_sites`` is 2; with ``min_sites`` 3 the aggregation
-run fails naming the quorum and records nothing. The silent site is tried twice: first
-as a site that never produced anything (no signing key yet), then enrolled with a key.
+run fails naming the quorum, records nothing, and the round's later runs never start.
+The silent site is tried twice: first as a site that never produced anything (no
+signing key yet), then enrolled with a key.
 """
 
 from __future__ import annotations
@@ -20,18 +21,19 @@ from dagster import (
     instance_for_test,
 )
 
+from tensorguard_assets.locations import ROUND_RELEASE_JOBS
 from tensorguard_assets.resources import build_resources
 from tensorguard_assets.site_keys import SITE_PUBLIC_KEYS_DIR, site_signer
 from tests.e2e.conftest import unique_fleet
 from tests.e2e.rounds import (
-    ROUND_RELEASE_JOB,
+    AGGREGATION_JOB,
     SETUP_JOB,
-    StageRun,
+    RunGroup,
     base_model_config,
     development_process_env,
     failed_stages,
     pipeline_definitions,
-    run_stage,
+    run_release,
     start_round,
     tensorguard_env,
 )
@@ -49,9 +51,9 @@ class QuorumRuns:
     instance: DagsterInstance
     trained_sites: list[str]
     silent_site: str
-    never_enrolled: StageRun
-    too_few: StageRun
-    enough: StageRun
+    never_enrolled: RunGroup
+    too_few: RunGroup
+    enough: RunGroup
 
 
 def aggregation_config(min_sites: int) -> dict[str, object]:
@@ -90,14 +92,13 @@ def quorum_runs(
         )
         assert all(run.success for run in stages.values()), failed_stages(stages)
 
-        def aggregate(min_sites: int, *, release: bool = False) -> StageRun:
-            return run_stage(
+        def aggregate(min_sites: int, *, release: bool = False) -> RunGroup:
+            return run_release(
                 definitions,
                 instance,
-                ROUND_RELEASE_JOB,
                 ROUND,
-                run_config=aggregation_config(min_sites),
-                asset_selection=None if release else AGGREGATION_ASSETS,
+                run_config={AGGREGATION_JOB: aggregation_config(min_sites)},
+                jobs=ROUND_RELEASE_JOBS if release else ROUND_RELEASE_JOBS[:-1],
             )
 
         never_enrolled = aggregate(2)
@@ -136,12 +137,13 @@ def test_quorum_three_fails_naming_the_quorum_and_records_nothing(
     silent = quorum_runs.silent_site
     assert f"aggregated_update[{ROUND}] (quorum; no update from: {silent})" in messages
     assert "only 2 valid site updates, quorum is 3" in messages
+    assert list(run.runs) == [AGGREGATION_JOB]  # the reveals and decryption never start
     assert run.materialized_assets() == set()
     for asset_name in AGGREGATION_ASSETS:
         records = quorum_runs.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=AssetKey(asset_name)), limit=100
         ).records
-        assert [r.run_id for r in records if r.run_id == run.run_id] == [], asset_name
+        assert [r.run_id for r in records if r.run_id in run.run_ids()] == [], asset_name
 
 
 def test_a_site_that_never_sent_anything_counts_as_missing(quorum_runs: QuorumRuns) -> None:

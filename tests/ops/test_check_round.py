@@ -25,9 +25,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from tensorguard.sites import demo_site_registry
 from tensorguard_assets import demo
 from tensorguard_assets.check_round import main
-from tensorguard_assets.definitions import defs
+from tensorguard_assets.locations import all_in_one_definitions
 from tensorguard_assets.partitions import round_site_key
-from tensorguard_assets.resources import build_resources
 
 pytestmark = pytest.mark.slow
 
@@ -78,15 +77,7 @@ def recorded_round(tmp_path_factory: pytest.TempPathFactory) -> RecordedRound:
         patch.setenv("DAGSTER_HOME", str(dagster_home))
         patch.setenv("TG_ARTIFACT_ROOT", str(root / "state" / "artifacts"))
         patch.setenv("TG_SITES_FILE", str(sites_file))
-        definitions = Definitions(
-            assets=defs.assets,
-            jobs=defs.jobs,
-            schedules=defs.schedules,
-            sensors=defs.sensors,
-            resources=build_resources(),
-            executor=defs.executor,
-        )
-        patch.setattr(demo, "defs", definitions)
+        definitions = all_in_one_definitions()
         instance = DagsterInstance.get()
         try:
             assert demo.run_round(instance, ROUND, site_ids)
@@ -266,5 +257,5 @@ def test_not_a_round_key_is_a_usage_error(check: Check) -> None:
 
 
 def test_without_dagster_home_it_says_what_to_set(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([], definitions=defs) == 2
+    assert main([], definitions=all_in_one_definitions({})) == 2
     assert "DAGSTER_HOME is not set" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from dagster._core.definitions.definition_config_schema import ConfiguredDefinit
 from tensorguard.errors import ConfigurationError
 from tensorguard_assets import definitions as definitions_module
 from tensorguard_assets.executors import select_executor
-from tensorguard_assets.jobs import ALL_JOBS
+from tensorguard_assets.locations import COORDINATOR
 
 BROKER = "redis://celery-broker.internal:6379/0"
 
@@ -68,9 +68,9 @@ def test_definitions_load_with_each_executor(
     # left Dagster's process-wide instance reference pointing at a closed instance).
     with instance_for_test():
         Definitions.validate_loadable(defs)
-    assert {job.name: defs.resolve_job_def(job.name).executor_def.name for job in ALL_JOBS} == {
-        job.name: expected for job in ALL_JOBS
-    }
+    names = [job.name for job in COORDINATOR.jobs]
+    executors = {name: defs.resolve_job_def(name).executor_def.name for name in names}
+    assert executors == dict.fromkeys(names, expected)
 
 
 def test_multiprocess_bounds_concurrent_steps() -> None:

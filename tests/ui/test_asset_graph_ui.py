@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from playwright.sync_api import Page, expect
 
-from tensorguard_assets.definitions import defs
+from tensorguard_assets.locations import all_in_one_definitions
 from tensorguard_assets.partitions import (
     DEFAULT_ROUND_START,
     ROUND_DIMENSION,
@@ -32,13 +32,14 @@ RUN_TIMEOUT_MS = 120_000
 
 
 def defined_asset_names() -> Counter[str]:
-    """How many assets of each display name the code location defines (read at run time)."""
-    return Counter(key.path[-1] for key in defs.resolve_all_asset_keys())
+    """How many assets of each display name the code locations define (read at run time)."""
+    return Counter(key.path[-1] for key in all_in_one_definitions({}).resolve_all_asset_keys())
 
 
 def defined_group_count() -> int:
     """Number of asset groups; the graph collapses groups when there is more than one."""
-    return len({spec.group_name for spec in defs.resolve_all_asset_specs()})
+    specs = all_in_one_definitions({}).resolve_all_asset_specs()
+    return len({spec.group_name for spec in specs})
 
 
 def find_every_asset(page: Page, ui: DagsterUI) -> None:
