@@ -19,6 +19,7 @@ from tests.service.fleet_server import (
     running_fleet_server,
 )
 
+
 def _tensorguard(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
