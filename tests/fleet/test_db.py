@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,8 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 
 from tensorguard.fleet.db import (
     FleetDatabase,
@@ -26,9 +24,17 @@ from tensorguard.fleet.errors import FleetDatabaseError
 from tensorguard.fleet.messages import InstallOutcome, InstallReason, InstallReport
 from tensorguard.fleet.models import MIGRATION_VERSION_TABLE, Base
 from tensorguard.fleet.registry import ReleaseRecord
-from tests.services.postgres import PostgresServer
+from tests.services.postgres import PostgresServer, fresh_database
 
-FLEET_TABLES = {"edge_nodes", "releases", "install_reports", "audit_log"}
+FLEET_TABLES = {
+    "edge_nodes",
+    "releases",
+    "install_reports",
+    "audit_log",
+    "node_credentials",
+    "request_nonces",
+    "telemetry_samples",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -38,16 +44,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield sqlite_url(tmp_path / "fleet.db")
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = f"fleet_{secrets.token_hex(6)}"
-    admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server.url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database(server) as url:
+        yield url
 
 
 def table_names(url: str) -> set[str]:

@@ -116,3 +116,21 @@ def _postgres_in(work_dir: Path, database: str) -> Iterator[PostgresServer]:
     finally:
         # SIGINT is PostgreSQL's "fast shutdown": roll back clients and exit cleanly.
         server.stop(sig=signal.SIGINT)
+
+
+@contextmanager
+def fresh_database(server: PostgresServer, prefix: str = "fleet") -> Iterator[str]:
+    """A new, empty database on ``server`` (its URL), dropped on exit."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"{prefix}_{os.urandom(6).hex()}"
+    admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server.url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
