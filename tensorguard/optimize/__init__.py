@@ -2,6 +2,8 @@
 
 - :mod:`~tensorguard.optimize.merge`: merge the adapter into the base model (PEFT).
 - :mod:`~tensorguard.optimize.pruning`: exact 2:4 magnitude pruning and verification.
+- :mod:`~tensorguard.optimize.sparse_recovery`: accuracy recovery of the pruned model with
+  its mask fixed, by distillation from the dense model on the public corpus.
 - :mod:`~tensorguard.optimize.pruning_evaluation`: held-out causal-LM loss over token-id
   tensors, measured before and after pruning (the release's held-out set itself is
   :mod:`tensorguard.held_out`).

@@ -111,7 +111,7 @@ def build_default_base_model(
             "an untrained base model would be meaningless"
         )
     corpus_dir = corpus_dir or default_corpus_dir()
-    texts, corpus_digest = _read_corpus(corpus_dir)
+    texts, corpus_digest = read_corpus(corpus_dir)
     with torch.random.fork_rng(devices=[]), limit_torch_threads(PRETRAIN_TORCH_THREADS):
         torch.manual_seed(seed)
         tokenizer = train_bpe_tokenizer(texts, DEFAULT_VOCAB_SIZE, DEFAULT_MAX_POSITIONS)
@@ -245,7 +245,7 @@ def _default_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     )
 
 
-def _read_corpus(corpus_dir: Path) -> tuple[list[str], str]:
+def read_corpus(corpus_dir: Path) -> tuple[list[str], str]:
     """Return the texts of every ``*.jsonl`` file in ``corpus_dir`` and their digest.
 
     The digest is SHA-256 over ``name\\0size\\0sha256\\n`` per file, sorted by name (the
