@@ -5,8 +5,9 @@
 * ``releases``: every package published to a fleet channel;
 * ``install_reports``: what each node reported after handling a release;
 * ``audit_log``: an append-only record of who did what to which subject;
-* ``node_credentials``, ``request_nonces``, ``telemetry_samples``: the fleet service's
-  enrolled node keys and cohorts, used signed-request nonces, and posted telemetry.
+* ``node_credentials``, ``request_nonces``, ``telemetry_samples``, ``revoked_tokens``: the
+  fleet service's enrolled node keys and cohorts, used signed-request nonces, posted
+  telemetry, and tokens revoked before their expiry.
 
 The schema is created and evolved only by the Alembic migrations in
 ``tensorguard/fleet/migrations`` (see :func:`tensorguard.fleet.db.migrate`); a test
@@ -204,3 +205,15 @@ class TelemetrySample(Base):
     memory_mb: Mapped[float | None] = mapped_column(Float)
 
     node: Mapped[EdgeNode] = relationship()
+
+
+class RevokedToken(Base):
+    """An operator/evaluator/auditor token revoked before its expiry (by its ``jti``)."""
+
+    __tablename__ = "revoked_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    jti: Mapped[str] = mapped_column(String(128), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    revoked_by: Mapped[str] = mapped_column(String(128))

@@ -3,7 +3,7 @@
 Only ``/healthz`` and ``/readyz`` answer without credentials; every other route
 depends on :mod:`tensorguard.service.auth`. Domain errors become JSON ``{"detail": ...}``
 responses here, in one place: authentication 401 (with ``WWW-Authenticate``),
-authorisation 403, unknown node 404, repeated enrolment 409, invalid names 422, no
+authorisation 403, an invalid token to revoke 400, unknown node 404, repeated enrolment 409, invalid names 422, no
 telemetry and database failures 503. Unexpected errors are logged and answered 500
 without details.
 """
@@ -23,6 +23,7 @@ from tensorguard.fleet.errors import FleetDatabaseError, FleetNameError
 from tensorguard.service.context import ServiceContext
 from tensorguard.service.errors import (
     AuthenticationError,
+    InvalidRevocationError,
     NodeAlreadyEnrolledError,
     NoTelemetryError,
     PermissionDeniedError,
@@ -43,6 +44,7 @@ ERROR_STATUS: tuple[tuple[type[TensorGuardError], int], ...] = (
     (UnknownNodeError, 404),
     (NodeAlreadyEnrolledError, 409),
     (FleetNameError, 422),
+    (InvalidRevocationError, 400),
     (NoTelemetryError, 503),
     (FleetDatabaseError, 503),
 )

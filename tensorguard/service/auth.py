@@ -1,7 +1,8 @@
 """FastAPI dependencies that authenticate and authorise every non-health route.
 
-* :func:`require_roles` — a bearer JWT (:mod:`tensorguard.service.tokens`) whose role is
-  one of the given roles; 401 without a valid token, 403 with the wrong role.
+* :func:`require_roles` — a bearer JWT (:mod:`tensorguard.service.tokens`), not revoked
+  (:mod:`tensorguard.service.revocations`), whose role is one of the given roles; 401
+  without a valid token, 403 with the wrong role.
 * :func:`require_node` — a request signed by the edge node named in the path
   (:mod:`tensorguard.service.node_auth`); 401 unless the signature, time and nonce
   check out, 403 when a node acts for another node id.
@@ -52,7 +53,10 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
     ) -> Principal:
         if credentials is None:
             raise AuthenticationError("a bearer token is required (Authorization: Bearer ...)")
-        principal = verify_token(context(request).settings, credentials.credentials)
+        service = context(request)
+        principal = verify_token(service.settings, credentials.credentials)
+        if principal.token_id is None or service.revocations.is_revoked(principal.token_id):
+            raise AuthenticationError("token revoked; request a new one")
         if principal.role not in allowed:
             raise PermissionDeniedError(
                 f"role {principal.role.value!r} may not do this; it needs "

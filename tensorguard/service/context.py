@@ -8,6 +8,7 @@ from tensorguard.fleet.db import FleetDatabase
 from tensorguard.service.node_auth import NodeAuthenticator
 from tensorguard.service.nodes import NodeDirectory
 from tensorguard.service.rate_limit import TokenBucketLimiter
+from tensorguard.service.revocations import TokenRevocations
 from tensorguard.service.settings import ServiceSettings
 from tensorguard.service.telemetry import TelemetryStore
 
@@ -22,6 +23,7 @@ class ServiceContext:
     telemetry: TelemetryStore
     node_authenticator: NodeAuthenticator
     limiter: TokenBucketLimiter
+    revocations: TokenRevocations
 
     @classmethod
     def create(cls, settings: ServiceSettings) -> ServiceContext:
@@ -34,4 +36,5 @@ class ServiceContext:
             telemetry=TelemetryStore(database, settings.telemetry_window_s),
             node_authenticator=NodeAuthenticator(database, settings.signature_window_s),
             limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            revocations=TokenRevocations(database),
         )

@@ -34,3 +34,7 @@ class NodeAlreadyEnrolledError(ServiceError):
 
 class NoTelemetryError(ServiceError):
     """No real telemetry arrived in the window, so there is nothing to report."""
+
+
+class InvalidRevocationError(ServiceError):
+    """The token given for revocation is not one of this service's valid tokens."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tensorguard.service.auth import context, require_node, require_roles
+from tensorguard.service.errors import AuthenticationError, InvalidRevocationError
 from tensorguard.service.nodes import NodeView
 from tensorguard.service.schemas import (
     EnrolmentRequest,
@@ -15,10 +16,12 @@ from tensorguard.service.schemas import (
     HeartbeatRequest,
     IngestBody,
     Name,
+    RevocationBody,
+    RevocationRequest,
     TelemetryRequest,
 )
 from tensorguard.service.telemetry import TelemetryReading, TelemetrySummary
-from tensorguard.service.tokens import Principal, Role
+from tensorguard.service.tokens import Principal, Role, verify_token
 
 router = APIRouter(prefix="/v1")
 
@@ -29,6 +32,7 @@ SignedNode = Annotated[Principal, Depends(require_node())]
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     reasons = {
+        400: "the token to revoke is not a valid token of this service",
         401: "credentials missing, malformed, expired, replayed or not verifying",
         403: "authenticated but not allowed",
         404: "no such enrolled node or cohort",
@@ -131,3 +135,24 @@ def cohort_telemetry(request: Request, cohort: Name, principal: Reader) -> Telem
     """Aggregates over the cohort's real telemetry; never a made-up value."""
     del principal
     return context(request).telemetry.cohort_summary(cohort)
+
+
+@router.post(
+    "/tokens/revoke",
+    response_model=RevocationBody,
+    responses=_errors(400, 401, 403, 503),
+    summary="Revoke a token before its expiry (operator)",
+)
+def revoke_token(
+    request: Request, body: RevocationRequest, principal: OperatorOnly
+) -> RevocationBody:
+    """Record the token's ``jti`` as revoked; every later request with it gets 401."""
+    service = context(request)
+    try:
+        revoked = verify_token(service.settings, body.token)
+    except AuthenticationError as exc:
+        raise InvalidRevocationError(f"the token to revoke is not valid: {exc}") from None
+    if revoked.token_id is None or revoked.expires_at is None:
+        raise InvalidRevocationError("the token to revoke has no jti or exp")
+    service.revocations.revoke(revoked.token_id, revoked.expires_at, actor=principal.actor)
+    return RevocationBody(jti=revoked.token_id, expires_at=revoked.expires_at, revoked=True)

@@ -72,3 +72,17 @@ class IngestBody(BaseModel):
     message_id: str
     stored: bool
     duplicate: bool
+
+
+class RevocationRequest(_Strict):
+    """A token to revoke before its expiry (it must verify: only this service's tokens)."""
+
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class RevocationBody(BaseModel):
+    """The revoked token's id and when it would have expired (unix seconds)."""
+
+    jti: str
+    expires_at: int
+    revoked: bool

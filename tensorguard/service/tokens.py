@@ -43,6 +43,7 @@ class Principal:
     subject: str
     role: Role
     token_id: str | None = None
+    expires_at: int | None = None
 
     @property
     def actor(self) -> str:
@@ -142,4 +143,4 @@ def _principal(settings: ServiceSettings, claims: dict[str, object]) -> Principa
         raise AuthenticationError("token role is not recognised") from None
     if parsed_role not in TOKEN_ROLES:
         raise AuthenticationError(f"role {parsed_role.value!r} cannot authenticate with a token")
-    return Principal(subject=subject, role=parsed_role, token_id=jti)
+    return Principal(subject=subject, role=parsed_role, token_id=jti, expires_at=expires)

@@ -34,6 +34,7 @@ FLEET_TABLES = {
     "node_credentials",
     "request_nonces",
     "telemetry_samples",
+    "revoked_tokens",
 }
 
 

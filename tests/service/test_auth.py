@@ -216,3 +216,32 @@ def test_a_bearer_token_does_not_open_node_routes(
     path = f"/v1/nodes/{node.node_id}/telemetry"
     response = fleet_server.post_json(path, {"message_id": "x" * 16}, token=fleet_server.token())
     assert response.status_code == 401
+
+
+def test_revoked_token_is_refused(fleet_server: FleetServer, node: EdgeNode) -> None:
+    path = f"/v1/nodes/{node.node_id}"
+    leaked = fleet_server.token(Role.AUDITOR, "audrey")
+    assert fleet_server.get(path, token=leaked).status_code == 200
+    operator = fleet_server.token()
+    response = fleet_server.post_json("/v1/tokens/revoke", {"token": leaked}, token=operator)
+    assert response.status_code == 200, response.text
+    assert response.json()["revoked"] is True
+    refused = fleet_server.get(path, token=leaked)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    assert fleet_server.get(path, token=operator).status_code == 200  # others unaffected
+    again = fleet_server.post_json("/v1/tokens/revoke", {"token": leaked}, token=operator)
+    assert again.status_code == 200  # idempotent
+
+
+def test_only_operators_revoke_and_only_valid_tokens(fleet_server: FleetServer) -> None:
+    auditor = fleet_server.token(Role.AUDITOR, "audrey")
+    victim = fleet_server.token()
+    response = fleet_server.post_json("/v1/tokens/revoke", {"token": victim}, token=auditor)
+    assert response.status_code == 403
+    forged = _forged(fleet_server, aud="elsewhere")
+    response = fleet_server.post_json(
+        "/v1/tokens/revoke", {"token": forged}, token=fleet_server.token()
+    )
+    assert response.status_code == 400
+    assert "audience" in response.json()["detail"]

@@ -1,4 +1,4 @@
-"""Fleet service tables: enrolled node credentials, request nonces, telemetry samples.
+"""Fleet service tables: node credentials, request nonces, telemetry, revoked tokens.
 
 Revision ID: 0002_fleet_service
 Revises: 0001_initial
@@ -31,7 +31,7 @@ def _node_fk(table: str) -> sa.ForeignKeyConstraint:
 
 
 def upgrade() -> None:
-    """Create the three fleet-service tables and their indexes."""
+    """Create the four fleet-service tables and their indexes."""
     op.create_table(
         "node_credentials",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -80,10 +80,23 @@ def upgrade() -> None:
     op.create_index(
         "ix_telemetry_samples_node_received", "telemetry_samples", ["node_pk", "received_at"]
     )
+    op.create_table(
+        "revoked_tokens",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("jti", sa.String(length=128), nullable=False),
+        sa.Column("expires_at", TIMESTAMP, nullable=False),
+        sa.Column("revoked_at", TIMESTAMP, nullable=False),
+        sa.Column("revoked_by", sa.String(length=128), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_revoked_tokens")),
+        sa.UniqueConstraint("jti", name=op.f("uq_revoked_tokens_jti")),
+    )
+    op.create_index(op.f("ix_revoked_tokens_expires_at"), "revoked_tokens", ["expires_at"])
 
 
 def downgrade() -> None:
     """Drop the fleet-service tables."""
+    op.drop_index(op.f("ix_revoked_tokens_expires_at"), table_name="revoked_tokens")
+    op.drop_table("revoked_tokens")
     op.drop_index("ix_telemetry_samples_node_received", table_name="telemetry_samples")
     op.drop_index(op.f("ix_telemetry_samples_received_at"), table_name="telemetry_samples")
     op.drop_table("telemetry_samples")

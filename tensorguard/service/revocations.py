@@ -1,0 +1,46 @@
+"""Token revocation: a token's ``jti`` recorded in ``revoked_tokens`` until it expires.
+
+Tokens are short-lived, so the list stays small: a row is only needed until the token
+would have expired anyway, and expired rows are pruned on each revocation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+
+from tensorguard.fleet.db import FleetDatabase
+from tensorguard.fleet.models import AuditEvent, RevokedToken, utc_now
+
+
+class TokenRevocations:
+    """Revoke tokens by id and ask whether a token id is revoked."""
+
+    def __init__(self, database: FleetDatabase) -> None:
+        self.database = database
+
+    def revoke(self, jti: str, expires_at: int, *, actor: str) -> None:
+        """Revoke token ``jti`` (valid until unix time ``expires_at``); idempotent."""
+        if self.is_revoked(jti):
+            return
+        now = utc_now()
+        with self.database.session() as session:
+            session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+            session.add(
+                RevokedToken(
+                    jti=jti,
+                    expires_at=datetime.fromtimestamp(expires_at, UTC),
+                    revoked_at=now,
+                    revoked_by=actor,
+                )
+            )
+            session.add(
+                AuditEvent(actor=actor, action="token.revoked", subject=f"token:{jti}", details={})
+            )
+
+    def is_revoked(self, jti: str) -> bool:
+        """True when ``jti`` was revoked."""
+        with self.database.session() as session:
+            found = session.scalars(select(RevokedToken.id).where(RevokedToken.jti == jti)).first()
+            return found is not None
