@@ -3,9 +3,9 @@
 Only ``/healthz`` and ``/readyz`` answer without credentials; every other route
 depends on :mod:`tensorguard.service.auth`. Domain errors become JSON ``{"detail": ...}``
 responses here, in one place: authentication 401 (with ``WWW-Authenticate``),
-authorisation 403, an invalid token to revoke 400, unknown node 404, repeated enrolment 409, invalid names 422, no
-telemetry and database failures 503. Unexpected errors are logged and answered 500
-without details.
+authorisation 403, an invalid token to revoke 400, unknown node 404, repeated
+enrolment 409, invalid names 422, no telemetry and database failures 503. Unexpected
+errors are logged and answered 500 without details.
 """
 
 from __future__ import annotations

@@ -36,5 +36,5 @@ class ServiceContext:
             telemetry=TelemetryStore(database, settings.telemetry_window_s),
             node_authenticator=NodeAuthenticator(database, settings.signature_window_s),
             limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-            revocations=TokenRevocations(database),
+            revocations=TokenRevocations(database, settings.token_leeway_s),
         )

@@ -1,12 +1,13 @@
 """Token revocation: a token's ``jti`` recorded in ``revoked_tokens`` until it expires.
 
 Tokens are short-lived, so the list stays small: a row is only needed until the token
-would have expired anyway, and expired rows are pruned on each revocation.
+would have expired anyway (plus the clock leeway), and older rows are pruned on each
+revocation.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
@@ -17,8 +18,10 @@ from tensorguard.fleet.models import AuditEvent, RevokedToken, utc_now
 class TokenRevocations:
     """Revoke tokens by id and ask whether a token id is revoked."""
 
-    def __init__(self, database: FleetDatabase) -> None:
+    def __init__(self, database: FleetDatabase, leeway_s: int) -> None:
         self.database = database
+        # A token is accepted up to the clock leeway past its exp: keep its row that long.
+        self.retention = timedelta(seconds=leeway_s + 60)
 
     def revoke(self, jti: str, expires_at: int, *, actor: str) -> None:
         """Revoke token ``jti`` (valid until unix time ``expires_at``); idempotent."""
@@ -26,7 +29,8 @@ class TokenRevocations:
             return
         now = utc_now()
         with self.database.session() as session:
-            session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+            expired = RevokedToken.expires_at < now - self.retention
+            session.execute(delete(RevokedToken).where(expired))
             session.add(
                 RevokedToken(
                     jti=jti,
