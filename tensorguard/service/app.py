@@ -5,7 +5,8 @@ depends on :mod:`tensorguard.service.auth`. Domain errors become JSON ``{"detail
 responses here, in one place: authentication 401 (with ``WWW-Authenticate``),
 authorisation 403, an invalid token to revoke 400, unknown node 404, repeated
 enrolment 409, invalid names 422, no telemetry and database failures 503. Unexpected
-errors are logged and answered 500 without details.
+errors are logged and answered 500 without details. Invalid bodies are 422 naming the
+fields, never echoing the submitted values.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -76,6 +78,17 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each invalid field, without echoing the submitted values back."""
+    del request
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     """The fleet service for ``settings`` (the database is opened, not yet connected)."""
     service = ServiceContext.create(settings)
@@ -100,6 +113,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.context = service
     app.add_exception_handler(TensorGuardError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(
         GuardMiddleware, limiter=service.limiter, max_body_bytes=settings.max_body_bytes
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,24 @@ def test_readyz_reports_a_database_that_is_gone(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert response.json()["status"] == "unavailable"
         assert server.get("/healthz").status_code == 200
+
+
+def test_validation_errors_do_not_echo_what_was_sent(fleet_server: FleetServer) -> None:
+    marker = "sensitive-value-" + "z" * 5000  # too long: refused by the schema
+    response = fleet_server.post_json(
+        "/v1/tokens/revoke", {"token": marker}, token=fleet_server.token()
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "token"]
+    assert "sensitive-value" not in response.text
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    with running_fleet_server(tmp_path) as server:
+        assert server.get("/healthz").status_code == 200
+    process = server.process.process
+    assert process is not None
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (systemd counts
+    # an exit by SIGTERM after a stop request as clean).
+    assert process.returncode in (0, -signal.SIGTERM), server.log()[-2000:]
+    assert "Application shutdown complete" in server.log()
