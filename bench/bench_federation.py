@@ -55,8 +55,12 @@ from tensorguard.federation import (
 from tensorguard.federation.layout import TensorLayout
 from tensorguard.federation.masking import mask_encrypted_vector, mask_level
 from tensorguard.federation.packing import chunk_lengths, encrypt_vector
-from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
-from tensorguard.federation.pairwise import PairwiseSecrets, reveal_seeds
+from tensorguard.federation.pair_exchange import (
+    InMemoryPairSecretStore,
+    PairwiseMailbox,
+    site_pairwise_secrets,
+)
+from tensorguard.federation.pairwise import PairwiseSecrets, close_round_in_process
 
 T = TypeVar("T")
 FLARE_N = 8192
@@ -105,23 +109,6 @@ def flare_encrypt(values: np.ndarray) -> bytes:
     return b"".join(blobs)
 
 
-class MemoryPairSecretStore:
-    """One site's pair secrets in memory (stands in for the site's key provider)."""
-
-    def __init__(self) -> None:
-        self._secrets: dict[tuple[str, str], bytes] = {}
-
-    def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
-        """The stored secret, or None."""
-        return self._secrets.get((epoch_id, peer))
-
-    def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
-        """Keep ``secret``; a second store for the same peer is a bug."""
-        if (epoch_id, peer) in self._secrets:
-            raise RuntimeError(f"pair secret with {peer!r} stored twice")
-        self._secrets[(epoch_id, peer)] = secret
-
-
 def establish_pair_secrets(
     signers: dict[str, CompositeSigningKey], mailbox_dir: Path
 ) -> tuple[dict[str, PairwiseSecrets], list[float]]:
@@ -142,7 +129,7 @@ def establish_pair_secrets(
             site_id=site,
             roster=list(signers),
             mailbox=mailbox,
-            store=MemoryPairSecretStore(),
+            store=InMemoryPairSecretStore(),
             signer=signer,
             kem_private=kem_keys[site],
             roster_kem_keys=roster_kem,
@@ -232,9 +219,23 @@ def run(parameters: int, sites: int) -> dict[str, object]:
     decryption, decrypt_seconds = timed(
         lambda: custodian.decrypt(result, envelopes, dtype=torch.float64), repeats=2
     )
+    # Closing the masked round: every site acknowledges the accepted set, then reveals
+    # its self seed; the custodian removes the self masks before decrypting.
+    masked_reveals, close_seconds = timed(
+        lambda: close_round_in_process(
+            pair_secrets,
+            signers,
+            round_id=ROUND_ID,
+            accepted=list(signers),
+            dropped=[],
+            signing_keys=registered,
+        )
+    )
     masked_custodian = custodian_for("masked-ledger.jsonl")
     masked_decryption, masked_decrypt_seconds = timed(
-        lambda: masked_custodian.decrypt(masked_result, masked_envelopes, dtype=torch.float64),
+        lambda: masked_custodian.decrypt(
+            masked_result, masked_envelopes, dtype=torch.float64, reveals=masked_reveals
+        ),
         repeats=2,
     )
 
@@ -249,12 +250,12 @@ def run(parameters: int, sites: int) -> dict[str, object]:
     site_ciphertexts = encrypt_vector(site_values, context, params)
 
     def mask_one_site() -> bytes:
-        seeds = pair_secrets[first_site].round_seeds(ROUND_ID)
+        seeds = pair_secrets[first_site].mask_seeds(ROUND_ID)
         level = mask_level(context, params)
         return mask_encrypted_vector(site_ciphertexts, first_site, seeds, level).to_bytes()
 
     seeds_only, seed_seconds = timed(
-        lambda: pair_secrets[first_site].round_seeds(ROUND_ID), repeats=3
+        lambda: pair_secrets[first_site].mask_seeds(ROUND_ID), repeats=3
     )
     masked_payload, masking_seconds = timed(mask_one_site, repeats=2)
     unmasked_payload = site_ciphertexts.to_bytes()
@@ -265,16 +266,14 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         masked_envelopes[1:], registered, masked_spec, keys.public, min_sites=2
     )
     reveals, reveal_seconds = timed(
-        lambda: [
-            reveal_seeds(
-                pair_secrets[site],
-                round_id=ROUND_ID,
-                accepted=survivors,
-                dropped=[first_site],
-                signer=signers[site],
-            ).to_bytes()
-            for site in survivors
-        ]
+        lambda: close_round_in_process(
+            pair_secrets,
+            signers,
+            round_id=ROUND_ID,
+            accepted=survivors,
+            dropped=[first_site],
+            signing_keys=registered,
+        )
     )
     dropout_custodian = custodian_for("dropout-ledger.jsonl")
     dropout_decryption, dropout_decrypt_seconds = timed(
@@ -350,10 +349,11 @@ def run(parameters: int, sites: int) -> dict[str, object]:
     # A round's compute: every site's update, the aggregation and the custodian.
     round_seconds = sum(site_seconds) + aggregate_seconds + decrypt_seconds
     masked_round_seconds = sum(masked_site_seconds) + masked_aggregate_seconds
-    masked_round_seconds += masked_decrypt_seconds
+    masked_round_seconds += close_seconds + masked_decrypt_seconds
     # Its latency when sites work in parallel: one (median) site, then the rest.
     latency = site_median + aggregate_seconds + decrypt_seconds
     masked_latency = masked_site_median + masked_aggregate_seconds + masked_decrypt_seconds
+    masked_latency += close_seconds
     masked_envelope_bytes = len(masked_envelopes[0])
     report["masking"] = {
         "peers_per_site": sites - 1,
@@ -364,13 +364,14 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         },
         "pair_establishment_seconds_all_sites": sum(establish_seconds),
         "seed_derivation_seconds_per_site": seed_seconds,
-        "seeds_derived_per_site": len(seeds_only),
+        "seeds_derived_per_site": len(seeds_only.pair_seeds) + 1,
         "masking_seconds_per_site": masking_seconds,
         "masking_over_encrypt_only": masking_seconds / ours_encrypt_only,
         "site_update_seconds_median": masked_site_median,
         "site_encrypt_and_mask_seconds_median": float(np.median(masked_encrypt_seconds)),
         "masked_over_unmasked_site_update": masked_site_median / site_median,
         "aggregate_seconds": masked_aggregate_seconds,
+        "close_round_seconds_all_sites": close_seconds,
         "decrypt_seconds": masked_decrypt_seconds,
         "round_seconds": masked_round_seconds,
         "unmasked_round_seconds": round_seconds,

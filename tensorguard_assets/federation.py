@@ -6,6 +6,7 @@ custodian decryption."""
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from pydantic import Field
 from tensorguard.codec import canonical_json, parse_json_object
 from tensorguard.crypto import CompositeVerifyKey
 from tensorguard.digest import sha256_tree
-from tensorguard.durable import atomic_directory
+from tensorguard.durable import atomic_directory, ensure_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import (
@@ -39,7 +40,11 @@ from tensorguard.federation.custodian import Custodian, apply_update, envelope_d
 from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
 from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
-from tensorguard.federation.pairwise import PairwiseSecrets, reveal_seeds
+from tensorguard.federation.pairwise import (
+    PairwiseSecrets,
+    acknowledge_accepted_set,
+    reveal_seeds,
+)
 from tensorguard.federation.params import FederationParams
 from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.privacy import DPRule, PrivacyLedger
@@ -95,6 +100,7 @@ CUSTODIAN_KEY_NAME = "federation-custodian"
 PAIRWISE_MAILBOX = Path("pairwise") / "offers"
 PAIRWISE_ANSWERED = Path("pairwise") / "answered"
 REVEAL_SUFFIX = ".reveal"
+ACK_SUFFIX = ".ack"
 REVEALS_SUMMARY = "reveals.json"
 DEFAULT_CLIP_NORM = 20.0
 """Above the demo sites' delta norms (~3-6), below the per-site CKKS bound (32)."""
@@ -616,10 +622,12 @@ def seed_reveals(
     sites: SiteRegistry,
     site_keys: KeyVault,
 ) -> MaterializeResult:
-    """Dropout recovery for the masked sum: each surviving site signs the pairwise round
-    seeds it shares with the sites that dropped out, and nothing else. A site refuses to
-    reveal a seed shared with an accepted site (that would unmask it) or to answer the
-    same round twice with a different accepted set. Empty when nobody dropped out."""
+    """Closing a masked round: each accepted site signs the accepted set (at most one set
+    per round), then, holding every accepted site's acknowledgement of that same set,
+    reveals its self seed and the pairwise seeds it shares with the sites that dropped
+    out, and nothing else. A site refuses to reveal a seed shared with an accepted site
+    (that would unmask it) or to acknowledge a second accepted set for the round. Empty
+    when the round is not masked."""
     round_key = context.partition_key
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     out_dir = artifacts.asset_dir("seed_reveals", round_key)
@@ -627,31 +635,29 @@ def seed_reveals(
         spec, _ = load_round(context, round_key, artifacts)
         aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
         accepted = sorted(update.site_id for update in aggregate.accepted)
-        dropped = sorted(set(spec.roster) - set(accepted)) if spec.mask_epoch else []
+        masked = spec.mask_epoch is not None
+        dropped = sorted(set(spec.roster) - set(accepted)) if masked else []
+        revealing = accepted if masked else []
         with atomic_directory(out_dir) as staging:
             summary = {
                 "round_id": round_key,
                 "mask_epoch": spec.mask_epoch,
                 "accepted": accepted,
                 "dropped": dropped,
-                "revealing_sites": accepted if dropped else [],
+                "revealing_sites": revealing,
             }
             (staging / REVEALS_SUMMARY).write_bytes(canonical_json(summary) + b"\n")
-            for site_id in accepted if dropped else []:
-                answered_path = artifacts.root / PAIRWISE_ANSWERED / f"{site_id}.json"
-                answered = _answered_reveals(answered_path)
-                reveal = reveal_seeds(
-                    site_pair_secrets(spec, site_id, artifacts, sites, site_keys),
-                    round_id=round_key,
-                    accepted=accepted,
-                    dropped=dropped,
-                    signer=site_keys.provider.signer(site_key_name(site_id)),
-                    answered=answered,
-                )
-                (staging / f"{site_id}{REVEAL_SUFFIX}").write_bytes(reveal.to_bytes())
-                record = {key: sorted(value) for key, value in answered.items()}
-                answered_path.parent.mkdir(parents=True, exist_ok=True)
-                write_artifact(answered_path, canonical_json(record))
+            closings = {
+                site_id: _SiteClosing(spec, site_id, artifacts, sites, site_keys)
+                for site_id in revealing
+            }
+            # Every accepted site acknowledges the set first; only then does any reveal.
+            acks = {site: closing.acknowledge(accepted) for site, closing in closings.items()}
+            signing_keys = trusted_site_keys(sites, artifacts)
+            for site_id, closing in closings.items():
+                (staging / f"{site_id}{ACK_SUFFIX}").write_bytes(acks[site_id])
+                reveal = closing.reveal(accepted, dropped, list(acks.values()), signing_keys)
+                (staging / f"{site_id}{REVEAL_SUFFIX}").write_bytes(reveal)
     if dropped:
         context.log.warning(
             f"round {round_key}: {', '.join(dropped)} dropped out after the round opened; "
@@ -663,10 +669,62 @@ def seed_reveals(
             "path": MetadataValue.path(str(out_dir)),
             "digest": MetadataValue.text(digest),
             "dropped_sites": MetadataValue.text(", ".join(dropped) or "none"),
-            "revealing_sites": MetadataValue.int(len(accepted) if dropped else 0),
+            "revealing_sites": MetadataValue.int(len(revealing)),
         },
         check_results=[verify_artifact("seed_reveals", out_dir, digest)],
     )
+
+
+class _SiteClosing:
+    """One site's side of closing a masked round: its secrets, signer and the record of
+    the accepted set it acknowledged (kept at the site, across requests)."""
+
+    def __init__(
+        self,
+        spec: RoundSpec,
+        site_id: str,
+        artifacts: ArtifactStore,
+        sites: SiteRegistry,
+        site_keys: KeyVault,
+    ) -> None:
+        self.round_id = spec.round_id
+        self.secrets = site_pair_secrets(spec, site_id, artifacts, sites, site_keys)
+        self.signer = site_keys.provider.signer(site_key_name(site_id))
+        self.answered_path = artifacts.root / PAIRWISE_ANSWERED / f"{site_id}.json"
+        self.answered = _answered_reveals(self.answered_path)
+
+    def acknowledge(self, accepted: list[str]) -> bytes:
+        """Sign ``accepted`` as the round's one accepted set and record it durably."""
+        ack = acknowledge_accepted_set(
+            self.secrets,
+            round_id=self.round_id,
+            accepted=accepted,
+            signer=self.signer,
+            answered=self.answered,
+        )
+        record = {key: sorted(value) for key, value in self.answered.items()}
+        ensure_directory(self.answered_path.parent)
+        write_artifact(self.answered_path, canonical_json(record))
+        return ack.to_bytes()
+
+    def reveal(
+        self,
+        accepted: list[str],
+        dropped: list[str],
+        acks: list[bytes],
+        signing_keys: Mapping[str, CompositeVerifyKey],
+    ) -> bytes:
+        """The site's signed self seed and seeds with ``dropped``, given every ack."""
+        return reveal_seeds(
+            self.secrets,
+            round_id=self.round_id,
+            accepted=accepted,
+            dropped=dropped,
+            signer=self.signer,
+            answered=self.answered,
+            acks=acks,
+            signing_keys=signing_keys,
+        ).to_bytes()
 
 
 @asset(

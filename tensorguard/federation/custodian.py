@@ -45,7 +45,7 @@ from tensorguard.federation.errors import (
     EnvelopeError,
     QuorumNotMetError,
 )
-from tensorguard.federation.masking import mask_level, unmask_dropped
+from tensorguard.federation.masking import RevealedMasks, mask_level, unmask_aggregate
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
 from tensorguard.federation.pairwise import PairwiseError, collect_revealed_seeds
 from tensorguard.federation.round_spec import RoundSpec
@@ -171,10 +171,10 @@ class Custodian:
 
     def _revealed_seeds(
         self, aggregate: AggregationResult, reveals: Sequence[bytes]
-    ) -> dict[tuple[str, str], bytes]:
+    ) -> RevealedMasks | None:
         spec = aggregate.spec
         if spec.mask_epoch is None:
-            return {}
+            return None
         accepted = [update.site_id for update in aggregate.accepted]
         try:
             return collect_revealed_seeds(
@@ -188,9 +188,10 @@ class Custodian:
         except PairwiseError as exc:
             dropped = sorted(set(spec.roster) - set(accepted))
             raise DecryptionError(
-                f"round {spec.round_id!r}: sites {', '.join(dropped)} dropped out, so the "
-                f"surviving sites' masks do not cancel and the sum cannot be unmasked: {exc}. "
-                "Collect each surviving site's seed reveal for the dropped sites"
+                f"round {spec.round_id!r}: the sum stays masked (accepted: "
+                f"{', '.join(sorted(accepted))}; dropped: {', '.join(dropped) or 'none'}): "
+                f"{exc}. Collect each accepted site's seed reveal (its self seed and its "
+                "seeds with the dropped sites)"
             ) from exc
 
     def _check_recomputed(self, aggregate: AggregationResult, envelopes: Sequence[bytes]) -> None:
@@ -241,14 +242,14 @@ def _decrypt_mean(
     aggregate: AggregationResult,
     secret: SecretFederation,
     dtype: torch.dtype,
-    revealed: Mapping[tuple[str, str], bytes],
+    revealed: RevealedMasks | None,
 ) -> dict[str, torch.Tensor]:
     layout = aggregate.spec.tensor_layout
     params = secret.public.params
     try:
         encrypted = load_encrypted_vector(aggregate.payload, secret.context, params, layout.numel)
-        if revealed:
-            encrypted = unmask_dropped(encrypted, revealed, mask_level(secret.context, params))
+        if revealed is not None:
+            encrypted = unmask_aggregate(encrypted, revealed, mask_level(secret.context, params))
     except CiphertextError as exc:
         raise DecryptionError(f"the aggregate ciphertext is invalid: {exc}") from exc
     summed = decrypt_vector(encrypted, secret.context)

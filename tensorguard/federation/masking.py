@@ -5,9 +5,11 @@ Every pair of sites ``a < b`` (site ids compared as strings) shares a per-round 
 expands into one polynomial ``m_ab`` with coefficients uniform modulo each RNS prime
 ``q_i`` of the ciphertext's level; site ``a`` adds ``+m_ab`` and site ``b`` adds
 ``-m_ab`` (``q_i - m_ab``) to the ``c0`` polynomial of its ciphertext. In the sum over
-all sites every pair contributes ``m_ab - m_ab = 0 (mod q_i)``, so the aggregate is
-bit-for-bit the sum of the unmasked ciphertexts, while one site's ciphertext decrypts
-to its values plus a uniformly random polynomial: noise.
+all sites every pair contributes ``m_ab - m_ab = 0 (mod q_i)``. Each site also adds a
+self mask ``s_a`` from a seed only it holds (double masking); one site's ciphertext
+decrypts to its values plus uniformly random polynomials: noise. The custodian removes
+the accepted sites' self masks (and the dropped sites' pairwise residue) with the seeds
+the survivors reveal (:func:`unmask_aggregate`), which leaves the exact sum.
 
 Expansion
     For chunk ``j`` and prime index ``i`` a stream key
@@ -43,11 +45,11 @@ How the ciphertext is modified (the approach and why)
     if its ``parms_id`` chain equals the TenSEAL context's, so a mismatch is refused
     rather than masked with the wrong moduli.
 
-Dropouts
+Unmasking
     If sites ``D`` drop after the others masked, the sum over the accepted sites ``A``
-    carries ``sum over s in A, d in D of sign(s, d) * m_sd``. With the seeds the
-    survivors reveal, :func:`unmask_dropped` recomputes that residual and adds its
-    negation, which makes the aggregate exact again.
+    carries ``sum over s in A of s_s`` plus ``sum over s in A, d in D of sign(s, d) *
+    m_sd``. With the seeds the survivors reveal, :func:`unmask_aggregate` recomputes that
+    offset and adds its negation, which makes the aggregate exact again.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import functools
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -87,6 +89,23 @@ _CIPHERTEXT_SIZE: Final = 2
 
 class MaskingError(FederationError):
     """A mask could not be derived or applied (wrong level, seed, or SEAL layout)."""
+
+
+@dataclass(frozen=True)
+class SiteMaskSeeds:
+    """What one site masks one round's update with: a seed per peer and its self seed."""
+
+    pair_seeds: Mapping[str, bytes] = field(repr=False)
+    self_seed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RevealedMasks:
+    """The seeds the custodian needs to unmask a round's sum: ``(survivor, dropped) ->
+    pair seed`` for every dropped peer and each accepted site's self seed."""
+
+    pair_seeds: Mapping[tuple[str, str], bytes] = field(repr=False)
+    self_seeds: Mapping[str, bytes] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -269,26 +288,26 @@ def signed_mask_sum(
 
 
 def site_mask(
-    site_id: str, round_seeds: Mapping[str, bytes], chunk_index: int, level: MaskLevel
+    site_id: str, seeds: SiteMaskSeeds, chunk_index: int, level: MaskLevel
 ) -> UInt64Array:
-    """The total mask one site adds to chunk ``chunk_index``: ``sum of sign * m_peer``."""
-    if not round_seeds:
+    """The total mask one site adds to chunk ``chunk_index``: its self mask plus
+    ``sum of sign * m_peer``."""
+    if not seeds.pair_seeds:
         raise MaskingError(f"site {site_id!r} has no peers to mask with")
-    terms = [(mask_sign(site_id, peer), seed) for peer, seed in sorted(round_seeds.items())]
-    return signed_mask_sum(terms, chunk_index, level)
+    terms = [(mask_sign(site_id, peer), seed) for peer, seed in sorted(seeds.pair_seeds.items())]
+    return signed_mask_sum([(1, seeds.self_seed), *terms], chunk_index, level)
 
 
-def dropout_residual(
-    revealed: Mapping[tuple[str, str], bytes], chunk_index: int, level: MaskLevel
-) -> UInt64Array:
-    """What the dropped sites' missing masks leave in chunk ``chunk_index`` of the sum.
+def unmasking_offset(revealed: RevealedMasks, chunk_index: int, level: MaskLevel) -> UInt64Array:
+    """What the masks leave in chunk ``chunk_index`` of the accepted sites' sum.
 
-    ``revealed`` maps ``(survivor, dropped)`` to their round seed; the survivor's
-    ciphertext carries ``mask_sign(survivor, dropped) * m``, which nothing cancels.
+    Each accepted site's self mask, and for each ``(survivor, dropped)`` pair the
+    survivor's ``mask_sign(survivor, dropped) * m``, which nothing cancels.
     """
-    terms = [
+    terms = [(1, seed) for _, seed in sorted(revealed.self_seeds.items())]
+    terms += [
         (mask_sign(survivor, dropped), seed)
-        for (survivor, dropped), seed in sorted(revealed.items())
+        for (survivor, dropped), seed in sorted(revealed.pair_seeds.items())
     ]
     return signed_mask_sum(terms, chunk_index, level)
 
@@ -403,40 +422,39 @@ def add_to_c0(chunk: ts.CKKSVector, offset: UInt64Array, level: MaskLevel) -> ts
 def mask_encrypted_vector(
     vector: EncryptedVector,
     site_id: str,
-    round_seeds: Mapping[str, bytes],
+    seeds: SiteMaskSeeds,
     level: MaskLevel,
 ) -> EncryptedVector:
-    """Mask every chunk of a site's encrypted update with its pairwise round seeds.
+    """Mask every chunk of a site's encrypted update with its round's mask seeds.
 
-    ``round_seeds`` maps every enrolled peer to the seed this site shares with it for
-    this round; chunk ``j`` gets :func:`site_mask` for index ``j``. Chunks are masked one
-    after another: TenSEAL's encryption and ``cryptography``'s AES hold the GIL, so
-    neither overlapping masking with encryption nor a thread pool of two made it faster.
+    ``seeds`` holds the seed this site shares with every enrolled peer for this round
+    and its own self seed; chunk ``j`` gets :func:`site_mask` for index ``j``. Chunks
+    are masked one after another: TenSEAL's encryption and ``cryptography``'s AES hold
+    the GIL, so neither overlapping masking with encryption nor a thread pool of two
+    made it faster.
     """
     chunks = tuple(
-        add_to_c0(chunk, site_mask(site_id, round_seeds, index, level), level)
+        add_to_c0(chunk, site_mask(site_id, seeds, index, level), level)
         for index, chunk in enumerate(vector.chunks)
     )
     return EncryptedVector(chunks, vector.length)
 
 
-def unmask_dropped(
-    aggregate: EncryptedVector,
-    revealed: Mapping[tuple[str, str], bytes],
-    level: MaskLevel,
+def unmask_aggregate(
+    aggregate: EncryptedVector, revealed: RevealedMasks, level: MaskLevel
 ) -> EncryptedVector:
-    """Remove the dropped sites' uncancelled masks from an aggregate.
+    """Remove the accepted sites' self masks and the dropped sites' uncancelled pairwise
+    masks from an aggregate.
 
-    ``revealed`` maps ``(survivor, dropped)`` to the round seed the survivor revealed
-    (see :func:`tensorguard.federation.pairwise.collect_revealed_seeds`, which checks
-    that every accepted site revealed every dropped peer). Returns the aggregate as if
-    only the accepted sites had been masked among themselves: their exact sum.
+    ``revealed`` comes from :func:`tensorguard.federation.pairwise.collect_revealed_seeds`,
+    which checks that every accepted site revealed its self seed and its seed with every
+    dropped peer. Returns the exact sum of the accepted sites' updates.
     """
-    if not revealed:
-        return aggregate
+    if not revealed.self_seeds:
+        raise MaskingError("no self seeds revealed: the masked sum cannot be unmasked")
     moduli = _moduli_column(level)
     chunks = tuple(
-        add_to_c0(chunk, neg_mod(dropout_residual(revealed, index, level), moduli), level)
+        add_to_c0(chunk, neg_mod(unmasking_offset(revealed, index, level), moduli), level)
         for index, chunk in enumerate(aggregate.chunks)
     )
     return EncryptedVector(chunks, aggregate.length)

@@ -16,6 +16,7 @@ provider), one per peer and key epoch; the epoch is bound into every offer and s
 
 from __future__ import annotations
 
+import secrets as secrets_module
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
 from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
 from tensorguard.durable import DestinationExistsError, atomic_write_bytes, ensure_directory
 from tensorguard.federation.pairwise import (
+    SELF_SECRET_SIZE,
     PairwiseError,
     PairwiseOffer,
     PairwiseSecrets,
@@ -36,7 +38,10 @@ OFFER_SUFFIX = ".offer"
 
 
 class PairSecretStore(Protocol):
-    """Where one site keeps its pair secrets (its own key provider)."""
+    """Where one site keeps its pair secrets (its own key provider).
+
+    The slot named by the site's own id holds its self-mask secret for the epoch.
+    """
 
     def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
         """The secret shared with ``peer`` in ``epoch_id``, or None if none is stored."""
@@ -45,6 +50,24 @@ class PairSecretStore(Protocol):
     def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
         """Persist the secret shared with ``peer`` in ``epoch_id`` (never replaced)."""
         ...
+
+
+class InMemoryPairSecretStore:
+    """A :class:`PairSecretStore` in a dict, for sites simulated in one process (tests,
+    benchmarks); a deployment keeps pair secrets in the site's key provider."""
+
+    def __init__(self) -> None:
+        self._secrets: dict[tuple[str, str], bytes] = {}
+
+    def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
+        """The stored secret, or None."""
+        return self._secrets.get((epoch_id, peer))
+
+    def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
+        """Store a new secret; an existing one is never replaced."""
+        if (epoch_id, peer) in self._secrets:
+            raise PairwiseError(f"a pair secret for {peer!r} in {epoch_id!r} is already stored")
+        self._secrets[(epoch_id, peer)] = secret
 
 
 class PairwiseMailbox:
@@ -140,7 +163,8 @@ def site_pairwise_secrets(
     roster_kem_keys: Mapping[str, XWingPublicKey],
     signing_keys: Mapping[str, CompositeVerifyKey],
 ) -> PairwiseSecrets:
-    """This site's secret with every other roster site, made or opened as needed.
+    """This site's secret with every other roster site, made or opened as needed, and
+    its own self-mask secret (random, made once per epoch, kept in ``store``).
 
     ``roster_kem_keys`` (the peers' X-Wing public keys) and ``signing_keys`` (their
     composite verify keys) come from the trusted site registry, never from the mailbox.
@@ -157,4 +181,8 @@ def site_pairwise_secrets(
             secret = exchange.secret_with(peer)
             store.store_pair_secret(epoch_id, peer, secret)
         secrets[peer] = secret
-    return PairwiseSecrets(epoch_id, site_id, secrets)
+    self_secret = store.load_pair_secret(epoch_id, site_id)
+    if self_secret is None:
+        self_secret = secrets_module.token_bytes(SELF_SECRET_SIZE)
+        store.store_pair_secret(epoch_id, site_id, self_secret)
+    return PairwiseSecrets(epoch_id, site_id, secrets, self_secret)

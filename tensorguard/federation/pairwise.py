@@ -19,21 +19,42 @@ Per round
     expands it into ciphertext masks. Round seeds are independent of each other, so
     revealing one round's seed says nothing about another round's masks.
 
-Dropouts
+Self masks (double masking, Bonawitz et al. 2017)
+    Besides its pairwise masks, every site adds a self mask expanded from
+    ``self_seed = HKDF-SHA256(self_secret, salt=SELF_SALT, info=encode_info("self-seed",
+    epoch, round_id, site))``, where ``self_secret`` is 32 random bytes the site alone
+    holds for the epoch. Nothing cancels a self mask: the custodian removes it with the
+    seed the site reveals once its update is accepted. A site whose update is summed
+    therefore reveals its self seed, and a site that dropped out never does, so whoever
+    calls an honest site "dropped" to get its pairwise seeds still faces its self mask.
+
+Closing the round: acknowledgements, then reveals
     When the aggregator has accepted the updates of sites ``A`` and the others ``D``
-    dropped, each survivor in ``A`` answers a reveal request with a :class:`SeedReveal`
-    of its round seeds with ``D``, composite-signed together with ``A``. A site refuses
-    (:class:`RevealRefusedError`) to reveal a seed shared with a site in ``A``, because
-    that would strip the masks from an accepted update; it refuses if it is not itself
-    in ``A``, and, given an ``answered`` record, refuses a second request for the same
-    round with a different ``A``. :func:`collect_revealed_seeds` verifies the reveals,
-    requires every one to name the same ``A``, and requires a seed for every
-    ``(survivor, dropped)`` pair so that the unmasked sum is exact.
+    dropped, each site in ``A`` first signs an :class:`AcceptedSetAck` of ``A``, and
+    signs at most one per round (kept in its ``answered`` record). It then answers the
+    reveal request with a :class:`SeedReveal` of its own self seed and its pairwise
+    seeds with ``D``, composite-signed together with ``A``, but only if it holds a valid
+    acknowledgement of the same ``A`` from *every* site in ``A``. A site refuses
+    (:class:`RevealRefusedError`) to reveal a pairwise seed shared with a site in ``A``
+    (that would strip an accepted update's pairwise masks) and to reveal anything when it
+    is not in ``A`` itself.
+
+    Why the acknowledgements: to read an honest site ``h``'s update, colluders need
+    ``h``'s self seed (``h`` reveals it only for a set ``S`` containing ``h``
+    acknowledged by all of ``S``) and the pairwise seed of ``h`` with every other honest
+    site ``g`` (``g`` reveals it only for a set ``S'`` without ``h``, acknowledged by
+    ``g``). An honest ``g`` acknowledges one set per round, so ``g`` cannot be in both:
+    ``S`` must hold no honest site but ``h``, and then the sum of ``S`` itself reveals
+    ``h`` to whoever knows the other members' updates, which no secure aggregation can
+    prevent. :func:`collect_revealed_seeds` verifies the reveals, requires every one to
+    name the same ``A``, a reveal from every site in ``A``, and a seed for every
+    ``(survivor, dropped)`` pair, so that the unmasked sum is exact.
 
 Wire formats (big-endian lengths, :mod:`tensorguard.codec` framing)::
 
     b"TGPO" | 1 | body_len u32 | body | signature_len u32 | signature   (offer)
-    b"TGSR" | 1 | body_len u32 | body | signature_len u32 | signature   (reveal)
+    b"TGAK" | 1 | body_len u32 | body | signature_len u32 | signature   (acknowledgement)
+    b"TGSR" | 2 | body_len u32 | body | signature_len u32 | signature   (reveal)
 
 Bodies are RFC 8785 canonical JSON (byte strings hex-encoded) and are parsed strictly
 and only trusted after the signature verifies under the claimed sender's key.
@@ -64,20 +85,27 @@ from tensorguard.crypto.xwing import (
     xwing_encapsulate,
 )
 from tensorguard.federation.errors import FederationError
-from tensorguard.federation.masking import SEED_SIZE
+from tensorguard.federation.masking import SEED_SIZE, RevealedMasks, SiteMaskSeeds
 from tensorguard.federation.round_spec import ROUND_ID
 from tensorguard.sites import SiteRegistryError, validate_site_id
 
 OFFER_MAGIC: Final = b"TGPO"
+ACK_MAGIC: Final = b"TGAK"
 REVEAL_MAGIC: Final = b"TGSR"
 VERSION: Final = 1
+REVEAL_VERSION: Final = 2
+"""Version 2 reveals carry the revealer's self seed (version 1 had pairwise seeds only)."""
 OFFER_FORMAT: Final = "tensorguard.federation.pairwise-offer/v1"
-REVEAL_FORMAT: Final = "tensorguard.federation.seed-reveal/v1"
+ACK_FORMAT: Final = "tensorguard.federation.accepted-set-ack/v1"
+REVEAL_FORMAT: Final = "tensorguard.federation.seed-reveal/v2"
 OFFER_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/pairwise-offer/v1"
-REVEAL_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/seed-reveal/v1"
+ACK_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/accepted-set-ack/v1"
+REVEAL_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/seed-reveal/v2"
 PAIR_SALT: Final = b"tensorguard/federation/pair-secret/v1"
 ROUND_SALT: Final = b"tensorguard/federation/pair-round-seed/v1"
+SELF_SALT: Final = b"tensorguard/federation/self-mask-seed/v1"
 PAIR_SECRET_SIZE: Final = 32
+SELF_SECRET_SIZE: Final = 32
 MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_SIGNATURE_BYTES: Final = 16 * 1024
 EPOCH_ID: Final = ROUND_ID
@@ -113,9 +141,9 @@ def _ordered(site_a: str, site_b: str) -> tuple[str, str]:
     return (site_a, site_b) if site_a < site_b else (site_b, site_a)
 
 
-def _frame(magic: bytes, body: bytes, signature: bytes) -> bytes:
+def _frame(magic: bytes, body: bytes, signature: bytes, version: int = VERSION) -> bytes:
     return (
-        FrameWriter(magic, VERSION)
+        FrameWriter(magic, version)
         .frame(body, length_size=4)
         .frame(signature, length_size=4)
         .to_bytes()
@@ -123,10 +151,15 @@ def _frame(magic: bytes, body: bytes, signature: bytes) -> bytes:
 
 
 def _unframe(
-    data: bytes, magic: bytes, what: str, document_format: str, field_count: int
+    data: bytes,
+    magic: bytes,
+    what: str,
+    document_format: str,
+    field_count: int,
+    version: int = VERSION,
 ) -> tuple[bytes, bytes, dict[str, Any]]:
     try:
-        reader = FrameReader(data, magic=magic, version=VERSION, what=what)
+        reader = FrameReader(data, magic=magic, version=version, what=what)
         body = reader.frame(length_size=4, max_bytes=MAX_BODY_BYTES, field="body")
         signature = reader.frame(length_size=4, max_bytes=MAX_SIGNATURE_BYTES, field="signature")
         reader.finish()
@@ -169,6 +202,24 @@ def _verify(
         key.verify(body, signature, context)
     except SignatureError as exc:
         raise PairwiseError(f"{what} signature does not verify: {exc}") from exc
+
+
+def _verify_registered(
+    signer: str,
+    signer_fingerprint: str,
+    signed: tuple[bytes, bytes],
+    signing_keys: Mapping[str, CompositeVerifyKey],
+    context: bytes,
+    what: str,
+) -> None:
+    """Verify ``signed`` (body, signature) under ``signer``'s registered key, which must
+    also be the key the message names."""
+    key = signing_keys.get(signer)
+    if key is None:
+        raise PairwiseError(f"{what} from unregistered site {signer!r}")
+    _verify(*signed, key, context, what)
+    if signer_fingerprint != key.fingerprint():
+        raise PairwiseError(f"{what} names a different signing key than its signer's")
 
 
 # --- establishment ------------------------------------------------------------------
@@ -356,15 +407,19 @@ def open_pairwise_offer(
 
 @dataclasses.dataclass(frozen=True)
 class PairwiseSecrets:
-    """One site's pair secrets for one key epoch: peer id -> 32-byte secret."""
+    """One site's secrets for one key epoch: peer id -> 32-byte pair secret, and the
+    site's own self-mask secret, which it shares with nobody."""
 
     epoch_id: str
     site_id: str
     secrets: Mapping[str, bytes] = dataclasses.field(repr=False)
+    self_secret: bytes = dataclasses.field(repr=False)
 
     def __post_init__(self) -> None:
         _check_id(self.epoch_id, EPOCH_ID, "epoch id")
         _check_site(self.site_id)
+        if len(self.self_secret) != SELF_SECRET_SIZE:
+            raise PairwiseError(f"the self-mask secret must be {SELF_SECRET_SIZE} bytes")
         for peer, secret in self.secrets.items():
             _check_site(peer)
             if peer == self.site_id or len(secret) != PAIR_SECRET_SIZE:
@@ -399,6 +454,26 @@ class PairwiseSecrets:
         """Every peer's round seed for ``round_id`` (the input of the masking step)."""
         return {peer: self.round_seed(peer, round_id) for peer in self.peers}
 
+    def self_seed(self, round_id: str) -> bytes:
+        """The seed of this site's own self mask for ``round_id`` (revealed only once
+        its update is accepted)."""
+        _check_id(round_id, ROUND_ID, "round id")
+        return hkdf_sha256(
+            self.self_secret,
+            salt=SELF_SALT,
+            info=encode_info(
+                b"self-seed",
+                self.epoch_id.encode(),
+                round_id.encode(),
+                self.site_id.encode(),
+            ),
+            length=SEED_SIZE,
+        )
+
+    def mask_seeds(self, round_id: str) -> SiteMaskSeeds:
+        """Everything this site masks its update with in ``round_id``."""
+        return SiteMaskSeeds(self.round_seeds(round_id), self.self_seed(round_id))
+
 
 def establish_pairwise_secrets(
     *,
@@ -409,8 +484,10 @@ def establish_pairwise_secrets(
     incoming: Sequence[bytes],
     kem_private: XWingPrivateKey,
     signing_keys: Mapping[str, CompositeVerifyKey],
+    self_secret: bytes,
 ) -> PairwiseSecrets:
-    """Combine the secrets a site offered with those offered to it into its epoch secrets.
+    """Combine the secrets a site offered with those offered to it into its epoch secrets
+    (``self_secret``: the site's own random self-mask secret for the epoch).
 
     Requires exactly one pair secret per other roster site: ``outgoing`` must cover the
     peers sorting after ``site_id`` and ``incoming`` (relayed offers, verified here)
@@ -450,13 +527,159 @@ def establish_pairwise_secrets(
     if set(received) != expected_in:
         missing = sorted(expected_in - set(received))
         raise PairwiseError(f"site {site_id!r} has no pairwise offer from {missing}")
-    return PairwiseSecrets(epoch_id, site_id, {**outgoing.secrets, **received})
+    return PairwiseSecrets(epoch_id, site_id, {**outgoing.secrets, **received}, self_secret)
 
 
-# --- dropout recovery: seed reveals -------------------------------------------------
+# --- closing a round: acknowledgements of the accepted set, then seed reveals --------
+def _site_list(document: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
+    value = document.get(key)
+    if not isinstance(value, list) or not all(isinstance(site, str) for site in value):
+        raise PairwiseError(f"{what} field {key!r} must be a list of site ids")
+    sites = tuple(_check_site(site) for site in value)
+    if list(sites) != sorted(set(sites)):
+        raise PairwiseError(f"{what} field {key!r} must be sorted without repeats")
+    return sites
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceptedSetAck:
+    """A site's signed statement that ``accepted`` is the round's one accepted set."""
+
+    epoch_id: str
+    round_id: str
+    site: str
+    signer_fingerprint: str
+    accepted: tuple[str, ...]
+    signature: bytes = dataclasses.field(default=b"", repr=False)
+
+    def body(self) -> bytes:
+        """The canonical JSON the site signs."""
+        return canonical_json(
+            {
+                "format": ACK_FORMAT,
+                "epoch_id": self.epoch_id,
+                "round_id": self.round_id,
+                "site": self.site,
+                "signer_fingerprint": self.signer_fingerprint,
+                "accepted": list(self.accepted),
+            }
+        )
+
+    def to_bytes(self) -> bytes:
+        """``b"TGAK" | 1 | body | signature`` (see the module docstring)."""
+        return _frame(ACK_MAGIC, self.body(), self.signature)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AcceptedSetAck:
+        """Parse strictly; the result is *not* verified (see :func:`verified_ack_sites`)."""
+        what = "accepted-set acknowledgement"
+        body, signature, document = _unframe(data, ACK_MAGIC, what, ACK_FORMAT, 6)
+        ack = cls(
+            epoch_id=_check_id(_text(document, "epoch_id", what), EPOCH_ID, "epoch id"),
+            round_id=_check_id(_text(document, "round_id", what), ROUND_ID, "round id"),
+            site=_check_site(_text(document, "site", what)),
+            signer_fingerprint=_text(document, "signer_fingerprint", what),
+            accepted=_site_list(document, "accepted", what),
+            signature=signature,
+        )
+        if ack.body() != body:
+            raise PairwiseError(f"{what} body does not re-encode to itself")
+        return ack
+
+
+def _check_request(
+    secrets: PairwiseSecrets, round_id: str, accepted: frozenset[str], dropped: frozenset[str]
+) -> None:
+    """Refuse a request this site must not answer: it is not accepted itself, a site is
+    both accepted and dropped, or a site is not enrolled this epoch."""
+    _check_id(round_id, ROUND_ID, "round id")
+    if secrets.site_id not in accepted:
+        raise RevealRefusedError(
+            f"site {secrets.site_id!r} is not among the accepted sites of round {round_id!r}; "
+            "it acknowledges and reveals nothing for a sum it is not part of"
+        )
+    unmasking = sorted(dropped & accepted)
+    if unmasking:
+        raise RevealRefusedError(
+            f"refusing to reveal the seeds shared with {unmasking}: their updates were "
+            "accepted, and the seeds would unmask them"
+        )
+    unknown = sorted((accepted | dropped) - set(secrets.peers) - {secrets.site_id})
+    if unknown:
+        raise RevealRefusedError(f"the request names sites not enrolled this epoch: {unknown}")
+
+
+def acknowledge_accepted_set(
+    secrets: PairwiseSecrets,
+    *,
+    round_id: str,
+    accepted: Collection[str],
+    signer: CompositeSigner,
+    answered: MutableMapping[str, frozenset[str]],
+) -> AcceptedSetAck:
+    """Sign ``accepted`` as this round's accepted set, at most one set per round.
+
+    ``answered`` (round id -> the accepted set this site acknowledged, kept by the site
+    across requests) is updated; a second request for the same round with a different
+    set raises :class:`RevealRefusedError`, as does a set without this site.
+    """
+    accepted_set = frozenset(accepted)
+    _check_request(secrets, round_id, accepted_set, frozenset())
+    previous = answered.get(round_id)
+    if previous is not None and previous != accepted_set:
+        raise RevealRefusedError(
+            f"site {secrets.site_id!r} already acknowledged another accepted set for round "
+            f"{round_id!r}; acknowledging two could unmask a site accepted in one of them"
+        )
+    unsigned = AcceptedSetAck(
+        epoch_id=secrets.epoch_id,
+        round_id=round_id,
+        site=secrets.site_id,
+        signer_fingerprint=signer.public_key().fingerprint(),
+        accepted=tuple(sorted(accepted_set)),
+    )
+    signature = signer.sign(unsigned.body(), ACK_SIGNATURE_CONTEXT)
+    answered[round_id] = accepted_set
+    return dataclasses.replace(unsigned, signature=signature)
+
+
+def verified_ack_sites(
+    acks: Sequence[bytes],
+    *,
+    epoch_id: str,
+    round_id: str,
+    accepted: Collection[str],
+    signing_keys: Mapping[str, CompositeVerifyKey],
+) -> set[str]:
+    """The sites whose acknowledgement of exactly ``accepted`` (this epoch and round)
+    verifies under their registered key; any other acknowledgement is refused."""
+    accepted_set = set(accepted)
+    sites: set[str] = set()
+    for message in acks:
+        ack = AcceptedSetAck.from_bytes(message)
+        _verify_registered(
+            ack.site,
+            ack.signer_fingerprint,
+            (ack.body(), ack.signature),
+            signing_keys,
+            ACK_SIGNATURE_CONTEXT,
+            "acknowledgement",
+        )
+        if (ack.epoch_id, ack.round_id) != (epoch_id, round_id):
+            raise PairwiseError(f"acknowledgement from {ack.site!r} is for another round")
+        if set(ack.accepted) != accepted_set:
+            raise PairwiseError(
+                f"site {ack.site!r} acknowledged a different accepted set "
+                f"{list(ack.accepted)}, not {sorted(accepted_set)}"
+            )
+        sites.add(ack.site)
+    return sites
+
+
 @dataclasses.dataclass(frozen=True)
 class SeedReveal:
-    """A survivor's signed round seeds with dropped sites, bound to the accepted set."""
+    """A survivor's signed self seed and round seeds with dropped sites, bound to the
+    accepted set."""
 
     epoch_id: str
     round_id: str
@@ -464,6 +687,7 @@ class SeedReveal:
     signer_fingerprint: str
     accepted: tuple[str, ...]
     seeds: Mapping[str, bytes] = dataclasses.field(repr=False)
+    self_seed: bytes = dataclasses.field(repr=False)
     signature: bytes = dataclasses.field(default=b"", repr=False)
 
     def body(self) -> bytes:
@@ -477,22 +701,22 @@ class SeedReveal:
                 "signer_fingerprint": self.signer_fingerprint,
                 "accepted": list(self.accepted),
                 "seeds": {peer: seed.hex() for peer, seed in self.seeds.items()},
+                "self_seed": self.self_seed.hex(),
             }
         )
 
     def to_bytes(self) -> bytes:
-        """``b"TGSR" | 1 | body | signature`` (see the module docstring)."""
-        return _frame(REVEAL_MAGIC, self.body(), self.signature)
+        """``b"TGSR" | 2 | body | signature`` (see the module docstring)."""
+        return _frame(REVEAL_MAGIC, self.body(), self.signature, REVEAL_VERSION)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SeedReveal:
         """Parse strictly; the result is *not* verified (see :func:`verify_seed_reveal`)."""
         what = "seed reveal"
-        body, signature, document = _unframe(data, REVEAL_MAGIC, what, REVEAL_FORMAT, 7)
-        accepted = document.get("accepted")
+        body, signature, document = _unframe(
+            data, REVEAL_MAGIC, what, REVEAL_FORMAT, 8, REVEAL_VERSION
+        )
         seeds = document.get("seeds")
-        if not isinstance(accepted, list) or not all(isinstance(s, str) for s in accepted):
-            raise PairwiseError(f"{what} field 'accepted' must be a list of site ids")
         if not isinstance(seeds, dict):
             raise PairwiseError(f"{what} field 'seeds' must be an object")
         reveal = cls(
@@ -500,12 +724,11 @@ class SeedReveal:
             round_id=_check_id(_text(document, "round_id", what), ROUND_ID, "round id"),
             revealer=_check_site(_text(document, "revealer", what)),
             signer_fingerprint=_text(document, "signer_fingerprint", what),
-            accepted=tuple(_check_site(site) for site in accepted),
+            accepted=_site_list(document, "accepted", what),
             seeds={_check_site(peer): _hex_bytes(seeds, peer, SEED_SIZE, what) for peer in seeds},
+            self_seed=_hex_bytes(document, "self_seed", SEED_SIZE, what),
             signature=signature,
         )
-        if list(reveal.accepted) != sorted(set(reveal.accepted)):
-            raise PairwiseError(f"{what} accepted set must be sorted without repeats")
         if reveal.body() != body:
             raise PairwiseError(f"{what} body does not re-encode to itself")
         return reveal
@@ -518,41 +741,43 @@ def reveal_seeds(
     accepted: Collection[str],
     dropped: Collection[str],
     signer: CompositeSigner,
-    answered: MutableMapping[str, frozenset[str]] | None = None,
+    answered: Mapping[str, frozenset[str]],
+    acks: Sequence[bytes],
+    signing_keys: Mapping[str, CompositeVerifyKey],
 ) -> SeedReveal:
-    """Answer a dropout request: sign this site's round seeds with the ``dropped`` sites.
+    """Close the round for this site: sign its self seed and its round seeds with the
+    ``dropped`` sites.
 
-    Raises :class:`RevealRefusedError` when a requested peer is in ``accepted`` (its
-    update was summed; the seed would unmask it), when this site is not in
-    ``accepted``, when a site is both accepted and dropped or not enrolled, or when
-    ``answered`` (round id -> accepted set this site already answered for, kept by the
-    caller across requests) records a different accepted set for this round.
+    Raises :class:`RevealRefusedError` unless this site acknowledged exactly ``accepted``
+    for this round (``answered``, see :func:`acknowledge_accepted_set`) and ``acks``
+    hold a valid acknowledgement of the same set from every accepted site; also when a
+    requested peer is in ``accepted`` (the seed would unmask it), when this site is not
+    in ``accepted``, or when a site is both accepted and dropped or not enrolled.
     """
-    _check_id(round_id, ROUND_ID, "round id")
     accepted_set = frozenset(accepted)
     dropped_set = frozenset(dropped)
-    enrolled = set(secrets.peers) | {secrets.site_id}
-    if secrets.site_id not in accepted_set:
+    _check_request(secrets, round_id, accepted_set, dropped_set)
+    if answered.get(round_id) != accepted_set:
         raise RevealRefusedError(
-            f"site {secrets.site_id!r} is not among the accepted sites of round {round_id!r}; "
-            "it reveals nothing for a sum it is not part of"
+            f"site {secrets.site_id!r} has not acknowledged this accepted set for round "
+            f"{round_id!r}; it reveals only for the one set it acknowledged"
         )
-    unmasking = sorted(dropped_set & accepted_set)
-    if unmasking:
+    try:
+        acknowledged = verified_ack_sites(
+            acks,
+            epoch_id=secrets.epoch_id,
+            round_id=round_id,
+            accepted=accepted_set,
+            signing_keys=signing_keys,
+        )
+    except PairwiseError as exc:
+        raise RevealRefusedError(f"refusing to reveal: {exc}") from exc
+    missing = sorted(accepted_set - acknowledged)
+    if missing:
         raise RevealRefusedError(
-            f"refusing to reveal the seeds shared with {unmasking}: their updates were "
-            "accepted, and the seeds would unmask them"
+            f"refusing to reveal: no acknowledgement of the accepted set from {missing}; "
+            "without every accepted site's, the set could differ from the one others saw"
         )
-    unknown = sorted((accepted_set | dropped_set) - enrolled)
-    if unknown:
-        raise RevealRefusedError(f"the request names sites not enrolled this epoch: {unknown}")
-    if answered is not None:
-        previous = answered.get(round_id)
-        if previous is not None and previous != accepted_set:
-            raise RevealRefusedError(
-                f"site {secrets.site_id!r} already answered round {round_id!r} for another "
-                "accepted set; a second answer could unmask a site accepted in the first"
-            )
     unsigned = SeedReveal(
         epoch_id=secrets.epoch_id,
         round_id=round_id,
@@ -560,10 +785,9 @@ def reveal_seeds(
         signer_fingerprint=signer.public_key().fingerprint(),
         accepted=tuple(sorted(accepted_set)),
         seeds={peer: secrets.round_seed(peer, round_id) for peer in sorted(dropped_set)},
+        self_seed=secrets.self_seed(round_id),
     )
     signature = signer.sign(unsigned.body(), REVEAL_SIGNATURE_CONTEXT)
-    if answered is not None:
-        answered[round_id] = accepted_set
     return dataclasses.replace(unsigned, signature=signature)
 
 
@@ -581,12 +805,14 @@ def verify_seed_reveal(
     set, a revealer outside the accepted set, and any seed for an accepted site.
     """
     reveal = SeedReveal.from_bytes(data)
-    key = signing_keys.get(reveal.revealer)
-    if key is None:
-        raise PairwiseError(f"seed reveal from unregistered site {reveal.revealer!r}")
-    _verify(reveal.body(), reveal.signature, key, REVEAL_SIGNATURE_CONTEXT, "seed reveal")
-    if reveal.signer_fingerprint != key.fingerprint():
-        raise PairwiseError("seed reveal names a different signing key than its signer's")
+    _verify_registered(
+        reveal.revealer,
+        reveal.signer_fingerprint,
+        (reveal.body(), reveal.signature),
+        signing_keys,
+        REVEAL_SIGNATURE_CONTEXT,
+        "seed reveal",
+    )
     if (reveal.epoch_id, reveal.round_id) != (epoch_id, round_id):
         raise PairwiseError(
             f"seed reveal is for epoch {reveal.epoch_id!r} round {reveal.round_id!r}, "
@@ -610,19 +836,19 @@ def collect_revealed_seeds(
     roster: Collection[str],
     accepted: Collection[str],
     signing_keys: Mapping[str, CompositeVerifyKey],
-) -> dict[tuple[str, str], bytes]:
-    """Verify every reveal and return ``{(survivor, dropped): round_seed}``.
+) -> RevealedMasks:
+    """Verify every reveal and return the self seeds of the accepted sites and
+    ``{(survivor, dropped): round_seed}``.
 
-    ``dropped`` is ``roster - accepted``. Every accepted site must have revealed its
-    seed with every dropped site (one reveal per survivor, identical copies ignored),
-    otherwise the unmasked sum would not be exact and :class:`PairwiseError` is raised.
+    ``dropped`` is ``roster - accepted``. Every accepted site must have revealed (one
+    reveal per survivor, identical copies ignored) its self seed and its seed with every
+    dropped site, otherwise the unmasked sum would not be exact and
+    :class:`PairwiseError` is raised.
     """
     accepted_set = set(accepted)
     if not accepted_set <= set(roster):
         raise PairwiseError(f"accepted sites {sorted(accepted_set - set(roster))} not enrolled")
     dropped = set(roster) - accepted_set
-    if not dropped:
-        return {}
     by_survivor: dict[str, SeedReveal] = {}
     for message in reveals:
         reveal = verify_seed_reveal(
@@ -636,14 +862,57 @@ def collect_revealed_seeds(
         if previous is not None and previous.body() != reveal.body():
             raise PairwiseError(f"site {reveal.revealer!r} sent two different seed reveals")
         by_survivor[reveal.revealer] = reveal
-    revealed: dict[tuple[str, str], bytes] = {}
+    pairs: dict[tuple[str, str], bytes] = {}
+    self_seeds: dict[str, bytes] = {}
     for survivor in sorted(accepted_set):
         answer = by_survivor.get(survivor)
         if answer is None or set(answer.seeds) != dropped:
             raise PairwiseError(
-                f"site {survivor!r} has not revealed its seeds with every dropped site "
-                f"{sorted(dropped)}; the sum cannot be unmasked exactly"
+                f"site {survivor!r} has not revealed its self seed and its seeds with every "
+                f"dropped site {sorted(dropped)}; the sum cannot be unmasked exactly"
             )
+        self_seeds[survivor] = answer.self_seed
         for peer, seed in answer.seeds.items():
-            revealed[(survivor, peer)] = seed
-    return revealed
+            pairs[(survivor, peer)] = seed
+    return RevealedMasks(pairs, self_seeds)
+
+
+def close_round_in_process(
+    secrets: Mapping[str, PairwiseSecrets],
+    signers: Mapping[str, CompositeSigner],
+    *,
+    round_id: str,
+    accepted: Collection[str],
+    dropped: Collection[str],
+    signing_keys: Mapping[str, CompositeVerifyKey],
+) -> list[bytes]:
+    """Every accepted site acknowledges ``accepted``, then reveals: the two steps of
+    closing a round, for sites that run in one process (simulations, benchmarks, tests).
+
+    Each site's ``answered`` record lives only for this call; a deployment keeps it at
+    the site across requests (see ``tensorguard_assets.federation.seed_reveals``).
+    """
+    answered: dict[str, dict[str, frozenset[str]]] = {site: {} for site in accepted}
+    acks = [
+        acknowledge_accepted_set(
+            secrets[site],
+            round_id=round_id,
+            accepted=accepted,
+            signer=signers[site],
+            answered=answered[site],
+        ).to_bytes()
+        for site in sorted(accepted)
+    ]
+    return [
+        reveal_seeds(
+            secrets[site],
+            round_id=round_id,
+            accepted=accepted,
+            dropped=dropped,
+            signer=signers[site],
+            answered=answered[site],
+            acks=acks,
+            signing_keys=signing_keys,
+        ).to_bytes()
+        for site in sorted(accepted)
+    ]

@@ -35,7 +35,7 @@ from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.envelope import EnvelopeHeader, seal_envelope
 from tensorguard.federation.errors import FederationError, PrivacyAccountingError
 from tensorguard.federation.layout import FloatVector, tensors_digest
-from tensorguard.federation.masking import mask_encrypted_vector, mask_level
+from tensorguard.federation.masking import SiteMaskSeeds, mask_encrypted_vector, mask_level
 from tensorguard.federation.packing import encrypt_vector
 from tensorguard.federation.pairwise import PairwiseSecrets
 from tensorguard.federation.privacy import (
@@ -119,10 +119,9 @@ def update_delta(
     return delta
 
 
-def _round_seeds(
-    spec: RoundSpec, site_id: str, pairwise: PairwiseSecrets | None
-) -> dict[str, bytes]:
-    """The site's pairwise round seeds with every other roster site (masking is on)."""
+def _mask_seeds(spec: RoundSpec, site_id: str, pairwise: PairwiseSecrets | None) -> SiteMaskSeeds:
+    """The site's self seed and pairwise round seeds with every other roster site
+    (masking is on)."""
     if pairwise is None:
         raise FederationError(
             f"round {spec.round_id!r} requires pairwise masking (epoch {spec.mask_epoch}); "
@@ -140,7 +139,7 @@ def _round_seeds(
             f"site {site_id!r} shares secrets with {sorted(pairwise.peers)}, but the round's "
             f"roster needs exactly {sorted(expected)}"
         )
-    return pairwise.round_seeds(spec.round_id)
+    return pairwise.mask_seeds(spec.round_id)
 
 
 def build_site_update(
@@ -214,7 +213,7 @@ def build_site_update(
     context = public.load_context()
     encrypted = encrypt_vector(values, context, public.params)
     if spec.mask_epoch is not None:
-        seeds = _round_seeds(spec, site_id, pairwise)
+        seeds = _mask_seeds(spec, site_id, pairwise)
         encrypted = mask_encrypted_vector(
             encrypted, site_id, seeds, mask_level(context, public.params)
         )

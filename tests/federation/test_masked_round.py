@@ -17,8 +17,17 @@ from tensorguard.federation.envelope import SealedEnvelope
 from tensorguard.federation.errors import DecryptionError, FederationError
 from tensorguard.federation.layout import TensorLayout
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
-from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
-from tensorguard.federation.pairwise import PairwiseError, PairwiseSecrets, reveal_seeds
+from tensorguard.federation.pair_exchange import (
+    InMemoryPairSecretStore,
+    PairwiseMailbox,
+    site_pairwise_secrets,
+)
+from tensorguard.federation.pairwise import (
+    PairwiseError,
+    PairwiseSecrets,
+    RevealRefusedError,
+    close_round_in_process,
+)
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update, clip_l2
 from tests.federation.conftest import (
@@ -41,20 +50,6 @@ def _trained(site: str) -> dict:
     return trained_like(REFERENCE, site_index(site))
 
 
-class MemoryPairStore:
-    """One site's pair secrets (a stand-in for the site's key provider)."""
-
-    def __init__(self) -> None:
-        self.secrets: dict[tuple[str, str], bytes] = {}
-
-    def load_pair_secret(self, epoch_id: str, peer: str) -> bytes | None:
-        return self.secrets.get((epoch_id, peer))
-
-    def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
-        assert (epoch_id, peer) not in self.secrets
-        self.secrets[(epoch_id, peer)] = secret
-
-
 def _spec(round_id: str) -> RoundSpec:
     return RoundSpec.from_reference(
         round_id,
@@ -69,7 +64,7 @@ def _spec(round_id: str) -> RoundSpec:
 def _secrets(
     fed: Federation,
     mailbox: PairwiseMailbox,
-    stores: dict[str, MemoryPairStore],
+    stores: dict[str, InMemoryPairSecretStore],
     order: Sequence[str],
 ) -> dict[str, PairwiseSecrets]:
     return {
@@ -93,12 +88,13 @@ def pair_secrets(
     fed: Federation, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, PairwiseSecrets]:
     mailbox = PairwiseMailbox(tmp_path_factory.mktemp("mailbox"))
-    stores = {site: MemoryPairStore() for site in SITES}
+    stores = {site: InMemoryPairSecretStore() for site in SITES}
     # Sites come in an arbitrary order: later sites open offers, earlier ones make them.
     first = _secrets(fed, mailbox, stores, ["site-03", "site-00", "site-04", "site-01", "site-02"])
     again = _secrets(fed, mailbox, stores, list(SITES))  # from each site's own store
     for site in SITES:
         assert first[site].secrets == again[site].secrets
+        assert first[site].self_secret == again[site].self_secret
         for peer in first[site].peers:
             assert first[site].secrets[peer] == first[peer].secrets[site]
     return first
@@ -132,6 +128,24 @@ def _relative_error(mean_delta: dict, sites: Sequence[str]) -> float:
     return float(np.linalg.norm(flat - expected) / np.linalg.norm(expected))
 
 
+def _close(
+    fed: Federation,
+    pair_secrets: dict[str, PairwiseSecrets],
+    spec: RoundSpec,
+    accepted: Sequence[str],
+    dropped: Sequence[str] = (),
+) -> list[bytes]:
+    """The accepted sites' acknowledgements, then their signed seed reveals."""
+    return close_round_in_process(
+        pair_secrets,
+        fed.site_keys,
+        round_id=spec.round_id,
+        accepted=accepted,
+        dropped=dropped,
+        signing_keys=fed.registered,
+    )
+
+
 def test_one_masked_site_decrypts_to_noise_and_the_sum_to_fedavg(
     fed: Federation, pair_secrets: dict[str, PairwiseSecrets], tmp_path: Path
 ) -> None:
@@ -151,7 +165,11 @@ def test_one_masked_site_decrypts_to_noise_and_the_sum_to_fedavg(
     assert abs(correlation) < 0.01, correlation
 
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
-    mean = fed.custodian(tmp_path / "ledger.jsonl").decrypt(result, envelopes).mean_delta
+    custodian = fed.custodian(tmp_path / "ledger.jsonl")
+    with pytest.raises(DecryptionError, match="stays masked"):  # no self seeds yet
+        custodian.decrypt(result, envelopes)
+    reveals = _close(fed, pair_secrets, spec, SITES)
+    mean = custodian.decrypt(result, envelopes, reveals=reveals).mean_delta
     assert _relative_error(mean, SITES) <= 1e-6
 
 
@@ -165,20 +183,11 @@ def test_dropouts_are_recovered_from_survivor_reveals_and_refused_without(
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
     assert [u.site_id for u in result.accepted] == list(survivors)
 
-    with pytest.raises(DecryptionError, match="dropped out"):
+    with pytest.raises(DecryptionError, match="stays masked"):
         fed.custodian(tmp_path / "refused.jsonl").decrypt(result, envelopes)
 
-    reveals = [
-        reveal_seeds(
-            pair_secrets[s],
-            round_id=spec.round_id,
-            accepted=survivors,
-            dropped=dropped,
-            signer=fed.site_keys[s],
-        ).to_bytes()
-        for s in survivors
-    ]
-    with pytest.raises(DecryptionError, match="dropped out"):  # one survivor silent
+    reveals = _close(fed, pair_secrets, spec, survivors, dropped)
+    with pytest.raises(DecryptionError, match="stays masked"):  # one survivor silent
         fed.custodian(tmp_path / "partial.jsonl").decrypt(result, envelopes, reveals=reveals[:2])
     custodian = fed.custodian(tmp_path / "ledger.jsonl")
     mean = custodian.decrypt(result, envelopes, reveals=reveals).mean_delta
@@ -188,13 +197,14 @@ def test_dropouts_are_recovered_from_survivor_reveals_and_refused_without(
 def test_a_survivor_refuses_to_reveal_a_seed_that_would_unmask_an_accepted_site(
     fed: Federation, pair_secrets: dict[str, PairwiseSecrets]
 ) -> None:
-    with pytest.raises(PairwiseError, match="accepted"):
-        reveal_seeds(
-            pair_secrets["site-00"],
+    with pytest.raises(RevealRefusedError, match="accepted"):
+        close_round_in_process(
+            pair_secrets,
+            fed.site_keys,
             round_id="masked-0003",
             accepted=("site-00", "site-01"),
             dropped=("site-01",),
-            signer=fed.site_keys["site-00"],
+            signing_keys=fed.registered,
         )
 
 
@@ -205,7 +215,10 @@ def test_a_site_without_pair_secrets_or_with_the_wrong_roster_cannot_report(
     with pytest.raises(FederationError, match="requires pairwise masking"):
         _masked_update(fed, spec, "site-00", None)
     partial = PairwiseSecrets(
-        EPOCH, "site-00", {p: pair_secrets["site-00"].secrets[p] for p in ("site-01",)}
+        EPOCH,
+        "site-00",
+        {p: pair_secrets["site-00"].secrets[p] for p in ("site-01",)},
+        pair_secrets["site-00"].self_secret,
     )
     with pytest.raises(FederationError, match="roster needs exactly"):
         _masked_update(fed, spec, "site-00", partial)
@@ -215,7 +228,7 @@ def test_the_mailbox_cannot_be_used_to_swap_in_a_forged_offer(
     fed: Federation, tmp_path: Path
 ) -> None:
     mailbox = PairwiseMailbox(tmp_path)
-    stores = {site: MemoryPairStore() for site in SITES}
+    stores = {site: InMemoryPairSecretStore() for site in SITES}
     _secrets(fed, mailbox, stores, ["site-00"])  # site-00 posts offers to everyone
     path = mailbox.offer_path(EPOCH, "site-00", "site-01")
     forged = bytearray(path.read_bytes())

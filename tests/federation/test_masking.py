@@ -1,4 +1,5 @@
-"""Pairwise masking over CKKS: X-Wing pair secrets, masks, cancellation, dropout recovery.
+"""Double masking over CKKS: X-Wing pair secrets, pairwise and self masks, cancellation,
+acknowledged seed reveals, dropout recovery, and the collusion the self mask stops.
 
 Everything here is real: X-Wing encapsulation between sites, composite signatures,
 TenSEAL ciphertexts at the federation's default parameters, and decryption with the
@@ -21,13 +22,17 @@ from tensorguard.federation.layout import FloatVector
 from tensorguard.federation.masking import (
     MaskingError,
     MaskLevel,
+    RevealedMasks,
+    SiteMaskSeeds,
     add_to_c0,
     derive_mask,
     mask_encrypted_vector,
     mask_level,
+    neg_mod,
     site_mask,
     uniform_mod,
-    unmask_dropped,
+    unmask_aggregate,
+    unmasking_offset,
 )
 from tensorguard.federation.packing import (
     EncryptedVector,
@@ -43,6 +48,7 @@ from tensorguard.federation.pairwise import (
     PairwiseSecrets,
     RevealRefusedError,
     SeedReveal,
+    acknowledge_accepted_set,
     collect_revealed_seeds,
     create_pairwise_offers,
     establish_pairwise_secrets,
@@ -93,6 +99,7 @@ def enrolled(site_keys: dict[str, CompositeSigningKey]) -> Enrolled:
             incoming=relayed[site],
             kem_private=kem_keys[site],
             signing_keys=verify_keys,
+            self_secret=os.urandom(32),
         )
         for site in SITES
     }
@@ -125,7 +132,7 @@ def round_updates(public: PublicFederation, enrolled: Enrolled, level: MaskLevel
         deltas[site] = delta
         plain[site] = encrypt_vector(delta * (WEIGHTS[site] / MAX_WEIGHT), context, public.params)
         masked[site] = mask_encrypted_vector(
-            plain[site], site, enrolled.secrets[site].round_seeds(ROUND), level
+            plain[site], site, enrolled.secrets[site].mask_seeds(ROUND), level
         )
     return RoundUpdates(deltas, plain, masked)
 
@@ -195,6 +202,7 @@ def test_an_epoch_without_every_peers_offer_is_refused(enrolled: Enrolled) -> No
             incoming=enrolled.relayed["site-03"][:-1],
             kem_private=enrolled.kem_keys["site-03"],
             signing_keys=enrolled.verify_keys,
+            self_secret=os.urandom(32),
         )
 
 
@@ -259,20 +267,40 @@ ACCEPTED = ("site-00", "site-02", "site-04")
 DROPPED = ("site-01", "site-03")
 
 
+def _acks(enrolled: Enrolled, accepted: tuple[str, ...] = ACCEPTED) -> list[bytes]:
+    """Each accepted site's acknowledgement of ``accepted`` (fresh records)."""
+    return [
+        acknowledge_accepted_set(
+            enrolled.secrets[site],
+            round_id=ROUND,
+            accepted=accepted,
+            signer=enrolled.signers[site],
+            answered={},
+        ).to_bytes()
+        for site in accepted
+    ]
+
+
 def _reveal(
     enrolled: Enrolled,
     survivor: str = "site-00",
     accepted: tuple[str, ...] = ACCEPTED,
     dropped: tuple[str, ...] = DROPPED,
     answered: dict[str, frozenset[str]] | None = None,
+    acks: list[bytes] | None = None,
 ) -> SeedReveal:
+    """``survivor``'s reveal after it and (unless ``acks`` says otherwise) every accepted
+    site acknowledged ``accepted``."""
+    record = {ROUND: frozenset(accepted)} if answered is None else answered
     return reveal_seeds(
         enrolled.secrets[survivor],
         round_id=ROUND,
         accepted=accepted,
         dropped=dropped,
         signer=enrolled.signers[survivor],
-        answered=answered,
+        answered=record,
+        acks=_acks(enrolled, accepted) if acks is None else acks,
+        signing_keys=enrolled.verify_keys,
     )
 
 
@@ -326,18 +354,89 @@ def test_a_survivor_refuses_to_reveal_the_seed_shared_with_an_accepted_site(
         _reveal(enrolled, dropped=("site-01", "site-02"))
     with pytest.raises(RevealRefusedError, match="not among the accepted"):
         _reveal(enrolled, survivor="site-01", dropped=("site-03",))
-    answered: dict[str, frozenset[str]] = {}
-    first = _reveal(enrolled, answered=answered)
+    first = _reveal(enrolled)
     assert set(first.seeds) == {"site-01", "site-03"}
-    # The same request again is answered; another accepted set for the round is not.
-    _reveal(enrolled, answered=answered)
-    with pytest.raises(RevealRefusedError, match="already answered"):
-        _reveal(
-            enrolled,
-            accepted=("site-00", "site-01", "site-02", "site-04"),
-            dropped=("site-03",),
+    assert first.self_seed == enrolled.secrets["site-00"].self_seed(ROUND)
+
+
+def test_a_site_acknowledges_one_accepted_set_per_round_and_reveals_only_for_it(
+    enrolled: Enrolled,
+) -> None:
+    answered: dict[str, frozenset[str]] = {}
+    ack = acknowledge_accepted_set(
+        enrolled.secrets["site-00"],
+        round_id=ROUND,
+        accepted=ACCEPTED,
+        signer=enrolled.signers["site-00"],
+        answered=answered,
+    )
+    assert ack.accepted == ACCEPTED
+    assert _reveal(enrolled, answered=answered).revealer == "site-00"
+    wider = ("site-00", "site-01", "site-02", "site-04")
+    with pytest.raises(RevealRefusedError, match="already acknowledged another"):
+        acknowledge_accepted_set(
+            enrolled.secrets["site-00"],
+            round_id=ROUND,
+            accepted=wider,
+            signer=enrolled.signers["site-00"],
             answered=answered,
         )
+    # A site that never acknowledged the set reveals nothing for it.
+    with pytest.raises(RevealRefusedError, match="has not acknowledged"):
+        _reveal(enrolled, accepted=wider, dropped=("site-03",), answered=answered)
+    with pytest.raises(RevealRefusedError, match="has not acknowledged"):
+        _reveal(enrolled, answered={})
+
+
+def test_a_site_reveals_only_with_every_accepted_sites_acknowledgement(
+    enrolled: Enrolled,
+) -> None:
+    acks = _acks(enrolled)
+    with pytest.raises(RevealRefusedError, match=r"no acknowledgement .* from \['site-04'\]"):
+        _reveal(enrolled, acks=acks[:2])
+    # site-04 acknowledged another set (it was told site-02 dropped): no reveal at all.
+    other_set = ("site-00", "site-01", "site-03", "site-04")
+    [stray] = [ack for ack in _acks(enrolled, other_set) if b'"site":"site-04"' in ack]
+    with pytest.raises(RevealRefusedError, match="acknowledged a different accepted set"):
+        _reveal(enrolled, acks=[*acks[:2], stray])
+    tampered = bytearray(acks[2])
+    tampered[-50] ^= 0x01
+    with pytest.raises(RevealRefusedError, match="signature"):
+        _reveal(enrolled, acks=[*acks[:2], bytes(tampered)])
+
+
+def test_an_honest_site_declared_dropped_stays_masked_by_its_self_mask(
+    round_updates: RoundUpdates, enrolled: Enrolled, level: MaskLevel, secret: SecretFederation
+) -> None:
+    """Aggregator and custodian colluding: they hold site-02's ciphertext, call it dropped
+    and collect every other site's pairwise seed with it. Its self mask still hides it."""
+    victim = "site-02"
+    others = tuple(site for site in SITES if site != victim)
+    reveals = [
+        _reveal(enrolled, survivor=site, accepted=others, dropped=(victim,)) for site in others
+    ]
+    pair_seeds = {(r.revealer, victim): r.seeds[victim] for r in reveals}
+    # Strip every pairwise mask from the victim's ciphertext (signs seen from the victim).
+    truth = round_updates.deltas[victim]
+    offsets = RevealedMasks({(victim, peer): seed for (peer, _), seed in pair_seeds.items()}, {})
+    without_pairs = _remove(round_updates.masked[victim], offsets, level)
+    correlation = float(np.corrcoef(decrypt_vector(without_pairs, secret.context), truth)[0, 1])
+    print(f"victim after stripping all pairwise masks: Pearson r = {correlation:+.5f}")
+    assert abs(correlation) < 0.01
+    # The self mask is what hides it: with the victim's self seed too, it is readable.
+    own = RevealedMasks({}, {victim: enrolled.secrets[victim].self_seed(ROUND)})
+    exposed = decrypt_vector(_remove(without_pairs, own, level), secret.context)
+    assert float(np.corrcoef(exposed, truth)[0, 1]) > 0.999
+
+
+def _remove(vector: EncryptedVector, masks: RevealedMasks, level: MaskLevel) -> EncryptedVector:
+    """Subtract the given masks from one ciphertext (what colluders holding seeds do)."""
+    moduli = np.array(level.primes, dtype=np.uint64).reshape(-1, 1)
+    chunks = tuple(
+        add_to_c0(chunk, neg_mod(unmasking_offset(masks, index, level), moduli), level)
+        for index, chunk in enumerate(vector.chunks)
+    )
+    return EncryptedVector(chunks, vector.length)
 
 
 # --- (f) masks are uniform modulo q --------------------------------------------------
@@ -419,12 +518,21 @@ def test_the_masked_sum_is_the_exact_sum(
     else:  # a federation of three: each site masks with the two others only
         masked = []
         for site in sites:
-            seeds = {p: enrolled.secrets[site].round_seed(p, ROUND) for p in sites if p != site}
+            seeds = SiteMaskSeeds(
+                {p: enrolled.secrets[site].round_seed(p, ROUND) for p in sites if p != site},
+                enrolled.secrets[site].self_seed(ROUND),
+            )
             masked.append(mask_encrypted_vector(round_updates.plain[site], site, seeds, level))
     summed = _sum(masked)
     plain_sum = _sum([round_updates.plain[site] for site in sites])
-    assert _serialized(summed) == _serialized(plain_sum)  # bit-for-bit: masks cancel mod q
-    reloaded = load_encrypted_vector(summed.to_bytes(), context, public.params, summed.length)
+    # Pairwise masks cancel; the self masks stay until the sites reveal their self seeds.
+    assert _serialized(summed) != _serialized(plain_sum)
+    still_masked = _custodian_mean(summed, sites, secret)
+    assert _relative_error(still_masked, _fedavg(round_updates.deltas, sites)) > 1.0
+    self_seeds = {site: enrolled.secrets[site].self_seed(ROUND) for site in sites}
+    unmasked = unmask_aggregate(summed, RevealedMasks({}, self_seeds), level)
+    assert _serialized(unmasked) == _serialized(plain_sum)  # bit-for-bit: exact mod q
+    reloaded = load_encrypted_vector(unmasked.to_bytes(), context, public.params, summed.length)
     mean = _custodian_mean(reloaded, sites, secret)
     error = _relative_error(mean, _fedavg(round_updates.deltas, sites))
     print(f"{len(sites)}-site masked FedAvg relative error = {error:.3e}")
@@ -461,8 +569,9 @@ def test_two_dropouts_are_recovered_from_the_survivors_revealed_seeds(
         accepted=survivors,
         signing_keys=enrolled.verify_keys,
     )
-    assert set(revealed) == {(s, d) for s in survivors for d in dropped}
-    recovered = unmask_dropped(summed, revealed, level)
+    assert set(revealed.pair_seeds) == {(s, d) for s in survivors for d in dropped}
+    assert set(revealed.self_seeds) == set(survivors)
+    recovered = unmask_aggregate(summed, revealed, level)
     plain_sum = _sum([round_updates.plain[site] for site in survivors])
     assert _serialized(recovered) == _serialized(plain_sum)
     error = _relative_error(_custodian_mean(recovered, survivors, secret), expected)
@@ -475,7 +584,7 @@ def test_the_level_and_offsets_are_checked(
     round_updates: RoundUpdates, level: MaskLevel, enrolled: Enrolled
 ) -> None:
     chunk = round_updates.plain["site-00"].chunks[0]
-    seeds = enrolled.secrets["site-00"].round_seeds(ROUND)
+    seeds = enrolled.secrets["site-00"].mask_seeds(ROUND)
     offset = site_mask("site-00", seeds, 0, level)
     assert offset.shape == level.shape
     unreduced = offset.copy()
