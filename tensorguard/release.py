@@ -6,7 +6,8 @@ it can be tested without an orchestrator. The Dagster assets (``tensorguard_asse
 only locate their inputs, call these functions and record metadata::
 
     comparison = compare_with_last_release(registry, channel, held_out.digest, adapter_loss)
-    evidence = gate_evidence(report, onnx_max_abs_diff=..., sparsity=..., checks=...)
+    evidence = gate_evidence(report, onnx_max_abs_diff=..., sparsity=...,
+                             moai_self_check_max_abs_error=..., checks=...)
     decision = decide_release(evidence, policy_file)
     package = build_release_package(candidate, out_dir, signer=..., recipients=..., ...)
     record = publish_release(registry, package.path, decision=decision, trust_store=...)
@@ -168,18 +169,23 @@ def gate_evidence(
     onnx_max_abs_diff: float | None,
     sparsity: float | None,
     checks: Mapping[str, bool],
+    moai_self_check_max_abs_error: float | None = None,
 ) -> GateEvidence:
-    """The facts the gate judges: the evaluation report's losses and last-release
-    comparison, the ONNX parity, the measured sparsity and the asset-check results."""
+    """The facts the gate judges: the evaluation report's losses (base, global adapter,
+    pruned model) and last-release comparison, the ONNX parity, the measured sparsity,
+    the MOAI self-check error and the asset-check results. Evidence left ``None`` fails
+    every criterion the policy enforces on it."""
     try:
         losses = report["losses"]
         last = LastReleaseComparison.from_document(report["last_release"])
         return GateEvidence(
             eval_loss_global=losses.get("global_adapter"),
             eval_loss_base=losses.get("base_model"),
+            eval_loss_pruned=losses.get("pruned_model"),
             last_release=last.gate_form(),
             onnx_max_abs_diff=onnx_max_abs_diff,
             sparsity=sparsity,
+            moai_self_check_max_abs_error=moai_self_check_max_abs_error,
             checks=dict(checks),
         )
     except (KeyError, TypeError, AttributeError) as exc:
@@ -214,6 +220,12 @@ def next_version(registry: LocalRegistry, channel: str) -> int:
     """The version the next release of ``channel`` gets: one above the latest, from 1."""
     latest = registry.latest(channel)
     return 1 if latest is None else latest.version + 1
+
+
+def shipped_contents(contents: Mapping[str, Path], decision: GateDecision) -> dict[str, Path]:
+    """The release artifacts (archive name → source) less those the gate excluded
+    (``decision.excluded``, e.g. a pruned model over its loss budget)."""
+    return {name: path for name, path in contents.items() if name not in decision.excluded}
 
 
 def stage_release(contents: Mapping[str, Path], staging: Path) -> Path:
@@ -277,7 +289,8 @@ def build_release_package(
 ) -> PackagedRelease:
     """Stage the candidate's artifacts and build the channel's next TGSP package.
 
-    Refuses a failed decision and an empty recipient list. The package's version is
+    Refuses a failed decision and an empty recipient list. Artifacts the decision
+    excluded are left out (:func:`shipped_contents`). The package's version is
     the registry's next one for ``channel``; its signed header names the round, the
     model identities and the gate decision digest. The result is re-verified against a
     trust store pinning ``signer`` (the verdict is reported, not raised, so the
@@ -289,7 +302,9 @@ def build_release_package(
     if validity_days < 1:
         raise ReleaseError(f"validity_days must be at least 1, got {validity_days}")
     version = next_version(registry, channel)
-    staging = stage_release(candidate.contents, out_dir / STAGING_DIR)
+    staging = stage_release(
+        shipped_contents(candidate.contents, candidate.decision), out_dir / STAGING_DIR
+    )
     package_path = out_dir / PACKAGE_FILE
     package_path.unlink(missing_ok=True)
     created = int(time.time()) if now is None else now

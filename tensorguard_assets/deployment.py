@@ -28,8 +28,13 @@ from tensorguard.moai.self_check import run_ckks_self_check
 from tensorguard.moai.verify import verify_moai_export
 from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
-from tensorguard.optimize.pruning import prune_2_4_and_evaluate, verify_2_4
+from tensorguard.optimize.pruning import verify_2_4
 from tensorguard.optimize.saving import save_model_atomically
+from tensorguard.optimize.sparse_recovery import (
+    RecoverySettings,
+    corpus_batches,
+    prune_and_recover,
+)
 from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
 from tensorguard.training.base_model import TOKENIZER_FILES
 from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
@@ -47,13 +52,33 @@ def _copy_tokenizer(base_dir: Path, model_dir: Path) -> None:
             atomic_copy(path, model_dir / path.name)
 
 
+_RECOVERY_DEFAULTS = RecoverySettings()
+
+
 class PrunedModelConfig(Config):
-    """Which Linear layers keep their dense weights."""
+    """Which Linear layers keep their dense weights, and how long the pruned model is
+    recovered (distilled from the dense model on the public corpus, mask fixed)."""
 
     exclude: list[str] = Field(
         default_factory=lambda: ["lm_head"],
         description="Names (or dotted suffixes) of Linear layers left dense.",
     )
+    recovery_steps: int = Field(
+        default=_RECOVERY_DEFAULTS.steps,
+        ge=0,
+        description="Distillation steps after 2:4 pruning (0 ships the one-shot pruned model).",
+    )
+    recovery_learning_rate: float = Field(
+        default=_RECOVERY_DEFAULTS.learning_rate,
+        gt=0,
+        description="AdamW learning rate of the recovery.",
+    )
+
+    def recovery_settings(self) -> RecoverySettings:
+        """The core recovery settings these options select."""
+        return RecoverySettings(
+            steps=self.recovery_steps, learning_rate=self.recovery_learning_rate
+        )
 
 
 @asset(
@@ -78,18 +103,23 @@ def pruned_model(
     artifacts: ArtifactStore,
     sites: SiteRegistry,
 ) -> MaterializeResult:
-    """The global adapter merged into the base model (merge_and_unload), then pruned
-    to an exact 2:4 magnitude pattern; the held-out loss change is measured."""
+    """The global adapter merged into the base model (merge_and_unload), pruned to an
+    exact 2:4 magnitude pattern, then recovered with the mask fixed by distillation from
+    the dense merged model on the public corpus (never site data); the held-out loss is
+    measured dense, pruned and recovered."""
     round_key = context.partition_key
     base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     out_dir = artifacts.asset_dir("pruned_model", round_key) / "model"
+    settings = config.recovery_settings()
     with fail_closed_on(context):
         held_out = load_held_out_set(base_dir, {s: r.data_dir for s, r in sites.sites().items()})
         merged = merge_adapter(base_dir, adapter_dir)
-        outcome = prune_2_4_and_evaluate(
+        outcome = prune_and_recover(
             merged,
             held_out.token_batches(),
+            corpus_batches(base_dir, settings),
+            settings=settings,
             exclude=tuple(config.exclude),
             pad_token_id=held_out.pad_token_id,
         )
@@ -99,10 +129,13 @@ def pruned_model(
         reloaded_report = verify_2_4(reloaded, tuple(config.exclude))
     # The tokenizer files were added after publication: hash the directory as shipped.
     digest = sha256_tree(out_dir)
-    report = outcome.report
+    report = outcome.recovery.report
     context.log.info(
-        f"2:4 pruning: {report.overall_sparsity:.1%} of prunable weights zero; held-out "
-        f"loss {outcome.eval_loss_before:.4f} → {outcome.eval_loss_after:.4f}"
+        f"2:4 pruning: {report.overall_sparsity:.1%} of prunable weights zero; held-out loss "
+        f"dense {outcome.eval_loss_dense:.4f} → pruned {outcome.eval_loss_pruned:.4f} → "
+        f"recovered {outcome.eval_loss_recovered:.4f} ({outcome.relative_increase:+.1%} vs "
+        f"dense; {outcome.recovery.steps} distillation steps on the public corpus in "
+        f"{outcome.recovery.seconds:.1f}s)"
     )
     return MaterializeResult(
         metadata={
@@ -111,9 +144,16 @@ def pruned_model(
             "size_bytes": MetadataValue.int(saved.size_bytes),
             "sparsity": MetadataValue.float(report.overall_sparsity),
             "pruned_layers": MetadataValue.int(len(report.layers)),
-            "eval_loss_unpruned": MetadataValue.float(outcome.eval_loss_before),
-            "eval_loss_pruned": MetadataValue.float(outcome.eval_loss_after),
-            "eval_loss_delta": MetadataValue.float(outcome.eval_loss_delta),
+            "eval_loss_unpruned": MetadataValue.float(round(outcome.eval_loss_dense, 6)),
+            "eval_loss_one_shot": MetadataValue.float(round(outcome.eval_loss_pruned, 6)),
+            "eval_loss_pruned": MetadataValue.float(round(outcome.eval_loss_recovered, 6)),
+            "eval_loss_delta": MetadataValue.float(
+                round(outcome.eval_loss_recovered - outcome.eval_loss_dense, 6)
+            ),
+            "eval_loss_relative_increase": MetadataValue.float(round(outcome.relative_increase, 6)),
+            "recovery_steps": MetadataValue.int(outcome.recovery.steps),
+            "recovery_seconds": MetadataValue.float(round(outcome.recovery.seconds, 2)),
+            "recovery_data": MetadataValue.text("public corpus (tensorguard/data/corpus)"),
         },
         check_results=[
             verify_artifact("pruned_model", out_dir, digest),

@@ -24,6 +24,7 @@ from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError
 from tensorguard.fleet.provisioning import provision_edge_node
+from tensorguard.gate import GateDecision
 from tensorguard.held_out import load_held_out_set, load_with_adapter
 from tensorguard.hf import load_causal_lm
 from tensorguard.release import (
@@ -154,6 +155,34 @@ def _measured_checks(context: AssetExecutionContext, round_key: str) -> dict[str
     }
 
 
+def _criterion_metadata(decision: GateDecision) -> dict[str, MetadataValue]:
+    """Per criterion: its status, and its measured value and threshold where numeric
+    (``<criterion>_value``, ``<criterion>_threshold``), plus every criterion as JSON."""
+    metadata: dict[str, MetadataValue] = {
+        "criteria": MetadataValue.json(
+            [
+                {
+                    "name": c.name,
+                    "status": c.status,
+                    "blocking": c.blocking,
+                    "value": c.observed,
+                    "threshold": c.threshold,
+                }
+                for c in decision.criteria
+            ]
+        )
+    }
+    for criterion in decision.criteria:
+        if criterion.name.startswith("check:"):
+            continue
+        metadata[f"{criterion.name}_status"] = MetadataValue.text(criterion.status)
+        if isinstance(criterion.observed, float):
+            metadata[f"{criterion.name}_value"] = MetadataValue.float(round(criterion.observed, 6))
+        if criterion.threshold is not None:
+            metadata[f"{criterion.name}_threshold"] = MetadataValue.float(criterion.threshold)
+    return metadata
+
+
 @asset(
     group_name=GATE_GROUP,
     partitions_def=round_partitions,
@@ -175,13 +204,17 @@ def gate_decision(
     config: GateConfig,
     artifacts: ArtifactStore,
 ) -> MaterializeResult:
-    """The release gate: the versioned policy applied to the round's evidence (losses,
-    ONNX parity, sparsity, asset checks). The decision is recorded either way; a failed
-    gate's blocking check stops the release."""
+    """The release gate: the versioned policy applied to the round's evidence for every
+    deployable (global adapter and pruned model losses, sparsity, ONNX parity, MOAI
+    self-check error, asset checks). The decision is recorded either way, with each
+    criterion's value and threshold; a failed gate's blocking check stops the release,
+    and a pruned model over budget is excluded from the package or fails the gate, as
+    the policy's ``pruned_over_budget`` says."""
     round_key = context.partition_key
     report_path, _ = verified_upstream_path(context, "evaluation_report", round_key)
     _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
     _, pruned_meta = verified_upstream_path(context, "pruned_model", round_key)
+    _, moai_meta = verified_upstream_path(context, "moai_export", round_key)
     policy_file = Path(config.policy_file) if config.policy_file else None
     with fail_closed_on(context):
         report = json.loads(report_path.read_text(encoding="utf-8"))
@@ -189,6 +222,7 @@ def gate_decision(
             report,
             onnx_max_abs_diff=float(onnx_meta["max_abs_diff"]),
             sparsity=float(pruned_meta["sparsity"]),
+            moai_self_check_max_abs_error=float(moai_meta["self_check_max_abs_error"]),
             checks=_measured_checks(context, round_key),
         )
         decision = decide_release(evidence, policy_file)
@@ -198,15 +232,20 @@ def gate_decision(
     context.log.info(f"release gate {verdict} (policy v{decision.policy_version})")
     for failure in decision.failures:
         context.log.error(f"gate: {failure}")
+    for criterion in decision.criteria:
+        if criterion.status == "excluded":
+            context.log.warning(f"gate: {criterion.reason}")
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(out_path)),
             "digest": MetadataValue.text(digest),
             "passed": MetadataValue.bool(decision.passed),
+            "excluded": MetadataValue.text(", ".join(decision.excluded) or "none"),
             "decision_digest": MetadataValue.text(decision.digest()),
             "policy_version": MetadataValue.int(decision.policy_version),
             "policy_digest": MetadataValue.text(decision.policy_digest),
             "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            **_criterion_metadata(decision),
         },
         check_results=[
             verify_artifact("gate_decision", out_path, digest),
@@ -288,7 +327,8 @@ def tgsp_package(
 ) -> MaterializeResult:
     """The release artifacts (global adapter, pruned model, ONNX, MOAI export, evaluation
     report, gate decision) in one TGSP v2 package: signed with the composite release
-    key, encrypted to every enrolled edge node."""
+    key, encrypted to every enrolled edge node. A deployable the gate excluded (a pruned
+    model over its loss budget) is left out."""
     round_key = context.partition_key
     decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
     _, base_meta = verified_upstream_path(context, "base_model")
@@ -329,6 +369,8 @@ def tgsp_package(
         )
     if not package.verified:
         context.log.error(f"the new package does not verify: {package.verification_error}")
+    for name in decision.excluded:
+        context.log.warning(f"{name} is not in the package: the release gate excluded it")
     digest = sha256_file(package.path)
     context.log.info(
         f"TGSP package v{package.version} ({package.size} bytes) for "
@@ -342,6 +384,7 @@ def tgsp_package(
             "channel": MetadataValue.text(package.channel),
             "size_bytes": MetadataValue.int(package.size),
             "files": MetadataValue.int(package.files),
+            "excluded_by_gate": MetadataValue.text(", ".join(decision.excluded) or "none"),
             "recipients": MetadataValue.text(", ".join(sorted(recipients))),
             "signer_fingerprint": MetadataValue.text(package.signer_fingerprint),
             "gate_decision_digest": MetadataValue.text(decision.digest()),

@@ -7,11 +7,13 @@ Typical use::
     decision = evaluate_gate(policy, evidence)
     if not decision.passed:
         raise SystemExit("\\n".join(decision.failures))
+    shipped = [name for name in artifacts if name not in decision.excluded]
     decision_bytes = decision.canonical_json()   # packaged; decision.digest() in the manifest
 """
 
 from tensorguard.gate.decision import (
     DECISION_FORMAT,
+    PRUNED_MODEL,
     CriterionResult,
     GateDecision,
     evaluate_gate,
@@ -27,6 +29,7 @@ from tensorguard.gate.policy import (
     DEFAULT_POLICY_FILE,
     GatePolicy,
     LossDelta,
+    PrunedOverBudget,
     RegressionLimit,
     load_policy,
     parse_policy,
@@ -35,6 +38,7 @@ from tensorguard.gate.policy import (
 __all__ = [
     "DECISION_FORMAT",
     "DEFAULT_POLICY_FILE",
+    "PRUNED_MODEL",
     "CriterionResult",
     "FirstRelease",
     "GateDecision",
@@ -46,6 +50,7 @@ __all__ = [
     "GatePolicyError",
     "LossDelta",
     "PreviousRelease",
+    "PrunedOverBudget",
     "RegressionLimit",
     "evaluate_gate",
     "load_policy",

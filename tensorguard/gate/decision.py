@@ -8,6 +8,10 @@ same digest; that digest is what the TGSP manifest records.
 
 The gate fails closed: a criterion the policy enforces but whose evidence is missing
 fails, naming the missing evidence.
+
+A deployable the policy lets go rather than fail (a pruned model over its loss budget
+under ``pruned_over_budget: exclude``) gets the status ``excluded``: it does not block,
+and :attr:`GateDecision.excluded` names what the release package must leave out.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GateDecisionError, describe_validation_error
 from tensorguard.gate.evidence import FirstRelease, GateEvidence
-from tensorguard.gate.policy import GatePolicy
+from tensorguard.gate.policy import GatePolicy, LossDelta
 
-DECISION_FORMAT: Final = "tensorguard.gate-decision/v1"
+DECISION_FORMAT: Final = "tensorguard.gate-decision/v2"
+PRUNED_MODEL: Final = "pruned_model"
+"""The deployable (package entry) that ``pruned_over_budget: exclude`` leaves out."""
 
-Status = Literal["passed", "failed", "not_enforced"]
+Status = Literal["passed", "failed", "not_enforced", "excluded"]
 
 
 class CriterionResult(BaseModel):
@@ -33,7 +39,8 @@ class CriterionResult(BaseModel):
 
     ``blocking`` is true when a failure of this criterion fails the gate (thresholds the
     policy sets and checks it requires); checks reported but not required, and
-    thresholds the policy disables, are recorded with ``blocking`` false.
+    thresholds the policy disables, are recorded with ``blocking`` false. ``excludes``
+    names the deployable an ``excluded`` criterion leaves out of the package.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +51,7 @@ class CriterionResult(BaseModel):
     observed: float | bool | None
     threshold: float | None
     reason: str
+    excludes: str | None = None
 
 
 class GateDecision(CanonicalModel):
@@ -51,8 +59,9 @@ class GateDecision(CanonicalModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["tensorguard.gate-decision/v1"] = DECISION_FORMAT
+    format: Literal["tensorguard.gate-decision/v2"] = DECISION_FORMAT
     passed: bool
+    excluded: tuple[str, ...]
     policy_version: int
     policy_digest: str
     evidence_digest: str
@@ -188,6 +197,34 @@ _onnx_parity = _Bound(
     at_most=True,
 )
 _sparsity = _Bound("sparsity", "min_sparsity", "sparsity", "measured sparsity", at_most=False)
+_moai_self_check = _Bound(
+    "moai_self_check",
+    "max_moai_self_check_error",
+    "moai_self_check_max_abs_error",
+    "largest CKKS-vs-plaintext error of the MOAI self-check",
+    at_most=True,
+)
+
+
+def _loss_change(
+    name: str,
+    rule: LossDelta,
+    loss: tuple[str, float | None],
+    reference: tuple[str, float | None],
+    what: str,
+) -> float | CriterionResult:
+    """``loss - reference`` (absolute) or ``(loss - reference) / reference`` (relative),
+    each given as (evidence field, value); or the failed result when evidence is
+    missing or a relative change is undefined (reference 0)."""
+    for field, value in (loss, reference):
+        if value is None:
+            return _missing(name, field, rule.value)
+    loss_value, reference_value = float(loss[1] or 0.0), float(reference[1] or 0.0)
+    if rule.mode == "relative" and reference_value == 0.0:
+        detail = f"relative {what} is undefined because {reference[0]} is 0"
+        return _result(name, False, None, rule.value, detail)
+    change = loss_value - reference_value
+    return change if rule.mode == "absolute" else change / reference_value
 
 
 def _improvement_over_base(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
@@ -195,16 +232,15 @@ def _improvement_over_base(policy: GatePolicy, evidence: GateEvidence) -> list[C
     if rule is None:
         return [_not_enforced(name, "min_improvement_over_base")]
     loss, base = evidence.eval_loss_global, evidence.eval_loss_base
-    if loss is None:
-        return [_missing(name, "eval_loss_global", rule.value)]
-    if base is None:
-        return [_missing(name, "eval_loss_base", rule.value)]
-    if rule.mode == "relative" and base == 0.0:
-        detail = "relative improvement is undefined because the base model's eval loss is 0"
-        return [_result(name, False, None, rule.value, detail)]
-    improvement = base - loss if rule.mode == "absolute" else (base - loss) / base
-    subject = f"global eval loss {_fmt(loss)} vs base {_fmt(base)}: {rule.mode} improvement"
-    return [_compare(name, subject, improvement, rule.value, at_most=False)]
+    change = _loss_change(
+        name, rule, ("eval_loss_global", loss), ("eval_loss_base", base), "improvement"
+    )
+    if isinstance(change, CriterionResult):
+        return [change]
+    subject = f"global eval loss {_fmt(loss or 0.0)} vs base {_fmt(base or 0.0)}"
+    return [
+        _compare(name, f"{subject}: {rule.mode} improvement", -change, rule.value, at_most=False)
+    ]
 
 
 def _regression_vs_last_release(
@@ -234,6 +270,42 @@ def _regression_vs_last_release(
     return [_compare(name, subject, regression, rule.value, at_most=True)]
 
 
+def _pruned_loss_increase(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
+    """The pruned model's loss increase over the dense global adapter, against its budget;
+    over budget it fails the gate or is excluded from the package, as the policy says."""
+    name, rule = "pruned_loss_increase", policy.max_pruned_loss_increase
+    if rule is None:
+        return [_not_enforced(name, "max_pruned_loss_increase")]
+    pruned, dense = evidence.eval_loss_pruned, evidence.eval_loss_global
+    increase = _loss_change(
+        name, rule, ("eval_loss_pruned", pruned), ("eval_loss_global", dense), "increase"
+    )
+    if isinstance(increase, CriterionResult):
+        return [increase]
+    subject = (
+        f"pruned eval loss {_fmt(pruned or 0.0)} vs dense global {_fmt(dense or 0.0)}: "
+        f"{rule.mode} increase"
+    )
+    result = _compare(name, subject, increase, rule.value, at_most=True)
+    if result.status == "passed" or policy.pruned_over_budget == "fail":
+        return [result]
+    detail = (
+        f"{subject} {_fmt(increase)} exceeds the maximum {_fmt(rule.value)}; "
+        f"{PRUNED_MODEL} is left out of the package (policy pruned_over_budget: exclude)"
+    )
+    return [
+        CriterionResult(
+            name=name,
+            status="excluded",
+            blocking=False,
+            observed=increase,
+            threshold=rule.value,
+            reason=f"{name}: EXCLUDED: {detail}",
+            excludes=PRUNED_MODEL,
+        )
+    ]
+
+
 def _checks(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
     results = []
     for check in policy.required_checks:
@@ -255,8 +327,10 @@ CRITERIA: tuple[Callable[[GatePolicy, GateEvidence], list[CriterionResult]], ...
     _eval_loss,
     _improvement_over_base,
     _regression_vs_last_release,
-    _onnx_parity,
+    _pruned_loss_increase,
     _sparsity,
+    _onnx_parity,
+    _moai_self_check,
     _checks,
 )
 
@@ -265,8 +339,10 @@ def evaluate_gate(policy: GatePolicy, evidence: GateEvidence) -> GateDecision:
     """Judge ``evidence`` against ``policy``; pass only if no blocking criterion fails."""
     criteria = tuple(result for criterion in CRITERIA for result in criterion(policy, evidence))
     passed = not any(c.blocking and c.status == "failed" for c in criteria)
+    excluded = tuple(sorted({c.excludes for c in criteria if c.excludes is not None}))
     return GateDecision(
         passed=passed,
+        excluded=excluded,
         policy_version=policy.policy_version,
         policy_digest=policy.digest(),
         evidence_digest=evidence.digest(),

@@ -1,4 +1,5 @@
-"""Evidence the gate judges: evaluation losses, ONNX parity, sparsity and check results.
+"""Evidence the gate judges: evaluation losses (base, global adapter, pruned model), ONNX
+parity, MOAI self-check error, sparsity and check results.
 
 Every field is optional in the model so that an incomplete evidence set can still be
 judged: a missing piece of evidence that the policy needs fails the gate with a reason
@@ -52,9 +53,13 @@ class GateEvidence(CanonicalModel):
 
     eval_loss_global: Loss | None = None
     eval_loss_base: Loss | None = None
+    eval_loss_pruned: Loss | None = None
     last_release: LastRelease | None = None
     onnx_max_abs_diff: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     sparsity: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    moai_self_check_max_abs_error: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = (
+        None
+    )
     checks: dict[str, bool] = Field(default_factory=dict)
 
     @classmethod

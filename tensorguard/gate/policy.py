@@ -12,7 +12,16 @@ Improvement and regression thresholds are either **absolute** (in loss units) or
   (relative); the criterion passes when the improvement is ``>= value``;
 * regression vs the last release: ``global - last`` (absolute) or
   ``(global - last) / last`` (relative); the criterion passes when the regression is
-  ``<= value``.
+  ``<= value``;
+* pruned model vs the dense global adapter: ``pruned - global`` (absolute) or
+  ``(pruned - global) / global`` (relative); within budget when ``<= value``.
+
+Every deployable in the release package has its own threshold: the dense adapter
+(``max_eval_loss``, ``min_improvement_over_base``, ``max_regression_vs_last_release``),
+the 2:4-pruned model (``max_pruned_loss_increase``, ``min_sparsity``), the ONNX export
+(``max_onnx_abs_diff``) and the MOAI export (``max_moai_self_check_error``). A pruned
+model over its loss budget is handled as ``pruned_over_budget`` says: ``exclude`` ships
+the package without it (the decision names it as excluded), ``fail`` fails the gate.
 
 The policy digest is the SHA-256 of the RFC 8785 canonical JSON of the validated
 policy, so it identifies the rules in force independently of YAML formatting.
@@ -55,9 +64,13 @@ class LossDelta(BaseModel):
 
 
 class RegressionLimit(LossDelta):
-    """The largest allowed loss increase over the last release (``value >= 0``)."""
+    """The largest allowed loss increase over a reference loss (``value >= 0``)."""
 
     value: NonNegativeFloat
+
+
+PrunedOverBudget = Literal["exclude", "fail"]
+"""What a pruned model over its loss budget does: leave the package, or fail the gate."""
 
 
 class GatePolicy(CanonicalModel):
@@ -72,6 +85,9 @@ class GatePolicy(CanonicalModel):
     max_regression_vs_last_release: RegressionLimit | None
     max_onnx_abs_diff: NonNegativeFloat | None
     min_sparsity: Fraction | None
+    max_pruned_loss_increase: RegressionLimit | None
+    pruned_over_budget: PrunedOverBudget
+    max_moai_self_check_error: NonNegativeFloat | None
     required_checks: tuple[str, ...]
 
     @field_validator("required_checks")
@@ -96,6 +112,8 @@ class GatePolicy(CanonicalModel):
             self.max_regression_vs_last_release,
             self.max_onnx_abs_diff,
             self.min_sparsity,
+            self.max_pruned_loss_increase,
+            self.max_moai_self_check_error,
         )
         if all(value is None for value in thresholds) and not self.required_checks:
             raise ValueError(

@@ -14,7 +14,13 @@ from tensorguard.digest import sha256_path
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.errors import ReleaseVersionError
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
-from tensorguard.gate import FirstRelease, GateDecision, GateEvidence, PreviousRelease
+from tensorguard.gate import (
+    PRUNED_MODEL,
+    FirstRelease,
+    GateDecision,
+    GateEvidence,
+    PreviousRelease,
+)
 from tensorguard.release import (
     DECISION_FILE,
     REPORT_FILE,
@@ -68,12 +74,19 @@ def keys() -> ReleaseKeys:
 
 
 def report(
-    global_loss: float = 2.0, base_loss: float = 2.5, last: dict[str, Any] | None = None
+    global_loss: float = 2.0,
+    base_loss: float = 2.5,
+    last: dict[str, Any] | None = None,
+    pruned_loss: float = 2.04,
 ) -> dict[str, Any]:
     return {
         "round": "2026-11-20",
         "held_out_digest": "ab" * 32,
-        "losses": {"base_model": base_loss, "global_adapter": global_loss},
+        "losses": {
+            "base_model": base_loss,
+            "global_adapter": global_loss,
+            "pruned_model": pruned_loss,
+        },
         "last_release": last if last is not None else {"kind": "first_release"},
     }
 
@@ -82,6 +95,7 @@ def decision_for(document: dict[str, Any], **overrides: Any) -> GateDecision:
     measured: dict[str, Any] = {
         "onnx_max_abs_diff": 1e-5,
         "sparsity": 0.5,
+        "moai_self_check_max_abs_error": 1e-5,
         "checks": REQUIRED_CHECKS,
     }
     measured.update(overrides)
@@ -107,6 +121,9 @@ def candidate_for(tmp_path: Path, decision: GateDecision) -> ReleaseCandidate:
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text('{"r": 8}')
     (adapter / "adapter_model.safetensors").write_bytes(b"\x01\x02" * 512)
+    pruned = tmp_path / "artifacts" / "pruned_model"
+    pruned.mkdir()
+    (pruned / "model.safetensors").write_bytes(b"\x00\x03" * 256)
     report_file = tmp_path / "artifacts" / REPORT_FILE
     report_file.write_text(json.dumps(report()))
     decision_file = tmp_path / "artifacts" / DECISION_FILE
@@ -115,6 +132,7 @@ def candidate_for(tmp_path: Path, decision: GateDecision) -> ReleaseCandidate:
         round_id="2026-11-20",
         contents={
             "global_adapter": adapter,
+            PRUNED_MODEL: pruned,
             REPORT_FILE: report_file,
             DECISION_FILE: decision_file,
         },
@@ -160,6 +178,43 @@ def publish(
 
 
 # --- gate evidence and decision ---------------------------------------------------------
+
+
+def opened_package(tmp_path: Path, keys: ReleaseKeys, package: Path) -> Path:
+    """Decrypt and verify ``package`` into a fresh directory; return it."""
+    opened = tmp_path / "opened"
+    open_package(
+        package,
+        opened,
+        recipient_key=keys.node,
+        trust_store=TrustStore([keys.signer.public_key()]),
+    )
+    return opened
+
+
+def test_a_pruned_model_within_budget_ships(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    assert passed.excluded == ()
+    _, package, _ = build(tmp_path, keys, passed, LocalRegistry(tmp_path / "registry"))
+    opened = opened_package(tmp_path, keys, package)
+    assert (opened / PRUNED_MODEL / "model.safetensors").is_file()
+
+
+def test_a_pruned_model_over_budget_is_left_out_under_the_default_policy(
+    tmp_path: Path, keys: ReleaseKeys
+) -> None:
+    decision = decision_for(report(global_loss=2.0, pruned_loss=2.5))
+    assert decision.passed, decision.failures
+    assert decision.excluded == (PRUNED_MODEL,)
+    _, package, _ = build(tmp_path, keys, decision, LocalRegistry(tmp_path / "registry"))
+    opened = opened_package(tmp_path, keys, package)
+    assert not (opened / PRUNED_MODEL).exists()
+    assert (opened / "global_adapter").is_dir()
+    assert json.loads((opened / DECISION_FILE).read_bytes())["excluded"] == [PRUNED_MODEL]
+    assert PRUNED_MODEL not in {
+        entry.path.split("/")[0] for entry in inspect_package(package).header.files
+    }
 
 
 def test_first_release_evidence_passes_the_default_policy(passed: GateDecision) -> None:
@@ -320,13 +375,7 @@ def test_package_is_signed_encrypted_and_names_the_round_and_decision(
     assert header.release.round_id == "2026-11-20"
     assert header.release.model.digest == candidate.adapter_digest
     assert header.release.expires_at - header.release.created_at == 30 * 86_400
-    opened = tmp_path / "opened"
-    open_package(
-        package,
-        opened,
-        recipient_key=keys.node,
-        trust_store=TrustStore([keys.signer.public_key()]),
-    )
+    opened = opened_package(tmp_path, keys, package)
     assert json.loads((opened / DECISION_FILE).read_bytes()) == json.loads(passed.canonical_json())
     assert sha256_path(opened / "global_adapter") == candidate.adapter_digest
 
@@ -448,4 +497,6 @@ def test_gate_evidence_feeds_checks_through_unchanged() -> None:
     evidence = gate_evidence(report(), onnx_max_abs_diff=None, sparsity=None, checks={})
     assert isinstance(evidence, GateEvidence)
     assert evidence.onnx_max_abs_diff is None
+    assert evidence.eval_loss_pruned == 2.04
+    assert evidence.moai_self_check_max_abs_error is None
     assert evidence.checks == {}

@@ -35,6 +35,9 @@ def policy_document(**overrides: Any) -> dict[str, Any]:
         "max_regression_vs_last_release": {"mode": "absolute", "value": 0.1},
         "max_onnx_abs_diff": 1e-3,
         "min_sparsity": 0.5,
+        "max_pruned_loss_increase": {"mode": "relative", "value": 0.05},
+        "pruned_over_budget": "fail",
+        "max_moai_self_check_error": 1e-3,
         "required_checks": ["quorum_met", "signature_verifies"],
     }
     document.update(overrides)
@@ -45,9 +48,11 @@ def good_evidence(**overrides: Any) -> GateEvidence:
     document: dict[str, Any] = {
         "eval_loss_global": 2.0,
         "eval_loss_base": 2.5,
+        "eval_loss_pruned": 2.08,
         "last_release": {"kind": "previous_release", "version": 4, "eval_loss": 2.05},
         "onnx_max_abs_diff": 2e-4,
         "sparsity": 0.5,
+        "moai_self_check_max_abs_error": 3e-5,
         "checks": {"quorum_met": True, "signature_verifies": True},
     }
     document.update(overrides)
@@ -90,8 +95,10 @@ def test_all_criteria_met_passes_with_a_reason_per_criterion(policy: GatePolicy)
         "eval_loss",
         "improvement_over_base",
         "regression_vs_last_release",
-        "onnx_parity",
+        "pruned_loss_increase",
         "sparsity",
+        "onnx_parity",
+        "moai_self_check",
         "check:quorum_met",
         "check:signature_verifies",
     ]
@@ -102,6 +109,10 @@ def test_all_criteria_met_passes_with_a_reason_per_criterion(policy: GatePolicy)
     regression = criterion(decision, "regression_vs_last_release")
     assert regression.observed == pytest.approx(2.0 - 2.05)
     assert "release 4" in regression.reason
+    pruned = criterion(decision, "pruned_loss_increase")
+    assert pruned.observed == pytest.approx((2.08 - 2.0) / 2.0)
+    assert pruned.threshold == pytest.approx(0.05)
+    assert decision.excluded == ()
 
 
 @pytest.mark.parametrize(
@@ -125,6 +136,16 @@ def test_all_criteria_met_passes_with_a_reason_per_criterion(policy: GatePolicy)
         ({"onnx_max_abs_diff": 0.01}, "onnx_parity", "0.01 exceeds the maximum 0.001"),
         ({"sparsity": 0.25}, "sparsity", "0.25 is below the required minimum 0.5"),
         (
+            {"eval_loss_pruned": 2.2},
+            "pruned_loss_increase",
+            "relative increase 0.1 exceeds the maximum 0.05",
+        ),
+        (
+            {"moai_self_check_max_abs_error": 0.02},
+            "moai_self_check",
+            "0.02 exceeds the maximum 0.001",
+        ),
+        (
             {"checks": {"quorum_met": False, "signature_verifies": True}},
             "check:quorum_met",
             "required check failed",
@@ -145,11 +166,21 @@ def test_each_threshold_fails_the_gate_with_its_reason(
 @pytest.mark.parametrize(
     ("missing", "failed_names"),
     [
-        ("eval_loss_global", {"eval_loss", "improvement_over_base", "regression_vs_last_release"}),
+        (
+            "eval_loss_global",
+            {
+                "eval_loss",
+                "improvement_over_base",
+                "regression_vs_last_release",
+                "pruned_loss_increase",
+            },
+        ),
         ("eval_loss_base", {"improvement_over_base"}),
         ("last_release", {"regression_vs_last_release"}),
         ("onnx_max_abs_diff", {"onnx_parity"}),
         ("sparsity", {"sparsity"}),
+        ("eval_loss_pruned", {"pruned_loss_increase"}),
+        ("moai_self_check_max_abs_error", {"moai_self_check"}),
         ("checks", {"check:quorum_met", "check:signature_verifies"}),
     ],
 )
@@ -205,6 +236,76 @@ def test_null_threshold_is_recorded_as_not_enforced() -> None:
     assert (onnx.status, onnx.blocking) == ("not_enforced", False)
 
 
+IMPOSSIBLE_PRUNING_BUDGET = {"mode": "relative", "value": 0.0}
+
+
+def test_impossible_pruning_budget_under_fail_fails_the_gate() -> None:
+    policy = parse_policy(
+        policy_document(
+            max_pruned_loss_increase=IMPOSSIBLE_PRUNING_BUDGET, pruned_over_budget="fail"
+        )
+    )
+    decision = evaluate_gate(policy, good_evidence())
+    assert not decision.passed
+    assert decision.excluded == ()
+    (failure,) = decision.failures
+    assert failure.startswith("pruned_loss_increase: FAILED: pruned eval loss 2.08")
+    assert "exceeds the maximum 0" in failure
+
+
+def test_impossible_pruning_budget_under_exclude_ships_without_the_pruned_model() -> None:
+    policy = parse_policy(
+        policy_document(
+            max_pruned_loss_increase=IMPOSSIBLE_PRUNING_BUDGET, pruned_over_budget="exclude"
+        )
+    )
+    decision = evaluate_gate(policy, good_evidence())
+    assert decision.passed
+    assert decision.failures == []
+    assert decision.excluded == ("pruned_model",)
+    pruned = criterion(decision, "pruned_loss_increase")
+    assert (pruned.status, pruned.blocking, pruned.excludes) == ("excluded", False, "pruned_model")
+    assert pruned.observed == pytest.approx(0.04)
+    assert "left out of the package" in pruned.reason
+    assert GateDecision.from_json(decision.canonical_json()).excluded == ("pruned_model",)
+
+
+def test_a_pruned_model_within_budget_is_never_excluded() -> None:
+    policy = parse_policy(policy_document(pruned_over_budget="exclude"))
+    decision = evaluate_gate(policy, good_evidence())
+    assert decision.passed
+    assert decision.excluded == ()
+    assert criterion(decision, "pruned_loss_increase").status == "passed"
+
+
+def test_missing_pruned_loss_fails_closed_even_under_exclude() -> None:
+    policy = parse_policy(policy_document(pruned_over_budget="exclude"))
+    decision = evaluate_gate(policy, good_evidence(eval_loss_pruned=None))
+    assert not decision.passed
+    assert decision.excluded == ()
+    assert criterion(decision, "pruned_loss_increase").status == "failed"
+
+
+def test_absolute_pruning_budget_is_in_loss_units() -> None:
+    policy = parse_policy(
+        policy_document(max_pruned_loss_increase={"mode": "absolute", "value": 0.1})
+    )
+    decision = evaluate_gate(policy, good_evidence(eval_loss_pruned=2.09))
+    assert criterion(decision, "pruned_loss_increase").observed == pytest.approx(0.09)
+    assert decision.passed
+
+
+def test_shipped_policy_gates_every_deployable() -> None:
+    policy = load_policy(REPO_POLICY)
+    assert policy.max_eval_loss is not None
+    assert policy.min_improvement_over_base is not None
+    assert policy.max_pruned_loss_increase is not None
+    assert policy.min_sparsity is not None
+    assert policy.max_onnx_abs_diff is not None
+    assert policy.max_moai_self_check_error is not None
+    assert policy.pruned_over_budget == "exclude"
+
+
 def test_unrequired_failed_check_is_recorded_but_not_blocking(policy: GatePolicy) -> None:
     checks = {"quorum_met": True, "signature_verifies": True, "tensorrt_built": False}
     decision = evaluate_gate(policy, good_evidence(checks=checks))
@@ -239,6 +340,8 @@ def test_impossible_thresholds_fail() -> None:
         ({"max_regression_vs_last_release": {"mode": "absolute", "value": -1}}, "value"),
         ({"required_checks": ["a", "a"]}, "more than once"),
         ({"required_checks": ["has space"]}, "check name"),
+        ({"pruned_over_budget": "ignore"}, "pruned_over_budget"),
+        ({"max_pruned_loss_increase": {"mode": "relative", "value": -0.1}}, "value"),
     ],
 )
 def test_invalid_policies_are_rejected(overrides: dict[str, Any], fragment: str) -> None:
@@ -261,6 +364,8 @@ def test_a_policy_that_enforces_nothing_is_rejected() -> None:
         max_regression_vs_last_release=None,
         max_onnx_abs_diff=None,
         min_sparsity=None,
+        max_pruned_loss_increase=None,
+        max_moai_self_check_error=None,
         required_checks=[],
     )
     with pytest.raises(GatePolicyError, match="enforces nothing"):
@@ -334,7 +439,7 @@ def test_canonical_json_is_sorted_and_compact(policy: GatePolicy) -> None:
     document = json.loads(data)
     assert list(document) == sorted(document)
     assert b" " not in data.replace(b"ONNX-vs-torch", b"").split(b'"reason"')[0]
-    assert document["format"] == "tensorguard.gate-decision/v1"
+    assert document["format"] == "tensorguard.gate-decision/v2"
 
 
 def test_an_edited_decision_is_detected(policy: GatePolicy) -> None:
