@@ -1,0 +1,122 @@
+"""What an edge node calls: signed heartbeats and telemetry to the fleet service.
+
+Standard library and ``cryptography`` only, so the edge base install can use it. Every
+attempt is signed anew (fresh time and nonce); telemetry keeps its ``message_id``
+across retries, so a retry after a lost response is stored once. Connection failures,
+5xx and 429 (honouring ``Retry-After``) are retried; any other refusal raises
+:class:`FleetClientError` at once with the service's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tensorguard.service.errors import ServiceError
+from tensorguard.service.request_signing import sign_request
+
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_WAIT_S = 30.0
+
+
+class FleetClientError(ServiceError):
+    """The fleet service refused a node's request, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class NodeClient:
+    """A node's connection to the fleet service (``base_url`` like ``https://fleet:8443``)."""
+
+    base_url: str
+    node_id: str
+    key: Ed25519PrivateKey
+    timeout_s: float = 10.0
+    attempts: int = 3
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Refuse a URL that is not plain http(s) with a host."""
+        parts = urlsplit(self.base_url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+        ):
+            raise FleetClientError(
+                f"fleet service URL must be http(s)://host[:port], not {self.base_url!r}"
+            )
+        self.base_url = self.base_url.rstrip("/")
+
+    def heartbeat(self, installed_version: int | None = None) -> dict[str, Any]:
+        """Tell the service this node is alive (and what it runs); returns the node record."""
+        return self._post(
+            f"/v1/nodes/{self.node_id}/heartbeat", {"installed_version": installed_version}
+        )
+
+    def post_telemetry(self, **fields: Any) -> bool:
+        """Post one telemetry message; True if stored now, False if it had been stored.
+
+        ``message_id`` (default: a new random id) and ``sent_at`` (default: now) are
+        filled in when absent and kept for every retry of this call.
+        """
+        message = {"message_id": uuid.uuid4().hex, "sent_at": datetime.now(UTC).isoformat()}
+        message.update(fields)
+        answer = self._post(f"/v1/nodes/{self.node_id}/telemetry", message)
+        return bool(answer["stored"])
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(payload).encode()
+        problem = "no attempt made"
+        for attempt in range(1, self.attempts + 1):
+            headers = {"Content-Type": "application/json"}
+            headers.update(sign_request(self.key, self.node_id, "POST", path, body))
+            request = urllib.request.Request(  # noqa: S310 - scheme checked in __post_init__
+                self.base_url + path, data=body, headers=headers, method="POST"
+            )
+            wait = self.backoff_s * 2 ** (attempt - 1)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                    answer: dict[str, Any] = json.loads(response.read())
+                    return answer
+            except urllib.error.HTTPError as error:
+                detail = _detail(error)
+                if error.code not in RETRYABLE:
+                    raise FleetClientError(
+                        f"fleet service refused POST {path}: {error.code} {detail}", error.code
+                    ) from None
+                problem = f"{error.code} {detail}"
+                wait = max(wait, _retry_after(error))
+            except (urllib.error.URLError, OSError) as error:
+                problem = f"unreachable ({getattr(error, 'reason', error)})"
+            if attempt < self.attempts:
+                time.sleep(min(wait, MAX_RETRY_WAIT_S))
+        raise FleetClientError(
+            f"fleet service at {self.base_url}: POST {path} failed after {self.attempts} "
+            f"attempts: {problem}"
+        )
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(error.read()).get("detail", ""))[:500]
+    except (ValueError, AttributeError, OSError):
+        return ""
+
+
+def _retry_after(error: urllib.error.HTTPError) -> float:
+    value = error.headers.get("Retry-After", "") if error.headers else ""
+    return float(value) if value.isdigit() else 0.0
