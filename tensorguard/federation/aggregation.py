@@ -76,6 +76,7 @@ class RejectionReason(StrEnum):
     INVALID_WEIGHT = "invalid_weight"
     OVER_WEIGHT_CAP = "over_weight_cap"
     WRONG_CLIP_NORM = "wrong_clip_norm"
+    WRONG_DP = "wrong_dp"
     REPLAYED = "replayed"
     CONFLICTING_UPDATES = "conflicting_updates"
     INVALID_CIPHERTEXT = "invalid_ciphertext"
@@ -255,6 +256,33 @@ def _header_problem(
         return (
             RejectionReason.WRONG_CLIP_NORM,
             f"update clipped to {header.clip_norm}, the round requires {spec.clip_norm}",
+        )
+    return _dp_problem(header, spec)
+
+
+def _dp_problem(header: EnvelopeHeader, spec: RoundSpec) -> tuple[RejectionReason, str] | None:
+    """The site's DP report must match the round's DP rule: a site that reports no
+    noise (or other noise) in a DP round breaks everybody's guarantee, and noise in a
+    round without DP is not what the coordinator set. The report is all the aggregator
+    can check: whether the noise was really drawn is not visible in a ciphertext."""
+    report = header.dp
+    if spec.dp is None:
+        if report is None:
+            return None
+        return RejectionReason.WRONG_DP, "update reports DP noise; the round has no DP rule"
+    required = (spec.round_id, spec.dp.noise_multiplier, spec.dp.delta)
+    if report is None:
+        return (
+            RejectionReason.WRONG_DP,
+            f"update reports no DP noise; the round requires noise multiplier "
+            f"{spec.dp.noise_multiplier} at delta {spec.dp.delta}",
+        )
+    reported = (report.get("round_id"), report.get("noise_multiplier"), report.get("delta"))
+    if reported != required:
+        return (
+            RejectionReason.WRONG_DP,
+            f"update reports DP (round, noise multiplier, delta) {reported}; the round "
+            f"requires {required}",
         )
     return None
 

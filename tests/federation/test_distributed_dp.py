@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ import torch
 
 from tensorguard.federation.accountant import gaussian_epsilon
 from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.envelope import SealedEnvelope
+from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
 from tensorguard.federation.errors import PrivacyAccountingError, PrivacyBudgetExceededError
 from tensorguard.federation.layout import FloatVector
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
@@ -161,3 +162,56 @@ def test_round_spec_dp_rule_needs_a_clip_norm_and_old_specs_parse(fed: Federatio
     old = json.loads(fed.spec().model_dump_json())
     del old["dp"]
     assert RoundSpec.model_validate(old).dp is None
+
+
+@pytest.mark.parametrize(
+    ("dp_report", "detail"),
+    [
+        (None, "reports no DP noise"),
+        ({"noise_multiplier": 0.1}, "requires"),
+        ({"round_id": "another-round"}, "requires"),
+    ],
+)
+def test_a_keyed_site_misreporting_its_dp_noise_is_rejected(
+    dp_report: dict[str, object] | None, detail: str, fed: Federation
+) -> None:
+    """A registered site re-signs its DP envelope claiming no noise, or less: the
+    aggregator compares the report with the round's rule and leaves it out."""
+    sites = ["site-00", "site-01", "site-02"]
+    spec = _dp_spec(fed, min_sites=2, round_id="round-dp-report")
+    ledgers = _ledgers(sites)
+    config = SiteUpdateConfig(clip_norm=CLIP, dp=RULE)
+    envelopes = [
+        fed.update(site, spec, config=config, ledger=ledgers[site]).envelope for site in sites
+    ]
+    sealed = SealedEnvelope.from_bytes(envelopes[2])
+    header = EnvelopeHeader.from_bytes(sealed.header_bytes)
+    assert header.dp is not None
+    claimed = None if dp_report is None else {**header.dp, **dp_report}
+    forged = seal_envelope(
+        dataclasses.replace(header, dp=claimed), sealed.payload, fed.site_keys["site-02"]
+    )
+    result = aggregate_updates(
+        [*envelopes[:2], forged], fed.registered, spec, fed.public, min_sites=2
+    )
+    assert [u.site_id for u in result.accepted] == sites[:2]
+    assert result.rejections == [("site-02", "wrong_dp")]
+    [rejection] = result.rejected
+    assert detail in rejection.detail
+
+
+def test_a_dp_report_in_a_round_without_dp_is_rejected(fed: Federation) -> None:
+    spec = _dp_spec(fed, min_sites=2, round_id="round-no-dp", rule=None)
+    config = SiteUpdateConfig(clip_norm=CLIP)
+    sites = ("site-00", "site-01", "site-02")
+    envelopes = [fed.update(site, spec, config=config).envelope for site in sites]
+    sealed = SealedEnvelope.from_bytes(envelopes[1])
+    header = EnvelopeHeader.from_bytes(sealed.header_bytes)
+    claimed = {"round_id": spec.round_id, "noise_multiplier": 1.0, "delta": 1e-5}
+    forged = seal_envelope(
+        dataclasses.replace(header, dp=claimed), sealed.payload, fed.site_keys["site-01"]
+    )
+    result = aggregate_updates(
+        [envelopes[0], forged, envelopes[2]], fed.registered, spec, fed.public, min_sites=2
+    )
+    assert result.rejections == [("site-01", "wrong_dp")]
