@@ -2,8 +2,8 @@
 
 Public names: :func:`create_app` (the FastAPI app), :class:`ServiceSettings` and
 :func:`load_settings` (environment and production rules), :func:`issue_token` and
-:class:`Role` (operator/evaluator/auditor tokens) and :func:`sign_request` (what an edge
-node sends). Modules, one job each:
+:class:`Role` (operator/evaluator/auditor tokens), :func:`sign_request` and
+:class:`NodeClient` (what an edge node sends). Modules, one job each:
 
 * ``settings`` — ``TG_*`` settings; production refuses a missing/short ``TG_SECRET_KEY``
   and ``TG_DEMO_MODE``;
@@ -13,9 +13,12 @@ node sends). Modules, one job each:
 * ``nodes`` / ``telemetry`` — enrolment, heartbeats, idempotent telemetry ingest, windowed
   summaries (no telemetry: an error, never a made-up value);
 * ``rate_limit`` / ``middleware`` — per-client token bucket (429) and body-size limit;
+* ``revocations`` — tokens revoked before their expiry;
+* ``client`` — the node side: signed heartbeats and telemetry with idempotent retries;
 * ``auth`` / ``routes`` / ``app`` — the FastAPI layer over the above.
 
-``request_signing`` needs only ``cryptography``; the rest needs the ``service`` extra.
+``request_signing`` and ``client`` need only ``cryptography``; the rest needs the
+``service`` extra.
 See docs/FLEET.md ("Fleet service API").
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tensorguard.service.client import NodeClient
 from tensorguard.service.request_signing import sign_request
 
 if TYPE_CHECKING:
@@ -30,7 +34,15 @@ if TYPE_CHECKING:
     from tensorguard.service.settings import ServiceSettings, load_settings
     from tensorguard.service.tokens import Role, issue_token
 
-__all__ = ["Role", "ServiceSettings", "create_app", "issue_token", "load_settings", "sign_request"]
+__all__ = [
+    "NodeClient",
+    "Role",
+    "ServiceSettings",
+    "create_app",
+    "issue_token",
+    "load_settings",
+    "sign_request",
+]
 
 _LAZY = {
     "create_app": "tensorguard.service.app",
