@@ -43,6 +43,7 @@ from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 from tensorguard.training.base_model import load_tokenizer, read_corpus
 from tensorguard.training.causal_lm import encode_texts, pad_token_id_of, shuffled_batches
 from tensorguard.training.demo_data import default_corpus_dir
+from tensorguard.training.train_loop import limit_torch_threads
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ class RecoverySettings:
     ``steps`` bounds the cost (each step is one teacher and one student forward pass and
     one backward pass over ``batch_size`` sequences of at most ``max_length`` tokens);
     ``steps=0`` disables recovery. ``temperature`` softens both distributions before
-    the KL divergence (1.0: the models' own distributions).
+    the KL divergence (1.0: the models' own distributions). ``threads`` caps torch's
+    intra-op threads while training (``None``: leave the process setting): a model this
+    small trains as fast on one thread, and on a busy machine, beside the other
+    deployment steps, extra threads only spin-wait for cores.
     """
 
     steps: int = 64
@@ -61,6 +65,7 @@ class RecoverySettings:
     max_length: int = 64
     temperature: float = 1.0
     seed: int = 0
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         problems = [
@@ -71,6 +76,7 @@ class RecoverySettings:
                 ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
                 ("max_length", self.max_length, self.max_length >= 2, ">= 2"),
                 ("temperature", self.temperature, self.temperature > 0, "> 0"),
+                ("threads", self.threads, self.threads is None or self.threads >= 1, ">= 1"),
             )
             if not ok
         ]
@@ -169,13 +175,14 @@ def recover_2_4(
             student.parameters(), lr=settings.learning_rate, weight_decay=0.0
         )
         try:
-            for step, batch in enumerate(batches):
-                if step >= settings.steps:
-                    break
-                losses.append(_distillation_step(student, teacher, batch, optimizer, settings))
-                with torch.no_grad():
-                    for _, layer, keep in masks:
-                        layer.weight.mul_(keep)
+            with limit_torch_threads(settings.threads):
+                for step, batch in enumerate(batches):
+                    if step >= settings.steps:
+                        break
+                    losses.append(_distillation_step(student, teacher, batch, optimizer, settings))
+                    with torch.no_grad():
+                        for _, layer, keep in masks:
+                            layer.weight.mul_(keep)
         finally:
             student.train(was_training)
             for parameter in student.parameters():
