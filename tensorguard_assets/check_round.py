@@ -4,15 +4,20 @@ For every asset of the definitions (unpartitioned ones, the round's, and each si
 round × site partition) it finds the latest materialisation on the instance in
 ``DAGSTER_HOME`` and
 
-- re-reads the artifact the materialisation recorded (``path``), re-hashes it against the
-  recorded ``digest``, and scans it for placeholder markers (:func:`verify_artifact`);
+- requires the artifact the materialisation recorded (``path``) to lie under the artifact
+  root being checked (``--artifact-root``, default ``TG_ARTIFACT_ROOT`` or
+  ``.tensorguard/artifacts``): a path recorded under another root fails, naming the file
+  and both roots, so the command never passes a round whose files it did not look at;
+- re-reads that artifact, re-hashes it against the recorded ``digest``, and scans it for
+  placeholder markers (:func:`verify_artifact`);
 - reads the result of every asset check of that asset recorded for that very
   materialisation (:func:`latest_check_passed`); an older or missing result fails.
 
-It prints one row per asset and partition and exits 1 if anything failed or was never
-materialised, 0 otherwise, and 2 when it cannot run (no instance, no round). The
-TensorRT engine belongs to the GPU job: without a materialisation it is reported as not
-built rather than failed. ``make check-round`` runs it on the ``make demo`` instance.
+It prints the artifact root it checked and one row per asset and partition, and exits
+1 if anything failed or was never materialised, 0 otherwise, and 2 when it cannot run
+(no instance, no round). The TensorRT engine belongs to the GPU job: without a
+materialisation it is reported as not built rather than failed. ``make check-round``
+runs it on the ``make demo`` instance.
 """
 
 from __future__ import annotations
@@ -46,10 +51,14 @@ from tensorguard_assets.partitions import (
     round_site_partitions,
     site_partitions,
 )
+from tensorguard_assets.resources import artifact_root_setting
+from tensorguard_resources.artifacts import local_artifact_root
 
 # Assets built by another job on other hardware: missing is reported, not failed.
 NOT_BUILT_HERE = {"tensorrt_engine": "gpu_export_job: needs TensorRT and a GPU"}
 UNPARTITIONED = "-"
+# Assets whose artifact lives outside the artifact store, and where it lives instead.
+OUTSIDE_ARTIFACT_STORE = {"release": "the fleet registry (TG_REGISTRY_ROOT)"}
 
 
 class Outcome(Enum):
@@ -91,11 +100,38 @@ def _partitions_of(
     return f"partitioned by {type(partitions_def).__name__}, which check_round does not know"
 
 
+def _recorded_root(asset_name: str, path: Path) -> Path | None:
+    """The artifact root a path was recorded under: the directory above ``<asset>/``."""
+    parts = path.parts
+    for index in range(len(parts) - 1, 0, -1):
+        if parts[index] == asset_name:
+            return Path(*parts[:index])
+    return None
+
+
+def _outside_root_problem(
+    name: str, path: Path, metadata: dict[str, object], artifact_root: Path
+) -> str | None:
+    """Why ``path`` may not be verified under ``artifact_root``, or None when it may."""
+    if name in OUTSIDE_ARTIFACT_STORE or metadata.get("built_locally") is False:
+        return None
+    if path.resolve().is_relative_to(artifact_root):
+        return None
+    recorded_root = _recorded_root(name, path)
+    recorded = f"recorded under {recorded_root}" if recorded_root else "recorded elsewhere"
+    return (
+        f"recorded file {path} lies outside the artifact root being checked "
+        f"{artifact_root} ({recorded}); check the root the round ran with "
+        "(--artifact-root or TG_ARTIFACT_ROOT)"
+    )
+
+
 def _verify_partition(
     context: AssetExecutionContext,
     asset_key: AssetKey,
     check_names: Sequence[str],
     partition_key: str | None,
+    artifact_root: Path,
 ) -> RowResult:
     """Re-verify the artifact and the recorded checks of one asset partition."""
     name = asset_key.to_user_string()
@@ -111,11 +147,14 @@ def _verify_partition(
     if "path" not in metadata:
         problems.append("the materialisation recorded no artifact path")
     else:
-        verdict = verify_artifact(
-            name, Path(str(metadata["path"])), str(metadata.get("digest", ""))
-        )
-        if not verdict.passed:
-            problems.append(str(verdict.metadata["problems"].value))
+        path = Path(str(metadata["path"]))
+        outside = _outside_root_problem(name, path, dict(metadata), artifact_root)
+        if outside is not None:
+            problems.append(outside)
+        else:
+            verdict = verify_artifact(name, path, str(metadata.get("digest", "")))
+            if not verdict.passed:
+                problems.append(str(verdict.metadata["problems"].value))
     failed_checks = [
         check
         for check in check_names
@@ -138,8 +177,10 @@ def check_round(
     definitions: Definitions,
     round_key: str,
     site_ids: Sequence[str],
+    artifact_root: Path,
 ) -> list[RowResult]:
-    """One verdict per asset partition of the round, in the graph's topological order."""
+    """One verdict per asset partition of the round, in the graph's topological order;
+    artifacts are verified only under ``artifact_root`` (an absolute directory)."""
     asset_graph = definitions.resolve_asset_graph()
     rows: list[RowResult] = []
     with build_asset_context(instance=instance) as context:
@@ -151,7 +192,7 @@ def check_round(
                 rows.append(RowResult(name, round_key, Outcome.FAILED, "", partitions))
                 continue
             rows.extend(
-                _verify_partition(context, asset_key, check_names, partition)
+                _verify_partition(context, asset_key, check_names, partition, artifact_root)
                 for partition in partitions
             )
     return rows
@@ -207,7 +248,14 @@ def main(argv: Sequence[str] | None = None, definitions: Definitions | None = No
     parser.add_argument(
         "--site", action="append", help="site id to check (default: every registered site)"
     )
+    parser.add_argument(
+        "--artifact-root",
+        default=None,
+        help="artifact root the round's files must lie under and are verified in "
+        "(default: TG_ARTIFACT_ROOT, else .tensorguard/artifacts)",
+    )
     args = parser.parse_args(argv)
+    artifact_root = local_artifact_root(args.artifact_root or artifact_root_setting())
     if definitions is None:
         definitions = _project_definitions()
     if not os.environ.get("DAGSTER_HOME"):
@@ -227,13 +275,14 @@ def main(argv: Sequence[str] | None = None, definitions: Definitions | None = No
             )
         assert site_partitions.name is not None
         site_ids = args.site or sorted(instance.get_dynamic_partitions(site_partitions.name))
-        rows = check_round(instance, definitions, round_key, site_ids)
+        rows = check_round(instance, definitions, round_key, site_ids, artifact_root)
     except RoundCheckError as exc:
         print(f"check-round: {exc}", file=sys.stderr)
         return 2
     finally:
         instance.dispose()
     print(f"Round {round_key}, sites: {', '.join(site_ids) or 'none'}")
+    print(f"Artifact root: {artifact_root}")
     print(format_rows(rows))
     print(_summary(rows))
     return 1 if any(row.outcome is Outcome.FAILED for row in rows) else 0

@@ -13,6 +13,12 @@ from tensorguard_resources.keys import party_key_vault
 DEFAULT_STATE_DIR = ".tensorguard"
 
 
+def artifact_root_setting(environ: Mapping[str, str] | None = None) -> str:
+    """The artifact store's base URI: ``TG_ARTIFACT_ROOT``, else ``.tensorguard/artifacts``."""
+    env = os.environ if environ is None else environ
+    return env.get("TG_ARTIFACT_ROOT", f"{DEFAULT_STATE_DIR}/artifacts")
+
+
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resource instances the assets use.
 
@@ -31,7 +37,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     asset uses, rather than being a resource the assets take and never read.
     """
     env = os.environ if environ is None else environ
-    artifact_root = env.get("TG_ARTIFACT_ROOT", f"{DEFAULT_STATE_DIR}/artifacts")
+    artifact_root = artifact_root_setting(env)
     state_dir = os.path.dirname(artifact_root.rstrip("/")) or DEFAULT_STATE_DIR
     runtime = TensorGuardRuntime(seed=int(env.get("TG_SEED", "0")))
     return {

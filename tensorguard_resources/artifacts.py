@@ -14,6 +14,18 @@ from tensorguard_resources.runtime import TensorGuardRuntime
 _UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._=-]")
 
 
+def local_artifact_root(base_uri: str) -> Path:
+    """The absolute local directory of an artifact store's ``base_uri`` (a local path or
+    ``file://`` URI); other schemes raise :class:`ConfigurationError`."""
+    parsed = urlparse(base_uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else base_uri).expanduser().resolve()
+    raise ConfigurationError(
+        f"artifact store scheme {parsed.scheme!r} is not supported; use a local path or "
+        "file:// URI on a file system shared by all workers (TG_ARTIFACT_ROOT)"
+    )
+
+
 class ArtifactStore(ConfigurableResource):
     """A file-system artifact store rooted at ``base_uri``.
 
@@ -31,13 +43,7 @@ class ArtifactStore(ConfigurableResource):
     @property
     def root(self) -> Path:
         """The absolute local root directory of the store."""
-        parsed = urlparse(self.base_uri)
-        if parsed.scheme in ("", "file"):
-            return Path(parsed.path if parsed.scheme else self.base_uri).expanduser().resolve()
-        raise ConfigurationError(
-            f"artifact store scheme {parsed.scheme!r} is not supported; use a local path or "
-            "file:// URI on a file system shared by all workers (TG_ARTIFACT_ROOT)"
-        )
+        return local_artifact_root(self.base_uri)
 
     def asset_dir(self, asset_name: str, partition_key: str | None = None) -> Path:
         """Directory for one asset (and partition); created on demand."""

@@ -41,6 +41,7 @@ class RecordedRound:
     """A round materialised on its own instance and artifact store."""
 
     dagster_home: Path
+    artifact_root: Path
     definitions: Definitions
     site_ids: list[str]
 
@@ -83,7 +84,7 @@ def recorded_round(tmp_path_factory: pytest.TempPathFactory) -> RecordedRound:
             assert demo.run_round(instance, ROUND, site_ids)
         finally:
             instance.dispose()
-    return RecordedRound(dagster_home, definitions, site_ids)
+    return RecordedRound(dagster_home, root / "state" / "artifacts", definitions, site_ids)
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,10 @@ def check(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Check:
-    """Run the command with the given arguments on the recorded round's instance."""
+    """Run the command with the given arguments on the recorded round's instance, with
+    ``TG_ARTIFACT_ROOT`` naming the root the round ran with."""
     monkeypatch.setenv("DAGSTER_HOME", str(recorded_round.dagster_home))
+    monkeypatch.setenv("TG_ARTIFACT_ROOT", str(recorded_round.artifact_root))
 
     def run(*argv: str) -> CheckRun:
         code = main(list(argv), definitions=recorded_round.definitions)
@@ -178,6 +181,50 @@ def test_recorded_round_passes(recorded_round: RecordedRound, check: Check) -> N
         key.to_user_string() for key in recorded_round.definitions.resolve_all_asset_keys()
     }
     assert {name for name, _ in run.rows} == expected_assets
+
+
+def test_it_prints_the_artifact_root_it_checked(
+    recorded_round: RecordedRound, check: Check, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["--round", ROUND], definitions=recorded_round.definitions)
+    assert f"Artifact root: {recorded_round.artifact_root.resolve()}" in capsys.readouterr().out
+    explicit = check("--round", ROUND, "--artifact-root", str(recorded_round.artifact_root))
+    assert explicit.code == 0
+
+
+def test_placeholder_in_another_root_fails_naming_the_file_and_both_roots(
+    recorded_round: RecordedRound,
+    check: Check,
+    instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The issue's scenario: a placeholder written into the root the command is pointed
+    at, while the instance recorded the round's files under another root."""
+    recorded = _artifact_path(instance, "onnx_model")
+    other_root = (tmp_path / "other-artifacts").resolve()
+    placeholder = other_root / recorded.relative_to(recorded_round.artifact_root)
+    placeholder.mkdir(parents=True)
+    (placeholder / "model.onnx").write_text(f"{MARKER}ONNX_MODEL_CONTENT", encoding="utf-8")
+    for run in (
+        check("--round", ROUND, "--artifact-root", str(other_root)),
+        _with_env_root(check, monkeypatch, other_root),
+    ):
+        assert run.code == 1
+        line = run.rows[("onnx_model", ROUND)]
+        assert f"recorded file {recorded} lies outside the artifact root" in line
+        assert str(other_root) in line
+        assert f"recorded under {recorded_round.artifact_root}" in line
+        assert {"onnx_model", "global_adapter", "gate_decision", "tgsp_package"} <= run.failing()
+        assert "release" not in run.failing()
+    assert check("--round", ROUND).code == 0
+
+
+def _with_env_root(check: Check, monkeypatch: pytest.MonkeyPatch, root: Path) -> CheckRun:
+    """Run the check with ``TG_ARTIFACT_ROOT`` (not the flag) naming ``root``."""
+    with monkeypatch.context() as patch:
+        patch.setenv("TG_ARTIFACT_ROOT", str(root))
+        return check("--round", ROUND)
 
 
 def test_default_round_is_the_newest_recorded(check: Check) -> None:
