@@ -10,11 +10,9 @@ from dagster import ConfigurableResource, InitResourceContext
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.fleet.db import FleetDatabase, migrate
-from tensorguard.fleet.errors import MqttConfigError
-from tensorguard.fleet.mqtt import MqttSettings
+from tensorguard.fleet.mqtt import MqttSettings, pipeline_mqtt_settings
 from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
 from tensorguard.fleet.registry import LocalRegistry
-from tensorguard.gate.errors import validate_or_raise
 from tensorguard.production import is_production
 from tensorguard.tgsp.keyfiles import load_recipient_public_key
 from tensorguard_resources.failures import fail_closed
@@ -105,22 +103,14 @@ class FleetResource(ConfigurableResource):
         when no broker is configured (development only)."""
         if not self.mqtt_host:
             return None
-        settings = validate_or_raise(
-            MqttSettings,
-            {
-                "host": self.mqtt_host,
-                "port": self.mqtt_port,
-                "username": self.mqtt_username or None,
-                "tls_ca_file": self.mqtt_tls_ca_file or None,
-                "tls_cert_file": self.mqtt_tls_cert_file or None,
-                "tls_key_file": self.mqtt_tls_key_file or None,
-            },
-            MqttConfigError,
-            "the pipeline's MQTT settings are invalid",
-            "Fix TG_MQTT_HOST, TG_MQTT_PORT, TG_MQTT_USERNAME, TG_MQTT_CA_FILE, "
-            "TG_MQTT_CERT_FILE and TG_MQTT_KEY_FILE",
+        return pipeline_mqtt_settings(
+            self.mqtt_host,
+            self.mqtt_port,
+            username=self.mqtt_username,
+            tls_ca_file=self.mqtt_tls_ca_file,
+            tls_cert_file=self.mqtt_tls_cert_file,
+            tls_key_file=self.mqtt_tls_key_file,
         )
-        return settings.with_password_from()
 
     def recipient_keys(self) -> dict[str, XWingPublicKey]:
         """Each enrolled node's public key, by node id (file name stem)."""

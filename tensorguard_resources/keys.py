@@ -11,41 +11,18 @@ from pydantic import PrivateAttr
 from tensorguard.errors import TensorGuardError
 from tensorguard.keys.development import development_master
 from tensorguard.keys.errors import KeyProviderConfigError, KeyProviderProductionError
-from tensorguard.keys.factory import (
-    KEY_DIR_ENV,
-    PKCS11_PIN_ENV,
-    PKCS11_TOKEN_ENV,
-    PKCS11_WRAP_KEY_ENV,
-    PROVIDER_ENV,
-    key_provider_from_env,
-)
+from tensorguard.keys.factory import PROVIDER_ENV, key_provider_from_env
 from tensorguard.keys.master import MASTER_ENV
+from tensorguard.keys.parties import (
+    development_master_file,
+    party_environ,
+    party_key_dir,
+)
 from tensorguard.keys.provider import KeyProvider
 from tensorguard.production import KEY_PARTIES, is_production, party_variable
 from tensorguard_resources.failures import fail_closed
 
-PARTY_OVERRIDES = (PKCS11_TOKEN_ENV, PKCS11_PIN_ENV, PKCS11_WRAP_KEY_ENV)
-"""PKCS#11 settings a party may set for itself (``<NAME>_<PARTY>``, e.g. its own token);
-production requires each party's own token (see :mod:`tensorguard.production`)."""
-
-
-def party_environ(environ: dict[str, str], party: str, key_dir: str) -> dict[str, str]:
-    """The provider environment of ``party``: its own key dir, master and token settings.
-
-    The shared ``TG_KEY_MASTER`` is removed, so a party never falls back to a master
-    meant for everyone: only ``TG_KEY_MASTER_<PARTY>`` (or, in development, the party's
-    development master) seals its keys. ``TG_PKCS11_*_<PARTY>`` override the shared
-    PKCS#11 settings.
-    """
-    own = dict(environ)
-    own[KEY_DIR_ENV] = key_dir
-    own.pop(MASTER_ENV, None)
-    for name in (MASTER_ENV, *PARTY_OVERRIDES):
-        value = environ.get(party_variable(name, party), "")
-        if value:
-            own[name] = value
-    return own
-
+__all__ = ["KeyVault", "party_environ", "party_key_vault"]
 
 class KeyVault(ConfigurableResource):
     """One party's signing keys, KEM keys or federation secret, behind a KeyProvider.
@@ -121,9 +98,8 @@ def party_key_vault(party: str, state_dir: str, environ: dict[str, str] | None =
     ``<state_dir>/keys/<party>``; the development master is ``<state_dir>/dev-secrets/
     <party>_master``. Nothing is opened here (secrets are read at run start)."""
     env = dict(os.environ) if environ is None else environ
-    parent = env.get(KEY_DIR_ENV) or os.path.join(state_dir, "keys")
     return KeyVault(
         party=party,
-        key_dir=env.get(party_variable(KEY_DIR_ENV, party)) or os.path.join(parent, party),
-        dev_master_file=os.path.join(state_dir, "dev-secrets", f"{party}_master"),
+        key_dir=party_key_dir(party, state_dir, env),
+        dev_master_file=development_master_file(party, state_dir),
     )

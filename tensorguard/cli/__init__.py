@@ -1,7 +1,7 @@
 """The ``tensorguard`` command: keys, packages and the edge agent, without Dagster.
 
 One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`,
-:mod:`.serve`); each
+:mod:`.serve`, :mod:`.preflight`); each
 registers its commands and sets ``args.handler``, whose return value is the process
 exit code from the one table in :mod:`tensorguard.cli.exit_codes`. Building the
 parser imports only the standard library: each handler imports what it needs, so
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from tensorguard.cli.agent import add_agent_commands
 from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.cli.keys import add_keys_commands
+from tensorguard.cli.preflight import add_preflight_commands
 from tensorguard.cli.serve import add_serve_commands
 from tensorguard.cli.tgsp import add_tgsp_commands
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tgsp_commands(subparsers)
     add_agent_commands(subparsers)
     add_serve_commands(subparsers)
+    add_preflight_commands(subparsers)
     return parser
 
 

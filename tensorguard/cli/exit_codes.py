@@ -32,6 +32,8 @@ code  name                   meaning
 15    TOKEN                  a PKCS#11 token operation failed
 16    NOT_INSTALLED          ``agent run --once``: at least one release was rejected or
                              failed to install
+17    PREFLIGHT              ``preflight``: at least one check failed (each FAIL line says
+                             what to fix)
 ====  =====================  ==================================================================
 
 :func:`exit_code_for` maps an exception to its code. It imports the areas' error types
@@ -69,6 +71,7 @@ class ExitCode(IntEnum):
     PROVIDER_UNAVAILABLE = 14
     TOKEN = 15
     NOT_INSTALLED = 16
+    PREFLIGHT = 17
 
 
 def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:

@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from tensorguard.fleet.errors import MqttConfigError, MqttError
+from tensorguard.gate.errors import validate_or_raise
 
 LOGGER = logging.getLogger(__name__)
 
@@ -120,6 +121,44 @@ class MqttSettings(BaseModel):
             f"the broker rejected user {self.username!r} with the password from "
             f"{MQTT_PASSWORD_ENV}; check both against the broker's password file and ACL"
         )
+
+
+PIPELINE_MQTT_SETTINGS_HINT = (
+    "Fix TG_MQTT_HOST, TG_MQTT_PORT, TG_MQTT_USERNAME, TG_MQTT_CA_FILE, "
+    "TG_MQTT_CERT_FILE and TG_MQTT_KEY_FILE"
+)
+
+
+def pipeline_mqtt_settings(
+    host: str,
+    port: int,
+    *,
+    username: str = "",
+    tls_ca_file: str = "",
+    tls_cert_file: str = "",
+    tls_key_file: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> MqttSettings:
+    """The pipeline's broker settings (``TG_MQTT_*``; empty strings mean unset), with the
+    password read from :data:`MQTT_PASSWORD_ENV` in ``environ`` now.
+
+    Raises :class:`MqttConfigError` naming every invalid setting (never the password).
+    """
+    settings = validate_or_raise(
+        MqttSettings,
+        {
+            "host": host,
+            "port": port,
+            "username": username or None,
+            "tls_ca_file": tls_ca_file or None,
+            "tls_cert_file": tls_cert_file or None,
+            "tls_key_file": tls_key_file or None,
+        },
+        MqttConfigError,
+        "the pipeline's MQTT settings are invalid",
+        PIPELINE_MQTT_SETTINGS_HINT,
+    )
+    return settings.with_password_from(environ)
 
 
 class BrokerMessage(BaseModel):

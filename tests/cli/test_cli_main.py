@@ -33,6 +33,7 @@ HEAVY_MODULES = (
     "tensorguard.fleet",
     "tensorguard.crypto",
     "tensorguard.service",
+    "tensorguard.preflight",
 )
 HELP_COMMANDS = (
     (),
@@ -48,6 +49,7 @@ HELP_COMMANDS = (
     ("agent", "run"),
     ("serve",),
     ("token",),
+    ("preflight",),
 )
 
 
