@@ -55,29 +55,63 @@ def _run_job(
     return False
 
 
+DEFAULT_LOCAL_STEPS = 60
+"""Optimiser steps per site for a one-round demo; R rounds split them (same compute)."""
+
+
 def run_round(
     instance: DagsterInstance,
     round_key: str,
     site_ids: Sequence[str],
     round_rules: dict[str, object] | None = None,
+    *,
+    setup: bool = True,
+    local_steps: int | None = None,
 ) -> bool:
     """Materialise the round's stages for ``site_ids``; True when all succeed.
 
     ``round_rules`` overrides fields of the round spec's config (e.g. ``clip_norm``,
-    ``noise_multiplier`` for a DP round)."""
+    ``noise_multiplier`` for a DP round); ``local_steps`` each site's optimiser steps;
+    ``setup=False`` skips the base model and key ceremony (already run this session)."""
     assert site_partitions.name is not None
     instance.add_dynamic_partitions(site_partitions.name, list(site_ids))
     federation = Federation()
-    if not all(_run_job(federation, instance, job, None) for job in ROUND_SETUP_JOBS):
+    if setup and not all(_run_job(federation, instance, job, None) for job in ROUND_SETUP_JOBS):
         return False
     rules = {"round_spec": round_rules} if round_rules else None
     if not _run_job(federation, instance, "round_open_job", round_key, rules):
         return False
+    training: dict[str, dict[str, object]] | None = (
+        {"site_adapter": {"steps": local_steps}} if local_steps else None
+    )
     for site_id in site_ids:
         key: MultiPartitionKey = round_site_key(round_key, site_id)
-        if not _run_job(federation, instance, "site_training_job", key):
+        if not _run_job(federation, instance, "site_training_job", key, training):
             return False
     return all(_run_job(federation, instance, job, round_key) for job in ROUND_RELEASE_JOBS)
+
+
+def consecutive_rounds(last_round: str, count: int) -> list[str]:
+    """The ``count`` round partitions ending at ``last_round``, oldest first."""
+    keys = list(round_partitions.get_partition_keys())
+    if last_round not in keys:
+        raise ValueError(f"{last_round!r} is not a round partition")
+    end = keys.index(last_round) + 1
+    if count > end:
+        raise ValueError(
+            f"only {end} round partitions exist up to {last_round}; set TG_ROUND_START "
+            f"earlier or ask for at most {end} rounds"
+        )
+    return keys[end - count : end]
+
+
+def held_out_losses(instance: DagsterInstance, round_key: str) -> tuple[float, float] | None:
+    """The round's held-out loss of the base model and of the global adapter."""
+    record = latest_materialization_record(instance, "evaluation_report", round_key)
+    if record is None:
+        return None
+    meta = recorded_metadata(record)
+    return float(meta["eval_loss_base"]), float(meta["eval_loss_global"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--round", dest="round_key", help="round partition key (default: latest)")
     parser.add_argument("--site", action="append", help="site id (default: all registered)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run this many consecutive rounds ending at --round, each starting from the "
+        "previous round's global adapter (default 1)",
+    )
+    parser.add_argument(
+        "--local-steps",
+        type=int,
+        help=f"optimiser steps per site and round (default {DEFAULT_LOCAL_STEPS} / rounds, "
+        "so the total compute does not depend on the number of rounds)",
+    )
+    parser.add_argument(
         "--noise-multiplier",
         type=float,
         default=0.0,
@@ -93,27 +140,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--clip-norm", type=float, help="the round's clip norm (a round rule)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     rules: dict[str, object] = {}
     if args.noise_multiplier:
         rules["noise_multiplier"] = args.noise_multiplier
     if args.clip_norm is not None:
         rules["clip_norm"] = args.clip_norm
-    round_key: str | None = args.round_key or round_partitions.get_last_partition_key()
-    if round_key is None:
+    last_round: str | None = args.round_key or round_partitions.get_last_partition_key()
+    if last_round is None:
         parser.error("no round partition exists yet; pass --round YYYY-MM-DD")
+    try:
+        round_keys = consecutive_rounds(last_round, args.rounds)
+    except ValueError as exc:
+        parser.error(str(exc))
+    local_steps = args.local_steps or max(1, -(-DEFAULT_LOCAL_STEPS // args.rounds))
     sites = build_resources()["sites"].sites()
     site_ids = args.site or sorted(sites)
     started = time.perf_counter()
-    print(f"TensorGuard round {round_key} with sites: {', '.join(site_ids)}", flush=True)
+    label = round_keys[0] if len(round_keys) == 1 else f"{round_keys[0]} … {round_keys[-1]}"
+    print(f"TensorGuard round {label} with sites: {', '.join(site_ids)}", flush=True)
     instance = DagsterInstance.get()
-    ok = run_round(instance, round_key, site_ids, rules or None)
-    elapsed = time.perf_counter() - started
-    if not ok:
-        print(f"Round {round_key} FAILED after {elapsed:.1f}s", file=sys.stderr)
-        return 1
-    print(f"Round {round_key} complete in {elapsed:.1f}s.")
-    print_release_summary(instance, round_key)
+    losses: dict[str, tuple[float, float] | None] = {}
+    for index, round_key in enumerate(round_keys):
+        steps = local_steps if args.local_steps or args.rounds > 1 else None
+        ok = run_round(
+            instance, round_key, site_ids, rules or None, setup=index == 0, local_steps=steps
+        )
+        elapsed = time.perf_counter() - started
+        if not ok:
+            print(f"Round {round_key} FAILED after {elapsed:.1f}s", file=sys.stderr)
+            return 1
+        losses[round_key] = held_out_losses(instance, round_key)
+        print(f"Round {round_key} complete in {elapsed:.1f}s.", flush=True)
+    if len(round_keys) > 1:
+        print_loss_table(losses, local_steps)
+    print_release_summary(instance, round_keys[-1])
     return 0
+
+
+def print_loss_table(losses: dict[str, tuple[float, float] | None], local_steps: int) -> None:
+    """Held-out loss of the global adapter after each round (base model for reference)."""
+    print(f"Held-out loss per round ({local_steps} local steps per site and round):")
+    for round_key, pair in losses.items():
+        text = "not evaluated" if pair is None else f"global {pair[1]:.4f} (base {pair[0]:.4f})"
+        print(f"  {round_key}: {text}")
 
 
 def print_release_summary(instance: DagsterInstance, round_key: str) -> None:

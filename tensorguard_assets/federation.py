@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from dagster import (
     AssetCheckResult,
@@ -256,6 +257,12 @@ class RoundSpecConfig(Config):
         description="Hours after the round opens until updates are late; at the deadline "
         "the round releases with the sites that made it, if the quorum is met.",
     )
+    lora_aggregation: Literal["factors", "frozen_a"] = Field(
+        default="factors",
+        description="How LoRA adapters are averaged: 'factors' trains and averages A and "
+        "B; 'frozen_a' keeps every A at the reference (FFA-LoRA), so the mean of the B "
+        "factors is exactly the mean of the weight deltas and half as much is encrypted.",
+    )
 
 
 def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> Path | None:
@@ -355,6 +362,7 @@ def round_spec(
             site_weight_caps=caps,
             mask_epoch=mask_epoch_of(public),
             dp=dp_rule,
+            frozen_lora_a=config.lora_aggregation == "frozen_a",
         )
     spec_path = out_dir / SPEC_FILE
     with fail_closed_on(context):
@@ -380,6 +388,7 @@ def round_spec(
             "clip_norm": MetadataValue.float(config.clip_norm),
             "site_weight_caps": MetadataValue.json(dict(spec.site_weight_caps)),
             "dp_rule": MetadataValue.json(spec.dp.model_dump() if spec.dp else {}),
+            "lora_aggregation": MetadataValue.text(config.lora_aggregation),
         },
         check_results=[verify_artifact("round_spec", out_dir, digest)],
     )

@@ -26,6 +26,7 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_json_artifact,
 )
+from tensorguard_assets.federation import load_round
 from tensorguard_assets.lineage import upstream_metadata, verified_upstream_path
 from tensorguard_assets.partitions import (
     ROUND_DIMENSION,
@@ -191,8 +192,10 @@ def site_adapter(
                 "site_dataset validated it; re-materialise site_dataset for this partition"
             )
         shape = read_adapter_spec(reference_dir)
+        spec, _ = load_round(context, round_key, artifacts)
         training_config = LoRATrainingConfig(
             **shape.model_dump(),
+            freeze_lora_a=spec.frozen_lora_a,
             steps=config.steps,
             learning_rate=config.learning_rate,
             batch_size=config.batch_size,

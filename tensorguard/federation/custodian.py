@@ -262,13 +262,20 @@ def _decrypt_mean(
 def apply_update(
     reference: Mapping[str, torch.Tensor], mean_delta: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """The next global adapter: ``reference + mean_delta`` in the reference's dtypes."""
-    if set(reference) != set(mean_delta):
+    """The next global adapter: ``reference + mean_delta`` in the reference's dtypes.
+
+    Tensors the update does not cover (frozen LoRA A factors) are the reference's."""
+    unknown = sorted(set(mean_delta) - set(reference))
+    if unknown or not mean_delta:
         raise DecryptionError(
-            "the decrypted update and the reference adapter hold different tensors"
+            "the decrypted update and the reference adapter hold different tensors "
+            f"(not in the reference: {unknown[:3]})"
         )
     updated: dict[str, torch.Tensor] = {}
     for name, tensor in reference.items():
+        if name not in mean_delta:
+            updated[name] = tensor.detach().clone().contiguous()
+            continue
         delta = mean_delta[name]
         if delta.shape != tensor.shape:
             raise DecryptionError(f"tensor {name!r}: update shape {tuple(delta.shape)} differs")

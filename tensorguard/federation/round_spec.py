@@ -82,6 +82,12 @@ class RoundSpec(BaseModel):
         description="Distributed differential privacy: every site adds noise of std "
         "noise_multiplier · clip_norm / √min_sites (needs clip_norm). None: no DP.",
     )
+    frozen_lora_a: bool = Field(
+        default=False,
+        description="Sites train only the LoRA B factors; every A stays the reference's "
+        "(FFA-LoRA). The layout then holds the B factors only, so the mean of the sites' "
+        "adapters is exactly the mean of their weight deltas, and half as much is encrypted.",
+    )
 
     @field_validator("round_id")
     @classmethod
@@ -178,9 +184,23 @@ class RoundSpec(BaseModel):
         site_weight_caps: Mapping[str, float] | None = None,
         mask_epoch: str | None = None,
         dp: DPRule | None = None,
+        frozen_lora_a: bool = False,
     ) -> RoundSpec:
-        """Build the spec from the round's reference adapter tensors and the round rules."""
-        layout = TensorLayout.from_tensors(reference)
+        """Build the spec from the round's reference adapter tensors and the round rules.
+
+        With ``frozen_lora_a`` the layout (what sites send) holds only the tensors that
+        are not LoRA A factors; the reference digest still covers every tensor."""
+        layout = TensorLayout.from_tensors(
+            {
+                name: tensor
+                for name, tensor in reference.items()
+                if not frozen_lora_a or not is_lora_a(name)
+            }
+        )
+        if not layout.specs:
+            raise ValueError(
+                "the round layout is empty: the reference adapter has no tensors to train"
+            )
         return cls(
             round_id=round_id,
             base_model_digest=base_model_digest,
@@ -194,7 +214,17 @@ class RoundSpec(BaseModel):
             site_weight_caps=tuple(sorted((site_weight_caps or {}).items())),
             mask_epoch=mask_epoch,
             dp=dp,
+            frozen_lora_a=frozen_lora_a,
         )
+
+
+LORA_A_MARKER = ".lora_A."
+"""peft names a LoRA A factor ``<module>.lora_A.<adapter>.weight``."""
+
+
+def is_lora_a(name: str) -> bool:
+    """True for a LoRA A factor's tensor name (peft's naming)."""
+    return LORA_A_MARKER in name
 
 
 ROUND_SPEC_FORMAT = "tensorguard.federation.signed-round-spec/v1"

@@ -45,7 +45,7 @@ from tensorguard.federation.privacy import (
     PrivacyReport,
     add_gaussian_noise,
 )
-from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.round_spec import RoundSpec, is_lora_a
 from tensorguard.sites import validate_site_id
 
 
@@ -106,15 +106,34 @@ def clip_l2(values: FloatVector, clip_norm: float) -> FloatVector:
 def update_delta(
     trained: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], spec: RoundSpec
 ) -> FloatVector:
-    """``trained - reference`` flattened in the round layout (after checking both)."""
+    """``trained - reference`` flattened in the round layout (after checking both).
+
+    In a round with frozen LoRA A factors, every A of ``trained`` must still equal the
+    reference's: a site that trained them would send a delta that no longer averages
+    exactly, so it is refused."""
     layout = spec.tensor_layout
-    layout.check(trained, "the trained adapter")
-    layout.check(reference, "the reference adapter")
     if tensors_digest(reference) != spec.reference_digest:
         raise FederationError(
             f"the reference adapter is not the one round {spec.round_id!r} started from "
             "(digest differs); train from the round's reference adapter"
         )
+    if spec.frozen_lora_a:
+        if set(trained) != set(reference):
+            raise FederationError("the trained adapter holds other tensors than the reference")
+        moved = [
+            name
+            for name in reference
+            if is_lora_a(name) and not torch.equal(trained[name], reference[name])
+        ]
+        if moved:
+            raise FederationError(
+                f"round {spec.round_id!r} freezes the LoRA A factors, but the trained adapter "
+                f"changed {len(moved)} of them (e.g. {moved[0]!r}); train with lora_A frozen"
+            )
+        trained = {name: trained[name] for name in layout.names}
+        reference = {name: reference[name] for name in layout.names}
+    layout.check(trained, "the trained adapter")
+    layout.check(reference, "the reference adapter")
     delta: FloatVector = layout.flatten(trained) - layout.flatten(reference)
     return delta
 

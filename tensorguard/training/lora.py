@@ -106,6 +106,11 @@ class LoRATrainingConfig(LoRAAdapterSpec):
         description="torch intra-op threads while training (None: keep the process setting); "
         "1 is fastest for small models and on shared CPUs",
     )
+    freeze_lora_a: bool = Field(
+        default=False,
+        description="train only the LoRA B factors and keep every A as it starts "
+        "(FFA-LoRA; a round rule, see RoundSpec.frozen_lora_a)",
+    )
 
     @property
     def adapter_spec(self) -> LoRAAdapterSpec:
@@ -169,6 +174,8 @@ def train_site_adapter(
     with torch.random.fork_rng(devices=[]), limit_torch_threads(config.torch_threads):
         torch.manual_seed(config.seed)
         peft_model = _starting_adapter(model, config, base_model_dir, initial_adapter_dir)
+        if config.freeze_lora_a:
+            freeze_lora_a_factors(peft_model)
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         if progress is not None:
             start = initial_adapter_dir or f"a fresh initialisation (seed {config.seed})"
@@ -278,6 +285,19 @@ def _new_adapter(model: PreTrainedModel, spec: LoRAAdapterSpec, model_dir: Path)
         target_modules=spec.target_modules,
         model_dir=model_dir,
     )
+
+
+def freeze_lora_a_factors(model: torch.nn.Module) -> int:
+    """Stop gradients to every LoRA A factor (peft's ``lora_A`` parameters); returns how
+    many were frozen. Raises :class:`AdapterError` if the model has none."""
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if ".lora_A." in name:
+            parameter.requires_grad_(False)
+            frozen += 1
+    if frozen == 0:
+        raise AdapterError("no LoRA A factor to freeze: the model holds no LoRA adapter")
+    return frozen
 
 
 def _starting_adapter(

@@ -108,7 +108,8 @@ def test_a_site_that_encrypts_more_than_its_clip_norm_is_withheld(
     claimed_dp: dict[str, float] | None, fed: Federation, tmp_path: Path
 ) -> None:
     """A keyed site declares clip_norm=CLIP but encrypts a delta 100x longer; claiming DP
-    noise in its own header must not switch the custodian's norm check off."""
+    noise in its own header must not switch the custodian's norm check off (the
+    aggregator now refuses such a claim outright: the norm bound comes from the spec)."""
     spec = _spec(fed, f"cust-0006-{'dp' if claimed_dp else 'plain'}")
     honest = [
         fed.update(site, spec, config=SiteUpdateConfig(clip_norm=CLIP)).envelope
@@ -137,6 +138,10 @@ def test_a_site_that_encrypts_more_than_its_clip_norm_is_withheld(
     cheat = seal_envelope(header, sealed.payload, fed.site_keys["site-02"])
     envelopes = [*honest, cheat]
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
+    if claimed_dp is not None:
+        # A DP claim the round's rule does not make is refused before any decryption.
+        assert result.rejections == [("site-02", "wrong_dp")]
+        return
     assert [u.site_id for u in result.accepted] == list(SITES)  # undetectable while encrypted
     with pytest.raises(AggregateNormError, match="above the clip norm"):
         fed.custodian(tmp_path / "ledger.jsonl").decrypt(result, envelopes)
