@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from tensorguard.cli.agent import add_agent_commands
 from tensorguard.cli.exit_codes import ExitCode
+from tensorguard.cli.identity import add_identity_commands
 from tensorguard.cli.keys import add_keys_commands
 from tensorguard.cli.preflight import add_preflight_commands
 from tensorguard.cli.serve import add_serve_commands
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tgsp_commands(subparsers)
     add_agent_commands(subparsers)
     add_serve_commands(subparsers)
+    add_identity_commands(subparsers)
     add_preflight_commands(subparsers)
     return parser
 

@@ -11,8 +11,9 @@ code  name                   meaning
 2     USAGE                  bad or missing arguments (``argparse`` exits with 2 itself)
 3     CONFIG                 configuration missing, invalid or refused: ``TG_*`` environment,
                              agent YAML, release metadata flags, production-mode refusals
-4     INPUT                  an input file cannot be used: package, key file, trust store or
-                             build source unreadable, of the wrong kind or too permissive
+4     INPUT                  an input file cannot be used: package, key file, trust store,
+                             build source, CSR or CA directory unreadable, of the wrong kind
+                             or too permissive
 5     MALFORMED              malformed package (magic, version, header encoding/schema,
                              length, limits)
 6     UNTRUSTED              untrusted package: unknown signer or invalid signature
@@ -20,7 +21,7 @@ code  name                   meaning
                              chunk authentication, or a stored key record (wrong
                              ``TG_KEY_MASTER``, altered or misplaced file)
 8     POLICY                 policy refusal: expired, not yet valid, wrong channel, below
-                             the high-water mark
+                             the high-water mark; a CSR the CA's issuance policy refuses
 9     RECIPIENT              not a recipient, or the data key does not unwrap
 10    UNSAFE_PATH            unsafe path (absolute, ``..``, link, device, duplicate, case
                              collision)
@@ -77,6 +78,11 @@ class ExitCode(IntEnum):
 def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
     """(error type, code) pairs; first match wins, so narrow types come before parents."""
     from tensorguard.digest import DigestError
+    from tensorguard.identity.errors import (
+        CertificateAuthorityError,
+        CertificateRequestError,
+        IssuancePolicyError,
+    )
     from tensorguard.keys.errors import (
         KeyExistsError,
         KeyIntegrityError,
@@ -116,6 +122,9 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
         (KeyIntegrityError, ExitCode.INTEGRITY),
         (KeyProviderUnavailable, ExitCode.PROVIDER_UNAVAILABLE),
         (TokenError, ExitCode.TOKEN),
+        (CertificateRequestError, ExitCode.INPUT),
+        (CertificateAuthorityError, ExitCode.INPUT),
+        (IssuancePolicyError, ExitCode.POLICY),
         (ConfigurationError, ExitCode.CONFIG),
     )
 

@@ -1,0 +1,198 @@
+"""``tensorguard identity init|issue|revoke|crl``: the fleet's private CA (operator side).
+
+The CA's root and intermediate keys live in the key provider that ``TG_KEY_PROVIDER``
+selects (sealed records, see docs/IDENTITY.md); the CA directory (``--ca-dir``) holds
+only public material. ``issue`` reads a CSR file that a node made with
+``tensorguard agent enrol`` and writes the certificate chain; it never sees a private key.
+
+Exit codes (:mod:`tensorguard.cli.exit_codes`): ``POLICY`` when the issuance policy
+refuses a request, ``INPUT`` for an unusable CSR or CA directory, ``KEY_EXISTS`` when
+``init`` finds the CA keys already in the provider. Handlers import the CA modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tensorguard.cli.exit_codes import ExitCode, reporting_errors
+
+if TYPE_CHECKING:
+    from tensorguard.identity.authority import CertificateAuthority
+    from tensorguard.keys import KeyProvider
+
+REVOCATION_REASONS = (
+    "unspecified",
+    "key_compromise",
+    "affiliation_changed",
+    "superseded",
+    "cessation_of_operation",
+)
+
+
+def add_identity_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register ``identity init|issue|revoke|crl``; each sets ``args.handler``."""
+    identity = subparsers.add_parser(
+        "identity",
+        help="fleet private CA: create it, issue node/service certificates, revoke",
+        description="See docs/IDENTITY.md. CA keys come from TG_KEY_PROVIDER (docs/KEYS.md).",
+    )
+    commands = identity.add_subparsers(dest="identity_command", required=True)
+
+    init = commands.add_parser("init", help="create the root and intermediate CA")
+    _ca_dir(init)
+    init.add_argument("--ca-name", default="fleet-ca", help="key-name prefix (default fleet-ca)")
+    init.add_argument(
+        "--trust-domain", help="namespace of node identities (spiffe://DOMAIN/node/ID)"
+    )
+    init.add_argument(
+        "--service-name",
+        action="append",
+        default=[],
+        help="allow-listed service DNS name, or *.suffix (repeatable)",
+    )
+    init.add_argument("--max-days", type=int, help="maximum certificate lifetime (default 30)")
+    init.set_defaults(handler=reporting_errors("identity init", _with_provider(_init)))
+
+    issue = commands.add_parser("issue", help="issue a certificate from a CSR file")
+    _ca_dir(issue)
+    issue.add_argument("--csr", type=Path, required=True, help="the node's or service's CSR (PEM)")
+    issue.add_argument("--profile", choices=("node", "service"), default="node")
+    issue.add_argument("--days", type=int, help="lifetime in days (default: the policy maximum)")
+    issue.add_argument(
+        "--out", type=Path, required=True, help="certificate chain to write (leaf + intermediate)"
+    )
+    issue.set_defaults(handler=reporting_errors("identity issue", _with_ca(_issue)))
+
+    revoke = commands.add_parser("revoke", help="revoke a serial and publish a new CRL")
+    _ca_dir(revoke)
+    revoke.add_argument("--serial", required=True, help="serial number in hex")
+    revoke.add_argument("--reason", choices=REVOCATION_REASONS, default="unspecified")
+    revoke.set_defaults(handler=reporting_errors("identity revoke", _with_ca(_revoke)))
+
+    crl = commands.add_parser("crl", help="re-sign the CRL with fresh dates")
+    _ca_dir(crl)
+    crl.set_defaults(handler=reporting_errors("identity crl", _with_ca(_crl)))
+
+
+def _ca_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca-dir", type=Path, required=True, help="the CA directory")
+
+
+def _with_provider(
+    command: Callable[[argparse.Namespace, KeyProvider], dict[str, object]],
+) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with the environment's key provider; print its result as JSON."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from tensorguard.keys import key_provider_from_env
+
+        with key_provider_from_env(os.environ, allow_ephemeral=False) as provider:
+            result = command(args, provider)
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return ExitCode.OK
+
+    return handler
+
+
+def _with_ca(
+    command: Callable[[argparse.Namespace, CertificateAuthority], dict[str, object]],
+) -> Callable[[argparse.Namespace], int]:
+    """Open the CA in ``--ca-dir`` with the environment's key provider, then run ``command``."""
+
+    def with_provider(args: argparse.Namespace, provider: KeyProvider) -> dict[str, object]:
+        from tensorguard.identity.authority import CertificateAuthority
+
+        return command(args, CertificateAuthority(args.ca_dir, provider))
+
+    return _with_provider(with_provider)
+
+
+def _init(args: argparse.Namespace, provider: KeyProvider) -> dict[str, object]:
+    from pydantic import ValidationError
+
+    from tensorguard.identity.authority import CertificateAuthority
+    from tensorguard.identity.errors import IdentityConfigError
+    from tensorguard.identity.policy import IssuancePolicy
+
+    settings: dict[str, object] = {"service_dns_names": tuple(args.service_name)}
+    if args.trust_domain is not None:
+        settings["trust_domain"] = args.trust_domain
+    if args.max_days is not None:
+        settings["max_lifetime_days"] = args.max_days
+    try:
+        policy = IssuancePolicy.model_validate(settings)
+    except ValidationError as exc:
+        messages = "; ".join(str(error["msg"]) for error in exc.errors())
+        raise IdentityConfigError(f"invalid CA policy: {messages}") from None
+    authority = CertificateAuthority.create(
+        args.ca_dir, provider, policy=policy, ca_name=args.ca_name
+    )
+    return {
+        "ca_dir": str(args.ca_dir),
+        "root": str(authority.store.root_file),
+        "ca_bundle": str(authority.store.bundle_file),
+        "crl": str(authority.store.crl_file),
+        "trust_domain": policy.trust_domain,
+        "key_provider": provider.kind,
+    }
+
+
+def _issue(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    from datetime import timedelta
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tensorguard.durable import DestinationExistsError, atomic_write_bytes
+    from tensorguard.identity.csr import csr_pem, read_csr
+    from tensorguard.identity.errors import IdentityError
+    from tensorguard.identity.policy import Profile
+
+    lifetime = None if args.days is None else timedelta(days=args.days)
+    csr = read_csr(args.csr)
+    certificate = authority.issue(csr_pem(csr), Profile(args.profile), lifetime=lifetime)
+    chain = certificate.public_bytes(serialization.Encoding.PEM) + authority.chain_pem()
+    try:
+        atomic_write_bytes(args.out, chain, mode=0o644, overwrite=False)
+    except DestinationExistsError as exc:
+        raise IdentityError(f"certificate not written: {exc}") from exc
+    return {
+        "serial": f"{certificate.serial_number:x}",
+        "subject": certificate.subject.rfc4514_string(),
+        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "certificate": str(args.out),
+    }
+
+
+def _revoke(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    from cryptography import x509
+
+    from tensorguard.identity.errors import RevocationError
+
+    try:
+        serial = int(args.serial, 16)
+    except ValueError:
+        raise RevocationError(f"serial {args.serial!r} is not hexadecimal") from None
+    crl = authority.revoke(serial, x509.ReasonFlags[args.reason])
+    return {
+        "revoked": f"{serial:x}",
+        "crl": str(authority.store.crl_file),
+        "revoked_count": len(crl),
+    }
+
+
+def _crl(_args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    crl = authority.publish_crl()
+    next_update = crl.next_update_utc
+    return {
+        "crl": str(authority.store.crl_file),
+        "next_update": None if next_update is None else next_update.isoformat(),
+        "revoked_count": len(crl),
+    }

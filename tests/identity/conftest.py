@@ -1,0 +1,110 @@
+"""Fixtures for the identity tests: a file key provider, a CA, CSRs and real openssl."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import NameOID
+
+from tensorguard.identity import CertificateAuthority, IssuancePolicy, node_uri
+from tensorguard.keys import FileKeyProvider, MasterSecret
+
+TRUST_DOMAIN = "fleet.test.internal"
+SERVICE_NAMES = ("broker.fleet.test.internal", "*.api.fleet.test.internal")
+
+
+def new_provider(key_dir: Path) -> FileKeyProvider:
+    """A development file provider under a fresh random master."""
+    master = MasterSecret.from_text(secrets.token_urlsafe(48), production=False)
+    return FileKeyProvider(key_dir, master, production=False)
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> FileKeyProvider:
+    """The CA operator's key provider."""
+    return new_provider(tmp_path / "ca-keys")
+
+
+@pytest.fixture
+def policy() -> IssuancePolicy:
+    """The test CA's policy: its own trust domain and a two-entry service allow-list."""
+    return IssuancePolicy(trust_domain=TRUST_DOMAIN, service_dns_names=SERVICE_NAMES)
+
+
+@pytest.fixture
+def authority(
+    tmp_path: Path, provider: FileKeyProvider, policy: IssuancePolicy
+) -> CertificateAuthority:
+    """A fresh CA in ``tmp_path/ca``."""
+    return CertificateAuthority.create(tmp_path / "ca", provider, policy=policy)
+
+
+def make_csr(
+    key: CertificateIssuerPrivateKeyTypes,
+    common_name: str,
+    names: Sequence[x509.GeneralName],
+    *,
+    extensions: Sequence[x509.ExtensionType] = (),
+) -> bytes:
+    """A PEM CSR signed by ``key`` (Ed25519 needs no hash)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
+
+
+def node_csr(node_id: str, key: CertificateIssuerPrivateKeyTypes | None = None) -> bytes:
+    """A well-formed node CSR for ``node_id`` in the test trust domain."""
+    key = key or ed25519.Ed25519PrivateKey.generate()
+    return make_csr(key, node_id, [x509.UniformResourceIdentifier(node_uri(TRUST_DOMAIN, node_id))])
+
+
+def service_csr(*names: str) -> bytes:
+    """A well-formed service CSR (ECDSA P-256) for DNS ``names``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return make_csr(key, names[0], [x509.DNSName(name) for name in names])
+
+
+def write_pem(path: Path, certificate: x509.Certificate) -> Path:
+    """Write ``certificate`` as PEM and return the path."""
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def openssl_verify(
+    authority: CertificateAuthority, leaf: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``openssl verify`` on ``leaf`` with the CA's root and intermediate."""
+    binary = shutil.which("openssl")
+    if binary is None:
+        pytest.skip("the openssl binary is not installed")
+    return subprocess.run(
+        [
+            binary,
+            "verify",
+            "-CAfile",
+            str(authority.store.root_file),
+            "-untrusted",
+            str(authority.store.intermediate_file),
+            *extra,
+            str(leaf),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
