@@ -93,6 +93,8 @@ def _with_provider(command: KeysCommand) -> Callable[[argparse.Namespace], int]:
 def _generate(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
     from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
 
+    if args.public_out is not None:
+        prepare_public_out(args.public_out)  # before the key is stored, so a retry works
     if args.kind == SIGNING:
         public: CompositeVerifyKey | XWingPublicKey = provider.generate_signing_key(
             args.name
@@ -132,6 +134,34 @@ def _show(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
     _emit(args, described, public, out)
 
 
+def prepare_public_out(path: Path) -> None:
+    """Make sure the public key file ``path`` can be written: create its directory, refuse
+    an existing file or an unwritable directory (:class:`KeyFileError`, exit ``INPUT``).
+
+    ``keys generate`` calls it before it stores a key, so a bad ``--public-out`` never
+    leaves a stored key behind that a retry would refuse to overwrite.
+    """
+    from tensorguard.tgsp.errors import KeyFileError
+
+    if path.exists() or path.is_symlink():
+        raise KeyFileError(
+            f"--public-out {path} already exists; remove it or choose another path "
+            "(nothing was stored)"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot create the directory of --public-out {path}: {exc.strerror}; choose a "
+            "writable location (nothing was stored)"
+        ) from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise KeyFileError(
+            f"cannot write --public-out {path}: {path.parent} is not writable; choose a "
+            "writable location (nothing was stored)"
+        )
+
+
 def _describe(
     args: argparse.Namespace, provider: KeyProvider, algorithm: str, fingerprint: str
 ) -> dict[str, str]:
@@ -153,6 +183,7 @@ def _emit(
     from tensorguard.tgsp.keyfiles import write_key_file
 
     if args.public_out is not None:
+        prepare_public_out(args.public_out)
         write_key_file(args.public_out, public)
         described["public_key_file"] = str(args.public_out)
     if args.json:

@@ -57,6 +57,34 @@ def test_generate_and_show_kem_key(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.usefixtures("file_env")
+def test_generate_public_out_creates_a_missing_directory(tmp_path: Path) -> None:
+    public_file = tmp_path / "new" / "nested" / "robot-7.xwing.pub"
+    argv = ["keys", "generate", "--name", "robot-7", "--kind", "kem"]
+    assert _run([*argv, "--public-out", str(public_file)]) == ExitCode.OK
+    assert load_recipient_public_key(public_file).fingerprint()
+
+
+@pytest.mark.usefixtures("file_env")
+@pytest.mark.parametrize("fault", ["existing file", "unwritable directory"])
+def test_generate_public_out_fails_before_storing_anything(
+    tmp_path: Path, key_dir: Path, fault: str
+) -> None:
+    blocked = tmp_path / "blocked"
+    if fault == "existing file":
+        blocked.mkdir()
+        public_file = blocked / "release.pub"
+        public_file.write_text("someone else's file")
+    else:
+        blocked.write_text("a file where the directory should be")
+        public_file = blocked / "sub" / "release.pub"
+    argv = ["keys", "generate", "--name", "release"]
+    assert _run([*argv, "--public-out", str(public_file)]) == ExitCode.INPUT
+    assert not list(key_dir.glob("release.*")), "the key was stored although the export failed"
+    # A retry with a usable path succeeds: nothing half-done blocks it.
+    assert _run([*argv, "--public-out", str(tmp_path / "ok" / "release.pub")]) == ExitCode.OK
+
+
+@pytest.mark.usefixtures("file_env")
 def test_show_without_name_lists_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["keys", "generate", "--name", "release"]) == ExitCode.OK
     assert _run(["keys", "generate", "--name", "site-a", "--kind", "kem"]) == ExitCode.OK
