@@ -4,8 +4,9 @@ For each announcement on a followed channel the agent
 
 1. refuses versions not above the channel's high-water mark (rollback or replay), and
    ignores the release it already has (a retained announcement seen again);
-2. fetches the package (``file://`` or an absolute path; other schemes are refused) and
-   checks the announced size and SHA-256;
+2. fetches the package (a signed, resumable ``http(s)`` download from its fleet service,
+   ``file://`` or an absolute path; other schemes are refused) and checks the announced
+   size and SHA-256;
 3. verifies and opens it with TGSP against its **pinned trust store** and its own
    recipient key, requiring the followed channel and a version above the high-water
    mark (the signed version is authoritative, not the announcement), and rejecting
@@ -37,11 +38,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.durable import DurableWriteError, fsync_tree
-from tensorguard.fleet.agent_config import AgentConfig, load_recipient_key, load_trust_store
+from tensorguard.fleet.agent_config import (
+    AgentConfig,
+    load_recipient_key,
+    load_signing_key,
+    load_trust_store,
+)
 from tensorguard.fleet.agent_state import AgentState, AgentStateStore, ChannelState
-from tensorguard.fleet.errors import AgentError, FleetError, MqttError
+from tensorguard.fleet.errors import AgentConfigError, AgentError, FleetError, MqttError
 from tensorguard.fleet.fetch import fetch_package
 from tensorguard.fleet.install import InstallLayout
 from tensorguard.fleet.messages import (
@@ -57,6 +65,7 @@ from tensorguard.fleet.mqtt import BrokerMessage, BrokerSession, MqttConnection
 from tensorguard.fleet.notify import publish_install_report
 from tensorguard.fleet.rejections import InstallRefused, failed, refusal_from_tgsp, rejected
 from tensorguard.fleet.topics import connection_topic, release_topic
+from tensorguard.service.client import NodeClient
 from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
 
 LOGGER = logging.getLogger(__name__)
@@ -66,30 +75,44 @@ class EdgeAgent:
     """Installs releases for one node; see the module docstring for the steps."""
 
     def __init__(
-        self, config: AgentConfig, *, trust_store: TrustStore, recipient_key: XWingPrivateKey
+        self,
+        config: AgentConfig,
+        *,
+        trust_store: TrustStore,
+        recipient_key: XWingPrivateKey,
+        node_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.config = config
         self._trust_store = trust_store
         self._recipient_key = recipient_key
+        self._service: NodeClient | None = None
+        if config.service_url is not None:
+            if node_key is None:
+                raise AgentConfigError(
+                    "service_url is set but no node key was given; set node_key_file"
+                )
+            self._service = NodeClient(config.service_url, config.node_id, node_key)
         self.layout = InstallLayout(config.state_dir)
         self._state_store = AgentStateStore(config.state_dir)
         self.state: AgentState = self._state_store.load()
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> EdgeAgent:
-        """Load the trust store and recipient key the configuration names."""
+        """Load the trust store, recipient key and node key the configuration names."""
         return cls(
             config,
             trust_store=load_trust_store(config),
             recipient_key=load_recipient_key(config),
+            node_key=load_signing_key(config),
         )
 
     def __repr__(self) -> str:
         return f"EdgeAgent(node_id={self.config.node_id!r}, fleet={self.config.fleet!r})"
 
     def recover(self) -> None:
-        """Remove leftovers of an interrupted install (downloads, unreferenced trees)."""
-        self.layout.clear_downloads()
+        """Remove leftovers of an interrupted install (downloads, unreferenced trees);
+        partial downloads are kept to be resumed."""
+        self.layout.clear_downloads(keep_partial=True)
         for channel in self.config.channels:
             keep = set()
             target = self.layout.current_target(channel)
@@ -193,7 +216,12 @@ class EdgeAgent:
                     f"version {version} of channel {channel!r} is not above the installed "
                     f"version {current.high_water_version}; refusing a rollback or replay",
                 )
-        package = fetch_package(announcement, self.layout.downloads, self.config.max_package_bytes)
+        package = fetch_package(
+            announcement,
+            self.layout.downloads,
+            self.config.max_package_bytes,
+            self._service,
+        )
         try:
             return self._open_and_activate(announcement, package, current)
         finally:

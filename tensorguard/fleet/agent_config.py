@@ -10,6 +10,8 @@ Example ``agent.yaml``::
     recipient_key_file: /etc/tensorguard/robot-7.xwing.key   # or recipient_key_name
     mqtt: {host: broker.plant-a.example, port: 8883, username: robot-7,
            tls_ca_file: /etc/tensorguard/ca.pem}
+    service_url: https://fleet.plant-a.example:8443          # optional, with node_key_file
+    node_key_file: /etc/tensorguard/robot-7.ed25519.pem       # enrolled signing key, 0600
 
 The MQTT password is never written in the file: the agent reads it from
 ``TG_MQTT_PASSWORD`` when its session starts (a file with ``mqtt.password`` is refused).
@@ -18,6 +20,11 @@ With per-node ACLs the username is the node id (docs/FLEET.md, "Broker access").
 Exactly one of ``recipient_key_file`` (a ``tensorguard-key`` file, mode 0600) and
 ``recipient_key_name`` (an X-Wing key stored in the key provider selected by
 ``TG_KEY_PROVIDER``, purpose ``xwing-kem``) must be set.
+
+``service_url`` and ``node_key_file`` (set both or neither) connect the agent to the
+fleet service (``tensorguard serve``): it downloads ``http(s)`` package locations from
+that service only, signing each request with the Ed25519 key it enrolled, and posts its
+install outcomes and heartbeats there (MQTT reporting stays).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tensorguard.codec import CodecError, load_strict_yaml
@@ -36,6 +44,8 @@ from tensorguard.fleet.messages import Name
 from tensorguard.fleet.mqtt import MQTT_PASSWORD_ENV, MqttSettings
 from tensorguard.gate.errors import validate_or_raise
 from tensorguard.keys.factory import key_provider_from_env
+from tensorguard.service.client import FleetClientError, service_base_url
+from tensorguard.service.node_key import NodeKeyError, load_node_key
 from tensorguard.tgsp.keyfiles import load_recipient_private_key
 from tensorguard.tgsp.trust import TrustStore
 
@@ -56,6 +66,8 @@ class AgentConfig(BaseModel):
     recipient_key_name: str | None = None
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     max_package_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PACKAGE_BYTES
+    service_url: str | None = None
+    node_key_file: Path | None = None
 
     @field_validator("channels")
     @classmethod
@@ -73,6 +85,25 @@ class AgentConfig(BaseModel):
                 f"mqtt.password and give the agent {MQTT_PASSWORD_ENV} in its environment"
             )
         return mqtt
+
+    @field_validator("service_url")
+    @classmethod
+    def _service_url_is_plain(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            return service_base_url(url)
+        except FleetClientError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _service_needs_a_key(self) -> AgentConfig:
+        if (self.service_url is None) != (self.node_key_file is None):
+            raise ValueError(
+                "set both service_url and node_key_file (the fleet service and the Ed25519 "
+                "key this node enrolled there), or neither"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_recipient_key_source(self) -> AgentConfig:
@@ -141,3 +172,13 @@ def load_recipient_key(config: AgentConfig) -> XWingPrivateKey:
         raise AgentConfigError(
             f"cannot load recipient key {name!r} from the key provider: {exc}"
         ) from exc
+
+
+def load_signing_key(config: AgentConfig) -> Ed25519PrivateKey | None:
+    """The node's request-signing key for the fleet service, or None without a service."""
+    if config.node_key_file is None:
+        return None
+    try:
+        return load_node_key(config.node_key_file)
+    except NodeKeyError as exc:
+        raise AgentConfigError(f"cannot load the agent's node key: {exc}") from exc

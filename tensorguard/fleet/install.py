@@ -3,7 +3,8 @@
 Layout under the agent's state directory::
 
     state.json                          high-water version and install per channel
-    downloads/                          fetched packages (removed after each attempt)
+    downloads/                          fetched packages (removed after each attempt) and
+                                        partial downloads (``*.part``, resumed)
     releases/<channel>/v<N>-<random>/   extracted, verified release trees
     current/<channel> -> ../releases/<channel>/v<N>-<random>
 
@@ -20,6 +21,8 @@ import shutil
 from pathlib import Path
 
 from tensorguard.durable import atomic_symlink, ensure_directory
+
+PARTIAL_SUFFIX = ".part"
 
 
 class InstallLayout:
@@ -70,8 +73,11 @@ class InstallLayout:
             removed.append(entry)
         return removed
 
-    def clear_downloads(self) -> None:
-        """Remove every fetched package (after a crash or an attempt)."""
+    def clear_downloads(self, *, keep_partial: bool = False) -> None:
+        """Remove every fetched package (after a crash or an attempt); with
+        ``keep_partial``, keep partial downloads (``*.part``) so they can be resumed."""
         if self.downloads.is_dir():
             for entry in self.downloads.iterdir():
+                if keep_partial and entry.suffix == PARTIAL_SUFFIX:
+                    continue
                 entry.unlink()

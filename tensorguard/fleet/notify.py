@@ -22,8 +22,24 @@ from tensorguard.fleet.messages import InstallReport, MessageError, ReleaseAnnou
 from tensorguard.fleet.mqtt import BrokerSession, MqttConnection, MqttSettings
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.fleet.topics import install_report_filter, install_report_topic, release_topic
+from tensorguard.service.client import service_base_url
 
 LOGGER = logging.getLogger(__name__)
+
+
+SERVICE_URL_ENV = "TG_FLEET_SERVICE_URL"
+"""The fleet service (``tensorguard serve``) whose URL release announcements carry."""
+
+
+def package_location(
+    registry: LocalRegistry, record: ReleaseRecord, service_url: str | None = None
+) -> str:
+    """Where nodes fetch a release: ``<service_url>/v1/packages/<channel>/<version>`` on
+    the fleet service when one is given, else the registry's ``file://`` URI."""
+    if not service_url:
+        return registry.location(record)
+    base = service_base_url(service_url)
+    return f"{base}/v1/packages/{record.channel}/{record.version}"
 
 
 def announcement_for(
@@ -32,15 +48,17 @@ def announcement_for(
     fleet: str,
     *,
     gate_decision_digest: str | None = None,
+    service_url: str | None = None,
 ) -> ReleaseAnnouncement:
-    """The announcement of a registry release: its file:// location, digest and size."""
+    """The announcement of a registry release: its location (see :func:`package_location`),
+    digest and size."""
     return ReleaseAnnouncement(
         fleet=fleet,
         channel=record.channel,
         version=record.version,
         digest=record.digest,
         size=record.size,
-        location=registry.location(record),
+        location=package_location(registry, record, service_url),
         created=record.published_at,
         gate_decision_digest=gate_decision_digest,
     )

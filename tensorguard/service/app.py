@@ -3,8 +3,9 @@
 Only ``/healthz`` and ``/readyz`` answer without credentials; every other route
 depends on :mod:`tensorguard.service.auth`. Domain errors become JSON ``{"detail": ...}``
 responses here, in one place: authentication 401 (with ``WWW-Authenticate``),
-authorisation 403, an invalid token to revoke 400, unknown node 404, repeated
-enrolment 409, invalid names 422, no telemetry and database failures 503. Unexpected
+authorisation 403, an invalid token to revoke 400, unknown node or release 404,
+repeated enrolment 409, invalid names 422, no telemetry, database and registry
+failures 503. Unexpected
 errors are logged and answered 500 without details. Invalid bodies are 422 naming the
 fields, never echoing the submitted values.
 """
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tensorguard.errors import TensorGuardError
-from tensorguard.fleet.errors import FleetDatabaseError, FleetNameError
+from tensorguard.fleet.errors import FleetDatabaseError, FleetNameError, RegistryError
 from tensorguard.service.context import ServiceContext
 from tensorguard.service.errors import (
     AuthenticationError,
@@ -30,6 +31,7 @@ from tensorguard.service.errors import (
     NoTelemetryError,
     PermissionDeniedError,
     UnknownNodeError,
+    UnknownPackageError,
 )
 from tensorguard.service.middleware import GuardMiddleware
 from tensorguard.service.routes import router
@@ -44,11 +46,13 @@ ERROR_STATUS: tuple[tuple[type[TensorGuardError], int], ...] = (
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
     (UnknownNodeError, 404),
+    (UnknownPackageError, 404),
     (NodeAlreadyEnrolledError, 409),
     (FleetNameError, 422),
     (InvalidRevocationError, 400),
     (NoTelemetryError, 503),
     (FleetDatabaseError, 503),
+    (RegistryError, 503),
 )
 
 
@@ -72,6 +76,9 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, FleetDatabaseError):
         LOG.error("%s %s: %s", request.method, request.url.path, exc)
         detail = "the application database is unavailable; retry later"
+    elif isinstance(exc, RegistryError):
+        LOG.error("%s %s: %s", request.method, request.url.path, exc)
+        detail = "the release registry is unavailable or damaged; retry later"
     elif status == 500:
         LOG.error("%s %s: %s", request.method, request.url.path, exc)
         detail = "internal error"
@@ -104,7 +111,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         redoc_url=None,
         title="TensorGuard fleet service",
         version=API_VERSION,
-        description="Edge-node enrolment, heartbeats and telemetry. See docs/FLEET.md.",
+        description=(
+            "Edge-node enrolment, heartbeats, telemetry and package downloads. See docs/FLEET.md."
+        ),
         responses={
             429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
             413: {"model": ErrorBody, "description": "request body too large"},

@@ -6,6 +6,7 @@
 * :func:`require_node` — a request signed by the edge node named in the path
   (:mod:`tensorguard.service.node_auth`); 401 unless the signature, time and nonce
   check out, 403 when a node acts for another node id.
+* :func:`require_enrolled_node` — a request signed by any enrolled node (401 otherwise).
 """
 
 from __future__ import annotations
@@ -74,29 +75,42 @@ def _signed_path(request: Request) -> str:
     return f"{path}?{bytes(query).decode('latin-1')}" if query else path
 
 
+async def _signed_node(
+    request: Request,
+    node: str | None,
+    timestamp: str | None,
+    nonce: str | None,
+    signature: str | None,
+) -> Principal:
+    if node is None or timestamp is None or nonce is None or signature is None:
+        raise AuthenticationError(f"a signed request needs {NODE_SIGNATURE_HEADERS}")
+    body = await request.body()
+    credentials = NodeCredentials(node, timestamp, nonce, signature)
+    authenticator = context(request).node_authenticator
+    return await run_in_threadpool(
+        authenticator.authenticate, request.method, _signed_path(request), body, credentials
+    )
+
+
+NodeHeader = Annotated[str | None, Header(alias=NODE_HEADER)]
+TimestampHeader = Annotated[str | None, Header(alias=TIMESTAMP_HEADER)]
+NonceHeader = Annotated[str | None, Header(alias=NONCE_HEADER)]
+SignatureHeader = Annotated[str | None, Header(alias=SIGNATURE_HEADER)]
+
+
 def require_node() -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits only a request signed by the node in the ``node_id`` path."""
 
     async def dependency(
         request: Request,
         node_id: Annotated[Name, Path(description="the edge node's id")],
-        x_tg_node: Annotated[str | None, Header(alias=NODE_HEADER)] = None,
-        x_tg_timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
-        x_tg_nonce: Annotated[str | None, Header(alias=NONCE_HEADER)] = None,
-        x_tg_signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+        x_tg_node: NodeHeader = None,
+        x_tg_timestamp: TimestampHeader = None,
+        x_tg_nonce: NonceHeader = None,
+        x_tg_signature: SignatureHeader = None,
     ) -> Principal:
-        if (
-            x_tg_node is None
-            or x_tg_timestamp is None
-            or x_tg_nonce is None
-            or x_tg_signature is None
-        ):
-            raise AuthenticationError(f"a signed request needs {NODE_SIGNATURE_HEADERS}")
-        body = await request.body()
-        credentials = NodeCredentials(x_tg_node, x_tg_timestamp, x_tg_nonce, x_tg_signature)
-        authenticator = context(request).node_authenticator
-        principal = await run_in_threadpool(
-            authenticator.authenticate, request.method, _signed_path(request), body, credentials
+        principal = await _signed_node(
+            request, x_tg_node, x_tg_timestamp, x_tg_nonce, x_tg_signature
         )
         if principal.subject != node_id:
             raise PermissionDeniedError(
@@ -107,4 +121,25 @@ def require_node() -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-__all__ = ["BEARER", "AuthenticationError", "require_node", "require_roles"]
+def require_enrolled_node() -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits a request signed by any enrolled node (package downloads)."""
+
+    async def dependency(
+        request: Request,
+        x_tg_node: NodeHeader = None,
+        x_tg_timestamp: TimestampHeader = None,
+        x_tg_nonce: NonceHeader = None,
+        x_tg_signature: SignatureHeader = None,
+    ) -> Principal:
+        return await _signed_node(request, x_tg_node, x_tg_timestamp, x_tg_nonce, x_tg_signature)
+
+    return dependency
+
+
+__all__ = [
+    "BEARER",
+    "AuthenticationError",
+    "require_enrolled_node",
+    "require_node",
+    "require_roles",
+]

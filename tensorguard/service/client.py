@@ -36,6 +36,20 @@ class FleetClientError(ServiceError):
         self.status = status
 
 
+def service_base_url(url: str) -> str:
+    """``url`` without a trailing slash if it is ``http(s)://host[:port]``; else raise."""
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise FleetClientError(f"fleet service URL must be http(s)://host[:port], not {url!r}")
+    return url.rstrip("/")
+
+
 @dataclass
 class NodeClient:
     """A node's connection to the fleet service (``base_url`` like ``https://fleet:8443``)."""
@@ -49,17 +63,7 @@ class NodeClient:
 
     def __post_init__(self) -> None:
         """Refuse a URL that is not plain http(s) with a host."""
-        parts = urlsplit(self.base_url)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or parts.path not in ("", "/")
-            or parts.query
-        ):
-            raise FleetClientError(
-                f"fleet service URL must be http(s)://host[:port], not {self.base_url!r}"
-            )
-        self.base_url = self.base_url.rstrip("/")
+        self.base_url = service_base_url(self.base_url)
 
     def heartbeat(self, installed_version: int | None = None) -> dict[str, Any]:
         """Tell the service this node is alive (and what it runs); returns the node record."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.service.node_auth import NodeAuthenticator
 from tensorguard.service.nodes import NodeDirectory
+from tensorguard.service.packages import PackageStore
 from tensorguard.service.rate_limit import TokenBucketLimiter
 from tensorguard.service.revocations import TokenRevocations
 from tensorguard.service.settings import ServiceSettings
@@ -15,7 +16,7 @@ from tensorguard.service.telemetry import TelemetryStore
 
 @dataclass(frozen=True)
 class ServiceContext:
-    """Settings, database and the stores and guards built on it."""
+    """Settings, database, the registry, and the stores and guards built on them."""
 
     settings: ServiceSettings
     database: FleetDatabase
@@ -24,6 +25,7 @@ class ServiceContext:
     node_authenticator: NodeAuthenticator
     limiter: TokenBucketLimiter
     revocations: TokenRevocations
+    packages: PackageStore
 
     @classmethod
     def create(cls, settings: ServiceSettings) -> ServiceContext:
@@ -37,4 +39,5 @@ class ServiceContext:
             node_authenticator=NodeAuthenticator(database, settings.signature_window_s),
             limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             revocations=TokenRevocations(database, settings.token_leeway_s),
+            packages=PackageStore(settings.registry_root),
         )

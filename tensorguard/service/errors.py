@@ -38,3 +38,7 @@ class NoTelemetryError(ServiceError):
 
 class InvalidRevocationError(ServiceError):
     """The token given for revocation is not one of this service's valid tokens."""
+
+
+class UnknownPackageError(ServiceError):
+    """The registry has no release with that channel and version."""

@@ -1,15 +1,24 @@
-"""The fleet API routes: node enrolment, heartbeats, telemetry ingest and reads."""
+"""The fleet API routes: node enrolment, heartbeats, telemetry, package downloads."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from tensorguard.service.auth import context, require_node, require_roles
+from tensorguard.fleet.byte_ranges import (
+    ByteRange,
+    RangeNotSatisfiableError,
+    entity_tag,
+    plan_range,
+)
+from tensorguard.service.auth import context, require_enrolled_node, require_node, require_roles
 from tensorguard.service.errors import AuthenticationError, InvalidRevocationError
 from tensorguard.service.nodes import NodeView
+from tensorguard.service.packages import read_range
 from tensorguard.service.schemas import (
     EnrolmentRequest,
     ErrorBody,
@@ -28,6 +37,15 @@ router = APIRouter(prefix="/v1")
 OperatorOnly = Annotated[Principal, Depends(require_roles(Role.OPERATOR))]
 Reader = Annotated[Principal, Depends(require_roles(Role.OPERATOR, Role.AUDITOR))]
 SignedNode = Annotated[Principal, Depends(require_node())]
+AnyEnrolledNode = Annotated[Principal, Depends(require_enrolled_node())]
+PACKAGE_MEDIA_TYPE = "application/octet-stream"
+PACKAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {PACKAGE_MEDIA_TYPE: {}}, "description": "the whole package"},
+    206: {
+        "content": {PACKAGE_MEDIA_TYPE: {}},
+        "description": "the requested range of the package (see Content-Range)",
+    },
+}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -35,9 +53,10 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "the token to revoke is not a valid token of this service",
         401: "credentials missing, malformed, expired, replayed or not verifying",
         403: "authenticated but not allowed",
-        404: "no such enrolled node or cohort",
+        404: "no such enrolled node, cohort or release",
         409: "the node is already enrolled",
-        503: "no telemetry arrived in the window, or the database is unavailable",
+        416: "the range starts past the end of the package (Content-Range: bytes */size)",
+        503: "no telemetry arrived in the window, or the database or registry is unavailable",
     }
     return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
 
@@ -156,3 +175,47 @@ def revoke_token(
         raise InvalidRevocationError("the token to revoke has no jti or exp")
     service.revocations.revoke(revoked.token_id, revoked.expires_at, actor=principal.actor)
     return RevocationBody(jti=revoked.token_id, expires_at=revoked.expires_at, revoked=True)
+
+
+@router.get(
+    "/packages/{channel}/{version}",
+    response_class=Response,
+    responses=PACKAGE_RESPONSES | _errors(401, 404, 416, 503),
+    summary="Download a published package, resumable with Range (signed by an enrolled node)",
+)
+async def download_package(
+    request: Request,
+    channel: Name,
+    version: Annotated[int, PathParam(ge=1, le=2**53)],
+    principal: AnyEnrolledNode,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range")] = None,
+) -> Response:
+    """Stream the package (200) or one range of it (206) while ``If-Range`` names its ETag.
+
+    The ETag is the quoted SHA-256 of the package; the node checks that digest as it
+    downloads, and the package signature decides what it installs.
+    """
+    del principal  # any enrolled node may download; packages are encrypted to recipients
+    package = await run_in_threadpool(context(request).packages.find, channel, version)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": entity_tag(package.digest),
+        "Cache-Control": "no-store",
+    }
+    try:
+        requested = plan_range(range_header, if_range, package.size, package.digest)
+    except RangeNotSatisfiableError as exc:
+        headers["Content-Range"] = f"bytes */{package.size}"
+        return JSONResponse({"detail": str(exc)}, status_code=416, headers=headers)
+    status = 200 if requested is None else 206
+    byte_range = requested or ByteRange(0, package.size - 1, package.size)
+    if requested is not None:
+        headers["Content-Range"] = requested.content_range()
+    headers["Content-Length"] = str(byte_range.length)
+    return StreamingResponse(
+        read_range(package.path, byte_range),
+        status_code=status,
+        headers=headers,
+        media_type=PACKAGE_MEDIA_TYPE,
+    )

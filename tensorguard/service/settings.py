@@ -17,6 +17,8 @@ variable                        meaning (default)
 ``TG_TELEMETRY_WINDOW_S``       how far back telemetry reads look (900)
 ``TG_RATE_LIMIT_PER_MINUTE``    requests per client address and minute (600)
 ``TG_RATE_LIMIT_BURST``         requests a client may send at once (60)
+``TG_REGISTRY_ROOT``            the release registry whose packages enrolled nodes download
+                                (``.tensorguard/registry``, the pipeline's default)
 ==============================  ===========================================================
 """
 
@@ -44,6 +46,8 @@ from tensorguard.service.errors import ServiceConfigError
 LOG = logging.getLogger(__name__)
 # The same application DB the pipeline records releases in (README: DATABASE_URL).
 DEFAULT_DATABASE = Path(".tensorguard") / "tensorguard.db"
+# The registry the pipeline publishes to by default (TG_REGISTRY_ROOT).
+DEFAULT_REGISTRY = Path(".tensorguard") / "registry"
 
 
 class ServiceSettings(BaseModel):
@@ -66,6 +70,9 @@ class ServiceSettings(BaseModel):
     rate_limit_per_minute: int = Field(default=600, gt=0)
     rate_limit_burst: int = Field(default=60, gt=0)
     max_body_bytes: int = Field(default=65536, gt=0)
+    registry_root: Path = Field(
+        default=DEFAULT_REGISTRY, description="release registry served to enrolled nodes"
+    )
 
 
 _INT_SETTINGS: dict[str, str] = {
@@ -134,6 +141,7 @@ def load_settings(
             secret_key_generated=generated,
             token_issuer=env.get("TG_TOKEN_ISSUER") or "tensorguard",
             token_audience=env.get("TG_TOKEN_AUDIENCE") or "tensorguard-fleet",
+            registry_root=Path(env.get("TG_REGISTRY_ROOT") or DEFAULT_REGISTRY),
             **_int_overrides(env),
         )
     except ValueError as exc:

@@ -161,9 +161,11 @@ def test_package_for_another_node_or_channel_is_rejected(kit: FleetKit, tmp_path
 def test_fetch_refusals(kit: FleetKit, tmp_path: Path) -> None:
     agent = kit.agent(tmp_path / "node")
     announcement = kit.publish(kit.build(1), 1)
-    for location in ("https://registry.example/stable-1.tgsp", "s3://bucket/x", "relative.tgsp"):
+    for location in ("ftp://registry.example/stable-1.tgsp", "s3://bucket/x", "relative.tgsp"):
         remote = announcement.model_copy(update={"location": location})
         expect_refusal(agent, remote, InstallReason.UNSUPPORTED_LOCATION, "not supported")
+    https = announcement.model_copy(update={"location": "https://registry.example/stable-1"})
+    expect_refusal(agent, https, InstallReason.UNSUPPORTED_LOCATION, "none configured")
     wrong_digest = announcement.model_copy(update={"digest": "00" * 32})
     expect_refusal(agent, wrong_digest, InstallReason.DIGEST_MISMATCH, "SHA-256")
     wrong_size = announcement.model_copy(update={"size": announcement.size + 1})

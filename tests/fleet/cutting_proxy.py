@@ -1,0 +1,79 @@
+"""A loopback TCP proxy in front of the real fleet service that can break a download.
+
+It forwards each connection to the upstream server and records the request head it
+saw; for the first ``cut`` connections it forwards only ``cut_after`` bytes of the
+response (status line and headers included) and then closes both sides, as a network
+failure mid-body would. Used to test resumed downloads against the real
+``tensorguard serve``; it changes no byte it forwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CuttingProxy:
+    """What the proxy saw, and how it is reached."""
+
+    port: int
+    upstream_port: int
+    cut_after: int
+    cut: int = 1
+    request_heads: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def relay(self, client: socket.socket) -> None:
+        """Forward one connection (one request; the download client closes after it)."""
+        with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            with self._lock:
+                self.request_heads.append(head.decode("latin-1"))
+                cutting = len(self.request_heads) <= self.cut
+            upstream.sendall(head)
+            sent = 0
+            while data := upstream.recv(4096):
+                if cutting and sent + len(data) >= self.cut_after:
+                    client.sendall(data[: self.cut_after - sent])
+                    return
+                client.sendall(data)
+                sent += len(data)
+
+
+@contextmanager
+def cutting_proxy(upstream_port: int, cut_after: int, cut: int = 1) -> Iterator[CuttingProxy]:
+    """Run a :class:`CuttingProxy` on 127.0.0.1 and a free port until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    proxy = CuttingProxy(listener.getsockname()[1], upstream_port, cut_after, cut)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=proxy.relay, args=(client,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
