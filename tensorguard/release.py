@@ -33,7 +33,7 @@ from tensorguard.digest import sha256_path
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.mqtt import MqttSettings
-from tensorguard.fleet.notify import announce_release, announcement_for
+from tensorguard.fleet.notify import announce_release, announcement_for, package_location
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.gate import (
     DEFAULT_POLICY_FILE,
@@ -412,15 +412,19 @@ def record_and_announce(
     mqtt: MqttSettings | None,
     decision: GateDecision,
     actor: str,
+    service_url: str | None = None,
 ) -> str | None:
     """Record a published release in the application database and announce it to the
-    fleet (retained, QoS 1); return the MQTT topic, or ``None`` when no broker is set."""
+    fleet (retained, QoS 1); return the MQTT topic, or ``None`` when no broker is set.
+
+    With ``service_url`` (``TG_FLEET_SERVICE_URL``) the location recorded and announced
+    is the package's download URL on that fleet service, else the registry's file URI."""
     database = FleetDatabase(database_url)
     try:
         database.record_release(
             fleet,
             record,
-            registry.location(record),
+            package_location(registry, record, service_url),
             gate_decision_digest=decision.digest(),
             actor=actor,
         )
@@ -428,5 +432,11 @@ def record_and_announce(
         database.close()
     if mqtt is None:
         return None
-    announcement = announcement_for(registry, record, fleet, gate_decision_digest=decision.digest())
+    announcement = announcement_for(
+        registry,
+        record,
+        fleet,
+        gate_decision_digest=decision.digest(),
+        service_url=service_url,
+    )
     return announce_release(mqtt, announcement)

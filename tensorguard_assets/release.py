@@ -23,6 +23,7 @@ from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError
+from tensorguard.fleet.notify import package_location
 from tensorguard.fleet.provisioning import provision_edge_node
 from tensorguard.gate import GateDecision
 from tensorguard.held_out import load_held_out_set, load_with_adapter
@@ -450,8 +451,9 @@ def release(
             mqtt=fleet.mqtt,
             decision=decision,
             actor=f"dagster:{context.run.run_id}",
+            service_url=fleet.service_url or None,
         )
-    location = fleet.registry.location(record)
+    location = package_location(fleet.registry, record, fleet.service_url or None)
     if topic is None:
         topic = "not announced: no broker configured (set TG_MQTT_HOST)"
         context.log.warning(f"release v{record.version} published but {topic}")

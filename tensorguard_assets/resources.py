@@ -30,7 +30,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     the aggregator gets no vault. ``TG_SITES_FILE`` names the site registry (default:
     the shipped demo sites); ``TG_FLEET``, ``TG_CHANNEL``, ``TG_REGISTRY_ROOT``, ``DATABASE_URL``,
     ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST``, ``TG_MQTT_PORT`` and
-    ``TG_RELEASE_KEY_NAME`` describe the fleet.
+    ``TG_RELEASE_KEY_NAME`` and ``TG_FLEET_SERVICE_URL`` describe the fleet.
     Secrets are not read here: resources validate them when a run starts, so the
     definitions load anywhere. The production gates (:class:`TensorGuardRuntime`,
     ``TG_SEED``) are nested in the artifact store and the fleet resource, which every
@@ -62,5 +62,6 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             mqtt_tls_cert_file=env.get("TG_MQTT_CERT_FILE", ""),
             mqtt_tls_key_file=env.get("TG_MQTT_KEY_FILE", ""),
             release_key_name=env.get("TG_RELEASE_KEY_NAME", "release-signing"),
+            service_url=env.get("TG_FLEET_SERVICE_URL", ""),
         ),
     }

@@ -14,6 +14,7 @@ from tensorguard.fleet.mqtt import MqttSettings, pipeline_mqtt_settings
 from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.production import is_production
+from tensorguard.service.client import service_base_url
 from tensorguard.tgsp.keyfiles import load_recipient_public_key
 from tensorguard_resources.failures import fail_closed
 from tensorguard_resources.runtime import TensorGuardRuntime
@@ -36,6 +37,9 @@ class FleetResource(ConfigurableResource):
     holds one ``<node>.xwing.pub`` file per edge node that may open packages.
     ``release_key_name`` names the composite signing key in the key vault that signs
     packages (rotate it by enrolling a new key and updating the nodes' trust stores).
+    ``service_url`` (``TG_FLEET_SERVICE_URL``, e.g. ``https://fleet.example:8443``) is the
+    fleet service (``tensorguard serve``) nodes download packages from; when set,
+    releases are recorded and announced with their URL there instead of a ``file://`` URI.
     ``runtime`` is the nested :class:`TensorGuardRuntime`, so publication passes the
     production gates too.
 
@@ -56,6 +60,7 @@ class FleetResource(ConfigurableResource):
     mqtt_tls_cert_file: str = ""
     mqtt_tls_key_file: str = ""
     release_key_name: str = "release-signing"
+    service_url: str = ""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Check the broker settings and migrate the application database; in production
@@ -69,6 +74,8 @@ class FleetResource(ConfigurableResource):
                 )
             # Refuses inconsistent MQTT settings before any work rather than at release.
             _ = self.mqtt
+            if self.service_url:
+                service_base_url(self.service_url)  # http(s)://host[:port] or refused now
             migrate(self.database_url)
         except TensorGuardError as exc:
             raise fail_closed(exc, step="fleet") from None

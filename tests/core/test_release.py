@@ -466,8 +466,9 @@ def test_a_package_from_an_unpinned_signer_is_not_published(
     assert registry.latest(CHANNEL) is None
 
 
+@pytest.mark.parametrize("service_url", [None, "https://fleet.example:8443/"])
 def test_a_published_release_is_recorded_in_the_database(
-    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision, service_url: str | None
 ) -> None:
     registry = LocalRegistry(tmp_path / "registry")
     _, package, _ = build(tmp_path, keys, passed, registry)
@@ -482,6 +483,7 @@ def test_a_published_release_is_recorded_in_the_database(
         mqtt=None,
         decision=passed,
         actor="test",
+        service_url=service_url,
     )
     assert topic is None
     database = FleetDatabase(url)
@@ -490,6 +492,12 @@ def test_a_published_release_is_recorded_in_the_database(
     finally:
         database.close()
     assert (row.version, row.digest) == (record.version, record.digest)
+    expected_location = (
+        registry.location(record)
+        if service_url is None
+        else f"https://fleet.example:8443/v1/packages/{CHANNEL}/{record.version}"
+    )
+    assert row.location == expected_location
     assert row.gate_decision_digest == passed.digest()
 
 

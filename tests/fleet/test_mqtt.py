@@ -34,6 +34,7 @@ from tensorguard.fleet.topics import (
     install_report_topic,
     release_topic,
 )
+from tensorguard.service.client import FleetClientError
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.process import free_port
 
@@ -194,6 +195,11 @@ def test_announcement_for_a_registry_release(tmp_path: Path) -> None:
     assert (message.version, message.digest, message.size) == (2, record.digest, 100)
     assert message.location == registry.location(record)
     assert ReleaseAnnouncement.from_payload(message.to_payload()) == message
+    served = announcement_for(registry, record, "plant-a", service_url="http://127.0.0.1:8080")
+    assert served.location == "http://127.0.0.1:8080/v1/packages/stable/2"
+    for bad in ("ftp://fleet", "http://fleet/prefix", "fleet:8080"):
+        with pytest.raises(FleetClientError, match="http"):
+            announcement_for(registry, record, "plant-a", service_url=bad)
 
 
 @pytest.mark.parametrize(
