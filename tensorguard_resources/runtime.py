@@ -5,8 +5,9 @@ from __future__ import annotations
 from dagster import ConfigurableResource, InitResourceContext
 
 from tensorguard.crypto.backends import enforce_pqc_requirement
-from tensorguard.errors import TensorGuardError
-from tensorguard.production import Environment, enforce_production_gates
+from tensorguard.errors import ProductionGateError, TensorGuardError
+from tensorguard.preflight import LOCATION_PARTIES, run_preflight
+from tensorguard.production import Environment, current_environment, enforce_production_gates
 from tensorguard.training.determinism import determinism_requested, enable_determinism
 from tensorguard_resources.failures import fail_closed
 
@@ -15,12 +16,33 @@ from tensorguard_resources.failures import fail_closed
 _REPORTED_RUNS: set[str] = set()
 
 
+def location_preflight(context: InitResourceContext) -> bool:
+    """Run the preflight of the party whose code location launched this run (production);
+    raise :class:`ProductionGateError` listing every problem in one message.
+
+    Returns False, checking nothing, for a run without a TensorGuard code location:
+    in-process runs (tests, ``make demo``) rely on :func:`enforce_production_gates`.
+    Runs launched from workspace.yaml (daemon, UI, ``dagster job launch``) know theirs.
+    """
+    run = context.dagster_run
+    origin = run.remote_job_origin if run is not None else None
+    party = LOCATION_PARTIES.get(origin.location_name) if origin is not None else None
+    if party is None:
+        return False
+    report = run_preflight((party,))
+    if not report.ok:
+        raise ProductionGateError(report.failure_message())
+    return True
+
+
 class TensorGuardRuntime(ConfigurableResource):
     """Checks the environment before any TensorGuard step runs.
 
     In production (``TG_ENVIRONMENT=production``) every required secret and a working
-    post-quantum backend must be present; otherwise the run fails without retries and
-    the message names each missing variable and how to provide it. With
+    post-quantum backend must be present, and a run launched from a code location must
+    pass that party's preflight (:mod:`tensorguard.preflight`: keys, sites, broker,
+    databases); otherwise the run fails without retries and one message lists every
+    problem and how to fix it. With
     ``TG_PQC_REQUIRED=true`` the PQC backend's self-test must pass in any environment. With
     ``TG_DETERMINISTIC=true`` the run seeds Python, NumPy and torch and logs the seed
     and library versions (cryptographic randomness is never seeded).
@@ -35,7 +57,9 @@ class TensorGuardRuntime(ConfigurableResource):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Enforce production gates and, when requested, determinism."""
         try:
-            environment = enforce_production_gates()
+            environment = current_environment()
+            if environment is not Environment.PRODUCTION or not location_preflight(context):
+                environment = enforce_production_gates()
             pqc_backend = enforce_pqc_requirement()
             deterministic = determinism_requested()
         except TensorGuardError as exc:

@@ -11,14 +11,18 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from unittest import mock
 
 import pytest
+from dagster import Failure
 
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.preflight import Party, PreflightReport, run_preflight
 from tensorguard.training.demo_data import demo_sites_root
+from tensorguard_resources.runtime import TensorGuardRuntime
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.postgres import PostgresServer
 
@@ -287,3 +291,38 @@ def test_a_key_directory_others_can_read_fails(configured: dict[str, str]) -> No
         key_dir.chmod(0o700)
     assert list(failures) == ["custodian key directory"]
     assert f"chmod 700 {key_dir}" in failures["custodian key directory"]
+
+
+def _launched_from(location: str) -> Any:
+    """The parts of a Dagster resource context the run-start hook reads, for a run that
+    ``location`` (a workspace code location) launched."""
+    origin = SimpleNamespace(location_name=location)
+    return SimpleNamespace(
+        dagster_run=SimpleNamespace(remote_job_origin=origin), run=None, log=None
+    )
+
+
+def test_a_location_run_in_production_fails_at_start_with_every_problem_in_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TG_ENVIRONMENT", "production")
+    monkeypatch.setenv("TG_KEY_MASTER_SITES", "Zs8" * 16)
+    with pytest.raises(Failure) as failure:
+        TensorGuardRuntime().setup_for_execution(_launched_from("tensorguard"))
+    message = str(failure.value.description)
+    for problem in ("TG_SITES_FILE", "TG_KEY_MASTER_RELEASE", "TG_MQTT_HOST", "DATABASE_URL"):
+        assert problem in message
+    assert "Zs8" * 16 not in message
+    assert failure.value.allow_retries is False
+
+
+def test_a_location_run_starts_when_its_partys_preflight_passes(
+    configured: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in configured.items():
+        if not name.startswith("TG_KEY_MASTER"):  # the aggregator holds no master
+            monkeypatch.setenv(name, value)
+    TensorGuardRuntime().setup_for_execution(_launched_from("tensorguard-aggregator"))
+    with pytest.raises(Failure, match="custodian vault master"):
+        TensorGuardRuntime().setup_for_execution(_launched_from("tensorguard-custodian"))
