@@ -17,12 +17,13 @@ import argparse
 from pathlib import Path
 
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
+from tensorguard.cli.identity import add_agent_enrol_command
 
 
 def add_agent_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    """Register ``agent run``; it sets ``args.handler`` (returns the exit code)."""
+    """Register ``agent run`` and ``agent enrol``; each sets ``args.handler`` (the exit code)."""
     agent = subparsers.add_parser(
         "agent",
         help="edge agent: receive, verify and install signed releases",
@@ -43,6 +44,7 @@ def add_agent_commands(
         help="with --once: seconds to wait for the channels' announcements (default 30)",
     )
     run.set_defaults(handler=reporting_errors("agent", _run))
+    add_agent_enrol_command(commands)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -196,3 +196,72 @@ def _crl(_args: argparse.Namespace, authority: CertificateAuthority) -> dict[str
         "next_update": None if next_update is None else next_update.isoformat(),
         "revoked_count": len(crl),
     }
+
+
+def add_agent_enrol_command(
+    agent_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Register ``agent enrol`` under the agent's sub-commands (node side of enrolment)."""
+    enrol = agent_commands.add_parser(
+        "enrol",
+        help="make this node's keys here and a CSR for the fleet CA; install the certificate",
+        description=(
+            "Without --install-cert: create the node's TLS key (and its X-Wing key if it has "
+            "none) in --node-dir and write only public files to --out: <id>.csr.pem for "
+            "`tensorguard identity issue` and <id>.xwing.pub for the publisher. With "
+            "--install-cert: check the returned chain against this node's key and the CA "
+            "root (--ca-file) and install it. See docs/IDENTITY.md."
+        ),
+    )
+    enrol.add_argument("--node-dir", type=Path, required=True, help="the node's private directory")
+    enrol.add_argument("--node-id", help="this node's id (when requesting)")
+    enrol.add_argument("--out", type=Path, help="outbox for the CSR and public key (requesting)")
+    enrol.add_argument("--trust-domain", help="the CA's trust domain (default as the CA's)")
+    enrol.add_argument("--key-type", choices=("ed25519", "ecdsa-p256"), default="ed25519")
+    enrol.add_argument("--xwing-key", type=Path, help="the agent's existing X-Wing key file")
+    enrol.add_argument("--install-cert", type=Path, help="certificate chain returned by the CA")
+    enrol.add_argument("--ca-file", type=Path, help="the CA root (root.pem) to install with it")
+    enrol.set_defaults(handler=reporting_errors("agent enrol", _enrol))
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    from tensorguard.identity import enrol
+    from tensorguard.identity.errors import EnrolmentError
+    from tensorguard.identity.keytypes import KeyType
+    from tensorguard.identity.policy import DEFAULT_TRUST_DOMAIN
+
+    result: dict[str, object]
+    if args.install_cert is not None:
+        if args.ca_file is None:
+            raise EnrolmentError("--install-cert needs --ca-file (the CA's root.pem)")
+        installed = enrol.install_certificate(args.node_dir, args.install_cert, args.ca_file)
+        result = {
+            "node_id": installed.node_id,
+            "serial": f"{installed.serial:x}",
+            "not_after": installed.not_after.isoformat(),
+            "mqtt": {
+                "tls_cert_file": str(installed.tls_cert_file),
+                "tls_key_file": str(installed.tls_key_file),
+                "tls_ca_file": str(installed.tls_ca_file),
+            },
+        }
+    else:
+        if args.node_id is None or args.out is None:
+            raise EnrolmentError("a request needs --node-id and --out (or use --install-cert)")
+        request = enrol.enrol_node(
+            args.node_dir,
+            args.out,
+            node_id=args.node_id,
+            trust_domain=args.trust_domain or DEFAULT_TRUST_DOMAIN,
+            key_type=KeyType(args.key_type),
+            xwing_key_file=args.xwing_key,
+        )
+        result = {
+            "node_id": request.node_id,
+            "csr": str(request.csr_file),
+            "xwing_public_key": str(request.xwing_public_key_file),
+            "tls_key_generated": request.tls_key_generated,
+            "xwing_key_generated": request.xwing_key_generated,
+        }
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return ExitCode.OK

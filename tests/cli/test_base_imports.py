@@ -33,6 +33,8 @@ HANDLER_MODULES = (
     "tensorguard.fleet.agent_config",
     "tensorguard.fleet.errors",
     "tensorguard.fleet.messages",
+    "tensorguard.identity.authority",
+    "tensorguard.identity.enrol",
     # Not a handler: what an edge node uses to talk to the fleet service.
     "tensorguard.service.client",
 )
