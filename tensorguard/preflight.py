@@ -37,6 +37,7 @@ from tensorguard.errors import TensorGuardError
 from tensorguard.keys.parties import party_environ, party_key_dir, state_dir
 from tensorguard.production import (
     MIN_SECRET_LENGTH,
+    PARTY_KEY_DIR_ENV,
     PARTY_MASTER_ENV,
     PARTY_TOKEN_ENV,
     demo_mode_problems,
@@ -432,7 +433,7 @@ def _check_vault(
             scope, f"{vault} vault master", lambda: _master(env, vault, production)
         )
     dir_ok = collector.run(
-        scope, f"{vault} key directory", lambda: _key_dir(Path(key_dir), production)
+        scope, f"{vault} key directory", lambda: _key_dir(env, vault, Path(key_dir), production)
     )
     master_set = provider_kind == "pkcs11" or bool(env.get(party_variable(PARTY_MASTER_ENV, vault)))
     if not (secret_ok and dir_ok and master_set and Path(key_dir).is_dir()):
@@ -478,7 +479,14 @@ def _token(env: Mapping[str, str], vault: str, production: bool) -> tuple[bool, 
     return True, "PKCS#11 module, token label and PIN set (no master needed)"
 
 
-def _key_dir(path: Path, production: bool) -> tuple[bool, str]:
+def _key_dir(env: Mapping[str, str], vault: str, path: Path, production: bool) -> tuple[bool, str]:
+    own = party_variable(PARTY_KEY_DIR_ENV, vault)
+    if production and not env.get(own) and not env.get(PARTY_KEY_DIR_ENV):
+        return False, (
+            f"neither {own} nor {PARTY_KEY_DIR_ENV} is set: production never uses the "
+            f"development default ({path}); set {own} to the {vault} party's key directory "
+            "on a persistent, backed-up volume"
+        )
     if not path.exists() and not path.is_symlink():
         if production:
             return False, (

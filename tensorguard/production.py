@@ -56,18 +56,23 @@ def party_variable(base: str, party: str) -> str:
     return f"{base}_{party.upper()}"
 
 
-PRODUCTION_SECRETS: tuple[SecretRequirement, ...] = (
-    SecretRequirement(
-        "TG_SECRET_KEY",
-        "set it to a random value of at least 32 characters from your secret manager "
-        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)",
-        MIN_SECRET_LENGTH,
-    ),
-    SecretRequirement(
-        "DATABASE_URL",
-        "set it to the application database URL, e.g. postgresql://user@host:5432/tensorguard",
-    ),
+DATABASE_URL_REQUIREMENT = SecretRequirement(
+    "DATABASE_URL",
+    "set it to the application database URL, e.g. postgresql://user@host:5432/tensorguard",
 )
+
+SERVICE_TOKEN_KEY = SecretRequirement(
+    "TG_SECRET_KEY",
+    "set it to a random value of at least 32 characters from your secret manager "
+    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`); only the fleet "
+    "service (`tensorguard serve`, `tensorguard token`) uses it, to sign its tokens",
+    MIN_SECRET_LENGTH,
+)
+"""The fleet service's token key. The pipeline never reads it, so its production gate
+does not require it (:func:`production_problems`)."""
+
+PRODUCTION_SECRETS: tuple[SecretRequirement, ...] = (DATABASE_URL_REQUIREMENT,)
+"""What every pipeline run needs in production besides the key parties' secrets."""
 
 
 def party_master_requirements() -> tuple[SecretRequirement, ...]:
@@ -122,7 +127,7 @@ def pqc_backend_problem() -> str | None:
 
 def service_requirements() -> tuple[SecretRequirement, ...]:
     """What ``tensorguard serve`` needs in production: its token key and its database."""
-    return PRODUCTION_SECRETS
+    return (SERVICE_TOKEN_KEY, DATABASE_URL_REQUIREMENT)
 
 
 def secret_problems(

@@ -5,7 +5,7 @@
                            :data:`KMS_UNSUPPORTED_MESSAGE` (no cloud KMS client is built in)
 ``TG_KEY_DIR``             directory of sealed key records (all providers that store
                            files); required in production, development defaults to
-                           ``$XDG_DATA_HOME/tensorguard/keys``
+                           ``<state>/keys`` (:func:`default_key_dir`)
 ``TG_KEY_MASTER``          file provider: master secret, at least 32 characters
 ``TG_ALLOW_EPHEMERAL_KEYS`` development only: allow a throwaway master when
                            ``TG_KEY_MASTER`` is unset
@@ -66,10 +66,22 @@ _PKCS11_HOW_TO = {
 }
 
 
+DEFAULT_STATE_DIR = ".tensorguard"
+ARTIFACT_ROOT_ENV = "TG_ARTIFACT_ROOT"
+
+
+def state_dir(environ: Mapping[str, str]) -> str:
+    """The deployment's state directory: the one above ``TG_ARTIFACT_ROOT``
+    (default ``.tensorguard``, relative to the working directory)."""
+    artifact_root = environ.get(ARTIFACT_ROOT_ENV, f"{DEFAULT_STATE_DIR}/artifacts")
+    return os.path.dirname(artifact_root.rstrip("/")) or DEFAULT_STATE_DIR
+
+
 def default_key_dir(environ: Mapping[str, str]) -> Path:
-    """The development default: ``$XDG_DATA_HOME/tensorguard/keys``."""
-    data_home = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "tensorguard" / "keys"
+    """The one development default key directory: ``<state>/keys`` (``.tensorguard/keys``
+    unless ``TG_ARTIFACT_ROOT`` moves the state). The pipeline's party vaults are its
+    sub-directories ``<state>/keys/<party>`` (:mod:`tensorguard.keys.parties`)."""
+    return Path(state_dir(environ)) / "keys"
 
 
 @dataclass(frozen=True)

@@ -17,27 +17,19 @@ from tensorguard.keys.factory import (
     PKCS11_PIN_ENV,
     PKCS11_TOKEN_ENV,
     PKCS11_WRAP_KEY_ENV,
+    state_dir,
 )
 from tensorguard.keys.master import MASTER_ENV
 from tensorguard.production import party_variable
-
-DEFAULT_STATE_DIR = ".tensorguard"
-ARTIFACT_ROOT_ENV = "TG_ARTIFACT_ROOT"
 
 PARTY_OVERRIDES = (PKCS11_TOKEN_ENV, PKCS11_PIN_ENV, PKCS11_WRAP_KEY_ENV)
 """PKCS#11 settings a party may set for itself (``<NAME>_<PARTY>``, e.g. its own token);
 production requires each party's own token (see :mod:`tensorguard.production`)."""
 
 
-def state_dir(environ: Mapping[str, str]) -> str:
-    """The deployment's state directory: the one above ``TG_ARTIFACT_ROOT``
-    (default ``.tensorguard``)."""
-    artifact_root = environ.get(ARTIFACT_ROOT_ENV, f"{DEFAULT_STATE_DIR}/artifacts")
-    return os.path.dirname(artifact_root.rstrip("/")) or DEFAULT_STATE_DIR
-
-
 def party_key_dir(party: str, state: str, environ: Mapping[str, str]) -> str:
-    """The key directory of ``party`` (see the module docstring for the rule)."""
+    """The key directory of ``party`` (see the module docstring for the rule);
+    ``state`` is :func:`state_dir` of the deployment."""
     parent = environ.get(KEY_DIR_ENV) or os.path.join(state, "keys")
     return environ.get(party_variable(KEY_DIR_ENV, party)) or os.path.join(parent, party)
 
@@ -63,3 +55,12 @@ def party_environ(environ: Mapping[str, str], party: str, key_dir: str) -> dict[
         if value:
             own[name] = value
     return own
+
+
+__all__ = [
+    "PARTY_OVERRIDES",
+    "development_master_file",
+    "party_environ",
+    "party_key_dir",
+    "state_dir",
+]

@@ -12,7 +12,6 @@ from tensorguard_assets.training import site_dataset
 from tests.assets.conftest import DEMO_ROUND
 
 SECRETS = {
-    "TG_SECRET_KEY": "k" * 48,
     "TG_KEY_MASTER_SITES": "s" * 48,
     "TG_KEY_MASTER_CUSTODIAN": "c" * 48,
     "TG_KEY_MASTER_RELEASE": "r" * 48,

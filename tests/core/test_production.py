@@ -12,11 +12,11 @@ from tensorguard.production import (
     current_environment,
     enforce_production_gates,
     production_problems,
+    service_requirements,
 )
 
 GOOD = {
     "TG_ENVIRONMENT": "production",
-    "TG_SECRET_KEY": "s" * 40,
     "TG_KEY_MASTER_SITES": "s" * 40,
     "TG_KEY_MASTER_CUSTODIAN": "c" * 40,
     "TG_KEY_MASTER_RELEASE": "r" * 40,
@@ -39,7 +39,6 @@ def test_real_pqc_backend_is_available_here() -> None:
 @pytest.mark.parametrize(
     "missing",
     [
-        "TG_SECRET_KEY",
         "TG_KEY_MASTER_SITES",
         "TG_KEY_MASTER_CUSTODIAN",
         "TG_KEY_MASTER_RELEASE",
@@ -53,6 +52,23 @@ def test_each_missing_secret_is_named(missing: str) -> None:
     message = str(excinfo.value)
     assert f"{missing} is not set" in message
     assert "set it" in message
+
+
+def test_the_pipeline_does_not_demand_the_fleet_services_token_key() -> None:
+    """TG_SECRET_KEY signs `tensorguard serve` tokens only; the service demands it."""
+    assert "TG_SECRET_KEY" not in GOOD
+    assert production_problems(GOOD, no_pqc_problem) == []
+    assert [r.name for r in service_requirements()] == ["TG_SECRET_KEY", "DATABASE_URL"]
+
+
+def test_pkcs11_production_demands_tokens_not_masters() -> None:
+    environ = {k: v for k, v in GOOD.items() if not k.startswith("TG_KEY_MASTER")}
+    environ["TG_KEY_PROVIDER"] = "pkcs11"
+    problems = production_problems(environ, no_pqc_problem)
+    assert not any("TG_KEY_MASTER" in problem for problem in problems)
+    assert len(problems) == 3  # one token label per party
+    environ.update({f"TG_PKCS11_TOKEN_LABEL_{p}": p for p in ("SITES", "CUSTODIAN", "RELEASE")})
+    assert production_problems(environ, no_pqc_problem) == []
 
 
 def test_short_secret_is_refused_without_echoing_it() -> None:
@@ -75,7 +91,7 @@ def test_missing_pqc_backend_refused() -> None:
 
 def test_all_problems_reported_at_once() -> None:
     problems = production_problems({"TG_ENVIRONMENT": "production"}, no_pqc_problem)
-    assert len(problems) == 5  # secret key, database, three party masters
+    assert len(problems) == 4  # database, three party masters
 
 
 def test_a_shared_single_master_does_not_satisfy_production() -> None:

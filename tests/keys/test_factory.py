@@ -19,6 +19,7 @@ from tensorguard.keys import (
     WrongMasterKeyError,
     key_provider_from_env,
 )
+from tensorguard.keys.parties import party_key_dir, state_dir
 
 PKCS11_VARIABLES = ("TG_PKCS11_MODULE", "TG_PKCS11_TOKEN_LABEL", "TG_PKCS11_PIN")
 
@@ -157,12 +158,21 @@ def test_kms_provider_class_is_not_exported() -> None:
     assert "kms" not in tensorguard.keys.factory.PROVIDER_KINDS
 
 
-def test_development_default_key_dir_follows_xdg(tmp_path: Path, master_text: str) -> None:
-    settings = KeyProviderSettings.from_env(
-        {"XDG_DATA_HOME": str(tmp_path), "TG_KEY_MASTER": master_text}
-    )
-    assert settings.key_dir == tmp_path / "tensorguard" / "keys"
+def test_development_default_key_dir_is_the_state_keys_dir(
+    tmp_path: Path, master_text: str
+) -> None:
+    """One default for the CLI and the pipeline: ``<state>/keys``, whose ``<party>``
+    sub-directories are the pipeline's vaults."""
+    settings = KeyProviderSettings.from_env({"TG_KEY_MASTER": master_text})
+    assert settings.key_dir == Path(".tensorguard") / "keys"
     assert settings.provider == "file"
+    moved = {
+        "TG_ARTIFACT_ROOT": str(tmp_path / "state" / "artifacts"),
+        "TG_KEY_MASTER": master_text,
+    }
+    key_dir = KeyProviderSettings.from_env(moved).key_dir
+    assert key_dir == tmp_path / "state" / "keys"
+    assert party_key_dir("release", state_dir(moved), moved) == str(key_dir / "release")
 
 
 def test_settings_repr_hides_the_pin(key_dir: Path) -> None:

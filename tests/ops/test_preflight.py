@@ -148,7 +148,7 @@ def test_nothing_configured_in_production_lists_every_problem_at_once(
         "TG_KEY_MASTER_SITES",
         "TG_KEY_MASTER_RELEASE",
         "TG_KEY_MASTER_CUSTODIAN",
-        "does not exist",  # the key directories
+        "neither TG_KEY_DIR_SITES nor TG_KEY_DIR is set",
         "no *.xwing.pub",
         "TG_MQTT_HOST is not set",
         "DATABASE_URL is not set",
@@ -205,7 +205,8 @@ def _broken(configured: dict[str, str], **changes: str | None) -> dict[str, str]
             "TG_COORDINATOR_PUBLIC_KEY",
             "coord.pub",
         ),
-        ({"TG_KEY_DIR_CUSTODIAN": None}, "custodian key directory", "does not exist"),
+        ({"TG_KEY_DIR_CUSTODIAN": None}, "custodian key directory", "TG_KEY_DIR_CUSTODIAN"),
+        ({"TG_KEY_DIR_CUSTODIAN": "/nonexistent/c"}, "custodian key directory", "does not exist"),
         ({"TG_KEY_DIR_RELEASE": "SITES"}, "parties' secrets", "same key directory"),
     ],
 )
