@@ -17,7 +17,8 @@ For each announcement on a followed channel the agent
 5. saves the new high-water version (atomic state file) and deletes the previous
    release;
 6. reports ``installed``, ``rejected`` or ``failed`` with a reason code and a
-   human-readable reason over MQTT.
+   human-readable reason over MQTT, and (with ``service_url``) posts the outcome and
+   heartbeats to the fleet service (:mod:`tensorguard.fleet.service_reports`).
 
 :meth:`EdgeAgent.handle_release` does steps 1-5 without any network; :func:`run_once`
 and :func:`serve` add the MQTT session (subscriptions, reports, VDA 5050 connection
@@ -64,6 +65,7 @@ from tensorguard.fleet.messages import (
 from tensorguard.fleet.mqtt import BrokerMessage, BrokerSession, MqttConnection
 from tensorguard.fleet.notify import publish_install_report
 from tensorguard.fleet.rejections import InstallRefused, failed, refusal_from_tgsp, rejected
+from tensorguard.fleet.service_reports import ServiceReporter
 from tensorguard.fleet.topics import connection_topic, release_topic
 from tensorguard.service.client import NodeClient
 from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
@@ -92,6 +94,7 @@ class EdgeAgent:
                     "service_url is set but no node key was given; set node_key_file"
                 )
             self._service = NodeClient(config.service_url, config.node_id, node_key)
+        self.service_reporter = None if self._service is None else ServiceReporter(self._service)
         self.layout = InstallLayout(config.state_dir)
         self._state_store = AgentStateStore(config.state_dir)
         self.state: AgentState = self._state_store.load()
@@ -108,6 +111,11 @@ class EdgeAgent:
 
     def __repr__(self) -> str:
         return f"EdgeAgent(node_id={self.config.node_id!r}, fleet={self.config.fleet!r})"
+
+    def installed_version(self, channel: str | None = None) -> int | None:
+        """The installed version of ``channel`` (default: the first followed channel)."""
+        entry = self.state.channels.get(channel or self.config.channels[0])
+        return None if entry is None else entry.high_water_version
 
     def recover(self) -> None:
         """Remove leftovers of an interrupted install (downloads, unreferenced trees);
@@ -339,10 +347,18 @@ class AgentSession(BrokerSession):
         if report is not None:
             self._unsent.append(report)
             self.flush_reports()
+            reporter = self.agent.service_reporter
+            if reporter is not None:
+                reporter.record(report, self.agent.installed_version(report.channel))
         return report
 
     def flush_reports(self) -> None:
-        """Publish reports that are still waiting; stop at the first broker error."""
+        """Publish reports that are still waiting; stop at the first broker error. With a
+        fleet service, also post its waiting install outcomes and a heartbeat when due."""
+        reporter = self.agent.service_reporter
+        if reporter is not None:
+            reporter.flush()
+            reporter.heartbeat(self.agent.installed_version())
         while self._unsent:
             try:
                 publish_install_report(self._connection, self._unsent[0])
