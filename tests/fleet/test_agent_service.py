@@ -49,13 +49,6 @@ def service_agent(
     return agent, node
 
 
-def summary(server: FleetServer, node: EdgeNode) -> dict[str, object]:
-    response = server.get(f"/v1/nodes/{node.node_id}/telemetry", token=server.token())
-    assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
 def test_the_agent_posts_its_install_outcome_and_heartbeat(
     kit: FleetKit, tmp_path: Path, server: FleetServer, mosquitto_broker: MosquittoBroker
 ) -> None:
@@ -73,7 +66,7 @@ def test_the_agent_posts_its_install_outcome_and_heartbeat(
     assert agent.service_reporter.pending == 0
     node_view = server.get(f"/v1/nodes/{node.node_id}", token=server.token()).json()
     assert node_view["last_seen_at"] is not None
-    read = summary(server, node)
+    read = server.telemetry_summary(node.node_id)
     assert (read["samples"], read["install_failures"]) == (1, 0)
 
 
@@ -86,7 +79,7 @@ def test_a_rejected_install_is_reported_as_a_failure(
     announce_release(settings, genuine.model_copy(update={"digest": "00" * 32}))
     reports = run_once(agent, timeout_s=10)
     assert [r.reason_code for r in reports] == [InstallReason.DIGEST_MISMATCH]
-    read = summary(server, node)
+    read = server.telemetry_summary(node.node_id)
     assert (read["samples"], read["install_failures"]) == (1, 1)
 
 
@@ -110,7 +103,7 @@ def test_a_report_posted_twice_is_stored_once(server: FleetServer) -> None:
     reporter.record(report, 4)
     reporter.record(report, 4)  # e.g. re-sent after a restart
     assert reporter.pending == 0
-    assert summary(server, node)["samples"] == 1
+    assert server.telemetry_summary(node.node_id)["samples"] == 1
     assert (
         telemetry_message(report, 4)["message_id"]
         != telemetry_message(report.model_copy(update={"version": 5}), 4)["message_id"]
@@ -127,7 +120,7 @@ def test_an_unreachable_service_keeps_the_outcome_for_later(server: FleetServer)
     reporter.client = NodeClient(server.url, node.node_id, node.key)  # the service is back
     reporter.flush()
     assert reporter.pending == 0
-    assert summary(server, node)["samples"] == 1
+    assert server.telemetry_summary(node.node_id)["samples"] == 1
 
 
 def test_a_refused_outcome_is_dropped_and_logged(

@@ -62,6 +62,13 @@ class FleetServer:
             headers["Authorization"] = f"Bearer {token}"
         return requests.post(self.url + path, data=json.dumps(body), headers=headers, timeout=10)
 
+    def telemetry_summary(self, node_id: str) -> dict[str, object]:
+        """The node's telemetry summary (an operator read); fail the test unless 200."""
+        response = self.get(f"/v1/nodes/{node_id}/telemetry", token=self.token())
+        assert response.status_code == 200, response.text
+        summary: dict[str, object] = response.json()
+        return summary
+
     def log(self) -> str:
         """Everything the server logged so far."""
         return self.process.log_path.read_text(errors="replace")

@@ -12,13 +12,6 @@ from tests.service.fleet_server import EdgeNode, FleetServer, telemetry_body
 PARALLEL = 8
 
 
-def _telemetry_summary(server: FleetServer, node: EdgeNode) -> dict[str, object]:
-    response = server.get(f"/v1/nodes/{node.node_id}/telemetry", token=server.token())
-    assert response.status_code == 200, response.text
-    summary: dict[str, object] = response.json()
-    return summary
-
-
 def test_one_signed_request_sent_in_parallel_is_accepted_once(
     fleet_server: FleetServer, node: EdgeNode
 ) -> None:
@@ -33,7 +26,7 @@ def test_one_signed_request_sent_in_parallel_is_accepted_once(
             )
         )
     assert statuses == Counter({201: 1, 401: PARALLEL - 1})
-    assert _telemetry_summary(fleet_server, node)["samples"] == 1
+    assert fleet_server.telemetry_summary(node.node_id)["samples"] == 1
 
 
 def test_parallel_retries_of_one_message_are_stored_once(
@@ -48,6 +41,6 @@ def test_parallel_retries_of_one_message_are_stored_once(
             )
         )
     assert statuses == Counter({201: 1, 200: PARALLEL - 1})
-    summary = _telemetry_summary(fleet_server, node)
+    summary = fleet_server.telemetry_summary(node.node_id)
     assert summary["samples"] == 1
     assert summary["safety_events"] == 1
