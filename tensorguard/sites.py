@@ -22,18 +22,15 @@ Without a file, the registry of the demo sites shipped in ``tensorguard/data`` i
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.errors import ConfigurationError
-from tensorguard.training.dataset import TRAIN_FILE
+from tensorguard.training.dataset import SITE_ID_PATTERN, TRAIN_FILE
 from tensorguard.training.demo_data import demo_sites_root
 from tensorguard.training.jsonl import read_text_records
-
-SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class SiteRegistryError(ConfigurationError):

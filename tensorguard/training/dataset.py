@@ -18,7 +18,9 @@ from tensorguard.training.jsonl import parse_text_records, read_jsonl_bytes
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
-SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+"""The one site-id rule (the site registry, data directories, key names ``site-<id>``):
+1-63 lower-case letters, digits or ``-``, starting with a letter or digit."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,13 @@ def load_site_dataset(site_dir: Path) -> SiteDataset:
 def resolve_site_dir(sites_root: Path, site_id: str) -> Path:
     """Return ``sites_root / site_id`` after checking the id and that the site exists.
 
-    Site ids are lower-case letters, digits, ``-`` and ``_`` (at most 63 characters), so
+    Site ids follow :data:`SITE_ID_PATTERN` (lower-case letters, digits, ``-``), so
     an id can never escape ``sites_root``. An unknown id raises :class:`DatasetError`
     listing the sites that do exist.
     """
     if not SITE_ID_PATTERN.fullmatch(site_id):
         raise DatasetError(
-            f"invalid site id {site_id!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            f"invalid site id {site_id!r}: use 1-63 lower-case letters, digits or '-', "
             "starting with a letter or digit"
         )
     site_dir = sites_root / site_id
