@@ -58,6 +58,12 @@ def add_identity_commands(
         default=[],
         help="allow-listed service DNS name, or *.suffix (repeatable)",
     )
+    init.add_argument(
+        "--service-ip",
+        action="append",
+        default=[],
+        help="IP address a service certificate may name, e.g. a LAN broker (repeatable)",
+    )
     init.add_argument("--max-days", type=int, help="maximum certificate lifetime (default 30)")
     init.set_defaults(handler=reporting_errors("identity init", _with_provider(_init)))
 
@@ -122,7 +128,10 @@ def _init(args: argparse.Namespace, provider: KeyProvider) -> dict[str, object]:
     from tensorguard.identity.errors import IdentityConfigError
     from tensorguard.identity.policy import IssuancePolicy
 
-    settings: dict[str, object] = {"service_dns_names": tuple(args.service_name)}
+    settings: dict[str, object] = {
+        "service_dns_names": tuple(args.service_name),
+        "service_ip_addresses": tuple(args.service_ip),
+    }
     if args.trust_domain is not None:
         settings["trust_domain"] = args.trust_domain
     if args.max_days is not None:

@@ -7,8 +7,9 @@ Two profiles, never mixed:
   (Mosquitto's ``use_identity_as_username`` makes it the MQTT username); EKU
   ``clientAuth`` only.
 * **service** (broker, fleet API): one or more DNS names, each on the policy's
-  allow-list (an exact name, or ``*.suffix`` for exactly one more label); the subject is
-  ``CN=<first DNS name>``; EKU ``serverAuth`` only.
+  allow-list (an exact name, or ``*.suffix`` for exactly one more label), or IP
+  addresses on ``service_ip_addresses``; the subject is ``CN=<first name>``; EKU
+  ``serverAuth`` only.
 
 For both: the key type must be allowed, the lifetime must not exceed
 ``max_lifetime_days``, and the CSR may carry no extension other than the SAN (a request
@@ -18,6 +19,7 @@ for ``basicConstraints``, a key usage or an EKU is refused, never silently rewri
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -82,6 +84,10 @@ class IssuancePolicy(BaseModel):
         default=(),
         description="Allow-list for service certificates: exact names or '*.suffix'.",
     )
+    service_ip_addresses: tuple[str, ...] = Field(
+        default=(),
+        description="IP addresses a service certificate may name (e.g. a broker on a LAN).",
+    )
     crl_validity_days: Annotated[int, Field(ge=1, le=90)] = 7
 
     @field_validator("trust_domain")
@@ -95,6 +101,11 @@ class IssuancePolicy(BaseModel):
         for name in names:
             _dns_name(name.removeprefix("*."), "allow-listed service name")
         return names
+
+    @field_validator("service_ip_addresses")
+    @classmethod
+    def _allow_list_is_ip(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(ipaddress.ip_address(address)) for address in addresses)
 
     def allows_service_name(self, name: str) -> bool:
         """True when ``name`` is an exact allow-list entry or matches one ``*.suffix``."""
@@ -188,23 +199,33 @@ def _service_names(
     policy: IssuancePolicy, csr: x509.CertificateSigningRequest
 ) -> tuple[x509.Name, tuple[x509.GeneralName, ...]]:
     names = _requested_names(csr)
-    not_dns = [str(n.value) for n in names if not isinstance(n, x509.DNSName)]
-    if not names or not_dns:
+    other = [str(n.value) for n in names if not isinstance(n, x509.DNSName | x509.IPAddress)]
+    if not names or other:
         raise IssuancePolicyError(
-            f"a service certificate names only DNS names; refused: {not_dns or 'no names'}"
+            "a service certificate names only DNS names (and allow-listed IP addresses); "
+            f"refused: {other or 'no names'}"
         )
-    dns = [str(n.value) for n in names]
-    refused = [name for name in dns if not policy.allows_service_name(name)]
+    texts = [str(n.value) for n in names]
+    refused = [
+        text
+        for name, text in zip(names, texts, strict=True)
+        if not (
+            policy.allows_service_name(text)
+            if isinstance(name, x509.DNSName)
+            else text in policy.service_ip_addresses
+        )
+    ]
     if refused:
         raise IssuancePolicyError(
             f"service name(s) {refused} are not on the CA's allow-list "
-            f"{list(policy.service_dns_names)}; add them to the policy or request other names"
+            f"{[*policy.service_dns_names, *policy.service_ip_addresses]}; add them to the "
+            "policy or request other names"
         )
-    if len(set(dns)) != len(dns):
-        raise IssuancePolicyError(f"the request lists a DNS name twice: {dns}")
+    if len(set(texts)) != len(texts):
+        raise IssuancePolicyError(f"the request lists a name twice: {texts}")
     _subject_common_name(csr)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0])])
-    return subject, tuple(x509.DNSName(name) for name in dns)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, texts[0])])
+    return subject, tuple(names)
 
 
 def decide(

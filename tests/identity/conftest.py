@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import shutil
 import subprocess
@@ -37,7 +38,11 @@ def provider(tmp_path: Path) -> FileKeyProvider:
 @pytest.fixture
 def policy() -> IssuancePolicy:
     """The test CA's policy: its own trust domain and a two-entry service allow-list."""
-    return IssuancePolicy(trust_domain=TRUST_DOMAIN, service_dns_names=SERVICE_NAMES)
+    return IssuancePolicy(
+        trust_domain=TRUST_DOMAIN,
+        service_dns_names=SERVICE_NAMES,
+        service_ip_addresses=("127.0.0.1",),
+    )
 
 
 @pytest.fixture
@@ -73,10 +78,15 @@ def node_csr(node_id: str, key: CertificateIssuerPrivateKeyTypes | None = None) 
     return make_csr(key, node_id, [x509.UniformResourceIdentifier(node_uri(TRUST_DOMAIN, node_id))])
 
 
-def service_csr(*names: str) -> bytes:
-    """A well-formed service CSR (ECDSA P-256) for DNS ``names``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    return make_csr(key, names[0], [x509.DNSName(name) for name in names])
+def service_csr(*names: str, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    """A well-formed service CSR (ECDSA P-256) for DNS names and IP addresses."""
+    general: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            general.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            general.append(x509.DNSName(name))
+    return make_csr(key or ec.generate_private_key(ec.SECP256R1()), names[0], general)
 
 
 def write_pem(path: Path, certificate: x509.Certificate) -> Path:

@@ -157,6 +157,14 @@ def test_service_names_outside_the_allow_list_are_refused(
         authority.issue(service_csr(*names), Profile.SERVICE)
 
 
+def test_only_allow_listed_ip_addresses_are_named(authority: CertificateAuthority) -> None:
+    certificate = authority.issue(service_csr("127.0.0.1"), Profile.SERVICE)
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    with pytest.raises(IssuancePolicyError, match="not on the CA's allow-list"):
+        authority.issue(service_csr("10.0.0.1"), Profile.SERVICE)
+
+
 def test_wildcard_allow_list_entry_allows_one_label(authority: CertificateAuthority) -> None:
     certificate = authority.issue(service_csr("eu.api.fleet.test.internal"), Profile.SERVICE)
     san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -95,3 +95,6 @@ def test_invalid_policy_is_a_config_error(ca_env: Path, capsys: pytest.CaptureFi
     code = main(["identity", "init", "--ca-dir", str(ca_env), "--trust-domain", "Not A Domain"])
     assert code == ExitCode.CONFIG
     assert "trust domain" in capsys.readouterr().err
+    code = main(["identity", "init", "--ca-dir", str(ca_env), "--service-ip", "not-an-ip"])
+    assert code == ExitCode.CONFIG
+    assert not ca_env.exists()

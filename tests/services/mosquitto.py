@@ -31,11 +31,13 @@ class BrokerAccess:
 @dataclass(frozen=True)
 class BrokerTls:
     """A TLS listener that requires a client certificate signed by ``ca_file``; the
-    certificate's common name is the username (``use_identity_as_username``)."""
+    certificate's common name is the username (``use_identity_as_username``).
+    ``crl_file`` (PEM) makes the broker refuse revoked client certificates."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
+    crl_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ def _config(port: int, work_dir: Path, access: BrokerAccess | None, tls: BrokerT
             "require_certificate true",
             "use_identity_as_username true",
         ]
+        if tls.crl_file is not None:
+            lines.append(f"crlfile {tls.crl_file}")
     if access is None:
         lines.append("allow_anonymous true")
     else:

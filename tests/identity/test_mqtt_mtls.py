@@ -1,0 +1,186 @@
+"""Mutual TLS against a real Mosquitto with certificates from the fleet CA.
+
+The broker's certificate is a service certificate (serverAuth, IP SAN 127.0.0.1) from the
+CA; its ``cafile`` is the CA bundle and its ``crlfile`` the CA's CRL. A node enrolled
+with ``enrol_node`` connects with its installed certificate and the ACL applies to its
+node id; an expired, a revoked, a foreign-CA and a serverAuth-only certificate are
+refused by the broker (OpenSSL's checks in Mosquitto, nothing mocked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from tensorguard.fleet.errors import MqttError
+from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
+from tensorguard.fleet.topics import install_report_topic
+from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile
+from tensorguard.identity.authority import utc_now
+from tensorguard.identity.enrol import enrol_node, install_certificate
+from tests.conftest import FLEET_ACL_FILE
+from tests.identity.conftest import TRUST_DOMAIN, new_provider, node_csr, service_csr
+from tests.services.mosquitto import BrokerAccess, BrokerTls, MosquittoBroker, running_mosquitto
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The CA, the broker and the client credentials made for the module."""
+
+    authority: CertificateAuthority
+    broker: MosquittoBroker
+    directory: Path
+
+
+def _write_key(path: Path, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _write_chain(path: Path, authority: CertificateAuthority, leaf_pem: bytes) -> Path:
+    path.write_bytes(leaf_pem + authority.chain_pem())
+    return path
+
+
+def _issue_node(
+    authority: CertificateAuthority, directory: Path, node_id: str, **kwargs: object
+) -> tuple[Path, Path]:
+    """A node certificate chain and key file issued by ``authority`` (test-made key)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    certificate = authority.issue(node_csr(node_id, key), Profile.NODE, **kwargs)  # type: ignore[arg-type]
+    stem = directory / f"{node_id}-{certificate.serial_number:x}"
+    chain = _write_chain(
+        stem.with_suffix(".crt"),
+        authority,
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
+    return chain, _write_key(stem.with_suffix(".key"), key)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """A CA created 20 days ago (so a certificate can already have expired), a broker
+    certificate from it, a revoked node certificate and the broker with the CRL."""
+    directory = tmp_path_factory.mktemp("mtls")
+    policy = IssuancePolicy(trust_domain=TRUST_DOMAIN, service_ip_addresses=("127.0.0.1",))
+    authority = CertificateAuthority.create(
+        directory / "ca",
+        new_provider(directory / "ca-keys"),
+        policy=policy,
+        now=utc_now() - timedelta(days=20),
+    )
+    broker_key = ec.generate_private_key(ec.SECP256R1())
+    broker_cert = authority.issue(service_csr("127.0.0.1", key=broker_key), Profile.SERVICE)
+    broker_chain = _write_chain(
+        directory / "broker.crt", authority, broker_cert.public_bytes(serialization.Encoding.PEM)
+    )
+    revoked_chain, _ = _issue_node(authority, directory, "robot-revoked")
+    revoked_serial = int(revoked_chain.stem.rsplit("-", 1)[1], 16)
+    authority.revoke(revoked_serial)  # also re-signs the CRL with current dates
+    tls = BrokerTls(
+        ca_file=authority.store.bundle_file,
+        cert_file=broker_chain,
+        key_file=_write_key(directory / "broker.key", broker_key),
+        crl_file=authority.store.crl_file,
+    )
+    access = BrokerAccess(users={}, acl_file=FLEET_ACL_FILE)
+    with running_mosquitto(access=access, tls=tls) as broker:
+        yield Fleet(authority, broker, directory)
+
+
+def _settings(
+    fleet: Fleet, cert_file: Path, key_file: Path, ca_file: Path | None = None
+) -> MqttSettings:
+    return MqttSettings(
+        host=fleet.broker.host,
+        port=fleet.broker.port,
+        tls_ca_file=ca_file or fleet.authority.store.root_file,
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        timeout_s=3,
+    )
+
+
+def _publish_own_report(settings: MqttSettings, node_id: str) -> None:
+    with MqttConnection(settings, f"{node_id}-mtls") as connection:
+        connection.publish(install_report_topic("plant-a", "stable", node_id), b"{}")
+
+
+def test_an_enrolled_node_connects_with_its_certificate(fleet: Fleet) -> None:
+    node_dir = fleet.directory / "robot-7"
+    request = enrol_node(
+        node_dir, fleet.directory / "outbox", node_id="robot-7", trust_domain=TRUST_DOMAIN
+    )
+    certificate = fleet.authority.issue(request.csr_file.read_bytes(), Profile.NODE)
+    chain = _write_chain(
+        fleet.directory / "robot-7.crt",
+        fleet.authority,
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
+    installed = install_certificate(node_dir, chain, fleet.authority.store.root_file)
+    settings = _settings(
+        fleet, installed.tls_cert_file, installed.tls_key_file, installed.tls_ca_file
+    )
+    _publish_own_report(settings, "robot-7")
+    with (
+        MqttConnection(settings, "robot-7-acl") as connection,
+        pytest.raises(MqttError, match="refused the message"),
+    ):  # the certificate's CN is the username the per-node ACL checks
+        connection.publish(install_report_topic("plant-a", "stable", "robot-8"), b"{}")
+
+
+def test_an_expired_certificate_is_refused(fleet: Fleet) -> None:
+    chain, key = _issue_node(
+        fleet.authority,
+        fleet.directory,
+        "robot-expired",
+        lifetime=timedelta(days=1),
+        now=utc_now() - timedelta(days=10),
+    )
+    with pytest.raises(MqttError):
+        _publish_own_report(_settings(fleet, chain, key), "robot-expired")
+
+
+def test_a_revoked_certificate_is_refused(fleet: Fleet) -> None:
+    chain = next(fleet.directory.glob("robot-revoked-*.crt"))
+    key = chain.with_suffix(".key")
+    with pytest.raises(MqttError):
+        _publish_own_report(_settings(fleet, chain, key), "robot-revoked")
+
+
+def test_a_certificate_from_a_foreign_ca_is_refused(fleet: Fleet) -> None:
+    foreign = CertificateAuthority.create(
+        fleet.directory / "foreign-ca",
+        new_provider(fleet.directory / "foreign-keys"),
+        policy=fleet.authority.policy,
+    )
+    chain, key = _issue_node(foreign, fleet.directory, "robot-foreign")
+    with pytest.raises(MqttError):
+        _publish_own_report(_settings(fleet, chain, key), "robot-foreign")
+
+
+def test_a_server_certificate_is_not_a_client_identity(fleet: Fleet) -> None:
+    """EKU separation at the broker: a serverAuth-only certificate cannot log in."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = fleet.authority.issue(service_csr("127.0.0.1", key=key), Profile.SERVICE)
+    chain = _write_chain(
+        fleet.directory / "service-as-client.crt",
+        fleet.authority,
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
+    key_file = _write_key(fleet.directory / "service-as-client.key", key)
+    with pytest.raises(MqttError):
+        _publish_own_report(_settings(fleet, chain, key_file), "127.0.0.1")
