@@ -1,7 +1,7 @@
 """The ``tensorguard`` command: keys, packages and the edge agent, without Dagster.
 
 One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`,
-:mod:`.serve`, :mod:`.preflight`); each
+:mod:`.serve`, :mod:`.preflight`, :mod:`.trust_store`); each
 registers its commands and sets ``args.handler``, whose return value is the process
 exit code from the one table in :mod:`tensorguard.cli.exit_codes`. Building the
 parser imports only the standard library: each handler imports what it needs, so
@@ -21,6 +21,7 @@ from tensorguard.cli.keys import add_keys_commands
 from tensorguard.cli.preflight import add_preflight_commands
 from tensorguard.cli.serve import add_serve_commands
 from tensorguard.cli.tgsp import add_tgsp_commands
+from tensorguard.cli.trust_store import add_trust_store_commands
 
 __all__ = ["ExitCode", "build_parser", "main"]
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_keys_commands(subparsers)
     add_tgsp_commands(subparsers)
+    add_trust_store_commands(subparsers)
     add_agent_commands(subparsers)
     add_serve_commands(subparsers)
     add_identity_commands(subparsers)

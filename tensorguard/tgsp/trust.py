@@ -63,6 +63,43 @@ class TrustStore:
     def __repr__(self) -> str:
         return f"TrustStore({sorted(self._keys)!r})"
 
+    def with_key(self, key: CompositeVerifyKey, label: str | None = None) -> TrustStore:
+        """A new store that also pins ``key``; refuses a key that is already pinned."""
+        key_id = key.fingerprint()
+        if key_id in self._keys:
+            raise TrustStoreError(f"key {key_id} is already pinned; nothing to add")
+        labels = dict(self._labels)
+        if label:
+            labels[key_id] = label
+        return TrustStore([*self, key], labels)
+
+    def resolve(self, key: str) -> str:
+        """The pinned key id that ``key`` names: a full key id, a unique prefix of at least
+        8 hex digits, or a label. Raises :class:`TrustStoreError` otherwise."""
+        by_label = [key_id for key_id, label in self._labels.items() if label == key]
+        by_prefix = [key_id for key_id in self._keys if len(key) >= 8 and key_id.startswith(key)]
+        matches = sorted(set(by_label) | set(by_prefix))
+        if len(matches) != 1:
+            what = "no pinned key" if not matches else f"{len(matches)} pinned keys"
+            raise TrustStoreError(
+                f"{what} match {key!r}; name a key by its full key id or a unique label "
+                "(tensorguard tgsp verify prints a package's signer key id)"
+            )
+        return matches[0]
+
+    def without(self, key_id: str) -> TrustStore:
+        """A new store without the pinned key ``key_id``; refuses to remove the last key
+        (a store that pins nothing makes every verifier refuse every package)."""
+        if key_id not in self._keys:
+            raise TrustStoreError(f"key {key_id} is not pinned; nothing to remove")
+        if len(self._keys) == 1:
+            raise TrustStoreError(
+                "refusing to remove the only pinned key: pin its successor first "
+                "(tensorguard trust-store add)"
+            )
+        labels = {k: v for k, v in self._labels.items() if k != key_id}
+        return TrustStore([key for k, key in self._keys.items() if k != key_id], labels)
+
     def to_json(self) -> dict[str, Any]:
         """Return the file representation."""
         entries = []

@@ -50,6 +50,10 @@ HELP_COMMANDS = (
     ("serve",),
     ("token",),
     ("preflight",),
+    ("trust-store",),
+    ("trust-store", "create"),
+    ("trust-store", "add"),
+    ("trust-store", "remove"),
 )
 
 
