@@ -9,11 +9,10 @@ ledger also accounts the ε the releases add up to, :meth:`CustodianLedger.epsil
 later request for the same round is allowed only for that very aggregate (re-deriving
 the same result reveals nothing new).
 
-The ledger is a JSON-lines file. Each line is ``{"record": {...}, "signature": "<hex>"}``:
-the record is signed (composite ML-DSA-65 + Ed25519, context
-:data:`LEDGER_SIGNATURE_CONTEXT`) over its RFC 8785 canonical JSON, and names the
-SHA-256 of the previous line's canonical record, so removing, reordering or editing a
-line breaks the chain or a signature. The whole file is rewritten atomically on append.
+The ledger is a :class:`~tensorguard.signed_log.SignedLog` (JSON lines, each record
+signed with composite ML-DSA-65 + Ed25519 under :data:`LEDGER_SIGNATURE_CONTEXT` and
+naming the SHA-256 of the previous record), so removing, reordering or editing a line
+breaks the chain or a signature.
 """
 
 from __future__ import annotations
@@ -24,16 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tensorguard.codec import CodecError, canonical_digest, canonical_json, parse_json_object
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
-from tensorguard.crypto.errors import SignatureError
-from tensorguard.durable import atomic_write_bytes
+from tensorguard.codec import canonical_digest
+from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.federation.accountant import gaussian_rdp, rdp_to_epsilon
 from tensorguard.federation.errors import DecryptionError
+from tensorguard.signed_log import GENESIS, PREVIOUS_FIELD, SignedLog
 
 LEDGER_SIGNATURE_CONTEXT = b"tensorguard/federation/custodian-ledger/v1"
 LEDGER_FORMAT = "tensorguard.federation.custodian-ledger/v1"
-GENESIS = "0" * 64
 
 
 class LedgerError(DecryptionError):
@@ -100,50 +97,19 @@ class CustodianLedger:
     def __init__(self, path: Path, signer: CompositeSigner) -> None:
         self.path = path
         self._signer = signer
-        self._verify_key: CompositeVerifyKey = signer.public_key()
+        self._log = SignedLog(
+            path,
+            signer.public_key(),
+            context=LEDGER_SIGNATURE_CONTEXT,
+            error=LedgerError,
+            name="custodian ledger",
+            signer="this custodian's key",
+            remedy="Restore the ledger from its backup; do not decrypt until then",
+        )
 
     def records(self) -> list[DecryptionRecord]:
         """Every record, after checking each signature and the hash chain."""
-        if not self.path.exists():
-            return []
-        records: list[DecryptionRecord] = []
-        previous = GENESIS
-        lines = self.path.read_bytes().splitlines()
-        for number, line in enumerate(lines, start=1):
-            record = self._verified_line(line, number)
-            if record.previous_sha256 != previous:
-                raise LedgerError(
-                    f"custodian ledger {self.path} line {number} does not follow line "
-                    f"{number - 1} (hash chain broken): a record was removed, reordered or "
-                    "edited. Restore the ledger from its backup; do not decrypt until then"
-                )
-            previous = record.digest
-            records.append(record)
-        return records
-
-    def _verified_line(self, line: bytes, number: int) -> DecryptionRecord:
-        try:
-            document = parse_json_object(line, what=f"custodian ledger line {number}")
-            record_json = document["record"]
-            signature = bytes.fromhex(str(document["signature"]))
-            if not isinstance(record_json, dict):
-                raise TypeError("record is not an object")
-        except (CodecError, KeyError, TypeError, ValueError) as exc:
-            raise LedgerError(
-                f"custodian ledger {self.path} line {number} is malformed ({exc}); restore "
-                "the ledger from its backup"
-            ) from exc
-        record = DecryptionRecord.from_json(record_json)
-        try:
-            self._verify_key.verify(
-                canonical_json(record.to_json()), signature, LEDGER_SIGNATURE_CONTEXT
-            )
-        except SignatureError as exc:
-            raise LedgerError(
-                f"custodian ledger {self.path} line {number} is not signed by this "
-                "custodian's key; the ledger was forged or belongs to another custodian"
-            ) from exc
-        return record
+        return [DecryptionRecord.from_json(record) for record in self._log.records()]
 
     def authorise(
         self,
@@ -205,13 +171,6 @@ class CustodianLedger:
         return rdp_to_epsilon(total, delta)[0]
 
     def _append(self, record: DecryptionRecord) -> None:
-        body = canonical_json(record.to_json())
-        line = canonical_json(
-            {
-                "record": record.to_json(),
-                "signature": self._signer.sign(body, LEDGER_SIGNATURE_CONTEXT).hex(),
-            }
-        )
-        existing = self.path.read_bytes() if self.path.exists() else b""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, existing + line + b"\n")
+        fields = record.to_json()
+        del fields[PREVIOUS_FIELD]  # the log chains the record after its current head
+        self._log.append(self._signer, fields)
