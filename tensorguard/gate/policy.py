@@ -23,6 +23,10 @@ the 2:4-pruned model (``max_pruned_loss_increase``, ``min_sparsity``), the ONNX 
 model over its loss budget is handled as ``pruned_over_budget`` says: ``exclude`` ships
 the package without it (the decision names it as excluded), ``fail`` fails the gate.
 
+The optional ``canary`` section (:mod:`tensorguard.gate.canary_policy`) sizes the canary
+cohort of a passed release and holds the telemetry thresholds that promote it or roll
+it back; without it a release goes to every node at once.
+
 The policy digest is the SHA-256 of the RFC 8785 canonical JSON of the validated
 policy, so it identifies the rules in force independently of YAML formatting.
 """
@@ -42,6 +46,7 @@ from pydantic import (
 )
 
 from tensorguard.codec import CodecError, load_strict_yaml
+from tensorguard.gate.canary_policy import CanaryPolicy
 from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GatePolicyError, validate_or_raise
 
@@ -89,6 +94,7 @@ class GatePolicy(CanonicalModel):
     pruned_over_budget: PrunedOverBudget
     max_moai_self_check_error: NonNegativeFloat | None
     required_checks: tuple[str, ...]
+    canary: CanaryPolicy | None = None  # absent: no canary stage (tensorguard.gate.canary_policy)
 
     @field_validator("required_checks")
     @classmethod
