@@ -39,6 +39,11 @@ from tensorguard.federation.custodian import Custodian, apply_update
 from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.server_optimizer import (
+    ServerOptimizerRule,
+    ServerOptimizerState,
+    server_step,
+)
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.held_out import HeldOutSet, load_held_out_set, load_with_adapter
 from tensorguard.hf import load_causal_lm, read_adapter_tensors
@@ -52,6 +57,13 @@ from tensorguard.training.lora import (
     train_site_adapter,
 )
 
+VARIANTS: list[tuple[str, bool, ServerOptimizerRule]] = [
+    ("fedavg_factors", False, ServerOptimizerRule()),
+    ("fedavg_frozen_a", True, ServerOptimizerRule()),
+    ("fedavg_lr2_factors", False, ServerOptimizerRule(learning_rate=2.0)),
+    ("fedadam_factors", False, ServerOptimizerRule(name="fedadam", learning_rate=3e-3)),
+]
+"""(name, frozen A, server optimiser) of each federated variant."""
 CLIP_NORM = 20.0
 """The pipeline's default clip norm (RoundSpecConfig.clip_norm)."""
 ADAPTER = LoRAAdapterSpec()
@@ -106,14 +118,24 @@ def centralised(setup: Setup, total_steps: int) -> list[float]:
     return [setup.loss(out)]
 
 
-def federated(setup: Setup, rounds: int, steps: int, *, frozen_lora_a: bool) -> list[float]:
-    """Held-out loss after each of ``rounds`` encrypted FedAvg rounds."""
+def federated(
+    setup: Setup,
+    rounds: int,
+    steps: int,
+    *,
+    frozen_lora_a: bool,
+    server: ServerOptimizerRule | None = None,
+) -> list[float]:
+    """Held-out loss after each of ``rounds`` encrypted rounds (FedAvg unless ``server``
+    names another server optimiser)."""
+    rule = server or ServerOptimizerRule()
+    state: ServerOptimizerState | None = None
     keys = create_federation_context()
     secret = load_secret_context(keys.secret_context_bytes, keys.public)
     signers = {site: CompositeSigningKey.generate() for site in setup.sites}
     registered = {site: key.public_key() for site, key in signers.items()}
     weights = {site: float(d.train_count) for site, d in setup.sites.items()}
-    label = "frozen" if frozen_lora_a else "factors"
+    label = ("frozen" if frozen_lora_a else "factors") + f"-{rule.name}-{rule.learning_rate:g}"
     local_steps = max(1, steps // rounds)
     reference_dir = setup.initial_adapter
     losses: list[float] = []
@@ -157,7 +179,8 @@ def federated(setup: Setup, rounds: int, steps: int, *, frozen_lora_a: bool) -> 
         )
         mean_delta = Custodian(secret, registered, ledger).decrypt(result, envelopes).mean_delta
         next_dir = setup.scratch / round_id / "global"
-        write_peft_adapter(apply_update(reference, mean_delta), reference_dir, next_dir)
+        step, state = server_step(rule, mean_delta, state)
+        write_peft_adapter(apply_update(reference, step), reference_dir, next_dir)
         reference_dir = next_dir
         losses.append(setup.loss(next_dir))
         print(f"  {label} round {round_index + 1}/{rounds}: held-out loss {losses[-1]:.4f}")
@@ -188,8 +211,10 @@ def plot(report: dict[str, object], path: Path) -> None:
     axes.axhline(
         variants["centralised"]["losses"][0], color="black", linestyle="--", label="centralised"
     )
-    for name in ("fedavg_factors", "fedavg_frozen_a"):
-        losses = variants[name]["losses"]
+    for name, variant in variants.items():
+        if name == "centralised":
+            continue
+        losses = variant["losses"]
         axes.plot(range(1, len(losses) + 1), losses, marker="o", label=name)
     axes.set_xlabel("round")
     axes.set_ylabel("held-out loss")
@@ -222,13 +247,17 @@ def main() -> None:
         total = args.steps * len(sites)
         central, central_s = timed(lambda: centralised(setup, total))
         print(f"centralised ({total} steps on pooled data): {central[0]:.4f}")
-        factors, factors_s = timed(
-            lambda: federated(setup, args.rounds, args.steps, frozen_lora_a=False)
-        )
-        frozen, frozen_s = timed(
-            lambda: federated(setup, args.rounds, args.steps, frozen_lora_a=True)
-        )
-    finals = {"fedavg_factors": factors[-1], "fedavg_frozen_a": frozen[-1]}
+        variants: dict[str, dict[str, object]] = {
+            "centralised": {"losses": central, "seconds": central_s, "steps": total}
+        }
+        for name, frozen, rule in VARIANTS:
+            losses, seconds = timed(
+                lambda frozen=frozen, rule=rule: federated(
+                    setup, args.rounds, args.steps, frozen_lora_a=frozen, server=rule
+                )
+            )
+            variants[name] = {"losses": losses, "seconds": seconds, **rule.model_dump()}
+    finals = {name: v["losses"][-1] for name, v in variants.items() if name != "centralised"}  # type: ignore[index]
     gap = {name: (final - central[0]) / central[0] for name, final in finals.items()}
     report: dict[str, object] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -236,11 +265,7 @@ def main() -> None:
         "steps_per_site": args.steps,
         "rounds": args.rounds,
         "base_loss": base_loss,
-        "variants": {
-            "centralised": {"losses": central, "seconds": central_s, "steps": total},
-            "fedavg_factors": {"losses": factors, "seconds": factors_s},
-            "fedavg_frozen_a": {"losses": frozen, "seconds": frozen_s},
-        },
+        "variants": variants,
         "final_gap_to_centralised": gap,
         "goal": "final federated loss within 5 % of centralised",
     }

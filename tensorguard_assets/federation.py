@@ -37,7 +37,7 @@ from tensorguard.federation.context import (
     load_secret_from_store,
     run_key_ceremony,
 )
-from tensorguard.federation.custodian import Custodian, apply_update, envelope_digest
+from tensorguard.federation.custodian import Custodian, advance_global_adapter, envelope_digest
 from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
 from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
@@ -50,6 +50,7 @@ from tensorguard.federation.params import FederationParams
 from tensorguard.federation.peft_adapter import write_peft_adapter
 from tensorguard.federation.privacy import DPRule, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
+from tensorguard.federation.server_optimizer import ServerOptimizerName, ServerOptimizerRule
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.hf import read_adapter_tensors
 from tensorguard.production import Environment
@@ -87,7 +88,7 @@ from tensorguard_assets.site_keys import (
     site_signer,
 )
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
-from tensorguard_resources.federation import CKKSSecretStore, PairSecretVault
+from tensorguard_resources.federation import CKKSSecretStore, PairSecretVault, ServerStateVault
 from tensorguard_resources.keys import KeyVault
 
 FEDERATION_GROUP = "federate"
@@ -257,6 +258,14 @@ class RoundSpecConfig(Config):
         description="Hours after the round opens until updates are late; at the deadline "
         "the round releases with the sites that made it, if the quorum is met.",
     )
+    server_optimizer: ServerOptimizerName = Field(
+        default="fedavg",
+        description="How the custodian applies the mean update: fedavg (x + lr·Δ), "
+        "fedadam or fedyogi (adaptive, state sealed in the custodian's vault).",
+    )
+    server_learning_rate: float = Field(
+        default=1.0, gt=0, le=100, description="The server optimiser's step size."
+    )
     lora_aggregation: Literal["factors", "frozen_a"] = Field(
         default="factors",
         description="How LoRA adapters are averaged: 'factors' trains and averages A and "
@@ -363,6 +372,9 @@ def round_spec(
             mask_epoch=mask_epoch_of(public),
             dp=dp_rule,
             frozen_lora_a=config.lora_aggregation == "frozen_a",
+            server_optimizer=ServerOptimizerRule(
+                name=config.server_optimizer, learning_rate=config.server_learning_rate
+            ),
         )
     spec_path = out_dir / SPEC_FILE
     with fail_closed_on(context):
@@ -389,6 +401,7 @@ def round_spec(
             "site_weight_caps": MetadataValue.json(dict(spec.site_weight_caps)),
             "dp_rule": MetadataValue.json(spec.dp.model_dump() if spec.dp else {}),
             "lora_aggregation": MetadataValue.text(config.lora_aggregation),
+            "server_optimizer": MetadataValue.json(spec.server_optimizer.model_dump()),
         },
         check_results=[verify_artifact("round_spec", out_dir, digest)],
     )
@@ -791,17 +804,26 @@ def global_adapter(
         reveals_dir, _ = verified_upstream_path(context, "seed_reveals", round_key)
         reveals = [path.read_bytes() for path in sorted(reveals_dir.glob(f"*{REVEAL_SUFFIX}"))]
         decryption = custodian.decrypt(aggregate, envelopes, reveals=reveals)
-        mean_delta = decryption.mean_delta
-        updated = apply_update(read_adapter_tensors(reference_dir), mean_delta)
+        step = advance_global_adapter(
+            read_adapter_tensors(reference_dir),
+            decryption.mean_delta,
+            spec.server_optimizer,
+            ServerStateVault(custodian_keys.provider),
+        )
         out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
-        write_peft_adapter(updated, reference_dir, out_dir, replace=True)
+        write_peft_adapter(step.adapter, reference_dir, out_dir, replace=True)
+    optimizer = spec.server_optimizer
+    state_note = (
+        ("continued" if step.state_continued else "started") if optimizer.stateful else "none"
+    )
     digest = sha256_tree(out_dir)
     delta_norm = decryption.l2_norm
     bound = decryption.norm_bound
     context.log.info(
         f"custodian verified and decrypted the aggregate of {len(aggregate.accepted)} sites "
         f"(ledger entry {decryption.record.digest[:12]}); mean update L2 norm "
-        f"{delta_norm:.4f}, bound {bound if bound is not None else 'not checked'}"
+        f"{delta_norm:.4f}, bound {bound if bound is not None else 'not checked'}; server "
+        f"optimiser {optimizer.name} (lr {optimizer.learning_rate:g}, state {state_note})"
     )
     return MaterializeResult(
         metadata={
@@ -812,6 +834,9 @@ def global_adapter(
             "norm_bound": MetadataValue.text(str(bound) if bound is not None else "not checked"),
             "custodian_ledger_entry": MetadataValue.text(decryption.record.digest),
             "reference_digest": MetadataValue.text(spec.reference_digest),
+            "server_optimizer": MetadataValue.text(optimizer.name),
+            "server_learning_rate": MetadataValue.float(optimizer.learning_rate),
+            "server_optimizer_state": MetadataValue.text(state_note),
             **(
                 {
                     "dp_epsilon_round": MetadataValue.float(decryption.dp_epsilon[0]),

@@ -49,3 +49,32 @@ class PairSecretVault:
     def store_pair_secret(self, epoch_id: str, peer: str, secret: bytes) -> None:
         """Seal a new pair secret (an existing one is never overwritten)."""
         self.provider.store_secret(self._name(epoch_id, peer), KeyPurpose.GENERIC, secret)
+
+
+@dataclass(frozen=True)
+class ServerStateVault:
+    """The custodian's server-optimiser state, sealed in its key provider.
+
+    Each state is stored under the digest of the global adapter it produced, and the
+    next round loads it by its reference digest, so a state only ever continues from
+    the exact adapter it was made with.
+    """
+
+    provider: KeyProvider
+
+    @staticmethod
+    def _name(adapter_digest: str) -> str:
+        return f"server-opt-{adapter_digest[:40]}"
+
+    def load_state(self, adapter_digest: str) -> bytes | None:
+        """The state kept for the adapter with ``adapter_digest``, or None."""
+        name = self._name(adapter_digest)
+        if not self.provider.has_key(name, KeyPurpose.GENERIC):
+            return None
+        return self.provider.load_secret(name, KeyPurpose.GENERIC)
+
+    def store_state(self, adapter_digest: str, state: bytes) -> None:
+        """Seal the state that continues from the adapter with ``adapter_digest``."""
+        self.provider.store_secret(
+            self._name(adapter_digest), KeyPurpose.GENERIC, state, replace=True
+        )

@@ -30,6 +30,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -45,10 +46,16 @@ from tensorguard.federation.errors import (
     EnvelopeError,
     QuorumNotMetError,
 )
+from tensorguard.federation.layout import tensors_digest
 from tensorguard.federation.masking import RevealedMasks, mask_level, unmask_aggregate
 from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
 from tensorguard.federation.pairwise import PairwiseError, collect_revealed_seeds
 from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.server_optimizer import (
+    ServerOptimizerRule,
+    ServerOptimizerState,
+    server_step,
+)
 
 MIN_AGGREGATED_SITES = 2
 NORM_TOLERANCE = 1e-6
@@ -282,3 +289,45 @@ def apply_update(
         summed = tensor.detach().to(torch.float64) + delta.to(torch.float64)
         updated[name] = summed.to(tensor.dtype).contiguous()
     return updated
+
+
+class ServerStateStore(Protocol):
+    """Where the custodian keeps its server-optimiser state between rounds (sealed)."""
+
+    def load_state(self, adapter_digest: str) -> bytes | None:
+        """The state that continues from the adapter with ``adapter_digest``, if any."""
+        ...
+
+    def store_state(self, adapter_digest: str, state: bytes) -> None:
+        """Keep the state that continues from the adapter with ``adapter_digest``."""
+        ...
+
+
+@dataclass(frozen=True)
+class GlobalStep:
+    """The next global adapter and how the server optimiser got there."""
+
+    adapter: dict[str, torch.Tensor]
+    state_continued: bool
+    """True when a stateful optimiser continued the state kept for the reference."""
+
+
+def advance_global_adapter(
+    reference: Mapping[str, torch.Tensor],
+    mean_delta: Mapping[str, torch.Tensor],
+    rule: ServerOptimizerRule,
+    store: ServerStateStore,
+) -> GlobalStep:
+    """Apply the round's server optimiser to the decrypted mean update.
+
+    A stateful rule (FedAdam, FedYogi) continues the state kept for exactly this
+    reference adapter (by its tensors digest), or starts from zero moments on the first
+    round; the new state is kept under the digest of the adapter it produced.
+    """
+    kept = store.load_state(tensors_digest(reference)) if rule.stateful else None
+    state = ServerOptimizerState.from_bytes(kept) if kept is not None else None
+    step, new_state = server_step(rule, mean_delta, state)
+    updated = apply_update(reference, step)
+    if new_state is not None:
+        store.store_state(tensors_digest(updated), new_state.to_bytes())
+    return GlobalStep(updated, kept is not None)

@@ -29,6 +29,7 @@ from tensorguard.crypto.errors import SignatureError
 from tensorguard.federation.errors import FederationError
 from tensorguard.federation.layout import TensorLayout, tensors_digest
 from tensorguard.federation.privacy import DPRule
+from tensorguard.federation.server_optimizer import ServerOptimizerRule
 
 HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 ROUND_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:|-]{0,127}$")
@@ -81,6 +82,11 @@ class RoundSpec(BaseModel):
         default=None,
         description="Distributed differential privacy: every site adds noise of std "
         "noise_multiplier · clip_norm / √min_sites (needs clip_norm). None: no DP.",
+    )
+    server_optimizer: ServerOptimizerRule = Field(
+        default_factory=ServerOptimizerRule,
+        description="How the custodian turns the decrypted mean update into the next "
+        "global adapter (FedAvg with a server learning rate, FedAdam or FedYogi).",
     )
     frozen_lora_a: bool = Field(
         default=False,
@@ -185,6 +191,7 @@ class RoundSpec(BaseModel):
         mask_epoch: str | None = None,
         dp: DPRule | None = None,
         frozen_lora_a: bool = False,
+        server_optimizer: ServerOptimizerRule | None = None,
     ) -> RoundSpec:
         """Build the spec from the round's reference adapter tensors and the round rules.
 
@@ -215,6 +222,7 @@ class RoundSpec(BaseModel):
             mask_epoch=mask_epoch,
             dp=dp,
             frozen_lora_a=frozen_lora_a,
+            server_optimizer=server_optimizer or ServerOptimizerRule(),
         )
 
 
