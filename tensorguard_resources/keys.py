@@ -24,6 +24,7 @@ from tensorguard_resources.failures import fail_closed
 
 __all__ = ["KeyVault", "party_environ", "party_key_vault"]
 
+
 class KeyVault(ConfigurableResource):
     """One party's signing keys, KEM keys or federation secret, behind a KeyProvider.
 
