@@ -7,7 +7,8 @@ is also posted to the fleet service as a telemetry message (``installed_version`
 it connects and then every ``heartbeat_interval_s``. The message id is derived from the
 report, so a report posted again (after a lost answer or a restart) is stored once.
 Messages the service could not take (unreachable, 5xx, 429 after the client's retries)
-wait in order and are posted again at the next flush; a message the service refuses
+wait in order and are posted again at the first flush ``retry_interval_s`` later (so an
+unreachable service does not stall the agent's loop); a message the service refuses
 (4xx) is logged and dropped, since sending it again cannot succeed.
 """
 
@@ -25,6 +26,7 @@ from tensorguard.service.client import FleetClientError, NodeClient
 
 LOGGER = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT_INTERVAL_S = 60.0
+DEFAULT_RETRY_INTERVAL_S = 30.0
 
 
 def telemetry_message(report: InstallReport, installed_version: int | None) -> dict[str, Any]:
@@ -60,21 +62,29 @@ class ServiceReporter:
         client: NodeClient,
         *,
         heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        retry_interval_s: float = DEFAULT_RETRY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.retry_interval_s = retry_interval_s
         self._clock = clock
         self._last_heartbeat: float | None = None
+        self._retry_at: float | None = None
         self._pending: deque[dict[str, Any]] = deque()
 
     def record(self, report: InstallReport, installed_version: int | None) -> None:
         """Queue ``report`` as a telemetry message and try to post what is waiting."""
         self._pending.append(telemetry_message(report, installed_version))
-        self.flush()
+        self.flush(force=True)
 
-    def flush(self) -> None:
-        """Post waiting messages in order; stop at the first one the service cannot take."""
+    def flush(self, *, force: bool = False) -> None:
+        """Post waiting messages in order; stop at the first one the service cannot take.
+
+        After such a failure nothing is sent for ``retry_interval_s`` unless ``force``.
+        """
+        if not force and self._retry_at is not None and self._clock() < self._retry_at:
+            return
         while self._pending:
             message = self._pending[0]
             try:
@@ -82,9 +92,11 @@ class ServiceReporter:
             except FleetClientError as error:
                 if _retryable(error):
                     LOGGER.warning("install outcome not delivered to the service yet: %s", error)
+                    self._retry_at = self._clock() + self.retry_interval_s
                     return
                 LOGGER.error("the fleet service refused an install outcome (dropped): %s", error)
             self._pending.popleft()
+        self._retry_at = None
 
     def heartbeat(self, installed_version: int | None, *, force: bool = False) -> bool:
         """Send a heartbeat if one is due (or ``force``); True when the service took it."""

@@ -113,11 +113,15 @@ def test_a_report_posted_twice_is_stored_once(server: FleetServer) -> None:
 def test_an_unreachable_service_keeps_the_outcome_for_later(server: FleetServer) -> None:
     node = enrol(server, EdgeNode.new())
     away = NodeClient(f"http://127.0.0.1:{free_port()}", node.node_id, node.key, backoff_s=0.01)
-    reporter = ServiceReporter(away)
+    now = [0.0]
+    reporter = ServiceReporter(away, retry_interval_s=30, clock=lambda: now[0])
     reporter.record(_report(node.node_id), 4)
     assert reporter.pending == 1
     assert reporter.heartbeat(4) is False
     reporter.client = NodeClient(server.url, node.node_id, node.key)  # the service is back
+    reporter.flush()  # too early: the agent's loop is not stalled by retries
+    assert reporter.pending == 1
+    now[0] = 30.0
     reporter.flush()
     assert reporter.pending == 0
     assert server.telemetry_summary(node.node_id)["samples"] == 1
