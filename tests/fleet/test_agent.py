@@ -255,3 +255,16 @@ def test_config_file_validation(kit: FleetKit, tmp_path: Path) -> None:
     os.chmod(kit.node_key_path, 0o644)
     with pytest.raises(AgentConfigError, match="chmod 600"):
         kit.agent(tmp_path / "node")
+
+
+def test_service_url_and_node_key_file_come_together(kit: FleetKit, tmp_path: Path) -> None:
+    with pytest.raises(AgentConfigError, match="set both service_url and node_key_file"):
+        kit.config(tmp_path / "a", service_url="http://127.0.0.1:8080")
+    with pytest.raises(AgentConfigError, match="set both service_url and node_key_file"):
+        kit.config(tmp_path / "b", node_key_file=str(tmp_path / "k.pem"))
+    with pytest.raises(AgentConfigError, match="http"):
+        kit.config(tmp_path / "c", service_url="ftp://fleet", node_key_file="/k.pem")
+    config = kit.config(tmp_path / "d", service_url="http://fleet:8080/", node_key_file="/k.pem")
+    assert config.service_url == "http://fleet:8080"
+    with pytest.raises(AgentConfigError, match="node key"):
+        EdgeAgent.from_config(config)  # /k.pem does not exist
