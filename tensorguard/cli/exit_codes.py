@@ -19,7 +19,8 @@ code  name                   meaning
 6     UNTRUSTED              untrusted package: unknown signer or invalid signature
 7     INTEGRITY              data failed authentication: package payload or file digest,
                              chunk authentication, or a stored key record (wrong
-                             ``TG_KEY_MASTER``, altered or misplaced file)
+                             ``TG_KEY_MASTER``, altered or misplaced file), or the
+                             identity audit log (entry removed, reordered, altered)
 8     POLICY                 policy refusal: expired, not yet valid, wrong channel, below
                              the high-water mark; a CSR the CA's issuance policy refuses
 9     RECIPIENT              not a recipient, or the data key does not unwrap
@@ -78,6 +79,7 @@ class ExitCode(IntEnum):
 def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
     """(error type, code) pairs; first match wins, so narrow types come before parents."""
     from tensorguard.digest import DigestError
+    from tensorguard.identity.audit import AuditError
     from tensorguard.identity.errors import (
         CertificateAuthorityError,
         CertificateRequestError,
@@ -122,6 +124,7 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
         (KeyIntegrityError, ExitCode.INTEGRITY),
         (KeyProviderUnavailable, ExitCode.PROVIDER_UNAVAILABLE),
         (TokenError, ExitCode.TOKEN),
+        (AuditError, ExitCode.INTEGRITY),
         (CertificateRequestError, ExitCode.INPUT),
         (CertificateAuthorityError, ExitCode.INPUT),
         (IssuancePolicyError, ExitCode.POLICY),

@@ -4,6 +4,7 @@
   the key provider), issuance from CSRs, revocation and CRLs;
 * :mod:`.policy` — :class:`IssuancePolicy` and :func:`decide`: key types, SAN rules, EKU
   separation, maximum lifetime;
+* :mod:`.audit` — the signed, hash-chained audit log of CA events;
 * :mod:`.enrol` — what runs on the node: keys generated there, a CSR out, the
   certificate in.
 

@@ -19,12 +19,16 @@ CRL, so it can stay in a provider that is kept offline otherwise.
 
 Every issuance applies :func:`tensorguard.identity.policy.decide`; serials are random
 159-bit numbers checked unique against the index under the directory lock.
+Creation, issuance and revocation are appended to the signed audit log
+(:mod:`tensorguard.identity.audit`, key ``<name>-audit``: a composite signing key that
+the provider signs with natively) before they take effect.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +38,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.errors import TensorGuardError
+from tensorguard.identity.audit import AuditEvent, AuditLog, DetailValue
 from tensorguard.identity.csr import parse_csr
 from tensorguard.identity.errors import (
     CertificateAuthorityError,
@@ -44,6 +51,7 @@ from tensorguard.identity.policy import PROFILE_EKU, Approval, IssuancePolicy, P
 from tensorguard.identity.store import CaDirectory, CaIndex, IssuedRecord, serial_hex
 from tensorguard.keys.names import KeyPurpose, validate_key_name
 from tensorguard.keys.provider import KeyProvider
+from tensorguard.tgsp.keyfiles import load_verify_key, write_key_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,6 +73,15 @@ def _root_key_name(ca_name: str) -> str:
 
 def _intermediate_key_name(ca_name: str) -> str:
     return validate_key_name(f"{ca_name}-intermediate")
+
+
+def _audit_key_name(ca_name: str) -> str:
+    return validate_key_name(f"{ca_name}-audit")
+
+
+def new_job_id(event: AuditEvent) -> str:
+    """A fresh job id for an operation that was not started by a named job."""
+    return f"{event.value}-{uuid.uuid4().hex[:16]}"
 
 
 def _seal_new_key(provider: KeyProvider, name: str) -> ec.EllipticCurvePrivateKey:
@@ -174,6 +191,25 @@ class CertificateAuthority:
         self.root = self.store.read_certificate(self.store.root_file)
         self.intermediate = self.store.read_certificate(self.store.intermediate_file)
         self.ca_name = self.store.read_index().ca_name
+        self.audit = AuditLog(self.store.audit_file, self._pinned_audit_key())
+
+    def _pinned_audit_key(self) -> CompositeVerifyKey:
+        try:
+            return load_verify_key(self.store.audit_key_file)
+        except TensorGuardError as exc:
+            raise CertificateAuthorityError(f"cannot load the CA's audit key: {exc}") from exc
+
+    def _audit(
+        self, event: AuditEvent, job_id: str | None, endpoint_id: str, **details: DetailValue
+    ) -> None:
+        """Append a signed audit entry; the operation fails if it cannot be recorded."""
+        self.audit.append(
+            self.provider.signer(_audit_key_name(self.ca_name)),
+            event,
+            job_id=job_id or new_job_id(event),
+            endpoint_id=endpoint_id,
+            details=details,
+        )
 
     def __repr__(self) -> str:
         return f"CertificateAuthority(directory={str(self.store.path)!r}, ca_name={self.ca_name!r})"
@@ -225,6 +261,23 @@ class CertificateAuthority:
             not_before=now - CLOCK_SKEW,
             lifetime=timedelta(days=intermediate_days),
         )
+        audit_key = provider.generate_signing_key(_audit_key_name(ca_name)).public_key()
+        try:
+            write_key_file(store.audit_key_file, audit_key)
+        except TensorGuardError as exc:
+            raise CertificateAuthorityError(f"cannot write the audit key: {exc}") from exc
+        AuditLog(store.audit_file, audit_key).append(
+            provider.signer(_audit_key_name(ca_name)),
+            AuditEvent.CA_CREATED,
+            job_id=new_job_id(AuditEvent.CA_CREATED),
+            endpoint_id=ca_name,
+            details={
+                "root_sha256": _fingerprint(root),
+                "intermediate_sha256": _fingerprint(intermediate),
+                "trust_domain": domain,
+                "key_provider": provider.kind,
+            },
+        )
         store.write_policy(policy)
         store.write_index(CaIndex(ca_name=ca_name))
         store.write_certificate(store.intermediate_file, intermediate)
@@ -265,8 +318,12 @@ class CertificateAuthority:
         *,
         lifetime: timedelta | None = None,
         now: datetime | None = None,
+        job_id: str | None = None,
     ) -> x509.Certificate:
         """Check ``csr_pem`` (signature, then policy) and issue a certificate for ``profile``.
+
+        The issuance is recorded in the audit log (under ``job_id``, or a new id) before
+        the certificate is stored; nothing is issued when that record cannot be written.
 
         Raises :class:`~tensorguard.identity.errors.CertificateRequestError` for an
         unusable CSR and :class:`IssuancePolicyError` for a policy refusal.
@@ -287,6 +344,16 @@ class CertificateAuthority:
             index = self.store.read_index()
             serial = self._unique_serial(index)
             certificate = self._sign_leaf(csr, approval, serial, now - CLOCK_SKEW, not_after)
+            self._audit(
+                AuditEvent.ISSUED,
+                job_id,
+                approval.common_name,
+                serial=serial_hex(serial),
+                profile=profile.value,
+                names=[str(name.value) for name in approval.names],
+                not_after=not_after.isoformat(),
+                sha256=_fingerprint(certificate),
+            )
             self.store.write_certificate(self.store.issued_file(serial), certificate)
             index.certificates[serial_hex(serial)] = IssuedRecord(
                 serial=serial_hex(serial),
@@ -356,8 +423,9 @@ class CertificateAuthority:
         reason: x509.ReasonFlags = x509.ReasonFlags.unspecified,
         *,
         now: datetime | None = None,
+        job_id: str | None = None,
     ) -> x509.CertificateRevocationList:
-        """Record ``serial`` as revoked and publish a new signed CRL (returned)."""
+        """Record ``serial`` as revoked (audit log first) and publish a new signed CRL."""
         now = now or utc_now()
         with self.store.locked():
             index = self.store.read_index()
@@ -372,6 +440,13 @@ class CertificateAuthority:
                     f"serial {serial_hex(serial)} was already revoked at "
                     f"{record.revoked_at.isoformat()}"
                 )
+            self._audit(
+                AuditEvent.REVOKED,
+                job_id,
+                record.common_name,
+                serial=record.serial,
+                reason=reason.value,
+            )
             record.revoked_at = now
             record.reason = reason.value
             crl = self._publish_crl(index, now)

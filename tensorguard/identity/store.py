@@ -11,6 +11,8 @@ provider (see :mod:`tensorguard.identity.authority`). Layout::
     crl.pem              the intermediate's CRL (leaf revocations), re-signed on each revocation
     root-crl.pem         the root's CRL (revoked intermediates)
     issued/<serial>.pem  each issued certificate
+    audit.jsonl          the signed, hash-chained audit log (tensorguard.identity.audit)
+    audit-key.pub        the audit key's composite public key (pin its fingerprint elsewhere)
     .lock                held (flock) while issuing or revoking, so serials stay unique
 
 Every write is atomic and durable (:mod:`tensorguard.durable`).
@@ -84,6 +86,8 @@ class CaDirectory:
         self.crl_file = path / "crl.pem"
         self.root_crl_file = path / "root-crl.pem"
         self.issued_dir = path / "issued"
+        self.audit_file = path / "audit.jsonl"
+        self.audit_key_file = path / "audit-key.pub"
 
     def exists(self) -> bool:
         """True when a CA was created here."""
