@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from tensorguard.fleet.canary import CanaryTelemetry
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.errors import FleetDatabaseError
 from tensorguard.fleet.models import NodeCredential, TelemetrySample, utc_now
@@ -54,6 +55,21 @@ class TelemetrySummary:
     max_error_rate: float | None
     safety_events: int
     install_failures: int
+
+    def canary_window(self, elapsed_s: float) -> CanaryTelemetry:
+        """This (canary cohort's) summary as the input of
+        :func:`~tensorguard.fleet.canary.canary_decision`; ``elapsed_s`` is the time since
+        the rollout to the cohort began. No telemetry is :class:`NoTelemetryError` from the
+        store, which the decision takes as ``None``."""
+        return CanaryTelemetry(
+            elapsed_s=elapsed_s,
+            nodes_reporting=self.nodes_reporting,
+            samples=self.samples,
+            mean_error_rate=self.mean_error_rate,
+            mean_latency_ms=self.mean_inference_latency_ms,
+            safety_events=self.safety_events,
+            install_failures=self.install_failures,
+        )
 
 
 class TelemetryStore:
