@@ -1,4 +1,4 @@
-"""``tensorguard identity init|issue|revoke|crl``: the fleet's private CA (operator side).
+"""``tensorguard identity init|issue|revoke|list|crl``: the fleet's private CA (operator side).
 
 The CA's root and intermediate keys live in the key provider that ``TG_KEY_PROVIDER``
 selects (sealed records, see docs/IDENTITY.md); the CA directory (``--ca-dir``) holds
@@ -38,7 +38,7 @@ REVOCATION_REASONS = (
 def add_identity_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    """Register ``identity init|issue|revoke|crl``; each sets ``args.handler``."""
+    """Register ``identity init|issue|revoke|list|crl``; each sets ``args.handler``."""
     identity = subparsers.add_parser(
         "identity",
         help="fleet private CA: create it, issue node/service certificates, revoke",
@@ -82,6 +82,13 @@ def add_identity_commands(
     revoke.add_argument("--serial", required=True, help="serial number in hex")
     revoke.add_argument("--reason", choices=REVOCATION_REASONS, default="unspecified")
     revoke.set_defaults(handler=reporting_errors("identity revoke", _with_ca(_revoke)))
+
+    listing = commands.add_parser("list", help="issued certificates with days left")
+    _ca_dir(listing)
+    listing.add_argument(
+        "--all", action="store_true", help="include revoked and expired certificates"
+    )
+    listing.set_defaults(handler=reporting_errors("identity list", _with_ca(_list)))
 
     crl = commands.add_parser("crl", help="re-sign the CRL with fresh dates")
     _ca_dir(crl)
@@ -195,6 +202,25 @@ def _revoke(args: argparse.Namespace, authority: CertificateAuthority) -> dict[s
         "crl": str(authority.store.crl_file),
         "revoked_count": len(crl),
     }
+
+
+def _list(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    from tensorguard.identity.authority import utc_now
+
+    now = utc_now()
+    certificates = [
+        {
+            "serial": record.serial,
+            "profile": record.profile.value,
+            "endpoint": record.common_name,
+            "not_after": record.not_after.isoformat(),
+            "days_left": round(record.days_left(now), 2),
+            "revoked": record.revoked_at is not None,
+        }
+        for record in sorted(authority.records(), key=lambda record: record.not_after)
+        if args.all or record.is_current(now)
+    ]
+    return {"issuer": authority.intermediate.subject.rfc4514_string(), "certificates": certificates}
 
 
 def _crl(_args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:

@@ -55,6 +55,14 @@ class IssuedRecord(BaseModel):
     revoked_at: datetime | None = None
     reason: str | None = None
 
+    def days_left(self, now: datetime) -> float:
+        """Days until ``not_after`` (negative once expired)."""
+        return (self.not_after - now).total_seconds() / 86400
+
+    def is_current(self, now: datetime) -> bool:
+        """Not revoked and within its validity period at ``now``."""
+        return self.revoked_at is None and self.not_before <= now < self.not_after
+
 
 class CaIndex(BaseModel):
     """The issuance index: CRL numbers and every issued certificate, by serial (hex)."""

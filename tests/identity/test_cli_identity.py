@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -24,7 +25,7 @@ def ca_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "ca"
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     code = main(list(argv))
     out = capsys.readouterr().out
     return code, (json.loads(out) if code == ExitCode.OK else {})
@@ -49,6 +50,11 @@ def test_init_issue_revoke(
     assert next(c.subject.rfc4514_string() for c in chain) == "CN=robot-1"
     assert f"{chain[0].serial_number:x}" == issued["serial"]
     assert len(chain) == 2
+    code, listed = _run(capsys, "identity", "list", "--ca-dir", str(ca_env))
+    assert code == ExitCode.OK
+    entries = listed["certificates"]
+    assert [(e["endpoint"], e["serial"]) for e in entries] == [("robot-1", issued["serial"])]
+    assert 29.9 < entries[0]["days_left"] <= 30
     code, revoked = _run(
         capsys,
         "identity",
@@ -67,6 +73,9 @@ def test_init_issue_revoke(
         == ExitCode.ERROR
     )
     assert "already revoked" in capsys.readouterr().err
+    assert _run(capsys, "identity", "list", "--ca-dir", str(ca_env))[1]["certificates"] == []
+    everything = _run(capsys, "identity", "list", "--ca-dir", str(ca_env), "--all")[1]
+    assert [e["revoked"] for e in everything["certificates"]] == [True]
 
 
 def test_refusals_have_their_exit_codes(
