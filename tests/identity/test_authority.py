@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -311,3 +312,22 @@ def test_an_existing_ca_is_never_overwritten(
 ) -> None:
     with pytest.raises(CertificateAuthorityError, match="already exists"):
         CertificateAuthority.create(authority.store.path, provider)
+
+
+def test_concurrent_issuers_lose_nothing(
+    authority: CertificateAuthority, provider: FileKeyProvider
+) -> None:
+    """Four issuers on one CA directory: every certificate is indexed and audited."""
+
+    def issue_three(worker: int) -> list[int]:
+        ca = CertificateAuthority(authority.store.path, provider)
+        return [
+            ca.issue(node_csr(f"robot-{worker}-{i}"), Profile.NODE).serial_number for i in range(3)
+        ]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        serials = [s for batch in pool.map(issue_three, range(4)) for s in batch]
+    assert len(set(serials)) == 12
+    assert {int(record.serial, 16) for record in authority.records()} == set(serials)
+    assert len(authority.audit.entries()) == 13
+    assert len(list(authority.store.issued_dir.iterdir())) == 12
