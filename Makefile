@@ -18,8 +18,10 @@ instance:
 	@cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 ## One full federated round on the embedded default (SQLite Dagster storage, local files).
+## ROUNDS=5 runs five consecutive rounds, each from the previous global adapter.
+ROUNDS ?= 1
 demo: bootstrap instance
-	$(PY) -m tensorguard_assets.demo
+	$(PY) -m tensorguard_assets.demo --rounds $(ROUNDS)
 
 ## Re-verify the latest round on the demo instance: artifacts re-hashed, asset checks passed.
 check-round: bootstrap

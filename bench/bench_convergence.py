@@ -60,8 +60,9 @@ from tensorguard.training.lora import (
 VARIANTS: list[tuple[str, bool, ServerOptimizerRule]] = [
     ("fedavg_factors", False, ServerOptimizerRule()),
     ("fedavg_frozen_a", True, ServerOptimizerRule()),
-    ("fedavg_lr2_factors", False, ServerOptimizerRule(learning_rate=2.0)),
-    ("fedadam_factors", False, ServerOptimizerRule(name="fedadam", learning_rate=3e-3)),
+    ("fedavg_lr3_factors", False, ServerOptimizerRule(learning_rate=3.0)),
+    ("fedavg_lr3_frozen_a", True, ServerOptimizerRule(learning_rate=3.0)),
+    ("fedadam_factors", False, ServerOptimizerRule(name="fedadam", learning_rate=1e-2)),
 ]
 """(name, frozen A, server optimiser) of each federated variant."""
 CLIP_NORM = 20.0
@@ -231,6 +232,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="federated rounds (≤ 10)")
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per site")
     parser.add_argument("--out", type=Path, default=Path("bench/results/convergence.json"))
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=[name for name, _, _ in VARIANTS],
+        help="federated variants to run (default: all)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -251,6 +258,8 @@ def main() -> None:
             "centralised": {"losses": central, "seconds": central_s, "steps": total}
         }
         for name, frozen, rule in VARIANTS:
+            if args.variant and name not in args.variant:
+                continue
             losses, seconds = timed(
                 lambda frozen=frozen, rule=rule: federated(
                     setup, args.rounds, args.steps, frozen_lora_a=frozen, server=rule
