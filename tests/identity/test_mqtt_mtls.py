@@ -9,6 +9,9 @@ refused by the broker (OpenSSL's checks in Mosquitto, nothing mocked).
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,32 +73,41 @@ def _issue_node(
     return chain, _write_key(stem.with_suffix(".key"), key)
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """A CA created 20 days ago (so a certificate can already have expired), a broker
-    certificate from it, a revoked node certificate and the broker with the CRL."""
-    directory = tmp_path_factory.mktemp("mtls")
+def _fleet_ca(directory: Path, *, created_days_ago: int = 0) -> CertificateAuthority:
     policy = IssuancePolicy(trust_domain=TRUST_DOMAIN, service_ip_addresses=("127.0.0.1",))
-    authority = CertificateAuthority.create(
+    return CertificateAuthority.create(
         directory / "ca",
         new_provider(directory / "ca-keys"),
         policy=policy,
-        now=utc_now() - timedelta(days=20),
+        now=utc_now() - timedelta(days=created_days_ago),
     )
+
+
+def _broker_tls(authority: CertificateAuthority, directory: Path) -> BrokerTls:
+    """A broker certificate from ``authority`` and the TLS settings that use its CRL."""
     broker_key = ec.generate_private_key(ec.SECP256R1())
     broker_cert = authority.issue(service_csr("127.0.0.1", key=broker_key), Profile.SERVICE)
     broker_chain = _write_chain(
         directory / "broker.crt", authority, broker_cert.public_bytes(serialization.Encoding.PEM)
     )
-    revoked_chain, _ = _issue_node(authority, directory, "robot-revoked")
-    revoked_serial = int(revoked_chain.stem.rsplit("-", 1)[1], 16)
-    authority.revoke(revoked_serial)  # also re-signs the CRL with current dates
-    tls = BrokerTls(
+    return BrokerTls(
         ca_file=authority.store.bundle_file,
         cert_file=broker_chain,
         key_file=_write_key(directory / "broker.key", broker_key),
         crl_file=authority.store.crl_file,
     )
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """A CA created 20 days ago (so a certificate can already have expired), a broker
+    certificate from it, a revoked node certificate and the broker with the CRL."""
+    directory = tmp_path_factory.mktemp("mtls")
+    authority = _fleet_ca(directory, created_days_ago=20)
+    revoked_chain, _ = _issue_node(authority, directory, "robot-revoked")
+    revoked_serial = int(revoked_chain.stem.rsplit("-", 1)[1], 16)
+    authority.revoke(revoked_serial)  # also re-signs the CRL with current dates
+    tls = _broker_tls(authority, directory)
     access = BrokerAccess(users={}, acl_file=FLEET_ACL_FILE)
     with running_mosquitto(access=access, tls=tls) as broker:
         yield Fleet(authority, broker, directory)
@@ -184,3 +196,26 @@ def test_a_server_certificate_is_not_a_client_identity(fleet: Fleet) -> None:
     key_file = _write_key(fleet.directory / "service-as-client.key", key)
     with pytest.raises(MqttError):
         _publish_own_report(_settings(fleet, chain, key_file), "127.0.0.1")
+
+
+def test_a_revocation_takes_effect_when_the_broker_reloads(tmp_path: Path) -> None:
+    """Mosquitto reads crlfile at start and on SIGHUP: revoked while it runs, a node is
+    still let in until the reload, and refused after it."""
+    authority = _fleet_ca(tmp_path)
+    chain, key = _issue_node(authority, tmp_path, "robot-9")
+    access = BrokerAccess(users={}, acl_file=FLEET_ACL_FILE)
+    with running_mosquitto(access=access, tls=_broker_tls(authority, tmp_path)) as broker:
+        fleet = Fleet(authority, broker, tmp_path)
+        _publish_own_report(_settings(fleet, chain, key), "robot-9")
+        authority.revoke(int(chain.stem.rsplit("-", 1)[1], 16))
+        _publish_own_report(_settings(fleet, chain, key), "robot-9")  # CRL not reloaded yet
+        pid_file = broker.log_path.parent / "mosquitto.pid"  # written by the test broker
+        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _publish_own_report(_settings(fleet, chain, key), "robot-9")
+            except MqttError:
+                break
+            assert time.monotonic() < deadline, "the broker still admits a revoked certificate"
+            time.sleep(0.2)
