@@ -129,6 +129,9 @@ def _with_ca(
 
 
 def _init(args: argparse.Namespace, provider: KeyProvider) -> dict[str, object]:
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
     from pydantic import ValidationError
 
     from tensorguard.identity.authority import CertificateAuthority
@@ -158,6 +161,9 @@ def _init(args: argparse.Namespace, provider: KeyProvider) -> dict[str, object]:
         "crl": str(authority.store.crl_file),
         "trust_domain": policy.trust_domain,
         "key_provider": provider.kind,
+        "root_sha256": hashlib.sha256(authority.root.public_bytes(Encoding.DER)).hexdigest(),
+        "audit_log": str(authority.store.audit_file),
+        "audit_key_fingerprint": authority.audit_key.fingerprint(),
     }
 
 

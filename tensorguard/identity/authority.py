@@ -191,7 +191,8 @@ class CertificateAuthority:
         self.root = self.store.read_certificate(self.store.root_file)
         self.intermediate = self.store.read_certificate(self.store.intermediate_file)
         self.ca_name = self.store.read_index().ca_name
-        self.audit = AuditLog(self.store.audit_file, self._pinned_audit_key())
+        self.audit_key = self._pinned_audit_key()
+        self.audit = AuditLog(self.store.audit_file, self.audit_key)
 
     def _pinned_audit_key(self) -> CompositeVerifyKey:
         try:

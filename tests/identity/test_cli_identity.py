@@ -39,6 +39,18 @@ def test_init_issue_revoke(
     )
     assert code == ExitCode.OK
     assert created["trust_domain"] == TRUST_DOMAIN
+    audit_check = [
+        "audit",
+        "verify",
+        "--log",
+        created["audit_log"],
+        "--public-key",
+        str(ca_env / "audit-key.pub"),
+        "--fingerprint",
+        created["audit_key_fingerprint"],
+    ]
+    assert main(audit_check) == ExitCode.OK
+    capsys.readouterr()
     csr = tmp_path / "robot-1.csr.pem"
     csr.write_bytes(node_csr("robot-1"))
     out = tmp_path / "robot-1.crt"
