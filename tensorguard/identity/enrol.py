@@ -167,6 +167,13 @@ def enrol_node(
     except DurableWriteError as exc:
         raise EnrolmentError(str(exc)) from exc
     os.chmod(node_dir, 0o700)
+    if (node_dir / IDENTITY_FILE).exists():
+        enrolled_as, _ = _read_identity(node_dir)
+        if enrolled_as != node_id:
+            raise EnrolmentError(
+                f"{node_dir} holds the keys of node {enrolled_as!r}, not {node_id!r}; use "
+                "another node directory (a node's keys never change owner)"
+            )
     tls_key, tls_generated = _node_tls_key(node_dir, key_type)
     xwing_path = xwing_key_file or node_dir / f"{node_id}.xwing.key"
     xwing_key, xwing_generated = _node_xwing_key(xwing_path)

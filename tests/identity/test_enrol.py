@@ -138,6 +138,8 @@ def test_enrolling_again_reuses_the_keys(tmp_path: Path) -> None:
     assert (first.tls_key_generated, second.tls_key_generated) == (True, False)
     assert second.xwing_key_generated is False
     assert (tmp_path / "node" / "tls.key").read_bytes() == key_before
+    with pytest.raises(EnrolmentError, match="holds the keys of node 'robot-7'"):
+        enrol_node(tmp_path / "node", tmp_path / "outbox", node_id="robot-8")
 
 
 def test_an_outbox_inside_the_node_directory_is_refused(tmp_path: Path) -> None:
