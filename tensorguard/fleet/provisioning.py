@@ -1,10 +1,12 @@
 """Enrol an edge node: its recipient key pair, trust store and agent configuration.
 
 A node holds its X-Wing private key (0600) and a trust store pinning the release
-signing key; the publisher holds only the node's public key. ``provision_edge_node``
-writes all three for one node into a directory, which is how the demo round gives
-its local edge node what ``tensorguard agent run`` needs. In a real fleet the private
-key is generated on the device (or in its TPM/HSM) and only the public key travels.
+signing key; the publisher holds only the node's public key. ``provision_edge_node`` is
+how the demo round gives its local edge node what ``tensorguard agent run`` needs: the
+node's keys are made by the node-side enrolment code
+(:func:`tensorguard.identity.enrol.enrol_node`, as ``tensorguard agent enrol`` does on a
+device) in the node's directory, and only the public key is copied into the recipients
+directory, as an operator would carry it. Real nodes enrol themselves (docs/IDENTITY.md).
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from pathlib import Path
 import yaml
 
 from tensorguard.crypto.composite import CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPrivateKey
-from tensorguard.durable import atomic_write_bytes
+from tensorguard.durable import DurableWriteError, atomic_copy, atomic_write_bytes
 from tensorguard.fleet.errors import FleetError
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.identity.enrol import enrol_node
 from tensorguard.tgsp.trust import TrustStore
 
 PUBLIC_KEY_SUFFIX = ".xwing.pub"
@@ -59,11 +60,14 @@ def provision_edge_node(
             f"edge node {node_id!r} is already enrolled ({public_key_file}); remove its "
             "files first to re-enrol it with a new key"
         )
-    node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     recipients_dir.mkdir(parents=True, exist_ok=True)
-    private_key = XWingPrivateKey.generate()
-    write_key_file(private_key_file, private_key)
-    write_key_file(public_key_file, private_key.public_key())
+    # The node's side: its keys are made in its own directory; public files go out.
+    request = enrol_node(node_dir, node_dir.parent / f"{node_id}.outbox", node_id=node_id)
+    # The operator's side: only the public key reaches the publisher.
+    try:
+        atomic_copy(request.xwing_public_key_file, public_key_file)
+    except DurableWriteError as exc:
+        raise FleetError(f"cannot publish {node_id!r}'s public key: {exc}") from exc
     trust_store_file = node_dir / "trust-store.json"
     TrustStore([release_key], labels={release_key.fingerprint(): "release"}).save(trust_store_file)
     agent_config_file = node_dir / "agent.yaml"
@@ -73,7 +77,7 @@ def provision_edge_node(
         "channels": [channel],
         "state_dir": str(node_dir / "state"),
         "trust_store": str(trust_store_file),
-        "recipient_key_file": str(private_key_file),
+        "recipient_key_file": str(request.xwing_key_file),
         "mqtt": {"host": mqtt_host, "port": mqtt_port},
     }
     atomic_write_bytes(agent_config_file, yaml.safe_dump(agent_config, sort_keys=False).encode())
