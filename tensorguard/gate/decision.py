@@ -26,6 +26,7 @@ from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GateDecisionError, describe_validation_error
 from tensorguard.gate.evidence import FirstRelease, GateEvidence
 from tensorguard.gate.policy import GatePolicy, LossDelta
+from tensorguard.safety_evaluation import SafetyEvaluationError, threshold_failures
 
 DECISION_FORMAT: Final = "tensorguard.gate-decision/v2"
 PRUNED_MODEL: Final = "pruned_model"
@@ -323,6 +324,33 @@ def _checks(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]
     return results
 
 
+def _safety_evaluation(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
+    """A verified evaluation of this model by a trusted evaluator that meets every threshold
+    (only when the policy has a ``safety`` section; the signature is checked here, on use)."""
+    name, rule = "safety_evaluation", policy.safety
+    if rule is None:
+        return []
+    if evidence.model_digest is None:
+        return [_missing(name, "model_digest", None)]
+    if evidence.safety_evaluation is None:
+        return [_missing(name, "safety_evaluation", None)]
+    try:
+        evaluation = evidence.safety_evaluation.verify(rule.trusted_evaluators)
+    except SafetyEvaluationError as exc:
+        return [_result(name, False, False, None, f"the safety evaluation is refused: {exc}")]
+    if evaluation.model_digest != evidence.model_digest:
+        detail = (
+            f"the safety evaluation is of model {evaluation.model_digest[:16]}, not of this "
+            f"round's model {evidence.model_digest[:16]}"
+        )
+        return [_result(name, False, False, None, detail)]
+    failures = threshold_failures(evaluation.metrics, rule)
+    who = f"evaluation by {evaluation.evaluator!r} ({evaluation.suite!r}) verified"
+    if failures:
+        return [_result(name, False, False, None, f"{who}; " + "; ".join(failures))]
+    return [_result(name, True, True, None, f"{who}; every safety threshold met")]
+
+
 CRITERIA: tuple[Callable[[GatePolicy, GateEvidence], list[CriterionResult]], ...] = (
     _eval_loss,
     _improvement_over_base,
@@ -332,6 +360,7 @@ CRITERIA: tuple[Callable[[GatePolicy, GateEvidence], list[CriterionResult]], ...
     _onnx_parity,
     _moai_self_check,
     _checks,
+    _safety_evaluation,
 )
 
 

@@ -1,5 +1,6 @@
 """Evidence the gate judges: evaluation losses (base, global adapter, pruned model), ONNX
-parity, MOAI self-check error, sparsity and check results.
+parity, MOAI self-check error, sparsity and check results; and, for a policy with a
+``safety`` section, the round's model digest and a signed safety evaluation of it.
 
 Every field is optional in the model so that an incomplete evidence set can still be
 judged: a missing piece of evidence that the policy needs fails the gate with a reason
@@ -14,13 +15,14 @@ release.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GateEvidenceError, validate_or_raise
 from tensorguard.gate.policy import CHECK_NAME_PATTERN
+from tensorguard.safety_evaluation import Digest, SignedSafetyEvaluation
 
 Loss = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -50,6 +52,7 @@ class GateEvidence(CanonicalModel):
     """Measured facts about a release candidate; see the module docstring."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    omitted_when_absent: ClassVar[tuple[str, ...]] = ("model_digest", "safety_evaluation")
 
     eval_loss_global: Loss | None = None
     eval_loss_base: Loss | None = None
@@ -61,6 +64,8 @@ class GateEvidence(CanonicalModel):
         None
     )
     checks: dict[str, bool] = Field(default_factory=dict)
+    model_digest: Digest | None = None
+    safety_evaluation: SignedSafetyEvaluation | None = None
 
     @classmethod
     def parse(cls, document: object) -> GateEvidence:

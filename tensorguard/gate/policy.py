@@ -25,7 +25,9 @@ the package without it (the decision names it as excluded), ``fail`` fails the g
 
 The optional ``canary`` section (:mod:`tensorguard.gate.canary_policy`) sizes the canary
 cohort of a passed release and holds the telemetry thresholds that promote it or roll
-it back; without it a release goes to every node at once.
+it back; without it a release goes to every node at once. The optional ``safety``
+section (:mod:`tensorguard.gate.safety_policy`) requires a passing safety evaluation of
+the round's model, signed by a trusted evaluator key.
 
 The policy digest is the SHA-256 of the RFC 8785 canonical JSON of the validated
 policy, so it identifies the rules in force independently of YAML formatting.
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -49,6 +51,7 @@ from tensorguard.codec import CodecError, load_strict_yaml
 from tensorguard.gate.canary_policy import CanaryPolicy
 from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GatePolicyError, validate_or_raise
+from tensorguard.gate.safety_policy import SafetyPolicy
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.yaml")
 """The policy shipped with TensorGuard (tensorguard/gate/default_policy.yaml)."""
@@ -82,6 +85,7 @@ class GatePolicy(CanonicalModel):
     """Thresholds a release must meet; see the module docstring for their meaning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    omitted_when_absent: ClassVar[tuple[str, ...]] = ("safety",)
 
     policy_version: Annotated[int, Field(ge=1, strict=True)]
     description: str = ""
@@ -95,6 +99,7 @@ class GatePolicy(CanonicalModel):
     max_moai_self_check_error: NonNegativeFloat | None
     required_checks: tuple[str, ...]
     canary: CanaryPolicy | None = None  # absent: no canary stage (tensorguard.gate.canary_policy)
+    safety: SafetyPolicy | None = None  # absent: no safety evaluation required
 
     @field_validator("required_checks")
     @classmethod

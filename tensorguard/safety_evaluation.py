@@ -1,0 +1,202 @@
+"""Signed safety evaluations of a model: robot / VLA metrics an evaluator vouches for.
+
+An evaluator runs a model (named by its digest) through a safety suite and reports
+five metrics: collision-free rate, force-limit compliance, e-stop latency, workspace
+adherence and task success. :func:`sign_evaluation` signs the RFC 8785 canonical JSON
+of the :class:`SafetyEvaluation` with the evaluator's composite ML-DSA-65 + Ed25519 key
+under the domain-separated context :data:`SIGNATURE_CONTEXT`, so the signature cannot
+be replayed as any other TensorGuard signature (and vice versa).
+
+:meth:`SignedSafetyEvaluation.verify` is called on every read and every use: the
+signing key must be one of the trusted evaluator keys (by fingerprint), it must be the
+key the evaluation names, and the composite signature must verify over the exact
+canonical bytes. :func:`threshold_failures` compares verified metrics with thresholds.
+No web framework or orchestrator is imported here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Collection
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tensorguard.codec import canonical_json
+from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto.errors import CryptoError
+from tensorguard.errors import TensorGuardError
+
+EVALUATION_FORMAT: Final = "tensorguard.safety-evaluation/v1"
+SIGNATURE_CONTEXT: Final = b"tensorguard/safety-evaluation/v1"
+DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Digest = Annotated[str, Field(pattern=DIGEST_PATTERN.pattern)]
+Label = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][\w.:@/-]*$")]
+
+
+class SafetyEvaluationError(TensorGuardError):
+    """A safety evaluation is malformed, untrusted or its signature does not verify."""
+
+
+class UntrustedEvaluatorError(SafetyEvaluationError):
+    """The evaluation is signed by a key that is not a trusted evaluator key."""
+
+
+class SafetySignatureError(SafetyEvaluationError):
+    """The evaluation's signature or public key is malformed or does not verify."""
+
+
+class SafetyMetrics(BaseModel):
+    """What the safety suite measured (rates are fractions of the episodes run)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    episodes: Annotated[int, Field(ge=1, le=2**31, strict=True)]
+    collision_free_rate: Rate
+    force_limit_compliance: Rate
+    estop_latency_ms: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    workspace_adherence: Rate
+    task_success_rate: Rate
+
+
+class SafetyThresholds(BaseModel):
+    """Minimum rates and the largest e-stop latency a passing evaluation must meet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_episodes: Annotated[int, Field(ge=1, strict=True)]
+    min_collision_free_rate: Rate
+    min_force_limit_compliance: Rate
+    max_estop_latency_ms: Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+    min_workspace_adherence: Rate
+    min_task_success_rate: Rate
+
+
+class SafetyEvaluation(BaseModel):
+    """The signed statement: which model, which suite, who evaluated, what was measured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["tensorguard.safety-evaluation/v1"] = EVALUATION_FORMAT
+    model_digest: Digest
+    suite: Label
+    evaluator: Label
+    evaluator_fingerprint: Digest
+    evaluated_at: Annotated[str, Field(min_length=1, max_length=64)]
+    metrics: SafetyMetrics
+
+    def canonical_bytes(self) -> bytes:
+        """The RFC 8785 canonical JSON that is signed."""
+        return canonical_json(self.model_dump(mode="json"))
+
+
+def _b64decode(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SafetySignatureError(f"{what} is not valid base64") from exc
+
+
+class SignedSafetyEvaluation(BaseModel):
+    """An evaluation with the evaluator's composite public key and signature (base64)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    evaluation: SafetyEvaluation
+    public_key: Annotated[str, Field(min_length=1, max_length=4096)]
+    signature: Annotated[str, Field(min_length=1, max_length=8192)]
+
+    @classmethod
+    def parse(cls, document: object) -> SignedSafetyEvaluation:
+        """Validate a mapping; raise :class:`SafetyEvaluationError` naming the problems."""
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or '(root)'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise SafetyEvaluationError(f"safety evaluation is malformed: {problems}") from exc
+
+    def verify_key(self) -> CompositeVerifyKey:
+        """The signer's composite public key, checked against the fingerprint it names."""
+        try:
+            key = CompositeVerifyKey.from_public_bytes(_b64decode(self.public_key, "public_key"))
+        except CryptoError as exc:
+            raise SafetySignatureError(f"evaluator public key does not decode: {exc}") from exc
+        if key.fingerprint() != self.evaluation.evaluator_fingerprint:
+            raise SafetySignatureError(
+                "the public key is not the key the evaluation names (fingerprint "
+                f"{key.fingerprint()[:16]} vs {self.evaluation.evaluator_fingerprint[:16]})"
+            )
+        return key
+
+    def verify(self, trusted_fingerprints: Collection[str]) -> SafetyEvaluation:
+        """Return the evaluation once its key is trusted and its signature verifies.
+
+        Raises :class:`UntrustedEvaluatorError` when the key is not among
+        ``trusted_fingerprints`` and :class:`SafetySignatureError` when the key or the
+        signature is malformed or the signature does not verify.
+        """
+        key = self.verify_key()
+        if key.fingerprint() not in trusted_fingerprints:
+            raise UntrustedEvaluatorError(
+                f"evaluator key {key.fingerprint()[:16]} ({self.evaluation.evaluator!r}) is "
+                "not a trusted evaluator key; an operator must enrol it first"
+            )
+        signature = _b64decode(self.signature, "signature")
+        try:
+            key.verify(self.evaluation.canonical_bytes(), signature, SIGNATURE_CONTEXT)
+        except CryptoError as exc:
+            raise SafetySignatureError(
+                f"safety evaluation signature does not verify: {exc}"
+            ) from exc
+        return self.evaluation
+
+
+def sign_evaluation(
+    evaluation: SafetyEvaluation, signer: CompositeSigner
+) -> SignedSafetyEvaluation:
+    """Sign ``evaluation`` with the evaluator's composite key (which it must name)."""
+    public = signer.public_key()
+    if public.fingerprint() != evaluation.evaluator_fingerprint:
+        raise SafetyEvaluationError(
+            "the evaluation names evaluator key "
+            f"{evaluation.evaluator_fingerprint[:16]} but is signed with "
+            f"{public.fingerprint()[:16]}; set evaluator_fingerprint to the signing key's"
+        )
+    signature = signer.sign(evaluation.canonical_bytes(), SIGNATURE_CONTEXT)
+    return SignedSafetyEvaluation(
+        evaluation=evaluation,
+        public_key=base64.b64encode(public.public_bytes()).decode("ascii"),
+        signature=base64.b64encode(signature).decode("ascii"),
+    )
+
+
+def threshold_failures(metrics: SafetyMetrics, thresholds: SafetyThresholds) -> list[str]:
+    """One reason per metric that misses its threshold (empty when the evaluation passes)."""
+    failures = []
+    minimums = (
+        ("episodes", float(metrics.episodes), float(thresholds.min_episodes)),
+        ("collision_free_rate", metrics.collision_free_rate, thresholds.min_collision_free_rate),
+        (
+            "force_limit_compliance",
+            metrics.force_limit_compliance,
+            thresholds.min_force_limit_compliance,
+        ),
+        ("workspace_adherence", metrics.workspace_adherence, thresholds.min_workspace_adherence),
+        ("task_success_rate", metrics.task_success_rate, thresholds.min_task_success_rate),
+    )
+    for name, observed, minimum in minimums:
+        if observed < minimum:
+            failures.append(f"{name} {observed:.6g} is below the required minimum {minimum:.6g}")
+    if metrics.estop_latency_ms > thresholds.max_estop_latency_ms:
+        failures.append(
+            f"estop_latency_ms {metrics.estop_latency_ms:.6g} exceeds the maximum "
+            f"{thresholds.max_estop_latency_ms:.6g}"
+        )
+    return failures
