@@ -217,9 +217,9 @@ def load_passed_decision(path: Path) -> GateDecision:
 
 
 def next_version(registry: LocalRegistry, channel: str) -> int:
-    """The version the next release of ``channel`` gets: one above the latest, from 1."""
-    latest = registry.latest(channel)
-    return 1 if latest is None else latest.version + 1
+    """The version the next release of ``channel`` gets: one above the highest (archived
+    backfills included), from 1."""
+    return registry.highest_version(channel) + 1
 
 
 def shipped_contents(contents: Mapping[str, Path], decision: GateDecision) -> dict[str, Path]:
@@ -389,7 +389,10 @@ def publish_release(
 
     The package must verify against ``trust_store`` for ``channel`` and its signed
     header must name ``decision`` (its digest); the registry then refuses any version
-    not above the channel's latest.
+    not above the channel's highest. The registry records the round named in the signed
+    header; a round older than the round of the channel's latest release (a backfill)
+    is published as an archived entry that never becomes the latest
+    (``record.archived``) and that :func:`record_and_announce` does not announce.
     """
     require_passed(decision)
     policy = VerificationPolicy(expected_channel=channel)
@@ -400,7 +403,9 @@ def publish_release(
             f"package {package_path} names gate decision {release.gate_decision_digest} but "
             f"this round's decision is {decision.digest()}; rebuild the package"
         )
-    return registry.publish(package_path, channel, release.version, metadata=dict(metadata))
+    return registry.publish(
+        package_path, channel, release.version, metadata=dict(metadata), round_id=release.round_id
+    )
 
 
 def record_and_announce(
@@ -415,7 +420,8 @@ def record_and_announce(
     service_url: str | None = None,
 ) -> str | None:
     """Record a published release in the application database and announce it to the
-    fleet (retained, QoS 1); return the MQTT topic, or ``None`` when no broker is set.
+    fleet (retained, QoS 1); return the MQTT topic, or ``None`` when no broker is set or
+    the release is an archived backfill (``record.archived``: never offered as an upgrade).
 
     With ``service_url`` (``TG_FLEET_SERVICE_URL``) the location recorded and announced
     is the package's download URL on that fleet service, else the registry's file URI."""
@@ -430,7 +436,7 @@ def record_and_announce(
         )
     finally:
         database.close()
-    if mqtt is None:
+    if mqtt is None or record.archived:
         return None
     announcement = announcement_for(
         registry,

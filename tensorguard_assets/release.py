@@ -418,8 +418,10 @@ def release(
 ) -> MaterializeResult:
     """Publication: the package is copied atomically into the registry (monotonic
     version per channel), recorded in the application database, and announced to the
-    fleet over MQTT (retained, QoS 1). Only a round whose gate passed gets here, and
-    only a package that verifies against the release key and names that decision."""
+    fleet over MQTT (retained, QoS 1). A backfilled round older than the channel's
+    latest release is published as an archived entry: not the latest, not announced.
+    Only a round whose gate passed gets here, and only a package that verifies against
+    the release key and names that decision."""
     round_key = context.partition_key
     package_path, _ = verified_upstream_path(context, "tgsp_package", round_key)
     decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
@@ -454,7 +456,15 @@ def release(
             service_url=fleet.service_url or None,
         )
     location = package_location(fleet.registry, record, fleet.service_url or None)
-    if topic is None:
+    latest = fleet.registry.latest(fleet.channel)
+    if record.archived and latest is not None:
+        topic = (
+            f"not announced: round {round_key} is older than round {latest.round_id} of "
+            f"the channel's latest release v{latest.version}, so v{record.version} is an "
+            "archived entry, never the channel's latest"
+        )
+        context.log.warning(f"backfill: release v{record.version} {topic}")
+    elif topic is None:
         topic = "not announced: no broker configured (set TG_MQTT_HOST)"
         context.log.warning(f"release v{record.version} published but {topic}")
     context.log.info(f"published {fleet.channel} v{record.version} at {location}")
@@ -465,6 +475,9 @@ def release(
             "digest": MetadataValue.text(record.digest),
             "version": MetadataValue.int(record.version),
             "channel": MetadataValue.text(record.channel),
+            "round": MetadataValue.text(round_key),
+            "archived": MetadataValue.bool(record.archived),
+            "channel_latest_version": MetadataValue.int(latest.version if latest else 0),
             "fleet": MetadataValue.text(fleet.fleet),
             "mqtt_topic": MetadataValue.text(topic),
             "verify_command": MetadataValue.text(

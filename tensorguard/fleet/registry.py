@@ -14,14 +14,20 @@ publish (temporary files, a package file the index does not list) are removed by
 :meth:`LocalRegistry.recover`, which every publish runs first under the lock.
 
 Versions are integers and strictly increase per channel: publishing a version equal
-to or lower than the channel's latest is refused.
+to or lower than the channel's highest is refused.
+
+Each release records the round it carries. A release of a round older than the round
+of the channel's latest release (a backfill) is published as an *archived* entry: it
+gets the next version and stays downloadable, but it never becomes the channel's
+:meth:`LocalRegistry.latest` and is not announced to the fleet. Round ids compare as
+text; the pipeline's round ids are ISO-8601 dates, whose text order is their time order.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +71,8 @@ class ReleaseRecord(BaseModel):
     published_at: datetime
     path: str
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    round_id: str | None = None
+    archived: bool = False
 
 
 class RegistryIndex(BaseModel):
@@ -74,6 +82,22 @@ class RegistryIndex(BaseModel):
 
     format: Literal["tensorguard.registry-index/v1"] = INDEX_FORMAT
     channels: dict[str, tuple[ReleaseRecord, ...]] = Field(default_factory=dict)
+
+
+def _latest_of(releases: Sequence[ReleaseRecord]) -> ReleaseRecord | None:
+    """The highest-version record of ``releases`` (version order) that is not archived."""
+    return next((record for record in reversed(releases) if not record.archived), None)
+
+
+def is_backfill(round_id: str | None, latest: ReleaseRecord | None) -> bool:
+    """True when ``round_id`` is older than the round of the channel's ``latest`` release
+    (so publishing it must not make it the latest); False when either round is unknown."""
+    return (
+        round_id is not None
+        and latest is not None
+        and latest.round_id is not None
+        and round_id < latest.round_id
+    )
 
 
 class LocalRegistry:
@@ -119,9 +143,14 @@ class LocalRegistry:
         return list(self.read_index().channels.get(channel, ()))
 
     def latest(self, channel: str) -> ReleaseRecord | None:
-        """The highest-version release on ``channel``, or None if there is none."""
+        """The channel's latest release: its highest-version entry that is not archived
+        (an archived entry is a backfilled older round), or None if there is none."""
+        return _latest_of(self.releases(channel))
+
+    def highest_version(self, channel: str) -> int:
+        """The highest version on ``channel``, archived entries included (0 if none)."""
         releases = self.releases(channel)
-        return releases[-1] if releases else None
+        return releases[-1].version if releases else 0
 
     def package_path(self, record: ReleaseRecord) -> Path:
         """Absolute path of a release's package file."""
@@ -153,12 +182,17 @@ class LocalRegistry:
         channel: str,
         version: int,
         metadata: Mapping[str, JsonValue] | None = None,
+        *,
+        round_id: str | None = None,
     ) -> ReleaseRecord:
         """Publish ``package_path`` as ``version`` on ``channel``; return its record.
 
         Raises :class:`ReleaseVersionError` unless ``version`` exceeds the channel's
-        latest version. The package file is copied (never moved), hashed while copied,
-        and made durable before the index names it.
+        highest version. ``round_id`` is the round the package carries: when it is
+        older than the round of the channel's latest release, the record is
+        ``archived`` (see the module docstring); the decision is taken under the
+        publishers' lock. The package file is copied (never moved), hashed while
+        copied, and made durable before the index names it.
         """
         validate_name("channel", channel)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -195,6 +229,8 @@ class LocalRegistry:
                 published_at=datetime.now(UTC),
                 path=relative,
                 metadata=dict(metadata or {}),
+                round_id=round_id,
+                archived=is_backfill(round_id, _latest_of(existing)),
             )
             channels = dict(index.channels)
             channels[channel] = (*existing, record)

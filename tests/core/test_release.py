@@ -12,7 +12,8 @@ import pytest
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.digest import sha256_path
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
-from tensorguard.fleet.errors import ReleaseVersionError
+from tensorguard.fleet.errors import MqttError, ReleaseVersionError
+from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.gate import (
     PRUNED_MODEL,
@@ -46,6 +47,7 @@ from tensorguard.tgsp import (
     inspect_package,
     open_package,
 )
+from tests.services.process import free_port
 
 CHANNEL = "stable"
 FLEET = "release-tests"
@@ -116,7 +118,9 @@ def failed() -> GateDecision:
     return decision
 
 
-def candidate_for(tmp_path: Path, decision: GateDecision) -> ReleaseCandidate:
+def candidate_for(
+    tmp_path: Path, decision: GateDecision, round_id: str = "2026-11-20"
+) -> ReleaseCandidate:
     adapter = tmp_path / "artifacts" / "global_adapter"
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text('{"r": 8}')
@@ -129,7 +133,7 @@ def candidate_for(tmp_path: Path, decision: GateDecision) -> ReleaseCandidate:
     decision_file = tmp_path / "artifacts" / DECISION_FILE
     decision_file.write_bytes(decision.canonical_json())
     return ReleaseCandidate(
-        round_id="2026-11-20",
+        round_id=round_id,
         contents={
             "global_adapter": adapter,
             PRUNED_MODEL: pruned,
@@ -143,9 +147,13 @@ def candidate_for(tmp_path: Path, decision: GateDecision) -> ReleaseCandidate:
 
 
 def build(
-    tmp_path: Path, keys: ReleaseKeys, decision: GateDecision, registry: LocalRegistry
+    tmp_path: Path,
+    keys: ReleaseKeys,
+    decision: GateDecision,
+    registry: LocalRegistry,
+    round_id: str = "2026-11-20",
 ) -> tuple[ReleaseCandidate, Path, int]:
-    candidate = candidate_for(tmp_path, decision)
+    candidate = candidate_for(tmp_path, decision, round_id)
     package = build_release_package(
         candidate,
         tmp_path / "package",
@@ -431,6 +439,50 @@ def test_publication_versions_increase_and_metadata_is_recorded(
     # Re-publishing an old package is refused by the registry's monotonic versions.
     with pytest.raises(ReleaseVersionError):
         publish(registry, package, passed, keys.signer)
+
+
+def test_a_backfilled_older_round_is_archived_never_latest_nor_announced(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    published: dict[str, ReleaseRecord] = {}
+    rounds = ("2026-12-01", "2026-11-30", "2026-12-02")  # the middle one is a backfill
+    for round_id in rounds:
+        _, package, _ = build(tmp_path / round_id, keys, passed, registry, round_id)
+        published[round_id] = publish(registry, package, passed, keys.signer)
+        assert registry.latest(CHANNEL) == published[max(published)]
+    newer, backfill, newest = (published[r] for r in rounds)
+    # Recorded from the package's signed header; versions still strictly increase.
+    assert tuple(r.round_id for r in registry.releases(CHANNEL)) == rounds
+    assert [newer.version, backfill.version, newest.version] == [1, 2, 3]
+    assert (newer.archived, backfill.archived, newest.archived) == (False, True, False)
+    assert next_version(registry, CHANNEL) == 4
+    # A broker nobody listens on: announcing would raise MqttError, skipping returns None.
+    url = sqlite_url(tmp_path / "fleet.db")
+    migrate(url)
+    unreachable = MqttSettings(port=free_port(), timeout_s=1)
+    assert (
+        record_and_announce(
+            registry,
+            backfill,
+            database_url=url,
+            fleet=FLEET,
+            mqtt=unreachable,
+            decision=passed,
+            actor="test",
+        )
+        is None
+    )
+    with pytest.raises(MqttError):
+        record_and_announce(
+            registry,
+            newest,
+            database_url=url,
+            fleet=FLEET,
+            mqtt=unreachable,
+            decision=passed,
+            actor="test",
+        )
 
 
 def test_a_failed_gate_publishes_nothing(
