@@ -44,7 +44,9 @@ from tensorguard.gate import (
     evaluate_gate,
     load_policy,
 )
+from tensorguard.model_card import MODEL_CARD_FILE, RoundFacts, render_model_card
 from tensorguard.tgsp import (
+    FileEntry,
     ModelIdentity,
     ReleaseInfo,
     TrustStore,
@@ -249,13 +251,15 @@ def stage_release(contents: Mapping[str, Path], staging: Path) -> Path:
 
 @dataclass(frozen=True)
 class ReleaseCandidate:
-    """What one round releases: its artifacts, identities and passed gate decision."""
+    """What one round releases: its artifacts, identities and passed gate decision, and
+    the round's facts for the model card (``None``: the card says they were not recorded)."""
 
     round_id: str
     contents: Mapping[str, Path]
     adapter_digest: str
     base_model_digest: str
     decision: GateDecision
+    round_facts: RoundFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,10 @@ class PackagedRelease:
     files: int
     signer_fingerprint: str
     verification_error: str | None
+    manifest: tuple[FileEntry, ...] = ()
+    created_at: int = 0
+    expires_at: int = 0
+    model_card: str = ""
 
     @property
     def verified(self) -> bool:
@@ -290,7 +298,10 @@ def build_release_package(
     """Stage the candidate's artifacts and build the channel's next TGSP package.
 
     Refuses a failed decision and an empty recipient list. Artifacts the decision
-    excluded are left out (:func:`shipped_contents`). The package's version is
+    excluded are left out (:func:`shipped_contents`); a model card
+    (:data:`~tensorguard.model_card.MODEL_CARD_FILE`, from the release info, the
+    decision and ``candidate.round_facts``) is added, so the signed manifest lists it.
+    The package's version is
     the registry's next one for ``channel``; its signed header names the round, the
     model identities and the gate decision digest. The result is re-verified against a
     trust store pinning ``signer`` (the verdict is reported, not raised, so the
@@ -301,29 +312,30 @@ def build_release_package(
         raise ReleaseError("a release package needs at least one enrolled edge node")
     if validity_days < 1:
         raise ReleaseError(f"validity_days must be at least 1, got {validity_days}")
+    if MODEL_CARD_FILE in candidate.contents:
+        raise ReleaseError(f"{MODEL_CARD_FILE} is written by the release; do not pass one in")
     version = next_version(registry, channel)
+    created = int(time.time()) if now is None else now
+    release = ReleaseInfo(
+        channel=channel,
+        version=version,
+        created_at=created,
+        expires_at=created + validity_days * SECONDS_PER_DAY,
+        model=ModelIdentity(MODEL_NAME, candidate.adapter_digest),
+        base_model=ModelIdentity(BASE_MODEL_NAME, candidate.base_model_digest),
+        round_id=candidate.round_id,
+        gate_decision_digest=candidate.decision.digest(),
+    )
+    model_card = render_model_card(release, candidate.decision, candidate.round_facts)
     staging = stage_release(
         shipped_contents(candidate.contents, candidate.decision), out_dir / STAGING_DIR
     )
+    (staging / MODEL_CARD_FILE).write_text(model_card, encoding="utf-8")
     package_path = out_dir / PACKAGE_FILE
     package_path.unlink(missing_ok=True)
-    created = int(time.time()) if now is None else now
     try:
         result = build_package(
-            staging,
-            package_path,
-            signer=signer,
-            recipients=list(recipients),
-            release=ReleaseInfo(
-                channel=channel,
-                version=version,
-                created_at=created,
-                expires_at=created + validity_days * SECONDS_PER_DAY,
-                model=ModelIdentity(MODEL_NAME, candidate.adapter_digest),
-                base_model=ModelIdentity(BASE_MODEL_NAME, candidate.base_model_digest),
-                round_id=candidate.round_id,
-                gate_decision_digest=candidate.decision.digest(),
-            ),
+            staging, package_path, signer=signer, recipients=list(recipients), release=release
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -344,6 +356,10 @@ def build_release_package(
         files=len(result.header.files),
         signer_fingerprint=signer.public_key().fingerprint(),
         verification_error=verification_error,
+        manifest=tuple(result.header.files),
+        created_at=release.created_at,
+        expires_at=release.expires_at,
+        model_card=model_card,
     )
 
 

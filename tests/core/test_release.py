@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.digest import sha256_path
+from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.server_optimizer import ServerOptimizerRule
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.errors import MqttError, ReleaseVersionError
 from tensorguard.fleet.mqtt import MqttSettings
@@ -22,10 +26,12 @@ from tensorguard.gate import (
     GateEvidence,
     PreviousRelease,
 )
+from tensorguard.model_card import MODEL_CARD_FILE, RoundFacts, TrainingSettings
 from tensorguard.release import (
     DECISION_FILE,
     REPORT_FILE,
     LastReleaseComparison,
+    PackagedRelease,
     ReleaseBlockedError,
     ReleaseCandidate,
     ReleaseError,
@@ -46,6 +52,7 @@ from tensorguard.tgsp import (
     UnknownSignerError,
     inspect_package,
     open_package,
+    verify_package,
 )
 from tests.services.process import free_port
 
@@ -560,3 +567,127 @@ def test_gate_evidence_feeds_checks_through_unchanged() -> None:
     assert evidence.eval_loss_pruned == 2.04
     assert evidence.moai_self_check_max_abs_error is None
     assert evidence.checks == {}
+
+
+# --- the model card ---------------------------------------------------------------------
+
+SITES = ("hospital-north", "clinic-south", "lab-east")
+
+
+def round_facts(*, disclose_site_ids: bool = False) -> RoundFacts:
+    reference = {
+        "base.layers.0.q_proj.lora_A.default.weight": torch.zeros(4, 16),
+        "base.layers.0.q_proj.lora_B.default.weight": torch.zeros(16, 4),
+        "base.layers.0.v_proj.lora_A.default.weight": torch.zeros(4, 16),
+        "base.layers.0.v_proj.lora_B.default.weight": torch.zeros(16, 4),
+    }
+    spec = RoundSpec.from_reference(
+        round_id="2026-11-20",
+        base_model_digest="cd" * 32,
+        reference=reference,
+        max_site_weight=100.0,
+        min_sites=3,
+        clip_norm=1.0,
+        frozen_lora_a=True,
+        server_optimizer=ServerOptimizerRule(name="fedadam", learning_rate=0.5),
+    )
+    return RoundFacts(
+        site_ids=SITES,
+        training=TrainingSettings.from_round_spec(spec, local_steps=7),
+        disclose_site_ids=disclose_site_ids,
+    )
+
+
+def build_with_card(
+    tmp_path: Path, keys: ReleaseKeys, decision: GateDecision, facts: RoundFacts | None
+) -> PackagedRelease:
+    candidate = dataclasses.replace(candidate_for(tmp_path, decision), round_facts=facts)
+    package = build_release_package(
+        candidate,
+        tmp_path / "package",
+        signer=keys.signer,
+        recipients=[keys.node.public_key()],
+        registry=LocalRegistry(tmp_path / "registry"),
+        channel=CHANNEL,
+        validity_days=30,
+    )
+    assert package.verified, package.verification_error
+    return package
+
+
+def table_rows(card: str) -> dict[str, list[str]]:
+    """Markdown table rows of ``card`` by their first cell."""
+    rows = [line.strip("|").split("|") for line in card.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows}
+
+
+def test_the_model_card_is_in_the_package_and_covered_by_the_signature(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    package = build_with_card(tmp_path, keys, passed, round_facts())
+    header = inspect_package(package.path).header
+    [entry] = [e for e in header.files if e.path == MODEL_CARD_FILE]
+    assert entry in package.manifest
+    opened = opened_package(tmp_path, keys, package.path)
+    card = (opened / MODEL_CARD_FILE).read_text(encoding="utf-8")
+    assert card == package.model_card
+    assert entry.sha256 == sha256_path(opened / MODEL_CARD_FILE)
+    # The card's digest sits in the signed header: changing it breaks the signature.
+    data = package.path.read_bytes()
+    assert data.count(entry.sha256.encode()) == 1
+    forged = "0" * 64 if entry.sha256 != "0" * 64 else "1" * 64
+    package.path.write_bytes(data.replace(entry.sha256.encode(), forged.encode()))
+    with pytest.raises(PackageSignatureError):
+        verify_package(package.path, TrustStore([keys.signer.public_key()]))
+
+
+def test_the_model_card_states_every_gate_metric_of_its_decision(
+    tmp_path: Path, keys: ReleaseKeys
+) -> None:
+    decision = decision_for(report(global_loss=2.0, pruned_loss=2.5))  # pruned excluded
+    assert decision.passed
+    assert decision.excluded == (PRUNED_MODEL,)
+    package = build_with_card(tmp_path, keys, decision, round_facts())
+    rows = table_rows(package.model_card)
+    assert len(decision.criteria) > 5
+    for criterion in decision.criteria:
+        measured, threshold, status, blocking = rows[criterion.name]
+        assert status == criterion.status
+        assert blocking == ("yes" if criterion.blocking else "no")
+        if isinstance(criterion.observed, bool):
+            assert measured == ("yes" if criterion.observed else "no")
+        elif criterion.observed is not None:
+            assert float(measured) == pytest.approx(criterion.observed, rel=1e-5)
+        if criterion.threshold is not None:
+            assert float(threshold) == pytest.approx(criterion.threshold, rel=1e-5)
+    assert decision.policy_digest in package.model_card
+    assert f"v{decision.policy_version}" in package.model_card
+    assert decision.digest() in package.model_card
+    excluded = [c for c in decision.criteria if c.status == "excluded"]
+    assert excluded
+    assert all(c.reason in package.model_card for c in excluded)
+    header = inspect_package(package.path).header
+    assert header.release.base_model is not None
+    assert header.release.base_model.digest in package.model_card
+    assert rows["round"] == [header.release.round_id]
+
+
+def test_the_model_card_states_the_training_settings_of_the_signed_spec() -> None:
+    facts = round_facts()
+    assert facts.training is not None
+    training = facts.training
+    assert (training.lora_ranks, training.lora_targets) == ((4,), ("q_proj", "v_proj"))
+    assert training.lora_aggregation == "frozen_a"
+    assert training.trained_parameters == 2 * 16 * 4  # only the B factors are sent
+    assert (training.server_optimizer, training.server_learning_rate) == ("fedadam", 0.5)
+
+
+@pytest.mark.parametrize("disclose", [False, True])
+def test_site_ids_appear_on_the_card_only_when_allowed(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision, disclose: bool
+) -> None:
+    package = build_with_card(tmp_path, keys, passed, round_facts(disclose_site_ids=disclose))
+    card = package.model_card
+    assert table_rows(card)["contributing sites"][0].startswith(str(len(SITES)))
+    for site in SITES:
+        assert (site in card) is disclose
