@@ -22,7 +22,8 @@ code  name                   meaning
                              ``TG_KEY_MASTER``, altered or misplaced file), or the
                              identity audit log (entry removed, reordered, altered)
 8     POLICY                 policy refusal: expired, not yet valid, wrong channel, below
-                             the high-water mark; a CSR the CA's issuance policy refuses
+                             the high-water mark; a CSR the CA's issuance policy refuses;
+                             ``identity check``: a certificate expires within the window
 9     RECIPIENT              not a recipient, or the data key does not unwrap
 10    UNSAFE_PATH            unsafe path (absolute, ``..``, link, device, duplicate, case
                              collision)
@@ -82,6 +83,7 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
     from tensorguard.identity.audit import AuditError
     from tensorguard.identity.errors import (
         CertificateAuthorityError,
+        CertificateExpiryError,
         CertificateRequestError,
         IssuancePolicyError,
     )
@@ -128,6 +130,7 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
         (CertificateRequestError, ExitCode.INPUT),
         (CertificateAuthorityError, ExitCode.INPUT),
         (IssuancePolicyError, ExitCode.POLICY),
+        (CertificateExpiryError, ExitCode.POLICY),
         (ConfigurationError, ExitCode.CONFIG),
     )
 

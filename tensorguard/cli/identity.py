@@ -1,4 +1,4 @@
-"""``tensorguard identity init|issue|revoke|list|crl``: the fleet's private CA (operator side).
+"""``tensorguard identity init|issue|revoke|list|check|crl``: the fleet CA (operator side).
 
 The CA's root and intermediate keys live in the key provider that ``TG_KEY_PROVIDER``
 selects (sealed records, see docs/IDENTITY.md); the CA directory (``--ca-dir``) holds
@@ -38,7 +38,7 @@ REVOCATION_REASONS = (
 def add_identity_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    """Register ``identity init|issue|revoke|list|crl``; each sets ``args.handler``."""
+    """Register ``identity init|issue|revoke|list|check|crl``; each sets ``args.handler``."""
     identity = subparsers.add_parser(
         "identity",
         help="fleet private CA: create it, issue node/service certificates, revoke",
@@ -89,6 +89,13 @@ def add_identity_commands(
         "--all", action="store_true", help="include revoked and expired certificates"
     )
     listing.set_defaults(handler=reporting_errors("identity list", _with_ca(_list)))
+
+    check = commands.add_parser(
+        "check", help="fail (exit 8) when an endpoint's certificate expires within N days"
+    )
+    _ca_dir(check)
+    check.add_argument("--within-days", type=float, default=7.0, help="threshold (default 7)")
+    check.set_defaults(handler=reporting_errors("identity check", _with_ca(_check)))
 
     crl = commands.add_parser("crl", help="re-sign the CRL with fresh dates")
     _ca_dir(crl)
@@ -227,6 +234,25 @@ def _list(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str
         if args.all or record.is_current(now)
     ]
     return {"issuer": authority.intermediate.subject.rfc4514_string(), "certificates": certificates}
+
+
+def _check(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    from tensorguard.identity.authority import utc_now
+    from tensorguard.identity.errors import CertificateExpiryError
+    from tensorguard.identity.inventory import endpoint_inventory, expiring_within
+
+    inventory = endpoint_inventory(
+        authority.records(), issuer=authority.intermediate.subject.rfc4514_string(), now=utc_now()
+    )
+    due = expiring_within(inventory, args.within_days)
+    if due:
+        listing = ", ".join(f"{e.profile.value} {e.endpoint} ({e.days_left} days)" for e in due)
+        raise CertificateExpiryError(
+            f"{len(due)} endpoint certificate(s) expire within {args.within_days} days or "
+            f"have expired: {listing}; renew them (`tensorguard agent enrol` on the node, "
+            "then `tensorguard identity issue`)"
+        )
+    return {"endpoints": len(inventory), "within_days": args.within_days, "expiring": 0}
 
 
 def _crl(_args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:

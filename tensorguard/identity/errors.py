@@ -22,6 +22,10 @@ class CertificateAuthorityError(IdentityError):
     """The CA directory is missing, damaged, or does not match the keys in the provider."""
 
 
+class CertificateExpiryError(IdentityError):
+    """An endpoint's certificate expires within the checked window (or has expired)."""
+
+
 class RevocationError(IdentityError):
     """A revocation cannot be recorded (unknown serial, already revoked)."""
 
