@@ -7,7 +7,10 @@
 * ``audit_log``: an append-only record of who did what to which subject;
 * ``node_credentials``, ``request_nonces``, ``telemetry_samples``, ``revoked_tokens``: the
   fleet service's enrolled node keys and cohorts, used signed-request nonces, posted
-  telemetry, and tokens revoked before their expiry.
+  telemetry, and tokens revoked before their expiry;
+* ``evaluators``, ``safety_evaluations``: operator-enrolled evaluator keys and the signed
+  safety evaluations they submitted (stored with the signature, verified on every read);
+* ``connectors``: integration connectors, their credentials sealed, and ``last_seen``.
 
 The schema is created and evolved only by the Alembic migrations in
 ``tensorguard/fleet/migrations`` (see :func:`tensorguard.fleet.db.migrate`); a test
@@ -22,6 +25,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -217,3 +221,49 @@ class RevokedToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     revoked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     revoked_by: Mapped[str] = mapped_column(String(128))
+
+
+class EvaluatorKey(Base):
+    """A safety evaluator's composite public key, trusted once an operator enrolled it."""
+
+    __tablename__ = "evaluators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(DIGEST_LENGTH), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    enrolled_by: Mapped[str] = mapped_column(String(128))
+
+
+class SafetyEvaluationRow(Base):
+    """A signed safety evaluation, stored exactly as signed (document and signature)."""
+
+    __tablename__ = "safety_evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), index=True)
+    evaluator_pk: Mapped[int] = mapped_column(ForeignKey("evaluators.id", ondelete="RESTRICT"))
+    document: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    submitted_by: Mapped[str] = mapped_column(String(128))
+
+
+class ConnectorRow(Base):
+    """An integration connector: kind, public settings, sealed credentials, health."""
+
+    __tablename__ = "connectors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    kind: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sealed_credentials: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    created_by: Mapped[str] = mapped_column(String(128))
+    last_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_detail: Mapped[str | None] = mapped_column(Text)
+    healthy: Mapped[bool] = mapped_column(Boolean, default=False)

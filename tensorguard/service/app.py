@@ -3,9 +3,10 @@
 Only ``/healthz`` and ``/readyz`` answer without credentials; every other route
 depends on :mod:`tensorguard.service.auth`. Domain errors become JSON ``{"detail": ...}``
 responses here, in one place: authentication 401 (with ``WWW-Authenticate``),
-authorisation 403, an invalid token to revoke 400, unknown node or release 404,
-repeated enrolment 409, invalid names 422, no telemetry, database and registry
-failures 503. Unexpected
+authorisation 403 (also an untrusted safety evaluator), an invalid token to revoke or
+a bad safety-evaluation signature 400, unknown node, release or connector 404,
+repeated enrolment 409, invalid names or connector settings 422, no telemetry, a stored
+safety evaluation that no longer verifies, database and registry failures 503. Unexpected
 errors are logged and answered 500 without details. Invalid bodies are 422 naming the
 fields, never echoing the submitted values.
 """
@@ -22,14 +23,24 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from tensorguard.errors import TensorGuardError
+from tensorguard.fleet.connectors import ConnectorError
 from tensorguard.fleet.errors import FleetDatabaseError, FleetNameError, RegistryError
+from tensorguard.safety_evaluation import (
+    SafetyEvaluationError,
+    SafetySignatureError,
+    UntrustedEvaluatorError,
+)
 from tensorguard.service.context import ServiceContext
 from tensorguard.service.errors import (
     AuthenticationError,
+    ConnectorExistsError,
+    EvaluatorAlreadyEnrolledError,
     InvalidRevocationError,
     NodeAlreadyEnrolledError,
     NoTelemetryError,
     PermissionDeniedError,
+    SafetyRecordIntegrityError,
+    UnknownConnectorError,
     UnknownNodeError,
     UnknownPackageError,
 )
@@ -45,9 +56,17 @@ API_VERSION = "1"
 ERROR_STATUS: tuple[tuple[type[TensorGuardError], int], ...] = (
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
+    (UntrustedEvaluatorError, 403),
+    (SafetySignatureError, 400),
+    (SafetyEvaluationError, 400),
     (UnknownNodeError, 404),
     (UnknownPackageError, 404),
+    (UnknownConnectorError, 404),
     (NodeAlreadyEnrolledError, 409),
+    (EvaluatorAlreadyEnrolledError, 409),
+    (ConnectorExistsError, 409),
+    (ConnectorError, 422),
+    (SafetyRecordIntegrityError, 503),
     (FleetNameError, 422),
     (InvalidRevocationError, 400),
     (NoTelemetryError, 503),

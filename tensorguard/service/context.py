@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tensorguard.fleet.db import FleetDatabase
+from tensorguard.service.connectors import ConnectorStore
+from tensorguard.service.credential_seal import CredentialSeal
 from tensorguard.service.node_auth import NodeAuthenticator
 from tensorguard.service.nodes import NodeDirectory
 from tensorguard.service.packages import PackageStore
 from tensorguard.service.rate_limit import TokenBucketLimiter
 from tensorguard.service.revocations import TokenRevocations
+from tensorguard.service.safety import SafetyEvaluationStore
 from tensorguard.service.settings import ServiceSettings
 from tensorguard.service.telemetry import TelemetryStore
 
@@ -26,6 +29,8 @@ class ServiceContext:
     limiter: TokenBucketLimiter
     revocations: TokenRevocations
     packages: PackageStore
+    safety: SafetyEvaluationStore
+    connectors: ConnectorStore
 
     @classmethod
     def create(cls, settings: ServiceSettings) -> ServiceContext:
@@ -40,4 +45,8 @@ class ServiceContext:
             limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             revocations=TokenRevocations(database, settings.token_leeway_s),
             packages=PackageStore(settings.registry_root),
+            safety=SafetyEvaluationStore(database),
+            connectors=ConnectorStore(
+                database, CredentialSeal(settings.secret_key.get_secret_value().encode())
+            ),
         )

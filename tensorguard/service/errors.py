@@ -42,3 +42,19 @@ class InvalidRevocationError(ServiceError):
 
 class UnknownPackageError(ServiceError):
     """The registry has no release with that channel and version."""
+
+
+class EvaluatorAlreadyEnrolledError(ServiceError):
+    """The evaluator name or key is already enrolled; enrolment never replaces a key."""
+
+
+class SafetyRecordIntegrityError(ServiceError):
+    """A stored safety evaluation no longer verifies: the database row was changed."""
+
+
+class UnknownConnectorError(ServiceError):
+    """No connector with that name is configured."""
+
+
+class ConnectorExistsError(ServiceError):
+    """A connector with that name already exists."""

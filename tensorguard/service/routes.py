@@ -1,4 +1,5 @@
-"""The fleet API routes: node enrolment, heartbeats, telemetry, package downloads."""
+"""The fleet API routes: node enrolment, heartbeats, telemetry, package downloads,
+safety evaluations and integration connectors."""
 
 from __future__ import annotations
 
@@ -15,13 +16,20 @@ from tensorguard.fleet.byte_ranges import (
     entity_tag,
     plan_range,
 )
+from tensorguard.fleet.connectors import ConnectorStatus
+from tensorguard.safety_evaluation import SignedSafetyEvaluation
 from tensorguard.service.auth import context, require_enrolled_node, require_node, require_roles
+from tensorguard.service.connectors import ConnectorView
 from tensorguard.service.errors import AuthenticationError, InvalidRevocationError
 from tensorguard.service.nodes import NodeView
 from tensorguard.service.packages import read_range
+from tensorguard.service.safety import EvaluatorView, SafetyEvaluationView
 from tensorguard.service.schemas import (
+    ConnectorHealthBody,
+    ConnectorRequest,
     EnrolmentRequest,
     ErrorBody,
+    EvaluatorEnrolmentRequest,
     HeartbeatRequest,
     IngestBody,
     Name,
@@ -50,13 +58,17 @@ PACKAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     reasons = {
-        400: "the token to revoke is not a valid token of this service",
+        400: "an invalid token to revoke, or a safety evaluation that does not verify",
         401: "credentials missing, malformed, expired, replayed or not verifying",
         403: "authenticated but not allowed",
         404: "no such enrolled node, cohort or release",
-        409: "the node is already enrolled",
+        409: "the node, evaluator or connector already exists",
+        422: "invalid names or connector settings",
         416: "the range starts past the end of the package (Content-Range: bytes */size)",
-        503: "no telemetry arrived in the window, or the database or registry is unavailable",
+        503: (
+            "no telemetry arrived in the window, a stored safety evaluation no longer "
+            "verifies, or the database or registry is unavailable"
+        ),
     }
     return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
 
@@ -219,3 +231,112 @@ async def download_package(
         headers=headers,
         media_type=PACKAGE_MEDIA_TYPE,
     )
+
+
+EvaluatorOnly = Annotated[Principal, Depends(require_roles(Role.EVALUATOR))]
+SafetyReader = Annotated[
+    Principal, Depends(require_roles(Role.OPERATOR, Role.AUDITOR, Role.EVALUATOR))
+]
+ModelDigest = Annotated[str, PathParam(pattern=r"^[0-9a-f]{64}$")]
+
+
+@router.post(
+    "/evaluators",
+    status_code=201,
+    response_model=EvaluatorView,
+    responses=_errors(400, 401, 403, 409, 503),
+    summary="Trust a safety evaluator's composite public key (operator)",
+)
+def enrol_evaluator(
+    request: Request, body: EvaluatorEnrolmentRequest, principal: OperatorOnly
+) -> EvaluatorView:
+    """Add the evaluator to the trust list; its token subject must be ``name``."""
+    return context(request).safety.enrol_evaluator(
+        body.name, body.public_key, actor=principal.actor
+    )
+
+
+@router.post(
+    "/safety-evaluations",
+    status_code=201,
+    response_model=SafetyEvaluationView,
+    responses=_errors(400, 401, 403, 503),
+    summary="Submit a signed safety evaluation of a model (evaluator)",
+)
+def submit_safety_evaluation(
+    request: Request, body: SignedSafetyEvaluation, principal: EvaluatorOnly
+) -> SafetyEvaluationView:
+    """Accepted only from an enrolled evaluator, naming itself, with a verifying signature."""
+    return context(request).safety.submit(body, evaluator=principal.subject)
+
+
+@router.get(
+    "/safety-evaluations/{model_digest}",
+    response_model=list[SafetyEvaluationView],
+    responses=_errors(401, 403, 503),
+    summary="The model's safety evaluations, each verified on this read",
+)
+def model_safety_evaluations(
+    request: Request, model_digest: ModelDigest, principal: SafetyReader
+) -> list[SafetyEvaluationView]:
+    """Every stored evaluation of the model; 503 when a stored one no longer verifies."""
+    del principal
+    return context(request).safety.for_model(model_digest)
+
+
+@router.post(
+    "/connectors",
+    status_code=201,
+    response_model=ConnectorView,
+    responses=_errors(401, 403, 409, 422, 503),
+    summary="Create an integration connector; credentials are sealed (operator)",
+)
+def create_connector(
+    request: Request, body: ConnectorRequest, principal: OperatorOnly
+) -> ConnectorView:
+    """Store the connector after validating a real kind's settings and credentials."""
+    return context(request).connectors.create(
+        body.name, body.kind, body.settings, body.credentials, actor=principal.actor
+    )
+
+
+@router.get(
+    "/connectors",
+    response_model=list[ConnectorView],
+    responses=_errors(401, 403, 503),
+    summary="Every connector with its last check; never credentials (operator)",
+)
+def list_connectors(request: Request, principal: OperatorOnly) -> list[ConnectorView]:
+    """The connectors, by name."""
+    del principal
+    return context(request).connectors.list()
+
+
+@router.post(
+    "/connectors/{name}/check",
+    response_model=ConnectorHealthBody,
+    responses=_errors(401, 403, 404, 503)
+    | {
+        424: {"model": ConnectorHealthBody, "description": "kind not implemented: unavailable"},
+        503: {"model": ConnectorHealthBody, "description": "the check failed, with the reason"},
+    },
+    summary="Run the connector's health check now and record last_seen (operator)",
+)
+async def check_connector(request: Request, name: Name, principal: OperatorOnly) -> JSONResponse:
+    """200 connected; 424 for a kind without an implementation; 503 when the check failed."""
+    store = context(request).connectors
+    view, health = await run_in_threadpool(store.check, name, actor=principal.actor)
+    body = ConnectorHealthBody(
+        name=view.name,
+        kind=view.kind,
+        status=health.status.value,
+        detail=health.detail,
+        checked_at=health.checked_at,
+        last_seen_at=view.last_seen_at,
+    )
+    status = {
+        ConnectorStatus.CONNECTED: 200,
+        ConnectorStatus.UNAVAILABLE: 424,
+        ConnectorStatus.FAILED: 503,
+    }[health.status]
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)

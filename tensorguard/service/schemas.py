@@ -86,3 +86,39 @@ class RevocationBody(BaseModel):
     jti: str
     expires_at: int
     revoked: bool
+
+
+class EvaluatorEnrolmentRequest(_Strict):
+    """An operator trusts an evaluator's composite key (the evaluator token's subject)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.:@/-]{0,127}$")]
+    public_key: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="base64 of the 1984-byte composite ML-DSA-65+Ed25519 public key",
+    )
+
+
+class ConnectorRequest(_Strict):
+    """A connector to create: kind, settings that may be shown, and sealed credentials."""
+
+    name: Name
+    kind: Name = Field(description="mqtt or webhook; any other kind reports unavailable")
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    credentials: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="MQTT password or webhook secret; stored sealed, never returned",
+    )
+
+
+class ConnectorHealthBody(BaseModel):
+    """The outcome of a connector check."""
+
+    name: str
+    kind: str
+    status: Literal["connected", "failed", "unavailable"]
+    detail: str
+    checked_at: AwareDatetime
+    last_seen_at: AwareDatetime | None
