@@ -190,9 +190,12 @@ def _federation_lines(facts: RoundFacts | None) -> list[str]:
             f"| clip norm | {format_value(training.clip_norm)} |",
             f"| secure aggregation (pairwise masks) | "
             f"{'yes' if training.secure_aggregation else 'no'} |",
-            f"| DP noise multiplier, δ | {format_value(training.dp_noise_multiplier)}, "
-            f"{format_value(training.dp_delta)} |",
         ]
+        if training.dp_noise_multiplier is not None:
+            lines.append(
+                f"| DP noise multiplier, δ | {format_value(training.dp_noise_multiplier)}, "
+                f"{format_value(training.dp_delta)} |"
+            )
     if facts.dp_epsilon is not None:
         spent_round, spent_total = facts.dp_epsilon
         lines.append(

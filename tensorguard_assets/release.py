@@ -28,9 +28,11 @@ from tensorguard.fleet.provisioning import provision_edge_node
 from tensorguard.gate import GateDecision
 from tensorguard.held_out import load_held_out_set, load_with_adapter
 from tensorguard.hf import load_causal_lm
+from tensorguard.model_card import RoundFacts, TrainingSettings, iso_utc
 from tensorguard.release import (
     DECISION_FILE,
     REPORT_FILE,
+    PackagedRelease,
     ReleaseCandidate,
     build_release_package,
     compare_with_last_release,
@@ -49,7 +51,12 @@ from tensorguard_assets.artifact_checks import (
     write_artifact,
     write_json_artifact,
 )
-from tensorguard_assets.lineage import latest_check_passed, verified_upstream_path
+from tensorguard_assets.federation import load_round
+from tensorguard_assets.lineage import (
+    latest_check_passed,
+    upstream_metadata,
+    verified_upstream_path,
+)
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.fleet import FleetResource
@@ -261,9 +268,52 @@ def gate_decision(
 
 
 class PackageConfig(Config):
-    """How long a release stays installable."""
+    """How long a release stays installable, and what its model card may disclose."""
 
     validity_days: int = Field(default=30, ge=1, description="Days until the package expires.")
+    disclose_site_ids: bool = Field(
+        default=False,
+        description="Name the contributing sites in the package's MODEL_CARD.md; by "
+        "default the card gives only their number.",
+    )
+
+
+def _round_facts(
+    context: AssetExecutionContext,
+    artifacts: ArtifactStore,
+    adapter_meta: dict[str, object],
+    disclose_site_ids: bool,
+) -> RoundFacts:
+    """The round's facts for the model card: the aggregated sites, the training settings
+    of the coordinator-signed round spec and the DP ε the custodian recorded."""
+    round_key = context.partition_key
+    accepted = str(upstream_metadata(context, "aggregated_update", round_key)["accepted_sites"])
+    spec, _ = load_round(context, round_key, artifacts)
+    epsilon = (
+        (float(str(adapter_meta["dp_epsilon_round"])), float(str(adapter_meta["dp_epsilon_total"])))
+        if "dp_epsilon_round" in adapter_meta
+        else None
+    )
+    return RoundFacts(
+        site_ids=tuple(site for site in accepted.split(", ") if site),
+        training=TrainingSettings.from_round_spec(spec),
+        dp_epsilon=epsilon,
+        disclose_site_ids=disclose_site_ids,
+    )
+
+
+def _package_metadata(package: PackagedRelease) -> dict[str, MetadataValue]:
+    """The package as the UI shows it: the model card, the signed file list, the signer
+    and the validity window (ISO-8601 UTC)."""
+    return {
+        "model_card": MetadataValue.md(package.model_card),
+        "package_files": MetadataValue.json(
+            [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in package.manifest]
+        ),
+        "created_at": MetadataValue.text(iso_utc(package.created_at)),
+        "expires_at": MetadataValue.text(iso_utc(package.expires_at)),
+        "signer_fingerprint": MetadataValue.text(package.signer_fingerprint),
+    }
 
 
 def _recipients(
@@ -306,6 +356,8 @@ def _recipients(
         "moai_export",
         "evaluation_report",
         "base_model",
+        "round_spec",
+        "aggregated_update",
     ],
     kinds={"tgsp"},
     owners=["team:release"],
@@ -327,9 +379,9 @@ def tgsp_package(
     fleet: FleetResource,
 ) -> MaterializeResult:
     """The release artifacts (global adapter, pruned model, ONNX, MOAI export, evaluation
-    report, gate decision) in one TGSP v2 package: signed with the composite release
-    key, encrypted to every enrolled edge node. A deployable the gate excluded (a pruned
-    model over its loss budget) is left out."""
+    report, gate decision) and a MODEL_CARD.md in one TGSP v2 package: signed with the
+    composite release key, encrypted to every enrolled edge node. A deployable the gate
+    excluded (a pruned model over its loss budget) is left out."""
     round_key = context.partition_key
     decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
     _, base_meta = verified_upstream_path(context, "base_model")
@@ -360,6 +412,9 @@ def tgsp_package(
                 adapter_digest=str(adapter_meta["digest"]),
                 base_model_digest=str(base_meta["digest"]),
                 decision=decision,
+                round_facts=_round_facts(
+                    context, artifacts, adapter_meta, config.disclose_site_ids
+                ),
             ),
             artifacts.asset_dir("tgsp_package", round_key),
             signer=signer,
@@ -387,7 +442,7 @@ def tgsp_package(
             "files": MetadataValue.int(package.files),
             "excluded_by_gate": MetadataValue.text(", ".join(decision.excluded) or "none"),
             "recipients": MetadataValue.text(", ".join(sorted(recipients))),
-            "signer_fingerprint": MetadataValue.text(package.signer_fingerprint),
+            **_package_metadata(package),
             "gate_decision_digest": MetadataValue.text(decision.digest()),
             "global_adapter_path": MetadataValue.path(str(adapter_dir)),
             "global_adapter_digest": MetadataValue.text(str(adapter_meta["digest"])),

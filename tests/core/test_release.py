@@ -13,6 +13,7 @@ import torch
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.digest import sha256_path
+from tensorguard.federation.privacy import DPRule
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.server_optimizer import ServerOptimizerRule
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
@@ -574,7 +575,9 @@ def test_gate_evidence_feeds_checks_through_unchanged() -> None:
 SITES = ("hospital-north", "clinic-south", "lab-east")
 
 
-def round_facts(*, disclose_site_ids: bool = False) -> RoundFacts:
+def round_facts(
+    *, disclose_site_ids: bool = False, dp: DPRule | None = None, epsilon: float | None = None
+) -> RoundFacts:
     reference = {
         "base.layers.0.q_proj.lora_A.default.weight": torch.zeros(4, 16),
         "base.layers.0.q_proj.lora_B.default.weight": torch.zeros(16, 4),
@@ -590,10 +593,12 @@ def round_facts(*, disclose_site_ids: bool = False) -> RoundFacts:
         clip_norm=1.0,
         frozen_lora_a=True,
         server_optimizer=ServerOptimizerRule(name="fedadam", learning_rate=0.5),
+        dp=dp,
     )
     return RoundFacts(
         site_ids=SITES,
         training=TrainingSettings.from_round_spec(spec, local_steps=7),
+        dp_epsilon=(epsilon, 3 * epsilon) if epsilon is not None else None,
         disclose_site_ids=disclose_site_ids,
     )
 
@@ -680,6 +685,22 @@ def test_the_model_card_states_the_training_settings_of_the_signed_spec() -> Non
     assert training.lora_aggregation == "frozen_a"
     assert training.trained_parameters == 2 * 16 * 4  # only the B factors are sent
     assert (training.server_optimizer, training.server_learning_rate) == ("fedadam", 0.5)
+
+
+def test_the_model_card_states_the_dp_rule_and_the_epsilon_spent(
+    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision
+) -> None:
+    rule = DPRule(noise_multiplier=1.1, delta=1e-5, epsilon_budget=10.0)
+    without = table_rows(build_with_card(tmp_path / "a", keys, passed, round_facts()).model_card)
+    assert "DP noise multiplier, δ" not in without
+    assert without["DP ε"] == ["none (no differential privacy)"]
+    card = build_with_card(tmp_path / "b", keys, passed, round_facts(dp=rule, epsilon=0.75))
+    rows = table_rows(card.model_card)
+    noise, delta = (float(v) for v in rows["DP noise multiplier, δ"][0].split(", "))
+    assert (noise, delta) == (rule.noise_multiplier, rule.delta)
+    spent, total = (float(v) for v in rows["DP ε (this round, total)"][0].split(", "))
+    assert (spent, total) == (0.75, 2.25)
+    assert "No differential privacy" not in card.model_card
 
 
 @pytest.mark.parametrize("disclose", [False, True])
