@@ -1,4 +1,4 @@
-"""``tensorguard identity init|issue|revoke|list|check|crl``: the fleet CA (operator side).
+"""``tensorguard identity ...``: the fleet's private CA (operator side).
 
 The CA's root and intermediate keys live in the key provider that ``TG_KEY_PROVIDER``
 selects (sealed records, see docs/IDENTITY.md); the CA directory (``--ca-dir``) holds
@@ -38,7 +38,7 @@ REVOCATION_REASONS = (
 def add_identity_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    """Register ``identity init|issue|revoke|list|check|crl``; each sets ``args.handler``."""
+    """Register the ``identity`` sub-commands; each sets ``args.handler``."""
     identity = subparsers.add_parser(
         "identity",
         help="fleet private CA: create it, issue node/service certificates, revoke",
@@ -96,6 +96,14 @@ def add_identity_commands(
     _ca_dir(check)
     check.add_argument("--within-days", type=float, default=7.0, help="threshold (default 7)")
     check.set_defaults(handler=reporting_errors("identity check", _with_ca(_check)))
+
+    rotate = commands.add_parser(
+        "rotate-intermediate",
+        help="new issuing intermediate from the root; the old one stays valid for its leaves",
+    )
+    _ca_dir(rotate)
+    rotate.add_argument("--days", type=int, default=365, help="lifetime (default 365)")
+    rotate.set_defaults(handler=reporting_errors("identity rotate-intermediate", _with_ca(_rotate)))
 
     crl = commands.add_parser("crl", help="re-sign the CRL with fresh dates")
     _ca_dir(crl)
@@ -253,6 +261,17 @@ def _check(args: argparse.Namespace, authority: CertificateAuthority) -> dict[st
             "then `tensorguard identity issue`)"
         )
     return {"endpoints": len(inventory), "within_days": args.within_days, "expiring": 0}
+
+
+def _rotate(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    intermediate = authority.rotate_intermediate(intermediate_days=args.days)
+    return {
+        "generation": authority.generation,
+        "intermediate": intermediate.subject.rfc4514_string(),
+        "not_after": intermediate.not_valid_after_utc.isoformat(),
+        "ca_bundle": str(authority.store.bundle_file),
+        "crl": str(authority.store.crl_file),
+    }
 
 
 def _crl(_args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:

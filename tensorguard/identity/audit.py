@@ -40,6 +40,7 @@ class AuditEvent(StrEnum):
     CA_CREATED = "ca-created"
     ISSUED = "issued"
     REVOKED = "revoked"
+    INTERMEDIATE_ROTATED = "intermediate-rotated"
 
 
 class AuditLog:

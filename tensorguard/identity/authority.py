@@ -1,5 +1,9 @@
 """The fleet's private CA: a root, one issuing intermediate, issuance from CSRs, CRLs.
 
+The intermediate can be rotated (:meth:`CertificateAuthority.rotate_intermediate`): the
+new one issues from then on, earlier ones stay trusted and keep signing their CRLs until
+their own certificates expire.
+
 Hierarchy::
 
     root (ECDSA P-256, CA, pathLen 1, keyCertSign+cRLSign)     key: <name>-root
@@ -39,11 +43,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.durable import DurableWriteError, ensure_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.identity.audit import AuditEvent, AuditLog, DetailValue
 from tensorguard.identity.csr import parse_csr
 from tensorguard.identity.errors import (
     CertificateAuthorityError,
+    IdentityConfigError,
     IssuancePolicyError,
     RevocationError,
 )
@@ -71,8 +77,9 @@ def _root_key_name(ca_name: str) -> str:
     return validate_key_name(f"{ca_name}-root")
 
 
-def _intermediate_key_name(ca_name: str) -> str:
-    return validate_key_name(f"{ca_name}-intermediate")
+def _intermediate_key_name(ca_name: str, generation: int = 1) -> str:
+    suffix = "" if generation == 1 else f"-g{generation}"
+    return validate_key_name(f"{ca_name}-intermediate{suffix}")
 
 
 def _audit_key_name(ca_name: str) -> str:
@@ -190,7 +197,9 @@ class CertificateAuthority:
         self.policy = self.store.read_policy()
         self.root = self.store.read_certificate(self.store.root_file)
         self.intermediate = self.store.read_certificate(self.store.intermediate_file)
-        self.ca_name = self.store.read_index().ca_name
+        self.retired = self.store.read_retired()
+        index = self.store.read_index()
+        self.ca_name, self.generation = index.ca_name, index.generation
         self.audit_key = self._pinned_audit_key()
         self.audit = AuditLog(self.store.audit_file, self.audit_key)
 
@@ -302,15 +311,94 @@ class CertificateAuthority:
         )
         return authority
 
-    def _intermediate_key(self) -> ec.EllipticCurvePrivateKey:
-        key = _unseal_key(self.provider, _intermediate_key_name(self.ca_name))
-        if key.public_key() != self.intermediate.public_key():
+    def _issuer(self, generation: int) -> x509.Certificate:
+        """The intermediate certificate of ``generation`` (current or retired)."""
+        if generation == self.generation:
+            return self.intermediate
+        if generation not in self.retired:
             raise CertificateAuthorityError(
-                "the intermediate key in the provider does not match "
-                f"{self.store.intermediate_file}: the CA directory and the key provider "
-                "belong to different CAs"
+                f"intermediate generation {generation} is missing from {self.store.retired_dir}"
+            )
+        return self.retired[generation]
+
+    def _intermediate_key(self, generation: int | None = None) -> ec.EllipticCurvePrivateKey:
+        generation = self.generation if generation is None else generation
+        key = _unseal_key(self.provider, _intermediate_key_name(self.ca_name, generation))
+        if key.public_key() != self._issuer(generation).public_key():
+            raise CertificateAuthorityError(
+                f"the intermediate key (generation {generation}) in the provider does not "
+                f"match the CA directory {self.store.path}: the CA directory and the key "
+                "provider belong to different CAs"
             )
         return key
+
+    def _live_generations(self, now: datetime) -> list[int]:
+        """Current generation first, then retired ones whose certificate has not expired."""
+        retired = [g for g, c in sorted(self.retired.items()) if c.not_valid_after_utc > now]
+        return [self.generation, *reversed(retired)]
+
+    def rotate_intermediate(
+        self,
+        *,
+        intermediate_days: int = DEFAULT_INTERMEDIATE_DAYS,
+        now: datetime | None = None,
+        job_id: str | None = None,
+    ) -> x509.Certificate:
+        """Replace the issuing intermediate with a new key and certificate from the root.
+
+        Certificates issued by the old intermediate stay valid until they expire: it moves
+        to ``retired/``, stays in ``ca-bundle.pem`` and keeps signing its CRL (all live
+        intermediates' CRLs are in ``crl.pem``). Needs the root key (unsealed for this).
+        """
+        now = now or utc_now()
+        if now + timedelta(days=intermediate_days) > self.root.not_valid_after_utc:
+            raise IdentityConfigError(
+                f"an intermediate of {intermediate_days} days would outlive the root (until "
+                f"{self.root.not_valid_after_utc:%Y-%m-%d}); choose fewer days, or a new CA"
+            )
+        with self.store.locked():
+            index = self.store.read_index()
+            root_key = _unseal_key(self.provider, _root_key_name(self.ca_name))
+            if root_key.public_key() != self.root.public_key():
+                raise CertificateAuthorityError(
+                    f"the root key in the provider does not match {self.store.root_file}"
+                )
+            generation = index.generation + 1
+            key = _seal_new_key(self.provider, _intermediate_key_name(self.ca_name, generation))
+            domain = self.policy.trust_domain
+            certificate = _ca_certificate(
+                _ca_subject(f"{self.ca_name} issuing CA g{generation} ({domain})"),
+                key.public_key(),
+                self.root,
+                root_key,
+                path_length=0,
+                not_before=now - CLOCK_SKEW,
+                lifetime=timedelta(days=intermediate_days),
+            )
+            self._audit(
+                AuditEvent.INTERMEDIATE_ROTATED,
+                job_id,
+                self.ca_name,
+                generation=generation,
+                intermediate_sha256=_fingerprint(certificate),
+                previous_sha256=_fingerprint(self.intermediate),
+            )
+            try:
+                ensure_directory(self.store.retired_dir, mode=0o755)
+            except DurableWriteError as exc:
+                raise CertificateAuthorityError(str(exc)) from exc
+            self.store.write_certificate(
+                self.store.retired_file(self.generation), self.intermediate
+            )
+            pem = serialization.Encoding.PEM
+            self.store.write(self.store.intermediate_file, certificate.public_bytes(pem))
+            index.generation = generation
+            self.store.write_index(index)
+            self.retired[self.generation] = self.intermediate
+            self.intermediate, self.generation = certificate, generation
+            self._publish_crl(index, now)
+        LOGGER.info("rotated the intermediate of CA %r to generation %d", self.ca_name, generation)
+        return certificate
 
     def issue(
         self,
@@ -364,6 +452,7 @@ class CertificateAuthority:
                 not_before=certificate.not_valid_before_utc,
                 not_after=certificate.not_valid_after_utc,
                 sha256=_fingerprint(certificate),
+                issuer_generation=self.generation,
             )
             self.store.write_index(index)
         LOGGER.info(
@@ -450,33 +539,46 @@ class CertificateAuthority:
             )
             record.revoked_at = now
             record.reason = reason.value
-            crl = self._publish_crl(index, now)
+            crl = self._publish_crl(index, now)[record.issuer_generation]
         LOGGER.info("revoked certificate %s (%s)", serial_hex(serial), reason.value)
         return crl
 
     def publish_crl(self, *, now: datetime | None = None) -> x509.CertificateRevocationList:
         """Re-sign the intermediate's CRL with fresh dates (run before ``next_update``)."""
         with self.store.locked():
-            return self._publish_crl(self.store.read_index(), now or utc_now())
+            return self._publish_crl(self.store.read_index(), now or utc_now())[self.generation]
 
-    def _publish_crl(self, index: CaIndex, now: datetime) -> x509.CertificateRevocationList:
-        index.crl_number += 1
-        revoked = [
-            (
-                int(record.serial, 16),
-                record.revoked_at,
-                x509.ReasonFlags(record.reason or "unspecified"),
-            )
-            for record in index.certificates.values()
-            if record.revoked_at is not None
-        ]
+    def _publish_crl(
+        self, index: CaIndex, now: datetime
+    ) -> dict[int, x509.CertificateRevocationList]:
+        """Sign a CRL for every live intermediate; write them (current first) and the bundle."""
         next_update = now + timedelta(days=self.policy.crl_validity_days)
-        crl = _signed_crl(
-            self.intermediate, self._intermediate_key(), revoked, index.crl_number, now, next_update
-        )
+        crls: dict[int, x509.CertificateRevocationList] = {}
+        for generation in self._live_generations(now):
+            index.crl_number += 1
+            revoked = [
+                (
+                    int(record.serial, 16),
+                    record.revoked_at,
+                    x509.ReasonFlags(record.reason or "unspecified"),
+                )
+                for record in index.certificates.values()
+                if record.revoked_at is not None and record.issuer_generation == generation
+            ]
+            crls[generation] = _signed_crl(
+                self._issuer(generation),
+                self._intermediate_key(generation),
+                revoked,
+                index.crl_number,
+                now,
+                next_update,
+            )
+        pem = serialization.Encoding.PEM
         self.store.write_index(index)
-        self.store.write(self.store.crl_file, crl.public_bytes(serialization.Encoding.PEM))
-        return crl
+        self.store.write(self.store.crl_file, b"".join(c.public_bytes(pem) for c in crls.values()))
+        bundle = [self._issuer(generation) for generation in crls] + [self.root]
+        self.store.write(self.store.bundle_file, b"".join(c.public_bytes(pem) for c in bundle))
+        return crls
 
     def chain_pem(self) -> bytes:
         """The intermediate certificate as PEM (sent with each leaf)."""

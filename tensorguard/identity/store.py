@@ -11,6 +11,7 @@ provider (see :mod:`tensorguard.identity.authority`). Layout::
     crl.pem              the intermediate's CRL (leaf revocations), re-signed on each revocation
     root-crl.pem         the root's CRL (revoked intermediates)
     issued/<serial>.pem  each issued certificate
+    retired/intermediate-g<n>.pem  earlier intermediates (after a rotation)
     audit.jsonl          the signed, hash-chained audit log (tensorguard.identity.audit)
     audit-key.pub        the audit key's composite public key (pin its fingerprint elsewhere)
     .lock                held (flock) while issuing or revoking, so serials stay unique
@@ -54,6 +55,7 @@ class IssuedRecord(BaseModel):
     sha256: str
     revoked_at: datetime | None = None
     reason: str | None = None
+    issuer_generation: int = 1
 
     def days_left(self, now: datetime) -> float:
         """Days until ``not_after`` (negative once expired)."""
@@ -72,6 +74,7 @@ class CaIndex(BaseModel):
     version: int = INDEX_VERSION
     ca_name: str
     crl_number: int = 0
+    generation: int = 1
     root_crl_number: int = 0
     certificates: dict[str, IssuedRecord] = Field(default_factory=dict)
 
@@ -96,6 +99,7 @@ class CaDirectory:
         self.issued_dir = path / "issued"
         self.audit_file = path / "audit.jsonl"
         self.audit_key_file = path / "audit-key.pub"
+        self.retired_dir = path / "retired"
 
     def exists(self) -> bool:
         """True when a CA was created here."""
@@ -188,6 +192,19 @@ class CaDirectory:
             return model.model_validate(document)
         except (CodecError, ValidationError) as exc:
             raise CertificateAuthorityError(f"{path} is damaged: {exc}") from None
+
+    def retired_file(self, generation: int) -> Path:
+        """Where intermediate generation ``generation`` is kept once it was rotated out."""
+        return self.retired_dir / f"intermediate-g{generation}.pem"
+
+    def read_retired(self) -> dict[int, x509.Certificate]:
+        """Every rotated-out intermediate, by generation."""
+        if not self.retired_dir.is_dir():
+            return {}
+        return {
+            int(path.stem.removeprefix("intermediate-g")): self.read_certificate(path)
+            for path in sorted(self.retired_dir.glob("intermediate-g*.pem"))
+        }
 
     def issued_file(self, serial: int) -> Path:
         """Where the certificate with ``serial`` is kept."""
