@@ -196,6 +196,11 @@ def print_release_summary(instance: DagsterInstance, round_key: str) -> None:
     artifacts = build_resources()["artifacts"].root
     node_dir = artifacts.parent / "edge" / DEMO_EDGE_NODE
     print(f"Release: {meta['channel']} v{meta['version']} at {meta['path']}")
+    if meta.get("archived"):
+        print(
+            f"  archived: round {round_key} is older than the round of {meta['channel']} "
+            f"v{meta['channel_latest_version']}, which stays the channel's latest; not announced"
+        )
     print(f"  sha256 {meta['digest']}")
     if node_dir.is_dir():
         print("Verify it (signature, pinned key, expiry):")

@@ -522,7 +522,8 @@ def release(
     elif topic is None:
         topic = "not announced: no broker configured (set TG_MQTT_HOST)"
         context.log.warning(f"release v{record.version} published but {topic}")
-    context.log.info(f"published {fleet.channel} v{record.version} at {location}")
+    archived = " as an archived entry" if record.archived else ""
+    context.log.info(f"published {fleet.channel} v{record.version}{archived} at {location}")
     return MaterializeResult(
         metadata={
             "location": MetadataValue.url(location),
