@@ -53,6 +53,17 @@ def authority(
     return CertificateAuthority.create(tmp_path / "ca", provider, policy=policy)
 
 
+@pytest.fixture
+def ca_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file key provider for the CA in the environment (as the CLI reads it); returns
+    the CA directory to create, ``tmp_path/ca`` (keys in ``tmp_path/ca-keys``)."""
+    monkeypatch.setenv("TG_KEY_PROVIDER", "file")
+    monkeypatch.setenv("TG_KEY_DIR", str(tmp_path / "ca-keys"))
+    monkeypatch.setenv("TG_KEY_MASTER", secrets.token_urlsafe(48))
+    monkeypatch.delenv("TG_ENVIRONMENT", raising=False)
+    return tmp_path / "ca"
+
+
 def make_csr(
     key: CertificateIssuerPrivateKeyTypes,
     common_name: str,
@@ -96,9 +107,10 @@ def write_pem(path: Path, certificate: x509.Certificate) -> Path:
 
 
 def openssl_verify(
-    authority: CertificateAuthority, leaf: Path, *extra: str
+    authority: CertificateAuthority, leaf: Path, *extra: str, untrusted: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``openssl verify`` on ``leaf`` with the CA's root and intermediate."""
+    """Run the real ``openssl verify`` on ``leaf`` with the CA's root and intermediate
+    (or the intermediates in ``untrusted``, e.g. the CA bundle)."""
     binary = shutil.which("openssl")
     if binary is None:
         pytest.skip("the openssl binary is not installed")
@@ -109,7 +121,7 @@ def openssl_verify(
             "-CAfile",
             str(authority.store.root_file),
             "-untrusted",
-            str(authority.store.intermediate_file),
+            str(untrusted or authority.store.intermediate_file),
             *extra,
             str(leaf),
         ],

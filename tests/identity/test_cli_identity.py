@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,6 @@ from cryptography import x509
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
 from tests.identity.conftest import TRUST_DOMAIN, node_csr
-
-
-@pytest.fixture
-def ca_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A file key provider for the CA in the environment; returns the CA directory."""
-    monkeypatch.setenv("TG_KEY_PROVIDER", "file")
-    monkeypatch.setenv("TG_KEY_DIR", str(tmp_path / "ca-keys"))
-    monkeypatch.setenv("TG_KEY_MASTER", secrets.token_urlsafe(48))
-    monkeypatch.delenv("TG_ENVIRONMENT", raising=False)
-    return tmp_path / "ca"
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:

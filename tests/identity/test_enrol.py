@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -62,16 +61,12 @@ def _node_secrets(node_dir: Path, node_id: str) -> list[bytes]:
 
 
 def test_private_keys_never_leave_the_node_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ca_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The whole offline enrolment on the command line; then every file outside the
     node's directory (CA keys, CA directory, outbox, transfer) and everything printed is
     searched for the node's private keys."""
-    monkeypatch.setenv("TG_KEY_PROVIDER", "file")
-    monkeypatch.setenv("TG_KEY_DIR", str(tmp_path / "ca-keys"))
-    monkeypatch.setenv("TG_KEY_MASTER", secrets.token_urlsafe(48))
-    monkeypatch.delenv("TG_ENVIRONMENT", raising=False)
-    node_dir, outbox, ca_dir = tmp_path / "node", tmp_path / "outbox", tmp_path / "ca"
+    node_dir, outbox, ca_dir = tmp_path / "node", tmp_path / "outbox", ca_env
     chain = tmp_path / "transfer" / "robot-7.crt"
     chain.parent.mkdir()
     domain = ["--trust-domain", TRUST_DOMAIN]

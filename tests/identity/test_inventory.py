@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,13 +40,9 @@ def test_each_endpoint_shows_its_certificate_in_force(authority: CertificateAuth
 
 
 def test_identity_check_fails_before_an_expiry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, ca_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("TG_KEY_PROVIDER", "file")
-    monkeypatch.setenv("TG_KEY_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("TG_KEY_MASTER", secrets.token_urlsafe(48))
-    monkeypatch.delenv("TG_ENVIRONMENT", raising=False)
-    ca_dir = tmp_path / "ca"
+    ca_dir = ca_env
     assert main(["identity", "init", "--ca-dir", str(ca_dir)]) == ExitCode.OK
     request = enrol_node(tmp_path / "node", tmp_path / "out", node_id="robot-1")
     issue = ["identity", "issue", "--ca-dir", str(ca_dir), "--csr", str(request.csr_file)]

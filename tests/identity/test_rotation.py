@@ -3,8 +3,6 @@ and revocable, one CRL file and one bundle for verifiers (real openssl)."""
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,25 +14,12 @@ from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.identity import CertificateAuthority, Profile
 from tensorguard.identity.enrol import enrol_node, install_certificate
 from tensorguard.keys import FileKeyProvider
-from tests.identity.conftest import TRUST_DOMAIN, node_csr, write_pem
+from tests.identity.conftest import TRUST_DOMAIN, node_csr, openssl_verify, write_pem
 
 
 def _verify(authority: CertificateAuthority, leaf: Path, *extra: str) -> int:
-    return subprocess.run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            str(authority.store.root_file),
-            "-untrusted",
-            str(authority.store.bundle_file),
-            *extra,
-            str(leaf),
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    ).returncode
+    bundle = authority.store.bundle_file
+    return openssl_verify(authority, leaf, *extra, untrusted=bundle).returncode
 
 
 def test_old_and_new_leaves_verify_and_revoke_after_a_rotation(
@@ -97,13 +82,9 @@ def test_an_enrolled_node_installs_a_chain_from_the_new_intermediate(
 
 
 def test_rotate_intermediate_on_the_command_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ca_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("TG_KEY_PROVIDER", "file")
-    monkeypatch.setenv("TG_KEY_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("TG_KEY_MASTER", secrets.token_urlsafe(48))
-    monkeypatch.delenv("TG_ENVIRONMENT", raising=False)
-    ca_dir = str(tmp_path / "ca")
+    ca_dir = str(ca_env)
     assert main(["identity", "init", "--ca-dir", ca_dir]) == ExitCode.OK
     assert main(["identity", "rotate-intermediate", "--ca-dir", ca_dir, "--days", "90"]) == 0
     assert '"generation": 2' in capsys.readouterr().out
