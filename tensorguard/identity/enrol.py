@@ -164,9 +164,14 @@ def enrol_node(
     try:
         ensure_directory(node_dir, mode=0o700)
         ensure_directory(outbox, mode=0o755)
+        os.chmod(node_dir, 0o700)  # private keys live here: owner only
     except DurableWriteError as exc:
         raise EnrolmentError(str(exc)) from exc
-    os.chmod(node_dir, 0o700)
+    except OSError as exc:
+        raise EnrolmentError(
+            f"cannot make {node_dir} private (0700): {exc.strerror or exc}; run the enrolment "
+            "as the directory's owner"
+        ) from exc
     if (node_dir / IDENTITY_FILE).exists():
         enrolled_as, _ = _read_identity(node_dir)
         if enrolled_as != node_id:
