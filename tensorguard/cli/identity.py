@@ -95,6 +95,12 @@ def add_identity_commands(
     )
     _ca_dir(check)
     check.add_argument("--within-days", type=float, default=7.0, help="threshold (default 7)")
+    check.add_argument(
+        "--crl-within-days",
+        type=float,
+        default=1.0,
+        help="also fail when a CRL's nextUpdate is this close (default 1)",
+    )
     check.set_defaults(handler=reporting_errors("identity check", _with_ca(_check)))
 
     rotate = commands.add_parser(
@@ -247,10 +253,18 @@ def _list(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str
 def _check(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
     from tensorguard.identity.authority import utc_now
     from tensorguard.identity.errors import CertificateExpiryError
-    from tensorguard.identity.inventory import endpoint_inventory, expiring_within
+    from tensorguard.identity.inventory import crls_due, endpoint_inventory, expiring_within
 
+    now = utc_now()
+    stale = crls_due(authority.published_crls(), now, args.crl_within_days)
+    if stale:
+        raise CertificateExpiryError(
+            f"the CRL of {', '.join(stale)} expires within {args.crl_within_days} days or has "
+            "expired, after which verifiers refuse every certificate it covers; run "
+            "`tensorguard identity crl` and copy crl.pem to the verifiers"
+        )
     inventory = endpoint_inventory(
-        authority.records(), issuer=authority.intermediate.subject.rfc4514_string(), now=utc_now()
+        authority.records(), issuer=authority.intermediate.subject.rfc4514_string(), now=now
     )
     due = expiring_within(inventory, args.within_days)
     if due:

@@ -580,6 +580,16 @@ class CertificateAuthority:
         self.store.write(self.store.bundle_file, b"".join(c.public_bytes(pem) for c in bundle))
         return crls
 
+    def published_crls(self) -> list[x509.CertificateRevocationList]:
+        """The CRLs in ``crl.pem`` as verifiers see them (one per live intermediate)."""
+        data = self.store.crl_file.read_bytes()
+        marker = b"-----END X509 CRL-----"
+        return [
+            x509.load_pem_x509_crl(block + marker + b"\n")
+            for block in data.split(marker)
+            if block.strip()
+        ]
+
     def chain_pem(self) -> bytes:
         """The intermediate certificate as PEM (sent with each leaf)."""
         return self.intermediate.public_bytes(serialization.Encoding.PEM)

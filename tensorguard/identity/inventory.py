@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
+
 from tensorguard.identity.policy import Profile
 from tensorguard.identity.store import IssuedRecord
 
@@ -64,3 +66,19 @@ def expiring_within(
 ) -> list[EndpointCertificate]:
     """The endpoints whose certificate expires within ``days`` (or already has)."""
     return [entry for entry in inventory if entry.days_left <= days]
+
+
+def crls_due(
+    crls: Iterable[x509.CertificateRevocationList], now: datetime, days: float
+) -> list[str]:
+    """Issuers whose CRL's ``nextUpdate`` is within ``days`` of ``now`` (or past, or absent).
+
+    Past ``nextUpdate`` OpenSSL refuses *every* certificate of that issuer, so a stale
+    CRL locks the fleet out of the broker: re-sign it (``tensorguard identity crl``).
+    """
+    due = []
+    for crl in crls:
+        next_update = crl.next_update_utc
+        if next_update is None or (next_update - now).total_seconds() <= days * 86400:
+            due.append(crl.issuer.rfc4514_string())
+    return due

@@ -12,7 +12,7 @@ from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.identity import CertificateAuthority, Profile
 from tensorguard.identity.authority import utc_now
 from tensorguard.identity.enrol import enrol_node
-from tensorguard.identity.inventory import endpoint_inventory, expiring_within
+from tensorguard.identity.inventory import crls_due, endpoint_inventory, expiring_within
 from tests.identity.conftest import node_csr, service_csr
 
 
@@ -52,3 +52,18 @@ def test_identity_check_fails_before_an_expiry(
     assert main([*check, "--within-days", "4"]) == ExitCode.OK
     assert main([*check, "--within-days", "7"]) == ExitCode.POLICY
     assert "node robot-1 (" in capsys.readouterr().err
+    # the CRL is valid for 7 days: a check 8 days ahead finds it stale
+    assert main([*check, "--within-days", "4", "--crl-within-days", "8"]) == ExitCode.POLICY
+    assert "run `tensorguard identity crl`" in capsys.readouterr().err
+
+
+def test_a_stale_crl_is_due(authority: CertificateAuthority) -> None:
+    now = utc_now()
+    crls = authority.published_crls()
+    assert len(crls) == 1
+    assert crls_due(crls, now, 1) == []
+    assert crls_due(crls, now + timedelta(days=6, hours=12), 1) == [
+        authority.intermediate.subject.rfc4514_string()
+    ]
+    authority.publish_crl(now=now + timedelta(days=6, hours=12))
+    assert crls_due(authority.published_crls(), now + timedelta(days=6, hours=12), 1) == []
