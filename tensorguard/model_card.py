@@ -41,8 +41,8 @@ KNOWN_LIMITS: Final = (
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """How the round trained, as its signed round spec fixes it (``local_steps`` is each
-    site's own setting and is ``None`` when not known to the release)."""
+    """How the round trained, as its signed round spec fixes it; ``local_steps`` is each
+    site's own setting (the distinct step counts the sites ran, empty when unknown)."""
 
     lora_ranks: tuple[int, ...]
     lora_targets: tuple[str, ...]
@@ -55,10 +55,10 @@ class TrainingSettings:
     secure_aggregation: bool
     dp_noise_multiplier: float | None
     dp_delta: float | None
-    local_steps: int | None = None
+    local_steps: tuple[int, ...] = ()
 
     @classmethod
-    def from_round_spec(cls, spec: RoundSpec, local_steps: int | None = None) -> TrainingSettings:
+    def from_round_spec(cls, spec: RoundSpec, local_steps: Iterable[int] = ()) -> TrainingSettings:
         """Read the settings from a (verified) round spec; LoRA ranks and target modules
         come from the B factors in its tensor layout."""
         ranks: set[int] = set()
@@ -79,7 +79,7 @@ class TrainingSettings:
             secure_aggregation=spec.mask_epoch is not None,
             dp_noise_multiplier=spec.dp.noise_multiplier if spec.dp else None,
             dp_delta=spec.dp.delta if spec.dp else None,
-            local_steps=local_steps,
+            local_steps=tuple(sorted(set(local_steps))),
         )
 
 
@@ -168,6 +168,13 @@ def _criterion_row(criterion: CriterionResult) -> str:
     )
 
 
+def _steps(local_steps: tuple[int, ...]) -> str:
+    if not local_steps:
+        return "not recorded"
+    steps = ", ".join(str(step) for step in local_steps)
+    return steps if len(local_steps) == 1 else f"{steps} (differs between sites)"
+
+
 def _federation_lines(facts: RoundFacts | None) -> list[str]:
     if facts is None:
         return ["Not recorded for this package."]
@@ -185,7 +192,7 @@ def _federation_lines(facts: RoundFacts | None) -> list[str]:
             f"| LoRA aggregation | {training.lora_aggregation} |",
             f"| server optimiser | {training.server_optimizer} "
             f"(learning rate {format_value(training.server_learning_rate)}) |",
-            f"| local steps per site | {training.local_steps or 'set per site, not recorded'} |",
+            f"| local steps per site | {_steps(training.local_steps)} |",
             f"| quorum (min sites) | {training.min_sites} |",
             f"| clip norm | {format_value(training.clip_norm)} |",
             f"| secure aggregation (pairwise masks) | "

@@ -54,10 +54,12 @@ from tensorguard_assets.artifact_checks import (
 from tensorguard_assets.federation import load_round
 from tensorguard_assets.lineage import (
     latest_check_passed,
+    latest_materialization_record,
+    recorded_metadata,
     upstream_metadata,
     verified_upstream_path,
 )
-from tensorguard_assets.partitions import round_partitions
+from tensorguard_assets.partitions import round_partitions, round_site_key
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
@@ -285,18 +287,27 @@ def _round_facts(
     disclose_site_ids: bool,
 ) -> RoundFacts:
     """The round's facts for the model card: the aggregated sites, the training settings
-    of the coordinator-signed round spec and the DP ε the custodian recorded."""
+    of the coordinator-signed round spec, the steps each of those sites trained
+    (``site_adapter``) and the DP ε the custodian recorded."""
     round_key = context.partition_key
     accepted = str(upstream_metadata(context, "aggregated_update", round_key)["accepted_sites"])
+    site_ids = tuple(site for site in accepted.split(", ") if site)
     spec, _ = load_round(context, round_key, artifacts)
+    local_steps: list[int] = []
+    for site_id in site_ids:
+        key = round_site_key(round_key, site_id)
+        record = latest_materialization_record(context.instance, "site_adapter", key)
+        recorded = recorded_metadata(record) if record is not None else {}
+        if "steps" in recorded:
+            local_steps.append(int(recorded["steps"]))
     epsilon = (
         (float(str(adapter_meta["dp_epsilon_round"])), float(str(adapter_meta["dp_epsilon_total"])))
         if "dp_epsilon_round" in adapter_meta
         else None
     )
     return RoundFacts(
-        site_ids=tuple(site for site in accepted.split(", ") if site),
-        training=TrainingSettings.from_round_spec(spec),
+        site_ids=site_ids,
+        training=TrainingSettings.from_round_spec(spec, local_steps),
         dp_epsilon=epsilon,
         disclose_site_ids=disclose_site_ids,
     )

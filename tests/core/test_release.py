@@ -597,7 +597,7 @@ def round_facts(
     )
     return RoundFacts(
         site_ids=SITES,
-        training=TrainingSettings.from_round_spec(spec, local_steps=7),
+        training=TrainingSettings.from_round_spec(spec, local_steps=(7, 7, 5)),
         dp_epsilon=(epsilon, 3 * epsilon) if epsilon is not None else None,
         disclose_site_ids=disclose_site_ids,
     )
@@ -685,6 +685,7 @@ def test_the_model_card_states_the_training_settings_of_the_signed_spec() -> Non
     assert training.lora_aggregation == "frozen_a"
     assert training.trained_parameters == 2 * 16 * 4  # only the B factors are sent
     assert (training.server_optimizer, training.server_learning_rate) == ("fedadam", 0.5)
+    assert training.local_steps == (5, 7)
 
 
 def test_the_model_card_states_the_dp_rule_and_the_epsilon_spent(

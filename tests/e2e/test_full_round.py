@@ -21,6 +21,7 @@ from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.notify import InstallReportListener
 from tensorguard.fleet.topics import release_topic
 from tensorguard.held_out import load_held_out_set, load_with_adapter
+from tensorguard.model_card import MODEL_CARD_FILE
 from tensorguard.sites import demo_site_registry
 from tensorguard.tgsp import TrustStore, VerificationPolicy, verify_package
 from tensorguard_assets.release import DEMO_EDGE_NODE
@@ -215,6 +216,25 @@ def test_installed_files_match_the_verified_package_manifest(
     weights = "global_adapter/adapter_model.safetensors"
     recorded_adapter = Path(completed_round.release_metadata("global_adapter")["path"])
     assert sha256_file(root / weights) == sha256_file(recorded_adapter / Path(weights).name)
+
+
+def test_the_installed_model_card_describes_this_round_without_naming_sites(
+    completed_round: CompletedRound, edge_install: EdgeInstall
+) -> None:
+    card = (edge_install.installed_dir / MODEL_CARD_FILE).read_text(encoding="utf-8")
+    package = completed_round.release_metadata("tgsp_package")
+    assert card == package["model_card"]
+    assert MODEL_CARD_FILE in {entry["path"] for entry in package["package_files"]}
+    gate = completed_round.release_metadata("gate_decision")
+    assert gate["decision_digest"] in card
+    assert gate["policy_digest"] in card
+    rows = {line.split("|")[1].strip() for line in card.splitlines() if line.startswith("| ")}
+    assert {criterion["name"] for criterion in gate["criteria"]} <= rows
+    aggregate = completed_round.release_metadata("aggregated_update")
+    sites = str(aggregate["accepted_sites"]).split(", ")
+    assert f"| contributing sites | {len(sites)} |" in card
+    assert not [site for site in sites if site in card]
+    assert f"| round | {ROUND} |" in card
 
 
 def test_installed_global_adapter_loads_with_peft_and_beats_the_base_model(
