@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,14 @@ from tensorguard.identity.authority import utc_now
 from tensorguard.identity.enrol import enrol_node, install_certificate
 from tests.conftest import FLEET_ACL_FILE
 from tests.identity.conftest import TRUST_DOMAIN, new_provider, node_csr, service_csr
-from tests.services.mosquitto import BrokerAccess, BrokerTls, MosquittoBroker, running_mosquitto
+from tests.services.mosquitto import (
+    MOSQUITTO_BIN_DIRS,
+    BrokerAccess,
+    BrokerTls,
+    MosquittoBroker,
+    running_mosquitto,
+)
+from tests.services.process import ServiceProcess, find_binary, free_port, port_is_open
 
 
 @dataclass(frozen=True)
@@ -219,3 +227,61 @@ def test_a_revocation_takes_effect_when_the_broker_reloads(tmp_path: Path) -> No
                 break
             assert time.monotonic() < deadline, "the broker still admits a revoked certificate"
             time.sleep(0.2)
+
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto-mtls.conf"
+
+
+@contextmanager
+def running_shipped_broker(tls: BrokerTls, directory: Path) -> Iterator[MosquittoBroker]:
+    """Mosquitto started from deploy/mosquitto-mtls.conf, only its paths and port replaced."""
+    port = free_port()
+    replacements = {
+        "listener 8883": f"listener {port} 127.0.0.1",
+        "/etc/mosquitto/fleet-ca/ca-bundle.pem": str(tls.ca_file),
+        "/etc/mosquitto/broker.crt": str(tls.cert_file),
+        "/etc/mosquitto/broker.key": str(tls.key_file),
+        "/etc/mosquitto/fleet-ca/crl.pem": str(tls.crl_file),
+        "/etc/mosquitto/tensorguard.acl": str(FLEET_ACL_FILE),
+    }
+    text = SHIPPED_CONFIG.read_text(encoding="utf-8")
+    for shipped, local in replacements.items():
+        assert shipped in text, f"{SHIPPED_CONFIG} no longer has {shipped!r}"
+        text = text.replace(shipped, local)
+    text += f"persistence false\nlog_dest stdout\npid_file {directory / 'mosquitto.pid'}\n"
+    if os.geteuid() == 0:
+        text += "user root\n"
+    config = directory / "mosquitto.conf"
+    config.write_text(text, encoding="utf-8")
+    binary = find_binary("mosquitto", MOSQUITTO_BIN_DIRS)
+    log = directory / "mosquitto.log"
+    broker = ServiceProcess(name="mosquitto", argv=[binary, "-c", str(config)], log_path=log)
+    broker.start()
+    try:
+        broker.wait_until(lambda: port_is_open(port), timeout=20)
+        yield MosquittoBroker(host="127.0.0.1", port=port, log_path=log)
+    finally:
+        broker.stop()
+
+
+def test_the_shipped_broker_configuration(fleet: Fleet, tmp_path: Path) -> None:
+    """deploy/mosquitto-mtls.conf as shipped: an enrolled-style node certificate gets in
+    and the ACL applies; a revoked one (its CRL) and a missing certificate do not."""
+    tls = _broker_tls(fleet.authority, tmp_path)
+    with running_shipped_broker(tls, tmp_path) as broker:
+        shipped = Fleet(fleet.authority, broker, tmp_path)
+        chain, key = _issue_node(fleet.authority, tmp_path, "robot-11")
+        _publish_own_report(_settings(shipped, chain, key), "robot-11")
+        revoked = next(fleet.directory.glob("robot-revoked-*.crt"))
+        with pytest.raises(MqttError):
+            _publish_own_report(
+                _settings(shipped, revoked, revoked.with_suffix(".key")), "robot-revoked"
+            )
+        anonymous = MqttSettings(
+            host=broker.host,
+            port=broker.port,
+            tls_ca_file=fleet.authority.store.root_file,
+            timeout_s=3,
+        )
+        with pytest.raises(MqttError):
+            _publish_own_report(anonymous, "robot-11")
