@@ -8,8 +8,9 @@ policy version and digest) and, when the caller knows them, the round's facts
 fixed, the differential-privacy ε spent). It is staged into the package like any other
 file, so the signed manifest lists its SHA-256 and the payload digest covers its bytes.
 
-Site identities are shown only when ``RoundFacts.disclose_site_ids`` allows it; the
-card otherwise states how many sites contributed and nothing more about them.
+Site identities are shown only when the decision's gate policy allows it
+(``disclose_site_ids: true``); the card otherwise states how many sites contributed and
+nothing more about them.
 """
 
 from __future__ import annotations
@@ -88,14 +89,13 @@ class RoundFacts:
     """What the round contributes to the card beyond the release info and the decision.
 
     ``site_ids``: the sites whose updates were aggregated (only their number is shown
-    unless ``disclose_site_ids``); ``dp_epsilon``: (ε spent this round, ε spent in
-    total) when the round was differentially private.
+    unless the gate policy has ``disclose_site_ids: true``); ``dp_epsilon``: (ε spent
+    this round, ε spent in total) when the round was differentially private.
     """
 
     site_ids: tuple[str, ...]
     training: TrainingSettings | None = None
     dp_epsilon: tuple[float, float] | None = None
-    disclose_site_ids: bool = False
 
 
 def render_model_card(
@@ -122,7 +122,7 @@ def render_model_card(
             f"| base model | {release.base_model.name}, SHA-256 `{release.base_model.digest}` |"
         )
     lines += ["", "## Federation", ""]
-    lines += _federation_lines(facts)
+    lines += _federation_lines(facts, disclose_site_ids=decision.policy.disclose_site_ids is True)
     lines += ["", "## Release gate", ""]
     lines += [
         f"Verdict: **{'passed' if decision.passed else 'failed'}** under policy "
@@ -175,11 +175,11 @@ def _steps(local_steps: tuple[int, ...]) -> str:
     return steps if len(local_steps) == 1 else f"{steps} (differs between sites)"
 
 
-def _federation_lines(facts: RoundFacts | None) -> list[str]:
+def _federation_lines(facts: RoundFacts | None, *, disclose_site_ids: bool) -> list[str]:
     if facts is None:
         return ["Not recorded for this package."]
     sites = f"{len(facts.site_ids)}"
-    if facts.disclose_site_ids:
+    if disclose_site_ids:
         sites += f" ({', '.join(sorted(facts.site_ids))})"
     lines = ["| setting | value |", "|---|---|", f"| contributing sites | {sites} |"]
     training = facts.training

@@ -270,21 +270,15 @@ def gate_decision(
 
 
 class PackageConfig(Config):
-    """How long a release stays installable, and what its model card may disclose."""
+    """How long a release stays installable."""
 
     validity_days: int = Field(default=30, ge=1, description="Days until the package expires.")
-    disclose_site_ids: bool = Field(
-        default=False,
-        description="Name the contributing sites in the package's MODEL_CARD.md; by "
-        "default the card gives only their number.",
-    )
 
 
 def _round_facts(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
     adapter_meta: dict[str, object],
-    disclose_site_ids: bool,
 ) -> RoundFacts:
     """The round's facts for the model card: the aggregated sites, the training settings
     of the coordinator-signed round spec, the steps each of those sites trained
@@ -309,7 +303,6 @@ def _round_facts(
         site_ids=site_ids,
         training=TrainingSettings.from_round_spec(spec, local_steps),
         dp_epsilon=epsilon,
-        disclose_site_ids=disclose_site_ids,
     )
 
 
@@ -423,9 +416,7 @@ def tgsp_package(
                 adapter_digest=str(adapter_meta["digest"]),
                 base_model_digest=str(base_meta["digest"]),
                 decision=decision,
-                round_facts=_round_facts(
-                    context, artifacts, adapter_meta, config.disclose_site_ids
-                ),
+                round_facts=_round_facts(context, artifacts, adapter_meta),
             ),
             artifacts.asset_dir("tgsp_package", round_key),
             signer=signer,

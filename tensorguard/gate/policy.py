@@ -27,7 +27,9 @@ The optional ``canary`` section (:mod:`tensorguard.gate.canary_policy`) sizes th
 cohort of a passed release and holds the telemetry thresholds that promote it or roll
 it back; without it a release goes to every node at once. The optional ``safety``
 section (:mod:`tensorguard.gate.safety_policy`) requires a passing safety evaluation of
-the round's model, signed by a trusted evaluator key.
+the round's model, signed by a trusted evaluator key. The optional
+``disclose_site_ids: true`` lets the release's model card name the contributing sites;
+absent (or false), the card gives only their number.
 
 The policy digest is the SHA-256 of the RFC 8785 canonical JSON of the validated
 policy, so it identifies the rules in force independently of YAML formatting.
@@ -85,7 +87,7 @@ class GatePolicy(CanonicalModel):
     """Thresholds a release must meet; see the module docstring for their meaning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    omitted_when_absent: ClassVar[tuple[str, ...]] = ("safety",)
+    omitted_when_absent: ClassVar[tuple[str, ...]] = ("safety", "disclose_site_ids")
 
     policy_version: Annotated[int, Field(ge=1, strict=True)]
     description: str = ""
@@ -100,6 +102,9 @@ class GatePolicy(CanonicalModel):
     required_checks: tuple[str, ...]
     canary: CanaryPolicy | None = None  # absent: no canary stage (tensorguard.gate.canary_policy)
     safety: SafetyPolicy | None = None  # absent: no safety evaluation required
+    # true: the release's model card names the contributing sites; absent or false: only
+    # their number (tensorguard.model_card)
+    disclose_site_ids: bool | None = None
 
     @field_validator("required_checks")
     @classmethod

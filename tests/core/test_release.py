@@ -21,6 +21,7 @@ from tensorguard.fleet.errors import MqttError, ReleaseVersionError
 from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.gate import (
+    DEFAULT_POLICY_FILE,
     PRUNED_MODEL,
     FirstRelease,
     GateDecision,
@@ -575,9 +576,7 @@ def test_gate_evidence_feeds_checks_through_unchanged() -> None:
 SITES = ("hospital-north", "clinic-south", "lab-east")
 
 
-def round_facts(
-    *, disclose_site_ids: bool = False, dp: DPRule | None = None, epsilon: float | None = None
-) -> RoundFacts:
+def round_facts(*, dp: DPRule | None = None, epsilon: float | None = None) -> RoundFacts:
     reference = {
         "base.layers.0.q_proj.lora_A.default.weight": torch.zeros(4, 16),
         "base.layers.0.q_proj.lora_B.default.weight": torch.zeros(16, 4),
@@ -599,7 +598,6 @@ def round_facts(
         site_ids=SITES,
         training=TrainingSettings.from_round_spec(spec, local_steps=(7, 7, 5)),
         dp_epsilon=(epsilon, 3 * epsilon) if epsilon is not None else None,
-        disclose_site_ids=disclose_site_ids,
     )
 
 
@@ -704,12 +702,31 @@ def test_the_model_card_states_the_dp_rule_and_the_epsilon_spent(
     assert "No differential privacy" not in card.model_card
 
 
-@pytest.mark.parametrize("disclose", [False, True])
-def test_site_ids_appear_on_the_card_only_when_allowed(
-    tmp_path: Path, keys: ReleaseKeys, passed: GateDecision, disclose: bool
+@pytest.mark.parametrize("setting", [None, False, True])
+def test_site_ids_appear_on_the_card_only_when_the_policy_allows(
+    tmp_path: Path, keys: ReleaseKeys, setting: bool | None
 ) -> None:
-    package = build_with_card(tmp_path, keys, passed, round_facts(disclose_site_ids=disclose))
+    policy_file = tmp_path / "policy.yaml"
+    policy = DEFAULT_POLICY_FILE.read_text(encoding="utf-8")
+    if setting is not None:
+        policy += f"\ndisclose_site_ids: {str(setting).lower()}\n"
+    policy_file.write_text(policy, encoding="utf-8")
+    decision = decide_release(
+        gate_evidence(
+            report(),
+            onnx_max_abs_diff=1e-5,
+            sparsity=0.5,
+            moai_self_check_max_abs_error=1e-5,
+            checks=REQUIRED_CHECKS,
+        ),
+        policy_file,
+    )
+    assert decision.passed, decision.failures
+    assert decision.policy.disclose_site_ids is setting
+    if setting is None:  # absent: left out, so the policy keeps its earlier digest
+        assert b"disclose_site_ids" not in decision.policy.canonical_json()
+    package = build_with_card(tmp_path, keys, decision, round_facts())
     card = package.model_card
     assert table_rows(card)["contributing sites"][0].startswith(str(len(SITES)))
     for site in SITES:
-        assert (site in card) is disclose
+        assert (site in card) is (setting is True)
