@@ -73,6 +73,11 @@ def add_identity_commands(
     issue.add_argument("--profile", choices=("node", "service"), default="node")
     issue.add_argument("--days", type=int, help="lifetime in days (default: the policy maximum)")
     issue.add_argument(
+        "--xwing-pub",
+        type=Path,
+        help="the node's <id>.xwing.pub from the same enrolment: must match the CSR's binding",
+    )
+    issue.add_argument(
         "--out", type=Path, required=True, help="certificate chain to write (leaf + intermediate)"
     )
     issue.set_defaults(handler=reporting_errors("identity issue", _with_ca(_issue)))
@@ -194,13 +199,17 @@ def _issue(args: argparse.Namespace, authority: CertificateAuthority) -> dict[st
     from cryptography.hazmat.primitives import serialization
 
     from tensorguard.durable import DestinationExistsError, atomic_write_bytes
-    from tensorguard.identity.csr import csr_pem, read_csr
+    from tensorguard.identity.csr import csr_pem, read_csr, xwing_fingerprint
     from tensorguard.identity.errors import IdentityError
     from tensorguard.identity.policy import Profile
+    from tensorguard.tgsp.keyfiles import load_recipient_public_key
 
     lifetime = None if args.days is None else timedelta(days=args.days)
     csr = read_csr(args.csr)
-    certificate = authority.issue(csr_pem(csr), Profile(args.profile), lifetime=lifetime)
+    xwing = None if args.xwing_pub is None else load_recipient_public_key(args.xwing_pub)
+    certificate = authority.issue(
+        csr_pem(csr), Profile(args.profile), lifetime=lifetime, xwing_public_key=xwing
+    )
     chain = certificate.public_bytes(serialization.Encoding.PEM) + authority.chain_pem()
     try:
         atomic_write_bytes(args.out, chain, mode=0o644, overwrite=False)
@@ -211,6 +220,7 @@ def _issue(args: argparse.Namespace, authority: CertificateAuthority) -> dict[st
         "subject": certificate.subject.rfc4514_string(),
         "not_after": certificate.not_valid_after_utc.isoformat(),
         "certificate": str(args.out),
+        "xwing_sha256": xwing_fingerprint(csr),
     }
 
 

@@ -43,10 +43,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.durable import DurableWriteError, ensure_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.identity.audit import AuditEvent, AuditLog, DetailValue
-from tensorguard.identity.csr import parse_csr
+from tensorguard.identity.csr import parse_csr, xwing_fingerprint
 from tensorguard.identity.errors import (
     CertificateAuthorityError,
     IdentityConfigError,
@@ -408,8 +409,13 @@ class CertificateAuthority:
         lifetime: timedelta | None = None,
         now: datetime | None = None,
         job_id: str | None = None,
+        xwing_public_key: XWingPublicKey | None = None,
     ) -> x509.Certificate:
         """Check ``csr_pem`` (signature, then policy) and issue a certificate for ``profile``.
+
+        With ``xwing_public_key`` (the package key that came with the CSR) the CSR must
+        bind exactly that key (:data:`~tensorguard.identity.csr.XWING_KEY_ATTRIBUTE`);
+        the bound fingerprint is recorded in the index and the audit log.
 
         The issuance is recorded in the audit log (under ``job_id``, or a new id) before
         the certificate is stored; nothing is issued when that record cannot be written.
@@ -419,6 +425,14 @@ class CertificateAuthority:
         """
         csr = parse_csr(csr_pem)
         approval = decide(self.policy, csr, profile, lifetime)
+        bound = xwing_fingerprint(csr)
+        if xwing_public_key is not None and bound != xwing_public_key.fingerprint():
+            raise IssuancePolicyError(
+                f"the X-Wing public key handed in with the request "
+                f"({xwing_public_key.fingerprint()[:16]}…) is not the one the node bound into "
+                f"its CSR ({'none' if bound is None else bound[:16] + '…'}): it was swapped "
+                "or belongs to another request; take both files from the same enrolment"
+            )
         now = now or utc_now()
         not_after = now + approval.lifetime
         if not_after > self.intermediate.not_valid_after_utc:
@@ -442,6 +456,7 @@ class CertificateAuthority:
                 names=[str(name.value) for name in approval.names],
                 not_after=not_after.isoformat(),
                 sha256=_fingerprint(certificate),
+                xwing_sha256=bound,
             )
             self.store.write_certificate(self.store.issued_file(serial), certificate)
             index.certificates[serial_hex(serial)] = IssuedRecord(
@@ -453,6 +468,7 @@ class CertificateAuthority:
                 not_after=certificate.not_valid_after_utc,
                 sha256=_fingerprint(certificate),
                 issuer_generation=self.generation,
+                xwing_sha256=bound,
             )
             self.store.write_index(index)
         LOGGER.info(

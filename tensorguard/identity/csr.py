@@ -15,6 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from tensorguard.identity.errors import CertificateRequestError
 
 MAX_CSR_BYTES = 64 * 1024
+XWING_KEY_ATTRIBUTE = x509.ObjectIdentifier("2.25.242859197909141045024523119164624919997")
+"""CSR attribute (a UUID OID, X.667) holding the hex SHA-256 of the node's X-Wing public
+key: the node's TLS key signs it together with the request, binding the package key
+that travels beside the CSR to the node that made the request."""
 
 
 def parse_csr(
@@ -46,6 +50,20 @@ def parse_csr(
             "altered or was not signed by the holder of that key; make a new request on the node"
         )
     return csr
+
+
+def xwing_fingerprint(csr: x509.CertificateSigningRequest) -> str | None:
+    """The X-Wing key fingerprint a node bound into ``csr``, or None when it bound none."""
+    try:
+        value = csr.attributes.get_attribute_for_oid(XWING_KEY_ATTRIBUTE).value
+    except x509.AttributeNotFound:
+        return None
+    text = value.decode("ascii", errors="replace")
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise CertificateRequestError(
+            "the request's X-Wing key attribute is not a lower-case hex SHA-256"
+        )
+    return text
 
 
 def read_csr(path: Path) -> x509.CertificateSigningRequest:

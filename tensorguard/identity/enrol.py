@@ -38,6 +38,7 @@ from tensorguard.codec import CodecError, parse_json_object
 from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.durable import DurableWriteError, atomic_write_bytes, ensure_directory
 from tensorguard.errors import TensorGuardError
+from tensorguard.identity.csr import XWING_KEY_ATTRIBUTE
 from tensorguard.identity.errors import EnrolmentError
 from tensorguard.identity.keytypes import KeyType, generate_private_key
 from tensorguard.identity.policy import DEFAULT_TRUST_DOMAIN, NODE_ID_PATTERN, node_uri
@@ -120,7 +121,7 @@ def _node_xwing_key(path: Path) -> tuple[XWingPrivateKey, bool]:
     return key, True
 
 
-def _signed_csr(key: NodeKey, node_id: str, trust_domain: str) -> bytes:
+def _signed_csr(key: NodeKey, node_id: str, trust_domain: str, xwing_sha256: str) -> bytes:
     builder = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
@@ -130,6 +131,7 @@ def _signed_csr(key: NodeKey, node_id: str, trust_domain: str) -> bytes:
             ),
             critical=False,
         )
+        .add_attribute(XWING_KEY_ATTRIBUTE, xwing_sha256.encode("ascii"))
     )
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
@@ -185,7 +187,8 @@ def enrol_node(
     identity = {"node_id": node_id, "trust_domain": trust_domain}
     _write(node_dir / IDENTITY_FILE, json.dumps(identity).encode() + b"\n", 0o644, overwrite=True)
     csr_file = outbox / f"{node_id}.csr.pem"
-    _write(csr_file, _signed_csr(tls_key, node_id, trust_domain), 0o644, overwrite=True)
+    csr = _signed_csr(tls_key, node_id, trust_domain, xwing_key.public_key().fingerprint())
+    _write(csr_file, csr, 0o644, overwrite=True)
     public_file = outbox / f"{node_id}.xwing.pub"
     public_file.unlink(missing_ok=True)
     try:

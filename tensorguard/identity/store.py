@@ -56,6 +56,7 @@ class IssuedRecord(BaseModel):
     revoked_at: datetime | None = None
     reason: str | None = None
     issuer_generation: int = 1
+    xwing_sha256: str | None = None
 
     def days_left(self, now: datetime) -> float:
         """Days until ``not_after`` (negative once expired)."""

@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.crypto.xwing import XWingPrivateKey
-from tensorguard.identity import CertificateAuthority, EnrolmentError, Profile, node_uri
+from tensorguard.identity import (
+    CertificateAuthority,
+    EnrolmentError,
+    IssuancePolicyError,
+    Profile,
+    node_uri,
+)
+from tensorguard.identity.csr import xwing_fingerprint
 from tensorguard.identity.enrol import enrol_node, install_certificate
 from tensorguard.tgsp.keyfiles import (
     load_recipient_private_key,
@@ -76,7 +83,7 @@ def test_private_keys_never_leave_the_node_directory(
     assert sorted(p.name for p in outbox.iterdir()) == ["robot-7.csr.pem", "robot-7.xwing.pub"]
     csr = outbox / "robot-7.csr.pem"
     issue = ["identity", "issue", "--ca-dir", str(ca_dir), "--csr", str(csr), "--out", str(chain)]
-    assert main(issue) == ExitCode.OK
+    assert main([*issue, "--xwing-pub", str(outbox / "robot-7.xwing.pub")]) == ExitCode.OK
     earlier = capsys.readouterr()
     install = ["agent", "enrol", "--node-dir", str(node_dir), "--install-cert", str(chain)]
     assert main([*install, "--ca-file", str(ca_dir / "root.pem")]) == ExitCode.OK
@@ -198,3 +205,23 @@ def test_install_refuses_a_certificate_naming_another_node(
     with pytest.raises(EnrolmentError, match="not this node"):
         install_certificate(node_dir, chain, authority.store.root_file)
     assert not (node_dir / "tls.crt").exists()
+
+
+def test_the_csr_binds_the_nodes_xwing_key(
+    tmp_path: Path, authority: CertificateAuthority, enrolled: tuple[Path, Path]
+) -> None:
+    """The package key travelling beside the CSR must be the one the node signed into it."""
+    _, csr = enrolled
+    published = load_recipient_public_key(tmp_path / "outbox" / "robot-7.xwing.pub")
+    assert xwing_fingerprint(x509.load_pem_x509_csr(csr.read_bytes())) == published.fingerprint()
+    swapped = XWingPrivateKey.generate().public_key()  # e.g. replaced on the USB stick
+    with pytest.raises(IssuancePolicyError, match="is not the one the node bound"):
+        authority.issue(csr.read_bytes(), Profile.NODE, xwing_public_key=swapped)
+    assert authority.records() == []
+    certificate = authority.issue(csr.read_bytes(), Profile.NODE, xwing_public_key=published)
+    (record,) = authority.records()
+    assert record.serial == f"{certificate.serial_number:x}"
+    assert record.xwing_sha256 == published.fingerprint()
+    assert authority.audit.entries()[-1]["details"]["xwing_sha256"] == published.fingerprint()
+    with pytest.raises(IssuancePolicyError, match=r"bound into its CSR \(none\)"):
+        authority.issue(node_csr("robot-9"), Profile.NODE, xwing_public_key=published)
