@@ -115,7 +115,9 @@ def evaluation_report(
         losses["last_release"] = last_release.eval_loss
     report = {
         "round": round_key,
-        "held_out_sites": list(held_out.site_ids),
+        # Only the number: this report ships in the package, and naming the sites is
+        # the gate policy's call (disclose_site_ids, shown on the model card).
+        "held_out_site_count": len(held_out.site_ids),
         "held_out_sequences": len(held_out.sequences),
         "held_out_digest": held_out.digest,
         "losses": losses,

@@ -233,7 +233,12 @@ def test_the_installed_model_card_describes_this_round_without_naming_sites(
     aggregate = completed_round.release_metadata("aggregated_update")
     sites = str(aggregate["accepted_sites"]).split(", ")
     assert f"| contributing sites | {len(sites)} |" in card
-    assert not [site for site in sites if site in card]
+    root = edge_install.installed_dir
+    documents = [p for p in root.rglob("*") if p.suffix in (".json", ".md", ".txt", ".yaml")]
+    assert root / MODEL_CARD_FILE in documents
+    assert not [
+        (site, path.name) for path in documents for site in sites if site in path.read_text()
+    ]
     assert f"| round | {ROUND} |" in card
 
 
