@@ -76,6 +76,45 @@ def test_versions_strictly_increase_per_channel(tmp_path: Path) -> None:
     assert registry.latest("nightly") is None
 
 
+def test_an_older_round_is_indexed_archived_and_never_latest(tmp_path: Path) -> None:
+    package = make_package(tmp_path / "p.tgsp", 1000)
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.publish(package, "stable", 1, round_id="2026-12-01")
+    registry.publish(package, "stable", 2, round_id="2026-11-30")  # a backfill
+    registry.publish(package, "stable", 3)  # round unknown: never archived
+    registry.publish(package, "stable", 4, round_id="2026-12-01")  # the same round again
+    with pytest.raises(ReleaseVersionError, match="already has version 4"):
+        registry.publish(package, "stable", 4, round_id="2026-12-02")
+    reread = LocalRegistry(tmp_path / "registry")  # what the index file says
+    assert [(r.version, r.round_id, r.archived) for r in reread.releases("stable")] == [
+        (1, "2026-12-01", False),
+        (2, "2026-11-30", True),
+        (3, None, False),
+        (4, "2026-12-01", False),
+    ]
+    registry.publish(package, "stable", 5, round_id="2026-11-29")  # older than the latest's
+    assert reread.latest("stable") is not None
+    assert reread.latest("stable").version == 4
+    assert reread.highest_version("stable") == 5
+    assert reread.highest_version("canary") == 0
+
+
+def test_an_index_written_before_rounds_were_recorded_still_reads(tmp_path: Path) -> None:
+    package = make_package(tmp_path / "p.tgsp", 1000)
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.publish(package, "stable", 1, round_id="2026-12-01")
+    index_path = tmp_path / "registry" / INDEX_NAME
+    index = json.loads(index_path.read_text())
+    for record in index["channels"]["stable"]:
+        del record["round_id"], record["archived"]
+    index_path.write_text(json.dumps(index))
+    [record] = registry.releases("stable")
+    assert (record.round_id, record.archived) == (None, False)
+    assert registry.latest("stable") == record
+    # Without a recorded round for the latest release, nothing counts as a backfill.
+    assert not registry.publish(package, "stable", 2, round_id="2020-01-01").archived
+
+
 @pytest.mark.parametrize("version", [0, -1, True])
 def test_invalid_versions_are_refused(tmp_path: Path, version: int) -> None:
     package = make_package(tmp_path / "p.tgsp", 10)
