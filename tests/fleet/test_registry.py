@@ -81,21 +81,23 @@ def test_an_older_round_is_indexed_archived_and_never_latest(tmp_path: Path) -> 
     registry = LocalRegistry(tmp_path / "registry")
     registry.publish(package, "stable", 1, round_id="2026-12-01")
     registry.publish(package, "stable", 2, round_id="2026-11-30")  # a backfill
-    registry.publish(package, "stable", 3)  # round unknown: never archived
-    registry.publish(package, "stable", 4, round_id="2026-12-01")  # the same round again
+    registry.publish(package, "stable", 3, round_id="2026-12-01")  # the same round again
+    registry.publish(package, "stable", 4)  # round unknown: never archived
     with pytest.raises(ReleaseVersionError, match="already has version 4"):
         registry.publish(package, "stable", 4, round_id="2026-12-02")
     reread = LocalRegistry(tmp_path / "registry")  # what the index file says
     assert [(r.version, r.round_id, r.archived) for r in reread.releases("stable")] == [
         (1, "2026-12-01", False),
         (2, "2026-11-30", True),
-        (3, None, False),
-        (4, "2026-12-01", False),
+        (3, "2026-12-01", False),
+        (4, None, False),
     ]
-    registry.publish(package, "stable", 5, round_id="2026-11-29")  # older than the latest's
-    assert reread.latest("stable") is not None
-    assert reread.latest("stable").version == 4
-    assert reread.highest_version("stable") == 5
+    registry.publish(package, "stable", 5, round_id="2026-12-02")
+    assert registry.publish(package, "stable", 6, round_id="2026-12-01").archived
+    latest = reread.latest("stable")
+    assert latest is not None
+    assert (latest.version, latest.round_id) == (5, "2026-12-02")
+    assert reread.highest_version("stable") == 6
     assert reread.highest_version("canary") == 0
 
 
