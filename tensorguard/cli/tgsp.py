@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,8 +121,12 @@ def _summary(header: PackageHeader) -> list[str]:
         lines.append(f"round       {release.round_id}")
     if release.gate_decision_digest is not None:
         lines.append(f"gate        sha256 {release.gate_decision_digest}")
+    created, expires = (
+        datetime.fromtimestamp(moment, UTC).isoformat()
+        for moment in (release.created_at, release.expires_at)
+    )
     lines += [
-        f"created     {release.created_at}  expires {release.expires_at}",
+        f"created     {created}  expires {expires}",
         f"recipients  {len(header.recipients)}",
         f"files       {len(header.files)}  ({header.total_size} bytes)",
     ]

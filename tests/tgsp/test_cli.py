@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,14 @@ def test_inspect_prints_header_and_warns(ws: Workspace, capsys: pytest.CaptureFi
     assert document["header"]["release"]["annotations"] == {"eval.loss": "0.5"}
     assert document["header"]["release"]["model"]["sha256"] == sha256_tree(ws.source)
     assert "does not verify" in captured.err
+    assert main(["tgsp", "inspect", str(ws.package)]) == ExitCode.OK
+    release = document["header"]["release"]
+    created, expires = (
+        datetime.fromtimestamp(release[name], UTC) for name in ("created_at", "expires_at")
+    )
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created")]
+    assert line.split() == ["created", created.isoformat(), "expires", expires.isoformat()]
+    assert line.split()[1].endswith("+00:00")
 
 
 def test_untrusted_package_exit_code(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
