@@ -154,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         round_keys = consecutive_rounds(last_round, args.rounds)
     except ValueError as exc:
         parser.error(str(exc))
-    local_steps = args.local_steps or max(1, -(-DEFAULT_LOCAL_STEPS // args.rounds))
+    # One round keeps site_adapter's own default; R rounds split it (same total compute).
+    local_steps: int | None = args.local_steps or (
+        -(-DEFAULT_LOCAL_STEPS // args.rounds) if args.rounds > 1 else None
+    )
     sites = build_resources()["sites"].sites()
     site_ids = args.site or sorted(sites)
     started = time.perf_counter()
@@ -163,9 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     instance = DagsterInstance.get()
     losses: dict[str, tuple[float, float] | None] = {}
     for index, round_key in enumerate(round_keys):
-        steps = local_steps if args.local_steps or args.rounds > 1 else None
         ok = run_round(
-            instance, round_key, site_ids, rules or None, setup=index == 0, local_steps=steps
+            instance, round_key, site_ids, rules or None, setup=index == 0, local_steps=local_steps
         )
         elapsed = time.perf_counter() - started
         if not ok:
@@ -174,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         losses[round_key] = held_out_losses(instance, round_key)
         print(f"Round {round_key} complete in {elapsed:.1f}s.", flush=True)
     if len(round_keys) > 1:
-        print_loss_table(losses, local_steps)
+        print_loss_table(losses, local_steps or DEFAULT_LOCAL_STEPS)
     print_release_summary(instance, round_keys[-1])
     return 0
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import (
@@ -53,7 +53,7 @@ class CodeLocation:
     assets: tuple[AssetsDefinition, ...]
     jobs: tuple[Any, ...]  # asset jobs (dagster does not export their class)
     sensors: tuple[SensorDefinition, ...] = ()
-    schedules: tuple[ScheduleDefinition, ...] = field(default=())
+    schedules: tuple[ScheduleDefinition, ...] = ()
 
     def resource_keys(self) -> frozenset[str]:
         """Every resource the location's assets and sensors declare (nothing more)."""

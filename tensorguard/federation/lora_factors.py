@@ -31,12 +31,17 @@ LORA_B = "lora_B"
 StateDict = Mapping[str, torch.Tensor]
 
 
+def is_lora_a(name: str) -> bool:
+    """True for a LoRA A factor's tensor name (peft's ``<module>.lora_A.weight``)."""
+    return f".{LORA_A}." in name or name.startswith(f"{LORA_A}.")
+
+
 def lora_pairs(names: Sequence[str]) -> dict[str, tuple[str, str]]:
     """Map each LoRA module prefix to its ``(lora_A name, lora_B name)``."""
     pairs: dict[str, tuple[str, str]] = {}
     name_set = set(names)
     for name in sorted(names):
-        if f".{LORA_A}." not in name and not name.startswith(f"{LORA_A}."):
+        if not is_lora_a(name):
             continue
         b_name = name.replace(LORA_A, LORA_B, 1)
         if b_name not in name_set:

@@ -28,6 +28,7 @@ from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
 from tensorguard.crypto.errors import SignatureError
 from tensorguard.federation.errors import FederationError
 from tensorguard.federation.layout import TensorLayout, tensors_digest
+from tensorguard.federation.lora_factors import is_lora_a
 from tensorguard.federation.privacy import DPRule
 from tensorguard.federation.server_optimizer import ServerOptimizerRule
 
@@ -224,15 +225,6 @@ class RoundSpec(BaseModel):
             frozen_lora_a=frozen_lora_a,
             server_optimizer=server_optimizer or ServerOptimizerRule(),
         )
-
-
-LORA_A_MARKER = ".lora_A."
-"""peft names a LoRA A factor ``<module>.lora_A.<adapter>.weight``."""
-
-
-def is_lora_a(name: str) -> bool:
-    """True for a LoRA A factor's tensor name (peft's naming)."""
-    return LORA_A_MARKER in name
 
 
 ROUND_SPEC_FORMAT = "tensorguard.federation.signed-round-spec/v1"

@@ -35,6 +35,7 @@ from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.envelope import EnvelopeHeader, seal_envelope
 from tensorguard.federation.errors import FederationError, PrivacyAccountingError
 from tensorguard.federation.layout import FloatVector, tensors_digest
+from tensorguard.federation.lora_factors import is_lora_a
 from tensorguard.federation.masking import SiteMaskSeeds, mask_encrypted_vector, mask_level
 from tensorguard.federation.packing import encrypt_vector
 from tensorguard.federation.pairwise import PairwiseSecrets
@@ -45,7 +46,7 @@ from tensorguard.federation.privacy import (
     PrivacyReport,
     add_gaussian_noise,
 )
-from tensorguard.federation.round_spec import RoundSpec, is_lora_a
+from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.sites import validate_site_id
 
 

@@ -10,7 +10,8 @@ import torch
 from tensorguard.federation.aggregation import aggregate_updates
 from tensorguard.federation.custodian import apply_update
 from tensorguard.federation.errors import FederationError
-from tensorguard.federation.round_spec import RoundSpec, is_lora_a
+from tensorguard.federation.lora_factors import is_lora_a
+from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import build_site_update
 from tensorguard.training.lora import freeze_lora_a_factors
 from tests.federation.conftest import (
