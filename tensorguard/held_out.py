@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel
 
 from tensorguard.digest import sha256_bytes
-from tensorguard.hf import evaluate_token_loss, load_adapter, load_causal_lm
+from tensorguard.hf import TokenBatch, evaluate_token_loss, load_adapter, load_causal_lm
 from tensorguard.training.base_model import load_tokenizer
 from tensorguard.training.causal_lm import batches_in_order, encode_texts, pad_token_id_of
 from tensorguard.training.dataset import load_site_dataset
@@ -41,16 +41,12 @@ class HeldOutSet:
 
     def loss(self, model: torch.nn.Module, batch_size: int = EVAL_BATCH_SIZE) -> float:
         """Token-weighted mean next-token loss of ``model`` on this set."""
-        return evaluate_token_loss(
-            model, batches_in_order(self.sequences, batch_size, self.pad_token_id)
-        )
+        return evaluate_token_loss(model, self.token_batches(batch_size))
 
-    def token_batches(self, batch_size: int = EVAL_BATCH_SIZE) -> list[torch.Tensor]:
-        """The sequences as right-padded ``(batch, length)`` id tensors."""
-        return [
-            batch.input_ids
-            for batch in batches_in_order(self.sequences, batch_size, self.pad_token_id)
-        ]
+    def token_batches(self, batch_size: int = EVAL_BATCH_SIZE) -> list[TokenBatch]:
+        """The sequences as right-padded batches whose attention masks mark the real
+        tokens, so a real token equal to the pad id (pad = EOS) still counts."""
+        return list(batches_in_order(self.sequences, batch_size, self.pad_token_id))
 
 
 def load_held_out_set(

@@ -121,7 +121,6 @@ def pruned_model(
             corpus_batches(base_dir, settings),
             settings=settings,
             exclude=tuple(config.exclude),
-            pad_token_id=held_out.pad_token_id,
         )
         saved = save_model_atomically(merged, out_dir)
         _copy_tokenizer(base_dir, out_dir)

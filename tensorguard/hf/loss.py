@@ -35,6 +35,11 @@ class TokenBatch:
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return cls(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
+    @classmethod
+    def unpadded(cls, input_ids: torch.Tensor) -> TokenBatch:
+        """A batch of equal-length sequences without padding: every position is real."""
+        return cls.from_ids(input_ids, torch.ones_like(input_ids))
+
     @property
     def token_count(self) -> int:
         """Number of real (non-padding) tokens in the batch."""

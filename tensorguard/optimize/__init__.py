@@ -4,16 +4,12 @@
 - :mod:`~tensorguard.optimize.pruning`: exact 2:4 magnitude pruning and verification.
 - :mod:`~tensorguard.optimize.sparse_recovery`: accuracy recovery of the pruned model with
   its mask fixed, by distillation from the dense model on the public corpus.
-- :mod:`~tensorguard.optimize.pruning_evaluation`: held-out causal-LM loss over token-id
-  tensors, measured before and after pruning (the release's held-out set itself is
-  :mod:`tensorguard.held_out`).
 - :mod:`~tensorguard.optimize.saving`: atomic safetensors checkpoints.
 - :mod:`~tensorguard.optimize.onnx_export`: ONNX export, checker, onnxruntime parity.
 - :mod:`~tensorguard.optimize.tensorrt_build`: TensorRT engine build, or a clear refusal.
 """
 
 from tensorguard.optimize.errors import (
-    EvaluationError,
     MergeError,
     OnnxExportError,
     OptimizeError,
@@ -37,7 +33,6 @@ from tensorguard.optimize.pruning import (
     two_four_mask,
     verify_2_4,
 )
-from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 from tensorguard.optimize.saving import SavedModel, save_model_atomically
 from tensorguard.optimize.tensorrt_build import (
     InputShapeProfile,
@@ -49,7 +44,6 @@ from tensorguard.optimize.tensorrt_build import (
 __all__ = [
     "DEFAULT_EXCLUDE",
     "DEFAULT_PARITY_TOLERANCE",
-    "EvaluationError",
     "InputShapeProfile",
     "MergeError",
     "OnnxExportError",
@@ -64,7 +58,6 @@ __all__ = [
     "TwoFourReport",
     "apply_2_4_sparsity",
     "build_tensorrt_engine",
-    "evaluate_causal_lm_loss",
     "export_causal_lm_to_onnx",
     "measure_onnx_parity",
     "merge_adapter",

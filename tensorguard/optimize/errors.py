@@ -17,10 +17,6 @@ class PruningError(OptimizeError):
     """2:4 structured sparsity could not be applied or verified."""
 
 
-class EvaluationError(OptimizeError):
-    """The held-out loss of a causal language model could not be measured."""
-
-
 class OnnxExportError(OptimizeError):
     """The ONNX export, its validation or its onnxruntime parity run failed."""
 

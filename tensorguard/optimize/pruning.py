@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tensorguard.hf import TokenBatch, evaluate_token_loss
 from tensorguard.optimize.errors import PruningError
-from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 
 GROUP_SIZE = 4
 KEPT_PER_GROUP = 2
@@ -255,20 +255,22 @@ class PruningOutcome:
 
 def prune_2_4_and_evaluate(
     model: nn.Module,
-    eval_batches: Sequence[torch.Tensor],
+    eval_batches: Sequence[TokenBatch],
     *,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
-    pad_token_id: int | None = None,
 ) -> PruningOutcome:
     """Measure held-out loss, prune ``model`` in place to exact 2:4, measure again.
 
+    The loss is :func:`tensorguard.hf.evaluate_token_loss`, the one used by training
+    and the evaluation report, so the numbers compare across stages.
+
     Raises :class:`PruningError` if the pruned model does not verify as exact 2:4.
     """
-    loss_before = evaluate_causal_lm_loss(model, eval_batches, pad_token_id=pad_token_id)
+    loss_before = evaluate_token_loss(model, eval_batches)
     report = apply_2_4_sparsity(model, exclude)
     if not report.pattern_exact:
         raise PruningError(
             f"2:4 verification failed after pruning for layers {list(report.violating_layers)}"
         )
-    loss_after = evaluate_causal_lm_loss(model, eval_batches, pad_token_id=pad_token_id)
+    loss_after = evaluate_token_loss(model, eval_batches)
     return PruningOutcome(report=report, eval_loss_before=loss_before, eval_loss_after=loss_after)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tensorguard.hf import TokenBatch
+from tensorguard.hf import TokenBatch, evaluate_token_loss
 from tensorguard.optimize.errors import PruningError
 from tensorguard.optimize.pruning import (
     DEFAULT_EXCLUDE,
@@ -39,7 +39,6 @@ from tensorguard.optimize.pruning import (
     prune_2_4_and_evaluate,
     verify_2_4,
 )
-from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 from tensorguard.training.base_model import load_tokenizer, read_corpus
 from tensorguard.training.causal_lm import encode_texts, pad_token_id_of, shuffled_batches
 from tensorguard.training.demo_data import default_corpus_dir
@@ -285,21 +284,18 @@ class RecoveredPruning:
 
 def prune_and_recover(
     model: nn.Module,
-    eval_batches: Sequence[torch.Tensor],
+    eval_batches: Sequence[TokenBatch],
     training_batches: Iterable[TokenBatch],
     *,
     settings: RecoverySettings | None = None,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
-    pad_token_id: int | None = None,
 ) -> RecoveredPruning:
     """Prune ``model`` in place to exact 2:4, then recover it by distillation from a
     copy of its dense self on ``training_batches``; measure the held-out loss of the
     dense, pruned and recovered model on ``eval_batches`` (used only to measure)."""
     teacher = copy.deepcopy(model).eval()
-    pruning = prune_2_4_and_evaluate(
-        model, eval_batches, exclude=exclude, pad_token_id=pad_token_id
-    )
+    pruning = prune_2_4_and_evaluate(model, eval_batches, exclude=exclude)
     recovery = recover_2_4(model, teacher, training_batches, settings=settings, exclude=exclude)
     del teacher
-    recovered = evaluate_causal_lm_loss(model, eval_batches, pad_token_id=pad_token_id)
+    recovered = evaluate_token_loss(model, eval_batches)
     return RecoveredPruning(pruning=pruning, recovery=recovery, eval_loss_recovered=recovered)

@@ -12,11 +12,10 @@ from torch.ao.pruning.sparsifier.weight_norm_sparsifier import WeightNormSparsif
 from transformers import LlamaForCausalLM
 
 from tensorguard.digest import sha256_tree
-from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
+from tensorguard.hf import CHECKPOINT_DTYPE, TokenBatch, evaluate_token_loss, load_causal_lm
 from tensorguard.optimize import (
     PruningError,
     apply_2_4_sparsity,
-    evaluate_causal_lm_loss,
     merge_adapter,
     prune_2_4_and_evaluate,
     save_model_atomically,
@@ -140,20 +139,8 @@ def test_loss_matches_transformers_own_loss(
     batch = eval_batches[0]
     with torch.no_grad():
         reference = float(model(input_ids=batch, labels=batch).loss)
-    assert evaluate_causal_lm_loss(model, [batch]) == pytest.approx(reference, rel=1e-6)
-
-
-def test_padding_is_masked_out_of_the_loss(tiny_base_model_dir: Path) -> None:
-    model = load_causal_lm(tiny_base_model_dir, dtype=CHECKPOINT_DTYPE)
-    generator = torch.Generator().manual_seed(11)
-    short = torch.randint(1, 256, (1, 5), generator=generator)
-    long = torch.randint(1, 256, (1, 9), generator=generator)
-    padded = torch.zeros(2, 9, dtype=torch.int64)
-    padded[0, :5] = short
-    padded[1] = long
-    separate = evaluate_causal_lm_loss(model, [short, long])
-    assert evaluate_causal_lm_loss(model, [padded], pad_token_id=0) == pytest.approx(
-        separate, rel=1e-5
+    assert evaluate_token_loss(model, [TokenBatch.unpadded(batch)]) == pytest.approx(
+        reference, rel=1e-6
     )
 
 
@@ -161,12 +148,11 @@ def test_prune_and_evaluate_records_the_loss_change(
     tiny_base_model_dir: Path, tiny_adapter_dir: Path, eval_batches: list[torch.Tensor]
 ) -> None:
     model = merge_adapter(tiny_base_model_dir, tiny_adapter_dir)
-    unpruned = evaluate_causal_lm_loss(copy.deepcopy(model), eval_batches)
-    outcome = prune_2_4_and_evaluate(model, eval_batches)
+    batches = [TokenBatch.unpadded(ids) for ids in eval_batches]
+    unpruned = evaluate_token_loss(copy.deepcopy(model), batches)
+    outcome = prune_2_4_and_evaluate(model, batches)
     assert outcome.eval_loss_before == pytest.approx(unpruned, rel=1e-6)
-    assert outcome.eval_loss_after == pytest.approx(
-        evaluate_causal_lm_loss(model, eval_batches), rel=1e-6
-    )
+    assert outcome.eval_loss_after == pytest.approx(evaluate_token_loss(model, batches), rel=1e-6)
     assert outcome.eval_loss_after != outcome.eval_loss_before
     assert outcome.as_dict()["eval_loss_delta"] == pytest.approx(
         outcome.eval_loss_after - outcome.eval_loss_before

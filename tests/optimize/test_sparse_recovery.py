@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorguard.hf import TokenBatch
+from tensorguard.hf import TokenBatch, evaluate_token_loss
 from tensorguard.optimize.errors import PruningError
 from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.pruning import apply_2_4_sparsity, prunable_linear_layers, verify_2_4
-from tensorguard.optimize.pruning_evaluation import evaluate_causal_lm_loss
 from tensorguard.optimize.sparse_recovery import (
     RecoverySettings,
     corpus_batches,
@@ -68,16 +67,17 @@ def test_prune_and_recover_reports_dense_pruned_and_recovered_losses(
     tiny_base_model_dir: Path, tiny_adapter_dir: Path, eval_batches: list[torch.Tensor]
 ) -> None:
     model = merge_adapter(tiny_base_model_dir, tiny_adapter_dir)
-    dense = evaluate_causal_lm_loss(copy.deepcopy(model), eval_batches)
+    held_out = [TokenBatch.unpadded(ids) for ids in eval_batches]
+    dense = evaluate_token_loss(copy.deepcopy(model), held_out)
     result = prune_and_recover(
         model,
-        eval_batches,
+        held_out,
         random_training_batches(10),
         settings=RecoverySettings(steps=10, learning_rate=3e-3),
     )
     assert result.eval_loss_dense == pytest.approx(dense, rel=1e-6)
     assert result.eval_loss_recovered == pytest.approx(
-        evaluate_causal_lm_loss(model, eval_batches), rel=1e-6
+        evaluate_token_loss(model, held_out), rel=1e-6
     )
     assert result.eval_loss_recovered != result.eval_loss_pruned
     assert result.relative_increase == pytest.approx(
