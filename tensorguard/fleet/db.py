@@ -26,10 +26,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tensorguard.codec import canonical_digest
 from tensorguard.fleet.errors import FleetDatabaseError
-from tensorguard.fleet.messages import InstallOutcome, InstallReport
+from tensorguard.fleet.messages import InstallOutcome, InstallReport, ReleaseAnnouncement
 from tensorguard.fleet.models import (
     MIGRATION_VERSION_TABLE,
+    AnnouncementOutboxRow,
     AuditEvent,
     EdgeNode,
     InstallReportRow,
@@ -54,6 +56,16 @@ def safe_url(database_url: str) -> str:
         return make_url(database_url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable database URL>"
+
+
+OUTBOX_PENDING = "pending"
+OUTBOX_DELIVERED = "delivered"
+OUTBOX_SUPERSEDED = "superseded"
+
+
+def install_report_digest(report: InstallReport) -> str:
+    """SHA-256 of the report's canonical JSON: equal for a re-delivered retained report."""
+    return canonical_digest(report.model_dump(mode="json"))
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
@@ -232,8 +244,14 @@ class FleetDatabase:
         *,
         gate_decision_digest: str | None,
         actor: str,
+        announcement: ReleaseAnnouncement | None = None,
     ) -> ReleaseRow:
-        """Store a published registry release (each fleet/channel/version once)."""
+        """Store a published registry release (each fleet/channel/version once).
+
+        With ``announcement``, queue it in ``announcement_outbox`` in the same transaction,
+        so a recorded release is never left without its announcement
+        (:mod:`tensorguard.fleet.outbox` delivers it).
+        """
         validate_name("fleet", fleet)
         release = ReleaseRow(
             fleet=fleet,
@@ -254,10 +272,39 @@ class FleetDatabase:
                 f"release:{fleet}/{record.channel}/{record.version}",
                 {"digest": record.digest, "size": record.size, "gate": gate_decision_digest},
             )
+            if announcement is not None:
+                if (announcement.fleet, announcement.channel, announcement.version) != (
+                    fleet,
+                    record.channel,
+                    record.version,
+                ):
+                    raise FleetDatabaseError(
+                        "the announcement to queue names another release than the one recorded"
+                    )
+                session.add(
+                    AnnouncementOutboxRow(
+                        fleet=fleet,
+                        channel=record.channel,
+                        version=record.version,
+                        payload=announcement.to_payload().decode("utf-8"),
+                        state=OUTBOX_PENDING,
+                        queued_at=utc_now(),
+                        attempts=0,
+                    )
+                )
         return release
 
     def record_install_report(self, report: InstallReport) -> InstallReportRow:
-        """Store a node's install report; the node must be registered in that fleet."""
+        """Store a node's install report; the node must be registered in that fleet.
+
+        The same report (equal canonical JSON, e.g. a retained report delivered again) is
+        stored once: the stored row is returned and nothing is written.
+        """
+        return self.store_install_report(report)[0]
+
+    def store_install_report(self, report: InstallReport) -> tuple[InstallReportRow, bool]:
+        """Like :meth:`record_install_report`; also says whether the report was new."""
+        digest = install_report_digest(report)
         with self.session() as session:
             node = session.scalars(
                 select(EdgeNode).where(EdgeNode.node_id == report.node_id)
@@ -267,6 +314,13 @@ class FleetDatabase:
                     f"install report from node {report.node_id!r} of fleet {report.fleet!r} "
                     "refused: no such node is registered in that fleet; register it first"
                 )
+            stored = session.scalars(
+                select(InstallReportRow).where(
+                    InstallReportRow.node_pk == node.id, InstallReportRow.report_digest == digest
+                )
+            ).first()
+            if stored is not None:
+                return stored, False
             release = session.scalars(
                 select(ReleaseRow).where(
                     ReleaseRow.fleet == report.fleet,
@@ -284,6 +338,7 @@ class FleetDatabase:
                 reason=report.reason,
                 reported_at=report.timestamp,
                 received_at=utc_now(),
+                report_digest=digest,
             )
             session.add(row)
             node.last_seen_at = row.received_at
@@ -296,7 +351,7 @@ class FleetDatabase:
                 f"release:{report.fleet}/{report.channel}/{report.version}",
                 {"reason_code": report.reason_code.value, "digest": report.digest},
             )
-        return row
+        return row, True
 
     def node(self, node_id: str) -> EdgeNode | None:
         """The registered node with this id, if any."""

@@ -10,7 +10,9 @@
   telemetry, and tokens revoked before their expiry;
 * ``evaluators``, ``safety_evaluations``: operator-enrolled evaluator keys and the signed
   safety evaluations they submitted (stored with the signature, verified on every read);
-* ``connectors``: integration connectors, their credentials sealed, and ``last_seen``.
+* ``connectors``: integration connectors, their credentials sealed, and ``last_seen``;
+* ``announcement_outbox``: release announcements waiting for (or already given to) the
+  MQTT broker, so a release made while the broker is down is announced when it is back.
 
 The schema is created and evolved only by the Alembic migrations in
 ``tensorguard/fleet/migrations`` (see :func:`tensorguard.fleet.db.migrate`); a test
@@ -127,7 +129,10 @@ class InstallReportRow(Base):
     """One node's report about one release: installed, rejected (and why) or failed."""
 
     __tablename__ = "install_reports"
-    __table_args__ = (Index("ix_install_reports_node_received", "node_pk", "received_at"),)
+    __table_args__ = (
+        Index("ix_install_reports_node_received", "node_pk", "received_at"),
+        Index("uq_install_reports_node_digest", "node_pk", "report_digest", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     node_pk: Mapped[int] = mapped_column(ForeignKey("edge_nodes.id", ondelete="CASCADE"))
@@ -139,6 +144,9 @@ class InstallReportRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    # SHA-256 of the report's canonical JSON: the same (retained, re-delivered) report is
+    # stored once per node. NULL for reports stored before revision 0004.
+    report_digest: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH))
 
     node: Mapped[EdgeNode] = relationship(back_populates="reports")
     release: Mapped[ReleaseRow | None] = relationship(back_populates="reports")
@@ -267,3 +275,28 @@ class ConnectorRow(Base):
     last_status: Mapped[str | None] = mapped_column(String(16))
     last_detail: Mapped[str | None] = mapped_column(Text)
     healthy: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AnnouncementOutboxRow(Base):
+    """A release announcement queued for the broker (one per fleet, channel and version).
+
+    ``state`` is ``pending`` until the broker acknowledged it (``delivered``) or a newer
+    version of the same channel was delivered first (``superseded``: announcing an older
+    release on the retained topic would hide the newer one). ``attempts`` and
+    ``last_error`` say why a pending announcement is still waiting.
+    """
+
+    __tablename__ = "announcement_outbox"
+    __table_args__ = (UniqueConstraint("fleet", "channel", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fleet: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

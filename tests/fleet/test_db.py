@@ -35,6 +35,7 @@ FLEET_TABLES = {
     "request_nonces",
     "telemetry_samples",
     "revoked_tokens",
+    "announcement_outbox",
 }
 
 
