@@ -40,6 +40,18 @@ def expect_refusal(
     return report.reason
 
 
+def expect_installed(agent: EdgeAgent, announcement: ReleaseAnnouncement) -> None:
+    """The agent installs ``announcement``: an INSTALLED report for its version."""
+    report = agent.handle_release(announcement)
+    assert report is not None
+    assert (report.outcome, report.reason_code, report.version) == (
+        InstallOutcome.INSTALLED,
+        InstallReason.INSTALLED,
+        announcement.version,
+    ), report.reason
+    assert agent.state.high_water(announcement.channel) == announcement.version
+
+
 def test_installs_atomically_and_replaces_the_previous_release(
     kit: FleetKit, tmp_path: Path
 ) -> None:
@@ -85,15 +97,15 @@ def test_installs_atomically_and_replaces_the_previous_release(
 def test_the_installed_release_seen_again_is_ignored(kit: FleetKit, tmp_path: Path) -> None:
     agent = kit.agent(tmp_path / "node")
     announcement = kit.publish(kit.build(1), 1)
-    assert agent.handle_release(announcement) is not None
+    expect_installed(agent, announcement)
     assert agent.handle_release(announcement) is None
 
 
 def test_rollback_and_replay_are_rejected(kit: FleetKit, tmp_path: Path) -> None:
     agent = kit.agent(tmp_path / "node")
     old = kit.publish(kit.build(1), 1)
-    assert agent.handle_release(old) is not None
-    assert agent.handle_release(kit.publish(kit.build(2), 2)) is not None
+    expect_installed(agent, old)
+    expect_installed(agent, kit.publish(kit.build(2), 2))
     expect_refusal(agent, old, InstallReason.ROLLBACK, "not above the installed version 2")
     # The same version with other bytes (a replay of a different signed package).
     same_version = old.model_copy(update={"version": 2})
@@ -177,7 +189,7 @@ def test_fetch_refusals(kit: FleetKit, tmp_path: Path) -> None:
         InstallOutcome.FAILED,
         InstallReason.FETCH_FAILED,
     )
-    assert agent.handle_release(announcement) is not None, "the genuine one still installs"
+    expect_installed(agent, announcement)  # the genuine one still installs
 
 
 def test_payloads_not_for_this_node_are_ignored(kit: FleetKit, tmp_path: Path) -> None:
@@ -205,7 +217,7 @@ def test_damaged_state_stops_the_agent(kit: FleetKit, tmp_path: Path) -> None:
 
 def test_recover_removes_interrupted_installs(kit: FleetKit, tmp_path: Path) -> None:
     agent = kit.agent(tmp_path / "node")
-    assert agent.handle_release(kit.publish(kit.build(1), 1)) is not None
+    expect_installed(agent, kit.publish(kit.build(1), 1))
     current = agent.layout.current_target("stable")
     leftover_tree = agent.layout.releases / "stable" / "v2-deadbeef0000"
     leftover_tree.mkdir()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from dagster import DagsterInstance
+from dagster._core.storage.dagster_run import DagsterRun
 from dagster_celery.cli import get_validated_config
 from dagster_k8s import K8sRunLauncher
 
@@ -48,12 +50,23 @@ def test_postgres_instance_config_loads(tmp_path: Path) -> None:
     home.mkdir()
     shutil.copy(DEPLOY / "dagster.postgres.yaml", home / "dagster.yaml")
     instance = DagsterInstance.from_config(str(home))
+    run_id = str(uuid.uuid4())
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        assert instance.get_runs() is not None
+        instance.add_run(DagsterRun(job_name="deploy_config_probe", run_id=run_id))
     finally:
         instance.dispose()
+    # A second instance from the same file reads the run back: it lives in the server.
+    reopened = DagsterInstance.from_config(str(home))
+    try:
+        stored = reopened.get_run_by_id(run_id)
+        assert stored is not None
+        assert stored.job_name == "deploy_config_probe"
+        reopened.delete_run(run_id)
+        assert reopened.get_run_by_id(run_id) is None
+    finally:
+        reopened.dispose()
 
 
 @pytest.mark.postgres
