@@ -10,12 +10,14 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 VENV=.venv
 STAMP="$VENV/.tensorguard-install"
 
-# Debian packages whose binaries the test suite starts itself (PostgreSQL, SoftHSM2, ...).
+# Debian packages whose binaries the test suite starts itself (PostgreSQL, SoftHSM2,
+# Mosquitto, Pebble as the ACME server, ...).
 need_packages=()
 if [[ "${1:-}" == "--services" ]]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
   command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
   command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need_packages+=(mosquitto)
+  command -v pebble >/dev/null 2>&1 || need_packages+=(pebble)
   [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 fi
 if ((${#need_packages[@]})); then

@@ -1,4 +1,5 @@
-"""Fixtures for the identity tests: a file key provider, a CA, CSRs and real openssl."""
+"""Fixtures for the identity tests: a file key provider, a CA, CSRs, real openssl and a
+real ACME server (Pebble)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import ipaddress
 import secrets
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from tensorguard.identity import CertificateAuthority, IssuancePolicy, node_uri
 from tensorguard.keys import FileKeyProvider, MasterSecret
+from tests.services.pebble import PebbleServer, running_pebble
 
 TRUST_DOMAIN = "fleet.test.internal"
 SERVICE_NAMES = ("broker.fleet.test.internal", "*.api.fleet.test.internal")
@@ -130,3 +132,10 @@ def openssl_verify(
         timeout=30,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def pebble_server() -> Iterator[PebbleServer]:
+    """A real Pebble ACME server (and its DNS) on 127.0.0.1, started once per session."""
+    with running_pebble() as server:
+        yield server

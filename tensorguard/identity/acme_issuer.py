@@ -1,0 +1,316 @@
+"""ACME (RFC 8555) issuance of service certificates, with certbot's ``acme`` library.
+
+:class:`AcmeIssuer` registers (or finds) the account of its account key, opens an order
+for a CSR, proves control of every name, finalises the order and returns the PEM chain.
+Challenges:
+
+* **HTTP-01**: answered by :class:`~tensorguard.identity.acme_responder.Http01Responder`,
+  the project's own loopback HTTP server, started for the order only;
+* **DNS-01**: only through a configured :class:`DnsProvider` (e.g.
+  :class:`CommandDnsProvider`, an operator's script that edits the zone). Without one,
+  DNS-01 is refused before anything is sent, with what to configure instead.
+
+Failures are :class:`AcmeIssuanceError`: ``retryable`` tells a renewal job whether to try
+again (server, network or validation trouble) or stop (configuration). Nothing here
+imports Dagster; the ``acme`` extra must be installed (``pip install tensorguard[acme]``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, cast
+
+import josepy
+import requests
+from acme import challenges, client, errors, messages
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tensorguard.durable import atomic_write_bytes, ensure_directory
+from tensorguard.identity.acme_responder import Http01Responder
+from tensorguard.identity.errors import IdentityConfigError, IdentityError
+
+USER_AGENT = "tensorguard-acme"
+DNS_HOOK_TIMEOUT_S = 120
+
+
+class AcmeIssuanceError(IdentityError):
+    """An ACME order failed. ``retryable`` is False when retrying cannot help
+    (refused configuration, an account the server rejects); ``retry_after`` is the wait
+    in seconds the server asked for, when it said."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ChallengeType(StrEnum):
+    """How the ACME server checks that we control a name."""
+
+    HTTP01 = "http-01"
+    DNS01 = "dns-01"
+
+
+class DnsProvider(Protocol):
+    """Publishes and withdraws the ``_acme-challenge`` TXT records of DNS-01."""
+
+    def set_txt(self, record_name: str, value: str) -> None:
+        """Publish TXT ``value`` at ``record_name`` (and wait until it is served)."""
+
+    def clear_txt(self, record_name: str, value: str) -> None:
+        """Withdraw TXT ``value`` from ``record_name``."""
+
+
+@dataclass(frozen=True)
+class CommandDnsProvider:
+    """A DNS provider that is an operator's program: it is run as
+    ``<argv...> set <record-name> <value>`` and ``<argv...> clear <record-name> <value>``
+    and must exit 0 once the record is published (or withdrawn)."""
+
+    argv: tuple[str, ...]
+
+    def set_txt(self, record_name: str, value: str) -> None:
+        """Run the program with ``set``."""
+        self._run("set", record_name, value)
+
+    def clear_txt(self, record_name: str, value: str) -> None:
+        """Run the program with ``clear``."""
+        self._run("clear", record_name, value)
+
+    def _run(self, action: str, record_name: str, value: str) -> None:
+        try:
+            done = subprocess.run(
+                [*self.argv, action, record_name, value],
+                capture_output=True,
+                text=True,
+                timeout=DNS_HOOK_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AcmeIssuanceError(
+                f"the DNS-01 provider {self.argv[0]} could not {action} {record_name}: {exc}"
+            ) from exc
+        if done.returncode != 0:
+            raise AcmeIssuanceError(
+                f"the DNS-01 provider {self.argv[0]} exited {done.returncode} on {action} "
+                f"{record_name}: {done.stderr.strip()[-300:]}"
+            )
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    """Where the ACME server is and how to answer it.
+
+    ``ca_bundle`` is the PEM file trusted for the ACME server's own TLS (None: the
+    system's store); ``account_key_file`` holds the account's P-256 key (made on first
+    use, mode 0600); ``http01_host``/``http01_port`` is where the responder listens.
+    """
+
+    directory_url: str
+    account_key_file: Path
+    contact_email: str | None = None
+    ca_bundle: Path | None = None
+    challenge: ChallengeType = ChallengeType.HTTP01
+    http01_host: str = "127.0.0.1"
+    http01_port: int = 80
+    timeout_s: float = 90.0
+
+
+def load_or_create_account_key(path: Path) -> JWKEC:
+    """The ACME account key in ``path`` (PKCS#8 PEM), made there on first use."""
+    if not path.exists():
+        ensure_directory(path.parent, mode=0o700)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        atomic_write_bytes(path, pem, mode=0o600, overwrite=False)
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise IdentityConfigError(
+            f"the ACME account key {path} cannot be read ({type(exc).__name__}); restore it "
+            "or remove it to register a new account"
+        ) from exc
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
+        raise IdentityConfigError(f"the ACME account key {path} is not an ECDSA P-256 key")
+    return JWKEC(key=loaded)
+
+
+class AcmeIssuer:
+    """Obtains certificates from one ACME directory with one account."""
+
+    def __init__(self, settings: AcmeSettings, dns_provider: DnsProvider | None = None) -> None:
+        """Refuses DNS-01 without a provider before any request is made."""
+        if settings.challenge is ChallengeType.DNS01 and dns_provider is None:
+            raise AcmeIssuanceError(
+                "DNS-01 was requested but no DNS provider is configured, so the "
+                "_acme-challenge TXT records cannot be published. Configure one (a program "
+                "run as `<program> set|clear <record> <value>`: acme.dns_hook in the renewal "
+                "configuration) or use HTTP-01 with the built-in responder "
+                "(challenge: http-01, http01_port reachable from the ACME server)",
+                retryable=False,
+            )
+        self.settings = settings
+        self.dns_provider = dns_provider
+        self._account_key = load_or_create_account_key(settings.account_key_file)
+
+    def issue(
+        self, csr_pem: bytes, on_challenge: Callable[[list[str]], None] | None = None
+    ) -> bytes:
+        """Order a certificate for ``csr_pem``'s names; return the PEM chain (leaf first).
+
+        ``on_challenge`` is called with the names being validated, just before the
+        challenges are answered.
+        """
+        try:
+            acme_client = self._client()
+            order = acme_client.new_order(csr_pem)
+            pending = [
+                authz
+                for authz in order.authorizations
+                if authz.body.status != messages.STATUS_VALID
+            ]
+            names = [authz.body.identifier.value for authz in pending]
+            if on_challenge is not None:
+                on_challenge(names)
+            # acme compares naive local times.
+            deadline = datetime.datetime.now() + datetime.timedelta(seconds=self.settings.timeout_s)
+            if self.settings.challenge is ChallengeType.HTTP01:
+                order = self._answer_http01(acme_client, order, pending, deadline)
+            else:
+                order = self._answer_dns01(acme_client, order, pending, deadline)
+        except AcmeIssuanceError:
+            raise
+        except errors.ValidationError as exc:
+            problems = "; ".join(
+                f"{authz.body.identifier.value}: {chall.error.detail if chall.error else '?'}"
+                for authz in exc.failed_authzrs
+                for chall in authz.body.challenges
+                if chall.error is not None
+            )
+            raise AcmeIssuanceError(f"ACME validation failed: {problems}") from exc
+        except messages.Error as exc:
+            raise _problem_error(exc) from exc
+        except errors.TimeoutError as exc:
+            raise AcmeIssuanceError(
+                f"the ACME order did not complete within {self.settings.timeout_s:g}s"
+            ) from exc
+        except (errors.Error, requests.RequestException, josepy.errors.Error) as exc:
+            raise AcmeIssuanceError(
+                f"ACME request to {self.settings.directory_url} failed: {type(exc).__name__}: "
+                f"{str(exc)[:300]}"
+            ) from exc
+        if not order.fullchain_pem:
+            raise AcmeIssuanceError("the ACME server finalised the order without a certificate")
+        return order.fullchain_pem.encode("ascii")
+
+    def _client(self) -> client.ClientV2:
+        net = client.ClientNetwork(
+            self._account_key,
+            alg=ES256,
+            # requests takes a CA bundle path where acme's annotation says bool.
+            verify_ssl=cast(
+                bool, str(self.settings.ca_bundle) if self.settings.ca_bundle else True
+            ),
+            user_agent=USER_AGENT,
+        )
+        directory = client.ClientV2.get_directory(self.settings.directory_url, net)
+        acme_client = client.ClientV2(directory, net)
+        contact = (f"mailto:{self.settings.contact_email}",) if self.settings.contact_email else ()
+        registration = messages.NewRegistration(contact=contact, terms_of_service_agreed=True)
+        try:
+            acme_client.new_account(registration)
+        except errors.ConflictError as existing:
+            net.account = messages.RegistrationResource(
+                uri=existing.location, body=messages.Registration()
+            )
+        return acme_client
+
+    def _answer_http01(
+        self,
+        acme_client: client.ClientV2,
+        order: messages.OrderResource,
+        pending: Sequence[messages.AuthorizationResource],
+        deadline: datetime.datetime,
+    ) -> messages.OrderResource:
+        with Http01Responder(self.settings.http01_host, self.settings.http01_port) as responder:
+            for authz in pending:
+                challenge = _challenge_of(authz, challenges.HTTP01)
+                response, validation = challenge.response_and_validation(self._account_key)
+                responder.add(challenge.chall.encode("token"), validation)
+                acme_client.answer_challenge(challenge, response)
+            return acme_client.poll_and_finalize(order, deadline)
+
+    def _answer_dns01(
+        self,
+        acme_client: client.ClientV2,
+        order: messages.OrderResource,
+        pending: Sequence[messages.AuthorizationResource],
+        deadline: datetime.datetime,
+    ) -> messages.OrderResource:
+        provider = self.dns_provider
+        assert provider is not None  # refused in __init__
+        published: list[tuple[str, str]] = []
+        try:
+            answers = []
+            for authz in pending:
+                challenge = _challenge_of(authz, challenges.DNS01)
+                domain = authz.body.identifier.value.removeprefix("*.")
+                record = challenge.chall.validation_domain_name(domain)
+                value = challenge.chall.validation(self._account_key)
+                provider.set_txt(record, value)
+                published.append((record, value))
+                answers.append((challenge, challenge.response(self._account_key)))
+            for challenge, response in answers:
+                acme_client.answer_challenge(challenge, response)
+            return acme_client.poll_and_finalize(order, deadline)
+        finally:
+            for record, value in published:
+                provider.clear_txt(record, value)
+
+
+def _challenge_of(
+    authz: messages.AuthorizationResource, kind: type[challenges.Challenge]
+) -> messages.ChallengeBody:
+    for challenge in authz.body.challenges:
+        if isinstance(challenge.chall, kind):
+            return challenge
+    offered = ", ".join(str(challenge.chall.typ) for challenge in authz.body.challenges)
+    raise AcmeIssuanceError(
+        f"the ACME server offers no {kind.typ} challenge for {authz.body.identifier.value} "
+        f"(offered: {offered}); configure a challenge type it offers",
+        retryable=False,
+    )
+
+
+def _problem_error(problem: messages.Error) -> AcmeIssuanceError:
+    """An ACME problem document as an error; account/policy refusals are not retryable."""
+    code = str(problem.code or problem.typ)
+    final = code in {
+        "unauthorized",
+        "rejectedIdentifier",
+        "unsupportedIdentifier",
+        "caa",
+        "badCSR",
+        "accountDoesNotExist",
+        "externalAccountRequired",
+        "userActionRequired",
+        "malformed",
+    }
+    return AcmeIssuanceError(
+        f"the ACME server refused the request ({code}): {problem.detail or problem.title or ''}",
+        retryable=not final,
+    )

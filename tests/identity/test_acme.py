@@ -1,0 +1,170 @@
+"""ACME issuance (HTTP-01 with the project's responder, DNS-01 through a configured
+provider) against a real Pebble started by the session fixture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tensorguard.identity.acme_issuer import (
+    AcmeIssuanceError,
+    AcmeIssuer,
+    AcmeSettings,
+    ChallengeType,
+    CommandDnsProvider,
+)
+from tensorguard.identity.acme_responder import Http01Responder
+from tests.identity.conftest import service_csr
+from tests.services.pebble import PebbleServer
+from tests.services.process import free_port
+
+NAME = "broker.fleet.test"
+
+
+def settings(pebble: PebbleServer, tmp_path: Path, **overrides: object) -> AcmeSettings:
+    """Settings for the test Pebble: its API CA trusted for this client only."""
+    values: dict[str, object] = {
+        "directory_url": pebble.directory_url,
+        "account_key_file": tmp_path / "acme" / "account.key",
+        "ca_bundle": pebble.api_ca_file,
+        "http01_port": pebble.http01_port,
+        "timeout_s": 30.0,
+    }
+    values.update(overrides)
+    return AcmeSettings(**values)  # type: ignore[arg-type]
+
+
+def verify_with_openssl(pebble: PebbleServer, chain: bytes, tmp_path: Path) -> None:
+    """`openssl verify` the leaf against Pebble's issuing root, the chain's rest untrusted."""
+    leaf, *intermediates = x509.load_pem_x509_certificates(chain)
+    assert intermediates, "the chain carries its intermediate"
+    files = {"root": pebble.issuing_roots(), "leaf": leaf.public_bytes(Encoding.PEM)}
+    files["rest"] = b"".join(cert.public_bytes(Encoding.PEM) for cert in intermediates)
+    for name, data in files.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    done = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(tmp_path / "root.pem"),
+            "-untrusted",
+            str(tmp_path / "rest.pem"),
+            str(tmp_path / "leaf.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_http01_issues_a_chain_that_verifies(pebble_server: PebbleServer, tmp_path: Path) -> None:
+    issuer = AcmeIssuer(settings(pebble_server, tmp_path))
+    seen: list[list[str]] = []
+    chain = issuer.issue(service_csr(NAME), on_challenge=seen.append)
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [NAME]
+    assert seen == [[NAME]]  # a challenge was really answered (authorisation reuse is off)
+    verify_with_openssl(pebble_server, chain, tmp_path)
+    assert (tmp_path / "acme" / "account.key").stat().st_mode & 0o077 == 0
+    # The same account key finds its existing account and issues again.
+    assert AcmeIssuer(settings(pebble_server, tmp_path)).issue(service_csr(NAME))
+
+
+def test_validation_fails_when_the_responder_is_not_where_pebble_looks(
+    pebble_server: PebbleServer, tmp_path: Path
+) -> None:
+    issuer = AcmeIssuer(settings(pebble_server, tmp_path, http01_port=free_port()))
+    with pytest.raises(AcmeIssuanceError, match="validation failed") as caught:
+        issuer.issue(service_csr(NAME))
+    assert caught.value.retryable
+
+
+def test_the_acme_servers_tls_is_not_trusted_without_its_ca(
+    pebble_server: PebbleServer, tmp_path: Path
+) -> None:
+    issuer = AcmeIssuer(settings(pebble_server, tmp_path, ca_bundle=None))
+    with pytest.raises(AcmeIssuanceError, match=r"SSLError|certificate verify failed"):
+        issuer.issue(service_csr(NAME))
+
+
+def test_dns01_without_a_provider_is_refused_with_a_remedy(tmp_path: Path) -> None:
+    unreachable = AcmeSettings(
+        directory_url="https://127.0.0.1:9/dir",
+        account_key_file=tmp_path / "account.key",
+        challenge=ChallengeType.DNS01,
+    )
+    with pytest.raises(AcmeIssuanceError, match="no DNS provider is configured") as caught:
+        AcmeIssuer(unreachable)
+    assert not caught.value.retryable
+    assert "http-01" in str(caught.value)
+    assert "dns_hook" in str(caught.value)
+
+
+def test_dns01_through_a_configured_provider(pebble_server: PebbleServer, tmp_path: Path) -> None:
+    hook = tmp_path / "dns-hook.py"
+    hook.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys, urllib.request
+            action, record, value = sys.argv[1:]
+            path = "/set-txt" if action == "set" else "/clear-txt"
+            body = {{"host": record + "."}}
+            if action == "set":
+                body["value"] = value
+            urllib.request.urlopen(urllib.request.Request(
+                "{pebble_server.dns_management_url}" + path, data=json.dumps(body).encode()))
+            with open({str(tmp_path / "hook.log")!r}, "a") as log:
+                log.write(action + " " + record + "\\n")
+            """
+        )
+    )
+    provider = CommandDnsProvider((sys.executable, str(hook)))
+    issuer = AcmeIssuer(
+        settings(pebble_server, tmp_path, challenge=ChallengeType.DNS01), dns_provider=provider
+    )
+    chain = issuer.issue(service_csr(NAME))
+    assert x509.load_pem_x509_certificates(chain)[0].subject.rfc4514_string() == f"CN={NAME}"
+    record = f"_acme-challenge.{NAME}"
+    assert (tmp_path / "hook.log").read_text().split("\n")[:2] == [
+        f"set {record}",
+        f"clear {record}",
+    ]
+
+
+def test_dns01_provider_failure_is_an_issuance_error(
+    pebble_server: PebbleServer, tmp_path: Path
+) -> None:
+    provider = CommandDnsProvider((sys.executable, "-c", "import sys; sys.exit('zone locked')"))
+    issuer = AcmeIssuer(
+        settings(pebble_server, tmp_path, challenge=ChallengeType.DNS01), dns_provider=provider
+    )
+    with pytest.raises(AcmeIssuanceError, match=r"exited 1 on set .*zone locked"):
+        issuer.issue(service_csr(NAME))
+
+
+def test_responder_serves_only_registered_tokens() -> None:
+    with Http01Responder(port=0) as responder:
+        base = f"http://127.0.0.1:{responder.port}/.well-known/acme-challenge/"
+        responder.add("tok-1", "tok-1.thumbprint")
+        with urllib.request.urlopen(base + "tok-1") as reply:
+            assert reply.read() == b"tok-1.thumbprint"
+        for path in ("tok-2", "", "../tok-1", "tok-1/x"):
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(base + path)
+            assert caught.value.code == 404
+        responder.remove("tok-1")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "tok-1")
+        with pytest.raises(Exception, match="not base64url"):
+            responder.add("../etc", "x")
