@@ -10,7 +10,8 @@ code  name                   meaning
 1     ERROR                  any other TensorGuard error (e.g. the MQTT broker is unreachable)
 2     USAGE                  bad or missing arguments (``argparse`` exits with 2 itself)
 3     CONFIG                 configuration missing, invalid or refused: ``TG_*`` environment,
-                             agent YAML, release metadata flags, production-mode refusals
+                             agent YAML, release metadata flags, production-mode refusals,
+                             a ``TG_PQC_BACKEND`` that cannot be loaded here
 4     INPUT                  an input file cannot be used: package, key file, trust store,
                              build source, CSR or CA directory unreadable, of the wrong kind
                              or too permissive
@@ -79,6 +80,7 @@ class ExitCode(IntEnum):
 
 def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
     """(error type, code) pairs; first match wins, so narrow types come before parents."""
+    from tensorguard.crypto.errors import BackendUnavailableError
     from tensorguard.digest import DigestError
     from tensorguard.identity.audit import AuditError
     from tensorguard.identity.errors import (
@@ -132,6 +134,7 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
         (IssuancePolicyError, ExitCode.POLICY),
         (CertificateExpiryError, ExitCode.POLICY),
         (ConfigurationError, ExitCode.CONFIG),
+        (BackendUnavailableError, ExitCode.CONFIG),
     )
 
 

@@ -1,9 +1,19 @@
 """PQC backend on liboqs through ``liboqs-python``, used only where liboqs is installed.
 
-``import oqs`` without the liboqs shared library tries to download and build it and
-then exits the interpreter, so this module never imports ``oqs`` until
-:func:`liboqs_library_path` has found the library. Availability is a property of the
-machine, checked at construction time.
+Loading is done in two steps, and the second runs only if the first succeeds:
+
+1. :func:`load_liboqs_library` opens the liboqs shared library itself with
+   :class:`ctypes.CDLL` (the path in ``TG_LIBOQS_PATH``, else ``liboqs.so`` through the
+   dynamic loader's own search) and checks that it exports liboqs' entry points. This
+   spawns no process: no ``ldconfig``, ``gcc`` or ``ld`` as
+   :func:`ctypes.util.find_library` would.
+2. Only then is ``oqs`` imported, under :func:`_guarded_oqs_import`: liboqs-python's
+   own library search is pointed at the library already loaded, and an audit hook refuses
+   every process it would start (its fallback downloads liboqs with ``git clone`` and
+   builds it, then calls ``sys.exit``). ``SystemExit``, ``RuntimeError`` and any other
+   failure of that import become :class:`~tensorguard.crypto.errors.BackendUnavailableError`.
+
+liboqs-python has no switch that turns its download off, hence the guard.
 
 liboqs-python derives ML-KEM-768 keys from a seed (``generate_keypair_seed``) but has
 no seed-based ML-DSA key generation, while our key format stores ML-DSA-65 keys as
@@ -14,7 +24,14 @@ performs every ML-KEM-768 operation, and refuses ML-DSA-65 signing with a
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ctypes.util
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from tensorguard.crypto.backends.base import (
@@ -26,26 +43,132 @@ from tensorguard.crypto.errors import BackendUnavailableError, KEMError, KeyForm
 
 MLDSA65_NAME = "ML-DSA-65"
 MLKEM768_NAME = "ML-KEM-768"
+LIBOQS_PATH_ENV_VAR = "TG_LIBOQS_PATH"
+# Names the dynamic loader resolves itself (LD_LIBRARY_PATH, ld.so.cache, system dirs).
+_DEFAULT_LIBRARY_NAMES = ("liboqs.so", "liboqs.dylib", "oqs.dll")
+# Entry points every liboqs release exports; a file without them is not liboqs.
+_REQUIRED_SYMBOLS = ("OQS_init", "OQS_version", "OQS_SIG_new", "OQS_KEM_new")
+# Audit events that start a process (liboqs-python's download uses subprocess or os.system).
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork"}
+)
+_INSTALL_REMEDY = (
+    "install liboqs (https://github.com/open-quantum-safe/liboqs) as a shared library, "
+    f"point {LIBOQS_PATH_ENV_VAR} at it, or use the default backend "
+    "(TG_PQC_BACKEND=cryptography)"
+)
+
+_import_lock = threading.Lock()
+_guard_state = {"active": False, "hook_installed": False}
 
 
-def liboqs_library_path() -> str | None:
-    """Return the liboqs shared library the dynamic loader would use, or ``None``."""
-    return ctypes.util.find_library("oqs")
+class _ProcessRefused(RuntimeError):
+    """Raised by the audit hook when liboqs-python tries to start a process."""
 
 
-def _load_oqs_module() -> Any:
-    if liboqs_library_path() is None:
+def _candidate_libraries(environ: Mapping[str, str]) -> tuple[str, ...]:
+    explicit = environ.get(LIBOQS_PATH_ENV_VAR, "").strip()
+    if explicit:
+        return (explicit,)
+    return _DEFAULT_LIBRARY_NAMES
+
+
+def load_liboqs_library(environ: Mapping[str, str] | None = None) -> tuple[str, ctypes.CDLL]:
+    """Open the liboqs shared library with :class:`ctypes.CDLL`; return ``(name, handle)``.
+
+    Raises :class:`BackendUnavailableError` that says what the loader reported when no
+    candidate loads or a loaded file lacks liboqs' entry points. Starts no process.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for name in _candidate_libraries(env):
+        try:
+            library = ctypes.CDLL(name)
+        except OSError as exc:
+            problems.append(str(exc))
+            continue
+        missing = [symbol for symbol in _REQUIRED_SYMBOLS if not hasattr(library, symbol)]
+        if missing:
+            problems.append(f"{name} loads but is not liboqs (no {', '.join(missing)})")
+            continue
+        return name, library
+    found = [p for p in problems if "cannot open shared object file" not in p]
+    if not found:
         raise BackendUnavailableError(
-            "liboqs backend unavailable: the liboqs shared library is not installed; "
-            "install liboqs (https://github.com/open-quantum-safe/liboqs) or use the "
-            "'cryptography' backend"
+            f"liboqs backend unavailable: the liboqs shared library is not installed; "
+            f"{_INSTALL_REMEDY}"
         )
+    raise BackendUnavailableError(
+        f"liboqs backend unavailable: a liboqs library was found but cannot be used "
+        f"({'; '.join(found)}); {_INSTALL_REMEDY}"
+    )
+
+
+def liboqs_library_path(environ: Mapping[str, str] | None = None) -> str | None:
+    """Return the name or path of a loadable liboqs library, or ``None``; starts no process."""
     try:
-        import oqs  # deferred: importing it without liboqs exits the process
+        name, _ = load_liboqs_library(environ)
+    except BackendUnavailableError:
+        return None
+    return name
+
+
+def _refuse_processes(event: str, args: tuple[object, ...]) -> None:
+    del args
+    if _guard_state["active"] and event in _PROCESS_EVENTS:
+        raise _ProcessRefused(
+            f"liboqs-python tried to start a process ({event}) while being imported"
+        )
+
+
+def _warnings_and_above(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def _guarded_oqs_import(library: str) -> Iterator[None]:
+    """Import ``oqs`` against ``library``, with no process and no download allowed."""
+    original_find_library = ctypes.util.find_library
+
+    def find_loaded_library(name: str) -> str | None:
+        if name in ("oqs", "liboqs"):
+            return library
+        return original_find_library(name)
+
+    with _import_lock:
+        if not _guard_state["hook_installed"]:
+            sys.addaudithook(_refuse_processes)
+            # liboqs-python logs INFO lines to stdout at import; keep the CLI's stdout clean
+            logging.getLogger("oqs.oqs").addFilter(_warnings_and_above)
+            _guard_state["hook_installed"] = True
+        ctypes.util.find_library = find_loaded_library
+        _guard_state["active"] = True
+        try:
+            yield
+        finally:
+            _guard_state["active"] = False
+            ctypes.util.find_library = original_find_library
+
+
+def _load_oqs_module(environ: Mapping[str, str] | None = None) -> Any:
+    library, _ = load_liboqs_library(environ)
+    try:
+        with _guarded_oqs_import(library):
+            import oqs  # deferred and guarded: see the module docstring
     except ImportError as exc:
+        if exc.name != "oqs":
+            raise BackendUnavailableError(
+                f"liboqs backend unavailable: liboqs-python failed to import ({exc}); "
+                "reinstall it with `pip install 'tensorguard[oqs]'`"
+            ) from exc
         raise BackendUnavailableError(
             "liboqs backend unavailable: liboqs is installed but the 'liboqs-python' "
-            "package is not; run `pip install liboqs-python`"
+            "package is not; run `pip install 'tensorguard[oqs]'`"
+        ) from exc
+    except (SystemExit, Exception) as exc:  # liboqs-python exits or raises on a bad library
+        raise BackendUnavailableError(
+            f"liboqs backend unavailable: liboqs-python could not use the liboqs library "
+            f"{library!r} ({type(exc).__name__}: {exc}); {_INSTALL_REMEDY}"
         ) from exc
     return oqs
 
