@@ -19,6 +19,7 @@ twice gives byte-identical files, also across processes and working directories.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,9 @@ SEQUENCE_AXIS = "sequence"
 DEFAULT_PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (2, 7), (3, 16))
 _TRACE_SHAPE = (2, 8)
 _PARITY_SEED = 0
+# The exporter's op registry warns once per torchvision operator when torchvision is not
+# installed; a causal LM never uses those operators, so the lines are only noise.
+_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
 class _LogitsOnly(nn.Module):
@@ -129,6 +133,7 @@ def export_causal_lm_to_onnx(
 
 def _export_graph(model: nn.Module, onnx_path: Path, opset: int) -> None:
     trace_input = torch.zeros(_TRACE_SHAPE, dtype=torch.int64)
+    logging.getLogger(_REGISTRY_LOGGER).setLevel(logging.ERROR)
     try:
         program = torch.onnx.export(
             _LogitsOnly(model).eval(),
