@@ -44,7 +44,14 @@ from tensorguard.gate import (
     evaluate_gate,
     load_policy,
 )
+from tensorguard.gate.safety_policy import SafetyPolicy
 from tensorguard.model_card import MODEL_CARD_FILE, RoundFacts, render_model_card
+from tensorguard.safety_evaluation import (
+    SafetyEvaluationError,
+    SignedSafetyEvaluation,
+    threshold_failures,
+)
+from tensorguard.service.safety import SafetyEvaluationStore
 from tensorguard.tgsp import (
     FileEntry,
     ModelIdentity,
@@ -196,9 +203,59 @@ def gate_evidence(
         ) from None
 
 
-def decide_release(evidence: GateEvidence, policy_file: Path | None = None) -> GateDecision:
-    """Apply the release policy (``policy_file`` or the shipped default) to ``evidence``."""
-    return evaluate_gate(load_policy(policy_file or DEFAULT_POLICY_FILE), evidence)
+def choose_safety_evaluation(
+    candidates: Sequence[SignedSafetyEvaluation], model_digest: str, rule: SafetyPolicy
+) -> SignedSafetyEvaluation | None:
+    """The evaluation the gate judges: the first of ``candidates`` (newest first) that is
+    of ``model_digest``, signed by a key ``rule`` trusts, verifies and meets every
+    threshold; when none does, the newest one, so the decision records why it is
+    refused; ``None`` when there is no candidate (the gate fails for missing evidence)."""
+    for signed in candidates:
+        try:
+            evaluation = signed.verify(rule.trusted_evaluators)
+        except SafetyEvaluationError:
+            continue
+        if evaluation.model_digest == model_digest and not threshold_failures(
+            evaluation.metrics, rule
+        ):
+            return signed
+    return candidates[0] if candidates else None
+
+
+def stored_safety_evaluations(database_url: str, model_digest: str) -> list[SignedSafetyEvaluation]:
+    """Every safety evaluation of ``model_digest`` in the application database, as signed
+    (newest first, not verified: the gate verifies against its policy's trust list)."""
+    database = FleetDatabase(database_url)
+    try:
+        database.require_current_schema()
+        return SafetyEvaluationStore(database).signed_for_model(model_digest)
+    finally:
+        database.close()
+
+
+def decide_release(
+    evidence: GateEvidence,
+    policy_file: Path | None = None,
+    *,
+    model_digest: str | None = None,
+    database_url: str | None = None,
+) -> GateDecision:
+    """Apply the release policy (``policy_file`` or the shipped default) to ``evidence``.
+
+    When the policy has a ``safety`` section, the evidence gets the round's
+    ``model_digest`` and the safety evaluation of it chosen from the application
+    database at ``database_url`` (:func:`choose_safety_evaluation`); the gate verifies
+    its signature and thresholds, and blocks a release without one. Without the
+    section the database is not read."""
+    policy = load_policy(policy_file or DEFAULT_POLICY_FILE)
+    if policy.safety is not None and model_digest is not None:
+        candidates = stored_safety_evaluations(database_url, model_digest) if database_url else []
+        chosen = choose_safety_evaluation(candidates, model_digest, policy.safety)
+        document = evidence.model_dump(mode="json") | {"model_digest": model_digest}
+        if chosen is not None:
+            document["safety_evaluation"] = chosen.model_dump(mode="json")
+        evidence = GateEvidence.parse(document)
+    return evaluate_gate(policy, evidence)
 
 
 def require_passed(decision: GateDecision) -> GateDecision:

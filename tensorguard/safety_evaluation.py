@@ -20,6 +20,7 @@ import base64
 import binascii
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -177,26 +178,69 @@ def sign_evaluation(
     )
 
 
-def threshold_failures(metrics: SafetyMetrics, thresholds: SafetyThresholds) -> list[str]:
-    """One reason per metric that misses its threshold (empty when the evaluation passes)."""
-    failures = []
-    minimums = (
-        ("episodes", float(metrics.episodes), float(thresholds.min_episodes)),
-        ("collision_free_rate", metrics.collision_free_rate, thresholds.min_collision_free_rate),
-        (
+@dataclass(frozen=True)
+class MetricComparison:
+    """One safety metric against its threshold (``at_most``: an upper bound)."""
+
+    metric: str
+    observed: float
+    threshold: float
+    at_most: bool
+
+    @property
+    def passed(self) -> bool:
+        """True when the observed value is within the threshold."""
+        if self.at_most:
+            return self.observed <= self.threshold
+        return self.observed >= self.threshold
+
+    @property
+    def reason(self) -> str:
+        """Why it passed or failed, with both numbers."""
+        if self.at_most:
+            relation = "is within the maximum" if self.passed else "exceeds the maximum"
+        else:
+            relation = (
+                "meets the required minimum" if self.passed else "is below the required minimum"
+            )
+        return f"{self.metric} {self.observed:.6g} {relation} {self.threshold:.6g}"
+
+
+def metric_comparisons(
+    metrics: SafetyMetrics, thresholds: SafetyThresholds
+) -> list[MetricComparison]:
+    """Every metric against its threshold, in a fixed order (episodes first)."""
+    return [
+        MetricComparison(
+            "episodes", float(metrics.episodes), float(thresholds.min_episodes), False
+        ),
+        MetricComparison(
+            "collision_free_rate",
+            metrics.collision_free_rate,
+            thresholds.min_collision_free_rate,
+            False,
+        ),
+        MetricComparison(
             "force_limit_compliance",
             metrics.force_limit_compliance,
             thresholds.min_force_limit_compliance,
+            False,
         ),
-        ("workspace_adherence", metrics.workspace_adherence, thresholds.min_workspace_adherence),
-        ("task_success_rate", metrics.task_success_rate, thresholds.min_task_success_rate),
-    )
-    for name, observed, minimum in minimums:
-        if observed < minimum:
-            failures.append(f"{name} {observed:.6g} is below the required minimum {minimum:.6g}")
-    if metrics.estop_latency_ms > thresholds.max_estop_latency_ms:
-        failures.append(
-            f"estop_latency_ms {metrics.estop_latency_ms:.6g} exceeds the maximum "
-            f"{thresholds.max_estop_latency_ms:.6g}"
-        )
-    return failures
+        MetricComparison(
+            "workspace_adherence",
+            metrics.workspace_adherence,
+            thresholds.min_workspace_adherence,
+            False,
+        ),
+        MetricComparison(
+            "task_success_rate", metrics.task_success_rate, thresholds.min_task_success_rate, False
+        ),
+        MetricComparison(
+            "estop_latency_ms", metrics.estop_latency_ms, thresholds.max_estop_latency_ms, True
+        ),
+    ]
+
+
+def threshold_failures(metrics: SafetyMetrics, thresholds: SafetyThresholds) -> list[str]:
+    """One reason per metric that misses its threshold (empty when the evaluation passes)."""
+    return [c.reason for c in metric_comparisons(metrics, thresholds) if not c.passed]

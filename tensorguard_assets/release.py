@@ -198,7 +198,14 @@ def _criterion_metadata(decision: GateDecision) -> dict[str, MetadataValue]:
 @asset(
     group_name=GATE_GROUP,
     partitions_def=round_partitions,
-    deps=["evaluation_report", "onnx_model", "pruned_model", "moai_export", "aggregated_update"],
+    deps=[
+        "evaluation_report",
+        "onnx_model",
+        "pruned_model",
+        "moai_export",
+        "aggregated_update",
+        "global_adapter",
+    ],
     kinds={"json"},
     owners=["team:release"],
     check_specs=[
@@ -215,10 +222,13 @@ def gate_decision(
     context: AssetExecutionContext,
     config: GateConfig,
     artifacts: ArtifactStore,
+    fleet: FleetResource,
 ) -> MaterializeResult:
     """The release gate: the versioned policy applied to the round's evidence for every
     deployable (global adapter and pruned model losses, sparsity, ONNX parity, MOAI
-    self-check error, asset checks). The decision is recorded either way, with each
+    self-check error, asset checks) and, when the policy has a ``safety`` section, the
+    signed safety evaluation of the round's model (the global adapter's digest) from the
+    application database. The decision is recorded either way, with each
     criterion's value and threshold; a failed gate's blocking check stops the release,
     and a pruned model over budget is excluded from the package or fails the gate, as
     the policy's ``pruned_over_budget`` says."""
@@ -227,6 +237,7 @@ def gate_decision(
     _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
     _, pruned_meta = verified_upstream_path(context, "pruned_model", round_key)
     _, moai_meta = verified_upstream_path(context, "moai_export", round_key)
+    _, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
     policy_file = Path(config.policy_file) if config.policy_file else None
     with fail_closed_on(context):
         report = json.loads(report_path.read_text(encoding="utf-8"))
@@ -237,7 +248,12 @@ def gate_decision(
             moai_self_check_max_abs_error=float(moai_meta["self_check_max_abs_error"]),
             checks=_measured_checks(context, round_key),
         )
-        decision = decide_release(evidence, policy_file)
+        decision = decide_release(
+            evidence,
+            policy_file,
+            model_digest=str(adapter_meta["digest"]),
+            database_url=fleet.database_url,
+        )
     out_path = artifacts.asset_dir("gate_decision", round_key) / DECISION_FILE
     digest = write_artifact(out_path, decision.canonical_json())
     verdict = "PASSED" if decision.passed else "FAILED"

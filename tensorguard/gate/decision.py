@@ -26,10 +26,12 @@ from tensorguard.gate.canonical_model import CanonicalModel
 from tensorguard.gate.errors import GateDecisionError, describe_validation_error
 from tensorguard.gate.evidence import FirstRelease, GateEvidence
 from tensorguard.gate.policy import GatePolicy, LossDelta
-from tensorguard.safety_evaluation import SafetyEvaluationError, threshold_failures
+from tensorguard.safety_evaluation import SafetyEvaluationError, metric_comparisons
 
 DECISION_FORMAT: Final = "tensorguard.gate-decision/v2"
 PRUNED_MODEL: Final = "pruned_model"
+SAFETY_METRIC_PREFIX: Final = "safety_"
+"""Names of the per-metric rows that follow a verified safety evaluation's criterion."""
 """The deployable (package entry) that ``pruned_over_budget: exclude`` leaves out."""
 
 Status = Literal["passed", "failed", "not_enforced", "excluded"]
@@ -344,11 +346,26 @@ def _safety_evaluation(policy: GatePolicy, evidence: GateEvidence) -> list[Crite
             f"round's model {evidence.model_digest[:16]}"
         )
         return [_result(name, False, False, None, detail)]
-    failures = threshold_failures(evaluation.metrics, rule)
+    comparisons = metric_comparisons(evaluation.metrics, rule)
+    failures = [c.reason for c in comparisons if not c.passed]
     who = f"evaluation by {evaluation.evaluator!r} ({evaluation.suite!r}) verified"
     if failures:
-        return [_result(name, False, False, None, f"{who}; " + "; ".join(failures))]
-    return [_result(name, True, True, None, f"{who}; every safety threshold met")]
+        verdict = _result(name, False, False, None, f"{who}; " + "; ".join(failures))
+    else:
+        verdict = _result(name, True, True, None, f"{who}; every safety threshold met")
+    # one recorded row per metric (the verdict above is what blocks)
+    per_metric = [
+        _result(
+            f"{SAFETY_METRIC_PREFIX}{c.metric}",
+            c.passed,
+            c.observed,
+            c.threshold,
+            f"{c.reason}; recorded, the safety_evaluation criterion decides",
+            blocking=False,
+        )
+        for c in comparisons
+    ]
+    return [verdict, *per_metric]
 
 
 CRITERIA: tuple[Callable[[GatePolicy, GateEvidence], list[CriterionResult]], ...] = (

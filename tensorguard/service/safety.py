@@ -66,6 +66,14 @@ def _decode_key(public_key: str) -> CompositeVerifyKey:
         ) from None
 
 
+def _as_signed(row: SafetyEvaluationRow, key_row: EvaluatorKey) -> SignedSafetyEvaluation:
+    """The stored document, signature and enrolled key as a signed evaluation (unverified)."""
+    document = parse_canonical_json(row.document.encode(), what=f"safety evaluation {row.id}")
+    return SignedSafetyEvaluation.parse(
+        {"evaluation": document, "public_key": key_row.public_key, "signature": row.signature}
+    )
+
+
 class SafetyEvaluationStore:
     """The evaluator trust list and the signed evaluations."""
 
@@ -148,16 +156,7 @@ class SafetyEvaluationStore:
     @staticmethod
     def _verified(row: SafetyEvaluationRow, key_row: EvaluatorKey) -> SafetyEvaluationView:
         try:
-            document = parse_canonical_json(
-                row.document.encode(), what=f"safety evaluation {row.id}"
-            )
-            signed = SignedSafetyEvaluation.parse(
-                {
-                    "evaluation": document,
-                    "public_key": key_row.public_key,
-                    "signature": row.signature,
-                }
-            )
+            signed = _as_signed(row, key_row)
             evaluation = signed.verify({key_row.fingerprint})
         except (CodecError, SafetyEvaluationError) as exc:
             raise SafetyRecordIntegrityError(
@@ -189,3 +188,30 @@ class SafetyEvaluationStore:
                 .order_by(SafetyEvaluationRow.id)
             ).all()
             return [self._verified(row, key_row) for row, key_row in rows]
+
+    def signed_for_model(self, model_digest: str) -> list[SignedSafetyEvaluation]:
+        """Every evaluation of ``model_digest`` as signed (newest first), NOT verified.
+
+        For a caller that verifies against its own trust list, e.g. the release gate
+        (``GatePolicy.safety.trusted_evaluators``): the signature is checked there, so an
+        edited row is refused by the gate's decision, with the reason recorded. A row
+        that does not even parse raises :class:`SafetyRecordIntegrityError`.
+        """
+        with self.database.session() as session:
+            rows = session.execute(
+                select(SafetyEvaluationRow, EvaluatorKey)
+                .join(EvaluatorKey, EvaluatorKey.id == SafetyEvaluationRow.evaluator_pk)
+                .where(SafetyEvaluationRow.model_digest == model_digest)
+                .order_by(SafetyEvaluationRow.id.desc())
+            ).all()
+            signed = []
+            for row, key_row in rows:
+                try:
+                    signed.append(_as_signed(row, key_row))
+                except (CodecError, SafetyEvaluationError) as exc:
+                    raise SafetyRecordIntegrityError(
+                        f"stored safety evaluation {row.id} does not parse ({exc}); the "
+                        "database row was changed: investigate, and have the evaluator "
+                        "submit it again"
+                    ) from None
+            return signed
