@@ -31,7 +31,12 @@ from tensorguard.tgsp.format import (
 from tensorguard.tgsp.header import encode_header_json as canonical_dumps
 
 SMALL_CHUNK = 1024
-NOW = int(time.time())
+
+
+@pytest.fixture
+def now() -> int:
+    """This test's clock (Unix seconds), read when the test starts, not at import."""
+    return int(time.time())
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +60,13 @@ def trust_store(producer: CompositeSigningKey) -> TrustStore:
 
 
 def make_release(**overrides: Any) -> ReleaseInfo:
+    """Release metadata valid from a minute before this call until an hour after it."""
+    now = int(time.time())
     fields: dict[str, Any] = {
         "channel": "stable",
         "version": 7,
-        "created_at": NOW - 60,
-        "expires_at": NOW + 3600,
+        "created_at": now - 60,
+        "expires_at": now + 3600,
         "model": ModelIdentity("tinyllama-lora", "ab" * 32),
         "base_model": ModelIdentity("tinyllama", "cd" * 32),
         "round_id": "2025-01-06",

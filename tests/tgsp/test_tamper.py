@@ -37,7 +37,6 @@ from tensorguard.tgsp import (
 )
 from tensorguard.tgsp.format import Limits
 from tests.tgsp.conftest import (
-    NOW,
     SMALL_CHUNK,
     Packager,
     chunk_ends,
@@ -337,15 +336,17 @@ def test_ed25519_component_alone_is_refused(
             verify_package(write(tmp_path, altered), trust_store)
 
 
-def test_expired_package_is_refused(packager: Packager, trust_store: TrustStore) -> None:
-    result = packager.build({"f": b"1"}, created_at=NOW - 7200, expires_at=NOW - 1)
+def test_expired_package_is_refused(packager: Packager, trust_store: TrustStore, now: int) -> None:
+    result = packager.build({"f": b"1"}, created_at=now - 7200, expires_at=now - 1)
     with pytest.raises(PackageExpiredError):
         verify_package(result.path, trust_store)
-    verify_package(result.path, trust_store, VerificationPolicy(now=NOW - 3600))
+    verify_package(result.path, trust_store, VerificationPolicy(now=now - 3600))
 
 
-def test_package_from_the_future_is_refused(packager: Packager, trust_store: TrustStore) -> None:
-    result = packager.build({"f": b"1"}, created_at=NOW + 3600, expires_at=NOW + 7200)
+def test_package_from_the_future_is_refused(
+    packager: Packager, trust_store: TrustStore, now: int
+) -> None:
+    result = packager.build({"f": b"1"}, created_at=now + 3600, expires_at=now + 7200)
     with pytest.raises(PackageNotYetValidError):
         verify_package(result.path, trust_store)
 
