@@ -1,7 +1,8 @@
 """The ``tensorguard`` command: keys, packages and the edge agent, without Dagster.
 
 One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`,
-:mod:`.serve`, :mod:`.preflight`, :mod:`.trust_store`, :mod:`.identity`, :mod:`.audit`); each
+:mod:`.serve`, :mod:`.preflight`, :mod:`.trust_store`, :mod:`.identity`, :mod:`.audit`,
+:mod:`.fleet`); each
 registers its commands and sets ``args.handler``, whose return value is the process
 exit code from the one table in :mod:`tensorguard.cli.exit_codes`. Building the
 parser imports only the standard library: each handler imports what it needs, so
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from tensorguard.cli.agent import add_agent_commands
 from tensorguard.cli.audit import add_audit_commands
 from tensorguard.cli.exit_codes import ExitCode
+from tensorguard.cli.fleet import add_fleet_commands
 from tensorguard.cli.identity import add_identity_commands
 from tensorguard.cli.keys import add_keys_commands
 from tensorguard.cli.preflight import add_preflight_commands
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_identity_commands(subparsers)
     add_audit_commands(subparsers)
     add_preflight_commands(subparsers)
+    add_fleet_commands(subparsers)
     return parser
 
 
