@@ -38,7 +38,7 @@ from tensorguard.optimize.sparse_recovery import (
 from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
 from tensorguard.training.base_model import TOKENIZER_FILES
 from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
-from tensorguard_assets.lineage import verified_upstream_path
+from tensorguard_assets.lineage import base_model_for_adapter, verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
@@ -108,8 +108,8 @@ def pruned_model(
     the dense merged model on the public corpus (never site data); the held-out loss is
     measured dense, pruned and recovered."""
     round_key = context.partition_key
-    base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
+    base_dir = base_model_for_adapter(context, adapter_dir)
     out_dir = artifacts.asset_dir("pruned_model", round_key) / "model"
     settings = config.recovery_settings()
     with fail_closed_on(context):
@@ -203,8 +203,8 @@ def onnx_model(
     """The merged model exported with torch.onnx.export (dynamo, dynamic batch and
     sequence), checked by onnx.checker and run in onnxruntime against torch."""
     round_key = context.partition_key
-    base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
+    base_dir = base_model_for_adapter(context, adapter_dir)
     out_dir = artifacts.asset_dir("onnx_model", round_key) / "onnx"
     started = time.perf_counter()
     with fail_closed_on(context):
@@ -317,8 +317,8 @@ def moai_export(
     encrypted inference (docs/MOAI.md), with per-tensor and checkpoint SHA-256, verified
     against the source and self-checked by a homomorphic evaluation."""
     round_key = context.partition_key
-    base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
+    base_dir = base_model_for_adapter(context, adapter_dir)
     out_dir = artifacts.asset_dir("moai_export", round_key) / "moai"
     with fail_closed_on(context):
         result = export_moai(

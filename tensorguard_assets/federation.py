@@ -52,7 +52,7 @@ from tensorguard.federation.privacy import DPRule, PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
 from tensorguard.federation.server_optimizer import ServerOptimizerName, ServerOptimizerRule
 from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
-from tensorguard.hf import read_adapter_tensors
+from tensorguard.hf import read_adapter_tensors, require_base_model
 from tensorguard.production import Environment
 from tensorguard.sites import site_weight_caps
 from tensorguard.training.lora import (
@@ -329,6 +329,7 @@ def round_spec(
         if previous is not None:
             with atomic_directory(reference_dir) as staging:
                 shutil.copytree(previous, staging, dirs_exist_ok=True)
+            require_base_model(reference_dir, str(base_meta["digest"]))
             origin = f"global adapter of an earlier round ({previous})"
         else:
             create_initial_adapter(
@@ -341,6 +342,7 @@ def round_spec(
                 ),
                 reference_dir,
                 seed=config.seed,
+                base_model_digest=str(base_meta["digest"]),
             )
             origin = f"seeded initial adapter (seed {config.seed})"
         public, _ = load_public_federation(context)
@@ -811,7 +813,13 @@ def global_adapter(
             ServerStateVault(custodian_keys.provider),
         )
         out_dir = artifacts.asset_dir("global_adapter", round_key) / "adapter"
-        write_peft_adapter(step.adapter, reference_dir, out_dir, replace=True)
+        write_peft_adapter(
+            step.adapter,
+            reference_dir,
+            out_dir,
+            replace=True,
+            base_model_digest=spec.base_model_digest,
+        )
     optimizer = spec.server_optimizer
     state_note = (
         ("continued" if step.state_continued else "started") if optimizer.stateful else "none"

@@ -22,6 +22,8 @@ from dagster import (
 )
 
 from tensorguard.digest import sha256_path
+from tensorguard.errors import TensorGuardError
+from tensorguard.hf import adapter_base_model_digest, read_adapter_config
 
 CHECK_HISTORY_SCAN = 200
 
@@ -110,6 +112,27 @@ def verified_upstream_path(
             allow_retries=False,
         )
     return path, metadata
+
+
+def base_model_for_adapter(context: AssetExecutionContext, adapter_dir: Path) -> Path:
+    """The base model directory an adapter names (``base-model@sha256:<digest>`` in its
+    config), resolved through the artifact store: the ``base_model`` artifact, re-hashed,
+    whose recorded digest is the one the adapter names. Anything else fails closed."""
+    base_dir, metadata = verified_upstream_path(context, "base_model")
+    try:
+        named = adapter_base_model_digest(read_adapter_config(adapter_dir))
+    except TensorGuardError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    if named != str(metadata.get("digest", "")):
+        raise Failure(
+            description=(
+                f"the adapter in {adapter_dir} names base model "
+                f"{named or 'none'}, but the artifact store's base_model is "
+                f"{metadata.get('digest')}; re-materialise the round on the current base model"
+            ),
+            allow_retries=False,
+        )
+    return base_dir
 
 
 def latest_check_passed(

@@ -180,7 +180,7 @@ def site_adapter(
     the round's reference adapter, with held-out evaluation before and after. Writes
     adapter_config.json + adapter_model.safetensors."""
     round_key, site_id = split_round_site(context.partition_key)
-    base_dir, _ = verified_upstream_path(context, "base_model")
+    base_dir, base_meta = verified_upstream_path(context, "base_model")
     dataset_meta = upstream_metadata(context, "site_dataset", context.partition_key)
     spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
     reference_dir = spec_dir / "reference"
@@ -210,6 +210,7 @@ def site_adapter(
             out_dir,
             progress=context.log.info,
             initial_adapter_dir=reference_dir,
+            base_model_digest=str(base_meta["digest"]),
         )
     curve = "\n".join(f"| {i + 1} | {loss:.4f} |" for i, loss in enumerate(result.loss_curve))
     return MaterializeResult(

@@ -24,6 +24,7 @@ def write_peft_adapter(
     out_dir: Path,
     *,
     replace: bool = False,
+    base_model_digest: str | None = None,
 ) -> Path:
     """Write ``tensors`` with a copy of ``template_adapter_dir``'s config as a PEFT adapter.
 
@@ -32,12 +33,14 @@ def write_peft_adapter(
     (:func:`tensorguard.hf.write_adapter` checks both). Files are written to a temporary
     directory and moved into place (:func:`tensorguard.durable.atomic_directory`), so
     ``out_dir`` is either complete or absent. An existing ``out_dir`` is refused, or with
-    ``replace=True`` swapped for the new adapter only once that is complete.
+    ``replace=True`` swapped for the new adapter only once that is complete. The config
+    names the base model by ``base_model_digest`` when given, else by the template's
+    reference (a template naming a local path is refused).
     """
     config = read_adapter_config(template_adapter_dir)
     try:
         with atomic_directory(out_dir, replace=replace) as staging:
-            write_adapter(staging, config, tensors)
+            write_adapter(staging, config, tensors, base_model_digest=base_model_digest)
     except DestinationExistsError as exc:
         raise AdapterFormatError(
             f"{out_dir} already exists; choose a fresh output directory or pass replace=True"

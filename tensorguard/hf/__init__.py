@@ -3,7 +3,8 @@
 * :func:`load_causal_lm` — a local checkpoint in an explicit dtype, offline, safetensors only.
 * :func:`read_adapter_config`, :func:`read_adapter_tensors`, :func:`write_adapter`,
   :func:`save_peft_adapter`, :func:`load_adapter` — PEFT LoRA adapter directories, whose
-  file names are :data:`ADAPTER_CONFIG_FILE` and :data:`ADAPTER_WEIGHTS_FILE`.
+  file names are :data:`ADAPTER_CONFIG_FILE` and :data:`ADAPTER_WEIGHTS_FILE`; their
+  configs name the base model by digest (:func:`portable_adapter_config`), never by path.
 * :func:`token_loss`, :func:`evaluate_token_loss` — next-token loss that never counts
   padding.
 """
@@ -14,11 +15,14 @@ from tensorguard.hf.adapter import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILES,
     ADAPTER_WEIGHTS_FILE,
+    adapter_base_model_digest,
     attach_new_lora,
     load_adapter,
     lora_config_of,
+    portable_adapter_config,
     read_adapter_config,
     read_adapter_tensors,
+    require_base_model,
     save_peft_adapter,
     write_adapter,
 )
@@ -34,13 +38,16 @@ __all__ = [
     "MODEL_CONFIG_FILE",
     "ModelDtype",
     "TokenBatch",
+    "adapter_base_model_digest",
     "attach_new_lora",
     "evaluate_token_loss",
     "load_adapter",
     "load_causal_lm",
     "lora_config_of",
+    "portable_adapter_config",
     "read_adapter_config",
     "read_adapter_tensors",
+    "require_base_model",
     "save_peft_adapter",
     "token_loss",
     "write_adapter",

@@ -5,6 +5,11 @@ as written by ``PeftModel.save_pretrained``: weights are named without the adapt
 name (``...lora_A.weight``), so every directory written here loads with
 ``PeftModel.from_pretrained(base_model, adapter_dir)``. Writers do not stage or rename:
 the caller writes into a staging directory and publishes it atomically.
+
+Portability rule (here and nowhere else): every config written records its base model as
+a reference ``base-model@sha256:<digest>`` (:mod:`tensorguard.model_reference`) in
+``base_model_name_or_path``, never the local directory peft would write, so two
+publishers write identical configs and no package carries a file-system path.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
+from tensorguard.model_reference import (
+    ModelReferenceError,
+    base_model_reference,
+    parse_base_model_reference,
+)
 from tensorguard.training.errors import AdapterError
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -27,6 +37,7 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE)
 PEFT_MODEL_CARD_FILE = "README.md"
 LORA_PEFT_TYPE = "LORA"
+BASE_MODEL_FIELD = "base_model_name_or_path"
 
 
 def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
@@ -51,20 +62,64 @@ def read_adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
         raise AdapterError(f"cannot read adapter weights {path}: {exc}") from exc
 
 
+def adapter_base_model_digest(config: Mapping[str, Any]) -> str | None:
+    """The base-model digest an adapter config names, or None when it names none.
+
+    Raises :class:`AdapterError` when ``base_model_name_or_path`` holds anything but a
+    base-model reference (a local path in particular: such an adapter is not portable).
+    """
+    value = config.get(BASE_MODEL_FIELD)
+    if value is None or value == "":
+        return None
+    try:
+        return parse_base_model_reference(value)
+    except ModelReferenceError as exc:
+        raise AdapterError(
+            f"the adapter config names its base model as {value!r}: {exc}. Re-write it with "
+            "tensorguard's adapter writers (they record base-model@sha256:<digest>)"
+        ) from exc
+
+
+def portable_adapter_config(
+    config: Mapping[str, Any], base_model_digest: str | None
+) -> dict[str, Any]:
+    """``config`` with its base model named by reference, the one rule for every writer.
+
+    With ``base_model_digest`` the reference to that digest replaces whatever the config
+    held; without it the config must already name a reference (or none), else
+    :class:`AdapterError`.
+    """
+    portable = dict(config)
+    if base_model_digest is None:
+        adapter_base_model_digest(portable)
+        return portable
+    try:
+        portable[BASE_MODEL_FIELD] = base_model_reference(base_model_digest)
+    except ModelReferenceError as exc:
+        raise AdapterError(str(exc)) from exc
+    return portable
+
+
 def write_adapter(
-    directory: Path, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+    directory: Path,
+    config: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    base_model_digest: str | None = None,
 ) -> None:
     """Write ``config`` and the LoRA ``tensors`` as an adapter into ``directory``.
 
     ``config`` must be a PEFT LoRA config (usually the round's template adapter's) and
     ``tensors`` a non-empty set of LoRA weights; both are checked before anything is
-    written. Tensors are stored on the CPU, contiguous, bit for bit.
+    written. Tensors are stored on the CPU, contiguous, bit for bit. The base model is
+    recorded by reference (:func:`portable_adapter_config`).
     """
     _require_lora_config(config, "the adapter config to write")
     if not tensors or not all("lora_" in name for name in tensors):
         raise AdapterError("adapter tensors must be a non-empty set of LoRA weights")
+    portable = portable_adapter_config(config, base_model_digest)
     (directory / ADAPTER_CONFIG_FILE).write_text(
-        json.dumps(dict(config), indent=2) + "\n", encoding="utf-8"
+        json.dumps(portable, indent=2) + "\n", encoding="utf-8"
     )
     save_file(
         {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()},
@@ -73,28 +128,45 @@ def write_adapter(
     )
 
 
-def save_peft_adapter(peft_model: PeftModel, directory: Path) -> None:
+def save_peft_adapter(peft_model: PeftModel, directory: Path, *, base_model_digest: str) -> None:
     """Save with ``save_pretrained``, keeping the files byte-stable across processes.
 
     peft keeps ``target_modules`` as a set, whose order follows Python's per-process
-    string hashing; it is written sorted instead. peft's model card is a template of
-    "More Information Needed" fields, so it is not kept.
+    string hashing; it is written sorted instead. peft records the local directory of
+    the base model; the reference to ``base_model_digest`` is written instead
+    (:func:`portable_adapter_config`). peft's model card is a template of "More
+    Information Needed" fields, so it is not kept.
     """
+    try:
+        reference = base_model_reference(base_model_digest)
+    except ModelReferenceError as exc:
+        raise AdapterError(str(exc)) from exc
     for adapter_config in peft_model.peft_config.values():
         if isinstance(adapter_config, LoraConfig) and adapter_config.target_modules:
             adapter_config.target_modules = sorted(adapter_config.target_modules)
+        adapter_config.base_model_name_or_path = reference
     peft_model.save_pretrained(str(directory))
     (directory / PEFT_MODEL_CARD_FILE).unlink(missing_ok=True)
 
 
-def load_adapter(model: PreTrainedModel, adapter_dir: Path, *, trainable: bool) -> PeftModel:
+def load_adapter(
+    model: PreTrainedModel,
+    adapter_dir: Path,
+    *,
+    trainable: bool,
+    base_model_digest: str | None = None,
+) -> PeftModel:
     """Load the adapter in ``adapter_dir`` onto ``model`` with ``PeftModel.from_pretrained``.
 
     peft only warns about adapter tensors that match no module of the model; here every
     tensor of the adapter file must sit, unchanged, in the returned model, else
-    :class:`~tensorguard.training.errors.AdapterError` names the tensor.
+    :class:`~tensorguard.training.errors.AdapterError` names the tensor. With
+    ``base_model_digest`` (the digest of the directory ``model`` was loaded from) the
+    adapter's config must name that base model.
     """
     _require_files(adapter_dir, ADAPTER_FILES)
+    if base_model_digest is not None:
+        require_base_model(adapter_dir, base_model_digest)
     try:
         peft_model = PeftModel.from_pretrained(
             model, str(adapter_dir), is_trainable=trainable, local_files_only=True
@@ -117,6 +189,19 @@ def load_adapter(model: PreTrainedModel, adapter_dir: Path, *, trainable: bool) 
                 f"{adapter_dir}: adapter tensor {key!r} did not load unchanged into the model"
             )
     return peft_model
+
+
+def require_base_model(adapter_dir: Path, base_model_digest: str) -> None:
+    """Refuse (:class:`AdapterError`) an adapter whose config names another base model
+    than the one with ``base_model_digest`` (or names none)."""
+    named = adapter_base_model_digest(read_adapter_config(adapter_dir))
+    if named != base_model_digest:
+        raise AdapterError(
+            f"{adapter_dir}: the adapter was made for base model "
+            f"{named[:16] + '…' if named else 'unnamed'}, not for {base_model_digest[:16]}…; "
+            "load it onto the base model its config names (resolve base-model@sha256:<digest> "
+            "through the artifact store)"
+        )
 
 
 def attach_new_lora(

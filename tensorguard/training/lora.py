@@ -157,6 +157,7 @@ def train_site_adapter(
     *,
     progress: ProgressCallback | None = None,
     initial_adapter_dir: Path | None = None,
+    base_model_digest: str | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter for one site and save it atomically into ``output_dir``.
 
@@ -165,7 +166,10 @@ def train_site_adapter(
     seeded by ``config.seed``. Reproducible given the seed; with
     :func:`~tensorguard.training.determinism.enable_determinism` on, two runs write
     byte-identical adapter files. On failure ``output_dir`` is left as it was.
+    The adapter's config names the base model by ``base_model_digest`` (the recorded
+    digest of ``base_model_dir``; hashed here when not given), never by its path.
     """
+    base_digest = base_model_digest or sha256_tree(base_model_dir)
     model = load_causal_lm(base_model_dir, dtype=torch.float32)
     tokenizer = load_tokenizer(base_model_dir)
     pad_token_id = pad_token_id_of(tokenizer)
@@ -208,7 +212,7 @@ def train_site_adapter(
             peft_model, batches_in_order(eval_sequences, config.eval_batch_size, pad_token_id)
         )
     with atomic_directory(output_dir) as staging:
-        save_peft_adapter(peft_model, staging)
+        save_peft_adapter(peft_model, staging, base_model_digest=base_digest)
     if progress is not None:
         progress(
             f"eval after training: loss {loss_after:.4f} (was {loss_before:.4f}); "
@@ -234,21 +238,29 @@ def train_site_adapter(
 
 
 def create_initial_adapter(
-    base_model_dir: Path, spec: LoRAAdapterSpec, output_dir: Path, *, seed: int = 0
+    base_model_dir: Path,
+    spec: LoRAAdapterSpec,
+    output_dir: Path,
+    *,
+    seed: int = 0,
+    base_model_digest: str | None = None,
 ) -> str:
     """Write a seeded, untrained LoRA adapter for the base model; return its digest.
 
     LoRA's ``A`` matrices are drawn from torch's generator seeded with ``seed`` and its
     ``B`` matrices are zero, so the adapter leaves the model's outputs unchanged until
-    trained. The same base model, spec and seed always give the same bytes. Written
-    atomically; the digest is :func:`tensorguard.digest.sha256_tree` of ``output_dir``.
+    trained. The same base model, spec and seed always give the same bytes, wherever the
+    base model lies: the config names it by ``base_model_digest`` (hashed here when not
+    given). Written atomically; the digest is :func:`tensorguard.digest.sha256_tree` of
+    ``output_dir``.
     """
+    base_digest = base_model_digest or sha256_tree(base_model_dir)
     model = load_causal_lm(base_model_dir, dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = _new_adapter(model, spec, base_model_dir)
     with atomic_directory(output_dir) as staging:
-        save_peft_adapter(peft_model, staging)
+        save_peft_adapter(peft_model, staging, base_model_digest=base_digest)
     return sha256_tree(output_dir)
 
 

@@ -33,6 +33,7 @@ from tests.optimize.tiny_model import tiny_llama_config
 
 VOCAB = 48
 PAD = 0
+BASE_DIGEST = "ab" * 32
 LORA_CONFIG = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}
 
 
@@ -159,7 +160,7 @@ def _trained_peft_model() -> PeftModel:
 
 def test_saved_adapter_loads_unchanged_onto_a_fresh_model(tmp_path: Path) -> None:
     peft_model = _trained_peft_model()
-    save_peft_adapter(peft_model, tmp_path)
+    save_peft_adapter(peft_model, tmp_path, base_model_digest=BASE_DIGEST)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]
     )
@@ -174,7 +175,7 @@ def test_saved_adapter_loads_unchanged_onto_a_fresh_model(tmp_path: Path) -> Non
 
 
 def test_adapter_tensor_matching_no_module_is_refused(tmp_path: Path) -> None:
-    save_peft_adapter(_trained_peft_model(), tmp_path)
+    save_peft_adapter(_trained_peft_model(), tmp_path, base_model_digest=BASE_DIGEST)
     weights = tmp_path / ADAPTER_WEIGHTS_FILE
     tensors = load_file(weights)
     key = next(name for name in tensors if "layers.0.self_attn.q_proj.lora_A" in name)
