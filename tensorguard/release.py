@@ -11,7 +11,7 @@ only locate their inputs, call these functions and record metadata::
     decision = decide_release(evidence, policy_file)
     package = build_release_package(candidate, out_dir, signer=..., recipients=..., ...)
     record = publish_release(registry, package.path, decision=decision, trust_store=...)
-    topic = record_and_announce(registry, record, database_url=..., fleet=..., ...)
+    outcome = record_and_announce(registry, record, database_url=..., fleet=..., ...)
 
 Publication is fail closed: a package is built and published only for a decision that
 passed, and the registry only receives a package that verifies against the pinned
@@ -33,7 +33,7 @@ from tensorguard.digest import sha256_path
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.mqtt import MqttSettings
-from tensorguard.fleet.notify import announce_release, announcement_for, package_location
+from tensorguard.fleet.outbox import AnnouncementOutcome, record_release_and_announce
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.gate import (
     DEFAULT_POLICY_FILE,
@@ -491,31 +491,24 @@ def record_and_announce(
     decision: GateDecision,
     actor: str,
     service_url: str | None = None,
-) -> str | None:
-    """Record a published release in the application database and announce it to the
-    fleet (retained, QoS 1); return the MQTT topic, or ``None`` when no broker is set or
-    the release is an archived backfill (``record.archived``: never offered as an upgrade).
+) -> AnnouncementOutcome:
+    """Record a published release in the application database with its announcement
+    queued in the outbox (one transaction), then announce it to the fleet (retained,
+    QoS 1): the outcome is ``delivered`` (with the MQTT topic), ``queued`` (the broker is
+    down: the announcement waits in ``announcement_outbox`` and ``tensorguard fleet
+    collect`` delivers it when the broker is back) or ``not_announced`` (no broker
+    configured, or an archived backfill, ``record.archived``: never offered as an
+    upgrade). See :mod:`tensorguard.fleet.outbox`.
 
     With ``service_url`` (``TG_FLEET_SERVICE_URL``) the location recorded and announced
     is the package's download URL on that fleet service, else the registry's file URI."""
-    database = FleetDatabase(database_url)
-    try:
-        database.record_release(
-            fleet,
-            record,
-            package_location(registry, record, service_url),
-            gate_decision_digest=decision.digest(),
-            actor=actor,
-        )
-    finally:
-        database.close()
-    if mqtt is None or record.archived:
-        return None
-    announcement = announcement_for(
+    return record_release_and_announce(
         registry,
         record,
-        fleet,
+        database_url=database_url,
+        fleet=fleet,
+        mqtt=mqtt,
         gate_decision_digest=decision.digest(),
+        actor=actor,
         service_url=service_url,
     )
-    return announce_release(mqtt, announcement)

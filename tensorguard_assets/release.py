@@ -493,8 +493,11 @@ def release(
 ) -> MaterializeResult:
     """Publication: the package is copied atomically into the registry (monotonic
     version per channel), recorded in the application database, and announced to the
-    fleet over MQTT (retained, QoS 1). A backfilled round older than the channel's
-    latest release is published as an archived entry: not the latest, not announced.
+    fleet over MQTT (retained, QoS 1); with the broker down the announcement is queued in
+    the application DB's outbox and delivered by ``tensorguard fleet collect`` when the
+    broker is back (metadata ``announcement``: delivered, queued or not_announced). A
+    backfilled round older than the channel's latest release is published as an archived
+    entry: not the latest, not announced.
     Only a round whose gate passed gets here, and only a package that verifies against
     the release key and names that decision."""
     round_key = context.partition_key
@@ -520,7 +523,7 @@ def release(
                 decision=decision,
             ),
         )
-        topic = record_and_announce(
+        outcome = record_and_announce(
             fleet.registry,
             record,
             database_url=fleet.database_url,
@@ -539,8 +542,13 @@ def release(
             "archived entry, never the channel's latest"
         )
         context.log.warning(f"backfill: release v{record.version} {topic}")
-    elif topic is None:
-        topic = "not announced: no broker configured (set TG_MQTT_HOST)"
+    elif outcome.state == "delivered":
+        topic = str(outcome.topic)
+    elif outcome.state == "queued":
+        topic = f"queued for {outcome.topic}: {outcome.detail}"
+        context.log.warning(f"release v{record.version} published and recorded; {topic}")
+    else:
+        topic = f"not announced: {outcome.detail}"
         context.log.warning(f"release v{record.version} published but {topic}")
     archived = " as an archived entry" if record.archived else ""
     context.log.info(f"published {fleet.channel} v{record.version}{archived} at {location}")
@@ -556,6 +564,7 @@ def release(
             "channel_latest_version": MetadataValue.int(latest.version if latest else 0),
             "fleet": MetadataValue.text(fleet.fleet),
             "mqtt_topic": MetadataValue.text(topic),
+            "announcement": MetadataValue.text(outcome.state),
             "verify_command": MetadataValue.text(
                 f"tensorguard tgsp verify {fleet.registry.package_path(record)} "
                 "--trust-store <your trust-store.json>"

@@ -17,8 +17,9 @@ from tensorguard.federation.privacy import DPRule
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.server_optimizer import ServerOptimizerRule
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
-from tensorguard.fleet.errors import MqttError, ReleaseVersionError
+from tensorguard.fleet.errors import ReleaseVersionError
 from tensorguard.fleet.mqtt import MqttSettings
+from tensorguard.fleet.outbox import pending_announcements
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.gate import (
     DEFAULT_POLICY_FILE,
@@ -466,32 +467,36 @@ def test_a_backfilled_older_round_is_archived_never_latest_nor_announced(
     assert [newer.version, backfill.version, newest.version] == [1, 2, 3]
     assert (newer.archived, backfill.archived, newest.archived) == (False, True, False)
     assert next_version(registry, CHANNEL) == 4
-    # A broker nobody listens on: announcing would raise MqttError, skipping returns None.
+    # A broker nobody listens on: the backfill is not queued, the newest release is.
     url = sqlite_url(tmp_path / "fleet.db")
     migrate(url)
     unreachable = MqttSettings(port=free_port(), timeout_s=1)
-    assert (
-        record_and_announce(
-            registry,
-            backfill,
-            database_url=url,
-            fleet=FLEET,
-            mqtt=unreachable,
-            decision=passed,
-            actor="test",
-        )
-        is None
+    skipped = record_and_announce(
+        registry,
+        backfill,
+        database_url=url,
+        fleet=FLEET,
+        mqtt=unreachable,
+        decision=passed,
+        actor="test",
     )
-    with pytest.raises(MqttError):
-        record_and_announce(
-            registry,
-            newest,
-            database_url=url,
-            fleet=FLEET,
-            mqtt=unreachable,
-            decision=passed,
-            actor="test",
-        )
+    assert (skipped.state, skipped.topic) == ("not_announced", None)
+    queued = record_and_announce(
+        registry,
+        newest,
+        database_url=url,
+        fleet=FLEET,
+        mqtt=unreachable,
+        decision=passed,
+        actor="test",
+    )
+    assert queued.state == "queued"
+    assert "cannot reach the MQTT broker" in queued.detail
+    database = FleetDatabase(url)
+    try:
+        assert [row.version for row in pending_announcements(database)] == [newest.version]
+    finally:
+        database.close()
 
 
 def test_a_failed_gate_publishes_nothing(
@@ -536,7 +541,7 @@ def test_a_published_release_is_recorded_in_the_database(
     record = publish(registry, package, passed, keys.signer)
     url = sqlite_url(tmp_path / "fleet.db")
     migrate(url)
-    topic = record_and_announce(
+    outcome = record_and_announce(
         registry,
         record,
         database_url=url,
@@ -546,7 +551,7 @@ def test_a_published_release_is_recorded_in_the_database(
         actor="test",
         service_url=service_url,
     )
-    assert topic is None
+    assert (outcome.state, outcome.topic) == ("not_announced", None)
     database = FleetDatabase(url)
     try:
         [row] = database.releases(FLEET, CHANNEL)
