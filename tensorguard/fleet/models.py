@@ -13,6 +13,9 @@
 * ``connectors``: integration connectors, their credentials sealed, and ``last_seen``;
 * ``announcement_outbox``: release announcements waiting for (or already given to) the
   MQTT broker, so a release made while the broker is down is announced when it is back.
+* ``approvers``, ``deployment_approvals``: operator-enrolled approver keys and their
+  signed approvals of releases (verified on every read and before a deployment);
+* ``rollouts``: canary rollouts of releases and how each ended (promoted, rolled back).
 
 The schema is created and evolved only by the Alembic migrations in
 ``tensorguard/fleet/migrations`` (see :func:`tensorguard.fleet.db.migrate`); a test
@@ -300,3 +303,59 @@ class AnnouncementOutboxRow(Base):
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApproverKey(Base):
+    """A deployment approver's composite public key, trusted once an operator enrolled it."""
+
+    __tablename__ = "approvers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(DIGEST_LENGTH), unique=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    enrolled_by: Mapped[str] = mapped_column(String(128))
+
+
+class DeploymentApprovalRow(Base):
+    """A signed deployment approval of one release, stored exactly as signed."""
+
+    __tablename__ = "deployment_approvals"
+    __table_args__ = (UniqueConstraint("fleet", "channel", "version", "approver_pk"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fleet: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    release_digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    approver_pk: Mapped[int] = mapped_column(ForeignKey("approvers.id", ondelete="RESTRICT"))
+    document: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    submitted_by: Mapped[str] = mapped_column(String(128))
+
+
+class RolloutRow(Base):
+    """A telemetry-gated canary rollout of one release (tensorguard.fleet.rollout).
+
+    ``status`` is ``canary`` while the cohort (``canary_nodes``) runs it, then
+    ``promoted`` (announced to the whole channel) or ``rolled_back`` (revoked; the canary
+    nodes reinstall ``previous_version``), with the decision's ``reasons``.
+    """
+
+    __tablename__ = "rollouts"
+    __table_args__ = (UniqueConstraint("fleet", "channel", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fleet: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    channel: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    canary_nodes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    policy_digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)

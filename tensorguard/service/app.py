@@ -22,6 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from tensorguard.deployment_approval import (
+    ApprovalMismatchError,
+    DeploymentApprovalError,
+    UntrustedApproverError,
+)
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.connectors import ConnectorError
 from tensorguard.fleet.errors import FleetDatabaseError, FleetNameError, RegistryError
@@ -32,10 +37,13 @@ from tensorguard.safety_evaluation import (
 )
 from tensorguard.service.context import ServiceContext
 from tensorguard.service.errors import (
+    ApprovalIntegrityError,
+    ApproverAlreadyEnrolledError,
     AuthenticationError,
     ConnectorExistsError,
     EvaluatorAlreadyEnrolledError,
     InvalidRevocationError,
+    MissingApprovalError,
     NodeAlreadyEnrolledError,
     NoTelemetryError,
     PermissionDeniedError,
@@ -58,6 +66,12 @@ ERROR_STATUS: tuple[tuple[type[TensorGuardError], int], ...] = (
     (PermissionDeniedError, 403),
     (UntrustedEvaluatorError, 403),
     (SafetySignatureError, 400),
+    (UntrustedApproverError, 403),
+    (ApprovalMismatchError, 409),
+    (DeploymentApprovalError, 400),
+    (ApproverAlreadyEnrolledError, 409),
+    (ApprovalIntegrityError, 503),
+    (MissingApprovalError, 404),
     (SafetyEvaluationError, 400),
     (UnknownNodeError, 404),
     (UnknownPackageError, 404),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tensorguard.fleet.db import FleetDatabase
+from tensorguard.service.approvals import ApprovalStore
 from tensorguard.service.connectors import ConnectorStore
 from tensorguard.service.credential_seal import CredentialSeal
 from tensorguard.service.node_auth import NodeAuthenticator
@@ -31,6 +32,7 @@ class ServiceContext:
     packages: PackageStore
     safety: SafetyEvaluationStore
     connectors: ConnectorStore
+    approvals: ApprovalStore
 
     @classmethod
     def create(cls, settings: ServiceSettings) -> ServiceContext:
@@ -49,4 +51,5 @@ class ServiceContext:
             connectors=ConnectorStore(
                 database, CredentialSeal(settings.secret_key.get_secret_value().encode())
             ),
+            approvals=ApprovalStore(database),
         )

@@ -58,3 +58,15 @@ class UnknownConnectorError(ServiceError):
 
 class ConnectorExistsError(ServiceError):
     """A connector with that name already exists."""
+
+
+class ApproverAlreadyEnrolledError(ServiceError):
+    """The approver name or key is already enrolled; enrolment never replaces a key."""
+
+
+class ApprovalIntegrityError(ServiceError):
+    """A stored deployment approval no longer verifies: the database row was changed."""
+
+
+class MissingApprovalError(ServiceError):
+    """A deployment needs a signed approval of the release and none is recorded."""

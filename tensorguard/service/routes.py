@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from tensorguard.deployment_approval import SignedDeploymentApproval
 from tensorguard.fleet.byte_ranges import (
     ByteRange,
     RangeNotSatisfiableError,
@@ -18,6 +19,7 @@ from tensorguard.fleet.byte_ranges import (
 )
 from tensorguard.fleet.connectors import ConnectorStatus
 from tensorguard.safety_evaluation import SignedSafetyEvaluation
+from tensorguard.service.approvals import ApproverView, DeploymentApprovalView
 from tensorguard.service.auth import context, require_enrolled_node, require_node, require_roles
 from tensorguard.service.connectors import ConnectorView
 from tensorguard.service.errors import AuthenticationError, InvalidRevocationError
@@ -25,6 +27,7 @@ from tensorguard.service.nodes import NodeView
 from tensorguard.service.packages import read_range
 from tensorguard.service.safety import EvaluatorView, SafetyEvaluationView
 from tensorguard.service.schemas import (
+    ApproverEnrolmentRequest,
     ConnectorHealthBody,
     ConnectorRequest,
     EnrolmentRequest,
@@ -36,6 +39,7 @@ from tensorguard.service.schemas import (
     RevocationBody,
     RevocationRequest,
     TelemetryRequest,
+    Version,
 )
 from tensorguard.service.telemetry import TelemetryReading, TelemetrySummary
 from tensorguard.service.tokens import Principal, Role, verify_token
@@ -58,16 +62,22 @@ PACKAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     reasons = {
-        400: "an invalid token to revoke, or a safety evaluation that does not verify",
+        400: (
+            "an invalid token to revoke, or a safety evaluation or deployment approval "
+            "that does not verify"
+        ),
         401: "credentials missing, malformed, expired, replayed or not verifying",
         403: "authenticated but not allowed",
-        404: "no such enrolled node, cohort or release",
-        409: "the node, evaluator or connector already exists",
+        404: "no such enrolled node, cohort, release or deployment approval",
+        409: (
+            "the node, evaluator, approver or connector already exists, or the approval "
+            "is for another release"
+        ),
         422: "invalid names or connector settings",
         416: "the range starts past the end of the package (Content-Range: bytes */size)",
         503: (
-            "no telemetry arrived in the window, a stored safety evaluation no longer "
-            "verifies, or the database or registry is unavailable"
+            "no telemetry arrived in the window, a stored safety evaluation or deployment "
+            "approval no longer verifies, or the database or registry is unavailable"
         ),
     }
     return {code: {"model": ErrorBody, "description": reasons[code]} for code in codes}
@@ -340,3 +350,48 @@ async def check_connector(request: Request, name: Name, principal: OperatorOnly)
         ConnectorStatus.FAILED: 503,
     }[health.status]
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+@router.post(
+    "/approvers",
+    status_code=201,
+    response_model=ApproverView,
+    responses=_errors(400, 401, 403, 409, 503),
+    summary="Trust a deployment approver's composite public key (operator)",
+)
+def enrol_approver(
+    request: Request, body: ApproverEnrolmentRequest, principal: OperatorOnly
+) -> ApproverView:
+    """Add the approver to the trust list; its operator token's subject must be ``name``."""
+    return context(request).approvals.enrol_approver(
+        body.name, body.public_key, actor=principal.actor
+    )
+
+
+@router.post(
+    "/deployments",
+    status_code=201,
+    response_model=DeploymentApprovalView,
+    responses=_errors(400, 401, 403, 404, 409, 503),
+    summary="Record a signed approval to deploy a release to its channel (operator)",
+)
+def approve_deployment(
+    request: Request, body: SignedDeploymentApproval, principal: OperatorOnly
+) -> DeploymentApprovalView:
+    """Accepted only from an enrolled approver naming itself, signed, for a recorded
+    release with the same package digest."""
+    return context(request).approvals.submit(body, approver=principal.subject)
+
+
+@router.get(
+    "/deployments/{fleet}/{channel}/{version}",
+    response_model=list[DeploymentApprovalView],
+    responses=_errors(401, 403, 404, 503),
+    summary="The release's deployment approvals, each verified on this read",
+)
+def deployment_approvals(
+    request: Request, fleet: Name, channel: Name, version: Version, principal: Reader
+) -> list[DeploymentApprovalView]:
+    """Every approval of the release; 503 when a stored one no longer verifies."""
+    del principal
+    return context(request).approvals.for_release(fleet, channel, version)

@@ -122,3 +122,14 @@ class ConnectorHealthBody(BaseModel):
     detail: str
     checked_at: AwareDatetime
     last_seen_at: AwareDatetime | None
+
+
+class ApproverEnrolmentRequest(_Strict):
+    """An operator trusts a deployment approver's composite key (its token's subject)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.:@/-]{0,127}$")]
+    public_key: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="base64 of the 1984-byte composite ML-DSA-65+Ed25519 public key",
+    )
