@@ -8,6 +8,9 @@ entries off the end is detected against a head (count and digest) recorded elsew
 e.g. printed by ``tensorguard audit verify`` into the operator's ticket or a second
 system — passed back as ``expected_head``.
 
+Renewal jobs (:mod:`tensorguard.identity.renewal`) append one ``renewal-transition``
+entry per state change (``details``: ``from``, ``to``, attempt, reason, fingerprints).
+
 Each entry: ``format``, ``event``, ``at``, ``job_id`` (the operation or renewal job that
 caused it), ``endpoint_id`` (the node id or service name concerned; the CA's name for
 CA events) and ``details`` (serial, profile, names, validity, reason, fingerprints).
@@ -41,6 +44,7 @@ class AuditEvent(StrEnum):
     ISSUED = "issued"
     REVOKED = "revoked"
     INTERMEDIATE_ROTATED = "intermediate-rotated"
+    RENEWAL_TRANSITION = "renewal-transition"
 
 
 class AuditLog:

@@ -222,6 +222,19 @@ class CertificateAuthority:
             details=details,
         )
 
+    def record_event(
+        self,
+        event: AuditEvent,
+        *,
+        job_id: str,
+        endpoint_id: str,
+        details: dict[str, DetailValue],
+    ) -> None:
+        """Append another identity component's event (a renewal transition) to the CA's
+        signed audit log, under the CA directory's lock; raises if it cannot be recorded."""
+        with self.store.locked():
+            self._audit(event, job_id, endpoint_id, **details)
+
     def __repr__(self) -> str:
         return f"CertificateAuthority(directory={str(self.store.path)!r}, ca_name={self.ca_name!r})"
 
