@@ -28,6 +28,7 @@ from dagster import (
 
 from tensorguard_assets.locations import ROUND_RELEASE_JOBS, ROUND_SETUP_JOBS, Federation
 from tensorguard_assets.partitions import round_site_key, site_partitions
+from tests.asset_graph import round_asset_names as round_asset_names  # re-exported
 from tests.services.mosquitto import MosquittoBroker
 
 SETUP_JOB = "setup_job"
@@ -36,8 +37,6 @@ ROUND_OPEN_JOB = "round_open_job"
 SITE_TRAINING_JOB = "site_training_job"
 AGGREGATION_JOB = "aggregation_job"
 ROUND_RELEASE_JOB = "round_release_job"
-# tensorrt_engine is built by its own job on a GPU machine, never as part of a round.
-GPU_ONLY_ASSETS = frozenset({"tensorrt_engine"})
 QUIET_LOGS: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PROCESS_ENV_PREFIXES = ("TG_",)
 PROCESS_ENV_NAMES = ("DATABASE_URL", "DAGSTER_HOME")
@@ -137,11 +136,6 @@ class RunGroup:
     def failure_messages(self) -> str:
         """Every step failure of the group's runs, one per line."""
         return "\n".join(filter(None, (run.failure_messages() for run in self.runs.values())))
-
-
-def round_asset_names() -> set[str]:
-    """Every asset a full round must materialise: all of TensorGuard's but the GPU-only."""
-    return {key.to_user_string() for key in Federation({}).asset_keys()} - GPU_ONLY_ASSETS
 
 
 def pipeline_definitions(env: Mapping[str, str]) -> Federation:

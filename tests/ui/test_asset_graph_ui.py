@@ -12,13 +12,13 @@ from collections import Counter
 import pytest
 from playwright.sync_api import Page, expect
 
-from tensorguard_assets.locations import all_in_one_definitions
 from tensorguard_assets.partitions import (
     DEFAULT_ROUND_START,
     ROUND_DIMENSION,
     SITE_DIMENSION,
     make_round_partitions,
 )
+from tests.asset_graph import asset_groups, asset_names
 from tests.services.dagster_webserver import DagsterUI
 from tests.ui.dagster_pages import AssetLineagePage, LaunchDialog, PartitionDetails, RunPage
 from tests.ui.screenshots import Screenshots
@@ -32,14 +32,13 @@ RUN_TIMEOUT_MS = 120_000
 
 
 def defined_asset_names() -> Counter[str]:
-    """How many assets of each display name the code locations define (read at run time)."""
-    return Counter(key.path[-1] for key in all_in_one_definitions({}).resolve_all_asset_keys())
+    """How many assets of each display name the pinned graph holds (one each)."""
+    return Counter(asset_names())
 
 
 def defined_group_count() -> int:
     """Number of asset groups; the graph collapses groups when there is more than one."""
-    specs = all_in_one_definitions({}).resolve_all_asset_specs()
-    return len({spec.group_name for spec in specs})
+    return len(asset_groups())
 
 
 def find_every_asset(page: Page, ui: DagsterUI) -> None:

@@ -1,0 +1,83 @@
+"""TensorGuard's asset graph, pinned: every asset, its group and its upstream assets.
+
+Tests compare the definitions (and what a round materialises, and what the UI draws)
+with this explicit list, never the definitions with themselves, so an asset or an edge
+that disappears, appears or moves is noticed. Change it only with the graph, on purpose.
+"""
+
+from __future__ import annotations
+
+# asset name -> (group, upstream asset names)
+ASSET_GRAPH: dict[str, tuple[str, frozenset[str]]] = {
+    "base_model": ("train", frozenset()),
+    "site_dataset": ("train", frozenset()),
+    "federation_keys": ("encrypt", frozenset()),
+    "round_spec": ("federate", frozenset({"base_model", "federation_keys"})),
+    "site_adapter": ("train", frozenset({"base_model", "round_spec", "site_dataset"})),
+    "site_update": ("encrypt", frozenset({"federation_keys", "round_spec", "site_adapter"})),
+    "aggregated_update": (
+        "federate",
+        frozenset({"federation_keys", "round_spec", "site_update"}),
+    ),
+    "seed_reveals": ("federate", frozenset({"aggregated_update", "round_spec"})),
+    "global_adapter": (
+        "federate",
+        frozenset({"aggregated_update", "federation_keys", "round_spec", "seed_reveals"}),
+    ),
+    "pruned_model": ("package", frozenset({"base_model", "global_adapter"})),
+    "onnx_model": ("package", frozenset({"base_model", "global_adapter"})),
+    "tensorrt_engine": ("package", frozenset({"onnx_model"})),
+    "moai_export": ("package", frozenset({"base_model", "global_adapter"})),
+    "evaluation_report": ("gate", frozenset({"base_model", "global_adapter", "pruned_model"})),
+    "gate_decision": (
+        "gate",
+        frozenset(
+            {
+                "aggregated_update",
+                "evaluation_report",
+                "global_adapter",
+                "moai_export",
+                "onnx_model",
+                "pruned_model",
+            }
+        ),
+    ),
+    "tgsp_package": (
+        "publish",
+        frozenset(
+            {
+                "aggregated_update",
+                "base_model",
+                "evaluation_report",
+                "gate_decision",
+                "global_adapter",
+                "moai_export",
+                "onnx_model",
+                "pruned_model",
+                "round_spec",
+            }
+        ),
+    ),
+    "release": (
+        "publish",
+        frozenset({"evaluation_report", "gate_decision", "global_adapter", "tgsp_package"}),
+    ),
+}
+
+# tensorrt_engine is built by its own job on a GPU machine, never as part of a round.
+GPU_ONLY_ASSETS = frozenset({"tensorrt_engine"})
+
+
+def asset_names() -> frozenset[str]:
+    """Every pinned asset name."""
+    return frozenset(ASSET_GRAPH)
+
+
+def round_asset_names() -> set[str]:
+    """Every asset a full round must materialise: all pinned assets but the GPU-only."""
+    return set(ASSET_GRAPH) - GPU_ONLY_ASSETS
+
+
+def asset_groups() -> set[str]:
+    """The pinned asset groups."""
+    return {group for group, _ in ASSET_GRAPH.values()}
