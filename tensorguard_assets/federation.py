@@ -40,6 +40,7 @@ from tensorguard.federation.context import (
 from tensorguard.federation.custodian import Custodian, advance_global_adapter, envelope_digest
 from tensorguard.federation.custodian_ledger import CustodianLedger
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
+from tensorguard.federation.fixed_point import grid_bits_for
 from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
 from tensorguard.federation.pairwise import (
     PairwiseSecrets,
@@ -377,6 +378,7 @@ def round_spec(
             server_optimizer=ServerOptimizerRule(
                 name=config.server_optimizer, learning_rate=config.server_learning_rate
             ),
+            aggregate_grid_bits=grid_bits_for(public.params),
         )
     spec_path = out_dir / SPEC_FILE
     with fail_closed_on(context):
@@ -404,6 +406,7 @@ def round_spec(
             "dp_rule": MetadataValue.json(spec.dp.model_dump() if spec.dp else {}),
             "lora_aggregation": MetadataValue.text(config.lora_aggregation),
             "server_optimizer": MetadataValue.json(spec.server_optimizer.model_dump()),
+            "aggregate_grid_bits": MetadataValue.int(spec.aggregate_grid_bits or 0),
         },
         check_results=[verify_artifact("round_spec", out_dir, digest)],
     )

@@ -16,12 +16,16 @@ after it has
    refuses a second, different aggregate of the same round (the difference of two
    aggregates would reveal a site).
 
-After decrypting it divides by the total weight (each site encrypted
-``delta · weight / max_site_weight``), which yields the weighted FedAvg of the deltas,
-and checks the result's L2 norm against the round's clip norm: a weighted mean of
-deltas each clipped to ``C`` has norm at most ``C``. What it cannot check is any single
-site's content norm (the ciphertexts are opaque without zero-knowledge proofs); the
-aggregate norm check is the mitigation for a site that encrypted more than it declared.
+In a round with a fixed-point grid (``spec.aggregate_grid_bits``) it first rounds the
+decrypted sum to that grid, which recovers the sites' exact sum (they quantised before
+encrypting; :mod:`tensorguard.federation.fixed_point`), so the global adapter does not
+depend on the encryption randomness. After decrypting it divides by the total weight
+(each site encrypted ``delta · weight / max_site_weight``), which yields the weighted
+FedAvg of the deltas, and checks the result's L2 norm against the round's clip norm: a
+weighted mean of deltas each clipped to ``C`` has norm at most ``C``. What it cannot
+check is any single site's content norm (the ciphertexts are opaque without
+zero-knowledge proofs); the aggregate norm check is the mitigation for a site that
+encrypted more than it declared.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ from tensorguard.federation.errors import (
     DecryptionError,
     EnvelopeError,
     QuorumNotMetError,
+)
+from tensorguard.federation.fixed_point import (
+    check_grid_bits,
+    check_on_grid,
+    quantisation_error_bound,
 )
 from tensorguard.federation.layout import tensors_digest
 from tensorguard.federation.masking import RevealedMasks, mask_level, unmask_aggregate
@@ -154,7 +163,7 @@ class Custodian:
         mean_delta = _decrypt_mean(aggregate, self._secret, dtype, revealed)
         norm = math.sqrt(sum(float(t.double().pow(2).sum()) for t in mean_delta.values()))
         bound = _norm_bound(spec)
-        if bound is not None and norm > bound * (1 + NORM_TOLERANCE):
+        if bound is not None and norm > bound * (1 + NORM_TOLERANCE) + _rounding_slack(aggregate):
             raise AggregateNormError(
                 f"round {aggregate.spec.round_id!r}: the decrypted mean update has L2 norm "
                 f"{norm:.6g}, above the clip norm {bound:.6g} every site had to respect; a "
@@ -245,6 +254,18 @@ def _norm_bound(spec: RoundSpec) -> float | None:
     return None if spec.clip_norm is None or spec.dp is not None else spec.clip_norm
 
 
+def _rounding_slack(aggregate: AggregationResult) -> float:
+    """How much the sites' rounding to the round's grid can lengthen the mean update."""
+    spec = aggregate.spec
+    if spec.aggregate_grid_bits is None:
+        return 0.0
+    encoded_weight = aggregate.total_weight / spec.max_site_weight
+    error = quantisation_error_bound(
+        spec.aggregate_grid_bits, len(aggregate.accepted), spec.tensor_layout.numel
+    )
+    return error / encoded_weight if encoded_weight > 0 else math.inf
+
+
 def _decrypt_mean(
     aggregate: AggregationResult,
     secret: SecretFederation,
@@ -260,6 +281,9 @@ def _decrypt_mean(
     except CiphertextError as exc:
         raise DecryptionError(f"the aggregate ciphertext is invalid: {exc}") from exc
     summed = decrypt_vector(encrypted, secret.context)
+    bits = aggregate.spec.aggregate_grid_bits
+    if bits is not None:
+        summed = check_on_grid(summed, check_grid_bits(params, bits))
     encoded_weight = aggregate.total_weight / aggregate.spec.max_site_weight
     if not encoded_weight > 0:
         raise DecryptionError("the aggregate records no positive total weight")

@@ -95,6 +95,15 @@ class RoundSpec(BaseModel):
         "(FFA-LoRA). The layout then holds the B factors only, so the mean of the sites' "
         "adapters is exactly the mean of their weight deltas, and half as much is encrypted.",
     )
+    aggregate_grid_bits: int | None = Field(
+        default=None,
+        ge=1,
+        le=52,
+        description="Deterministic decoding: sites round their weighted update to multiples "
+        "of 2^-k before encryption and the custodian rounds the decrypted sum to the same "
+        "grid, so the aggregate is exact and reproducible (see "
+        "tensorguard.federation.fixed_point). None: the raw CKKS decryption is used.",
+    )
 
     @field_validator("round_id")
     @classmethod
@@ -193,6 +202,7 @@ class RoundSpec(BaseModel):
         dp: DPRule | None = None,
         frozen_lora_a: bool = False,
         server_optimizer: ServerOptimizerRule | None = None,
+        aggregate_grid_bits: int | None = None,
     ) -> RoundSpec:
         """Build the spec from the round's reference adapter tensors and the round rules.
 
@@ -224,6 +234,7 @@ class RoundSpec(BaseModel):
             dp=dp,
             frozen_lora_a=frozen_lora_a,
             server_optimizer=server_optimizer or ServerOptimizerRule(),
+            aggregate_grid_bits=aggregate_grid_bits,
         )
 
 

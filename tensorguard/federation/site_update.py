@@ -13,7 +13,10 @@ contribution still has norm ≤ ``clip_norm``), add Gaussian noise of std
 ``σ · clip_norm / √min_sites`` when the round spec carries a DP rule (after the site's
 privacy ledger agrees; see :mod:`tensorguard.federation.privacy` for why the sum of
 the quorum's updates then carries the central noise ``σ · clip_norm``), encrypt under
-the federation *public* context, sign.
+the federation *public* context, sign. When the round spec sets
+``aggregate_grid_bits``, the values are rounded to that fixed-point grid just before
+encryption (:mod:`tensorguard.federation.fixed_point`), so that the custodian recovers the
+exact sum of the sites, bit for bit, whatever the encryption randomness.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.envelope import EnvelopeHeader, seal_envelope
 from tensorguard.federation.errors import FederationError, PrivacyAccountingError
+from tensorguard.federation.fixed_point import check_grid_bits, quantise
 from tensorguard.federation.layout import FloatVector, tensors_digest
 from tensorguard.federation.lora_factors import is_lora_a
 from tensorguard.federation.masking import SiteMaskSeeds, mask_encrypted_vector, mask_level
@@ -229,6 +233,8 @@ def build_site_update(
     values = values * (weight / spec.max_site_weight)
     if charge is not None:
         values = add_gaussian_noise(values, noise_std)
+    if spec.aggregate_grid_bits is not None:
+        values = quantise(values, check_grid_bits(public.params, spec.aggregate_grid_bits))
     started = time.perf_counter()
     context = public.load_context()
     encrypted = encrypt_vector(values, context, public.params)

@@ -1,0 +1,132 @@
+"""The fixed-point grid: the same updates decrypt to the same bytes whatever the
+encryption randomness; without the rule they do not."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from tensorguard.federation.aggregation import aggregate_updates
+from tensorguard.federation.errors import DecryptionError, FederationParamsError
+from tensorguard.federation.fixed_point import (
+    GRID_SIGMAS,
+    check_grid_bits,
+    ckks_noise_std,
+    grid_bits_for,
+    quantise,
+    snap,
+)
+from tensorguard.federation.layout import TensorLayout
+from tensorguard.federation.packing import decrypt_vector, encrypt_vector
+from tensorguard.federation.params import FederationParams
+from tensorguard.federation.round_spec import RoundSpec
+from tensorguard.federation.site_update import SiteUpdateConfig
+from tests.federation.conftest import MAX_SITE_WEIGHT, Federation, site_weight
+
+SITES = ("site-00", "site-02", "site-03")
+CLIP = SiteUpdateConfig(clip_norm=2.0)
+
+
+def _spec(fed: Federation, grid: bool) -> RoundSpec:
+    return RoundSpec.from_reference(
+        "grid-0001",
+        "b" * 64,
+        fed.reference,
+        MAX_SITE_WEIGHT,
+        clip_norm=CLIP.clip_norm,
+        aggregate_grid_bits=grid_bits_for(fed.public.params) if grid else None,
+    )
+
+
+def _global_bytes(fed: Federation, spec: RoundSpec, sites: Sequence[str]) -> bytes:
+    """Fresh encryptions of the sites' updates, aggregated and decrypted: the mean
+    delta's bytes (float32, the global adapter's dtype)."""
+    envelopes = [fed.update(site, spec, config=CLIP).envelope for site in sites]
+    result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
+    mean = fed.decrypt(result, envelopes)
+    return b"".join(mean[name].numpy().tobytes() for name in sorted(mean))
+
+
+def test_the_default_grid_follows_from_the_ckks_parameters() -> None:
+    params = FederationParams()
+    bits = grid_bits_for(params)
+    assert bits == 27
+    half_step = 2.0 ** -(bits + 1)
+    assert half_step >= GRID_SIGMAS * ckks_noise_std(params, params.max_sites)
+    # The error model matches a measurement (8 ciphertexts, 64 sites' worth of noise).
+    assert ckks_noise_std(params, 1) == pytest.approx(1.94e-11, rel=0.01)
+    with pytest.raises(FederationParamsError, match="half a step"):
+        check_grid_bits(params, bits + 2)
+    with pytest.raises(FederationParamsError, match="at most 2\\^-16"):
+        check_grid_bits(params, 10)
+
+
+def test_measured_ckks_noise_stays_within_the_model(fed: Federation) -> None:
+    params = fed.public.params
+    values = np.random.default_rng(5).uniform(-1, 1, 4 * params.slot_count)
+    context = fed.public.load_context()
+    error = decrypt_vector(encrypt_vector(values, context, params), fed.secret.context) - values
+    measured = float(np.std(error))
+    assert 0.8 < measured / ckks_noise_std(params, 1) < 1.25, measured
+    assert float(np.max(np.abs(error))) < 2.0 ** -(grid_bits_for(params) + 1) / 4
+
+
+def test_quantise_and_snap_are_exact() -> None:
+    values = np.array([0.1, -0.3, 1e-12, 2.0**-28 * 3, 31.999999999])
+    grid = quantise(values, 27)
+    assert np.array_equal(quantise(grid, 27), grid)
+    assert np.max(np.abs(grid - values)) <= 2.0**-28
+    noisy = grid + np.array([1e-10, -3e-10, 2e-10, -1e-10, 0.0])
+    snapped, worst = snap(noisy, 27)
+    assert np.array_equal(snapped, grid)
+    assert worst == pytest.approx(3e-10 * 2.0**27, rel=1e-3)
+
+
+def test_two_independent_encryptions_give_byte_identical_global_adapters(
+    fed: Federation,
+) -> None:
+    spec = _spec(fed, grid=True)
+    first, second = _global_bytes(fed, spec, SITES), _global_bytes(fed, spec, SITES)
+    assert first == second
+    # Still FedAvg: within the grid's rounding of the plaintext weighted mean.
+    layout = TensorLayout.from_tensors(fed.reference)
+    deltas = {s: layout.flatten(fed.trained(s)) - layout.flatten(fed.reference) for s in SITES}
+    clipped = {
+        s: d * min(1.0, CLIP.clip_norm / float(np.linalg.norm(d))) for s, d in deltas.items()
+    }
+    expected = sum(site_weight(s) * clipped[s] for s in SITES) / sum(site_weight(s) for s in SITES)
+    assert list(layout.names) == sorted(layout.names)  # the byte order of _global_bytes
+    got = np.frombuffer(first, dtype=np.float32)
+    assert np.max(np.abs(got - expected)) < 1e-6
+
+
+def test_without_the_grid_the_adapters_differ(fed: Federation) -> None:
+    """The test above can fail: the raw CKKS decryption carries fresh noise."""
+    spec = _spec(fed, grid=False)
+    assert _global_bytes(fed, spec, SITES) != _global_bytes(fed, spec, SITES)
+
+
+def test_a_site_that_skips_the_grid_is_refused(fed: Federation) -> None:
+    grid_spec = _spec(fed, grid=True)
+    off_grid = fed.update(
+        "site-02", grid_spec.model_copy(update={"aggregate_grid_bits": None}), config=CLIP
+    )
+    envelopes = [fed.update(s, grid_spec, config=CLIP).envelope for s in ("site-00", "site-03")]
+    # The site signs the round's spec fields, not the grid: the aggregator accepts it ...
+    envelopes.append(off_grid.envelope)
+    result = aggregate_updates(envelopes, fed.registered, grid_spec, fed.public, 2)
+    assert len(result.accepted) == 3
+    # ... but the custodian finds the sum off the grid and withholds it.
+    with pytest.raises(DecryptionError, match="off the round's grid"):
+        fed.decrypt(result, envelopes)
+
+
+def test_dtype_of_the_snapped_mean_is_the_requested_one(fed: Federation) -> None:
+    spec = _spec(fed, grid=True)
+    envelopes = [fed.update(site, spec, config=CLIP).envelope for site in SITES[:2]]
+    result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
+    mean = fed.decrypt(result, envelopes, dtype=torch.float64)
+    assert {tensor.dtype for tensor in mean.values()} == {torch.float64}
