@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 
 from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.crypto.xwing import XWingPublicKey
-from tensorguard.digest import sha256_path
+from tensorguard.digest import sha256_file, sha256_path
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.mqtt import MqttSettings
@@ -462,7 +462,9 @@ def publish_release(
 
     The package must verify against ``trust_store`` for ``channel`` and its signed
     header must name ``decision`` (its digest); the registry then refuses any version
-    not above the channel's highest. The registry records the round named in the signed
+    not above the channel's highest, except the very same package (version and digest)
+    published by an earlier attempt, whose record is returned (a re-run resumes). The
+    registry records the round named in the signed
     header; a round older than the round of the channel's latest release (a backfill)
     is published as an archived entry that never becomes the latest
     (``record.archived``) and that :func:`record_and_announce` does not announce.
@@ -476,9 +478,26 @@ def publish_release(
             f"package {package_path} names gate decision {release.gate_decision_digest} but "
             f"this round's decision is {decision.digest()}; rebuild the package"
         )
+    published = _already_published(registry, package_path, channel, release.version)
+    if published is not None:
+        return published
     return registry.publish(
         package_path, channel, release.version, metadata=dict(metadata), round_id=release.round_id
     )
+
+
+def _already_published(
+    registry: LocalRegistry, package_path: Path, channel: str, version: int
+) -> ReleaseRecord | None:
+    """The registry's record of this very package (same version, same SHA-256) if a
+    previous attempt published it as the channel's newest entry: a release step re-run after a failure that followed
+    the publication (e.g. the application database was down) resumes with it instead of
+    being refused for a version that is not above the channel's highest."""
+    latest = registry.releases(channel)[-1:]
+    for record in latest:
+        if record.version == version and record.digest == sha256_file(package_path):
+            return record
+    return None
 
 
 def record_and_announce(

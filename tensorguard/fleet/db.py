@@ -68,6 +68,29 @@ def install_report_digest(report: InstallReport) -> str:
     return canonical_digest(report.model_dump(mode="json"))
 
 
+def _outbox_row(
+    fleet: str, record: ReleaseRecord, announcement: ReleaseAnnouncement
+) -> AnnouncementOutboxRow:
+    """The pending outbox row of ``announcement``, which must announce ``record``."""
+    if (announcement.fleet, announcement.channel, announcement.version) != (
+        fleet,
+        record.channel,
+        record.version,
+    ):
+        raise FleetDatabaseError(
+            "the announcement to queue names another release than the one recorded"
+        )
+    return AnnouncementOutboxRow(
+        fleet=fleet,
+        channel=record.channel,
+        version=record.version,
+        payload=announcement.to_payload().decode("utf-8"),
+        state=OUTBOX_PENDING,
+        queued_at=utc_now(),
+        attempts=0,
+    )
+
+
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
@@ -246,13 +269,19 @@ class FleetDatabase:
         actor: str,
         announcement: ReleaseAnnouncement | None = None,
     ) -> ReleaseRow:
-        """Store a published registry release (each fleet/channel/version once).
+        """Store a published registry release (each fleet/channel/version once; recording
+        the same release again, e.g. from a re-run, returns the stored row).
 
         With ``announcement``, queue it in ``announcement_outbox`` in the same transaction,
         so a recorded release is never left without its announcement
         (:mod:`tensorguard.fleet.outbox` delivers it).
         """
         validate_name("fleet", fleet)
+        existing = self._recorded_release(fleet, record)
+        if existing is not None:
+            if announcement is not None:
+                self._queue_if_missing(fleet, record, announcement)
+            return existing
         release = ReleaseRow(
             fleet=fleet,
             channel=record.channel,
@@ -273,26 +302,40 @@ class FleetDatabase:
                 {"digest": record.digest, "size": record.size, "gate": gate_decision_digest},
             )
             if announcement is not None:
-                if (announcement.fleet, announcement.channel, announcement.version) != (
-                    fleet,
-                    record.channel,
-                    record.version,
-                ):
-                    raise FleetDatabaseError(
-                        "the announcement to queue names another release than the one recorded"
-                    )
-                session.add(
-                    AnnouncementOutboxRow(
-                        fleet=fleet,
-                        channel=record.channel,
-                        version=record.version,
-                        payload=announcement.to_payload().decode("utf-8"),
-                        state=OUTBOX_PENDING,
-                        queued_at=utc_now(),
-                        attempts=0,
-                    )
-                )
+                session.add(_outbox_row(fleet, record, announcement))
         return release
+
+    def _recorded_release(self, fleet: str, record: ReleaseRecord) -> ReleaseRow | None:
+        """The row of this release if an earlier attempt recorded it (same digest); a
+        different package under the same version is refused."""
+        with self.session() as session:
+            row = session.scalars(
+                select(ReleaseRow).where(
+                    ReleaseRow.fleet == fleet,
+                    ReleaseRow.channel == record.channel,
+                    ReleaseRow.version == record.version,
+                )
+            ).first()
+        if row is not None and row.digest != record.digest:
+            raise FleetDatabaseError(
+                f"release {fleet}/{record.channel}/{record.version} is already recorded with "
+                f"digest {row.digest[:16]}…, not {record.digest[:16]}…; a version is one package"
+            )
+        return row
+
+    def _queue_if_missing(
+        self, fleet: str, record: ReleaseRecord, announcement: ReleaseAnnouncement
+    ) -> None:
+        with self.session() as session:
+            queued = session.scalars(
+                select(AnnouncementOutboxRow).where(
+                    AnnouncementOutboxRow.fleet == fleet,
+                    AnnouncementOutboxRow.channel == record.channel,
+                    AnnouncementOutboxRow.version == record.version,
+                )
+            ).first()
+            if queued is None:
+                session.add(_outbox_row(fleet, record, announcement))
 
     def record_install_report(self, report: InstallReport) -> InstallReportRow:
         """Store a node's install report; the node must be registered in that fleet.

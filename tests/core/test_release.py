@@ -429,8 +429,10 @@ def test_publication_versions_increase_and_metadata_is_recorded(
 ) -> None:
     registry = LocalRegistry(tmp_path / "registry")
     versions = []
+    packages = []
     for attempt in range(2):
         candidate, package, version = build(tmp_path / f"r{attempt}", keys, passed, registry)
+        packages.append(package)
         metadata = release_metadata(
             round_id=f"round-{attempt}",
             report=report(),
@@ -448,7 +450,11 @@ def test_publication_versions_increase_and_metadata_is_recorded(
     assert next_version(registry, CHANNEL) == 3
     # Re-publishing an old package is refused by the registry's monotonic versions.
     with pytest.raises(ReleaseVersionError):
-        publish(registry, package, passed, keys.signer)
+        publish(registry, packages[0], passed, keys.signer)
+    # The newest package published again (a release step re-run after a later failure)
+    # resumes with its record; the registry holds it once.
+    assert publish(registry, packages[1], passed, keys.signer) == record
+    assert [r.version for r in registry.releases(CHANNEL)] == [1, 2]
 
 
 def test_a_backfilled_older_round_is_archived_never_latest_nor_announced(

@@ -155,9 +155,16 @@ def test_nodes_releases_reports_and_audit(database_url: str) -> None:
             ("node:robot-1", "install.rejected", "release:plant-a/stable/9"),
         ]
 
-        with pytest.raises(FleetDatabaseError, match="refused a change"):
+        # The same release recorded again (a re-run) returns the stored row, writes nothing;
+        # another package under a recorded version is refused.
+        again = database.record_release(
+            "plant-a", _record(1), "file:///x", gate_decision_digest=None, actor="pipeline"
+        )
+        assert (again.id, again.location) == (release.id, release.location)
+        other = _record(1).model_copy(update={"digest": "ee" * 32})
+        with pytest.raises(FleetDatabaseError, match="already recorded with digest"):
             database.record_release(
-                "plant-a", _record(1), "file:///x", gate_decision_digest=None, actor="pipeline"
+                "plant-a", other, "file:///x", gate_decision_digest=None, actor="pipeline"
             )
         with pytest.raises(FleetDatabaseError, match="refused a change"):
             database.register_node("robot-1", "plant-a", "stable", actor="ops")

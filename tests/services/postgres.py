@@ -62,6 +62,53 @@ def running_postgres(database: str = "tensorguard") -> Iterator[PostgresServer]:
 
 @contextmanager
 def _postgres_in(work_dir: Path, database: str) -> Iterator[PostgresServer]:
+    with _restartable_in(work_dir, database) as restartable:
+        yield restartable.server
+
+
+@dataclass
+class RestartablePostgres:
+    """A dedicated test server that a fault-injection test may stop and start again on
+    the same port and data directory (never the shared session server)."""
+
+    server: PostgresServer
+    process: ServiceProcess
+    pg_isready: str
+
+    def is_ready(self) -> bool:
+        """True when the server accepts connections."""
+        probe = [self.pg_isready, "-h", self.server.host, "-p", str(self.server.port)]
+        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+    def stop(self, sig: int = signal.SIGQUIT) -> None:
+        """Stop the server (default SIGQUIT: immediate shutdown, crash recovery on start)."""
+        self.process.stop(sig=sig)
+
+    def start(self) -> None:
+        """Start the server again on its port and data directory; wait until ready."""
+        self.process = ServiceProcess(
+            name=self.process.name,
+            argv=self.process.argv,
+            log_path=self.process.log_path,
+            user=self.process.user,
+        )
+        self.process.start()
+        self.process.wait_until(self.is_ready)
+
+
+@contextmanager
+def running_restartable_postgres(database: str = "tensorguard") -> Iterator[RestartablePostgres]:
+    """Like :func:`running_postgres`, but the test controls stop and start."""
+    work_dir = Path(tempfile.mkdtemp(prefix="tg-postgres-"))
+    try:
+        with _restartable_in(work_dir, database) as restartable:
+            yield restartable
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@contextmanager
+def _restartable_in(work_dir: Path, database: str) -> Iterator[RestartablePostgres]:
     initdb = find_binary("initdb", POSTGRES_BIN_DIRS)
     postgres = find_binary("postgres", POSTGRES_BIN_DIRS)
     data_dir = work_dir / "data"
@@ -98,24 +145,16 @@ def _postgres_in(work_dir: Path, database: str) -> Iterator[PostgresServer]:
         user=service_user(SERVICE_USER),
     )
     server.start()
+    facts = PostgresServer(host="127.0.0.1", port=port, user=user, database=database)
+    restartable = RestartablePostgres(facts, server, find_binary("pg_isready", POSTGRES_BIN_DIRS))
     try:
-        pg_isready = find_binary("pg_isready", POSTGRES_BIN_DIRS)
-        server.wait_until(
-            lambda: (
-                subprocess.run(
-                    [pg_isready, "-h", "127.0.0.1", "-p", str(port)],
-                    capture_output=True,
-                    check=False,
-                ).returncode
-                == 0
-            )
-        )
+        server.wait_until(restartable.is_ready)
         createdb = find_binary("createdb", POSTGRES_BIN_DIRS)
         _run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", user, database], "createdb")
-        yield PostgresServer(host="127.0.0.1", port=port, user=user, database=database)
+        yield restartable
     finally:
         # SIGINT is PostgreSQL's "fast shutdown": roll back clients and exit cleanly.
-        server.stop(sig=signal.SIGINT)
+        restartable.process.stop(sig=signal.SIGINT)
 
 
 @contextmanager
