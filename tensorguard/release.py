@@ -490,9 +490,10 @@ def _already_published(
     registry: LocalRegistry, package_path: Path, channel: str, version: int
 ) -> ReleaseRecord | None:
     """The registry's record of this very package (same version, same SHA-256) if a
-    previous attempt published it as the channel's newest entry: a release step re-run after a failure that followed
-    the publication (e.g. the application database was down) resumes with it instead of
-    being refused for a version that is not above the channel's highest."""
+    previous attempt published it as the channel's newest entry: a release step re-run
+    after a failure that followed the publication (e.g. the application database was
+    down) resumes with it instead of being refused for a version that is not above the
+    channel's highest."""
     latest = registry.releases(channel)[-1:]
     for record in latest:
         if record.version == version and record.digest == sha256_file(package_path):
