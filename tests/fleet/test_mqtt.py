@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import secrets
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,10 +116,8 @@ def test_a_newer_announcement_replaces_the_retained_one(mosquitto_broker: Mosqui
 
 def test_unreachable_broker_raises_a_clear_error() -> None:
     settings = MqttSettings(host="127.0.0.1", port=free_port(), timeout_s=2)
-    started = time.monotonic()
     with pytest.raises(MqttError, match=r"cannot reach the MQTT broker at 127\.0\.0\.1:\d+"):
         announce_release(settings, announcement(unique_fleet()))
-    assert time.monotonic() - started < 5
 
 
 class _RefusingConnection(MqttConnection):

@@ -5,14 +5,31 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tensorguard.service import client as client_module
 from tensorguard.service.client import FleetClientError, NodeClient
 from tests.service.conftest import enrol
 from tests.service.fleet_server import EdgeNode, FleetServer, running_fleet_server
 from tests.services.process import free_port
+
+
+@pytest.fixture
+def client_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The client's retry waits, in order (each still sleeps for real)."""
+    waits: list[float] = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        real_sleep(seconds)
+
+    # Only the client module's view of ``time`` changes; the server threads keep theirs.
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(sleep=recording_sleep))
+    return waits
 
 
 def _client(server: FleetServer, node: EdgeNode, backoff_s: float = 0.5) -> NodeClient:
@@ -34,14 +51,15 @@ def test_heartbeat_and_telemetry(fleet_server: FleetServer, node: EdgeNode) -> N
     assert summary["max_error_rate"] == pytest.approx(0.25)
 
 
-def test_refusals_are_not_retried(fleet_server: FleetServer, node: EdgeNode) -> None:
+def test_refusals_are_not_retried(
+    fleet_server: FleetServer, node: EdgeNode, client_waits: list[float]
+) -> None:
     impostor = NodeClient(fleet_server.url, node.node_id, Ed25519PrivateKey.generate(), backoff_s=5)
-    started = time.monotonic()
     with pytest.raises(FleetClientError) as excinfo:
         impostor.heartbeat()
     assert excinfo.value.status == 401
     assert "does not verify" in str(excinfo.value)
-    assert time.monotonic() - started < 4  # no back-off sleep happened
+    assert client_waits == []  # no back-off, no second attempt
 
 
 def test_unreachable_service_fails_after_the_attempts() -> None:
@@ -60,15 +78,17 @@ def test_only_plain_http_urls(url: str) -> None:
         NodeClient(url, "robot-1", Ed25519PrivateKey.generate())
 
 
-def test_rate_limited_post_is_retried_once_stored_once(tmp_path: Path) -> None:
+def test_rate_limited_post_is_retried_once_stored_once(
+    tmp_path: Path, client_waits: list[float]
+) -> None:
     env = {"TG_RATE_LIMIT_PER_MINUTE": "60", "TG_RATE_LIMIT_BURST": "2"}
     with running_fleet_server(tmp_path, env) as server:
         node = enrol(server, EdgeNode.new())  # uses one token from the bucket
         client = _client(server, node, backoff_s=0.01)
         assert client.post_telemetry(message_id="first-message") is True  # the second
-        started = time.monotonic()
         assert client.post_telemetry(message_id="second-message") is True  # 429, then stored
-        assert time.monotonic() - started >= 0.9  # waited for Retry-After
+        assert len(client_waits) == 1  # one retry, after the Retry-After wait
+        assert client_waits[0] >= 1  # the server's Retry-After, not the 0.01 s back-off
         time.sleep(1.1)
         summary = server.get(f"/v1/nodes/{node.node_id}/telemetry", token=server.token())
         assert summary.status_code == 200, summary.text

