@@ -30,6 +30,14 @@ class ChannelState(BaseModel):
     install_dir: str
     signer_key_id: Sha256Hex
     installed_at: AwareDatetime
+    # set after a signed rollback order: the older version now running, while
+    # high_water_version and package_digest stay those of the revoked release
+    restored_version: Annotated[int, Field(ge=1)] | None = None
+
+    @property
+    def running_version(self) -> int:
+        """The version installed now (the restored one after a rollback)."""
+        return self.restored_version or self.high_water_version
 
 
 class AgentState(BaseModel):

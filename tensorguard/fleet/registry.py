@@ -73,6 +73,8 @@ class ReleaseRecord(BaseModel):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     round_id: str | None = None
     archived: bool = False
+    # a canary release rolled back (tensorguard.fleet.rollout): never the latest again
+    revoked: bool = False
 
 
 class RegistryIndex(BaseModel):
@@ -85,8 +87,12 @@ class RegistryIndex(BaseModel):
 
 
 def _latest_of(releases: Sequence[ReleaseRecord]) -> ReleaseRecord | None:
-    """The highest-version record of ``releases`` (version order) that is not archived."""
-    return next((record for record in reversed(releases) if not record.archived), None)
+    """The highest-version record of ``releases`` (version order) that is neither archived
+    nor revoked."""
+    return next(
+        (record for record in reversed(releases) if not (record.archived or record.revoked)),
+        None,
+    )
 
 
 def is_backfill(round_id: str | None, latest: ReleaseRecord | None) -> bool:
@@ -236,6 +242,22 @@ class LocalRegistry:
             channels[channel] = (*existing, record)
             self._write_index(RegistryIndex(channels=channels))
             return record
+
+    def revoke(self, channel: str, version: int) -> ReleaseRecord:
+        """Mark ``version`` of ``channel`` revoked (a rolled-back canary): it stays listed,
+        its version stays used, but it is never the channel's latest again. Idempotent;
+        raises :class:`RegistryError` for a release that does not exist."""
+        with self._locked():
+            index = self.read_index()
+            existing = index.channels.get(channel, ())
+            if not any(record.version == version for record in existing):
+                raise RegistryError(f"channel {channel!r} has no version {version} to revoke")
+            updated = tuple(
+                record.model_copy(update={"revoked": True}) if record.version == version else record
+                for record in existing
+            )
+            self._write_index(RegistryIndex(channels={**index.channels, channel: updated}))
+            return next(record for record in updated if record.version == version)
 
     def recover(self) -> list[Path]:
         """Remove leftovers of interrupted publishes; return the paths removed.

@@ -10,6 +10,10 @@ uses the same shape with the fleet and release channel as the identity:
   server, QoS 1, retained;
 * ``tensorguard/v1/{fleet}/_connection/{node}``: connection state, node to server,
   QoS 1, retained.
+* ``tensorguard/v1/{fleet}/{channel}/nodes/{node}/release``: a release announced to
+  one node only (a canary cohort member), server to node, QoS 1, retained;
+* ``tensorguard/v1/{fleet}/{channel}/rollback``: a signed rollback order (revoke a
+  canary release, reinstall the previous one), server to nodes, QoS 1, retained.
 
 The release topic is retained, so a node that connects late still receives the latest
 release of its channel. Install reports are retained per node, so the server always
@@ -50,3 +54,14 @@ def install_report_filter(fleet: str, channel: str | None = None) -> str:
 def connection_topic(fleet: str, node_id: str) -> str:
     """Topic carrying one node's connection state (and its last will)."""
     return f"{_fleet_level(fleet)}/_connection/{validate_name('node', node_id)}"
+
+
+def node_release_topic(fleet: str, channel: str, node_id: str) -> str:
+    """Topic of release announcements for one node only (a canary cohort member)."""
+    channel_level = validate_name("channel", channel)
+    return f"{_fleet_level(fleet)}/{channel_level}/nodes/{validate_name('node', node_id)}/release"
+
+
+def rollback_topic(fleet: str, channel: str) -> str:
+    """Topic of signed rollback orders for one fleet channel (retained)."""
+    return f"{_fleet_level(fleet)}/{validate_name('channel', channel)}/rollback"

@@ -7,6 +7,7 @@ duplicate. Summaries aggregate only rows that arrived within the window; when no
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from tensorguard.fleet.canary import CanaryTelemetry
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.errors import FleetDatabaseError
-from tensorguard.fleet.models import NodeCredential, TelemetrySample, utc_now
+from tensorguard.fleet.models import EdgeNode, NodeCredential, TelemetrySample, utc_now
 from tensorguard.service.errors import NoTelemetryError, UnknownNodeError
 from tensorguard.service.nodes import enrolled_node
 
@@ -132,6 +133,22 @@ class TelemetryStore:
             )
             return self._summarise(session, "cohort", cohort, scope, nodes_enrolled=enrolled)
 
+    def nodes_summary(
+        self, name: str, node_ids: Collection[str], *, since: datetime
+    ) -> TelemetrySummary:
+        """The telemetry of ``node_ids`` (e.g. a canary cohort, summarised as cohort
+        ``name``) received in the window and not before ``since`` (when the rollout to
+        them began), or :class:`NoTelemetryError`."""
+        with self.database.session() as session:
+            scope = (
+                select(TelemetrySample)
+                .join(EdgeNode, EdgeNode.id == TelemetrySample.node_pk)
+                .where(EdgeNode.node_id.in_(sorted(node_ids)))
+            )
+            return self._summarise(
+                session, "cohort", name, scope, nodes_enrolled=len(node_ids), not_before=since
+            )
+
     def _summarise(
         self,
         session: Session,
@@ -140,8 +157,11 @@ class TelemetryStore:
         scope: Select[tuple[TelemetrySample]],
         *,
         nodes_enrolled: int,
+        not_before: datetime | None = None,
     ) -> TelemetrySummary:
         since = utc_now() - timedelta(seconds=self.window_s)
+        if not_before is not None:
+            since = max(since, not_before)
         window = scope.where(TelemetrySample.received_at >= since).subquery()
         row = session.execute(
             select(
