@@ -11,10 +11,11 @@ code  name                   meaning
 2     USAGE                  bad or missing arguments (``argparse`` exits with 2 itself)
 3     CONFIG                 configuration missing, invalid or refused: ``TG_*`` environment,
                              agent YAML, release metadata flags, production-mode refusals,
-                             a ``TG_PQC_BACKEND`` that cannot be loaded here
+                             a ``TG_PQC_BACKEND`` that cannot be loaded here, a
+                             ``--high-water-mark`` for a channel that is not the package's
 4     INPUT                  an input file cannot be used: package, key file, trust store,
-                             build source, CSR or CA directory unreadable, of the wrong kind
-                             or too permissive
+                             build source, CSR or CA directory, high-water store unreadable,
+                             of the wrong kind or too permissive
 5     MALFORMED              malformed package (magic, version, header encoding/schema,
                              length, limits)
 6     UNTRUSTED              untrusted package: unknown signer or invalid signature
@@ -22,8 +23,9 @@ code  name                   meaning
                              chunk authentication, or a stored key record (wrong
                              ``TG_KEY_MASTER``, altered or misplaced file), or the
                              identity audit log (entry removed, reordered, altered)
-8     POLICY                 policy refusal: expired, not yet valid, wrong channel, below
-                             the high-water mark; a CSR the CA's issuance policy refuses;
+8     POLICY                 policy refusal: expired, not yet valid, wrong channel, fails
+                             the rollback rule (below the high-water mark, or its version
+                             with another package); a CSR the CA's issuance policy refuses;
                              ``identity check``: a certificate expires within the window
 9     RECIPIENT              not a recipient, or the data key does not unwrap
 10    UNSAFE_PATH            unsafe path (absolute, ``..``, link, device, duplicate, case
@@ -99,6 +101,8 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
     from tensorguard.tgsp.errors import (
         BuildError,
         ExtractionError,
+        HighWaterMarkChannelError,
+        HighWaterStoreError,
         IntegrityError,
         KeyFileError,
         PackageFormatError,
@@ -116,10 +120,12 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
         (PackageUnreadableError, ExitCode.INPUT),
         (BuildError, ExitCode.INPUT),
         (DigestError, ExitCode.INPUT),
+        (HighWaterStoreError, ExitCode.INPUT),
         (UnsafePathError, ExitCode.UNSAFE_PATH),
         (PackageFormatError, ExitCode.MALFORMED),
         (TrustError, ExitCode.UNTRUSTED),
         (IntegrityError, ExitCode.INTEGRITY),
+        (HighWaterMarkChannelError, ExitCode.CONFIG),  # before its parent PolicyError
         (PolicyError, ExitCode.POLICY),
         (RecipientError, ExitCode.RECIPIENT),
         (ExtractionError, ExitCode.EXTRACTION),

@@ -6,9 +6,16 @@ Commands::
                            --channel CH --version N --model-name NAME [options]
     tensorguard tgsp inspect PACKAGE [--json]
     tensorguard tgsp verify PACKAGE --trust-store FILE [--channel CH]
-                            [--high-water-mark CH=N ...] [--json]
+                            [--high-water-mark CH=N[:SHA256] ... | --high-water-store FILE]
+                            [--json]
     tensorguard tgsp open PACKAGE -d DEST --recipient-key KEY --trust-store FILE
-                          [--channel CH] [--high-water-mark CH=N ...]
+                          [--channel CH]
+                          [--high-water-mark CH=N[:SHA256] ... | --high-water-store FILE]
+
+Rollback protection follows the one rule of :mod:`tensorguard.tgsp.rollback`: a package
+must be above the channel's mark, or be the very package the mark names (``:SHA256``).
+A ``--high-water-mark`` must name the package's channel. ``--high-water-store`` reads the
+node's persistent marks, and ``open`` raises the mark after a successful open.
 
 Key and trust-store files use the formats in :mod:`tensorguard.tgsp.keyfiles` and
 :mod:`tensorguard.tgsp.trust`; loading goes through :func:`load_signer`,
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
     from tensorguard.crypto.composite import CompositeSigner
     from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
     from tensorguard.tgsp import (
+        HighWaterMark,
         ModelIdentity,
         PackageHeader,
         ReleaseInfo,
@@ -85,11 +93,17 @@ def load_trust_store(path: Path) -> TrustStore:
 # --- argument helpers --------------------------------------------------------------------
 
 
-def _high_water_mark(text: str) -> tuple[str, int]:
-    channel, separator, version = text.partition("=")
+def _high_water_mark(text: str) -> tuple[str, HighWaterMark]:
+    from tensorguard.tgsp.rollback import HighWaterMark, validate_channel
+
+    channel, separator, value = text.partition("=")
+    version, _, digest = value.partition(":")
     if not separator or not channel or not version.isdigit():
-        raise argparse.ArgumentTypeError(f"expected CHANNEL=VERSION, got {text!r}")
-    return channel, int(version)
+        raise argparse.ArgumentTypeError(f"expected CHANNEL=VERSION[:SHA256], got {text!r}")
+    try:
+        return validate_channel(channel), HighWaterMark(int(version), digest or None)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _annotation(text: str) -> tuple[str, str]:
@@ -100,10 +114,18 @@ def _annotation(text: str) -> tuple[str, str]:
 
 
 def _policy(args: argparse.Namespace) -> VerificationPolicy:
-    from tensorguard.tgsp import VerificationPolicy
+    from tensorguard.tgsp import HighWaterStore, VerificationPolicy
 
+    if args.high_water_store is not None:
+        return VerificationPolicy(
+            expected_channel=args.channel,
+            high_water_marks=HighWaterStore(args.high_water_store).load(),
+        )
+    marks = dict(args.high_water_mark or [])
+    if len(marks) != len(args.high_water_mark or []):
+        raise ConfigurationError("give at most one --high-water-mark per channel")
     return VerificationPolicy(
-        expected_channel=args.channel, high_water_marks=dict(args.high_water_mark or [])
+        expected_channel=args.channel, high_water_marks=marks, marks_name_the_channel=True
     )
 
 
@@ -229,7 +251,8 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_open(args: argparse.Namespace) -> int:
-    from tensorguard.tgsp import open_package
+    from tensorguard.digest import sha256_file
+    from tensorguard.tgsp import HighWaterMark, HighWaterStore, open_package
 
     opened = open_package(
         args.package,
@@ -239,10 +262,15 @@ def _run_open(args: argparse.Namespace) -> int:
         policy=_policy(args),
     )
     release = opened.header.release
+    if args.high_water_store is not None:
+        mark = HighWaterMark(release.version, sha256_file(args.package))
+        HighWaterStore(args.high_water_store).record(release.channel, mark)
+        recorded = f"high-water mark raised in {args.high_water_store}"
+    else:
+        recorded = "record it as the new high-water mark"
     print(
         f"opened {args.package} into {opened.destination}: {len(opened.header.files)} files "
-        f"verified; channel {release.channel} version {release.version} "
-        f"(record it as the new high-water mark)"
+        f"verified; channel {release.channel} version {release.version} ({recorded})"
     )
     return ExitCode.OK
 
@@ -253,12 +281,22 @@ def _run_open(args: argparse.Namespace) -> int:
 def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-store", type=Path, required=True, help="pinned producer keys")
     parser.add_argument("--channel", help="refuse packages released on another channel")
-    parser.add_argument(
+    marks = parser.add_mutually_exclusive_group()
+    marks.add_argument(
         "--high-water-mark",
         type=_high_water_mark,
         action="append",
-        metavar="CHANNEL=VERSION",
-        help="refuse versions below VERSION on CHANNEL (rollback protection); repeatable",
+        metavar="CHANNEL=VERSION[:SHA256]",
+        help="the version installed last on the package's CHANNEL (rollback protection): "
+        "accept only higher versions, or VERSION itself when the package file's SHA-256 "
+        "is SHA256; a mark for another channel is refused",
+    )
+    marks.add_argument(
+        "--high-water-store",
+        type=Path,
+        metavar="FILE",
+        help="the node's persistent high-water marks (JSON, 0600); `open` raises the "
+        "channel's mark after a successful open",
     )
 
 

@@ -2,14 +2,16 @@
 
 For each announcement on a followed channel the agent
 
-1. refuses versions not above the channel's high-water mark (rollback or replay), and
-   ignores the release it already has (a retained announcement seen again);
+1. applies the one rollback rule of :mod:`tensorguard.tgsp.rollback` against the
+   channel's high-water mark (kept in the state file): a lower version, or the installed
+   version with another package digest, is refused; the installed package itself
+   announced again (a retained announcement seen again) is ignored;
 2. fetches the package (a signed, resumable ``http(s)`` download from its fleet service,
    ``file://`` or an absolute path; other schemes are refused) and checks the announced
    size and SHA-256;
 3. verifies and opens it with TGSP against its **pinned trust store** and its own
-   recipient key, requiring the followed channel and a version above the high-water
-   mark (the signed version is authoritative, not the announcement), and rejecting
+   recipient key, requiring the followed channel and the same rollback rule on the
+   signed version (authoritative, not the announcement), and rejecting
    expired, unsigned, untrusted or wrongly signed packages;
 4. installs it: the verified tree is extracted into a new release directory, fsynced,
    and ``current/<channel>`` is switched to it with one rename; the previous release
@@ -69,8 +71,17 @@ from tensorguard.fleet.service_reports import ServiceReporter
 from tensorguard.fleet.topics import connection_topic, release_topic
 from tensorguard.service.client import NodeClient
 from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
+from tensorguard.tgsp.errors import RollbackError
+from tensorguard.tgsp.rollback import HighWaterMark, check_rollback
 
 LOGGER = logging.getLogger(__name__)
+
+
+def _high_water_mark(entry: ChannelState | None) -> HighWaterMark | None:
+    """The channel's mark for the one rollback rule: the installed version and package."""
+    if entry is None:
+        return None
+    return HighWaterMark(entry.high_water_version, entry.package_digest)
 
 
 class EdgeAgent:
@@ -213,17 +224,13 @@ class EdgeAgent:
     def _install(self, announcement: ReleaseAnnouncement) -> ChannelState | None:
         channel, version = announcement.channel, announcement.version
         current = self.state.channels.get(channel)
-        if current is not None:
-            if version == current.high_water_version and (
-                announcement.digest == current.package_digest
-            ):
-                return None
-            if version <= current.high_water_version:
-                raise rejected(
-                    InstallReason.ROLLBACK,
-                    f"version {version} of channel {channel!r} is not above the installed "
-                    f"version {current.high_water_version}; refusing a rollback or replay",
-                )
+        mark = _high_water_mark(current)
+        try:
+            check_rollback(channel, version, announcement.digest, mark)
+        except RollbackError as exc:
+            raise rejected(InstallReason.ROLLBACK, str(exc)) from exc
+        if mark is not None and version == mark.version:
+            return None  # the installed package itself, announced again
         package = fetch_package(
             announcement,
             self.layout.downloads,
@@ -242,8 +249,9 @@ class EdgeAgent:
         current: ChannelState | None,
     ) -> ChannelState:
         channel = announcement.channel
-        floor = None if current is None else {channel: current.high_water_version + 1}
-        policy = VerificationPolicy(expected_channel=channel, high_water_marks=floor)
+        mark = _high_water_mark(current)
+        marks = None if mark is None else {channel: mark}
+        policy = VerificationPolicy(expected_channel=channel, high_water_marks=marks)
         try:
             release_dir = self.layout.new_release_dir(channel, announcement.version)
             opened = open_package(

@@ -25,6 +25,7 @@ from tensorguard.tgsp.errors import (
     HeaderEncodingError,
     HeaderSchemaError,
     HeaderTooLargeError,
+    HighWaterMarkChannelError,
     IntegrityError,
     KeyFileError,
     KeyUnwrapError,
@@ -55,6 +56,7 @@ from tensorguard.tgsp.format import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, Limits
 from tensorguard.tgsp.header import FileEntry, ModelIdentity, PackageHeader, ReleaseInfo
 from tensorguard.tgsp.opener import OpenedPackage, open_package
 from tensorguard.tgsp.reader import InspectedPackage, inspect_package
+from tensorguard.tgsp.rollback import HighWaterMark, HighWaterStore
 from tensorguard.tgsp.trust import TrustStore
 from tensorguard.tgsp.verifier import VerificationPolicy, VerifiedPackage, verify_package
 
@@ -73,6 +75,9 @@ __all__ = [
     "HeaderEncodingError",
     "HeaderSchemaError",
     "HeaderTooLargeError",
+    "HighWaterMark",
+    "HighWaterMarkChannelError",
+    "HighWaterStore",
     "InspectedPackage",
     "IntegrityError",
     "KeyFileError",

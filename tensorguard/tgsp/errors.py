@@ -115,7 +115,16 @@ class PackageNotYetValidError(PolicyError):
 
 
 class RollbackError(PolicyError):
-    """The package version is below the channel's high-water mark."""
+    """The package fails the rollback rule: a version below the channel's high-water
+    mark, or the mark's version carried by a different package."""
+
+
+class HighWaterStoreError(TGSPError):
+    """The node's high-water store cannot be read, does not validate, or cannot be saved."""
+
+
+class HighWaterMarkChannelError(PolicyError):
+    """A high-water mark names a channel other than the package's (a caller's mistake)."""
 
 
 class ChannelMismatchError(PolicyError):

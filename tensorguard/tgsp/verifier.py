@@ -6,8 +6,10 @@
    ML-DSA-65 and Ed25519 components).
 4. Header: canonical JSON, schema, path rules, and the same key id as the preamble.
 5. Length: the file must end exactly where the header says the payload ends.
-6. Policy: creation time not in the future, not expired, expected channel, version not
-   below the caller's high-water mark for the channel.
+6. Policy: creation time not in the future, not expired, expected channel, and the one
+   rollback rule of :mod:`tensorguard.tgsp.rollback` against the caller's high-water
+   mark for the channel (strictly greater, or the same version only for the very same
+   package file).
 7. Payload: SHA-256 of the encrypted payload must equal the signed digest.
 
 Only after all seven pass does :mod:`tensorguard.tgsp.opener` decrypt anything.
@@ -15,8 +17,9 @@ Only after all seven pass does :mod:`tensorguard.tgsp.opener` decrypt anything.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,12 +28,12 @@ from tensorguard.crypto.composite import CompositeVerifyKey
 from tensorguard.crypto.errors import SignatureError
 from tensorguard.tgsp.errors import (
     ChannelMismatchError,
+    HighWaterMarkChannelError,
     PackageExpiredError,
     PackageNotYetValidError,
     PackageSignatureError,
     PackageTruncatedError,
     PackageUnreadableError,
-    RollbackError,
     TrailingDataError,
     UnknownSignerError,
 )
@@ -38,6 +41,7 @@ from tensorguard.tgsp.format import DEFAULT_LIMITS, SIGNATURE_CONTEXT, Limits
 from tensorguard.tgsp.header import PackageHeader, ReleaseInfo
 from tensorguard.tgsp.payload import check_payload_digest
 from tensorguard.tgsp.reader import PackagePrefix, parse_header, read_prefix
+from tensorguard.tgsp.rollback import HighWaterMark, check_rollback
 from tensorguard.tgsp.trust import TrustStore
 
 DEFAULT_CLOCK_SKEW_SECONDS = 300
@@ -47,15 +51,21 @@ DEFAULT_CLOCK_SKEW_SECONDS = 300
 class VerificationPolicy:
     """What the caller requires beyond authenticity.
 
-    ``high_water_marks`` maps a channel to the lowest version still acceptable (the
-    version last installed); ``now`` overrides the clock (Unix seconds) for tests and
-    for offline verification at a recorded time.
+    ``high_water_marks`` maps a channel to its high-water mark: the version installed
+    last (a bare ``int`` is a mark without a package digest) and, as a
+    :class:`~tensorguard.tgsp.rollback.HighWaterMark`, that package's SHA-256. The rule
+    is :func:`~tensorguard.tgsp.rollback.check_rollback`. With ``marks_name_the_channel``
+    every mark must be for the package's own channel (a mark for any other channel is a
+    caller's mistake, e.g. a misspelt channel, and is refused instead of ignored).
+    ``now`` overrides the clock (Unix seconds) for tests and for offline verification at
+    a recorded time.
     """
 
     now: int | None = None
     expected_channel: str | None = None
-    high_water_marks: Mapping[str, int] | None = None
+    high_water_marks: Mapping[str, HighWaterMark | int] | None = None
     clock_skew_seconds: int = DEFAULT_CLOCK_SKEW_SECONDS
+    marks_name_the_channel: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,16 @@ def check_length(prefix: PackagePrefix, header: PackageHeader) -> None:
         )
 
 
-def check_policy(release: ReleaseInfo, policy: VerificationPolicy) -> None:
-    """Step 6: validity window, channel and rollback protection."""
+def check_policy(
+    release: ReleaseInfo,
+    policy: VerificationPolicy,
+    package_digest: Callable[[], str] | None = None,
+) -> None:
+    """Step 6: validity window, channel and rollback protection.
+
+    ``package_digest`` returns the SHA-256 of the package file; it is called only when
+    the version equals the channel's mark (the one case the rule needs it).
+    """
     now = int(time.time()) if policy.now is None else policy.now
     if release.created_at > now + policy.clock_skew_seconds:
         raise PackageNotYetValidError(
@@ -112,12 +130,28 @@ def check_policy(release: ReleaseInfo, policy: VerificationPolicy) -> None:
             f"package is for channel {release.channel!r}, expected {policy.expected_channel!r}"
         )
     marks = policy.high_water_marks or {}
-    floor = marks.get(release.channel)
-    if floor is not None and release.version < floor:
-        raise RollbackError(
-            f"package version {release.version} is below the high-water mark {floor} for "
-            f"channel {release.channel!r}; refusing a rollback"
-        )
+    if policy.marks_name_the_channel:
+        foreign = sorted(channel for channel in marks if channel != release.channel)
+        if foreign:
+            raise HighWaterMarkChannelError(
+                f"high-water mark(s) given for channel(s) {foreign} but the package is on "
+                f"channel {release.channel!r}; a mark for another channel protects nothing. "
+                f"Give the mark as {release.channel}=VERSION (channel names are lower-case)"
+            )
+    given = marks.get(release.channel)
+    mark = HighWaterMark(given) if isinstance(given, int) else given
+    digest = None
+    if mark is not None and release.version == mark.version and package_digest is not None:
+        digest = package_digest()
+    check_rollback(release.channel, release.version, digest, mark)
+
+
+def _file_digest(handle: BinaryIO) -> str:
+    handle.seek(0)
+    hasher = hashlib.sha256()
+    while block := handle.read(1024 * 1024):
+        hasher.update(block)
+    return hasher.hexdigest()
 
 
 def verify_handle(
@@ -131,7 +165,7 @@ def verify_handle(
     signer = check_signer(prefix, trust_store)
     header = parse_header(prefix, limits)
     check_length(prefix, header)
-    check_policy(header.release, policy)
+    check_policy(header.release, policy, lambda: _file_digest(handle))
     handle.seek(prefix.payload_offset)
     check_payload_digest(handle, header.payload)
     return VerifiedPackage(header, signer, prefix.payload_offset)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tensorguard.digest import sha256_file
 from tensorguard.fleet.agent import EdgeAgent
 from tensorguard.fleet.agent_config import load_agent_config
 from tensorguard.fleet.agent_state import STATE_FILE
@@ -106,13 +107,27 @@ def test_rollback_and_replay_are_rejected(kit: FleetKit, tmp_path: Path) -> None
     old = kit.publish(kit.build(1), 1)
     expect_installed(agent, old)
     expect_installed(agent, kit.publish(kit.build(2), 2))
-    expect_refusal(agent, old, InstallReason.ROLLBACK, "not above the installed version 2")
+    expect_refusal(agent, old, InstallReason.ROLLBACK, "below the high-water mark 2")
     # The same version with other bytes (a replay of a different signed package).
     same_version = old.model_copy(update={"version": 2})
-    expect_refusal(agent, same_version, InstallReason.ROLLBACK, "refusing a rollback")
+    expect_refusal(agent, same_version, InstallReason.ROLLBACK, "refusing a replay")
     # An announcement that lies about the version: the signed version (1) decides.
     lying = old.model_copy(update={"version": 9})
-    expect_refusal(agent, lying, InstallReason.ROLLBACK, "below the high-water mark 3")
+    expect_refusal(agent, lying, InstallReason.ROLLBACK, "below the high-water mark 2")
+    # A second, genuinely signed version-2 package: announced as 2 it is refused before
+    # the download; announced as 3 the signed version (2, other digest) is refused.
+    other_package = kit.build(2)
+    other_two = old.model_copy(
+        update={
+            "version": 2,
+            "digest": sha256_file(other_package),
+            "size": other_package.stat().st_size,
+            "location": other_package.as_uri(),
+        }
+    )
+    expect_refusal(agent, other_two, InstallReason.ROLLBACK, "refusing a replay")
+    disguised = other_two.model_copy(update={"version": 3})
+    expect_refusal(agent, disguised, InstallReason.ROLLBACK, "refusing a replay")
     assert agent.state.high_water("stable") == 2
     assert json.loads(installed_files(agent)["gate_decision.json"])["version"] == 2
 

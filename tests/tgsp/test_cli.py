@@ -130,7 +130,8 @@ def test_truncated_package_exit_code(ws: Workspace) -> None:
 def test_rollback_and_channel_exit_codes(ws: Workspace) -> None:
     assert ws.build() == ExitCode.OK
     assert ws.verify("--high-water-mark", "stable=4") == ExitCode.POLICY
-    assert ws.verify("--high-water-mark", "stable=3") == ExitCode.OK
+    assert ws.verify("--high-water-mark", "stable=3") == ExitCode.POLICY  # same version
+    assert ws.verify("--high-water-mark", "stable=2") == ExitCode.OK
     assert ws.verify("--channel", "canary") == ExitCode.POLICY
 
 

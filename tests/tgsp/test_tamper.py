@@ -366,7 +366,7 @@ def test_version_below_high_water_mark_is_refused(
             policy=VerificationPolicy(high_water_marks={"stable": 8}),
         )
     assert not (tmp_path / "rollback-out").exists()
-    for marks in ({"stable": 7}, {"stable": 6}, {"canary": 100}):
+    for marks in ({"stable": 6}, {"canary": 100}):
         verify_package(result.path, trust_store, VerificationPolicy(high_water_marks=marks))
 
 
