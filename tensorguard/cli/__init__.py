@@ -2,7 +2,7 @@
 
 One sub-command module per area (:mod:`.keys`, :mod:`.tgsp`, :mod:`.agent`,
 :mod:`.serve`, :mod:`.preflight`, :mod:`.trust_store`, :mod:`.identity`, :mod:`.audit`,
-:mod:`.fleet`); each
+:mod:`.fleet`, :mod:`.round`); each
 registers its commands and sets ``args.handler``, whose return value is the process
 exit code from the one table in :mod:`tensorguard.cli.exit_codes`. Building the
 parser imports only the standard library: each handler imports what it needs, so
@@ -22,6 +22,7 @@ from tensorguard.cli.fleet import add_fleet_commands
 from tensorguard.cli.identity import add_identity_commands
 from tensorguard.cli.keys import add_keys_commands
 from tensorguard.cli.preflight import add_preflight_commands
+from tensorguard.cli.round import add_round_commands
 from tensorguard.cli.serve import add_serve_commands
 from tensorguard.cli.tgsp import add_tgsp_commands
 from tensorguard.cli.trust_store import add_trust_store_commands
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(subparsers)
     add_preflight_commands(subparsers)
     add_fleet_commands(subparsers)
+    add_round_commands(subparsers)
     return parser
 
 
