@@ -355,6 +355,10 @@ class RolloutRow(Base):
     previous_version: Mapped[int | None] = mapped_column(Integer)
     canary_nodes: Mapped[list[str]] = mapped_column(JSON, default=list)
     policy_digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH))
+    # the gate policy's canary section that decides this rollout, and whether promoting
+    # it needs a signed deployment approval (the policy has a safety section)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), index=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -43,6 +43,7 @@ from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.fleet.rollback_order import RollbackOrder, sign_rollback_order
 from tensorguard.fleet.topics import node_release_topic, rollback_topic
 from tensorguard.gate.canary_policy import CanaryPolicy
+from tensorguard.service.approvals import ApprovalStore
 from tensorguard.service.errors import NoTelemetryError
 from tensorguard.service.telemetry import TelemetryStore
 from tensorguard.signed_log import SignedLog
@@ -68,6 +69,8 @@ class Rollout:
     previous_version: int | None
     canary_nodes: tuple[str, ...]
     policy_digest: str
+    policy: CanaryPolicy
+    approval_required: bool
     status: str
     started_at: datetime
     decided_at: datetime | None
@@ -88,6 +91,8 @@ def _view(row: RolloutRow) -> Rollout:
         previous_version=row.previous_version,
         canary_nodes=tuple(row.canary_nodes),
         policy_digest=row.policy_digest,
+        policy=CanaryPolicy.model_validate(row.policy),
+        approval_required=row.approval_required,
         status=row.status,
         started_at=row.started_at,
         decided_at=row.decided_at,
@@ -126,6 +131,7 @@ class RolloutLog:
                 "previous_version": rollout.previous_version,
                 "canary_nodes": list(rollout.canary_nodes),
                 "policy_digest": rollout.policy_digest,
+                "approval_required": rollout.approval_required,
                 "reasons": list(rollout.reasons),
                 "decided_at": rollout.decided_at.isoformat() if rollout.decided_at else None,
             },
@@ -153,10 +159,12 @@ def start_rollout(
     policy: CanaryPolicy,
     policy_digest: str,
     actor: str,
+    approval_required: bool = False,
 ) -> Rollout:
     """Record a canary rollout of a published release to its cohort (``policy.fraction``
-    of the channel's nodes, salted with ``<fleet>/<channel>``). Starting the same rollout
-    again returns the recorded one. Refuses a channel without nodes."""
+    of the channel's nodes, salted with ``<fleet>/<channel>``), with the policy that
+    decides it and whether promoting it needs a signed deployment approval. Starting the
+    same rollout again returns the recorded one. Refuses a channel without nodes."""
     with database.session() as session:
         existing = session.scalars(
             select(RolloutRow).where(
@@ -183,6 +191,8 @@ def start_rollout(
         previous_version=previous_version,
         canary_nodes=sorted(cohort),
         policy_digest=policy_digest,
+        policy=policy.model_dump(mode="json"),
+        approval_required=approval_required,
         status=CANARY,
         started_at=utc_now(),
         reasons=[],
@@ -242,14 +252,14 @@ def announce_to_canary(
 def decide_rollout(
     database: FleetDatabase,
     rollout: Rollout,
-    policy: CanaryPolicy,
     *,
     telemetry_window_s: int,
     now: datetime | None = None,
 ) -> CanaryDecision:
-    """The canary decision for ``rollout`` from its cohort's telemetry received since the
-    rollout began (and within ``telemetry_window_s``); no telemetry is ``None``, never a
-    made-up value."""
+    """The canary decision for ``rollout`` under its recorded policy, from its cohort's
+    telemetry received since the rollout began (and within ``telemetry_window_s``); no
+    telemetry is ``None``, never a made-up value."""
+    policy = rollout.policy
     elapsed = ((now or utc_now()) - rollout.started_at).total_seconds()
     store = TelemetryStore(database, telemetry_window_s)
     try:
@@ -302,9 +312,16 @@ def promote(
     signer: CompositeSigner,
     actor: str,
 ) -> Rollout:
-    """Announce the release to the whole channel and record the promotion."""
+    """Announce the release to the whole channel and record the promotion. A rollout
+    that needs a deployment approval is promoted only with a verified signed approval
+    of this release (:meth:`ApprovalStore.require_approval`; raises otherwise)."""
     if (announcement.version, announcement.digest) != (rollout.version, rollout.digest):
         raise RolloutError("the announcement to promote is not the rollout's release")
+    if rollout.approval_required:
+        approval = ApprovalStore(database).require_approval(
+            rollout.fleet, rollout.channel, rollout.version
+        )
+        reasons = (*reasons, f"deployment approved by {approval.approver!r} (signature verified)")
     announce_release(mqtt, announcement)
     finished = _finish(database, rollout, PROMOTED, reasons, actor)
     log.append(signer, finished)

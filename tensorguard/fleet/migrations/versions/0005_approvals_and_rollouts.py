@@ -73,6 +73,8 @@ def upgrade() -> None:
         sa.Column("previous_version", sa.Integer(), nullable=True),
         sa.Column("canary_nodes", sa.JSON(), nullable=False),
         sa.Column("policy_digest", DIGEST, nullable=False),
+        sa.Column("policy", sa.JSON(), nullable=False),
+        sa.Column("approval_required", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("started_at", TIMESTAMP, nullable=False),
         sa.Column("decided_at", TIMESTAMP, nullable=True),
