@@ -457,8 +457,13 @@ def publish_release(
     decision: GateDecision,
     trust_store: TrustStore,
     metadata: Mapping[str, str | float],
+    freshness_signer: CompositeSigner | None = None,
 ) -> ReleaseRecord:
     """Publish a built package to the registry, only for a decision that passed.
+
+    With ``freshness_signer`` (the release key) the channel's signed freshness statement
+    is re-issued after a release that becomes the latest, so fresh nodes refuse anything
+    older (:mod:`tensorguard.tgsp.freshness`).
 
     The package must verify against ``trust_store`` for ``channel`` and its signed
     header must name ``decision`` (its digest); the registry then refuses any version
@@ -481,9 +486,12 @@ def publish_release(
     published = _already_published(registry, package_path, channel, release.version)
     if published is not None:
         return published
-    return registry.publish(
+    record = registry.publish(
         package_path, channel, release.version, metadata=dict(metadata), round_id=release.round_id
     )
+    if freshness_signer is not None and not record.archived:
+        registry.publish_freshness(channel, freshness_signer)
+    return record
 
 
 def _already_published(

@@ -72,6 +72,12 @@ from tensorguard.fleet.topics import connection_topic, release_topic
 from tensorguard.service.client import NodeClient
 from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
 from tensorguard.tgsp.errors import RollbackError
+from tensorguard.tgsp.freshness import (
+    FreshnessError,
+    StaleReleaseError,
+    check_freshness,
+    verify_freshness,
+)
 from tensorguard.tgsp.rollback import HighWaterMark, check_rollback
 
 LOGGER = logging.getLogger(__name__)
@@ -231,6 +237,7 @@ class EdgeAgent:
             raise rejected(InstallReason.ROLLBACK, str(exc)) from exc
         if mark is not None and version == mark.version:
             return None  # the installed package itself, announced again
+        self._check_freshness(announcement, first_install=current is None)
         package = fetch_package(
             announcement,
             self.layout.downloads,
@@ -241,6 +248,35 @@ class EdgeAgent:
             return self._open_and_activate(announcement, package, current)
         finally:
             package.unlink(missing_ok=True)
+
+    def _check_freshness(self, announcement: ReleaseAnnouncement, *, first_install: bool) -> None:
+        """Apply the registry's signed freshness statement (:mod:`tensorguard.tgsp.freshness`):
+        always when the announcement carries one, and required for a first install on the
+        channel when ``require_freshness`` is set. The signed version must later equal the
+        announced one (``announcement_mismatch``), so checking the announced version here
+        is enough."""
+        document = announcement.freshness
+        if document is None:
+            if first_install and self.config.require_freshness:
+                raise rejected(
+                    InstallReason.FRESHNESS,
+                    f"first install on channel {announcement.channel!r} without a signed "
+                    "freshness statement (require_freshness is set); the registry must "
+                    "issue one (LocalRegistry.publish_freshness)",
+                )
+            return
+        try:
+            statement = verify_freshness(
+                document.encode("utf-8"),
+                self._trust_store,
+                channel=announcement.channel,
+                now=int(time.time()),
+            )
+            check_freshness(statement, announcement.version)
+        except StaleReleaseError as exc:
+            raise rejected(InstallReason.ROLLBACK, str(exc)) from exc
+        except FreshnessError as exc:
+            raise rejected(InstallReason.FRESHNESS, str(exc)) from exc
 
     def _open_and_activate(
         self,

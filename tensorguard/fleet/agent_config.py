@@ -68,6 +68,9 @@ class AgentConfig(BaseModel):
     max_package_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PACKAGE_BYTES
     service_url: str | None = None
     node_key_file: Path | None = None
+    # refuse a first install on a channel unless the announcement carries a valid signed
+    # freshness statement (docs/FLEET.md); statements that are present are always checked
+    require_freshness: bool = False
 
     @field_validator("channels")
     @classmethod

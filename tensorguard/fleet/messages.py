@@ -70,6 +70,8 @@ class ReleaseAnnouncement(FleetMessage):
     location: Annotated[str, Field(min_length=1, max_length=4096)]
     created: AwareDatetime
     gate_decision_digest: Sha256Hex | None = None
+    # the registry's signed freshness statement for the channel (tensorguard.tgsp.freshness)
+    freshness: Annotated[str, Field(max_length=65_536)] | None = None
 
 
 class InstallOutcome(StrEnum):
@@ -85,6 +87,7 @@ class InstallReason(StrEnum):
 
     INSTALLED = "installed"
     ROLLBACK = "rollback"
+    FRESHNESS = "freshness"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
     UNSIGNED = "unsigned"

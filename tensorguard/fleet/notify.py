@@ -51,7 +51,8 @@ def announcement_for(
     service_url: str | None = None,
 ) -> ReleaseAnnouncement:
     """The announcement of a registry release: its location (see :func:`package_location`),
-    digest and size."""
+    digest, size and the channel's signed freshness statement when the registry has one."""
+    freshness = registry.freshness_document(record.channel)
     return ReleaseAnnouncement(
         fleet=fleet,
         channel=record.channel,
@@ -61,6 +62,7 @@ def announcement_for(
         location=package_location(registry, record, service_url),
         created=record.published_at,
         gate_decision_digest=gate_decision_digest,
+        freshness=None if freshness is None else freshness.decode("utf-8"),
     )
 
 

@@ -5,6 +5,8 @@ Layout under the registry root::
     index.json                      every release, per channel (the source of truth)
     .lock                           advisory lock held by publishers and recovery
     packages/<channel>/<channel>-<version><suffix>   the published package files
+    freshness/<channel>.json        the channel's signed minimum version
+                                    (:mod:`tensorguard.tgsp.freshness`)
 
 Publishing copies the package into ``packages/<channel>/`` through a temporary file
 (fsync, rename, directory fsync) and only then replaces ``index.json`` the same way.
@@ -31,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
@@ -49,11 +51,16 @@ from tensorguard.fleet.errors import (
     ReleaseVersionError,
 )
 from tensorguard.fleet.names import validate_name
+from tensorguard.tgsp.freshness import DEFAULT_VALIDITY_SECONDS, issue_freshness
+
+if TYPE_CHECKING:
+    from tensorguard.crypto.composite import CompositeSigner
 
 INDEX_FORMAT: Final = "tensorguard.registry-index/v1"
 INDEX_NAME = "index.json"
 LOCK_NAME = ".lock"
 PACKAGES_DIR = "packages"
+FRESHNESS_DIR = "freshness"
 DEFAULT_SUFFIX = ".tgsp"
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -259,6 +266,56 @@ class LocalRegistry:
             self._write_index(RegistryIndex(channels={**index.channels, channel: updated}))
             return next(record for record in updated if record.version == version)
 
+    def publish_freshness(
+        self,
+        channel: str,
+        signer: CompositeSigner,
+        *,
+        now: int | None = None,
+        valid_for_seconds: int = DEFAULT_VALIDITY_SECONDS,
+    ) -> bytes:
+        """Sign and store the channel's freshness statement; return the document.
+
+        Its minimum version is the channel's latest (non-archived) release, so a node
+        that checks it installs nothing older. Run after every publish and again before
+        the statement expires (``valid_for_seconds``, default 7 days).
+        """
+        validate_name("channel", channel)
+        with self._locked():
+            latest = _latest_of(self.read_index().channels.get(channel, ()))
+            if latest is None:
+                raise RegistryError(
+                    f"channel {channel!r} has no release; publish one before issuing its "
+                    "freshness statement"
+                )
+            moment = int(datetime.now(UTC).timestamp()) if now is None else now
+            document = issue_freshness(
+                channel,
+                latest.version,
+                signer,
+                now=moment,
+                valid_for_seconds=valid_for_seconds,
+            )
+            path = self.root / FRESHNESS_DIR / f"{channel}.json"
+            try:
+                ensure_directory(path.parent)
+                atomic_write_bytes(path, document)
+            except DurableWriteError as exc:
+                raise RegistryError(f"cannot store the freshness statement: {exc}") from exc
+        return document
+
+    def freshness_document(self, channel: str) -> bytes | None:
+        """The channel's signed freshness statement, or None if none was issued."""
+        validate_name("channel", channel)
+        try:
+            return (self.root / FRESHNESS_DIR / f"{channel}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot read the freshness statement of {channel!r}: {exc.strerror or exc}"
+            ) from exc
+
     def recover(self) -> list[Path]:
         """Remove leftovers of interrupted publishes; return the paths removed.
 
@@ -289,6 +346,7 @@ class LocalRegistry:
         }
         removed: list[Path] = []
         candidates = list(self.root.glob(f"{TEMP_PREFIX}*"))
+        candidates.extend(self.root.glob(f"{FRESHNESS_DIR}/{TEMP_PREFIX}*"))
         packages = self.root / PACKAGES_DIR
         if packages.is_dir():
             candidates.extend(path for path in packages.glob("*/*") if path not in referenced)

@@ -112,7 +112,7 @@ def _unsigned(kit: FleetKit, settings: MqttSettings, run: Callable[[], None]) ->
 @pytest.mark.parametrize(
     ("prepare", "reason", "fragment"),
     [
-        (_rollback, InstallReason.ROLLBACK, "not above the installed version 2"),
+        (_rollback, InstallReason.ROLLBACK, "below the high-water mark 2"),
         (_expired, InstallReason.EXPIRED, "expired"),
         (_wrong_signer, InstallReason.UNTRUSTED_SIGNER, "not in the trust store"),
         (_bad_signature, InstallReason.BAD_SIGNATURE, "signature does not verify"),
