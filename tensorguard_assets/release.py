@@ -24,11 +24,13 @@ from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError
 from tensorguard.fleet.notify import package_location
+from tensorguard.fleet.outbox import AnnouncementOutcome
 from tensorguard.fleet.provisioning import provision_edge_node
 from tensorguard.gate import GateDecision
 from tensorguard.held_out import load_held_out_set, load_with_adapter
 from tensorguard.hf import load_causal_lm
 from tensorguard.model_card import RoundFacts, TrainingSettings, iso_utc
+from tensorguard.production import is_production
 from tensorguard.release import (
     DECISION_FILE,
     REPORT_FILE,
@@ -43,6 +45,7 @@ from tensorguard.release import (
     record_and_announce,
     release_metadata,
 )
+from tensorguard.release_canary import canary_plan, record_and_start_canary
 from tensorguard.tgsp.trust import TrustStore
 from tensorguard.training.causal_lm import perplexity
 from tensorguard_assets.artifact_checks import (
@@ -497,7 +500,9 @@ def release(
     the application DB's outbox and delivered by ``tensorguard fleet collect`` when the
     broker is back (metadata ``announcement``: delivered, queued or not_announced). A
     backfilled round older than the channel's latest release is published as an archived
-    entry: not the latest, not announced.
+    entry: not the latest, not announced. With a ``canary`` section in the gate policy
+    (and a previous release and enrolled nodes) the release is announced to the canary
+    cohort only and ``canary_rollout`` later promotes or rolls it back.
     Only a round whose gate passed gets here, and only a package that verifies against
     the release key and names that decision."""
     round_key = context.partition_key
@@ -524,16 +529,45 @@ def release(
                 decision=decision,
             ),
         )
-        outcome = record_and_announce(
+        plan = canary_plan(
             fleet.registry,
             record,
+            decision,
             database_url=fleet.database_url,
             fleet=fleet.fleet,
-            mqtt=fleet.mqtt,
-            decision=decision,
-            actor=f"dagster:{context.run.run_id}",
-            service_url=fleet.service_url or None,
+            production=is_production(),
         )
+        canary_nodes: tuple[str, ...] = ()
+        if plan.applies:
+            rollout, canary_topics = record_and_start_canary(
+                fleet.registry,
+                record,
+                plan,
+                database_url=fleet.database_url,
+                fleet=fleet.fleet,
+                mqtt=fleet.mqtt,
+                decision=decision,
+                actor=f"dagster:{context.run.run_id}",
+                service_url=fleet.service_url or None,
+            )
+            canary_nodes = rollout.canary_nodes
+            outcome = AnnouncementOutcome(
+                "delivered" if canary_topics else "not_announced",
+                None,
+                f"canary stage: announced to {len(canary_topics)} of {len(canary_nodes)} "
+                "canary node(s) only; canary_rollout_sensor promotes or rolls it back",
+            )
+        else:
+            outcome = record_and_announce(
+                fleet.registry,
+                record,
+                database_url=fleet.database_url,
+                fleet=fleet.fleet,
+                mqtt=fleet.mqtt,
+                decision=decision,
+                actor=f"dagster:{context.run.run_id}",
+                service_url=fleet.service_url or None,
+            )
     location = package_location(fleet.registry, record, fleet.service_url or None)
     latest = fleet.registry.latest(fleet.channel)
     if record.archived and latest is not None:
@@ -543,6 +577,9 @@ def release(
             "archived entry, never the channel's latest"
         )
         context.log.warning(f"backfill: release v{record.version} {topic}")
+    elif canary_nodes:
+        topic = outcome.detail
+        context.log.info(f"release v{record.version}: {topic}")
     elif outcome.state == "delivered":
         topic = str(outcome.topic)
     elif outcome.state == "queued":
@@ -566,6 +603,8 @@ def release(
             "fleet": MetadataValue.text(fleet.fleet),
             "mqtt_topic": MetadataValue.text(topic),
             "announcement": MetadataValue.text(outcome.state),
+            "canary": MetadataValue.text(plan.note),
+            "canary_nodes": MetadataValue.json(list(canary_nodes)),
             "verify_command": MetadataValue.text(
                 f"tensorguard tgsp verify {fleet.registry.package_path(record)} "
                 "--trust-store <your trust-store.json>"
