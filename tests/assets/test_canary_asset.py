@@ -25,15 +25,26 @@ from dagster import (
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.fleet.rollout import ROLLED_BACK, rollout_of, start_rollout
+from tensorguard.gate.canary_policy import CanaryPolicy
 from tensorguard.service.nodes import NodeDirectory
 from tensorguard.service.request_signing import public_key_hex
 from tensorguard.service.telemetry import TelemetryReading, TelemetryStore
 from tensorguard_assets.canary import canary_rollout, canary_rollout_sensor, rollout_log
 from tensorguard_assets.resources import build_resources
-from tests.fleet.test_canary_rollout import POLICY
 from tests.services.mosquitto import MosquittoBroker
 
 CHANNEL = "arm-cell"
+POLICY = CanaryPolicy(
+    fraction=0.5,
+    min_nodes_reporting=1,
+    min_samples=3,
+    observation_window_s=0,
+    max_wait_s=600,
+    max_error_rate=0.05,
+    max_mean_latency_ms=None,
+    max_safety_events=0,
+    max_install_failures=0,
+)
 
 
 def test_the_sensor_waits_then_launches_a_rollback_that_the_asset_applies(
