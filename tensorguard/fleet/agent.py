@@ -67,8 +67,14 @@ from tensorguard.fleet.messages import (
 from tensorguard.fleet.mqtt import BrokerMessage, BrokerSession, MqttConnection
 from tensorguard.fleet.notify import publish_install_report
 from tensorguard.fleet.rejections import InstallRefused, failed, refusal_from_tgsp, rejected
+from tensorguard.fleet.rollback_order import RollbackOrderError, SignedRollbackOrder
 from tensorguard.fleet.service_reports import ServiceReporter
-from tensorguard.fleet.topics import connection_topic, release_topic
+from tensorguard.fleet.topics import (
+    connection_topic,
+    node_release_topic,
+    release_topic,
+    rollback_topic,
+)
 from tensorguard.service.client import NodeClient
 from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
 from tensorguard.tgsp.errors import RollbackError
@@ -132,7 +138,21 @@ class EdgeAgent:
     def installed_version(self, channel: str | None = None) -> int | None:
         """The installed version of ``channel`` (default: the first followed channel)."""
         entry = self.state.channels.get(channel or self.config.channels[0])
-        return None if entry is None else entry.high_water_version
+        return None if entry is None else entry.running_version
+
+    def release_topics(self) -> list[str]:
+        """Every topic the agent takes announcements from: each followed channel's, and
+        this node's own (a canary release), plus each channel's signed rollback orders."""
+        fleet, node_id = self.config.fleet, self.config.node_id
+        return [
+            topic
+            for channel in self.config.channels
+            for topic in (
+                release_topic(fleet, channel),
+                node_release_topic(fleet, channel, node_id),
+                rollback_topic(fleet, channel),
+            )
+        ]
 
     def recover(self) -> None:
         """Remove leftovers of an interrupted install (downloads, unreferenced trees);
@@ -158,12 +178,17 @@ class EdgeAgent:
         """
         if not payload:
             return None
+        if topic in {rollback_topic(self.config.fleet, c) for c in self.config.channels}:
+            return self.handle_rollback_payload(payload)
         try:
             announcement = ReleaseAnnouncement.from_payload(payload)
         except MessageError as exc:
             LOGGER.warning("ignoring an invalid release announcement on %s: %s", topic, exc)
             return None
-        if topic != release_topic(announcement.fleet, announcement.channel):
+        if topic not in (
+            release_topic(announcement.fleet, announcement.channel),
+            node_release_topic(announcement.fleet, announcement.channel, self.config.node_id),
+        ):
             LOGGER.warning(
                 "ignoring an announcement for %s/%s received on %s",
                 announcement.fleet,
@@ -208,6 +233,45 @@ class EdgeAgent:
         )
         LOGGER.info("%s", reason)
         return self._report(announcement, InstallOutcome.INSTALLED, InstallReason.INSTALLED, reason)
+
+    def handle_rollback_payload(self, payload: bytes) -> InstallReport | None:
+        """Apply a signed rollback order (:mod:`tensorguard.fleet.rollback_order`) if this
+        node runs exactly the revoked package: reinstall the order's restore release,
+        keeping the revoked version as the high-water mark. Orders that are invalid, not
+        signed by a pinned release key, or about another package are logged and ignored."""
+        try:
+            order = SignedRollbackOrder.from_payload(payload).verify(self._trust_store)
+        except (MessageError, RollbackOrderError) as exc:
+            LOGGER.warning("ignoring a rollback order: %s", exc)
+            return None
+        current = self.state.channels.get(order.channel)
+        if (
+            order.fleet != self.config.fleet
+            or current is None
+            or (current.high_water_version, current.package_digest)
+            != (order.revoked_version, order.revoked_digest)
+            or current.restored_version is not None
+        ):
+            return None  # not running the revoked release (or already rolled back)
+        restore = order.restore
+        try:
+            package = fetch_package(
+                restore, self.layout.downloads, self.config.max_package_bytes, self._service
+            )
+            try:
+                entry = self._open_and_activate(restore, package, None, keep_mark=current)
+            finally:
+                package.unlink(missing_ok=True)
+        except InstallRefused as refusal:
+            LOGGER.warning("rollback to version %d: %s", restore.version, refusal)
+            return self._report(restore, refusal.outcome, refusal.reason_code, str(refusal))
+        reason = (
+            f"rolled back: version {order.revoked_version} of channel {order.channel!r} "
+            f"revoked ({order.reason[:512]}); reinstalled version {restore.version} into "
+            f"{entry.install_dir}"
+        )
+        LOGGER.info("%s", reason)
+        return self._report(restore, InstallOutcome.INSTALLED, InstallReason.INSTALLED, reason)
 
     def _report(
         self,
@@ -283,7 +347,11 @@ class EdgeAgent:
         announcement: ReleaseAnnouncement,
         package: Path,
         current: ChannelState | None,
+        *,
+        keep_mark: ChannelState | None = None,
     ) -> ChannelState:
+        """Verify, extract and activate; with ``keep_mark`` (a rollback order) the saved
+        high-water mark stays that release's and the opened one is its restored version."""
         channel = announcement.channel
         mark = _high_water_mark(current)
         marks = None if mark is None else {channel: mark}
@@ -320,11 +388,16 @@ class EdgeAgent:
             fsync_tree(release_dir)
             self.layout.activate(channel, release_dir)
             entry = ChannelState(
-                high_water_version=signed.version,
-                package_digest=announcement.digest,
+                high_water_version=signed.version
+                if keep_mark is None
+                else keep_mark.high_water_version,
+                package_digest=announcement.digest
+                if keep_mark is None
+                else keep_mark.package_digest,
                 install_dir=release_dir.relative_to(self.config.state_dir).as_posix(),
                 signer_key_id=opened.signer_key_id,
                 installed_at=datetime.now(UTC),
+                restored_version=None if keep_mark is None else signed.version,
             )
             self._state_store.save(self.state.with_channel(channel, entry))
         except (AgentError, DurableWriteError, FleetError, OSError) as exc:
@@ -366,10 +439,7 @@ class AgentSession(BrokerSession):
 
     def connect(self) -> None:
         """Connect (ONLINE on every connect, CONNECTIONBROKEN as last will), subscribe."""
-        config = self.agent.config
-        self._connection.connect_subscribed(
-            [release_topic(config.fleet, channel) for channel in config.channels], self._enqueue
-        )
+        self._connection.connect_subscribed(self.agent.release_topics(), self._enqueue)
 
     def disconnect(self) -> None:
         """Deliver waiting reports, publish OFFLINE and leave the broker."""
@@ -426,7 +496,9 @@ def run_once(agent: EdgeAgent, *, timeout_s: float = 30.0) -> list[InstallReport
     """
     agent.recover()
     reports: list[InstallReport] = []
-    channel_of = {release_topic(agent.config.fleet, c): c for c in agent.config.channels}
+    fleet, node_id = agent.config.fleet, agent.config.node_id
+    channel_of = {release_topic(fleet, c): c for c in agent.config.channels}
+    channel_of |= {node_release_topic(fleet, c, node_id): c for c in agent.config.channels}
     pending = set(channel_of.values())
     deadline = time.monotonic() + timeout_s
     with AgentSession(agent) as session:
