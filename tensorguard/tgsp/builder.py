@@ -177,4 +177,9 @@ def build_package(
         raise BuildError(f"{output} already exists; choose another name or remove it") from exc
     except DurableWriteError as exc:
         raise BuildError(f"cannot write {output}: {exc}") from exc
+    except OSError as exc:  # a write failed: disk full, quota, file-size limit, I/O error
+        raise BuildError(
+            f"cannot write {output}: {exc.strerror or exc}; free space on its file system "
+            "(or raise the quota / file-size limit) and build again; no package was left"
+        ) from exc
     return BuildResult(output, header, package_size)

@@ -143,4 +143,10 @@ def open_package(
             raise ExtractionError(
                 f"{destination} already exists; open into a new directory"
             ) from exc
+        except OSError as exc:  # disk full, quota, file-size limit, I/O error
+            raise ExtractionError(
+                f"cannot extract {path} into {destination}: {exc.strerror or exc}; free space "
+                "on that file system (or raise the quota / file-size limit) and open again; "
+                "nothing was extracted"
+            ) from exc
     return OpenedPackage(destination, header, verified.signer.fingerprint())
