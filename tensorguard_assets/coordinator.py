@@ -15,6 +15,7 @@ opens.
 import os
 from pathlib import Path
 
+from tensorguard.artifact_layout import PUBLISHED_COORDINATOR_KEY
 from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
 from tensorguard.federation.errors import FederationError
 from tensorguard.tgsp.keyfiles import load_verify_key
@@ -23,7 +24,6 @@ from tensorguard_resources.keys import KeyVault
 
 COORDINATOR_KEY_NAME = "round-coordinator"
 COORDINATOR_PUBLIC_KEY_ENV = "TG_COORDINATOR_PUBLIC_KEY"
-PUBLISHED_COORDINATOR_KEY = Path("coordinator.pub")
 
 
 def coordinator_signer(vault: KeyVault, artifact_root: Path) -> CompositeSigner:

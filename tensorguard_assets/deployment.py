@@ -5,7 +5,6 @@ the MOAI export for encrypted inference."""
 # parameter types from the runtime annotations.
 
 import time
-from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
@@ -19,8 +18,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from tensorguard.digest import sha256_tree
-from tensorguard.durable import atomic_copy
 from tensorguard.held_out import load_held_out_set
 from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
 from tensorguard.moai.export import export_moai
@@ -28,28 +25,24 @@ from tensorguard.moai.self_check import run_ckks_self_check
 from tensorguard.moai.verify import verify_moai_export
 from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
-from tensorguard.optimize.pruning import verify_2_4
-from tensorguard.optimize.saving import save_model_atomically
-from tensorguard.optimize.sparse_recovery import (
-    RecoverySettings,
-    corpus_batches,
-    prune_and_recover,
+from tensorguard.optimize.pruned_model import (
+    PRUNING_SETTINGS_FILE,
+    build_pruned_model,
+    pruning_settings_json,
 )
+from tensorguard.optimize.pruning import verify_2_4
+from tensorguard.optimize.sparse_recovery import RecoverySettings
 from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
-from tensorguard.training.base_model import TOKENIZER_FILES
-from tensorguard_assets.artifact_checks import integrity_check_spec, verify_artifact
+from tensorguard_assets.artifact_checks import (
+    integrity_check_spec,
+    verify_artifact,
+    write_json_artifact,
+)
 from tensorguard_assets.lineage import base_model_for_adapter, verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
 DEPLOY_GROUP = "package"
-
-
-def _copy_tokenizer(base_dir: Path, model_dir: Path) -> None:
-    """Ship the tokenizer beside a merged model so the directory is self-contained."""
-    for path in base_dir.iterdir():
-        if path.name in TOKENIZER_FILES or path.name.startswith(("tokenizer", "special_tokens")):
-            atomic_copy(path, model_dir / path.name)
 
 
 _RECOVERY_DEFAULTS = RecoverySettings()
@@ -110,24 +103,25 @@ def pruned_model(
     round_key = context.partition_key
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     base_dir = base_model_for_adapter(context, adapter_dir)
-    out_dir = artifacts.asset_dir("pruned_model", round_key) / "model"
+    asset_dir = artifacts.asset_dir("pruned_model", round_key)
+    out_dir = asset_dir / "model"
     settings = config.recovery_settings()
     with fail_closed_on(context):
         held_out = load_held_out_set(base_dir, {s: r.data_dir for s, r in sites.sites().items()})
-        merged = merge_adapter(base_dir, adapter_dir)
-        outcome = prune_and_recover(
-            merged,
+        build = build_pruned_model(
+            base_dir,
+            adapter_dir,
             held_out.token_batches(),
-            corpus_batches(base_dir, settings),
+            out_dir,
             settings=settings,
             exclude=tuple(config.exclude),
         )
-        saved = save_model_atomically(merged, out_dir)
-        _copy_tokenizer(base_dir, out_dir)
+        write_json_artifact(
+            asset_dir / PRUNING_SETTINGS_FILE, pruning_settings_json(settings, config.exclude)
+        )
         reloaded = load_causal_lm(out_dir, dtype=CHECKPOINT_DTYPE)
         reloaded_report = verify_2_4(reloaded, tuple(config.exclude))
-    # The tokenizer files were added after publication: hash the directory as shipped.
-    digest = sha256_tree(out_dir)
+    outcome, saved, digest = build.outcome, build.saved, build.digest
     report = outcome.recovery.report
     context.log.info(
         f"2:4 pruning: {report.overall_sparsity:.1%} of prunable weights zero; held-out loss "

@@ -26,6 +26,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from tensorguard.artifact_layout import (
+    AGGREGATE_FILE,
+    CUSTODIAN_LEDGER,
+    ENVELOPE_FILE,
+    ROUND_SPEC_FILE,
+)
 from tensorguard.codec import canonical_json, parse_json_object
 from tensorguard.crypto import CompositeVerifyKey
 from tensorguard.digest import sha256_tree
@@ -95,10 +101,7 @@ from tensorguard_resources.keys import KeyVault
 FEDERATION_GROUP = "federate"
 ENCRYPT_GROUP = "encrypt"
 ROUND_OF_SITE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=ROUND_DIMENSION)
-ENVELOPE_FILE = "update.tgenv"
-AGGREGATE_FILE = "aggregate.tgagg"
-SPEC_FILE = "round_spec.json"
-CUSTODIAN_LEDGER = Path("custodian") / "decryption-ledger.jsonl"
+SPEC_FILE = ROUND_SPEC_FILE
 CUSTODIAN_KEY_NAME = "federation-custodian"
 PAIRWISE_MAILBOX = Path("pairwise") / "offers"
 PAIRWISE_ANSWERED = Path("pairwise") / "answered"

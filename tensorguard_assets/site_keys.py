@@ -13,6 +13,7 @@ ignores published files: a key that cannot be traced to a registration is not tr
 from contextlib import suppress
 from pathlib import Path
 
+from tensorguard.artifact_layout import SITE_PUBLIC_KEYS_DIR as SITE_PUBLIC_KEYS_DIR
 from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.federation.errors import FederationError
@@ -27,7 +28,6 @@ from tensorguard.tgsp.keyfiles import (
 from tensorguard_resources import SiteRegistry
 from tensorguard_resources.keys import KeyVault
 
-SITE_PUBLIC_KEYS_DIR = Path("site-public-keys")
 SIGNING_SUFFIX = ".pub"
 KEM_SUFFIX = ".kem.pub"
 PublicKey = CompositeVerifyKey | XWingPublicKey

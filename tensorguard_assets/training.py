@@ -17,10 +17,16 @@ from dagster import (
 )
 from pydantic import Field
 
+from tensorguard.artifact_layout import DATASET_SUMMARY_FILE
 from tensorguard.training.base_model import build_default_base_model, load_base_model_info
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.errors import DatasetError
-from tensorguard.training.lora import LoRATrainingConfig, read_adapter_spec, train_site_adapter
+from tensorguard.training.lora import (
+    TRAINING_SETTINGS_FILE,
+    LoRATrainingConfig,
+    read_adapter_spec,
+    train_site_adapter,
+)
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
     verify_artifact,
@@ -121,7 +127,7 @@ def site_dataset(
         "eval_examples": eval_examples,
         "digest": dataset.digest,
     }
-    summary_path = artifacts.asset_dir("site_dataset", context.partition_key) / "summary.json"
+    summary_path = artifacts.asset_dir("site_dataset", context.partition_key) / DATASET_SUMMARY_FILE
     summary_digest = write_json_artifact(summary_path, summary)
     context.log.info(
         f"{site_id}: {train_examples} train / {eval_examples} eval "
@@ -202,7 +208,8 @@ def site_adapter(
             max_length=config.max_length,
             seed=config.seed,
         )
-        out_dir = artifacts.asset_dir("site_adapter", context.partition_key) / "adapter"
+        asset_dir = artifacts.asset_dir("site_adapter", context.partition_key)
+        out_dir = asset_dir / "adapter"
         result = train_site_adapter(
             base_dir,
             dataset,
@@ -211,6 +218,10 @@ def site_adapter(
             progress=context.log.info,
             initial_adapter_dir=reference_dir,
             base_model_digest=str(base_meta["digest"]),
+        )
+        # What decides the adapter's bytes besides the data, for `tensorguard round reproduce`.
+        write_json_artifact(
+            asset_dir / TRAINING_SETTINGS_FILE, training_config.model_dump(mode="json")
         )
     curve = "\n".join(f"| {i + 1} | {loss:.4f} |" for i, loss in enumerate(result.loss_curve))
     return MaterializeResult(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource
 
+from tensorguard.artifact_layout import partition_dir
 from tensorguard.errors import ConfigurationError
 from tensorguard_resources.runtime import TensorGuardRuntime
-
-_UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._=-]")
 
 
 def local_artifact_root(base_uri: str) -> Path:
@@ -47,8 +45,6 @@ class ArtifactStore(ConfigurableResource):
 
     def asset_dir(self, asset_name: str, partition_key: str | None = None) -> Path:
         """Directory for one asset (and partition); created on demand."""
-        path = self.root / asset_name
-        if partition_key:
-            path = path / _UNSAFE_SEGMENT.sub("_", partition_key.replace("|", "__"))
+        path = partition_dir(self.root, asset_name, partition_key)
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -62,6 +62,9 @@ LLAMA_ATTENTION_AND_MLP = (
     "up_proj",
     "down_proj",
 )
+TRAINING_SETTINGS_FILE = "training.json"
+"""Beside a site's adapter in the artifact store: the LoRATrainingConfig it was trained
+with (JSON), so that the adapter can be reproduced from the site's data."""
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
 
 
