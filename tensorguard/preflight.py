@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tensorguard.errors import TensorGuardError
+from tensorguard.keys.master import MASTER_HOW_TO, master_strength_problem
 from tensorguard.keys.parties import party_environ, party_key_dir, state_dir
 from tensorguard.production import (
     MIN_SECRET_LENGTH,
@@ -459,6 +460,11 @@ def _master(env: Mapping[str, str], vault: str, production: bool) -> tuple[bool,
         return True, "not set: development uses a generated development master"
     if len(value.encode()) < MIN_SECRET_LENGTH:
         return False, f"shorter than {MIN_SECRET_LENGTH} bytes: {how}"
+    if production:
+        problem = master_strength_problem(value)
+        if problem is not None:
+            return False, f"{problem}: {MASTER_HOW_TO.replace('TG_KEY_MASTER', name, 1)}"
+        return True, "set (hex/base64 of 32+ random bytes)"
     return True, f"set ({MIN_SECRET_LENGTH}+ bytes)"
 
 

@@ -3,7 +3,16 @@
 Rule: ``TG_KEY_MASTER`` must be at least 32 characters (Python ``len`` of the value, used
 byte-for-byte as UTF-8, no trimming). It is the only thing between a stolen key
 directory and the keys, so it should be random, e.g.
-``python -c 'import secrets; print(secrets.token_urlsafe(48))'``.
+``python -c 'import secrets; print(secrets.token_hex(32))'``.
+
+Production (``TG_ENVIRONMENT=production``) requires at least 256 bits of randomness in
+a form that can be checked: the value must be the hex or base64 (standard or URL-safe,
+padding optional) encoding of at least 32 bytes, and those bytes must not be repetitive
+(at least 16 distinct byte values; 32 random bytes have ~30, a repeated pattern has
+few). ``"a" * 32`` (16 bytes as hex), ``"password" * 4`` (24 bytes as base64) and
+``"a" * 64`` (32 equal bytes) are refused. :func:`master_strength_problem` states the
+rule; the value itself (not its decoding) stays the scrypt input, so records written
+under an accepted master remain readable.
 
 Derivation: scrypt (RFC 7914, N=2^15, r=8, p=1, 32-byte output, random 16-byte salt)
 turns the master into a key-encryption key (KEK). scrypt rather than HKDF because the
@@ -16,9 +25,12 @@ fresh 32-byte salt, so no two records share a GCM key and random nonces never co
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,10 +49,47 @@ MIN_MASTER_LENGTH = MIN_SECRET_LENGTH
 KEY_BYTES = 32
 _KEY_CHECK_INFO = b"tensorguard/keys/file/v1/key-check"
 _RECORD_KEY_INFO = b"tensorguard/keys/file/v1/record-key"
+MIN_MASTER_BYTES = 32
+MIN_DISTINCT_MASTER_BYTES = 16
 MASTER_HOW_TO = (
-    f"set {MASTER_ENV} to a random secret of at least {MIN_MASTER_LENGTH} characters from "
-    "your secret manager, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+    f"set {MASTER_ENV} to the hex or base64 encoding of {MIN_MASTER_BYTES} random bytes from "
+    "your secret manager, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`"
 )
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+
+
+def _decoded_master(value: str) -> bytes | None:
+    """The bytes ``value`` encodes as hex (tried first) or base64; None if neither."""
+    if _HEX.fullmatch(value):
+        return bytes.fromhex(value)
+    if not _BASE64.fullmatch(value):
+        return None
+    unpadded = value.rstrip("=").replace("-", "+").replace("_", "/")
+    if len(unpadded) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
+    except binascii.Error:
+        return None
+
+
+def master_strength_problem(value: str) -> str | None:
+    """Why ``value`` is not an acceptable production master, or None when it is.
+
+    The message never contains the value.
+    """
+    decoded = _decoded_master(value)
+    if decoded is None:
+        return "is neither hex nor base64, so its randomness cannot be checked"
+    if len(decoded) < MIN_MASTER_BYTES:
+        return (
+            f"encodes {len(decoded)} bytes ({len(decoded) * 8} bits); production needs "
+            f"{MIN_MASTER_BYTES} random bytes (256 bits)"
+        )
+    if len(set(decoded)) < MIN_DISTINCT_MASTER_BYTES:
+        return "encodes bytes that repeat a short pattern, not random bytes"
+    return None
 
 
 @dataclass(frozen=True)
@@ -81,14 +130,24 @@ class MasterSecret:
         return f"MasterSecret(<redacted>, {kind})"
 
     @classmethod
-    def from_text(cls, value: str, *, production: bool) -> MasterSecret:
-        """Validate the length rule and return the secret (UTF-8 bytes of ``value``)."""
+    def from_text(cls, value: str, *, production: bool, name: str = MASTER_ENV) -> MasterSecret:
+        """Validate the length rule (and, in production, the strength rule of
+        :func:`master_strength_problem`); return the secret (UTF-8 bytes of ``value``).
+        ``name`` is the variable named in messages."""
+        how = MASTER_HOW_TO.replace(MASTER_ENV, name, 1)
         if len(value) < MIN_MASTER_LENGTH:
             error = KeyProviderProductionError if production else KeyProviderConfigError
             raise error(
-                f"{MASTER_ENV} is shorter than {MIN_MASTER_LENGTH} characters "
-                f"(it has {len(value)}): {MASTER_HOW_TO}"
+                f"{name} is shorter than {MIN_MASTER_LENGTH} characters "
+                f"(it has {len(value)}): {how}"
             )
+        if production:
+            problem = master_strength_problem(value)
+            if problem is not None:
+                raise KeyProviderProductionError(
+                    f"{name} {problem}; TG_ENVIRONMENT=production refuses a master that "
+                    f"is not demonstrably random: {how}"
+                )
         return cls(value.encode("utf-8"))
 
     @classmethod

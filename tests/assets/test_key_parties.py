@@ -4,6 +4,7 @@ master, and the aggregator is given no vault and nothing that opens one."""
 from __future__ import annotations
 
 import importlib
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from tensorguard_assets.resources import build_resources
 from tensorguard_assets.site_keys import site_key_name
 from tensorguard_resources.federation import CKKSSecretStore
 from tensorguard_resources.keys import KeyVault
+
+# production masters must be hex/base64 of 32 random bytes (tensorguard.keys.master)
+SHARED_MASTER, SITES_MASTER, CUSTODIAN_MASTER = (secrets.token_hex(32) for _ in range(3))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,13 +159,13 @@ def test_production_vault_names_its_own_missing_master(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TG_ENVIRONMENT", "production")
-    monkeypatch.setenv("TG_KEY_MASTER", "m" * 48)  # a shared master opens no party's vault
-    monkeypatch.setenv("TG_KEY_MASTER_SITES", "s" * 48)
+    monkeypatch.setenv("TG_KEY_MASTER", SHARED_MASTER)  # a shared master opens no party's vault
+    monkeypatch.setenv("TG_KEY_MASTER_SITES", SITES_MASTER)
     resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
     _open(resources["site_keys"])
     with pytest.raises(Exception, match="TG_KEY_MASTER_CUSTODIAN is not set") as excinfo:
         _open(resources["custodian_keys"])
-    assert "m" * 48 not in str(excinfo.value)
+    assert SHARED_MASTER not in str(excinfo.value)
     assert not Path(resources["custodian_keys"].dev_master_file).exists()
 
 
@@ -211,7 +215,7 @@ def test_production_locations_need_only_their_own_master(
     env = {"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
     for name in ("TG_KEY_MASTER", "TG_KEY_MASTER_SITES", "TG_KEY_MASTER_RELEASE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TG_KEY_MASTER_CUSTODIAN", "c" * 48)
+    monkeypatch.setenv("TG_KEY_MASTER_CUSTODIAN", CUSTODIAN_MASTER)
     assert not _vault_keys(AGGREGATOR.resources(env))
     [custodian_vault] = [
         value for value in CUSTODIAN.resources(env).values() if isinstance(value, KeyVault)

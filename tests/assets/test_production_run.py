@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from secrets import token_hex
 from typing import Any
 
 import pytest
@@ -11,10 +12,10 @@ from tensorguard_assets.partitions import round_site_key
 from tensorguard_assets.training import site_dataset
 from tests.assets.conftest import DEMO_ROUND
 
-SECRETS = {
-    "TG_KEY_MASTER_SITES": "s" * 48,
-    "TG_KEY_MASTER_CUSTODIAN": "c" * 48,
-    "TG_KEY_MASTER_RELEASE": "r" * 48,
+SECRETS = {  # production masters: hex of 32 random bytes (tensorguard.keys.master)
+    "TG_KEY_MASTER_SITES": token_hex(32),
+    "TG_KEY_MASTER_CUSTODIAN": token_hex(32),
+    "TG_KEY_MASTER_RELEASE": token_hex(32),
     "DATABASE_URL": "postgresql://tg@127.0.0.1:5432/tg",
 }
 
