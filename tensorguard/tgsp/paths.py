@@ -8,7 +8,11 @@ A TGSP path is a relative POSIX path of one or more ``/``-separated components t
   other control character, no invisible format character (bidi overrides, zero-width
   joiners: they make names display as something else), and no ``:`` (Windows drive or
   stream syntax);
-* has no component ending in a space or dot (Windows silently strips those).
+* has no component ending in a space or dot (Windows silently strips those);
+* has no component that Windows maps to a device: ``CON``, ``PRN``, ``AUX``, ``NUL``,
+  ``COM0``-``COM9``, ``LPT0``-``LPT9`` (also with superscript digits ¹²³), ``CONIN$``,
+  ``CONOUT$``, in any case and with any extension (``NUL.txt``, ``con.tar.gz``):
+  writing such a file on Windows writes to the device instead.
 
 Across a file list, paths must be unique after Unicode case folding (so they do not
 collide on case-insensitive file systems) and no path may be a directory prefix of
@@ -25,6 +29,17 @@ from tensorguard.tgsp.errors import CaseCollisionError, DuplicatePathError, Unsa
 MAX_PATH_BYTES = 1024
 MAX_COMPONENT_BYTES = 255
 MAX_DEPTH = 32
+_DEVICE_DIGITS = "0123456789\u00b9\u00b2\u00b3"
+WINDOWS_RESERVED_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{port}{digit}" for port in ("COM", "LPT") for digit in _DEVICE_DIGITS}
+)
+
+
+def is_windows_reserved(component: str) -> bool:
+    """True when Windows would treat ``component`` as a device (name before the first
+    dot, trailing spaces ignored, any case)."""
+    return component.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_RESERVED_NAMES
 
 
 def _fail(path: str, reason: str) -> UnsafePathError:
@@ -61,6 +76,8 @@ def validate_archive_path(path: str) -> str:
             raise _fail(path, f"component longer than {MAX_COMPONENT_BYTES} bytes")
         if component[-1] in " .":
             raise _fail(path, "component ends in a space or dot")
+        if is_windows_reserved(component):
+            raise _fail(path, f"component {component!r} is a Windows device name")
     return path
 
 
