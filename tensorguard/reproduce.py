@@ -181,7 +181,6 @@ def reproduce_round(
     Raises :class:`ReproductionError` when a recorded input the comparison needs is
     missing (the message names it); every other difference is a stage in the report.
     """
-    enable_determinism(seed)
     run = _Run(record, scratch, progress or (lambda _line: None))
     spec_dir = record.asset_dir("round_spec", record.round_id)
     spec_bytes = _read(spec_dir / ROUND_SPEC_FILE, "the signed round spec")
@@ -195,6 +194,7 @@ def reproduce_round(
     base_digest = sha256_tree(base_dir) if base_dir.is_dir() else f"missing: {base_dir}"
     run.add("base_model", "verified instead", spec.base_model_digest, base_digest)
     sites = _round_sites(record)
+    enable_determinism(seed)  # process-wide, as TG_DETERMINISTIC=true does in the pipeline
     for site in sites:
         _site_dataset(run, site)
     reference_dir = spec_dir / "reference"
