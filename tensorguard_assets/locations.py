@@ -37,7 +37,16 @@ from dagster import (
     SensorDefinition,
 )
 
-from tensorguard_assets import automation, deployment, federation, jobs, release, training
+from tensorguard_assets import (
+    automation,
+    canary,
+    deployment,
+    federation,
+    identity,
+    jobs,
+    release,
+    training,
+)
 from tensorguard_assets.executors import select_executor
 from tensorguard_assets.resources import build_resources
 
@@ -104,6 +113,9 @@ COORDINATOR = CodeLocation(
         release.gate_decision,
         release.tgsp_package,
         release.release,
+        canary.canary_rollout,
+        identity.certificate_renewals,
+        identity.certificate_inventory,
     ),
     jobs=(
         jobs.setup_job,
@@ -112,9 +124,15 @@ COORDINATOR = CodeLocation(
         jobs.reveal_job,
         jobs.round_release_job,
         jobs.gpu_export_job,
+        canary.canary_rollout_job,
+        identity.certificate_renewal_job,
     ),
-    sensors=(automation.site_registry_sensor, automation.round_progress_sensor),
-    schedules=(automation.round_open_schedule,),
+    sensors=(
+        automation.site_registry_sensor,
+        automation.round_progress_sensor,
+        canary.canary_rollout_sensor,
+    ),
+    schedules=(automation.round_open_schedule, identity.certificate_renewal_schedule),
 )
 
 AGGREGATOR = CodeLocation(

@@ -8,6 +8,7 @@ from typing import Any
 
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime
 from tensorguard_resources.fleet import FleetResource
+from tensorguard_resources.identity import FleetIdentity
 from tensorguard_resources.keys import party_key_vault
 
 DEFAULT_STATE_DIR = ".tensorguard"
@@ -63,5 +64,11 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             mqtt_tls_key_file=env.get("TG_MQTT_KEY_FILE", ""),
             release_key_name=env.get("TG_RELEASE_KEY_NAME", "release-signing"),
             service_url=env.get("TG_FLEET_SERVICE_URL", ""),
+        ),
+        # Fleet identity (docs/IDENTITY.md): the CA directory, ACME renewals, expiry window.
+        "fleet_identity": FleetIdentity(
+            ca_dir=env.get("TG_IDENTITY_CA_DIR", os.path.join(state_dir, "identity", "ca")),
+            renewal_config=env.get("TG_IDENTITY_RENEWAL_CONFIG", ""),
+            expiry_warning_days=float(env.get("TG_IDENTITY_EXPIRY_WARNING_DAYS", "7")),
         ),
     }

@@ -62,10 +62,19 @@ ASSET_GRAPH: dict[str, tuple[str, frozenset[str]]] = {
         "publish",
         frozenset({"evaluation_report", "gate_decision", "global_adapter", "tgsp_package"}),
     ),
+    # Canary rollout (#16): promoted or rolled back by canary_rollout_sensor, after a round.
+    "canary_rollout": ("publish", frozenset({"release"})),
+    # Fleet identity (#12): scheduled renewal, then the inventory and its expiry check.
+    "certificate_renewals": ("identity", frozenset()),
+    "certificate_inventory": ("identity", frozenset({"certificate_renewals"})),
 }
 
 # tensorrt_engine is built by its own job on a GPU machine, never as part of a round.
 GPU_ONLY_ASSETS = frozenset({"tensorrt_engine"})
+# A canary release is decided from fleet telemetry by its own sensor, never in a round.
+CANARY_ASSETS = frozenset({"canary_rollout"})
+# Certificates are renewed and inventoried by their own scheduled job, never in a round.
+IDENTITY_ASSETS = frozenset({"certificate_renewals", "certificate_inventory"})
 
 
 def asset_names() -> frozenset[str]:
@@ -74,8 +83,9 @@ def asset_names() -> frozenset[str]:
 
 
 def round_asset_names() -> set[str]:
-    """Every asset a full round must materialise: all pinned assets but the GPU-only."""
-    return set(ASSET_GRAPH) - GPU_ONLY_ASSETS
+    """Every asset a full round must materialise: all pinned assets but the GPU-only, the
+    fleet identity and the canary rollout ones."""
+    return set(ASSET_GRAPH) - GPU_ONLY_ASSETS - IDENTITY_ASSETS - CANARY_ASSETS
 
 
 def asset_groups() -> set[str]:

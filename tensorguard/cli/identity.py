@@ -116,6 +116,20 @@ def add_identity_commands(
     rotate.add_argument("--days", type=int, default=365, help="lifetime (default 365)")
     rotate.set_defaults(handler=reporting_errors("identity rotate-intermediate", _with_ca(_rotate)))
 
+    renew = commands.add_parser(
+        "renew",
+        help="renew due ACME service certificates: issue, deploy, verify (or roll back)",
+    )
+    _ca_dir(renew)
+    renew.add_argument(
+        "--config", type=Path, required=True, help="the renewal configuration (JSON)"
+    )
+    renew.add_argument("--endpoint", help="only this endpoint id")
+    renew.add_argument(
+        "--force", action="store_true", help="renew even when not within renew_within_days"
+    )
+    renew.set_defaults(handler=reporting_errors("identity renew", _with_ca(_renew)))
+
     crl = commands.add_parser("crl", help="re-sign the CRL with fresh dates")
     _ca_dir(crl)
     crl.set_defaults(handler=reporting_errors("identity crl", _with_ca(_crl)))
@@ -296,6 +310,40 @@ def _rotate(args: argparse.Namespace, authority: CertificateAuthority) -> dict[s
         "ca_bundle": str(authority.store.bundle_file),
         "crl": str(authority.store.crl_file),
     }
+
+
+def _renew(args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:
+    from tensorguard.identity.authority import utc_now
+    from tensorguard.identity.errors import RenewalError
+    from tensorguard.identity.renewal import RenewalState, audit_recorder
+    from tensorguard.identity.renewal_plan import load_renewal_config, run_due_renewals
+
+    config = load_renewal_config(args.config)
+    outcomes = run_due_renewals(
+        config, audit_recorder(authority), utc_now(), force=args.force, only=args.endpoint
+    )
+    result: dict[str, object] = {
+        "renewals": [
+            {
+                "endpoint": outcome.endpoint_id,
+                "job_id": outcome.job_id,
+                "state": outcome.state.value,
+                "attempts": outcome.attempts,
+                "sha256": outcome.fingerprint,
+                "previous_sha256": outcome.previous_fingerprint,
+                "reason": outcome.reason,
+            }
+            for outcome in outcomes
+        ]
+    }
+    unsuccessful = [o for o in outcomes if o.state is not RenewalState.SUCCEEDED]
+    if unsuccessful:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        raise RenewalError(
+            "; ".join(f"{o.endpoint_id}: {o.state.value}: {o.reason}" for o in unsuccessful)
+            + f" (see the audit log {authority.store.audit_file})"
+        )
+    return result
 
 
 def _crl(_args: argparse.Namespace, authority: CertificateAuthority) -> dict[str, object]:

@@ -34,5 +34,9 @@ class EnrolmentError(IdentityError):
     """Node enrolment failed: its keys, its request, or the certificate handed back."""
 
 
+class RenewalError(IdentityError):
+    """A renewal job ended FAILED or ROLLED_BACK (its transitions are in the audit log)."""
+
+
 class IdentityConfigError(IdentityError, ConfigurationError):
     """An identity setting (trust domain, allow-list, lifetime) is invalid."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 
 from tensorguard.identity.policy import Profile
-from tensorguard.identity.store import IssuedRecord
+from tensorguard.identity.store import CaDirectory, IssuedRecord
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class EndpointCertificate:
     issuer: str
     not_after: datetime
     days_left: float
+    source: str = "private-ca"
 
     @property
     def expired(self) -> bool:
@@ -59,6 +61,13 @@ def endpoint_inventory(
         for record in latest.values()
     ]
     return sorted(inventory, key=lambda entry: (entry.not_after, entry.endpoint))
+
+
+def ca_inventory(ca_dir: Path, now: datetime) -> list[EndpointCertificate]:
+    """:func:`endpoint_inventory` of the CA directory ``ca_dir`` (no key is needed)."""
+    store = CaDirectory(ca_dir)
+    issuer = store.read_certificate(store.intermediate_file).subject.rfc4514_string()
+    return endpoint_inventory(store.read_index().certificates.values(), issuer=issuer, now=now)
 
 
 def expiring_within(

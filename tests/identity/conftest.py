@@ -4,6 +4,7 @@ real ACME server (Pebble)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 import shutil
 import subprocess
@@ -17,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from tensorguard.identity import CertificateAuthority, IssuancePolicy, node_uri
-from tensorguard.keys import FileKeyProvider, MasterSecret
+from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile, node_uri
+from tensorguard.keys import FileKeyProvider, MasterSecret, key_provider_from_env
 from tests.services.pebble import PebbleServer, running_pebble
 
 TRUST_DOMAIN = "fleet.test.internal"
@@ -139,3 +140,13 @@ def pebble_server() -> Iterator[PebbleServer]:
     """A real Pebble ACME server (and its DNS) on 127.0.0.1, started once per session."""
     with running_pebble() as server:
         yield server
+
+
+@pytest.fixture
+def fleet_ca(ca_env: Path, policy: IssuancePolicy) -> CertificateAuthority:
+    """A CA made with the environment's provider (as the renewal asset opens it), with
+    one node certificate of 30 days."""
+    provider = key_provider_from_env(os.environ)
+    authority = CertificateAuthority.create(ca_env, provider, policy=policy)
+    authority.issue(node_csr("robot-7"), Profile.NODE)
+    return authority
