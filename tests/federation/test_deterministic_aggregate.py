@@ -3,12 +3,15 @@ encryption randomness; without the rule they do not."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tensorguard.crypto.xwing import XWingPrivateKey
 from tensorguard.federation.aggregation import aggregate_updates
 from tensorguard.federation.errors import DecryptionError, FederationParamsError
 from tensorguard.federation.fixed_point import (
@@ -21,9 +24,15 @@ from tensorguard.federation.fixed_point import (
 )
 from tensorguard.federation.layout import TensorLayout
 from tensorguard.federation.packing import decrypt_vector, encrypt_vector
+from tensorguard.federation.pair_exchange import (
+    InMemoryPairSecretStore,
+    PairwiseMailbox,
+    site_pairwise_secrets,
+)
+from tensorguard.federation.pairwise import close_round_in_process
 from tensorguard.federation.params import FederationParams
 from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig
+from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tests.federation.conftest import MAX_SITE_WEIGHT, Federation, site_weight
 
 SITES = ("site-00", "site-02", "site-03")
@@ -130,3 +139,70 @@ def test_dtype_of_the_snapped_mean_is_the_requested_one(fed: Federation) -> None
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
     mean = fed.decrypt(result, envelopes, dtype=torch.float64)
     assert {tensor.dtype for tensor in mean.values()} == {torch.float64}
+
+
+def test_masked_rounds_with_a_dropout_decode_to_the_same_bytes(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """Pairwise masks (and their removal for a dropped site) cancel exactly modulo the
+    ciphertext primes: two masked encryptions of the same updates, with one roster site
+    missing, still decrypt to byte-identical means."""
+    roster = ("site-00", "site-02", "site-03", "site-05")
+    kem = {site: XWingPrivateKey.generate() for site in roster}
+    spec = RoundSpec.from_reference(
+        "grid-masked-0001",
+        "b" * 64,
+        fed.reference,
+        MAX_SITE_WEIGHT,
+        clip_norm=CLIP.clip_norm,
+        site_weight_caps={site: site_weight(site) for site in roster},
+        mask_epoch="epoch-grid",
+        aggregate_grid_bits=grid_bits_for(fed.public.params),
+    )
+    mailbox = PairwiseMailbox(tmp_path / "mailbox")
+    stores = {site: InMemoryPairSecretStore() for site in roster}
+    secrets = {
+        site: site_pairwise_secrets(
+            epoch_id="epoch-grid",
+            site_id=site,
+            roster=roster,
+            mailbox=mailbox,
+            store=stores[site],
+            signer=fed.site_keys[site],
+            kem_private=kem[site],
+            roster_kem_keys={peer: key.public_key() for peer, key in kem.items()},
+            signing_keys=fed.registered,
+        )
+        for site in roster
+    }
+    accepted = roster[:3]
+    means: list[bytes] = []
+    for _ in range(2):
+        envelopes = [
+            build_site_update(
+                trained=fed.trained(site),
+                reference=fed.reference,
+                spec=spec,
+                site_id=site,
+                weight=site_weight(site),
+                public=fed.public,
+                signer=fed.site_keys[site],
+                config=CLIP,
+                pairwise=secrets[site],
+            ).envelope
+            for site in accepted
+        ]
+        result = aggregate_updates(envelopes, fed.registered, spec, fed.public, 2)
+        reveals = close_round_in_process(
+            secrets,
+            fed.site_keys,
+            round_id=spec.round_id,
+            accepted=accepted,
+            dropped=roster[3:],
+            signing_keys=fed.registered,
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            custodian = fed.custodian(Path(scratch) / "ledger.jsonl")
+            mean = custodian.decrypt(result, envelopes, reveals=reveals).mean_delta
+        means.append(b"".join(mean[name].numpy().tobytes() for name in sorted(mean)))
+    assert means[0] == means[1]
