@@ -28,12 +28,13 @@ from typing import Protocol, cast
 import josepy
 import requests
 from acme import challenges, client, errors, messages
-from josepy.jwa import ES256
-from josepy.jwk import JWKEC
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
 
 from tensorguard.durable import atomic_write_bytes, ensure_directory
+from tensorguard.errors import ConfigurationError
 from tensorguard.identity.acme_responder import Http01Responder
 from tensorguard.identity.errors import IdentityConfigError, IdentityError
 
@@ -52,6 +53,10 @@ class AcmeIssuanceError(IdentityError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class DnsProviderMissingError(AcmeIssuanceError, ConfigurationError):
+    """DNS-01 was asked for, but no DNS provider is configured to publish the records."""
 
 
 class ChallengeType(StrEnum):
@@ -155,7 +160,7 @@ class AcmeIssuer:
     def __init__(self, settings: AcmeSettings, dns_provider: DnsProvider | None = None) -> None:
         """Refuses DNS-01 without a provider before any request is made."""
         if settings.challenge is ChallengeType.DNS01 and dns_provider is None:
-            raise AcmeIssuanceError(
+            raise DnsProviderMissingError(
                 "DNS-01 was requested but no DNS provider is configured, so the "
                 "_acme-challenge TXT records cannot be published. Configure one (a program "
                 "run as `<program> set|clear <record> <value>`: acme.dns_hook in the renewal "

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tensorguard.cli.exit_codes import ExitCode, exit_code_for
 from tensorguard.identity.acme_issuer import AcmeIssuanceError
 from tensorguard.identity.errors import IdentityConfigError
 from tensorguard.identity.renewal_plan import is_due, load_renewal_config
@@ -95,7 +96,8 @@ def test_invalid_configurations_are_refused(tmp_path: Path, edit: Any, message: 
 
 def test_dns01_without_a_hook_is_refused_before_any_request(tmp_path: Path) -> None:
     config = load_renewal_config(write(tmp_path, config_dict(tmp_path, challenge="dns-01")))
-    with pytest.raises(AcmeIssuanceError, match="no DNS provider is configured"):
+    with pytest.raises(AcmeIssuanceError, match="no DNS provider is configured") as refused:
         config.issuer()
+    assert exit_code_for(refused.value) == ExitCode.CONFIG
     hooked = config_dict(tmp_path, challenge="dns-01", dns_hook=["/usr/local/bin/zone-edit"])
     assert load_renewal_config(write(tmp_path, hooked)).issuer().dns_provider is not None
