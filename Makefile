@@ -45,6 +45,8 @@ ci-round: bootstrap
 	  || { tail -50 "$(CI_STATE)/demo.log"; exit 1; }
 	DAGSTER_HOME="$(CI_STATE)/dagster" TG_ARTIFACT_ROOT="$(CI_STATE)/artifacts" \
 	  $(PY) -m tensorguard_assets.check_round
+	DAGSTER_HOME="$(CI_STATE)/dagster" TG_ARTIFACT_ROOT="$(CI_STATE)/artifacts" \
+	  $(PY) -m tensorguard_assets.secret_scan
 
 lint:
 	$(VENV)/bin/ruff check .
