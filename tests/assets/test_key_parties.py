@@ -43,6 +43,7 @@ VAULT_OF_ASSET = {
     "global_adapter": {"custodian_keys"},
     "tgsp_package": {"release_keys"},
     "release": {"release_keys"},
+    "canary_rollout": {"release_keys"},  # signs rollback orders and the rollout log
 }
 """Which party's vault each key-using asset may take; every other asset takes none."""
 
