@@ -260,6 +260,7 @@ def _run_open(args: argparse.Namespace) -> int:
         recipient_key=load_recipient_private_key(args.recipient_key),
         trust_store=load_trust_store(args.trust_store),
         policy=_policy(args),
+        readable_by_all=args.readable_by_all,
     )
     release = opened.header.release
     if args.high_water_store is not None:
@@ -348,5 +349,11 @@ def add_tgsp_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     open_.add_argument("package", type=Path)
     open_.add_argument("-d", "--destination", type=Path, required=True, help="new directory")
     open_.add_argument("--recipient-key", type=Path, required=True, help="X-Wing private key file")
+    open_.add_argument(
+        "--readable-by-all",
+        action="store_true",
+        help="extract files 0644 and directories 0755 instead of the private default "
+        "0600/0700 (for a service that runs as another user)",
+    )
     _add_policy_options(open_)
     open_.set_defaults(handler=reporting_errors("tgsp open", _run_open))

@@ -5,6 +5,11 @@ with :func:`tensorguard.durable.atomic_directory` (flushed to disk, one rename) 
 every chunk authenticated, the stream ended with its final chunk and every file matched
 its signed SHA-256. On any failure the staging directory is removed and ``destination``
 is never created.
+
+The decrypted tree is private by default: files 0600 and directories 0700 (the umask can
+only narrow that), since it holds what the package encrypted. ``readable_by_all=True``
+(CLI ``tgsp open --readable-by-all``) widens it to 0644/0755 for a service that runs as
+another user and must load the release.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from tensorguard.tgsp.trust import TrustStore
 from tensorguard.tgsp.verifier import VerificationPolicy, verify_handle
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+PRIVATE_MODES = (0o600, 0o700)
+"""(file mode, directory mode) of an extracted tree by default."""
+READABLE_BY_ALL_MODES = (0o644, 0o755)
+"""(file mode, directory mode) with ``readable_by_all=True``."""
 
 
 @dataclass(frozen=True)
@@ -67,24 +76,27 @@ def _check_destination(destination: Path) -> None:
         raise ExtractionError(f"parent directory {destination.parent} does not exist")
 
 
-def _create_file(root: Path, relative: str) -> BinaryIO:
+def _create_file(root: Path, relative: str, modes: tuple[int, int]) -> BinaryIO:
     """Create the new file ``relative`` (and its missing directories) under ``root``."""
+    file_mode, directory_mode = modes
     parts = relative.split("/")
     directory = root
     for part in parts[:-1]:
         directory = directory / part
         if not directory.is_dir():
-            os.mkdir(directory, 0o755)
-    descriptor = os.open(directory / parts[-1], _FILE_FLAGS, 0o644)
+            os.mkdir(directory, directory_mode)
+    descriptor = os.open(directory / parts[-1], _FILE_FLAGS, file_mode)
     return os.fdopen(descriptor, "wb")
 
 
-def _extract(chunks: Iterator[bytes], files: tuple[FileEntry, ...], root: Path) -> None:
+def _extract(
+    chunks: Iterator[bytes], files: tuple[FileEntry, ...], root: Path, modes: tuple[int, int]
+) -> None:
     pending = memoryview(b"")
     for entry in files:
         digest = hashlib.sha256()
         remaining = entry.size
-        with _create_file(root, entry.path) as sink:
+        with _create_file(root, entry.path, modes) as sink:
             while remaining:
                 if not pending:
                     pending = memoryview(next(chunks, b""))
@@ -114,12 +126,15 @@ def open_package(
     trust_store: TrustStore,
     policy: VerificationPolicy | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    readable_by_all: bool = False,
 ) -> OpenedPackage:
     """Verify ``path``, decrypt it with ``recipient_key`` and extract into ``destination``.
 
-    ``destination`` must not exist yet. Returns the signed header so the caller can
-    record the new high-water mark (``header.release.channel``/``.version``).
+    ``destination`` must not exist yet. The tree is 0600/0700 unless ``readable_by_all``
+    (0644/0755). Returns the signed header so the caller can record the new high-water
+    mark (``header.release.channel``/``.version``).
     """
+    modes = READABLE_BY_ALL_MODES if readable_by_all else PRIVATE_MODES
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -131,14 +146,12 @@ def open_package(
         package_id = bytes.fromhex(header.package_id)
         _check_destination(destination)
         try:
-            # The published tree is world-readable like a normally created directory, so
-            # services running as other users can load the release.
-            with atomic_directory(destination, replace=False, mode=0o755) as root:
+            with atomic_directory(destination, replace=False, mode=modes[1]) as root:
                 handle.seek(verified.payload_offset)
                 chunks = decrypt_payload(
                     handle, header.payload, derive_payload_key(data_key, package_id), package_id
                 )
-                _extract(chunks, header.files, root)
+                _extract(chunks, header.files, root, modes)
         except DestinationExistsError as exc:
             raise ExtractionError(
                 f"{destination} already exists; open into a new directory"
