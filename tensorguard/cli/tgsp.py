@@ -30,10 +30,15 @@ so ``tensorguard tgsp ... --help`` loads no cryptography.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import stat
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,6 +93,51 @@ def load_trust_store(path: Path) -> TrustStore:
     from tensorguard.tgsp import TrustStore
 
     return TrustStore.load(path)
+
+
+# --- packages from a pipe ----------------------------------------------------------------
+
+STDIN_PACKAGE = "-"
+_SPOOL_CHUNK = 1024 * 1024
+
+
+@contextlib.contextmanager
+def package_file(given: Path) -> Iterator[Path]:
+    """Yield a regular file holding the package named ``given``.
+
+    ``-`` (standard input) and pipes or FIFOs (``<(curl ...)``) are copied, in constant
+    memory, into a private temporary file (0600) that is removed afterwards: verification
+    reads the payload once for its digest and ``open`` again to decrypt, so the package
+    must be seekable. A regular file is used in place.
+    """
+    if str(given) != STDIN_PACKAGE:
+        try:
+            regular = stat.S_ISREG(given.stat().st_mode)
+        except OSError:
+            regular = True  # let the library report the unreadable path
+        if regular:
+            yield given
+            return
+    from tensorguard.tgsp.errors import PackageUnreadableError
+
+    descriptor, name = tempfile.mkstemp(prefix="tensorguard-package-", suffix=".tgsp")
+    spool = Path(name)
+    try:
+        try:
+            with os.fdopen(descriptor, "wb") as sink:
+                if str(given) == STDIN_PACKAGE:
+                    shutil.copyfileobj(sys.stdin.buffer, sink, _SPOOL_CHUNK)
+                else:
+                    with given.open("rb") as source:
+                        shutil.copyfileobj(source, sink, _SPOOL_CHUNK)
+        except OSError as exc:
+            raise PackageUnreadableError(
+                f"cannot copy the package from {given} into a temporary file: "
+                f"{exc.strerror or exc}; free space in {tempfile.gettempdir()} or set TMPDIR"
+            ) from exc
+        yield spool
+    finally:
+        spool.unlink(missing_ok=True)
 
 
 # --- argument helpers --------------------------------------------------------------------
@@ -236,7 +286,8 @@ def _release_from_args(args: argparse.Namespace, created_at: int, expires_at: in
 def _run_inspect(args: argparse.Namespace) -> int:
     from tensorguard.tgsp import inspect_package
 
-    inspected = inspect_package(args.package)
+    with package_file(args.package) as package:
+        inspected = inspect_package(package)
     print("warning: inspect does not verify the signature; use `tgsp verify`", file=sys.stderr)
     _print_header(inspected.header, args.json, "UNVERIFIED")
     return ExitCode.OK
@@ -245,7 +296,9 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     from tensorguard.tgsp import verify_package
 
-    verified = verify_package(args.package, load_trust_store(args.trust_store), _policy(args))
+    trust_store, policy = load_trust_store(args.trust_store), _policy(args)
+    with package_file(args.package) as package:
+        verified = verify_package(package, trust_store, policy)
     _print_header(verified.header, args.json, "VERIFIED")
     return ExitCode.OK
 
@@ -254,21 +307,23 @@ def _run_open(args: argparse.Namespace) -> int:
     from tensorguard.digest import sha256_file
     from tensorguard.tgsp import HighWaterMark, HighWaterStore, open_package
 
-    opened = open_package(
-        args.package,
-        args.destination,
-        recipient_key=load_recipient_private_key(args.recipient_key),
-        trust_store=load_trust_store(args.trust_store),
-        policy=_policy(args),
-        readable_by_all=args.readable_by_all,
-    )
-    release = opened.header.release
-    if args.high_water_store is not None:
-        mark = HighWaterMark(release.version, sha256_file(args.package))
-        HighWaterStore(args.high_water_store).record(release.channel, mark)
-        recorded = f"high-water mark raised in {args.high_water_store}"
-    else:
+    recipient_key = load_recipient_private_key(args.recipient_key)
+    trust_store, policy = load_trust_store(args.trust_store), _policy(args)
+    with package_file(args.package) as package:
+        opened = open_package(
+            package,
+            args.destination,
+            recipient_key=recipient_key,
+            trust_store=trust_store,
+            policy=policy,
+            readable_by_all=args.readable_by_all,
+        )
+        release = opened.header.release
         recorded = "record it as the new high-water mark"
+        if args.high_water_store is not None:
+            mark = HighWaterMark(release.version, sha256_file(package))
+            HighWaterStore(args.high_water_store).record(release.channel, mark)
+            recorded = f"high-water mark raised in {args.high_water_store}"
     print(
         f"opened {args.package} into {opened.destination}: {len(opened.header.files)} files "
         f"verified; channel {release.channel} version {release.version} ({recorded})"
@@ -335,18 +390,18 @@ def add_tgsp_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     build.set_defaults(handler=reporting_errors("tgsp build", _run_build))
 
     inspect = commands.add_parser("inspect", help="show the header without verifying it")
-    inspect.add_argument("package", type=Path)
+    inspect.add_argument("package", type=Path, help="package file, or - to read standard input")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=reporting_errors("tgsp inspect", _run_inspect))
 
     verify = commands.add_parser("verify", help="verify against pinned producer keys")
-    verify.add_argument("package", type=Path)
+    verify.add_argument("package", type=Path, help="package file, or - to read standard input")
     _add_policy_options(verify)
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=reporting_errors("tgsp verify", _run_verify))
 
     open_ = commands.add_parser("open", help="verify, decrypt and extract")
-    open_.add_argument("package", type=Path)
+    open_.add_argument("package", type=Path, help="package file, or - to read standard input")
     open_.add_argument("-d", "--destination", type=Path, required=True, help="new directory")
     open_.add_argument("--recipient-key", type=Path, required=True, help="X-Wing private key file")
     open_.add_argument(

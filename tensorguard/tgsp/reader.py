@@ -7,6 +7,7 @@ Use :func:`tensorguard.tgsp.verifier.verify_package` before acting on any of it.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -69,7 +70,14 @@ def read_prefix(handle: BinaryIO, limits: Limits = DEFAULT_LIMITS) -> PackagePre
 
     Bounds every allocation by ``limits`` and by the actual file size before reading.
     """
-    file_size = os.fstat(handle.fileno()).st_size
+    status = os.fstat(handle.fileno())
+    if not stat.S_ISREG(status.st_mode):
+        raise PackageUnreadableError(
+            "the package is not a regular file (a pipe, FIFO or device): verification reads "
+            "the payload twice and needs its size; save it to a file first, or give the "
+            "CLI '-' to read standard input (it spools to a private temporary file)"
+        )
+    file_size = status.st_size
     raw_preamble = handle.read(PREAMBLE_SIZE)
     if len(raw_preamble) < PREAMBLE_SIZE:
         if raw_preamble[: len(MAGIC)] == MAGIC[: len(raw_preamble)] and raw_preamble:
