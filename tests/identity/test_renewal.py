@@ -4,6 +4,7 @@ rollbacks: a failing deploy hook and a service that keeps the old certificate.""
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tensorguard.identity import CertificateAuthority
 from tensorguard.identity.acme_issuer import AcmeIssuer, AcmeSettings
@@ -88,6 +91,25 @@ def renewal_entries(authority: CertificateAuthority, job_id: str) -> list[dict[s
     ]
 
 
+def assert_key_not_recorded(
+    key_pem: bytes | None, authority: CertificateAuthority, *texts: str
+) -> None:
+    """The service's private key (PEM body, DER, raw scalar) is in no audit entry or text."""
+    assert key_pem is not None
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    haystack = authority.store.audit_file.read_bytes() + "".join(texts).encode()
+    for secret in (scalar, der):
+        for form in (secret, secret.hex().encode(), base64.b64encode(secret)):
+            assert form not in haystack
+    for pem_line in key_pem.splitlines()[1:-1]:  # the PEM body, line by line
+        assert pem_line not in haystack
+
+
 def test_issue_renew_deploy_verify_and_roll_back(
     pebble_server: PebbleServer, authority: CertificateAuthority, tmp_path: Path
 ) -> None:
@@ -115,6 +137,7 @@ def test_issue_renew_deploy_verify_and_roll_back(
         assert [entry["details"]["to"] for entry in entries] == [s.value for s in HAPPY_PATH]  # type: ignore[index]
         assert {entry["endpoint_id"] for entry in entries} == {"mqtt-broker"}
         installed = files.snapshot()
+        assert_key_not_recorded(installed.key_pem, authority, repr(renewed))
 
         # A failing deploy hook (the reload refuses): ROLLED_BACK, old certificate served.
         failing = CommandReload([sys.executable, "-c", "import sys; sys.exit('reload refused')"])
