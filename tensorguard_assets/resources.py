@@ -32,6 +32,8 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     the shipped demo sites); ``TG_FLEET``, ``TG_CHANNEL``, ``TG_REGISTRY_ROOT``, ``DATABASE_URL``,
     ``TG_FLEET_RECIPIENTS_DIR``, ``TG_MQTT_HOST``, ``TG_MQTT_PORT`` and
     ``TG_RELEASE_KEY_NAME`` and ``TG_FLEET_SERVICE_URL`` describe the fleet.
+    ``TG_IDENTITY_CA_DIR``, ``TG_IDENTITY_RENEWAL_CONFIG`` and
+    ``TG_IDENTITY_EXPIRY_WARNING_DAYS`` configure ``fleet_identity`` (docs/IDENTITY.md).
     Secrets are not read here: resources validate them when a run starts, so the
     definitions load anywhere. The production gates (:class:`TensorGuardRuntime`,
     ``TG_SEED``) are nested in the artifact store and the fleet resource, which every
