@@ -238,16 +238,29 @@ class EdgeAgent:
         """Apply a signed rollback order (:mod:`tensorguard.fleet.rollback_order`) if this
         node runs exactly the revoked package: reinstall the order's restore release,
         keeping the revoked version as the high-water mark. Orders that are invalid, not
-        signed by a pinned release key, or about another package are logged and ignored."""
+        signed by a pinned release key, or about another package are logged and ignored.
+        Every node following the channel records the revoked package (``state.json``) and
+        refuses it from then on, also when it never installed it."""
         try:
             order = SignedRollbackOrder.from_payload(payload).verify(self._trust_store)
         except (MessageError, RollbackOrderError) as exc:
             LOGGER.warning("ignoring a rollback order: %s", exc)
             return None
+        if order.fleet != self.config.fleet or order.channel not in self.config.channels:
+            return None
+        if not self.state.is_revoked(order.channel, order.revoked_version, order.revoked_digest):
+            revoked = self.state.with_revoked(
+                order.channel, order.revoked_version, order.revoked_digest
+            )
+            try:
+                self._state_store.save(revoked)
+            except AgentError as exc:
+                LOGGER.error("cannot record the revocation of %s: %s", order.channel, exc)
+                return None
+            self.state = revoked
         current = self.state.channels.get(order.channel)
         if (
-            order.fleet != self.config.fleet
-            or current is None
+            current is None
             or (current.high_water_version, current.package_digest)
             != (order.revoked_version, order.revoked_digest)
             or current.restored_version is not None
@@ -295,6 +308,14 @@ class EdgeAgent:
         channel, version = announcement.channel, announcement.version
         current = self.state.channels.get(channel)
         mark = _high_water_mark(current)
+        if self.state.is_revoked(channel, version, announcement.digest) and (
+            mark is None or version != mark.version
+        ):
+            raise rejected(
+                InstallReason.ROLLBACK,
+                f"version {version} of channel {channel!r} was revoked by a signed rollback "
+                "order; it is never installed",
+            )
         try:
             check_rollback(channel, version, announcement.digest, mark)
         except RollbackError as exc:

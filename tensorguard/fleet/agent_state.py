@@ -47,6 +47,9 @@ class AgentState(BaseModel):
 
     format: Literal["tensorguard.agent-state/v1"] = "tensorguard.agent-state/v1"
     channels: dict[Name, ChannelState] = Field(default_factory=dict)
+    # packages revoked by signed rollback orders, per channel ("<version>:<sha256>"):
+    # never installed, whatever announces them
+    revoked: dict[Name, tuple[str, ...]] = Field(default_factory=dict)
 
     def high_water(self, channel: str) -> int | None:
         """The highest version installed on ``channel``, or None before the first install."""
@@ -55,7 +58,18 @@ class AgentState(BaseModel):
 
     def with_channel(self, channel: str, entry: ChannelState) -> AgentState:
         """A copy with ``channel`` set to ``entry``."""
-        return AgentState(channels={**self.channels, channel: entry})
+        return self.model_copy(update={"channels": {**self.channels, channel: entry}})
+
+    def is_revoked(self, channel: str, version: int, digest: str) -> bool:
+        """True when a signed rollback order revoked this package of ``channel``."""
+        return f"{version}:{digest}" in self.revoked.get(channel, ())
+
+    def with_revoked(self, channel: str, version: int, digest: str) -> AgentState:
+        """A copy that records the revocation of this package of ``channel``."""
+        if self.is_revoked(channel, version, digest):
+            return self
+        entries = (*self.revoked.get(channel, ()), f"{version}:{digest}")
+        return self.model_copy(update={"revoked": {**self.revoked, channel: entries}})
 
 
 class AgentStateStore:

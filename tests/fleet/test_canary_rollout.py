@@ -26,10 +26,10 @@ from tensorguard.deployment_approval import DeploymentApproval, sign_approval
 from tensorguard.fleet.agent import EdgeAgent, serve
 from tensorguard.fleet.canary import CanaryVerdict
 from tensorguard.fleet.db import FleetDatabase
-from tensorguard.fleet.messages import ReleaseAnnouncement
+from tensorguard.fleet.messages import InstallOutcome, ReleaseAnnouncement
 from tensorguard.fleet.models import AuditEvent
 from tensorguard.fleet.mqtt import MqttSettings
-from tensorguard.fleet.notify import announce_release, announcement_for
+from tensorguard.fleet.notify import InstallReportListener, announce_release, announcement_for
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.fleet.rollback_order import RollbackOrder, sign_rollback_order
 from tensorguard.fleet.rollout import (
@@ -346,11 +346,19 @@ def test_a_canary_with_errors_is_rolled_back_and_reinstalls_the_previous_release
         assert [r.revoked for r in kit.registry.releases(kit.channel)] == [False, True]
         assert _audit_actions(fleet, rollout.subject)[-1] == "rollout.rolled_back"
         assert fleet.log.records()[0]["event"] == "rollout.rolled_back"
-        # the revoked release announced again is refused by the canary's rollback
-        # protection (its high-water mark stayed at v2), and the retained rollback order
-        # is not applied twice
-        announce_release(fleet.mqtt, v2)
-        _wait(lambda: other.agent.installed_version() == 2, "the other node to see v2")
+        # every node records the revocation; the revoked release announced again (a
+        # replay) is refused by the node that never had it and ignored by the canary,
+        # and the retained rollback order is not applied twice
+        _wait(
+            lambda: other.agent.state.is_revoked(kit.channel, 2, v2.digest),
+            "the other node to record the revocation",
+        )
+        with InstallReportListener(fleet.mqtt, kit.fleet, kit.channel) as listener:
+            announce_release(fleet.mqtt, v2)
+            report = listener.wait_for(other.node_id, 2, timeout=15)
+        assert report.outcome is InstallOutcome.REJECTED
+        assert "revoked by a signed rollback order" in report.reason
+        assert other.agent.installed_version() == 1
         assert canary.agent.installed_version() == 1
         assert canary.agent.handle_release(v2) is None
         assert canary.agent.installed_version() == 1
