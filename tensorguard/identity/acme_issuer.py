@@ -25,18 +25,25 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, cast
 
-import josepy
-import requests
-from acme import challenges, client, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from josepy.jwa import ES256
-from josepy.jwk import JWKEC
 
 from tensorguard.durable import atomic_write_bytes, ensure_directory
 from tensorguard.errors import ConfigurationError
 from tensorguard.identity.acme_responder import Http01Responder
 from tensorguard.identity.errors import IdentityConfigError, IdentityError
+
+try:
+    import josepy
+    import requests
+    from acme import challenges, client, errors, messages
+    from josepy.jwa import ES256
+    from josepy.jwk import JWKEC
+except ImportError as missing:  # the base install (an edge node) has no ACME client
+    raise IdentityConfigError(
+        f"ACME needs the acme extra ({missing.name} is not installed): "
+        "pip install 'tensorguard[acme]' (make bootstrap installs it with the pipeline)"
+    ) from missing
 
 USER_AGENT = "tensorguard-acme"
 DNS_HOOK_TIMEOUT_S = 120

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -101,3 +103,21 @@ def test_dns01_without_a_hook_is_refused_before_any_request(tmp_path: Path) -> N
     assert exit_code_for(refused.value) == ExitCode.CONFIG
     hooked = config_dict(tmp_path, challenge="dns-01", dns_hook=["/usr/local/bin/zone-edit"])
     assert load_renewal_config(write(tmp_path, hooked)).issuer().dns_provider is not None
+
+
+def test_without_the_acme_extra_the_error_says_what_to_install() -> None:
+    probe = (
+        "import sys\n"
+        "sys.modules['acme'] = None  # as on a base install\n"
+        "from tensorguard.cli.exit_codes import exit_code_for\n"
+        "try:\n"
+        "    import tensorguard.identity.renewal_plan\n"
+        "except Exception as exc:\n"
+        "    print(int(exit_code_for(exc)), exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{int(ExitCode.CONFIG)} ACME needs the acme extra")
+    assert "pip install 'tensorguard[acme]'" in done.stdout
