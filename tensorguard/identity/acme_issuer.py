@@ -51,8 +51,9 @@ DNS_HOOK_TIMEOUT_S = 120
 
 class AcmeIssuanceError(IdentityError):
     """An ACME order failed. ``retryable`` is False when retrying cannot help
-    (refused configuration, an account the server rejects); ``retry_after`` is the wait
-    in seconds the server asked for, when it said."""
+    (refused configuration, an account the server rejects); ``retry_after`` is a wait in
+    seconds the server asked for. The ``acme`` library's problem documents do not carry
+    the HTTP ``Retry-After`` header, so it is set only where a caller knows one."""
 
     def __init__(
         self, message: str, *, retryable: bool = True, retry_after: float | None = None
