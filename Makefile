@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export TG_ARTIFACT_ROOT ?= $(CURDIR)/.tensorguard/artifacts
 
-.PHONY: demo check-round ci-round test test-fast lint typecheck ui bootstrap bootstrap-services instance clean
+.PHONY: demo check-round ci-round test test-fast lint typecheck ui bootstrap bootstrap-services instance clean mutation
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -47,6 +47,14 @@ ci-round: bootstrap
 	  $(PY) -m tensorguard_assets.check_round
 	DAGSTER_HOME="$(CI_STATE)/dagster" TG_ARTIFACT_ROOT="$(CI_STATE)/artifacts" \
 	  $(PY) -m tensorguard_assets.secret_scan
+
+## Mutation testing (mutmut, the `mutation` extra) of tgsp, crypto, keys, aggregation, gate and
+## 2:4 checks: hours on two cores, not part of `make test`. MUTANTS='tensorguard.tgsp.paths*'
+## limits it to some modules; `$(VENV)/bin/mutmut results` lists the survivors.
+MUTANTS ?=
+mutation: bootstrap
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[mutation]'
+	$(VENV)/bin/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
 
 lint:
 	$(VENV)/bin/ruff check .
