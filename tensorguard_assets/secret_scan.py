@@ -18,8 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from dagster import DagsterInstance
-from dagster._serdes import serialize_value
+from dagster import DagsterInstance, serialize_value
 
 from tensorguard.secret_scan import (
     Finding,
