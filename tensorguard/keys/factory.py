@@ -13,6 +13,8 @@
 ``TG_PKCS11_TOKEN_LABEL``  pkcs11 provider: label of the token
 ``TG_PKCS11_PIN``          pkcs11 provider: the token's user PIN (never logged)
 ``TG_PKCS11_WRAP_KEY_LABEL`` pkcs11 provider: label of the token AES wrapping key
+``TG_PKCS11_GCM_IV``      pkcs11 provider: ``auto`` (default: the token's GCM IV when it
+                          generates one, else a host IV) or ``token`` (the token's only)
                            (default ``tensorguard-wrap``)
 =========================  =========================================================
 
@@ -44,6 +46,7 @@ PKCS11_MODULE_ENV = "TG_PKCS11_MODULE"
 PKCS11_TOKEN_ENV = "TG_PKCS11_TOKEN_LABEL"  # noqa: S105 - a variable name, not a secret
 PKCS11_PIN_ENV = "TG_PKCS11_PIN"
 PKCS11_WRAP_KEY_ENV = "TG_PKCS11_WRAP_KEY_LABEL"
+PKCS11_GCM_IV_ENV = "TG_PKCS11_GCM_IV"
 PROVIDER_KINDS = ("file", "pkcs11")
 KMS_UNSUPPORTED_MESSAGE = (
     "TG_KEY_PROVIDER=kms is not supported: TensorGuard ships no AWS/GCP/Azure KMS client, "
@@ -95,6 +98,7 @@ class KeyProviderSettings:
     pkcs11_token_label: str = ""
     pkcs11_pin: str = field(default="", repr=False)
     pkcs11_wrap_key_label: str = DEFAULT_WRAP_KEY_LABEL
+    pkcs11_gcm_iv: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyProviderSettings:
@@ -132,6 +136,7 @@ class KeyProviderSettings:
             pkcs11_token_label=env.get(PKCS11_TOKEN_ENV, ""),
             pkcs11_pin=env.get(PKCS11_PIN_ENV, ""),
             pkcs11_wrap_key_label=env.get(PKCS11_WRAP_KEY_ENV, "") or DEFAULT_WRAP_KEY_LABEL,
+            pkcs11_gcm_iv=env.get(PKCS11_GCM_IV_ENV, "").strip().lower() or "auto",
         )
 
 
@@ -159,5 +164,6 @@ def key_provider_from_env(
             settings.key_dir,
             wrap_key_label=settings.pkcs11_wrap_key_label,
             production=settings.production,
+            gcm_iv=settings.pkcs11_gcm_iv,
         )
     return FileKeyProvider.from_env(settings.key_dir, environ, allow_ephemeral=allow_ephemeral)

@@ -15,6 +15,16 @@ Composite ML-DSA-65 + Ed25519 keys are split:
 
 Other secrets (CKKS contexts, X-Wing keys) use the same envelope: large blobs are
 encrypted on the host under a fresh data key that only the token can unwrap.
+
+**GCM IVs of the wrapping.** Tokens in FIPS mode generate the AES-GCM IV themselves and
+write it back into the ``CK_GCM_PARAMS.pIv`` buffer (caller IVs are refused or ignored).
+The provider passes a buffer holding a fresh random IV, records whatever IV the buffer
+holds after the call, and marks the record ``wrap_iv_source: token`` when the token
+replaced it or ``host`` when the token used the caller's IV (SoftHSM2 and other PKCS#11
+2.40 tokens without IV generation: the explicit fallback). Every wrap is checked by
+unwrapping it once in the token with the recorded IV. ``TG_PKCS11_GCM_IV=token`` refuses
+the host fallback (a token that does not generate IVs then cannot seal keys);
+``auto`` (the default) accepts both.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from tensorguard.keys.errors import (
     KeyExistsError,
     KeyIntegrityError,
     KeyNotFoundError,
+    KeyProviderConfigError,
     KeyRecordFormatError,
     TokenError,
 )
@@ -67,7 +78,20 @@ ED25519_EC_PARAMS = bytes.fromhex("06032b6570")
 WRAP_NONCE_BYTES = 12
 DATA_KEY_BYTES = 32
 _SEAL_FIELDS = frozenset({"wrap_mechanism", "token", "wrapping_key", "wrap_nonce", "wrapped_key"})
+_IV_SOURCE_FIELD = "wrap_iv_source"
+GCM_IV_POLICIES = ("auto", "token")
+"""``TG_PKCS11_GCM_IV``: accept a host-generated IV as fallback (auto) or require the token's."""
 _ED25519_ATTRIBUTE = "ed25519_public"
+
+
+def check_gcm_iv_policy(value: str) -> str:
+    """Return ``value`` if it is a ``TG_PKCS11_GCM_IV`` policy, else raise a config error."""
+    if value not in GCM_IV_POLICIES:
+        raise KeyProviderConfigError(
+            f"TG_PKCS11_GCM_IV={value!r} is not a GCM IV policy; use 'auto' (the token's IV "
+            "when it generates one, else a host IV) or 'token' (the token's IV only)"
+        )
+    return value
 
 
 def _wrap_context(name: str, purpose: KeyPurpose) -> bytes:
@@ -92,9 +116,11 @@ class TokenWrappedRecordKeys:
 
     provider_kind = "pkcs11"
 
-    def __init__(self, token: TokenSession, wrap_key_label: str) -> None:
+    def __init__(self, token: TokenSession, wrap_key_label: str, gcm_iv: str = "auto") -> None:
+        check_gcm_iv_policy(gcm_iv)
         self._token = token
         self._wrap_key_label = wrap_key_label
+        self._gcm_iv = gcm_iv
 
     def __repr__(self) -> str:
         return f"TokenWrappedRecordKeys(token={self._token.token_label!r})"
@@ -147,26 +173,72 @@ class TokenWrappedRecordKeys:
     def new_record_key(self, name: str, purpose: KeyPurpose) -> tuple[dict[str, SealValue], bytes]:
         """A fresh data key, encrypted by the token's wrapping key."""
         data_key = secrets.token_bytes(DATA_KEY_BYTES)
-        nonce = os.urandom(WRAP_NONCE_BYTES)
+        offered = os.urandom(WRAP_NONCE_BYTES)
+        iv_buffer = bytearray(offered)  # a token that generates the IV writes it here
+        context = _wrap_context(name, purpose)
         with self._token.operation("wrapping a data key with CKM_AES_GCM"):
-            wrapped = cast(EncryptMixin, self._wrapping_key(create=True)).encrypt(
-                data_key,
-                mechanism=Mechanism.AES_GCM,
-                mechanism_param=GCMParams(nonce, _wrap_context(name, purpose), 128),
+            wrapping_key = self._wrapping_key(create=True)
+            wrapped = cast(
+                bytes,
+                cast(EncryptMixin, wrapping_key).encrypt(
+                    data_key,
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(iv_buffer, context, 128),  # type: ignore[arg-type]
+                ),
             )
+            nonce = bytes(iv_buffer)
+            source = "host" if nonce == offered else "token"
+            if source == "host" and self._gcm_iv == "token":
+                raise TokenError(
+                    f"token {self._token.token_label!r} used the caller's GCM IV instead of "
+                    "generating one, and TG_PKCS11_GCM_IV=token requires token-generated IVs; "
+                    "use a token with IV generation (FIPS mode) or set TG_PKCS11_GCM_IV=auto"
+                )
+            self._check_unwraps(wrapping_key, wrapped, nonce, context, data_key)
         params: dict[str, SealValue] = {
             "wrap_mechanism": "CKM_AES_GCM",
             "token": self._token.token_label,
             "wrapping_key": self._wrap_key_label,
             "wrap_nonce": b64encode(nonce),
-            "wrapped_key": b64encode(cast(bytes, wrapped)),
+            "wrapped_key": b64encode(wrapped),
+            _IV_SOURCE_FIELD: source,
         }
         return params, data_key
+
+    def _check_unwraps(
+        self,
+        wrapping_key: pkcs11.SecretKey,
+        wrapped: bytes,
+        nonce: bytes,
+        context: bytes,
+        data_key: bytes,
+    ) -> None:
+        """Unwrap once with the recorded IV: a token that generated an IV without
+        returning it would otherwise leave a record nobody can open."""
+        try:
+            recovered = cast(DecryptMixin, wrapping_key).decrypt(
+                wrapped,
+                mechanism=Mechanism.AES_GCM,
+                mechanism_param=GCMParams(nonce, context, 128),
+            )
+        except p11errors.PKCS11Error as exc:
+            raise TokenError(
+                f"token {self._token.token_label!r} cannot unwrap a data key it just wrapped "
+                f"with the recorded GCM IV ({type(exc).__name__}); its IV handling is not "
+                "supported: report the token model"
+            ) from None
+        if not secrets.compare_digest(cast(bytes, recovered), data_key):
+            raise TokenError(
+                f"token {self._token.token_label!r} returned a different data key on unwrap"
+            )
 
     def open_record_key(self, header: RecordHeader) -> bytes:
         """Unwrap the record's data key inside the token."""
         seal = header.seal
-        if set(seal) != _SEAL_FIELDS or seal["wrap_mechanism"] != "CKM_AES_GCM":
+        fields = set(seal)
+        if _IV_SOURCE_FIELD in fields and seal[_IV_SOURCE_FIELD] in ("token", "host"):
+            fields.discard(_IV_SOURCE_FIELD)  # absent in records sealed before it existed
+        if fields != _SEAL_FIELDS or seal["wrap_mechanism"] != "CKM_AES_GCM":
             raise KeyRecordFormatError(
                 f"key record {header.name!r} has unknown sealing parameters for PKCS#11"
             )
@@ -272,12 +344,18 @@ class PKCS11KeyProvider(SealedKeyProvider):
         *,
         wrap_key_label: str = DEFAULT_WRAP_KEY_LABEL,
         production: bool | None = None,
+        gcm_iv: str = "auto",
     ) -> None:
-        """Log in to ``token_label`` through ``module_path``; records live in ``key_dir``."""
+        """Log in to ``token_label`` through ``module_path``; records live in ``key_dir``.
+
+        ``gcm_iv`` is the GCM IV policy of the wrapping (module docstring).
+        """
+        check_gcm_iv_policy(gcm_iv)
         directory = KeyDirectory(key_dir)
         directory.ensure()
         self._token = TokenSession(module_path, token_label, pin)
-        records = SealedRecordStore(directory, TokenWrappedRecordKeys(self._token, wrap_key_label))
+        wrapper = TokenWrappedRecordKeys(self._token, wrap_key_label, gcm_iv)
+        records = SealedRecordStore(directory, wrapper)
         super().__init__(records, production=is_production() if production is None else production)
 
     def __repr__(self) -> str:
