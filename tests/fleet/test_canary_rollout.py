@@ -1,5 +1,6 @@
 """Telemetry-gated canary rollout, end to end: real Mosquitto, a real fleet service and
-two edge agents that download packages from it over HTTP and report telemetry to it.
+two edge agents that download packages from it over HTTP (the canary's download is cut
+mid-body by a loopback proxy and resumed with Range) and report telemetry to it.
 
 A canary that reports healthy telemetry is promoted and the other node installs the
 release; a canary whose error rate breaches the policy is rolled back: the registry
@@ -50,6 +51,7 @@ from tensorguard.service.errors import MissingApprovalError
 from tensorguard.service.node_key import write_node_key
 from tensorguard.service.request_signing import public_key_hex
 from tensorguard.service.tokens import Role
+from tests.fleet.cutting_proxy import CuttingProxy, cutting_proxy
 from tests.fleet.releases import FleetKit, Keys
 from tests.service.conftest import SHARED_ENV
 from tests.service.fleet_server import EdgeNode, FleetServer, running_fleet_server
@@ -109,11 +111,12 @@ class Fleet:
     nodes: list[Node]
     database: FleetDatabase
     log: RolloutLog
+    proxy: CuttingProxy
 
     def release(self, version: int) -> ReleaseAnnouncement:
         record = self.kit.registry.publish(self.kit.build(version), self.kit.channel, version)
         announcement = announcement_for(
-            self.kit.registry, record, self.kit.fleet, service_url=self.server.url
+            self.kit.registry, record, self.kit.fleet, service_url=self.proxy.url
         )
         self.database.record_release(
             self.kit.fleet, record, announcement.location, gate_decision_digest=None, actor="test"
@@ -138,6 +141,12 @@ def running_fleet(
 ) -> Iterator[Fleet]:
     """Two enrolled nodes of the kit's fleet and channel, their agents serving."""
     mqtt = MqttSettings(host=broker.host, port=broker.port, timeout_s=5)
+    upstream_port = int(server.url.rsplit(":", 1)[1])
+    # the first download of v2 (the canary's) is cut mid-body and must be resumed
+    proxy_context = cutting_proxy(
+        upstream_port, cut_after=1500, cut=1, cut_path=f"/v1/packages/{kit.channel}/2 "
+    )
+    proxy = proxy_context.__enter__()
     nodes = []
     for index in range(2):
         edge = EdgeNode.new()
@@ -155,7 +164,7 @@ def running_fleet(
             tmp_path / f"state-{index}",
             node_id=edge.node_id,
             mqtt={"host": broker.host, "port": broker.port, "timeout_s": 5},
-            service_url=server.url,
+            service_url=proxy.url,
             node_key_file=str(key_file),
         )
         nodes.append(Node(edge, agent, NodeClient(server.url, edge.node_id, edge.key)))
@@ -166,12 +175,13 @@ def running_fleet(
     for thread in threads:
         thread.start()
     try:
-        yield Fleet(kit, server, mqtt, nodes, database, log)
+        yield Fleet(kit, server, mqtt, nodes, database, log, proxy)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=15)
         database.close()
+        proxy_context.__exit__(None, None, None)
 
 
 @pytest.fixture
@@ -209,6 +219,9 @@ def _canary(
     canary = fleet.by_id(rollout.canary_nodes[0])
     other = next(n for n in fleet.nodes if n is not canary)
     _wait(lambda: canary.agent.installed_version() == 2, "the canary to install v2")
+    v2_heads = [h.lower() for h in fleet.proxy.request_heads if f"/{v2.channel}/2 " in h]
+    assert fleet.proxy.cuts_done == 1
+    assert any("range: bytes=" in head for head in v2_heads[1:])  # resumed after the cut
     time.sleep(1.0)
     assert other.agent.installed_version() == 1  # the rest of the channel waits
     return v2, rollout, canary, other
