@@ -4,8 +4,10 @@ the ``canary_rollout`` asset that promotes or rolls back a release.
 The ``release`` asset starts a rollout when the gate policy has a ``canary`` section
 (:mod:`tensorguard.release_canary`). Every minute :func:`canary_rollout_sensor` reads
 each open rollout's cohort telemetry from the application DB and asks the core for a
-verdict (:func:`tensorguard.fleet.rollout.decide_rollout`); ``promote`` or ``rollback``
-launches one run of ``canary_rollout_job`` for that release. The asset decides again
+verdict (:func:`tensorguard.fleet.rollout.decide_rollout`); ``promote`` (once a rollout
+that needs it has a verified signed deployment approval) or ``rollback`` launches one run
+of ``canary_rollout_job`` for that release (again after :data:`RETRY_BUCKET_S` if it
+failed). The asset decides again
 (the core, not the sensor, is the authority), applies the verdict and records it: a
 materialisation with the verdict, reasons and cohort, and the ``canary_healthy`` check
 (failed for a rollback). The DB row, the audit log and the signed rollout log are
@@ -15,6 +17,7 @@ written by the core.
 # No "from __future__ import annotations": Dagster resolves config and resource
 # parameter types from the runtime annotations.
 
+import time
 from pathlib import Path
 
 from dagster import (
@@ -50,6 +53,7 @@ from tensorguard.fleet.rollout import (
     roll_back,
     rollout_of,
 )
+from tensorguard.service.approvals import ApprovalStore
 from tensorguard_resources import fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
@@ -57,6 +61,8 @@ from tensorguard_resources.keys import KeyVault
 CANARY_GROUP = "publish"
 DEFAULT_TELEMETRY_WINDOW_S = 900
 ROLLOUT_LOG_FILE = "rollout-log.jsonl"
+RETRY_BUCKET_S = 300
+"""A rollout whose run failed is launched again at most once per this many seconds."""
 
 
 class RolloutConfig(Config):
@@ -241,9 +247,22 @@ def canary_rollout_sensor(
                 )
                 if decision.verdict is CanaryVerdict.WAIT:
                     continue
+                if decision.verdict is CanaryVerdict.PROMOTE and rollout.approval_required:
+                    try:
+                        ApprovalStore(database).require_approval(
+                            rollout.fleet, rollout.channel, rollout.version
+                        )
+                    except TensorGuardError as exc:
+                        context.log.warning(f"{rollout.channel} v{rollout.version}: {exc}")
+                        continue
+                # a failed run (broker down, ...) is retried in the next bucket
+                bucket = int(time.time() // RETRY_BUCKET_S)
                 requests.append(
                     RunRequest(
-                        run_key=f"canary:{rollout.fleet}/{rollout.channel}/{rollout.version}",
+                        run_key=(
+                            f"canary:{rollout.fleet}/{rollout.channel}/{rollout.version}:"
+                            f"{decision.verdict.value}:{bucket}"
+                        ),
                         job_name=canary_rollout_job.name,
                         run_config=RunConfig(
                             ops={

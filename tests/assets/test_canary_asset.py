@@ -6,14 +6,18 @@ release back (registry revocation, rolled_back row, audit and signed log, failed
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import (
+    DagsterInstance,
     RunRequest,
     SkipReason,
     build_init_resource_context,
@@ -22,10 +26,13 @@ from dagster import (
     materialize,
 )
 
+from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.deployment_approval import DeploymentApproval, sign_approval
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.registry import LocalRegistry
-from tensorguard.fleet.rollout import ROLLED_BACK, rollout_of, start_rollout
+from tensorguard.fleet.rollout import PROMOTED, ROLLED_BACK, Rollout, rollout_of, start_rollout
 from tensorguard.gate.canary_policy import CanaryPolicy
+from tensorguard.service.approvals import ApprovalStore
 from tensorguard.service.nodes import NodeDirectory
 from tensorguard.service.request_signing import public_key_hex
 from tensorguard.service.telemetry import TelemetryReading, TelemetryStore
@@ -47,9 +54,44 @@ POLICY = CanaryPolicy(
 )
 
 
-def test_the_sensor_waits_then_launches_a_rollback_that_the_asset_applies(
-    tmp_path: Path, mosquitto_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class Stage:
+    """A rollout of v2 to one of two enrolled nodes, with real resources around it."""
+
+    fleet: str
+    resources: dict[str, Any]
+    registry: LocalRegistry
+    database: FleetDatabase
+    rollout: Rollout
+    vault: Any
+
+    def sensor(self, instance: DagsterInstance) -> Any:
+        with build_sensor_context(
+            instance=instance, resources={"fleet": self.resources["fleet"]}
+        ) as context:
+            return canary_rollout_sensor(context)
+
+    def report(self, error_rate: float, count: int = 3) -> None:
+        store = TelemetryStore(self.database, 900)
+        for _ in range(count):
+            store.ingest(
+                self.rollout.canary_nodes[0],
+                TelemetryReading(
+                    message_id=secrets.token_hex(8),
+                    sent_at=datetime.now(UTC),
+                    installed_version=2,
+                    error_rate=error_rate,
+                ),
+            )
+
+
+def _stage(
+    tmp_path: Path,
+    broker: MosquittoBroker,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    approval_required: bool = False,
+) -> Stage:
     fleet = f"plant-{secrets.token_hex(4)}"
     database_url = sqlite_url(tmp_path / "app.db")
     migrate(database_url)
@@ -58,8 +100,8 @@ def test_the_sensor_waits_then_launches_a_rollback_that_the_asset_applies(
         {
             "TG_ARTIFACT_ROOT": str(tmp_path / "state" / "artifacts"),
             "TG_REGISTRY_ROOT": str(tmp_path / "registry"),
-            "TG_MQTT_HOST": mosquitto_broker.host,
-            "TG_MQTT_PORT": str(mosquitto_broker.port),
+            "TG_MQTT_HOST": broker.host,
+            "TG_MQTT_PORT": str(broker.port),
             "TG_FLEET": fleet,
             "TG_CHANNEL": CHANNEL,
         }
@@ -94,30 +136,27 @@ def test_the_sensor_waits_then_launches_a_rollback_that_the_asset_applies(
         policy=POLICY,
         policy_digest=hashlib.sha256(b"policy").hexdigest(),
         actor="t",
+        approval_required=approval_required,
     )
+    return Stage(fleet, resources, registry, database, rollout, vault)
 
+
+def test_the_sensor_waits_then_launches_a_rollback_that_the_asset_applies(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = _stage(tmp_path, mosquitto_broker, monkeypatch)
+    fleet, resources, registry, database, vault = (
+        stage.fleet,
+        stage.resources,
+        stage.registry,
+        stage.database,
+        stage.vault,
+    )
     with instance_for_test() as instance:
-        with build_sensor_context(
-            instance=instance, resources={"fleet": resources["fleet"]}
-        ) as context:
-            waiting = canary_rollout_sensor(context)
+        waiting = stage.sensor(instance)
         assert isinstance(waiting, SkipReason)  # no telemetry yet, within max_wait_s
-
-        store = TelemetryStore(database, 900)
-        for _ in range(3):
-            store.ingest(
-                rollout.canary_nodes[0],
-                TelemetryReading(
-                    message_id=secrets.token_hex(8),
-                    sent_at=datetime.now(UTC),
-                    installed_version=2,
-                    error_rate=0.5,
-                ),
-            )
-        with build_sensor_context(
-            instance=instance, resources={"fleet": resources["fleet"]}
-        ) as context:
-            requests = canary_rollout_sensor(context)
+        stage.report(error_rate=0.5)
+        requests = stage.sensor(instance)
         assert isinstance(requests, list)
         assert len(requests) == 1
         request = requests[0]
@@ -145,3 +184,45 @@ def test_the_sensor_waits_then_launches_a_rollback_that_the_asset_applies(
         vault.teardown_after_execution(build_init_resource_context())
     assert events == ["rollout.rolled_back"]
     database.close()
+
+
+def test_a_promotion_that_needs_an_approval_waits_for_a_signed_one(
+    tmp_path: Path, mosquitto_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = _stage(tmp_path, mosquitto_broker, monkeypatch, approval_required=True)
+    stage.report(error_rate=0.0)
+    with instance_for_test() as instance:
+        assert isinstance(stage.sensor(instance), SkipReason)  # healthy, but not approved
+        key = CompositeSigningKey.generate()
+        store = ApprovalStore(stage.database)
+        store.enrol_approver(
+            "ann", base64.b64encode(key.public_key().public_bytes()).decode(), actor="t"
+        )
+        release = stage.registry.releases(CHANNEL)[1]
+        approval = DeploymentApproval(
+            fleet=stage.fleet,
+            channel=CHANNEL,
+            version=2,
+            release_digest=release.digest,
+            approver="ann",
+            approver_fingerprint=key.public_key().fingerprint(),
+            approved_at="2026-12-02T23:55:00+00:00",
+        )
+        store.submit(sign_approval(approval, key), approver="ann")
+        requests = stage.sensor(instance)
+        assert isinstance(requests, list)
+        assert [r.tags["tensorguard/canary_verdict"] for r in requests] == ["promote"]
+        result = materialize(
+            [canary_rollout],
+            resources={
+                "fleet": stage.resources["fleet"],
+                "release_keys": stage.resources["release_keys"],
+            },
+            run_config=requests[0].run_config,
+            instance=instance,
+        )
+    assert result.success
+    assert rollout_of(stage.database, stage.fleet, CHANNEL, 2).status == PROMOTED
+    checks = result.get_asset_check_evaluations()
+    assert [(c.check_name, c.passed) for c in checks] == [("canary_healthy", True)]
+    stage.database.close()
