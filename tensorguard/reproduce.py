@@ -51,8 +51,10 @@ from tensorguard.errors import TensorGuardError
 from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
 from tensorguard.federation.context import PublicFederation
 from tensorguard.federation.custodian_ledger import LEDGER_SIGNATURE_CONTEXT, LedgerError
+from tensorguard.federation.layout import tensors_digest
 from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec
 from tensorguard.held_out import load_held_out_set
+from tensorguard.hf import read_adapter_tensors
 from tensorguard.optimize.merge import merge_adapter
 from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
 from tensorguard.optimize.pruned_model import (
@@ -190,6 +192,13 @@ def reproduce_round(
     except TensorGuardError as exc:
         run.add("round_spec", "verified instead", "coordinator signature", f"invalid: {exc}")
         return ReproductionReport(record.round_id, tuple(run.stages))
+    reference_dir = spec_dir / "reference"
+    run.add(
+        "round_spec reference adapter",
+        "verified instead",
+        spec.reference_digest,
+        _reference_digest(reference_dir),
+    )
     base_dir = record.base_model_dir or record.asset_dir("base_model") / "model"
     base_digest = sha256_tree(base_dir) if base_dir.is_dir() else f"missing: {base_dir}"
     run.add("base_model", "verified instead", spec.base_model_digest, base_digest)
@@ -197,7 +206,6 @@ def reproduce_round(
     enable_determinism(seed)  # process-wide, as TG_DETERMINISTIC=true does in the pipeline
     for site in sites:
         _site_dataset(run, site)
-    reference_dir = spec_dir / "reference"
     for site in sites:
         _site_adapter(run, site, base_dir, reference_dir, spec.base_model_digest)
     payload_digest = _aggregate(run, spec, sites)
@@ -223,6 +231,14 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         return parse_json_object(_read(path, what), what=what)
     except CodecError as exc:
         raise ReproductionError(f"{what} ({path}) is not a JSON object: {exc}") from exc
+
+
+def _reference_digest(reference_dir: Path) -> str:
+    """The tensors digest of the round's reference adapter (what the spec signs)."""
+    try:
+        return tensors_digest(read_adapter_tensors(reference_dir))
+    except TensorGuardError as exc:
+        return f"unreadable: {exc}"
 
 
 def _round_sites(record: RoundRecord) -> list[_Site]:
