@@ -302,6 +302,12 @@ def _aggregate(run: _Run, spec: RoundSpec, sites: Sequence[_Site]) -> str | None
     recorded_bytes = _read(recorded_path, "the round's aggregate")
     recorded = AggregationResult.from_bytes(recorded_bytes)
     public = _public_federation(record, recorded.public_context_sha256)
+    run.add(
+        "federation_keys (key ceremony)",
+        "verified instead",
+        recorded.public_context_sha256,
+        public.digest,
+    )
     envelopes = [
         _read(record.artifact_root / "site_update" / site.partition / ENVELOPE_FILE, "an envelope")
         for site in sites
