@@ -46,6 +46,7 @@ from tensorguard.gate import (
 )
 from tensorguard.gate.safety_policy import SafetyPolicy
 from tensorguard.model_card import MODEL_CARD_FILE, RoundFacts, render_model_card
+from tensorguard.model_reference import BASE_MODEL_NAME
 from tensorguard.safety_evaluation import (
     SafetyEvaluationError,
     SignedSafetyEvaluation,
@@ -67,7 +68,6 @@ DECISION_FILE: Final = "gate_decision.json"
 PACKAGE_FILE: Final = "release.tgsp"
 STAGING_DIR: Final = "staging"
 MODEL_NAME: Final = "tensorguard-global-adapter"
-BASE_MODEL_NAME: Final = "base-model"
 SECONDS_PER_DAY: Final = 86_400
 
 LastReleaseKind = Literal["first_release", "previous_release", "unavailable"]
