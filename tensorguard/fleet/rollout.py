@@ -340,15 +340,18 @@ def roll_back(
     signer: CompositeSigner,
     actor: str,
 ) -> Rollout:
-    """Revoke the release in the registry, clear the canary nodes' announcements, publish
-    a signed rollback order to reinstall ``restore`` (the previous release), and record
-    the rollback."""
+    """Revoke the release in the registry (and re-sign the channel's freshness statement,
+    whose minimum is then the previous release), clear the canary nodes' announcements,
+    publish a signed rollback order to reinstall ``restore`` (the previous release), and
+    record the rollback."""
     if restore.version != rollout.previous_version:
         raise RolloutError(
             f"the release to restore is v{restore.version}, but the rollout recorded "
             f"v{rollout.previous_version} as the previous release"
         )
     registry.revoke(rollout.channel, rollout.version)
+    # the channel's signed minimum version (tensorguard.tgsp.freshness) no longer names it
+    registry.publish_freshness(rollout.channel, signer)
     order = RollbackOrder(
         fleet=rollout.fleet,
         channel=rollout.channel,

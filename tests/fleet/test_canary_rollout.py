@@ -51,6 +51,8 @@ from tensorguard.service.errors import MissingApprovalError
 from tensorguard.service.node_key import write_node_key
 from tensorguard.service.request_signing import public_key_hex
 from tensorguard.service.tokens import Role
+from tensorguard.tgsp import TrustStore
+from tensorguard.tgsp.freshness import verify_freshness
 from tests.fleet.cutting_proxy import CuttingProxy, cutting_proxy
 from tests.fleet.releases import FleetKit, Keys
 from tests.service.conftest import SHARED_ENV
@@ -357,6 +359,15 @@ def test_a_canary_with_errors_is_rolled_back_and_reinstalls_the_previous_release
         assert latest is not None
         assert latest.version == 1
         assert [r.revoked for r in kit.registry.releases(kit.channel)] == [False, True]
+        document = kit.registry.freshness_document(kit.channel)
+        assert document is not None
+        freshness = verify_freshness(
+            document,
+            TrustStore([kit.keys.producer.public_key()]),
+            channel=kit.channel,
+            now=int(time.time()),
+        )
+        assert freshness.minimum_version == 1  # re-signed without the revoked release
         assert _audit_actions(fleet, rollout.subject)[-1] == "rollout.rolled_back"
         assert fleet.log.records()[0]["event"] == "rollout.rolled_back"
         # every node records the revocation; the revoked release announced again (a
