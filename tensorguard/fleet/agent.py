@@ -75,6 +75,7 @@ from tensorguard.fleet.topics import (
     release_topic,
     rollback_topic,
 )
+from tensorguard.production import is_production
 from tensorguard.service.client import NodeClient
 from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
 from tensorguard.tgsp.errors import RollbackError
@@ -341,12 +342,16 @@ class EdgeAgent:
         announced one (``announcement_mismatch``), so checking the announced version here
         is enough."""
         document = announcement.freshness
+        required = self.config.require_freshness
+        if required is None:
+            required = is_production()
         if document is None:
-            if first_install and self.config.require_freshness:
+            if first_install and required:
                 raise rejected(
                     InstallReason.FRESHNESS,
                     f"first install on channel {announcement.channel!r} without a signed "
-                    "freshness statement (require_freshness is set); the registry must "
+                    "freshness statement (required by require_freshness or production "
+                    "mode); the registry must "
                     "issue one (LocalRegistry.publish_freshness)",
                 )
             return

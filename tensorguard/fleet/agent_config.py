@@ -69,8 +69,9 @@ class AgentConfig(BaseModel):
     service_url: str | None = None
     node_key_file: Path | None = None
     # refuse a first install on a channel unless the announcement carries a valid signed
-    # freshness statement (docs/FLEET.md); statements that are present are always checked
-    require_freshness: bool = False
+    # freshness statement (docs/FLEET.md); statements that are present are always checked.
+    # Unset: required in production (TG_ENVIRONMENT=production), not in development.
+    require_freshness: bool | None = None
 
     @field_validator("channels")
     @classmethod

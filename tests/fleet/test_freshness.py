@@ -141,3 +141,30 @@ def test_without_require_freshness_a_missing_statement_is_not_required(
     report = agent.handle_release(stale.model_copy(update={"freshness": None}))
     assert report is not None
     assert report.outcome is InstallOutcome.INSTALLED
+
+
+@pytest.mark.parametrize(
+    ("environment", "setting", "installs"),
+    [("production", None, False), ("production", False, True), ("development", True, False)],
+    ids=["production-default", "production-opt-out", "development-opt-in"],
+)
+def test_production_requires_a_statement_unless_told_otherwise(
+    kit: FleetKit,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str,
+    setting: bool | None,
+    installs: bool,
+) -> None:
+    stale, _ = _stale_and_latest(kit)
+    overrides = {} if setting is None else {"require_freshness": setting}
+    agent = kit.agent(tmp_path / "node", **overrides)
+    monkeypatch.setenv("TG_ENVIRONMENT", environment)
+    report = agent.handle_release(stale.model_copy(update={"freshness": None}))
+    assert report is not None
+    expected = (
+        (InstallOutcome.INSTALLED, InstallReason.INSTALLED)
+        if installs
+        else (InstallOutcome.REJECTED, InstallReason.FRESHNESS)
+    )
+    assert (report.outcome, report.reason_code) == expected, report.reason
