@@ -11,13 +11,14 @@ VENV=.venv
 STAMP="$VENV/.tensorguard-install"
 
 # Debian packages whose binaries the test suite starts itself (PostgreSQL, SoftHSM2,
-# Mosquitto, Pebble as the ACME server, ...).
+# Mosquitto, Pebble as the ACME server, Redis as the Celery broker, ...).
 need_packages=()
 if [[ "${1:-}" == "--services" ]]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_packages+=(postgresql)
   command -v softhsm2-util >/dev/null 2>&1 || need_packages+=(softhsm2)
   command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need_packages+=(mosquitto)
   command -v pebble >/dev/null 2>&1 || need_packages+=(pebble)
+  command -v redis-server >/dev/null 2>&1 || need_packages+=(redis-server)
   [[ -x /usr/bin/chromium ]] || need_packages+=(chromium)
 fi
 if ((${#need_packages[@]})); then
@@ -28,6 +29,8 @@ if ((${#need_packages[@]})); then
     "${need_packages[@]}" >/dev/null
   # The Debian postgresql package starts a cluster of its own; the tests start theirs.
   command -v pg_ctlcluster >/dev/null 2>&1 && $SUDO service postgresql stop >/dev/null 2>&1 || true
+  # Likewise Redis (the Celery broker of the distributed-executor test).
+  command -v redis-server >/dev/null 2>&1 && $SUDO service redis-server stop >/dev/null 2>&1 || true
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
