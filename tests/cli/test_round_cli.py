@@ -11,7 +11,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from tensorguard.cli import main
-from tensorguard.cli.round import ROUND_STAGES
+from tensorguard_assets.round_control import ROUND_STAGES
 from tests.services.dagster_webserver import DagsterUI, prepare_dagster_home, running_dagster_ui
 from tests.services.process import free_port
 
