@@ -16,18 +16,17 @@ deployed (an approval of another version, digest, channel or fleet is refused).
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Collection
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorguard.codec import canonical_json
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
-from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.names import NAME_PATTERN
 from tensorguard.safety_evaluation import Digest, Label
+from tensorguard.signed_statement import StatementKind, verify_signed_statement
 
 APPROVAL_FORMAT: Final = "tensorguard.deployment-approval/v1"
 SIGNATURE_CONTEXT: Final = b"tensorguard/deployment-approval/v1"
@@ -51,6 +50,16 @@ class ApprovalMismatchError(DeploymentApprovalError):
     """The approval is genuine but approves another release than the one deployed."""
 
 
+_APPROVAL_KIND = StatementKind(
+    title="deployment approval",
+    noun="approval",
+    signer_role="approver",
+    untrusted_hint="an enrolled approver key; an operator must enrol it first (POST /v1/approvers)",
+    signature_error=ApprovalSignatureError,
+    untrusted_error=UntrustedApproverError,
+)
+
+
 class DeploymentApproval(BaseModel):
     """The signed statement: this approver approves this package for this channel."""
 
@@ -68,13 +77,6 @@ class DeploymentApproval(BaseModel):
     def canonical_bytes(self) -> bytes:
         """The RFC 8785 canonical JSON that is signed."""
         return canonical_json(self.model_dump(mode="json"))
-
-
-def _b64decode(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ApprovalSignatureError(f"{what} is not valid base64") from exc
 
 
 class SignedDeploymentApproval(BaseModel):
@@ -98,31 +100,16 @@ class SignedDeploymentApproval(BaseModel):
 
     def verify(self, trusted_fingerprints: Collection[str]) -> DeploymentApproval:
         """Return the approval once its key is trusted and its signature verifies."""
-        try:
-            key = CompositeVerifyKey.from_public_bytes(_b64decode(self.public_key, "public_key"))
-        except CryptoError as exc:
-            raise ApprovalSignatureError(f"approver public key does not decode: {exc}") from exc
-        fingerprint = key.fingerprint()
-        if fingerprint != self.approval.approver_fingerprint:
-            raise ApprovalSignatureError(
-                "the public key is not the key the approval names (fingerprint "
-                f"{fingerprint[:16]} vs {self.approval.approver_fingerprint[:16]})"
-            )
-        if fingerprint not in trusted_fingerprints:
-            raise UntrustedApproverError(
-                f"approver key {fingerprint[:16]} ({self.approval.approver!r}) is not an "
-                "enrolled approver key; an operator must enrol it first (POST /v1/approvers)"
-            )
-        try:
-            key.verify(
-                self.approval.canonical_bytes(),
-                _b64decode(self.signature, "signature"),
-                SIGNATURE_CONTEXT,
-            )
-        except CryptoError as exc:
-            raise ApprovalSignatureError(
-                f"deployment approval signature does not verify: {exc}"
-            ) from exc
+        verify_signed_statement(
+            _APPROVAL_KIND,
+            payload=self.approval.canonical_bytes(),
+            context=SIGNATURE_CONTEXT,
+            public_key=self.public_key,
+            signature=self.signature,
+            named_fingerprint=self.approval.approver_fingerprint,
+            signer_label=self.approval.approver,
+            trusted_fingerprints=trusted_fingerprints,
+        )
         return self.approval
 
     def verify_for(

@@ -17,7 +17,6 @@ No web framework or orchestrator is imported here.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorguard.codec import canonical_json
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
-from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto.composite import CompositeSigner
 from tensorguard.errors import TensorGuardError
+from tensorguard.signed_statement import StatementKind, verify_signed_statement
 
 EVALUATION_FORMAT: Final = "tensorguard.safety-evaluation/v1"
 SIGNATURE_CONTEXT: Final = b"tensorguard/safety-evaluation/v1"
@@ -95,13 +94,6 @@ class SafetyEvaluation(BaseModel):
         return canonical_json(self.model_dump(mode="json"))
 
 
-def _b64decode(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SafetySignatureError(f"{what} is not valid base64") from exc
-
-
 class SignedSafetyEvaluation(BaseModel):
     """An evaluation with the evaluator's composite public key and signature (base64)."""
 
@@ -123,19 +115,6 @@ class SignedSafetyEvaluation(BaseModel):
             )
             raise SafetyEvaluationError(f"safety evaluation is malformed: {problems}") from exc
 
-    def verify_key(self) -> CompositeVerifyKey:
-        """The signer's composite public key, checked against the fingerprint it names."""
-        try:
-            key = CompositeVerifyKey.from_public_bytes(_b64decode(self.public_key, "public_key"))
-        except CryptoError as exc:
-            raise SafetySignatureError(f"evaluator public key does not decode: {exc}") from exc
-        if key.fingerprint() != self.evaluation.evaluator_fingerprint:
-            raise SafetySignatureError(
-                "the public key is not the key the evaluation names (fingerprint "
-                f"{key.fingerprint()[:16]} vs {self.evaluation.evaluator_fingerprint[:16]})"
-            )
-        return key
-
     def verify(self, trusted_fingerprints: Collection[str]) -> SafetyEvaluation:
         """Return the evaluation once its key is trusted and its signature verifies.
 
@@ -143,20 +122,27 @@ class SignedSafetyEvaluation(BaseModel):
         ``trusted_fingerprints`` and :class:`SafetySignatureError` when the key or the
         signature is malformed or the signature does not verify.
         """
-        key = self.verify_key()
-        if key.fingerprint() not in trusted_fingerprints:
-            raise UntrustedEvaluatorError(
-                f"evaluator key {key.fingerprint()[:16]} ({self.evaluation.evaluator!r}) is "
-                "not a trusted evaluator key; an operator must enrol it first"
-            )
-        signature = _b64decode(self.signature, "signature")
-        try:
-            key.verify(self.evaluation.canonical_bytes(), signature, SIGNATURE_CONTEXT)
-        except CryptoError as exc:
-            raise SafetySignatureError(
-                f"safety evaluation signature does not verify: {exc}"
-            ) from exc
+        verify_signed_statement(
+            _EVALUATION_KIND,
+            payload=self.evaluation.canonical_bytes(),
+            context=SIGNATURE_CONTEXT,
+            public_key=self.public_key,
+            signature=self.signature,
+            named_fingerprint=self.evaluation.evaluator_fingerprint,
+            signer_label=self.evaluation.evaluator,
+            trusted_fingerprints=trusted_fingerprints,
+        )
         return self.evaluation
+
+
+_EVALUATION_KIND = StatementKind(
+    title="safety evaluation",
+    noun="evaluation",
+    signer_role="evaluator",
+    untrusted_hint="a trusted evaluator key; an operator must enrol it first",
+    signature_error=SafetySignatureError,
+    untrusted_error=UntrustedEvaluatorError,
+)
 
 
 def sign_evaluation(
