@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,8 +18,7 @@ from tensorguard.fleet.errors import (
     ReleaseVersionError,
 )
 from tensorguard.fleet.registry import INDEX_NAME, LOCK_NAME, LocalRegistry
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.killable_child import run_killable_child
 
 
 def make_package(path: Path, size: int, seed: int = 0) -> Path:
@@ -198,32 +193,12 @@ def _run_publisher(
 
     Returns (killed before finishing, publish duration reported by the child).
     """
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fleet.registry_publisher",
-            str(root),
-            str(package),
-            "stable",
-            str(version),
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return run_killable_child(
+        "tests.fleet.registry_publisher",
+        [str(root), str(package), "stable", str(version)],
+        kill_after,
+        timeout=60,
     )
-    assert child.stdout is not None
-    ready = child.stdout.readline()
-    assert ready.strip() == "ready", child.stderr.read() if child.stderr else ""
-    if kill_after is not None:
-        time.sleep(kill_after)
-        os.kill(child.pid, signal.SIGKILL)
-    out, err = child.communicate(timeout=60)
-    if child.returncode == -signal.SIGKILL:
-        return True, None
-    assert child.returncode == 0, err
-    return False, float(out.split()[1])
 
 
 def test_sigkilled_publisher_leaves_registry_unchanged_or_complete(tmp_path: Path) -> None:

@@ -9,11 +9,7 @@ exactly the new one, never a mix, and the node installs the new one once restart
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,10 +20,10 @@ from tensorguard.fleet.agent import EdgeAgent
 from tensorguard.fleet.messages import InstallOutcome, ReleaseAnnouncement
 from tensorguard.tgsp import ModelIdentity, ReleaseInfo, build_package
 from tests.fleet.releases import FleetKit
+from tests.killable_child import run_killable_child
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KILLS = 24
 BIG_FILE = 4 * 1024 * 1024
 
@@ -78,24 +74,7 @@ def run_child(args: list[str], kill_after: float | None) -> tuple[bool, float | 
 
     Returns (killed before it finished, duration the child reported).
     """
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.crash_child", *args],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    ready = child.stdout.readline()
-    assert ready.strip() == "ready", child.stderr.read() if child.stderr else ""
-    if kill_after is not None:
-        time.sleep(kill_after)
-        os.kill(child.pid, signal.SIGKILL)
-    out, err = child.communicate(timeout=120)
-    if child.returncode == -signal.SIGKILL:
-        return True, None
-    assert child.returncode == 0, err
-    return False, float(out.split()[1])
+    return run_killable_child("tests.crash_child", args, kill_after)
 
 
 def test_sigkilled_open_leaves_no_destination_or_a_complete_one(kit: FleetKit) -> None:
