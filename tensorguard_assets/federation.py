@@ -21,7 +21,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     asset,
 )
 from pydantic import Field
@@ -79,7 +78,7 @@ from tensorguard_assets.lineage import (
     verified_upstream_path,
 )
 from tensorguard_assets.partitions import (
-    ROUND_DIMENSION,
+    ROUND_OF_SITE,
     round_partitions,
     round_site_key,
     round_site_partitions,
@@ -100,7 +99,6 @@ from tensorguard_resources.keys import KeyVault
 
 FEDERATION_GROUP = "federate"
 ENCRYPT_GROUP = "encrypt"
-ROUND_OF_SITE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=ROUND_DIMENSION)
 SPEC_FILE = ROUND_SPEC_FILE
 CUSTODIAN_KEY_NAME = "federation-custodian"
 PAIRWISE_MAILBOX = Path("pairwise") / "offers"

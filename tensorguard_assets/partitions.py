@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from dagster import (
+    BetaWarning,
     DailyPartitionsDefinition,
     DynamicPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
     TimeWindowPartitionsDefinition,
     WeeklyPartitionsDefinition,
 )
@@ -37,6 +40,15 @@ site_partitions = DynamicPartitionsDefinition(name="sites")
 round_site_partitions = MultiPartitionsDefinition(
     {ROUND_DIMENSION: round_partitions, SITE_DIMENSION: site_partitions}
 )
+
+
+with warnings.catch_warnings():
+    # Dagster marks this mapping beta and warns on every definitions load; TensorGuard pins
+    # its Dagster version, and tests/asset_graph.py pins the edges the mapping draws.
+    warnings.simplefilter("ignore", BetaWarning)
+    ROUND_OF_SITE = MultiToSingleDimensionPartitionMapping(partition_dimension_name=ROUND_DIMENSION)
+    """Maps a round × site partition to its round: the edges from per-round assets
+    (round spec) to per-site assets and back."""
 
 
 def round_site_key(round_key: str, site_id: str) -> MultiPartitionKey:

@@ -11,7 +11,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     RetryPolicy,
     asset,
 )
@@ -35,7 +34,7 @@ from tensorguard_assets.artifact_checks import (
 from tensorguard_assets.federation import load_round
 from tensorguard_assets.lineage import upstream_metadata, verified_upstream_path
 from tensorguard_assets.partitions import (
-    ROUND_DIMENSION,
+    ROUND_OF_SITE,
     round_site_partitions,
     split_round_site,
 )
@@ -165,9 +164,7 @@ class SiteAdapterConfig(Config):
         "site_dataset",
         AssetDep(
             "round_spec",
-            partition_mapping=MultiToSingleDimensionPartitionMapping(
-                partition_dimension_name=ROUND_DIMENSION
-            ),
+            partition_mapping=ROUND_OF_SITE,
         ),
     ],
     kinds={"pytorch", "peft"},

@@ -15,6 +15,7 @@ publishers write identical configs and no package carries a file-system path.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,18 @@ from tensorguard.model_reference import (
     parse_base_model_reference,
 )
 from tensorguard.training.errors import AdapterError
+
+# peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model,
+# which warns once per adapter load; the call is peft's, not the user's to fix.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
+# Saving an adapter, peft looks for the base model's config at base_model_name_or_path to
+# see whether the vocabulary changed; that field is a digest reference, never a path
+# (portable_adapter_config), and TensorGuard never resizes the vocabulary.
+warnings.filterwarnings(
+    "ignore", message="Could not find a config file in base-model@sha256:", category=UserWarning
+)
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"

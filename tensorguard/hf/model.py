@@ -17,10 +17,15 @@ from typing import Literal
 import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 from tensorguard.training.errors import BaseModelError
 
 MODEL_CONFIG_FILE = "config.json"
+
+# Loading and saving print a progress bar per checkpoint file; a pipeline run logs one
+# line per stage instead, so the bars are only noise in run logs.
+transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 CHECKPOINT_DTYPE: Literal["auto"] = "auto"
 
 ModelDtype = torch.dtype | Literal["auto"]

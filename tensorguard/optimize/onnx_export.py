@@ -20,6 +20,7 @@ twice gives byte-identical files, also across processes and working directories.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,12 @@ def export_causal_lm_to_onnx(
 def _export_graph(model: nn.Module, onnx_path: Path, opset: int) -> None:
     trace_input = torch.zeros(_TRACE_SHAPE, dtype=torch.int64)
     logging.getLogger(_REGISTRY_LOGGER).setLevel(logging.ERROR)
+    # torch's exporter still uses a pytree API it deprecated itself; not ours to fix.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
     try:
         program = torch.onnx.export(
             _LogitsOnly(model).eval(),
