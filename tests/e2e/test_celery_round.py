@@ -1,7 +1,9 @@
-"""A full round on a real distributed executor: dagster-celery with two workers.
+"""A full round on a real distributed executor: dagster-celery with two workers, entirely
+on PostgreSQL.
 
 Redis (Debian's ``redis-server``) is the Celery broker and result backend, the Dagster
 instance is PostgreSQL (the workers write their steps' events into the same storage),
+the application database (releases, audit log) is a PostgreSQL database of its own,
 and every stage is launched the way an operator without the daemon would launch it:
 ``dagster job execute`` against the stage's own code location, with
 ``TG_EXECUTOR=celery``. Two ``dagster-celery`` workers, started from the shipped
@@ -25,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 import yaml
 from dagster import (
     AssetKey,
@@ -35,6 +38,8 @@ from dagster import (
     RunsFilter,
 )
 
+from tensorguard.fleet.db import FleetDatabase, current_revision, head_revision
+from tensorguard.fleet.topics import release_topic
 from tensorguard_assets.locations import (
     AGGREGATOR,
     COORDINATOR,
@@ -56,9 +61,8 @@ from tests.e2e.rounds import (
     round_asset_names,
     tensorguard_env,
 )
-from tests.e2e.test_postgres_round import create_database
 from tests.services.mosquitto import MosquittoBroker
-from tests.services.postgres import PostgresServer
+from tests.services.postgres import PostgresServer, create_database
 from tests.services.process import ServiceProcess
 from tests.services.redis import RedisServer, running_redis
 
@@ -67,6 +71,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_CONFIG = REPO_ROOT / "deploy" / "celery-worker.yaml"
 ROUND = "2026-11-26"
+CHANNEL = "stable"
 WORKER_NAMES = ("tg-worker-1", "tg-worker-2")
 STAGE_TIMEOUT_S = 900
 # The module of each location's Definitions, as workspace.yaml loads them.
@@ -84,6 +89,9 @@ class CeleryRound:
     instance: DagsterInstance
     run_ids: dict[str, str]
     worker_logs: dict[str, Path]
+    fleet: str
+    dagster_url: str
+    app_url: str
 
 
 def test_location_modules_are_the_workspace() -> None:
@@ -238,6 +246,7 @@ def celery_round(
     )
     setup_config = state / "setup.yaml"
     setup_config.write_text(yaml.safe_dump(base_model_config(prebuilt_base_model)))
+    fleet = unique_fleet("e2e-celery")
     with ExitStack() as stack:
         redis: RedisServer = stack.enter_context(running_redis())
         env = _process_env(
@@ -246,7 +255,7 @@ def celery_round(
                 "DATABASE_URL": app_url,
                 "TG_EXECUTOR": "celery",
                 "TG_CELERY_BROKER": redis.url(0),
-                **tensorguard_env(state, fleet=unique_fleet("e2e-celery"), broker=mosquitto_broker),
+                **tensorguard_env(state, fleet=fleet, broker=mosquitto_broker),
             }
         )
         worker_logs = stack.enter_context(celery_workers(env, logs))
@@ -265,12 +274,20 @@ def celery_round(
                 limit=1,
             )
             run_ids[label] = run.run_id
-        yield CeleryRound(instance=instance, run_ids=run_ids, worker_logs=worker_logs)
+        yield CeleryRound(
+            instance=instance,
+            run_ids=run_ids,
+            worker_logs=worker_logs,
+            fleet=fleet,
+            dagster_url=dagster_url,
+            app_url=app_url,
+        )
 
 
 def test_every_stage_succeeded_on_the_postgres_instance(celery_round: CeleryRound) -> None:
     instance = celery_round.instance
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     statuses = {
         label: instance.get_run_by_id(run_id).status  # type: ignore[union-attr]
         for label, run_id in celery_round.run_ids.items()
@@ -310,3 +327,51 @@ def test_both_workers_executed_steps(celery_round: CeleryRound) -> None:
         for name, log in celery_round.worker_logs.items()
     }
     assert all(count > 0 for count in executed.values()), executed
+
+
+def test_every_run_and_materialisation_is_in_postgres(celery_round: CeleryRound) -> None:
+    """Read back from PostgreSQL's own tables, not through the instance."""
+    run_ids = list(celery_round.run_ids.values())
+    engine = sqlalchemy.create_engine(celery_round.dagster_url)
+    try:
+        with engine.connect() as connection:
+            runs = connection.execute(
+                sqlalchemy.text("SELECT run_id, status FROM runs WHERE run_id IN :ids").bindparams(
+                    sqlalchemy.bindparam("ids", expanding=True)
+                ),
+                {"ids": run_ids},
+            ).all()
+            materialised = connection.execute(
+                sqlalchemy.text(
+                    "SELECT DISTINCT asset_key FROM event_logs WHERE run_id IN :ids "
+                    "AND dagster_event_type = 'ASSET_MATERIALIZATION'"
+                ).bindparams(sqlalchemy.bindparam("ids", expanding=True)),
+                {"ids": run_ids},
+            ).scalars()
+            keys = [AssetKey.from_db_string(key) for key in materialised]
+    finally:
+        engine.dispose()
+    assert {row.run_id for row in runs} == set(run_ids)
+    assert {row.status for row in runs} == {"SUCCESS"}
+    assert None not in keys
+    assert {key.to_user_string() for key in keys if key is not None} == round_asset_names()
+
+
+def test_release_is_recorded_in_the_postgres_application_database(
+    celery_round: CeleryRound,
+) -> None:
+    event = celery_round.instance.get_latest_materialization_event(AssetKey("release"))
+    assert event is not None
+    assert event.asset_materialization is not None
+    release = {name: value.value for name, value in event.asset_materialization.metadata.items()}
+    assert release["mqtt_topic"] == release_topic(celery_round.fleet, CHANNEL)
+    assert current_revision(celery_round.app_url) == head_revision()
+    database = FleetDatabase(celery_round.app_url)
+    try:
+        [row] = database.releases(celery_round.fleet, CHANNEL)
+        events = [(e.action, e.actor, e.subject) for e in database.audit_events()]
+    finally:
+        database.close()
+    assert (row.version, row.digest) == (release["version"], release["digest"])
+    subject = f"release:{celery_round.fleet}/{CHANNEL}/{row.version}"
+    assert ("release.published", f"dagster:{event.run_id}", subject) in events

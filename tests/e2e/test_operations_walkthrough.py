@@ -39,7 +39,7 @@ from tensorguard.training.demo_data import demo_sites_root
 from tests.assets.test_secrets_stay_out_of_dagster import findings
 from tests.services.dagster_webserver import prepare_dagster_home, running_dagster_ui
 from tests.services.mosquitto import MosquittoBroker
-from tests.services.postgres import PostgresServer
+from tests.services.postgres import PostgresServer, create_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -72,15 +72,6 @@ def run(documented: str, argv: list[str], env: Mapping[str, str], *, timeout: fl
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{documented} failed ({result.returncode}):\n{output}"
     return output
-
-
-def create_database(server: PostgresServer, name: str) -> None:
-    engine = sqlalchemy.create_engine(server.url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
 
 
 def database_cells(url: str) -> Iterator[tuple[str, bytes]]:

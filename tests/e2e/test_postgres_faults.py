@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from dagster import DagsterRunStatus, instance_for_test
 
 from tensorguard.fleet.db import FleetDatabase
@@ -32,23 +31,16 @@ from tests.e2e.rounds import (
     tensorguard_env,
 )
 from tests.services.mosquitto import MosquittoBroker
-from tests.services.postgres import RestartablePostgres, running_restartable_postgres
+from tests.services.postgres import (
+    RestartablePostgres,
+    create_database,
+    running_restartable_postgres,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 ROUND = "2026-11-25"
 CHANNEL = "stable"
-
-
-def create_database(server: RestartablePostgres, name: str) -> str:
-    engine = sqlalchemy.create_engine(server.server.url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    facts = server.server
-    return f"postgresql://{facts.user}@{facts.host}:{facts.port}/{name}"
 
 
 def stop_when_written(path_glob: tuple[Path, str], server: RestartablePostgres) -> threading.Event:
@@ -80,7 +72,7 @@ def test_postgres_killed_during_the_release_run_then_a_rerun_completes(
     artifacts = Path(env["TG_ARTIFACT_ROOT"])
     registry = LocalRegistry(tmp_path / "state" / "registry")
     with running_restartable_postgres() as server:
-        app_url = create_database(server, f"tg_app_{secrets.token_hex(4)}")
+        app_url = create_database(server.server, f"tg_app_{secrets.token_hex(4)}")
         overrides = {"storage": {"postgres": {"postgres_url": server.server.url}}}
         with (
             development_process_env(),

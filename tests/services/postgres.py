@@ -157,6 +157,19 @@ def _restartable_in(work_dir: Path, database: str) -> Iterator[RestartablePostgr
         restartable.process.stop(sig=signal.SIGINT)
 
 
+def create_database(server: PostgresServer, name: str) -> str:
+    """Create database ``name`` on ``server`` (kept until the server goes); return its URL."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(server.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return f"postgresql://{server.user}@{server.host}:{server.port}/{name}"
+
+
 @contextmanager
 def fresh_database(server: PostgresServer, prefix: str = "fleet") -> Iterator[str]:
     """A new, empty database on ``server`` (its URL), dropped on exit."""
