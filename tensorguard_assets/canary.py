@@ -54,11 +54,11 @@ from tensorguard.fleet.rollout import (
     rollout_of,
 )
 from tensorguard.service.approvals import ApprovalStore
+from tensorguard_assets import groups
 from tensorguard_resources import fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
 
-CANARY_GROUP = "publish"
 DEFAULT_TELEMETRY_WINDOW_S = 900
 ROLLOUT_LOG_FILE = "rollout-log.jsonl"
 RETRY_BUCKET_S = 300
@@ -98,7 +98,7 @@ def _metadata(rollout: Rollout, verdict: str, reasons: tuple[str, ...]) -> dict[
 
 
 @asset(
-    group_name=CANARY_GROUP,
+    group_name=groups.PUBLISH,
     deps=["release"],
     kinds={"mqtt", "sqlite"},
     owners=["team:release"],

@@ -33,6 +33,7 @@ from tensorguard.optimize.pruned_model import (
 from tensorguard.optimize.pruning import verify_2_4
 from tensorguard.optimize.sparse_recovery import RecoverySettings
 from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
+from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
     verify_artifact,
@@ -41,9 +42,6 @@ from tensorguard_assets.artifact_checks import (
 from tensorguard_assets.lineage import base_model_for_adapter, verified_upstream_path
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
-
-DEPLOY_GROUP = "package"
-
 
 _RECOVERY_DEFAULTS = RecoverySettings()
 
@@ -75,7 +73,7 @@ class PrunedModelConfig(Config):
 
 
 @asset(
-    group_name=DEPLOY_GROUP,
+    group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
     deps=["global_adapter", "base_model"],
     kinds={"pytorch", "safetensors"},
@@ -174,7 +172,7 @@ class OnnxModelConfig(Config):
 
 
 @asset(
-    group_name=DEPLOY_GROUP,
+    group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
     deps=["global_adapter", "base_model"],
     kinds={"onnx"},
@@ -234,7 +232,7 @@ def onnx_model(
 
 
 @asset(
-    group_name=DEPLOY_GROUP,
+    group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
     deps=["onnx_model"],
     kinds={"tensorrt"},
@@ -281,7 +279,7 @@ class MoaiExportConfig(Config):
 
 
 @asset(
-    group_name=DEPLOY_GROUP,
+    group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
     deps=["global_adapter", "base_model"],
     kinds={"tenseal", "safetensors"},
@@ -333,6 +331,7 @@ def moai_export(
             "modules": MetadataValue.int(len(result.module_names)),
             "self_check_module": MetadataValue.text(self_check.module),
             "self_check_max_abs_error": MetadataValue.float(self_check.max_abs_error),
+            "self_check_tolerance": MetadataValue.float(self_check.tolerance),
         },
         check_results=[
             verify_artifact("moai_export", out_dir, result.sha256),

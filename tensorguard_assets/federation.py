@@ -66,6 +66,7 @@ from tensorguard.training.lora import (
     LoRAAdapterSpec,
     create_initial_adapter,
 )
+from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
     verify_artifact,
@@ -97,8 +98,6 @@ from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.federation import CKKSSecretStore, PairSecretVault, ServerStateVault
 from tensorguard_resources.keys import KeyVault
 
-FEDERATION_GROUP = "federate"
-ENCRYPT_GROUP = "encrypt"
 SPEC_FILE = ROUND_SPEC_FILE
 CUSTODIAN_KEY_NAME = "federation-custodian"
 PAIRWISE_MAILBOX = Path("pairwise") / "offers"
@@ -177,7 +176,7 @@ class FederationKeysConfig(Config):
 
 
 @asset(
-    group_name=ENCRYPT_GROUP,
+    group_name=groups.SETUP,
     kinds={"tenseal"},
     owners=["team:security"],
     check_specs=[integrity_check_spec("federation_keys")],
@@ -303,7 +302,7 @@ def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> 
 
 
 @asset(
-    group_name=FEDERATION_GROUP,
+    group_name=groups.SETUP,
     partitions_def=round_partitions,
     deps=["base_model", "federation_keys"],
     kinds={"peft"},
@@ -433,7 +432,7 @@ def load_public_federation(context: AssetExecutionContext) -> tuple[PublicFedera
 
 
 @asset(
-    group_name=ENCRYPT_GROUP,
+    group_name=groups.ENCRYPT,
     partitions_def=round_site_partitions,
     deps=[
         "site_adapter",
@@ -549,7 +548,7 @@ def _quorum_note(error: TensorGuardError, missing: list[str]) -> str | None:
 
 
 @asset(
-    group_name=FEDERATION_GROUP,
+    group_name=groups.AGGREGATE,
     partitions_def=round_partitions,
     deps=[
         AssetDep("site_update", partition_mapping=ROUND_OF_SITE),
@@ -637,7 +636,7 @@ def _answered_reveals(path: Path) -> dict[str, frozenset[str]]:
 
 
 @asset(
-    group_name=FEDERATION_GROUP,
+    group_name=groups.AGGREGATE,
     partitions_def=round_partitions,
     deps=["aggregated_update", "round_spec"],
     kinds={"tenseal"},
@@ -756,7 +755,7 @@ class _SiteClosing:
 
 
 @asset(
-    group_name=FEDERATION_GROUP,
+    group_name=groups.AGGREGATE,
     partitions_def=round_partitions,
     deps=["aggregated_update", "seed_reveals", "round_spec", "federation_keys"],
     kinds={"peft", "tenseal"},

@@ -24,10 +24,10 @@ from dagster import (
 
 from tensorguard.identity.inventory import expiring_within
 from tensorguard.identity.renewal import RenewalState
+from tensorguard_assets import groups
 from tensorguard_resources import fail_closed_on
 from tensorguard_resources.identity import FleetIdentity
 
-GROUP = "identity"
 EXPIRY_CHECK = "no_certificate_expires_soon"
 RENEWAL_CRON = "17 3 * * *"
 
@@ -44,7 +44,10 @@ INVENTORY_SCHEMA = TableSchema(
 )
 
 
-@asset(group_name=GROUP, description="Renew every ACME-managed service certificate that is due.")
+@asset(
+    group_name=groups.IDENTITY,
+    description="Renew every ACME-managed service certificate that is due.",
+)
 def certificate_renewals(
     context: AssetExecutionContext, fleet_identity: FleetIdentity
 ) -> MaterializeResult:
@@ -77,7 +80,7 @@ def certificate_renewals(
 
 
 @asset(
-    group_name=GROUP,
+    group_name=groups.IDENTITY,
     deps=[certificate_renewals],
     description="Each node and service endpoint's certificate: issuer, serial, expiry.",
     check_specs=[

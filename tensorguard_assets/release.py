@@ -41,6 +41,7 @@ from tensorguard.release import (
     decide_release,
     gate_evidence,
     load_passed_decision,
+    moai_self_check_evidence,
     publish_release,
     record_and_announce,
     release_metadata,
@@ -48,6 +49,7 @@ from tensorguard.release import (
 from tensorguard.release_canary import canary_plan, record_and_start_canary
 from tensorguard.tgsp.trust import TrustStore
 from tensorguard.training.causal_lm import perplexity
+from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
     verify_artifact,
@@ -67,8 +69,6 @@ from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
 
-GATE_GROUP = "gate"
-PUBLISH_GROUP = "publish"
 DEMO_EDGE_NODE = "edge-demo-1"
 GATED_CHECKS = (
     ("aggregated_update", "quorum_met"),
@@ -81,7 +81,7 @@ GATED_CHECKS = (
 
 
 @asset(
-    group_name=GATE_GROUP,
+    group_name=groups.GATE,
     partitions_def=round_partitions,
     deps=["global_adapter", "pruned_model", "base_model"],
     kinds={"pytorch"},
@@ -199,7 +199,7 @@ def _criterion_metadata(decision: GateDecision) -> dict[str, MetadataValue]:
 
 
 @asset(
-    group_name=GATE_GROUP,
+    group_name=groups.GATE,
     partitions_def=round_partitions,
     deps=[
         "evaluation_report",
@@ -248,7 +248,7 @@ def gate_decision(
             report,
             onnx_max_abs_diff=float(onnx_meta["max_abs_diff"]),
             sparsity=float(pruned_meta["sparsity"]),
-            moai_self_check_max_abs_error=float(moai_meta["self_check_max_abs_error"]),
+            moai_self_check=moai_self_check_evidence(moai_meta),
             checks=_measured_checks(context, round_key),
         )
         decision = decide_release(
@@ -277,6 +277,10 @@ def gate_decision(
             "policy_digest": MetadataValue.text(decision.policy_digest),
             "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
             **_criterion_metadata(decision),
+            # measured on a fresh encryption, so kept here, not in the shipped decision
+            "moai_self_check_measured_error": MetadataValue.float(
+                float(moai_meta["self_check_max_abs_error"])
+            ),
         },
         check_results=[
             verify_artifact("gate_decision", out_path, digest),
@@ -371,7 +375,7 @@ def _recipients(
 
 
 @asset(
-    group_name=PUBLISH_GROUP,
+    group_name=groups.PACKAGE,
     partitions_def=round_partitions,
     deps=[
         "gate_decision",
@@ -483,7 +487,7 @@ def tgsp_package(
 
 
 @asset(
-    group_name=PUBLISH_GROUP,
+    group_name=groups.PUBLISH,
     partitions_def=round_partitions,
     deps=["tgsp_package", "gate_decision", "evaluation_report", "global_adapter"],
     kinds={"mqtt", "sqlite"},

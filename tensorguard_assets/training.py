@@ -26,6 +26,7 @@ from tensorguard.training.lora import (
     read_adapter_spec,
     train_site_adapter,
 )
+from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
     verify_artifact,
@@ -40,7 +41,6 @@ from tensorguard_assets.partitions import (
 )
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
-TRAINING_GROUP = "train"
 TRAINING_POOL = "training"
 # Transient failures (a killed worker, a full disk being cleaned) are retried; the
 # fail-closed errors raised through ``fail_closed_on`` are not.
@@ -61,7 +61,7 @@ class BaseModelConfig(Config):
 
 
 @asset(
-    group_name=TRAINING_GROUP,
+    group_name=groups.SETUP,
     kinds={"pytorch", "huggingface"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("base_model")],
@@ -100,7 +100,7 @@ def base_model(
 
 
 @asset(
-    group_name=TRAINING_GROUP,
+    group_name=groups.TRAIN,
     partitions_def=round_site_partitions,
     kinds={"jsonl"},
     owners=["team:ml-platform"],
@@ -157,7 +157,7 @@ class SiteAdapterConfig(Config):
 
 
 @asset(
-    group_name=TRAINING_GROUP,
+    group_name=groups.TRAIN,
     partitions_def=round_site_partitions,
     deps=[
         "base_model",

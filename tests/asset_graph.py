@@ -9,25 +9,25 @@ from __future__ import annotations
 
 # asset name -> (group, upstream asset names)
 ASSET_GRAPH: dict[str, tuple[str, frozenset[str]]] = {
-    "base_model": ("train", frozenset()),
+    "base_model": ("setup", frozenset()),
     "site_dataset": ("train", frozenset()),
-    "federation_keys": ("encrypt", frozenset()),
-    "round_spec": ("federate", frozenset({"base_model", "federation_keys"})),
+    "federation_keys": ("setup", frozenset()),
+    "round_spec": ("setup", frozenset({"base_model", "federation_keys"})),
     "site_adapter": ("train", frozenset({"base_model", "round_spec", "site_dataset"})),
     "site_update": ("encrypt", frozenset({"federation_keys", "round_spec", "site_adapter"})),
     "aggregated_update": (
-        "federate",
+        "aggregate",
         frozenset({"federation_keys", "round_spec", "site_update"}),
     ),
-    "seed_reveals": ("federate", frozenset({"aggregated_update", "round_spec"})),
+    "seed_reveals": ("aggregate", frozenset({"aggregated_update", "round_spec"})),
     "global_adapter": (
-        "federate",
+        "aggregate",
         frozenset({"aggregated_update", "federation_keys", "round_spec", "seed_reveals"}),
     ),
-    "pruned_model": ("package", frozenset({"base_model", "global_adapter"})),
-    "onnx_model": ("package", frozenset({"base_model", "global_adapter"})),
-    "tensorrt_engine": ("package", frozenset({"onnx_model"})),
-    "moai_export": ("package", frozenset({"base_model", "global_adapter"})),
+    "pruned_model": ("optimize", frozenset({"base_model", "global_adapter"})),
+    "onnx_model": ("optimize", frozenset({"base_model", "global_adapter"})),
+    "tensorrt_engine": ("optimize", frozenset({"onnx_model"})),
+    "moai_export": ("optimize", frozenset({"base_model", "global_adapter"})),
     "evaluation_report": ("gate", frozenset({"base_model", "global_adapter", "pruned_model"})),
     "gate_decision": (
         "gate",
@@ -43,7 +43,7 @@ ASSET_GRAPH: dict[str, tuple[str, frozenset[str]]] = {
         ),
     ),
     "tgsp_package": (
-        "publish",
+        "package",
         frozenset(
             {
                 "aggregated_update",
@@ -68,6 +68,19 @@ ASSET_GRAPH: dict[str, tuple[str, frozenset[str]]] = {
     "certificate_renewals": ("identity", frozenset()),
     "certificate_inventory": ("identity", frozenset({"certificate_renewals"})),
 }
+
+# The round's groups left to right (the lineage graph draws one box per group): every
+# edge goes from a group to the same group or a later one.
+PIPELINE_GROUP_ORDER = (
+    "setup",
+    "train",
+    "encrypt",
+    "aggregate",
+    "optimize",
+    "gate",
+    "package",
+    "publish",
+)
 
 # tensorrt_engine is built by its own job on a GPU machine, never as part of a round.
 GPU_ONLY_ASSETS = frozenset({"tensorrt_engine"})

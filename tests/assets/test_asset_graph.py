@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from dagster import AssetKey
 
+from tensorguard_assets import groups
 from tensorguard_assets.locations import Federation, all_in_one_definitions
-from tests.asset_graph import ASSET_GRAPH
+from tests.asset_graph import ASSET_GRAPH, PIPELINE_GROUP_ORDER
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +40,22 @@ def test_each_asset_has_its_pinned_group_and_upstream_edges(
 def test_the_code_locations_together_materialise_every_pinned_asset() -> None:
     keys = Federation({}).asset_keys()
     assert keys == {AssetKey(name) for name in ASSET_GRAPH}
+
+
+def test_every_edge_goes_forward_in_the_pipeline_order() -> None:
+    """The graph reads left to right: no asset depends on one of a later group."""
+    rank = {group: index for index, group in enumerate(PIPELINE_GROUP_ORDER)}
+    backward = [
+        f"{parent} ({ASSET_GRAPH[parent][0]}) -> {name} ({group})"
+        for name, (group, parents) in ASSET_GRAPH.items()
+        if group in rank
+        for parent in parents
+        if rank[ASSET_GRAPH[parent][0]] > rank[group]
+    ]
+    assert not backward
+
+
+def test_the_pipeline_order_is_the_definitions_order() -> None:
+    assert groups.PIPELINE_ORDER == PIPELINE_GROUP_ORDER
+    pipeline = {group for group, _ in ASSET_GRAPH.values()} - {groups.IDENTITY}
+    assert pipeline == set(PIPELINE_GROUP_ORDER)
