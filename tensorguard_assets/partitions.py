@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     BetaWarning,
@@ -18,7 +19,8 @@ from dagster import (
 
 ROUND_DIMENSION = "round"
 SITE_DIMENSION = "site"
-DEFAULT_ROUND_START = "2026-11-01"
+ROUND_HISTORY_DAYS = {"daily": 7, "weekly": 28}
+"""How far back the default round partitions start: a week of daily rounds, four weekly."""
 # Rounds start at 02:00 after their window closes (weekly windows close on Sunday 00:00).
 ROUND_SCHEDULE_CRON = {"daily": "0 2 * * *", "weekly": "0 2 * * 0"}
 
@@ -32,10 +34,19 @@ def make_round_partitions(cadence: str, start_date: str) -> TimeWindowPartitions
     raise ValueError(f"TG_ROUND_CADENCE={cadence!r} is not supported; use 'daily' or 'weekly'")
 
 
+def default_round_start(cadence: str, today: date | None = None) -> str:
+    """The default ``TG_ROUND_START``: ``today`` (UTC, at definitions load) minus a week
+    for daily rounds, minus four weeks for weekly ones, so the UI shows recent rounds
+    rather than a month of empty ones. Set ``TG_ROUND_START`` to keep older rounds."""
+    day = today if today is not None else datetime.now(UTC).date()
+    return (day - timedelta(days=ROUND_HISTORY_DAYS.get(cadence, 7))).isoformat()
+
+
 ROUND_CADENCE = os.environ.get("TG_ROUND_CADENCE", "daily")
-round_partitions = make_round_partitions(
-    ROUND_CADENCE, os.environ.get("TG_ROUND_START", DEFAULT_ROUND_START)
-)
+DEFAULT_ROUND_START = default_round_start(ROUND_CADENCE)
+"""Computed when the definitions load (see :func:`default_round_start`)."""
+ROUND_START = os.environ.get("TG_ROUND_START") or DEFAULT_ROUND_START
+round_partitions = make_round_partitions(ROUND_CADENCE, ROUND_START)
 site_partitions = DynamicPartitionsDefinition(name="sites")
 round_site_partitions = MultiPartitionsDefinition(
     {ROUND_DIMENSION: round_partitions, SITE_DIMENSION: site_partitions}

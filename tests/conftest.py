@@ -28,6 +28,12 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The default TG_ROUND_START moves with the calendar (a week before today); the tests name
+# rounds by date, so they pin the start. Set before any test module imports the
+# partitions, and again for each test (and the processes it starts), below.
+TEST_ROUND_START = "2026-11-01"
+os.environ["TG_ROUND_START"] = TEST_ROUND_START
+
 
 @pytest.fixture(autouse=True)
 def clean_tensorguard_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,6 +41,7 @@ def clean_tensorguard_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("TG_") or name in {"DATABASE_URL", "DAGSTER_HOME"}:
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TG_ROUND_START", TEST_ROUND_START)
 
 
 @pytest.fixture(scope="session")
