@@ -175,6 +175,18 @@ def _move_file_into_place(temporary: Path, destination: Path, *, overwrite: bool
         ) from exc
 
 
+def publish_file(finished: Path, destination: Path) -> None:
+    """Durably rename the finished file ``finished`` (a staging file kept across attempts,
+    such as a resumable download) over ``destination`` in the same directory.
+
+    The content is flushed first and the directory after, so after a crash
+    ``destination`` is either absent or its old content or the whole new file.
+    """
+    fsync_file(finished)
+    _move_file_into_place(finished, destination, overwrite=True)
+    fsync_directory(destination.parent)
+
+
 def atomic_write_bytes(
     destination: Path, data: bytes, *, mode: int = DEFAULT_FILE_MODE, overwrite: bool = True
 ) -> None:

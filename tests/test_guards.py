@@ -107,3 +107,38 @@ def test_guard_detects_a_planted_import(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("import dagster\nfrom dagster_postgres import x\n")
     assert {"dagster", "dagster_postgres"} <= _imported_modules(planted)
+
+
+DURABLE_CALLS = frozenset({"replace", "rename", "fsync", "fdatasync"})
+
+
+def _direct_durable_calls(path: Path) -> list[str]:
+    """``os.replace``/``os.rename``/``os.fsync``/``os.fdatasync`` calls in ``path``, by line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.name}:{node.lineno} os.{node.func.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "os"
+        and node.func.attr in DURABLE_CALLS
+    ]
+
+
+def test_only_the_durable_module_renames_or_flushes_files() -> None:
+    """Crash-safe writes live in one place, tensorguard/durable.py (#10)."""
+    offenders = [
+        call
+        for package in PRODUCTION_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if path != ROOT / "tensorguard" / "durable.py"
+        for call in _direct_durable_calls(path)
+    ]
+    assert offenders == []
+
+
+def test_durable_call_guard_detects_a_planted_call(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text("import os\nos.replace('a', 'b')\nos.fsync(3)\nos.path.exists('a')\n")
+    assert _direct_durable_calls(planted) == ["planted.py:2 os.replace", "planted.py:3 os.fsync"]

@@ -21,13 +21,12 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tensorguard.durable import fsync_directory, fsync_file
+from tensorguard.durable import fsync_file, publish_file
 from tensorguard.fleet.byte_ranges import entity_tag, parse_content_range
 from tensorguard.fleet.messages import InstallReason
 from tensorguard.fleet.rejections import InstallRefused, failed, rejected
@@ -161,8 +160,7 @@ def _attempt(
                 handle.write(chunk)
                 hasher.update(chunk)
                 have += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fsync_file(partial)
     finally:
         connection.close()
     return hasher.hexdigest(), have
@@ -235,7 +233,5 @@ def _complete(partial: Path, destination: Path, digest: str, expected: ExpectedP
             f"the downloaded package has SHA-256 {digest}, but the announcement says "
             f"{expected.digest}",
         )
-    fsync_file(partial)
-    os.replace(partial, destination)
-    fsync_directory(destination.parent)
+    publish_file(partial, destination)
     return destination
