@@ -57,27 +57,101 @@ def chunk_count(plaintext_length: int, chunk_size: int) -> int:
     return max(1, -(-plaintext_length // chunk_size))
 
 
-class _StreamState:
-    def __init__(self, key: bytes, associated_data: bytes, chunk_size: int) -> None:
+class ChunkCipher:
+    """Seal or open any chunk of one stream by its index.
+
+    Holds no position, so chunks may be sealed or opened in any order and from several
+    threads at once (AES-GCM in ``cryptography`` releases the GIL); the caller owns the
+    stream's order: chunk ``i`` of ``n`` is final exactly when ``i == n - 1``.
+    :class:`StreamEncryptor` and :class:`StreamDecryptor` are the sequential front ends.
+    """
+
+    def __init__(
+        self, key: bytes, associated_data: bytes = b"", chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> None:
+        """Prepare the cipher for a stream sealed under the 32-byte single-use ``key``."""
         if len(key) != KEY_SIZE:
             raise KeyFormatError(f"stream key must be {KEY_SIZE} bytes, got {len(key)}")
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise CryptoError(f"chunk size must be 1..{MAX_CHUNK_SIZE} bytes, got {chunk_size}")
-        self.aead = AESGCM(key)
-        self.associated_data = _AD_PREFIX + struct.pack(">I", chunk_size) + associated_data
+        self._aead = AESGCM(key)
+        self._associated_data = _AD_PREFIX + struct.pack(">I", chunk_size) + associated_data
+        self.chunk_size = chunk_size
+
+    @staticmethod
+    def _check_index(index: int) -> None:
+        if not 0 <= index < MAX_CHUNKS:
+            raise StreamFormatError(f"chunk index {index} is outside 0..{MAX_CHUNKS - 1}")
+
+    def check_plaintext_size(self, size: int, *, final: bool) -> None:
+        """Raise :class:`StreamFormatError` unless a chunk may hold ``size`` bytes."""
+        if (not final and size != self.chunk_size) or size > self.chunk_size:
+            raise StreamFormatError(
+                f"chunk of {size} bytes: non-final chunks must be exactly "
+                f"{self.chunk_size} bytes and the final one at most that"
+            )
+
+    def check_sealed_size(self, index: int, size: int, *, final: bool) -> None:
+        """Raise :class:`StreamFormatError` unless chunk ``index`` may be ``size`` bytes sealed."""
+        plain = size - TAG_SIZE
+        if plain < 0 or plain > self.chunk_size or (not final and plain != self.chunk_size):
+            raise StreamFormatError(f"sealed chunk {index} has an impossible length {size}")
+
+    def seal(self, index: int, plaintext: bytes | bytearray | memoryview, *, final: bool) -> bytes:
+        """Return ``ciphertext || tag`` of chunk ``index``."""
+        self.check_plaintext_size(len(plaintext), final=final)
+        self._check_index(index)
+        return self._aead.encrypt(_nonce(index, final), plaintext, self._associated_data)
+
+    def open(self, index: int, sealed: bytes | bytearray | memoryview, *, final: bool) -> bytes:
+        """Return the plaintext of chunk ``index`` or raise :class:`AEADDecryptionError`.
+
+        A chunk that fails as the final chunk but opens as an inner one raises
+        :class:`StreamTruncatedError` (the stream was cut after it).
+        """
+        self.check_sealed_size(index, len(sealed), final=final)
+        self._check_index(index)
+        try:
+            return self._aead.decrypt(_nonce(index, final), sealed, self._associated_data)
+        except InvalidTag as exc:
+            if (
+                final
+                and len(sealed) - TAG_SIZE == self.chunk_size
+                and self._opens_as_inner(index, sealed)
+            ):
+                raise StreamTruncatedError(
+                    f"stream truncated: chunk {index} is genuine but not the final chunk"
+                ) from exc
+            kind = "final " if final else ""
+            raise AEADDecryptionError(
+                f"{kind}chunk {index} failed authentication: wrong key, or the stream was "
+                "altered, reordered, truncated or spliced"
+            ) from exc
+
+    def _opens_as_inner(self, index: int, sealed: bytes | bytearray | memoryview) -> bool:
+        try:
+            self._aead.decrypt(_nonce(index, final=False), sealed, self._associated_data)
+        except InvalidTag:
+            return False
+        return True
+
+
+class _StreamState:
+    def __init__(self, key: bytes, associated_data: bytes, chunk_size: int) -> None:
+        self.cipher = ChunkCipher(key, associated_data, chunk_size)
         self.chunk_size = chunk_size
         self.index = 0
         self.finished = False
 
-    def next_nonce(self, final: bool) -> bytes:
+    def next_index(self, final: bool) -> int:
         if self.finished:
             raise StreamFormatError("chunk after the final chunk of the stream")
         if self.index >= MAX_CHUNKS:
             raise StreamFormatError(f"stream exceeds {MAX_CHUNKS} chunks")
-        nonce = _nonce(self.index, final)
+        index = self.index
         self.index += 1
         self.finished = final
-        return nonce
+        return index
 
 
 class StreamEncryptor:
@@ -96,14 +170,8 @@ class StreamEncryptor:
 
     def encrypt_chunk(self, plaintext: bytes | bytearray | memoryview, *, final: bool) -> bytes:
         """Return ``ciphertext || tag`` for the next chunk."""
-        size = len(plaintext)
-        if (not final and size != self._state.chunk_size) or size > self._state.chunk_size:
-            raise StreamFormatError(
-                f"chunk of {size} bytes: non-final chunks must be exactly "
-                f"{self._state.chunk_size} bytes and the final one at most that"
-            )
-        nonce = self._state.next_nonce(final)
-        return self._state.aead.encrypt(nonce, plaintext, self._state.associated_data)
+        self._state.cipher.check_plaintext_size(len(plaintext), final=final)
+        return self._state.cipher.seal(self._state.next_index(final), plaintext, final=final)
 
     @property
     def finished(self) -> bool:
@@ -122,38 +190,8 @@ class StreamDecryptor:
 
     def decrypt_chunk(self, sealed: bytes, *, final: bool) -> bytes:
         """Return the plaintext of the next chunk or raise :class:`AEADDecryptionError`."""
-        size = len(sealed) - TAG_SIZE
-        if (
-            size < 0
-            or size > self._state.chunk_size
-            or (not final and size != self._state.chunk_size)
-        ):
-            raise StreamFormatError(
-                f"sealed chunk {self._state.index} has an impossible length {len(sealed)}"
-            )
-        index = self._state.index
-        nonce = self._state.next_nonce(final)
-        try:
-            return self._state.aead.decrypt(nonce, sealed, self._state.associated_data)
-        except InvalidTag as exc:
-            if final and size == self._state.chunk_size and self._opens_as_inner(index, sealed):
-                raise StreamTruncatedError(
-                    f"stream truncated: chunk {index} is genuine but not the final chunk"
-                ) from exc
-            kind = "final " if final else ""
-            raise AEADDecryptionError(
-                f"{kind}chunk {index} failed authentication: wrong key, or the stream was "
-                "altered, reordered, truncated or spliced"
-            ) from exc
-
-    def _opens_as_inner(self, index: int, sealed: bytes) -> bool:
-        try:
-            self._state.aead.decrypt(
-                _nonce(index, final=False), sealed, self._state.associated_data
-            )
-        except InvalidTag:
-            return False
-        return True
+        self._state.cipher.check_sealed_size(self._state.index, len(sealed), final=final)
+        return self._state.cipher.open(self._state.next_index(final), sealed, final=final)
 
     @property
     def chunks_opened(self) -> int:

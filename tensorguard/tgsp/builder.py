@@ -1,16 +1,16 @@
 """Building a TGSP v2 package: stream files in, hash, encrypt to N recipients, sign.
 
-Inputs are read once. The header's length is fixed before the payload is written (every
+Inputs are read once; hashing and encryption run on worker threads
+(:mod:`tensorguard.tgsp.sealing`). The header's length is fixed before the payload is written (every
 digest field has a fixed width), so the builder reserves the header's space, streams the
 sealed payload after it, then writes the final header and signature in place. The file
 is assembled under a temporary name (:func:`tensorguard.durable.atomic_file`) and linked
 to its final name only when complete; an existing file is never replaced.
-Memory use is a few chunks, whatever the package size.
+Memory use is a bounded number of chunks, whatever the package size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Sequence
@@ -24,7 +24,7 @@ from tensorguard.crypto.key_wrap import DATA_KEY_SIZE, wrap_key
 from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
 from tensorguard.crypto.xwing import XWingPublicKey
 from tensorguard.durable import DestinationExistsError, DurableWriteError, atomic_file
-from tensorguard.tgsp.errors import BuildError, HeaderTooLargeError, SourceChangedError
+from tensorguard.tgsp.errors import BuildError, HeaderTooLargeError
 from tensorguard.tgsp.format import (
     COMPOSITE_SIGNATURE_SIZE,
     DEFAULT_CHUNK_SIZE,
@@ -44,8 +44,10 @@ from tensorguard.tgsp.header import (
     ReleaseInfo,
     sorted_recipients,
 )
-from tensorguard.tgsp.payload import READ_SIZE, PayloadWriter, derive_payload_key
-from tensorguard.tgsp.source import SourceFile, collect_source_files, open_source_file
+from tensorguard.tgsp.parallel import resolve_threads
+from tensorguard.tgsp.payload import derive_payload_key
+from tensorguard.tgsp.sealing import seal_files
+from tensorguard.tgsp.source import collect_source_files
 
 PACKAGE_ID_SIZE = 16
 _UNKNOWN_DIGEST = "0" * 64
@@ -70,31 +72,6 @@ def _check_recipients(recipients: Sequence[XWingPublicKey], limits: Limits) -> N
     ids = [key.fingerprint() for key in recipients]
     if len(set(ids)) != len(ids):
         raise BuildError("the same recipient key is listed twice")
-
-
-def _stream_file(item: SourceFile, writer: PayloadWriter, buffer: memoryview) -> str:
-    digest = hashlib.sha256()
-    remaining = item.size
-    with open_source_file(item) as handle:
-        while remaining:
-            count = handle.readinto(buffer[: min(len(buffer), remaining)])
-            if not count:
-                raise SourceChangedError(f"{item.location} shrank during packaging")
-            piece = buffer[:count]
-            digest.update(piece)
-            writer.write(piece)
-            remaining -= count
-        if handle.read(1):
-            raise SourceChangedError(f"{item.location} grew during packaging")
-    return digest.hexdigest()
-
-
-def _write_payload(files: list[SourceFile], writer: PayloadWriter) -> tuple[FileEntry, ...]:
-    buffer = memoryview(bytearray(READ_SIZE))
-    return tuple(
-        FileEntry(item.archive_path, item.size, _stream_file(item, writer, buffer))
-        for item in files
-    )
 
 
 def _sign_header(
@@ -122,18 +99,22 @@ def build_package(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     limits: Limits = DEFAULT_LIMITS,
     backend: PQCBackend | None = None,
+    threads: int | None = None,
 ) -> BuildResult:
     """Package ``source`` (a directory or one file) into the new file ``output``.
 
     ``signer`` signs the header (software key or hardware token); every key in
     ``recipients`` can open the package. Raises a :class:`~tensorguard.tgsp.errors.TGSPError`
     subclass naming the offending input on any refusal; ``output`` is then not created.
+    ``threads``: worker threads for hashing and encryption (default ``TG_TGSP_THREADS``,
+    else one per CPU; 1 = serial); the package's bytes do not depend on it.
     """
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise BuildError(f"chunk size must be {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes")
     if output.exists() or output.is_symlink():
         raise BuildError(f"{output} already exists; choose another name or remove it")
     _check_recipients(recipients, limits)
+    threads = resolve_threads(threads)
     files = collect_source_files(source, limits)
     key_id = signer.public_key().fingerprint()
     package_id = secrets.token_bytes(PACKAGE_ID_SIZE)
@@ -158,12 +139,16 @@ def build_package(
     try:
         with atomic_file(output, mode=0o644, overwrite=False) as sink:
             sink.seek(payload_offset(header_length))
-            writer = PayloadWriter(
-                sink, derive_payload_key(data_key, package_id), package_id, chunk_size, total
+            entries, payload_sha256 = seal_files(
+                files,
+                sink,
+                derive_payload_key(data_key, package_id),
+                package_id,
+                chunk_size,
+                threads,
             )
-            entries = _write_payload(files, writer)
             header = replace(
-                header, files=entries, payload=replace(header.payload, sha256=writer.finish())
+                header, files=entries, payload=replace(header.payload, sha256=payload_sha256)
             )
             header_bytes = header.encode(limits)
             if len(header_bytes) != header_length:

@@ -34,6 +34,7 @@ from tensorguard.tgsp.errors import (
 )
 from tensorguard.tgsp.format import DEFAULT_LIMITS, Limits
 from tensorguard.tgsp.header import FileEntry, PackageHeader
+from tensorguard.tgsp.parallel import Workers, resolve_threads
 from tensorguard.tgsp.payload import decrypt_payload, derive_payload_key
 from tensorguard.tgsp.trust import TrustStore
 from tensorguard.tgsp.verifier import VerificationPolicy, verify_handle
@@ -90,27 +91,38 @@ def _create_file(root: Path, relative: str, modes: tuple[int, int]) -> BinaryIO:
 
 
 def _extract(
-    chunks: Iterator[bytes], files: tuple[FileEntry, ...], root: Path, modes: tuple[int, int]
+    chunks: Iterator[bytes],
+    files: tuple[FileEntry, ...],
+    root: Path,
+    modes: tuple[int, int],
+    threads: int = 1,
 ) -> None:
+    """Write the plaintext into the manifest's files; each file's SHA-256 runs in a lane."""
     pending = memoryview(b"")
-    for entry in files:
-        digest = hashlib.sha256()
-        remaining = entry.size
-        with _create_file(root, entry.path, modes) as sink:
-            while remaining:
-                if not pending:
-                    pending = memoryview(next(chunks, b""))
+    with Workers(threads, lanes=1) as workers:
+        for entry in files:
+            digest = hashlib.sha256()
+            hashed = None
+            remaining = entry.size
+            with _create_file(root, entry.path, modes) as sink:
+                while remaining:
                     if not pending:
-                        raise FileDigestError(f"{entry.path}: payload ended before the file did")
-                piece = pending[:remaining]
-                sink.write(piece)
-                digest.update(piece)
-                pending = pending[len(piece) :]
-                remaining -= len(piece)
-        if digest.hexdigest() != entry.sha256:
-            raise FileDigestError(
-                f"{entry.path}: SHA-256 of the decrypted file differs from the signed manifest"
-            )
+                        pending = memoryview(next(chunks, b""))
+                        if not pending:
+                            raise FileDigestError(
+                                f"{entry.path}: payload ended before the file did"
+                            )
+                    piece = pending[:remaining]
+                    sink.write(piece)
+                    hashed = workers.in_lane(0, digest.update, piece)
+                    pending = pending[len(piece) :]
+                    remaining -= len(piece)
+            if hashed is not None:
+                hashed.result()  # the lane is ordered: every earlier update is done too
+            if digest.hexdigest() != entry.sha256:
+                raise FileDigestError(
+                    f"{entry.path}: SHA-256 of the decrypted file differs from the signed manifest"
+                )
     extra = len(pending)
     for leftover in chunks:  # drain: runs the final-chunk and payload-digest checks
         extra += len(leftover)
@@ -127,20 +139,26 @@ def open_package(
     policy: VerificationPolicy | None = None,
     limits: Limits = DEFAULT_LIMITS,
     readable_by_all: bool = False,
+    threads: int | None = None,
 ) -> OpenedPackage:
     """Verify ``path``, decrypt it with ``recipient_key`` and extract into ``destination``.
 
     ``destination`` must not exist yet. The tree is 0600/0700 unless ``readable_by_all``
     (0644/0755). Returns the signed header so the caller can record the new high-water
-    mark (``header.release.channel``/``.version``).
+    mark (``header.release.channel``/``.version``). ``threads``: worker threads for
+    hashing and decryption (see :func:`tensorguard.tgsp.parallel.resolve_threads`);
+    verification still completes before the first chunk is decrypted.
     """
+    threads = resolve_threads(threads)
     modes = READABLE_BY_ALL_MODES if readable_by_all else PRIVATE_MODES
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise PackageUnreadableError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
-        verified = verify_handle(handle, trust_store, policy or VerificationPolicy(), limits)
+        verified = verify_handle(
+            handle, trust_store, policy or VerificationPolicy(), limits, threads
+        )
         header = verified.header
         data_key = recover_data_key(header, recipient_key)
         package_id = bytes.fromhex(header.package_id)
@@ -149,9 +167,13 @@ def open_package(
             with atomic_directory(destination, replace=False, mode=modes[1]) as root:
                 handle.seek(verified.payload_offset)
                 chunks = decrypt_payload(
-                    handle, header.payload, derive_payload_key(data_key, package_id), package_id
+                    handle,
+                    header.payload,
+                    derive_payload_key(data_key, package_id),
+                    package_id,
+                    threads=threads,
                 )
-                _extract(chunks, header.files, root, modes)
+                _extract(chunks, header.files, root, modes, threads)
         except DestinationExistsError as exc:
             raise ExtractionError(
                 f"{destination} already exists; open into a new directory"

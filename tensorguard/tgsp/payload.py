@@ -11,22 +11,25 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import BinaryIO
 
 from tensorguard.crypto.errors import AEADDecryptionError
 from tensorguard.crypto.kdf import encode_info, hkdf_sha256
-from tensorguard.crypto.stream_aead import TAG_SIZE, StreamDecryptor, StreamEncryptor
+from tensorguard.crypto.stream_aead import TAG_SIZE, ChunkCipher
 from tensorguard.tgsp.errors import (
-    BuildError,
     ChunkAuthenticationError,
     PackageTruncatedError,
     PayloadDigestError,
 )
 from tensorguard.tgsp.format import PAYLOAD_KEY_LABEL, SUITE
 from tensorguard.tgsp.header import PayloadInfo
+from tensorguard.tgsp.parallel import Workers, chunks_in_flight, resolve_threads
 
-READ_SIZE = 1024 * 1024
+VERIFY_BLOCK_SIZE = 4 * 1024 * 1024
+VERIFY_BLOCKS_IN_FLIGHT = 3
 
 
 def derive_payload_key(data_key: bytes, package_id: bytes) -> bytes:
@@ -36,58 +39,14 @@ def derive_payload_key(data_key: bytes, package_id: bytes) -> bytes:
     )
 
 
-class PayloadWriter:
-    """Seal a known number of plaintext bytes into chunks, hashing the sealed output."""
-
-    def __init__(
-        self, sink: BinaryIO, key: bytes, package_id: bytes, chunk_size: int, plaintext_length: int
-    ) -> None:
-        """Prepare to seal exactly ``plaintext_length`` bytes into ``sink``."""
-        self._sink = sink
-        self._encryptor = StreamEncryptor(key, package_id, chunk_size)
-        self._buffer = bytearray(chunk_size)
-        self._view = memoryview(self._buffer)
-        self._filled = 0
-        self._remaining = plaintext_length
-        self._digest = hashlib.sha256()
-
-    def write(self, data: bytes | memoryview) -> None:
-        """Accept the next plaintext bytes; seal every chunk known not to be the last."""
-        size = len(data)
-        if size > self._remaining:
-            raise BuildError("more input than the manifest declared; a file grew during packaging")
-        self._remaining -= size
-        chunk_size = len(self._buffer)
-        offset = 0
-        while offset < size:
-            if self._filled == chunk_size:
-                self._seal(final=False)
-            take = min(chunk_size - self._filled, size - offset)
-            self._view[self._filled : self._filled + take] = data[offset : offset + take]
-            self._filled += take
-            offset += take
-        if self._filled == chunk_size and self._remaining > 0:
-            self._seal(final=False)
-
-    def finish(self) -> str:
-        """Seal the final chunk and return the hex SHA-256 of the sealed payload."""
-        if self._remaining:
-            raise BuildError(f"{self._remaining} declared bytes never arrived; a file shrank")
-        self._seal(final=True)
-        return self._digest.hexdigest()
-
-    def _seal(self, *, final: bool) -> None:
-        sealed = self._encryptor.encrypt_chunk(self._view[: self._filled], final=final)
-        self._digest.update(sealed)
-        self._sink.write(sealed)
-        self._filled = 0
-
-
-def _read_exactly(source: BinaryIO, size: int) -> bytes:
-    data = source.read(size)
-    if len(data) != size:
-        raise PackageTruncatedError("package ended inside its payload")
-    return data
+def _read_into(source: BinaryIO, view: memoryview) -> None:
+    """Fill ``view`` from ``source`` (one copy, no intermediate buffer)."""
+    position = 0
+    while position < len(view):
+        count = source.readinto(view[position:])  # type: ignore[attr-defined]
+        if not count:
+            raise PackageTruncatedError("package ended inside its payload")
+        position += count
 
 
 def _sealed_chunk_sizes(payload: PayloadInfo) -> Iterator[int]:
@@ -97,14 +56,31 @@ def _sealed_chunk_sizes(payload: PayloadInfo) -> Iterator[int]:
     yield payload.length - (payload.chunk_count - 1) * full
 
 
-def check_payload_digest(source: BinaryIO, payload: PayloadInfo) -> None:
-    """Hash the payload at the current position; raise if it differs from the header."""
+def check_payload_digest(
+    source: BinaryIO, payload: PayloadInfo, threads: int | None = None
+) -> None:
+    """Hash the payload at the current position; raise if it differs from the header.
+
+    One SHA-256 over the sealed bytes (the format's signed digest) is sequential; with
+    more than one thread, reading the next block overlaps hashing the previous one.
+    """
     digest = hashlib.sha256()
+    spare: list[bytearray] = []
+    pending: deque[tuple[bytearray, Future[None]]] = deque()
     remaining = payload.length
-    while remaining:
-        block = _read_exactly(source, min(READ_SIZE, remaining))
-        digest.update(block)
-        remaining -= len(block)
+    with Workers(resolve_threads(threads), lanes=1) as workers:
+        while remaining:
+            if len(pending) >= VERIFY_BLOCKS_IN_FLIGHT:
+                buffer, hashed = pending.popleft()
+                hashed.result()
+                spare.append(buffer)
+            buffer = spare.pop() if spare else bytearray(VERIFY_BLOCK_SIZE)
+            view = memoryview(buffer)[: min(VERIFY_BLOCK_SIZE, remaining)]
+            _read_into(source, view)
+            pending.append((buffer, workers.in_lane(0, digest.update, view)))
+            remaining -= len(view)
+        for _, hashed in pending:
+            hashed.result()
     if digest.hexdigest() != payload.sha256:
         raise PayloadDigestError(
             "payload SHA-256 does not match the signed header: the encrypted payload was "
@@ -113,22 +89,46 @@ def check_payload_digest(source: BinaryIO, payload: PayloadInfo) -> None:
 
 
 def decrypt_payload(
-    source: BinaryIO, payload: PayloadInfo, key: bytes, package_id: bytes
+    source: BinaryIO,
+    payload: PayloadInfo,
+    key: bytes,
+    package_id: bytes,
+    threads: int | None = None,
 ) -> Iterator[bytes]:
-    """Yield plaintext chunk by chunk; each chunk is authenticated before it is yielded.
+    """Yield plaintext chunk by chunk, in order; each is authenticated before it is yielded.
 
-    The stream's final-chunk check runs after the last chunk, so callers must treat
-    output as provisional until the generator finishes without raising. The payload
-    digest is not recomputed here: a change to the file after verification either
-    fails AES-GCM (without the data key) or changes the plaintext, which the signed
-    per-file digests catch.
+    Chunks are read ahead and opened on worker threads (each under its own index and
+    final flag), then handed out in chunk order, so the first failing chunk is the one
+    reported. The last chunk is opened as the final one, so a stream cut short fails
+    there; callers must still treat output as provisional until the generator finishes
+    without raising. The payload digest is not recomputed here: a change to the file
+    after verification either fails AES-GCM (without the data key) or changes the
+    plaintext, which the signed per-file digests catch.
     """
-    decryptor = StreamDecryptor(key, package_id, payload.chunk_size)
+    workers_count = resolve_threads(threads)
+    cipher = ChunkCipher(key, package_id, payload.chunk_size)
+    depth = chunks_in_flight(workers_count, payload.chunk_size)
     last_index = payload.chunk_count - 1
-    for index, sealed_size in enumerate(_sealed_chunk_sizes(payload)):
-        sealed = _read_exactly(source, sealed_size)
+    spare: list[bytearray] = []
+    pending: deque[tuple[int, bytearray, Future[bytes]]] = deque()
+
+    def settle() -> bytes:
+        index, buffer, opened = pending.popleft()
         try:
-            yield decryptor.decrypt_chunk(sealed, final=index == last_index)
+            plaintext = opened.result()
         except AEADDecryptionError as exc:
             raise ChunkAuthenticationError(f"payload chunk {index}: {exc}") from exc
-    decryptor.finalize()
+        spare.append(buffer)
+        return plaintext
+
+    with Workers(workers_count) as workers:
+        for index, sealed_size in enumerate(_sealed_chunk_sizes(payload)):
+            if len(pending) >= depth:
+                yield settle()
+            buffer = spare.pop() if spare else bytearray(payload.chunk_size + TAG_SIZE)
+            view = memoryview(buffer)[:sealed_size]
+            _read_into(source, view)
+            opened = workers.submit(cipher.open, index, view, final=index == last_index)
+            pending.append((index, buffer, opened))
+        while pending:
+            yield settle()

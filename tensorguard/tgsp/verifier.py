@@ -159,15 +159,19 @@ def verify_handle(
     trust_store: TrustStore,
     policy: VerificationPolicy,
     limits: Limits = DEFAULT_LIMITS,
+    threads: int | None = None,
 ) -> VerifiedPackage:
-    """Run all verification steps on an open package file (positioned at 0)."""
+    """Run all verification steps on an open package file (positioned at 0).
+
+    ``threads``: see :func:`tensorguard.tgsp.parallel.resolve_threads`.
+    """
     prefix = read_prefix(handle, limits)
     signer = check_signer(prefix, trust_store)
     header = parse_header(prefix, limits)
     check_length(prefix, header)
     check_policy(header.release, policy, lambda: _file_digest(handle))
     handle.seek(prefix.payload_offset)
-    check_payload_digest(handle, header.payload)
+    check_payload_digest(handle, header.payload, threads)
     return VerifiedPackage(header, signer, prefix.payload_offset)
 
 
@@ -176,10 +180,13 @@ def verify_package(
     trust_store: TrustStore,
     policy: VerificationPolicy | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    threads: int | None = None,
 ) -> VerifiedPackage:
     """Verify the package at ``path``; raise a specific ``TGSPError`` on any failure."""
     try:
         with path.open("rb") as handle:
-            return verify_handle(handle, trust_store, policy or VerificationPolicy(), limits)
+            return verify_handle(
+                handle, trust_store, policy or VerificationPolicy(), limits, threads
+            )
     except OSError as exc:
         raise PackageUnreadableError(f"cannot read {path}: {exc.strerror or exc}") from exc
