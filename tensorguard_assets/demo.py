@@ -17,20 +17,30 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance, MultiPartitionKey
 
+from tensorguard.production import env_flag
 from tensorguard_assets.lineage import latest_materialization_record, recorded_metadata
 from tensorguard_assets.locations import ROUND_RELEASE_JOBS, ROUND_SETUP_JOBS, Federation
 from tensorguard_assets.partitions import round_partitions, round_site_key, site_partitions
 from tensorguard_assets.release import DEMO_EDGE_NODE
 from tensorguard_assets.resources import build_resources
+from tensorguard_assets.run_report import failure_reasons, quiet_console_logger
+
+TRACEBACK_ENV = "TG_DEBUG"
+"""``TG_DEBUG=true`` prints Dagster's stack traces, as ``--traceback`` does."""
 
 
-def _run_job(
+def run_stage(
     federation: Federation,
     instance: DagsterInstance,
     job_name: str,
     partition_key: str | None,
     ops_config: dict[str, dict[str, object]] | None = None,
 ) -> bool:
+    """Run ``job_name`` (one stage of a round) and print its outcome; True on success.
+
+    A failed run prints each reason once (a failed step or resource set-up, see
+    :func:`tensorguard_assets.run_report.failure_reasons`); stack traces appear only when
+    ``federation`` keeps Dagster's console logger (``--traceback``)."""
     job = federation.resolve_job_def(job_name)
     label = f"{job_name}" + (f" [{partition_key}]" if partition_key else "")
     started = time.perf_counter()
@@ -48,9 +58,8 @@ def _run_job(
     if result.success:
         print(f"    ok in {seconds:.1f}s (run {result.run_id})", flush=True)
         return True
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error is not None:
-            print(f"    FAILED: {event.step_failure_data.error.message.strip()}", flush=True)
+    for reason in failure_reasons(result):
+        print("    FAILED at " + reason.replace("\n", "\n    "), flush=True)
     print(f"    run {result.run_id} failed after {seconds:.1f}s", flush=True)
     return False
 
@@ -67,28 +76,31 @@ def run_round(
     *,
     setup: bool = True,
     local_steps: int | None = None,
+    traceback: bool = False,
 ) -> bool:
     """Materialise the round's stages for ``site_ids``; True when all succeed.
 
     ``round_rules`` overrides fields of the round spec's config (e.g. ``clip_norm``,
     ``noise_multiplier`` for a DP round); ``local_steps`` each site's optimiser steps;
-    ``setup=False`` skips the base model and key ceremony (already run this session)."""
+    ``setup=False`` skips the base model and key ceremony (already run this session);
+    ``traceback`` prints Dagster's stack traces of failed steps (otherwise each failure's
+    reason is printed once, without them)."""
     assert site_partitions.name is not None
     instance.add_dynamic_partitions(site_partitions.name, list(site_ids))
-    federation = Federation()
-    if setup and not all(_run_job(federation, instance, job, None) for job in ROUND_SETUP_JOBS):
+    federation = Federation(loggers=None if traceback else {"console": quiet_console_logger})
+    if setup and not all(run_stage(federation, instance, job, None) for job in ROUND_SETUP_JOBS):
         return False
     rules = {"round_spec": round_rules} if round_rules else None
-    if not _run_job(federation, instance, "round_open_job", round_key, rules):
+    if not run_stage(federation, instance, "round_open_job", round_key, rules):
         return False
     training: dict[str, dict[str, object]] | None = (
         {"site_adapter": {"steps": local_steps}} if local_steps else None
     )
     for site_id in site_ids:
         key: MultiPartitionKey = round_site_key(round_key, site_id)
-        if not _run_job(federation, instance, "site_training_job", key, training):
+        if not run_stage(federation, instance, "site_training_job", key, training):
             return False
-    return all(_run_job(federation, instance, job, round_key) for job in ROUND_RELEASE_JOBS)
+    return all(run_stage(federation, instance, job, round_key) for job in ROUND_RELEASE_JOBS)
 
 
 def consecutive_rounds(last_round: str, count: int) -> list[str]:
@@ -139,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="distributed DP: central noise std / clip norm (0: no DP; see docs/FEDERATION.md)",
     )
     parser.add_argument("--clip-norm", type=float, help="the round's clip norm (a round rule)")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help=f"print the stack traces of failed steps (also {TRACEBACK_ENV}=true); by default "
+        "a failure prints its reason once",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -167,11 +185,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     losses: dict[str, tuple[float, float] | None] = {}
     for index, round_key in enumerate(round_keys):
         ok = run_round(
-            instance, round_key, site_ids, rules or None, setup=index == 0, local_steps=local_steps
+            instance,
+            round_key,
+            site_ids,
+            rules or None,
+            setup=index == 0,
+            local_steps=local_steps,
+            traceback=args.traceback or env_flag(TRACEBACK_ENV),
         )
         elapsed = time.perf_counter() - started
         if not ok:
             print(f"Round {round_key} FAILED after {elapsed:.1f}s", file=sys.stderr)
+            if not (args.traceback or env_flag(TRACEBACK_ENV)):
+                print("(--traceback or TG_DEBUG=true prints the stack traces)", file=sys.stderr)
             return 1
         losses[round_key] = held_out_losses(instance, round_key)
         print(f"Round {round_key} complete in {elapsed:.1f}s.", flush=True)

@@ -33,6 +33,7 @@ from dagster import (
     AssetsDefinition,
     Definitions,
     JobDefinition,
+    LoggerDefinition,
     ScheduleDefinition,
     SensorDefinition,
 )
@@ -82,8 +83,13 @@ class CodeLocation:
         every = build_resources(os.environ if environ is None else environ)
         return {name: every[name] for name in sorted(self.resource_keys())}
 
-    def definitions(self, environ: Mapping[str, str] | None = None) -> Definitions:
-        """The location's ``Definitions`` with resources built from ``environ``."""
+    def definitions(
+        self,
+        environ: Mapping[str, str] | None = None,
+        loggers: Mapping[str, LoggerDefinition] | None = None,
+    ) -> Definitions:
+        """The location's ``Definitions`` with resources built from ``environ`` (and, for
+        a tool's in-process runs, its own ``loggers`` instead of Dagster's console one)."""
         env = os.environ if environ is None else environ
         return Definitions(
             assets=list(self.assets),
@@ -92,6 +98,7 @@ class CodeLocation:
             schedules=list(self.schedules),
             resources=self.resources(env),
             executor=select_executor(env),
+            loggers=dict(loggers) if loggers else None,
         )
 
 
@@ -180,10 +187,14 @@ class Federation:
     ``check_round``, tests): each job still runs with only its own location's resources.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        loggers: Mapping[str, LoggerDefinition] | None = None,
+    ) -> None:
         env = os.environ if environ is None else environ
         self.locations: dict[str, Definitions] = {
-            location.name: location.definitions(env) for location in LOCATIONS
+            location.name: location.definitions(env, loggers) for location in LOCATIONS
         }
 
     def resolve_job_def(self, job_name: str) -> JobDefinition:
