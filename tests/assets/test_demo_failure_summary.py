@@ -50,7 +50,7 @@ def test_a_step_failure_prints_its_reason_once(
     instance: DagsterInstance, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "no-such-model"
-    config = {"base_model": {"model_dir": str(missing)}}
+    config: dict[str, dict[str, object]] = {"base_model": {"model_dir": str(missing)}}
     assert not demo.run_stage(quiet_federation(), instance, "setup_job", None, config)
     out, err = capsys.readouterr()
     assert "Stack Trace" not in out + err
