@@ -359,6 +359,7 @@ def _sum_ciphertexts(
                 context,
                 public.params,
                 spec.tensor_layout.numel,
+                packing=spec.ckks_packing,
                 inspect_ciphertexts=total is None,
             )
             total = vector if total is None else total + vector

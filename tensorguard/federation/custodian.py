@@ -275,7 +275,13 @@ def _decrypt_mean(
     layout = aggregate.spec.tensor_layout
     params = secret.public.params
     try:
-        encrypted = load_encrypted_vector(aggregate.payload, secret.context, params, layout.numel)
+        encrypted = load_encrypted_vector(
+            aggregate.payload,
+            secret.context,
+            params,
+            layout.numel,
+            packing=aggregate.spec.ckks_packing,
+        )
         if revealed is not None:
             encrypted = unmask_aggregate(encrypted, revealed, mask_level(secret.context, params))
     except CiphertextError as exc:

@@ -69,7 +69,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tensorguard.crypto.kdf import encode_info, hkdf_sha256
 from tensorguard.federation.errors import CiphertextError, FederationError
-from tensorguard.federation.packing import EncryptedVector, sole_ciphertext
+from tensorguard.federation.packing import EncryptedVector, protobuf_varint, sole_ciphertext
 from tensorguard.federation.params import FederationParams
 
 MASK_LABEL: Final = b"tensorguard/federation/ckks-mask/v1"
@@ -346,18 +346,6 @@ def _transparent_ciphertext_parts(level: MaskLevel, scale: float) -> tuple[bytes
     return header + members_head, polynomial
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 @functools.lru_cache(maxsize=8)
 def _mask_proto_parts(level: MaskLevel, scale: float, value_count: int) -> tuple[bytes, bytes]:
     """The mask's TenSEAL ``CKKSVectorProto`` around ``offset``'s coefficients.
@@ -368,9 +356,16 @@ def _mask_proto_parts(level: MaskLevel, scale: float, value_count: int) -> tuple
     """
     before, after = _transparent_ciphertext_parts(level, scale)
     ciphertext_bytes = len(before) + 8 * level.shape[0] * level.shape[1] + len(after)
-    sizes = _varint(value_count)
+    sizes = protobuf_varint(value_count)
     head = b"".join(
-        [b"\x0a", _varint(len(sizes)), sizes, b"\x12", _varint(ciphertext_bytes), before]
+        [
+            b"\x0a",
+            protobuf_varint(len(sizes)),
+            sizes,
+            b"\x12",
+            protobuf_varint(ciphertext_bytes),
+            before,
+        ]
     )
     return head, after + b"\x19" + struct.pack("<d", scale)
 
@@ -437,7 +432,7 @@ def mask_encrypted_vector(
         add_to_c0(chunk, site_mask(site_id, seeds, index, level), level)
         for index, chunk in enumerate(vector.chunks)
     )
-    return EncryptedVector(chunks, vector.length)
+    return EncryptedVector(chunks, vector.length, vector.packing)
 
 
 def unmask_aggregate(
@@ -457,4 +452,4 @@ def unmask_aggregate(
         add_to_c0(chunk, neg_mod(unmasking_offset(revealed, index, level), moduli), level)
         for index, chunk in enumerate(aggregate.chunks)
     )
-    return EncryptedVector(chunks, aggregate.length)
+    return EncryptedVector(chunks, aggregate.length, aggregate.packing)

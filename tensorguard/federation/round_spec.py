@@ -29,6 +29,7 @@ from tensorguard.crypto.errors import SignatureError
 from tensorguard.federation.errors import FederationError
 from tensorguard.federation.layout import TensorLayout, tensors_digest
 from tensorguard.federation.lora_factors import is_lora_a
+from tensorguard.federation.packing import Packing
 from tensorguard.federation.privacy import DPRule
 from tensorguard.federation.server_optimizer import ServerOptimizerRule
 
@@ -103,6 +104,13 @@ class RoundSpec(BaseModel):
         "of 2^-k before encryption and the custodian rounds the decrypted sum to the same "
         "grid, so the aggregate is exact and reproducible (see "
         "tensorguard.federation.fixed_point). None: the raw CKKS decryption is used.",
+    )
+    ckks_packing: Packing = Field(
+        default=Packing.REAL,
+        description="How sites pack values into CKKS slots: 'complex' (two values per slot, "
+        "half the ciphertexts; what from_reference chooses) or 'real' (one value per slot). "
+        "The custodian decodes with the layout the spec names. A signed spec without this "
+        "field predates complex packing and means 'real', the only packing sites used then.",
     )
 
     @field_validator("round_id")
@@ -203,6 +211,7 @@ class RoundSpec(BaseModel):
         frozen_lora_a: bool = False,
         server_optimizer: ServerOptimizerRule | None = None,
         aggregate_grid_bits: int | None = None,
+        ckks_packing: Packing = Packing.COMPLEX,
     ) -> RoundSpec:
         """Build the spec from the round's reference adapter tensors and the round rules.
 
@@ -235,6 +244,7 @@ class RoundSpec(BaseModel):
             frozen_lora_a=frozen_lora_a,
             server_optimizer=server_optimizer or ServerOptimizerRule(),
             aggregate_grid_bits=aggregate_grid_bits,
+            ckks_packing=ckks_packing,
         )
 
 

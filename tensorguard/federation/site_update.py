@@ -237,7 +237,7 @@ def build_site_update(
         values = quantise(values, check_grid_bits(public.params, spec.aggregate_grid_bits))
     started = time.perf_counter()
     context = public.load_context()
-    encrypted = encrypt_vector(values, context, public.params)
+    encrypted = encrypt_vector(values, context, public.params, spec.ckks_packing)
     if spec.mask_epoch is not None:
         seeds = _mask_seeds(spec, site_id, pairwise)
         encrypted = mask_encrypted_vector(

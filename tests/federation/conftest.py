@@ -21,6 +21,7 @@ from tensorguard.federation.context import (
 )
 from tensorguard.federation.custodian import Custodian
 from tensorguard.federation.custodian_ledger import CustodianLedger
+from tensorguard.federation.packing import Packing
 from tensorguard.federation.privacy import PrivacyLedger
 from tensorguard.federation.round_spec import RoundSpec
 from tensorguard.federation.site_update import SiteUpdate, SiteUpdateConfig, build_site_update
@@ -120,8 +121,15 @@ class Federation:
     registered: dict[str, CompositeVerifyKey]
     reference: dict[str, torch.Tensor]
 
-    def spec(self, round_id: str = "round-0001", base_digest: str = BASE_DIGEST) -> RoundSpec:
-        return RoundSpec.from_reference(round_id, base_digest, self.reference, MAX_SITE_WEIGHT)
+    def spec(
+        self,
+        round_id: str = "round-0001",
+        base_digest: str = BASE_DIGEST,
+        packing: Packing = Packing.COMPLEX,
+    ) -> RoundSpec:
+        return RoundSpec.from_reference(
+            round_id, base_digest, self.reference, MAX_SITE_WEIGHT, ckks_packing=packing
+        )
 
     def custodian(
         self, ledger_path: Path, registered: Mapping[str, CompositeVerifyKey] | None = None

@@ -38,7 +38,8 @@ from tensorguard.federation.errors import (
 from tensorguard.federation.layout import TensorLayout, TensorSpec
 from tensorguard.federation.packing import (
     EncryptedVector,
-    chunk_lengths,
+    Packing,
+    chunk_sizes,
     decrypt_vector,
     load_encrypted_vector,
 )
@@ -79,14 +80,24 @@ def _fedavg_error(
     return float(np.linalg.norm(flat - expected) / np.linalg.norm(expected))
 
 
-@pytest.mark.parametrize("site_count", [3, 10])
-def test_decrypted_aggregate_equals_plaintext_fedavg(site_count: int, fed: Federation) -> None:
-    spec = fed.spec()
+@pytest.mark.parametrize(
+    ("site_count", "packing"),
+    [(3, Packing.COMPLEX), (10, Packing.COMPLEX), (3, Packing.REAL)],
+)
+def test_decrypted_aggregate_equals_plaintext_fedavg(
+    site_count: int, packing: Packing, fed: Federation
+) -> None:
+    spec = fed.spec(packing=packing)
     sites = _sites(site_count)
     envelopes = _envelopes(fed, spec, sites)
     result = aggregate_updates(envelopes, fed.registered, spec, fed.public, min_sites=site_count)
     assert [u.site_id for u in result.accepted] == sites
     assert result.rejected == ()
+    per_ciphertext = packing.values_per_ciphertext(fed.public.params)
+    assert SealedEnvelope.from_bytes(envelopes[0]).payload[4] == packing.wire_version
+    assert EnvelopeHeader.from_bytes(
+        SealedEnvelope.from_bytes(envelopes[0]).header_bytes
+    ).ciphertext_count == -(-spec.tensor_layout.numel // per_ciphertext)
 
     restored = AggregationResult.from_bytes(result.to_bytes())
     assert restored == result
@@ -237,11 +248,12 @@ def _rescaled_envelope(fed: Federation, site_id: str, spec: RoundSpec) -> bytes:
     context = fed.public.load_context()
     size = spec.tensor_layout.numel
     values = np.full(size, 1e-3)
-    chunks, offset = [], 0
-    for count in chunk_lengths(size, fed.public.params.slot_count):
-        chunks.append(ts.ckks_vector(context, values[offset : offset + count].tolist(), 2.0**40))
-        offset += count
-    payload = EncryptedVector(tuple(chunks), size).to_bytes()
+    # complex-packed chunks (one CKKSVector per chunk, sized in slots) at scale 2^40
+    chunks = [
+        ts.ckks_vector(context, values[:slots].tolist(), 2.0**40)
+        for slots in chunk_sizes(size, fed.public.params, spec.ckks_packing)
+    ]
+    payload = EncryptedVector(tuple(chunks), size, spec.ckks_packing).to_bytes()
     header = dataclasses.replace(
         update.header,
         payload_sha256=hashlib.sha256(payload).hexdigest(),

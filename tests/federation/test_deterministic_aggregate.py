@@ -23,7 +23,7 @@ from tensorguard.federation.fixed_point import (
     snap,
 )
 from tensorguard.federation.layout import TensorLayout
-from tensorguard.federation.packing import decrypt_vector, encrypt_vector
+from tensorguard.federation.packing import Packing, decrypt_vector, encrypt_vector
 from tensorguard.federation.pair_exchange import (
     InMemoryPairSecretStore,
     PairwiseMailbox,
@@ -73,13 +73,18 @@ def test_the_default_grid_follows_from_the_ckks_parameters() -> None:
         check_grid_bits(params, 10)
 
 
-def test_measured_ckks_noise_stays_within_the_model(fed: Federation) -> None:
+@pytest.mark.parametrize("packing", list(Packing))
+def test_measured_ckks_noise_stays_within_the_model(fed: Federation, packing: Packing) -> None:
+    """The error model holds for one value per slot and, with complex packing, for the
+    real and the imaginary parts alike (the grid needs no change for either packing)."""
     params = fed.public.params
     values = np.random.default_rng(5).uniform(-1, 1, 4 * params.slot_count)
     context = fed.public.load_context()
-    error = decrypt_vector(encrypt_vector(values, context, params), fed.secret.context) - values
-    measured = float(np.std(error))
-    assert 0.8 < measured / ckks_noise_std(params, 1) < 1.25, measured
+    encrypted = encrypt_vector(values, context, params, packing)
+    error = decrypt_vector(encrypted, fed.secret.context) - values
+    for part in (error, error[0::2], error[1::2]):
+        measured = float(np.std(part))
+        assert 0.8 < measured / ckks_noise_std(params, 1) < 1.25, measured
     assert float(np.max(np.abs(error))) < 2.0 ** -(grid_bits_for(params) + 1) / 4
 
 
@@ -146,7 +151,7 @@ def test_masked_rounds_with_a_dropout_decode_to_the_same_bytes(
 ) -> None:
     """Pairwise masks (and their removal for a dropped site) cancel exactly modulo the
     ciphertext primes: two masked encryptions of the same updates, with one roster site
-    missing, still decrypt to byte-identical means."""
+    missing, still decrypt to byte-identical means, identical to the unmasked round's."""
     roster = ("site-00", "site-02", "site-03", "site-05")
     kem = {site: XWingPrivateKey.generate() for site in roster}
     spec = RoundSpec.from_reference(
@@ -206,3 +211,6 @@ def test_masked_rounds_with_a_dropout_decode_to_the_same_bytes(
             mean = custodian.decrypt(result, envelopes, reveals=reveals).mean_delta
         means.append(b"".join(mean[name].numpy().tobytes() for name in sorted(mean)))
     assert means[0] == means[1]
+    assert spec.ckks_packing is Packing.COMPLEX
+    # the masks leave nothing behind: the same sites unmasked give the same bytes
+    assert _global_bytes(fed, _spec(fed, grid=True), accepted) == means[0]

@@ -436,7 +436,7 @@ def _remove(vector: EncryptedVector, masks: RevealedMasks, level: MaskLevel) -> 
         add_to_c0(chunk, neg_mod(unmasking_offset(masks, index, level), moduli), level)
         for index, chunk in enumerate(vector.chunks)
     )
-    return EncryptedVector(chunks, vector.length)
+    return EncryptedVector(chunks, vector.length, vector.packing)
 
 
 # --- (f) masks are uniform modulo q --------------------------------------------------

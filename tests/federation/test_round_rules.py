@@ -16,11 +16,19 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from tensorguard.codec import canonical_json
 from tensorguard.crypto.composite import CompositeSigningKey
 from tensorguard.federation.aggregation import aggregate_updates
 from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
 from tensorguard.federation.errors import FederationError, QuorumNotMetError
-from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
+from tensorguard.federation.packing import Packing
+from tensorguard.federation.round_spec import (
+    ROUND_SPEC_FORMAT,
+    ROUND_SPEC_SIGNATURE_CONTEXT,
+    RoundSpec,
+    load_signed_round_spec,
+    sign_round_spec,
+)
 from tensorguard.federation.site_update import SiteUpdateConfig
 from tests.federation.conftest import MAX_SITE_WEIGHT, Federation, site_weight
 
@@ -130,3 +138,35 @@ def test_the_signed_round_spec_pins_the_rules_to_the_coordinator(fed: Federation
     impostor = CompositeSigningKey.generate()
     with pytest.raises(FederationError, match="another key"):
         load_signed_round_spec(sign_round_spec(spec, impostor), coordinator.public_key())
+
+
+def test_a_signed_spec_from_before_complex_packing_still_reads_as_real(fed: Federation) -> None:
+    """A spec signed before the packing field existed means one value per slot, the only
+    packing sites used then; its round aggregates and decrypts, and a complex-packed
+    update in it is refused with both packings named."""
+    coordinator = CompositeSigningKey.generate()
+    spec = _ruled_spec(fed, "rules-0007", ckks_packing=Packing.REAL)
+    body = spec.model_dump(mode="json")
+    del body["ckks_packing"]
+    old_document = canonical_json(
+        {
+            "format": ROUND_SPEC_FORMAT,
+            "spec": body,
+            "signer_fingerprint": coordinator.public_key().fingerprint(),
+            "signature": coordinator.sign(canonical_json(body), ROUND_SPEC_SIGNATURE_CONTEXT).hex(),
+        }
+    )
+    loaded = load_signed_round_spec(old_document, coordinator.public_key())
+    assert loaded == spec
+    assert loaded.ckks_packing is Packing.REAL
+
+    envelopes = _honest(fed, loaded, HONEST)
+    assert {SealedEnvelope.from_bytes(raw).payload[4] for raw in envelopes} == {1}
+    complex_packed = _honest(fed, spec.model_copy(update={"ckks_packing": Packing.COMPLEX}), HONEST)
+    result = aggregate_updates(
+        [*envelopes[:2], complex_packed[2]], fed.registered, loaded, fed.public, 2
+    )
+    assert result.rejections == [("site-02", "invalid_ciphertext")]
+    assert "complex-packed" in result.rejected[0].detail
+    mean = fed.decrypt(result, envelopes[:2])
+    assert set(mean) == set(loaded.tensor_layout.names)
