@@ -1,12 +1,17 @@
 """The model card every release package carries (``MODEL_CARD.md``).
 
 The card is rendered from facts the release already holds: the signed release info
-(round, channel, version, validity, model and base model digests), the gate decision it
-was built from (every criterion with its measured value, threshold and status, the
-policy version and digest) and, when the caller knows them, the round's facts
-(:class:`RoundFacts`: contributing sites, the training settings the signed round spec
-fixed, the differential-privacy ε spent). It is staged into the package like any other
-file, so the signed manifest lists its SHA-256 and the payload digest covers its bytes.
+(round, channel, version, length of the validity window, model and base model digests),
+the gate decision it was built from (every criterion with its measured value or bound,
+threshold and status, the policy version and digest) and, when the caller knows them,
+the round's facts (:class:`RoundFacts`: contributing sites, the training settings the
+signed round spec fixed, the differential-privacy ε spent). It is staged into the
+package like any other file, so the signed manifest lists its SHA-256 and the payload
+digest covers its bytes.
+
+The card holds no build time: two builds of the same release write the same bytes
+(docs/REPRODUCIBILITY.md §4). The package's created/expires instants are in its signed
+header (``tensorguard tgsp inspect``); the card states only how long the window is.
 
 Site identities are shown only when the decision's gate policy allows it
 (``disclose_site_ids: true``); the card otherwise states how many sites contributed and
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from tensorguard.gate import GateDecision
+from tensorguard.gate import BOUND_CRITERIA, GateDecision
 from tensorguard.gate.decision import CriterionResult
 from tensorguard.tgsp import ReleaseInfo
 
@@ -28,6 +33,7 @@ if TYPE_CHECKING:  # the round spec module imports torch; the card needs only it
     from tensorguard.federation.round_spec import RoundSpec
 
 MODEL_CARD_FILE: Final = "MODEL_CARD.md"
+SECONDS_PER_DAY: Final = 86_400
 LORA_B_MARKER: Final = ".lora_B."
 """peft names a LoRA B factor ``<module>.lora_B.<adapter>.weight`` (shape ``out × r``)."""
 
@@ -113,8 +119,8 @@ def render_model_card(
         "|---|---|",
         f"| round | {release.round_id or 'not recorded'} |",
         f"| channel, version | {release.channel} v{release.version} |",
-        f"| created | {iso_utc(release.created_at)} |",
-        f"| expires | {iso_utc(release.expires_at)} |",
+        f"| validity | {_validity(release)} from the package's creation (signed header: "
+        "`tensorguard tgsp inspect`) |",
         f"| adapter SHA-256 | `{release.model.digest}` |",
     ]
     if release.base_model is not None:
@@ -160,9 +166,21 @@ def format_value(value: float | bool | None) -> str:
     return f"{value:.6g}"
 
 
+def _validity(release: ReleaseInfo) -> str:
+    """The length of the package's validity window, in days when it is whole days."""
+    seconds = release.expires_at - release.created_at
+    days, rest = divmod(seconds, SECONDS_PER_DAY)
+    if rest:
+        return f"{seconds} seconds"
+    return f"{days} day" if days == 1 else f"{days} days"
+
+
 def _criterion_row(criterion: CriterionResult) -> str:
+    measured = format_value(criterion.observed)
+    if criterion.name in BOUND_CRITERIA and criterion.observed is not None:
+        measured = f"≤ {measured}"
     return (
-        f"| {criterion.name} | {format_value(criterion.observed)} | "
+        f"| {criterion.name} | {measured} | "
         f"{format_value(criterion.threshold)} | {criterion.status} | "
         f"{'yes' if criterion.blocking else 'no'} |"
     )

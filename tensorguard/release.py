@@ -7,7 +7,7 @@ only locate their inputs, call these functions and record metadata::
 
     comparison = compare_with_last_release(registry, channel, held_out.digest, adapter_loss)
     evidence = gate_evidence(report, onnx_max_abs_diff=..., sparsity=...,
-                             moai_self_check_max_abs_error=..., checks=...)
+                             moai_self_check=MoaiSelfCheck.from_measurement(...), checks=...)
     decision = decide_release(evidence, policy_file)
     package = build_release_package(candidate, out_dir, signer=..., recipients=..., ...)
     record = publish_release(registry, package.path, decision=decision, trust_store=...)
@@ -40,6 +40,7 @@ from tensorguard.gate import (
     FirstRelease,
     GateDecision,
     GateEvidence,
+    MoaiSelfCheck,
     PreviousRelease,
     evaluate_gate,
     load_policy,
@@ -178,12 +179,12 @@ def gate_evidence(
     onnx_max_abs_diff: float | None,
     sparsity: float | None,
     checks: Mapping[str, bool],
-    moai_self_check_max_abs_error: float | None = None,
+    moai_self_check: MoaiSelfCheck | None = None,
 ) -> GateEvidence:
     """The facts the gate judges: the evaluation report's losses (base, global adapter,
     pruned model) and last-release comparison, the ONNX parity, the measured sparsity,
-    the MOAI self-check error and the asset-check results. Evidence left ``None`` fails
-    every criterion the policy enforces on it."""
+    the MOAI self-check's bound and outcome and the asset-check results. Evidence left
+    ``None`` fails every criterion the policy enforces on it."""
     try:
         losses = report["losses"]
         last = LastReleaseComparison.from_document(report["last_release"])
@@ -194,13 +195,30 @@ def gate_evidence(
             last_release=last.gate_form(),
             onnx_max_abs_diff=onnx_max_abs_diff,
             sparsity=sparsity,
-            moai_self_check_max_abs_error=moai_self_check_max_abs_error,
+            moai_self_check=moai_self_check,
             checks=dict(checks),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ReleaseError(
             f"the evaluation report lacks {exc!s}; re-materialise evaluation_report"
         ) from None
+
+
+def moai_self_check_evidence(recorded: Mapping[str, Any]) -> MoaiSelfCheck:
+    """The gate's record of the MOAI self-check from the ``moai_export`` materialisation's
+    metadata (``self_check_max_abs_error``, ``self_check_tolerance``): the bound and
+    whether the measured error stayed within it, never the measured error itself (it
+    comes from a fresh CKKS encryption; the decision ships in the package and must be
+    the same in every build). Raise :class:`ReleaseError` when either value is missing."""
+    try:
+        error = float(recorded["self_check_max_abs_error"])
+        bound = float(recorded["self_check_tolerance"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReleaseError(
+            f"the moai_export materialisation lacks a usable {exc!s} (self-check error and "
+            "tolerance); re-materialise moai_export"
+        ) from None
+    return MoaiSelfCheck.from_measurement(error, bound)
 
 
 def choose_safety_evaluation(

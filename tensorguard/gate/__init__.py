@@ -12,6 +12,7 @@ Typical use::
 """
 
 from tensorguard.gate.decision import (
+    BOUND_CRITERIA,
     DECISION_FORMAT,
     PRUNED_MODEL,
     CriterionResult,
@@ -24,7 +25,7 @@ from tensorguard.gate.errors import (
     GateEvidenceError,
     GatePolicyError,
 )
-from tensorguard.gate.evidence import FirstRelease, GateEvidence, PreviousRelease
+from tensorguard.gate.evidence import FirstRelease, GateEvidence, MoaiSelfCheck, PreviousRelease
 from tensorguard.gate.policy import (
     DEFAULT_POLICY_FILE,
     GatePolicy,
@@ -36,6 +37,7 @@ from tensorguard.gate.policy import (
 )
 
 __all__ = [
+    "BOUND_CRITERIA",
     "DECISION_FORMAT",
     "DEFAULT_POLICY_FILE",
     "PRUNED_MODEL",
@@ -49,6 +51,7 @@ __all__ = [
     "GatePolicy",
     "GatePolicyError",
     "LossDelta",
+    "MoaiSelfCheck",
     "PreviousRelease",
     "PrunedOverBudget",
     "RegressionLimit",

@@ -28,11 +28,17 @@ from tensorguard.gate.evidence import FirstRelease, GateEvidence
 from tensorguard.gate.policy import GatePolicy, LossDelta
 from tensorguard.safety_evaluation import SafetyEvaluationError, metric_comparisons
 
-DECISION_FORMAT: Final = "tensorguard.gate-decision/v2"
+DECISION_FORMAT: Final = "tensorguard.gate-decision/v3"
+"""v2 added ``excluded``; v3 records the MOAI self-check as its bound and outcome
+(:class:`~tensorguard.gate.evidence.MoaiSelfCheck`) instead of the measured error."""
 PRUNED_MODEL: Final = "pruned_model"
+"""The deployable (package entry) that ``pruned_over_budget: exclude`` leaves out."""
+MOAI_SELF_CHECK: Final = "moai_self_check"
+BOUND_CRITERIA: Final = frozenset({MOAI_SELF_CHECK})
+"""Criteria whose ``observed`` value is an upper bound the measurement was shown to stay
+within, not the measurement itself (the model card writes it as ``≤ value``)."""
 SAFETY_METRIC_PREFIX: Final = "safety_"
 """Names of the per-metric rows that follow a verified safety evaluation's criterion."""
-"""The deployable (package entry) that ``pruned_over_budget: exclude`` leaves out."""
 
 Status = Literal["passed", "failed", "not_enforced", "excluded"]
 
@@ -62,7 +68,7 @@ class GateDecision(CanonicalModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal["tensorguard.gate-decision/v2"] = DECISION_FORMAT
+    format: Literal["tensorguard.gate-decision/v3"] = DECISION_FORMAT
     passed: bool
     excluded: tuple[str, ...]
     policy_version: int
@@ -200,13 +206,37 @@ _onnx_parity = _Bound(
     at_most=True,
 )
 _sparsity = _Bound("sparsity", "min_sparsity", "sparsity", "measured sparsity", at_most=False)
-_moai_self_check = _Bound(
-    "moai_self_check",
-    "max_moai_self_check_error",
-    "moai_self_check_max_abs_error",
-    "largest CKKS-vs-plaintext error of the MOAI self-check",
-    at_most=True,
-)
+
+
+def _moai_self_check(policy: GatePolicy, evidence: GateEvidence) -> list[CriterionResult]:
+    """The MOAI self-check's error bound against the policy's maximum; the criterion's
+    ``observed`` value is that bound (see :data:`BOUND_CRITERIA`), and a self-check whose
+    measured error exceeded its bound fails with no observed value."""
+    name, threshold = MOAI_SELF_CHECK, policy.max_moai_self_check_error
+    if threshold is None:
+        return [_not_enforced(name, "max_moai_self_check_error")]
+    check = evidence.moai_self_check
+    if check is None:
+        return [_missing(name, "moai_self_check", threshold)]
+    bound = _fmt(check.error_bound)
+    if not check.within_bound:
+        detail = (
+            f"the MOAI self-check measured a CKKS-vs-plaintext error above its bound {bound}, "
+            f"so the error is not shown to be within the maximum {_fmt(threshold)}"
+        )
+        return [_result(name, False, None, threshold, detail)]
+    if check.error_bound <= threshold:
+        detail = (
+            f"CKKS-vs-plaintext error of the MOAI self-check is at most its bound {bound}, "
+            f"within the maximum {_fmt(threshold)}"
+        )
+        return [_result(name, True, check.error_bound, threshold, detail)]
+    detail = (
+        f"the MOAI self-check's bound {bound} exceeds the maximum {_fmt(threshold)}: the "
+        f"self-check cannot show the error is that small; set moai_export's "
+        f"self_check_tolerance to at most {_fmt(threshold)}"
+    )
+    return [_result(name, False, check.error_bound, threshold, detail)]
 
 
 def _loss_change(

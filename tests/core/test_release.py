@@ -22,11 +22,13 @@ from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.outbox import pending_announcements
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
 from tensorguard.gate import (
+    BOUND_CRITERIA,
     DEFAULT_POLICY_FILE,
     PRUNED_MODEL,
     FirstRelease,
     GateDecision,
     GateEvidence,
+    MoaiSelfCheck,
     PreviousRelease,
 )
 from tensorguard.model_card import MODEL_CARD_FILE, RoundFacts, TrainingSettings
@@ -43,6 +45,7 @@ from tensorguard.release import (
     decide_release,
     gate_evidence,
     load_passed_decision,
+    moai_self_check_evidence,
     next_version,
     publish_release,
     record_and_announce,
@@ -107,7 +110,7 @@ def decision_for(document: dict[str, Any], **overrides: Any) -> GateDecision:
     measured: dict[str, Any] = {
         "onnx_max_abs_diff": 1e-5,
         "sparsity": 0.5,
-        "moai_self_check_max_abs_error": 1e-5,
+        "moai_self_check": MoaiSelfCheck.from_measurement(1e-5, 1e-4),
         "checks": REQUIRED_CHECKS,
     }
     measured.update(overrides)
@@ -578,8 +581,17 @@ def test_gate_evidence_feeds_checks_through_unchanged() -> None:
     assert isinstance(evidence, GateEvidence)
     assert evidence.onnx_max_abs_diff is None
     assert evidence.eval_loss_pruned == 2.04
-    assert evidence.moai_self_check_max_abs_error is None
+    assert evidence.moai_self_check is None
     assert evidence.checks == {}
+
+
+def test_moai_evidence_keeps_the_bound_and_outcome_not_the_measured_error() -> None:
+    recorded = {"self_check_max_abs_error": 2.5e-6, "self_check_tolerance": 1e-4}
+    assert moai_self_check_evidence(recorded) == MoaiSelfCheck(error_bound=1e-4, within_bound=True)
+    over = {**recorded, "self_check_max_abs_error": 3e-4}
+    assert not moai_self_check_evidence(over).within_bound
+    with pytest.raises(ReleaseError, match=r"self_check_tolerance.*re-materialise moai_export"):
+        moai_self_check_evidence({"self_check_max_abs_error": 2.5e-6})
 
 
 # --- the model card ---------------------------------------------------------------------
@@ -670,6 +682,9 @@ def test_the_model_card_states_every_gate_metric_of_its_decision(
         assert blocking == ("yes" if criterion.blocking else "no")
         if isinstance(criterion.observed, bool):
             assert measured == ("yes" if criterion.observed else "no")
+        elif criterion.name in BOUND_CRITERIA:  # a bound the measurement stayed within
+            assert measured.startswith("≤ ")
+            assert float(measured[2:]) == pytest.approx(criterion.observed, rel=1e-5)
         elif criterion.observed is not None:
             assert float(measured) == pytest.approx(criterion.observed, rel=1e-5)
         if criterion.threshold is not None:
@@ -684,6 +699,49 @@ def test_the_model_card_states_every_gate_metric_of_its_decision(
     assert header.release.base_model is not None
     assert header.release.base_model.digest in package.model_card
     assert rows["round"] == [header.release.round_id]
+
+
+def test_two_builds_of_a_release_have_byte_identical_plaintext_files(
+    tmp_path: Path, keys: ReleaseKeys
+) -> None:
+    """Two builds of the same release: the MOAI self-check measures a different CKKS error
+    each time (fresh encryption) and the packages are built a day apart. Every file in the
+    signed manifest, the gate decision and the model card included, has the same bytes;
+    only the header's validity window, the encryption and the signature differ (#15 item 4)."""
+    builds = []
+    for name, measured_error, built_at in (
+        ("a", 1.27e-6, 1_795_000_000),
+        ("b", 8.4e-7, 1_795_090_000),
+    ):
+        decision = decision_for(
+            report(), moai_self_check=MoaiSelfCheck.from_measurement(measured_error, 1e-4)
+        )
+        candidate = dataclasses.replace(
+            candidate_for(tmp_path / name, decision), round_facts=round_facts()
+        )
+        builds.append(
+            build_release_package(
+                candidate,
+                tmp_path / name / "package",
+                signer=keys.signer,
+                recipients=[keys.node.public_key()],
+                registry=LocalRegistry(tmp_path / name / "registry"),
+                channel=CHANNEL,
+                validity_days=30,
+                now=built_at,
+            )
+        )
+    first, second = builds
+    assert first.model_card == second.model_card
+    assert {(f.path, f.size, f.sha256) for f in first.manifest} == {
+        (f.path, f.size, f.sha256) for f in second.manifest
+    }
+    assert {f.path for f in first.manifest} >= {MODEL_CARD_FILE, DECISION_FILE}
+    assert table_rows(first.model_card)["validity"][0].startswith("30 days")
+    assert table_rows(first.model_card)["moai_self_check"][0] == "≤ 0.0001"
+    headers = [inspect_package(build.path).header.release for build in builds]
+    assert headers[0].created_at != headers[1].created_at
+    assert first.path.read_bytes() != second.path.read_bytes()
 
 
 def test_the_model_card_states_the_training_settings_of_the_signed_spec() -> None:
@@ -727,7 +785,7 @@ def test_site_ids_appear_on_the_card_only_when_the_policy_allows(
             report(),
             onnx_max_abs_diff=1e-5,
             sparsity=0.5,
-            moai_self_check_max_abs_error=1e-5,
+            moai_self_check=MoaiSelfCheck.from_measurement(1e-5, 1e-4),
             checks=REQUIRED_CHECKS,
         ),
         policy_file,

@@ -18,6 +18,7 @@ from tensorguard.gate import (
     GateEvidenceError,
     GatePolicy,
     GatePolicyError,
+    MoaiSelfCheck,
     PreviousRelease,
     evaluate_gate,
     load_policy,
@@ -52,7 +53,7 @@ def good_evidence(**overrides: Any) -> GateEvidence:
         "last_release": {"kind": "previous_release", "version": 4, "eval_loss": 2.05},
         "onnx_max_abs_diff": 2e-4,
         "sparsity": 0.5,
-        "moai_self_check_max_abs_error": 3e-5,
+        "moai_self_check": {"error_bound": 1e-4, "within_bound": True},
         "checks": {"quorum_met": True, "signature_verifies": True},
     }
     document.update(overrides)
@@ -141,9 +142,14 @@ def test_all_criteria_met_passes_with_a_reason_per_criterion(policy: GatePolicy)
             "relative increase 0.1 exceeds the maximum 0.05",
         ),
         (
-            {"moai_self_check_max_abs_error": 0.02},
+            {"moai_self_check": {"error_bound": 0.02, "within_bound": True}},
             "moai_self_check",
-            "0.02 exceeds the maximum 0.001",
+            "bound 0.02 exceeds the maximum 0.001",
+        ),
+        (
+            {"moai_self_check": {"error_bound": 1e-4, "within_bound": False}},
+            "moai_self_check",
+            "error above its bound 0.0001, so the error is not shown to be within the maximum",
         ),
         (
             {"checks": {"quorum_met": False, "signature_verifies": True}},
@@ -180,7 +186,7 @@ def test_each_threshold_fails_the_gate_with_its_reason(
         ("onnx_max_abs_diff", {"onnx_parity"}),
         ("sparsity", {"sparsity"}),
         ("eval_loss_pruned", {"pruned_loss_increase"}),
-        ("moai_self_check_max_abs_error", {"moai_self_check"}),
+        ("moai_self_check", {"moai_self_check"}),
         ("checks", {"check:quorum_met", "check:signature_verifies"}),
     ],
 )
@@ -412,6 +418,9 @@ def test_policy_digest_ignores_formatting_but_not_values(tmp_path: Path) -> None
         {"last_release": {"kind": "previous_release", "eval_loss": 1.0}},
         {"checks": {"bad name": True}},
         {"unexpected": 1},
+        {"moai_self_check": {"error_bound": 0.0, "within_bound": True}},
+        {"moai_self_check": {"error_bound": 1e-4}},
+        {"moai_self_check_max_abs_error": 1e-6},
     ],
 )
 def test_malformed_evidence_is_rejected(document: dict[str, Any]) -> None:
@@ -439,7 +448,7 @@ def test_canonical_json_is_sorted_and_compact(policy: GatePolicy) -> None:
     document = json.loads(data)
     assert list(document) == sorted(document)
     assert b" " not in data.replace(b"ONNX-vs-torch", b"").split(b'"reason"')[0]
-    assert document["format"] == "tensorguard.gate-decision/v2"
+    assert document["format"] == "tensorguard.gate-decision/v3"
 
 
 def test_an_edited_decision_is_detected(policy: GatePolicy) -> None:
@@ -461,3 +470,57 @@ def test_previous_release_model_is_typed() -> None:
     evidence = good_evidence()
     assert isinstance(evidence.last_release, PreviousRelease)
     assert evidence.last_release.version == 4
+
+
+def test_the_moai_self_check_is_recorded_as_its_bound_and_outcome() -> None:
+    within = MoaiSelfCheck.from_measurement(3e-6, 1e-4)
+    assert within == MoaiSelfCheck(error_bound=1e-4, within_bound=True)
+    assert MoaiSelfCheck.from_measurement(1e-4, 1e-4).within_bound  # at the bound: within
+    assert not MoaiSelfCheck.from_measurement(1.0001e-4, 1e-4).within_bound
+    for error in (float("nan"), float("inf"), -1e-9):
+        with pytest.raises(GateEvidenceError, match="not a finite non-negative number"):
+            MoaiSelfCheck.from_measurement(error, 1e-4)
+    for bound in (0.0, -1e-4, float("inf")):
+        with pytest.raises(GateEvidenceError, match="self_check_tolerance"):
+            MoaiSelfCheck.from_measurement(1e-6, bound)
+
+
+def test_the_moai_criterion_judges_the_bound_not_the_measured_error(policy: GatePolicy) -> None:
+    passed = criterion(evaluate_gate(policy, good_evidence()), "moai_self_check")
+    assert (passed.status, passed.observed, passed.threshold) == ("passed", 1e-4, 1e-3)
+    assert passed.reason == (
+        "moai_self_check: PASSED: CKKS-vs-plaintext error of the MOAI self-check is at most "
+        "its bound 0.0001, within the maximum 0.001"
+    )
+    at_threshold = good_evidence(moai_self_check={"error_bound": 1e-3, "within_bound": True})
+    assert evaluate_gate(policy, at_threshold).passed
+    loose = evaluate_gate(
+        policy, good_evidence(moai_self_check={"error_bound": 2e-3, "within_bound": True})
+    )
+    assert "set moai_export's self_check_tolerance to at most 0.001" in loose.failures[0]
+    exceeded = criterion(
+        evaluate_gate(
+            policy, good_evidence(moai_self_check={"error_bound": 1e-4, "within_bound": False})
+        ),
+        "moai_self_check",
+    )
+    assert (exceeded.status, exceeded.observed, exceeded.blocking) == ("failed", None, True)
+    off = evaluate_gate(
+        parse_policy(policy_document(max_moai_self_check_error=None)), GateEvidence()
+    )
+    assert criterion(off, "moai_self_check").status == "not_enforced"
+
+
+def test_the_decision_is_the_same_whatever_error_the_self_check_measured(
+    policy: GatePolicy,
+) -> None:
+    """Two builds measure different CKKS errors (fresh encryptions); the decision, which
+    ships in the package, must not tell them apart (#15 item 4)."""
+    decisions = [
+        evaluate_gate(
+            policy, good_evidence(moai_self_check=MoaiSelfCheck.from_measurement(error, 1e-4))
+        ).canonical_json()
+        for error in (1.27e-6, 8.4e-7)
+    ]
+    assert decisions[0] == decisions[1]
+    assert b"1.27e-06" not in decisions[0]
