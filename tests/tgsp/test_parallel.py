@@ -1,0 +1,195 @@
+"""Worker threads change nothing but speed: same bytes, same manifest, same refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tensorguard.crypto import XWingPrivateKey
+from tensorguard.crypto.stream_aead import TAG_SIZE, encrypt_stream
+from tensorguard.errors import ConfigurationError
+from tensorguard.tgsp import (
+    ChunkAuthenticationError,
+    PayloadDigestError,
+    TrustStore,
+    open_package,
+    verify_package,
+)
+from tensorguard.tgsp.format import Limits
+from tensorguard.tgsp.opener import recover_data_key
+from tensorguard.tgsp.parallel import (
+    IN_FLIGHT_BYTES,
+    THREADS_ENV,
+    chunks_in_flight,
+    resolve_threads,
+)
+from tensorguard.tgsp.payload import decrypt_payload, derive_payload_key
+from tensorguard.tgsp.reader import inspect_package
+from tensorguard.tgsp.sealing import seal_files
+from tensorguard.tgsp.source import collect_source_files
+from tests.tgsp.conftest import SMALL_CHUNK, Packager, make_tree
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+THREAD_COUNTS = (1, 2, 4, 7)
+# Empty files at the start, middle and end; files that end exactly on, just before and
+# just after a chunk boundary; one file spanning many chunks.
+TREE = {
+    "0-empty": b"",
+    "a.bin": os.urandom(SMALL_CHUNK - 1),
+    "b.bin": os.urandom(1),
+    "c/empty": b"",
+    "c/d.bin": os.urandom(SMALL_CHUNK),
+    "c/e.bin": os.urandom(9 * SMALL_CHUNK + 17),
+    "f.bin": os.urandom(3),
+    "z-empty": b"",
+}
+
+
+def _concatenated(tree: dict[str, bytes]) -> bytes:
+    return b"".join(tree[name] for name in sorted(tree))
+
+
+def test_sealing_is_the_serial_stream_for_every_thread_count(tmp_path: Path) -> None:
+    """The payload equals one StreamEncryptor over the concatenated files, byte for byte."""
+    files = collect_source_files(make_tree(tmp_path / "src", TREE), Limits())
+    key, package_id = os.urandom(32), os.urandom(16)
+    serial = io.BytesIO()
+    encrypt_stream(io.BytesIO(_concatenated(TREE)), serial, key, package_id, SMALL_CHUNK)
+    expected_manifest = {name: hashlib.sha256(data).hexdigest() for name, data in TREE.items()}
+    for threads in THREAD_COUNTS:
+        sink = io.BytesIO()
+        entries, payload_sha256 = seal_files(files, sink, key, package_id, SMALL_CHUNK, threads)
+        assert sink.getvalue() == serial.getvalue(), f"threads={threads}"
+        assert payload_sha256 == hashlib.sha256(serial.getvalue()).hexdigest()
+        assert {entry.path: entry.sha256 for entry in entries} == expected_manifest
+        assert [entry.size for entry in entries] == [len(TREE[name]) for name in sorted(TREE)]
+
+
+def test_parallel_and_serial_builds_sign_the_same_manifest_and_open_alike(
+    tmp_path: Path,
+    packager: Packager,
+    recipients: list[XWingPrivateKey],
+    trust_store: TrustStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    built = {}
+    for threads in (1, 4):
+        monkeypatch.setenv(THREADS_ENV, str(threads))
+        built[threads] = packager.build(TREE).path
+    serial, parallel = (inspect_package(built[n]).header for n in (1, 4))
+    assert serial.files == parallel.files
+    assert (serial.payload.length, serial.payload.chunk_count) == (
+        parallel.payload.length,
+        parallel.payload.chunk_count,
+    )
+    for package in built.values():
+        for threads in (1, 4):
+            verify_package(package, trust_store, threads=threads)
+            out = tmp_path / f"out-{package.stem}-{threads}"
+            open_package(
+                package, out, recipient_key=recipients[0], trust_store=trust_store, threads=threads
+            )
+            assert {name: (out / name).read_bytes() for name in TREE} == TREE
+
+
+def _payload_region(package: Path) -> tuple[int, int]:
+    inspected = inspect_package(package)
+    return inspected.package_size - inspected.header.payload.length, inspected.package_size
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_flipped_byte_in_any_chunk_is_refused_before_and_after_verification(
+    tmp_path: Path,
+    packager: Packager,
+    recipients: list[XWingPrivateKey],
+    trust_store: TrustStore,
+    threads: int,
+) -> None:
+    """Verification refuses it (payload digest); decryption alone refuses that very chunk."""
+    result = packager.build(TREE)
+    package = result.path
+    original = package.read_bytes()
+    start, end = _payload_region(package)
+    payload = result.header.payload
+    sealed = SMALL_CHUNK + TAG_SIZE
+    package_id = bytes.fromhex(result.header.package_id)
+    key = derive_payload_key(recover_data_key(result.header, recipients[0]), package_id)
+    for index in range(payload.chunk_count):
+        chunk_start = start + index * sealed
+        position = chunk_start + (index * 7) % min(sealed, end - chunk_start)
+        altered = bytearray(original)
+        altered[position] ^= 0x20
+        tampered = tmp_path / f"tampered-{threads}-{index}.tgsp"
+        tampered.write_bytes(altered)
+        with pytest.raises(PayloadDigestError):
+            verify_package(tampered, trust_store, threads=threads)
+        handle = io.BytesIO(bytes(altered[start:]))
+        opened: list[bytes] = []
+        with pytest.raises(ChunkAuthenticationError, match=rf"payload chunk {index}:"):
+            opened.extend(decrypt_payload(handle, payload, key, package_id, threads=threads))
+        assert len(opened) == index, "no plaintext from or after the altered chunk"
+
+
+def test_swapped_chunks_are_refused_at_the_first_swapped_index(
+    packager: Packager, recipients: list[XWingPrivateKey]
+) -> None:
+    result = packager.build(TREE)
+    start, _ = _payload_region(result.path)
+    body = bytearray(result.path.read_bytes()[start:])
+    sealed = SMALL_CHUNK + TAG_SIZE
+    body[3 * sealed : 4 * sealed], body[6 * sealed : 7 * sealed] = (
+        body[6 * sealed : 7 * sealed],
+        body[3 * sealed : 4 * sealed],
+    )
+    package_id = bytes.fromhex(result.header.package_id)
+    key = derive_payload_key(recover_data_key(result.header, recipients[0]), package_id)
+    with pytest.raises(ChunkAuthenticationError, match="payload chunk 3:"):
+        list(decrypt_payload(io.BytesIO(bytes(body)), result.header.payload, key, package_id, 4))
+
+
+def test_thread_count_comes_from_the_argument_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert resolve_threads() == max(1, os.cpu_count() or 1)
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert resolve_threads() == 3
+    assert resolve_threads(5) == 5
+    for bad in ("0", "-2", "many", "1.5", "257"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ConfigurationError, match=THREADS_ENV):
+            resolve_threads()
+    with pytest.raises(ConfigurationError):
+        resolve_threads(0)
+
+
+def test_read_ahead_is_bounded_in_bytes_whatever_the_thread_count() -> None:
+    for threads in (1, 2, 16, 256):
+        for chunk_size in (SMALL_CHUNK, 1024 * 1024, 16 * 1024 * 1024):
+            chunks = chunks_in_flight(threads, chunk_size)
+            assert chunks >= 2
+            assert chunks * chunk_size <= max(IN_FLIGHT_BYTES, 2 * chunk_size)
+
+
+def test_tgsp_commands_import_no_training_pipeline_or_agent_stack(tmp_path: Path) -> None:
+    """A real ``tgsp`` command (not only ``--help``) loads no torch, Dagster or edge agent."""
+    script = (
+        "import sys\n"
+        "from tensorguard.cli import main\n"
+        f"main(['tgsp', 'inspect', {str(tmp_path / 'missing.tgsp')!r}])\n"
+        "import tensorguard.tgsp, tensorguard.tgsp.keyfiles\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+    loaded = set(result.stdout.split())
+    assert "tensorguard.tgsp.sealing" in loaded, "the package library was not imported"
+    heavy = {"torch", "dagster", "numpy", "transformers", "tenseal", "tensorguard.fleet.agent"}
+    assert {name for name in loaded if name in heavy or name.split(".")[0] in heavy} == set()
