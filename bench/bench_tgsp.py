@@ -14,10 +14,14 @@ directory (a few large shards plus small files) in a temporary directory and mea
 
 Ratios are TGSP time divided by the baseline time (lower is better), both as wall time
 and as CPU time (wall time on a shared machine includes waiting for CPU and disk). Peak
-RSS should stay flat as the dataset grows. Results are printed and written as JSON.
+RSS should stay flat as the dataset grows. ``--threads N`` sets ``TG_TGSP_THREADS`` for
+the TGSP phases (default: the library's, one per CPU); the JSON records it and the load
+average before and after each size (other work on the machine skews wall times).
+Results are printed and written as JSON.
 
     python bench/bench_tgsp.py                      # writes bench/results/tgsp.json
     python bench/bench_tgsp.py --sizes 1 --model-signing-python /tmp/ms-venv/bin/python
+    python bench/bench_tgsp.py --sizes 0.25,1 --threads 1   # the serial path
 """
 
 from __future__ import annotations
@@ -93,10 +97,10 @@ def generate_dataset(root: Path, total: int) -> list[Path]:
 # --- child processes ---------------------------------------------------------------------
 
 
-def run_child(command: list[str]) -> dict[str, Any]:
+def run_child(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``command``; return its JSON stdout plus wall time and peak RSS (MiB)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert process.stdout is not None
     assert process.stderr is not None
     stdout = process.stdout.read()
@@ -240,10 +244,25 @@ def write_ec_keys(directory: Path) -> tuple[Path, Path]:
 # --- driver ----------------------------------------------------------------------------------
 
 
+def tgsp_environment(threads: int | None) -> dict[str, str]:
+    """The environment of the TGSP phases: ``TG_TGSP_THREADS`` set when ``threads`` is."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["TG_TGSP_THREADS"] = str(threads)
+    return env
+
+
 def bench_size(
-    size_gib: float, work: Path, keys: Path, ms_python: str | None, ec_keys: tuple[Path, Path]
+    size_gib: float,
+    work: Path,
+    keys: Path,
+    ms_python: str | None,
+    ec_keys: tuple[Path, Path],
+    threads: int | None = None,
 ) -> dict[str, Any]:
     total = int(size_gib * GIB)
+    env = tgsp_environment(threads)
+    load_before = os.getloadavg()
     data = work / f"data-{size_gib}"
     package = work / f"package-{size_gib}.tgsp"
     extracted = work / f"opened-{size_gib}"
@@ -252,11 +271,16 @@ def bench_size(
     try:
         baseline = openssl_sha256(files)
         openssl = baseline["seconds"]
-        build = run_child(phase_command("build", source=data, package=package, keys=keys))
-        verify = run_child(phase_command("verify", package=package, keys=keys))
-        opened = run_child(phase_command("open", package=package, destination=extracted, keys=keys))
+        build = run_child(phase_command("build", source=data, package=package, keys=keys), env)
+        verify = run_child(phase_command("verify", package=package, keys=keys), env)
+        opened = run_child(
+            phase_command("open", package=package, destination=extracted, keys=keys), env
+        )
         result: dict[str, Any] = {
             "size_gib": size_gib,
+            "tgsp_threads": threads,
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
             "bytes": total,
             "files": len(files),
             "package_bytes": package.stat().st_size,
@@ -290,6 +314,7 @@ def bench_size(
             result["ratio_verify_to_model_signing_verify"] = (
                 verify["seconds"] / ms["verify_seconds"]
             )
+            result["ratio_open_to_model_signing_verify"] = opened["seconds"] / ms["verify_seconds"]
         return result
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -333,13 +358,14 @@ def driver_main(args: argparse.Namespace) -> None:
         results = []
         for size in sizes:
             print(f"benchmarking {size} GiB ...", file=sys.stderr, flush=True)
-            results.append(bench_size(size, work, keys, ms_python, ec_keys))
+            results.append(bench_size(size, work, keys, ms_python, ec_keys, args.threads))
     report = {
         "benchmark": "tgsp",
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            "tgsp_threads": args.threads,
             "openssl": subprocess.run(
                 ["openssl", "version"], capture_output=True, text=True, check=True
             ).stdout.strip(),
@@ -360,6 +386,9 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where to generate data (temp dir)")
     parser.add_argument("--output", default="bench/results/tgsp.json")
     parser.add_argument("--model-signing-python", default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="TG_TGSP_THREADS for the TGSP phases"
+    )
     parser.add_argument(
         "--phase", choices=["generate", "build", "verify", "open"], help=argparse.SUPPRESS
     )

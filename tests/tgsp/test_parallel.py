@@ -193,3 +193,19 @@ def test_tgsp_commands_import_no_training_pipeline_or_agent_stack(tmp_path: Path
     assert "tensorguard.tgsp.sealing" in loaded, "the package library was not imported"
     heavy = {"torch", "dagster", "numpy", "transformers", "tenseal", "tensorguard.fleet.agent"}
     assert {name for name in loaded if name in heavy or name.split(".")[0] in heavy} == set()
+
+
+def test_cli_refuses_a_bad_thread_setting_with_exit_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tensorguard.cli import ExitCode
+    from tests.tgsp.test_cli import Workspace
+
+    workspace = Workspace(tmp_path)
+    monkeypatch.setenv(THREADS_ENV, "2")
+    assert workspace.build() == ExitCode.OK
+    monkeypatch.setenv(THREADS_ENV, "zero")
+    assert workspace.verify() == ExitCode.CONFIG
+    assert workspace.open(tmp_path / "out") == ExitCode.CONFIG
+    assert f"{THREADS_ENV}='zero' is not a whole number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
