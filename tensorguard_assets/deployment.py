@@ -39,7 +39,11 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_json_artifact,
 )
-from tensorguard_assets.lineage import base_model_for_adapter, verified_upstream_path
+from tensorguard_assets.lineage import (
+    base_model_for_adapter,
+    require_upstreams,
+    verified_upstream_path,
+)
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
@@ -98,6 +102,7 @@ def pruned_model(
     exact 2:4 magnitude pattern, then recovered with the mask fixed by distillation from
     the dense merged model on the public corpus (never site data); the held-out loss is
     measured dense, pruned and recovered."""
+    require_upstreams(context)
     round_key = context.partition_key
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     base_dir = base_model_for_adapter(context, adapter_dir)
@@ -194,6 +199,7 @@ def onnx_model(
 ) -> MaterializeResult:
     """The merged model exported with torch.onnx.export (dynamo, dynamic batch and
     sequence), checked by onnx.checker and run in onnxruntime against torch."""
+    require_upstreams(context)
     round_key = context.partition_key
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     base_dir = base_model_for_adapter(context, adapter_dir)
@@ -246,6 +252,7 @@ def tensorrt_engine(
     """A TensorRT 10 engine built from the ONNX export (FP16 where the GPU supports it).
     Runs only in the `gpu_export` job; without TensorRT or a CUDA device it fails with
     the remediation instead of writing anything."""
+    require_upstreams(context)
     round_key = context.partition_key
     onnx_dir, _ = verified_upstream_path(context, "onnx_model", round_key)
     out_dir = artifacts.asset_dir("tensorrt_engine", round_key) / "engine"
@@ -308,6 +315,7 @@ def moai_export(
     """Adapter-merged weights of the target modules in a CKKS-friendly block layout for
     encrypted inference (docs/MOAI.md), with per-tensor and checkpoint SHA-256, verified
     against the source and self-checked by a homomorphic evaluation."""
+    require_upstreams(context)
     round_key = context.partition_key
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
     base_dir = base_model_for_adapter(context, adapter_dir)

@@ -76,6 +76,7 @@ from tensorguard_assets.coordinator import coordinator_key, coordinator_signer
 from tensorguard_assets.lineage import (
     latest_materialization_record,
     recorded_metadata,
+    require_upstreams,
     verified_upstream_path,
 )
 from tensorguard_assets.partitions import (
@@ -321,6 +322,7 @@ def round_spec(
     adapter), its tensor layout, and the round's rules (opened_at, deadline, quorum, clip
     norm, each site's weight cap from the registry). Sites sign these facts into their
     updates; the aggregator and the custodian enforce the rules."""
+    require_upstreams(context)
     round_key = context.partition_key
     base_dir, base_meta = verified_upstream_path(context, "base_model")
     out_dir = artifacts.asset_dir("round_spec", round_key)
@@ -453,6 +455,7 @@ def site_update(
     example count, CKKS-encrypted under the federation public key, masked with the
     site's pairwise secrets (so that only the sum of all sites decrypts to anything)
     and signed with the site's composite key. Only this envelope ever leaves the site."""
+    require_upstreams(context)
     round_key, site_id = split_round_site(context.partition_key)
     adapter_dir, adapter_meta = verified_upstream_path(
         context, "site_adapter", context.partition_key
@@ -578,6 +581,7 @@ def aggregated_update(
     each envelope's signature against registered site keys (public files), rejects
     unknown, duplicate, stale and wrong-base updates, enforces the quorum and adds
     ciphertexts. It cannot decrypt any of them."""
+    require_upstreams(context)
     round_key = context.partition_key
     started = time.perf_counter()
     missing: list[str] = []
@@ -655,6 +659,7 @@ def seed_reveals(
     out, and nothing else. A site refuses to reveal a seed shared with an accepted site
     (that would unmask it) or to acknowledge a second accepted set for the round. Empty
     when the round is not masked."""
+    require_upstreams(context)
     round_key = context.partition_key
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     out_dir = artifacts.asset_dir("seed_reveals", round_key)
@@ -773,6 +778,7 @@ def global_adapter(
     (one aggregate per round), decrypt, check the mean update's norm against the round's
     clip norm and apply it to the round's reference adapter. The result is a PEFT
     adapter loadable with PeftModel.from_pretrained."""
+    require_upstreams(context)
     round_key = context.partition_key
     aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     with fail_closed_on(context):

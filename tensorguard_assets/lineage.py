@@ -7,6 +7,7 @@ here and re-checks the digest before trusting the files.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from dagster import (
     DagsterInstance,
     EventLogRecord,
     Failure,
+    MultiPartitionKey,
 )
 
 from tensorguard.digest import sha256_path
@@ -26,6 +28,40 @@ from tensorguard.errors import TensorGuardError
 from tensorguard.hf import adapter_base_model_digest, read_adapter_config
 
 CHECK_HISTORY_SCAN = 200
+
+SETUP_ASSETS = frozenset({"base_model", "federation_keys"})
+"""Unpartitioned assets every round reads (``setup_job``, ``key_ceremony_job``)."""
+SITE_ASSETS = frozenset({"site_dataset", "site_adapter", "site_update"})
+"""Round × site assets (``site_training_job``, once per site)."""
+STAGE_JOBS: Mapping[str, str] = {
+    "base_model": "setup_job",
+    "federation_keys": "key_ceremony_job",
+    "round_spec": "round_open_job",
+    "site_dataset": "site_training_job",
+    "site_adapter": "site_training_job",
+    "site_update": "site_training_job",
+    "aggregated_update": "aggregation_job",
+    "seed_reveals": "reveal_job",
+    "global_adapter": "decryption_job",
+    "pruned_model": "round_release_job",
+    "onnx_model": "round_release_job",
+    "moai_export": "round_release_job",
+    "evaluation_report": "round_release_job",
+    "gate_decision": "round_release_job",
+    "tgsp_package": "round_release_job",
+    "release": "round_release_job",
+}
+"""The job (stage of a round, tensorguard_assets.jobs) that materialises each round asset."""
+STAGE_ORDER = (
+    "setup_job",
+    "key_ceremony_job",
+    "round_open_job",
+    "site_training_job",
+    "aggregation_job",
+    "reveal_job",
+    "decryption_job",
+    "round_release_job",
+)
 
 
 def latest_materialization_record(
@@ -79,12 +115,9 @@ def upstream_metadata(
     asset_key = require_declared_dependency(context, asset_name)
     record = latest_materialization_record(context.instance, asset_key, partition_key)
     if record is None:
-        where = f" for partition {partition_key}" if partition_key else ""
+        label, round_key = _running_partition(context)
         raise Failure(
-            description=(
-                f"{asset_name}{where} has not been materialised yet; materialise it first "
-                "(or run the whole round with `make demo`)"
-            ),
+            description=missing_upstream_message(label, [(asset_name, partition_key)], round_key),
             allow_retries=False,
         )
     return recorded_metadata(record)
@@ -160,3 +193,95 @@ def latest_check_passed(
         if target is not None and target.storage_id == target_storage_id:
             return evaluation.passed
     return False
+
+
+def upstream_partitions(
+    dependencies: set[str], partition_key: str | MultiPartitionKey | None
+) -> dict[str, str | None]:
+    """Which partition of each dependency an asset of ``partition_key`` needs.
+
+    Set-up assets are unpartitioned; a round × site asset needs the same key of another
+    round × site asset and its round of a round asset; a round asset needs the same round.
+    A round asset's round × site dependencies (``site_update`` for the aggregate) are left
+    out: how many sites must have delivered is the round's quorum, checked by the asset.
+    """
+    wanted: dict[str, str | None] = {}
+    for name in sorted(dependencies):
+        if name in SETUP_ASSETS or partition_key is None:
+            wanted[name] = None
+        elif isinstance(partition_key, MultiPartitionKey):
+            wanted[name] = (
+                str(partition_key)
+                if name in SITE_ASSETS
+                else partition_key.keys_by_dimension["round"]
+            )
+        elif name not in SITE_ASSETS:
+            wanted[name] = partition_key
+    return wanted
+
+
+def missing_upstreams(
+    instance: DagsterInstance, wanted: Mapping[str, str | None]
+) -> list[tuple[str, str | None]]:
+    """The (asset, partition) pairs of ``wanted`` that have no materialisation."""
+    return [
+        (name, partition)
+        for name, partition in wanted.items()
+        if latest_materialization_record(instance, name, partition) is None
+    ]
+
+
+def missing_upstream_message(
+    label: str, missing: list[tuple[str, str | None]], round_key: str | None
+) -> str:
+    """Why ``label`` cannot start, naming every missing upstream asset and how to make it:
+    the stage job of each, the command that runs the whole round, and the UI action."""
+    names = ", ".join(f"{name}[{partition}]" if partition else name for name, partition in missing)
+    jobs = sorted({STAGE_JOBS.get(name, name) for name, _ in missing}, key=_stage_rank)
+    lines = [
+        f"{label} cannot start: {len(missing)} upstream asset"
+        f"{'' if len(missing) == 1 else 's'} not materialised: {names}."
+    ]
+    if round_key:
+        lines.append(
+            f"Run round {round_key} from a terminal: "
+            f".venv/bin/python -m tensorguard_assets.demo --round {round_key} "
+            "(`make demo` runs the latest round only)."
+        )
+        lines.append(
+            f"Or in the Dagster UI (Jobs), launch {', then '.join(jobs)} for round {round_key}"
+            " (setup_job and key_ceremony_job are unpartitioned; site_training_job once per "
+            "site), then launch this asset again."
+        )
+    else:
+        lines.append(
+            f"Materialise them first: in the Dagster UI (Jobs), launch {', then '.join(jobs)}."
+        )
+    return "\n".join(lines)
+
+
+def _stage_rank(job: str) -> int:
+    return STAGE_ORDER.index(job) if job in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def require_upstreams(context: AssetExecutionContext) -> None:
+    """Fail at once, before any work, when an upstream asset the running asset reads is
+    not materialised for its partition, naming every missing one and how to make it."""
+    key = context.partition_key if context.has_partition_key else None
+    dependencies = {dep.to_user_string() for dep in context.assets_def.dependency_keys}
+    missing = missing_upstreams(context.instance, upstream_partitions(dependencies, key))
+    if missing:
+        label, round_key = _running_partition(context)
+        raise Failure(
+            description=missing_upstream_message(label, missing, round_key),
+            allow_retries=False,
+        )
+
+
+def _running_partition(context: AssetExecutionContext) -> tuple[str, str | None]:
+    """``asset[partition]`` of the running asset and its round (None if unpartitioned)."""
+    key = context.partition_key if context.has_partition_key else None
+    label = context.assets_def.node_def.name + (f"[{key}]" if key else "")
+    if isinstance(key, MultiPartitionKey):
+        return label, key.keys_by_dimension["round"]
+    return label, key

@@ -61,6 +61,7 @@ from tensorguard_assets.lineage import (
     latest_check_passed,
     latest_materialization_record,
     recorded_metadata,
+    require_upstreams,
     upstream_metadata,
     verified_upstream_path,
 )
@@ -97,6 +98,7 @@ def evaluation_report(
     """Held-out loss and perplexity of the base model, the round's global adapter, its
     2:4-pruned merge, and the channel's last published release, on every site's
     held-out texts."""
+    require_upstreams(context)
     round_key = context.partition_key
     base_dir, _ = verified_upstream_path(context, "base_model")
     adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
@@ -235,6 +237,7 @@ def gate_decision(
     criterion's value and threshold; a failed gate's blocking check stops the release,
     and a pruned model over budget is excluded from the package or fails the gate, as
     the policy's ``pruned_over_budget`` says."""
+    require_upstreams(context)
     round_key = context.partition_key
     report_path, _ = verified_upstream_path(context, "evaluation_report", round_key)
     _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
@@ -411,6 +414,7 @@ def tgsp_package(
     report, gate decision) and a MODEL_CARD.md in one TGSP v2 package: signed with the
     composite release key, encrypted to every enrolled edge node. A deployable the gate
     excluded (a pruned model over its loss budget) is left out."""
+    require_upstreams(context)
     round_key = context.partition_key
     decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
     _, base_meta = verified_upstream_path(context, "base_model")
@@ -509,6 +513,7 @@ def release(
     cohort only and ``canary_rollout`` later promotes or rolls it back.
     Only a round whose gate passed gets here, and only a package that verifies against
     the release key and names that decision."""
+    require_upstreams(context)
     round_key = context.partition_key
     package_path, _ = verified_upstream_path(context, "tgsp_package", round_key)
     decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)

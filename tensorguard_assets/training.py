@@ -33,7 +33,7 @@ from tensorguard_assets.artifact_checks import (
     write_json_artifact,
 )
 from tensorguard_assets.federation import load_round
-from tensorguard_assets.lineage import upstream_metadata, verified_upstream_path
+from tensorguard_assets.lineage import require_upstreams, upstream_metadata, verified_upstream_path
 from tensorguard_assets.partitions import (
     ROUND_OF_SITE,
     round_site_partitions,
@@ -182,6 +182,7 @@ def site_adapter(
     """Real LoRA fine-tuning (peft) of the base model on one site's data, starting from
     the round's reference adapter, with held-out evaluation before and after. Writes
     adapter_config.json + adapter_model.safetensors."""
+    require_upstreams(context)
     round_key, site_id = split_round_site(context.partition_key)
     base_dir, base_meta = verified_upstream_path(context, "base_model")
     dataset_meta = upstream_metadata(context, "site_dataset", context.partition_key)
