@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -173,7 +174,8 @@ def open_package(
                     package_id,
                     threads=threads,
                 )
-                _extract(chunks, header.files, root, modes, threads)
+                with closing(chunks):  # on a refusal, stop its worker threads at once
+                    _extract(chunks, header.files, root, modes, threads)
         except DestinationExistsError as exc:
             raise ExtractionError(
                 f"{destination} already exists; open into a new directory"

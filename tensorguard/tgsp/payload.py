@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future
 from typing import BinaryIO
 
@@ -94,7 +94,7 @@ def decrypt_payload(
     key: bytes,
     package_id: bytes,
     threads: int | None = None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Yield plaintext chunk by chunk, in order; each is authenticated before it is yielded.
 
     Chunks are read ahead and opened on worker threads (each under its own index and
