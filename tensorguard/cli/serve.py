@@ -2,12 +2,17 @@
 
 ``serve`` reads its settings from the environment (:mod:`tensorguard.service.settings`),
 optionally migrates the application database, refuses a database whose schema is not
-current, and serves until SIGINT/SIGTERM. ``token`` prints a short-lived operator,
-evaluator or auditor token signed with ``TG_SECRET_KEY``.
+current, and serves until SIGINT/SIGTERM: over HTTPS with ``TG_TLS_CERT_FILE`` and
+``TG_TLS_KEY_FILE`` (SIGHUP loads a renewed certificate and key), asking for node client
+certificates with ``TG_TLS_CLIENT_CA_FILE`` (:mod:`tensorguard.service.tls_settings`).
+``token`` prints a short-lived operator, evaluator or auditor token signed with
+``TG_SECRET_KEY``.
 
 Exit codes (:mod:`tensorguard.cli.exit_codes`): ``OK`` after a clean stop; ``CONFIG``
 when the settings are refused (production without ``TG_SECRET_KEY`` of at least 32
-bytes or ``DATABASE_URL``, ``TG_DEMO_MODE`` in production, a bad ``TG_*`` value, or
+bytes or ``DATABASE_URL``, ``TG_DEMO_MODE`` in production, node routes without mutual
+TLS in production unless ``TG_NODE_AUTH=signature``, TLS files that do not load, a bad
+``TG_*`` value, or
 ``token`` without ``TG_SECRET_KEY``); ``ERROR`` when the database is unreachable or not
 migrated. FastAPI, uvicorn and PyJWT (the ``service`` extra) are imported by the
 handlers, not by this module.
@@ -16,8 +21,12 @@ handlers, not by this module.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
+
+if TYPE_CHECKING:
+    from tensorguard.service.tls_settings import TlsSettings
 
 ROLES = ("operator", "evaluator", "auditor")
 
@@ -73,6 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     settings = load_settings(database_url=args.database_url)
+    tls_options = _tls_options(settings.tls)  # TLS files that do not load: refused first
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -85,15 +95,43 @@ def _serve(args: argparse.Namespace) -> int:
         raise ServiceError(f"{exc}; or start with `tensorguard serve --migrate`") from None
     finally:
         database.close()
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         proxy_headers=False,
         server_header=False,
+        **tls_options,
     )
     return ExitCode.OK
+
+
+def _tls_options(tls: TlsSettings) -> dict[str, Any]:
+    """uvicorn's TLS arguments for ``tls`` (none without a certificate), and SIGHUP reload."""
+    import logging
+    import signal
+
+    from tensorguard.service.tls_server import PeerCertificateProtocol, ServerTls
+    from tensorguard.service.tls_settings import NodeAuth
+
+    log = logging.getLogger("tensorguard.service")
+    if tls.node_auth is NodeAuth.SIGNATURE:
+        log.warning(
+            "node routes accept signed requests without a node certificate (%s); set "
+            "TG_TLS_CLIENT_CA_FILE and TG_TLS_CRL_FILE for mutual TLS (docs/IDENTITY.md)",
+            "TG_NODE_AUTH=signature" if tls.verifies_clients else "no TG_TLS_CLIENT_CA_FILE",
+        )
+    if not tls.enabled:
+        log.warning("serving plain HTTP: set TG_TLS_CERT_FILE and TG_TLS_KEY_FILE for HTTPS")
+        return {}
+    server_tls = ServerTls(tls)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: server_tls.reload())
+    options: dict[str, Any] = {"ssl_context_factory": lambda _config, _default: server_tls.context}
+    if tls.verifies_clients:
+        options["http"] = PeerCertificateProtocol
+    return options
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ from tensorguard.fleet.agent_config import (
     load_recipient_key,
     load_signing_key,
     load_trust_store,
+    service_tls_context,
 )
 from tensorguard.fleet.agent_state import AgentState, AgentStateStore, ChannelState
 from tensorguard.fleet.errors import AgentConfigError, AgentError, FleetError, MqttError
@@ -117,7 +118,12 @@ class EdgeAgent:
                 raise AgentConfigError(
                     "service_url is set but no node key was given; set node_key_file"
                 )
-            self._service = NodeClient(config.service_url, config.node_id, node_key)
+            self._service = NodeClient(
+                config.service_url,
+                config.node_id,
+                node_key,
+                tls_context=service_tls_context(config),
+            )
         self.service_reporter = None if self._service is None else ServiceReporter(self._service)
         self.layout = InstallLayout(config.state_dir)
         self._state_store = AgentStateStore(config.state_dir)

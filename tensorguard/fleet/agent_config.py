@@ -12,6 +12,9 @@ Example ``agent.yaml``::
            tls_ca_file: /etc/tensorguard/ca.pem}
     service_url: https://fleet.plant-a.example:8443          # optional, with node_key_file
     node_key_file: /etc/tensorguard/robot-7.ed25519.pem       # enrolled signing key, 0600
+    service_tls_ca_file: /var/lib/tensorguard/node/ca.pem     # https: the fleet CA root
+    service_tls_cert_file: /var/lib/tensorguard/node/tls.crt  # https: mutual TLS with the
+    service_tls_key_file: /var/lib/tensorguard/node/tls.key   # node's enrolled certificate
 
 The MQTT password is never written in the file: the agent reads it from
 ``TG_MQTT_PASSWORD`` when its session starts (a file with ``mqtt.password`` is refused).
@@ -24,12 +27,18 @@ Exactly one of ``recipient_key_file`` (a ``tensorguard-key`` file, mode 0600) an
 ``service_url`` and ``node_key_file`` (set both or neither) connect the agent to the
 fleet service (``tensorguard serve``): it downloads ``http(s)`` package locations from
 that service only, signing each request with the Ed25519 key it enrolled, and posts its
-install outcomes and heartbeats there (MQTT reporting stays).
+install outcomes and heartbeats there (MQTT reporting stays). With an ``https`` URL,
+``service_tls_ca_file`` pins the CA that issued the service's certificate (default: the
+system store) and ``service_tls_cert_file`` with ``service_tls_key_file`` (both or
+neither) present the node's enrolled certificate — the three files `tensorguard agent
+enrol --install-cert` printed — to a service that requires mutual TLS. TLS files with an
+``http`` URL are refused (they would not be used).
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -44,7 +53,7 @@ from tensorguard.fleet.messages import Name
 from tensorguard.fleet.mqtt import MQTT_PASSWORD_ENV, MqttSettings
 from tensorguard.gate.errors import validate_or_raise
 from tensorguard.keys.factory import key_provider_from_env
-from tensorguard.service.client import FleetClientError, service_base_url
+from tensorguard.service.client import FleetClientError, client_tls_context, service_base_url
 from tensorguard.service.node_key import NodeKeyError, load_node_key
 from tensorguard.tgsp.keyfiles import load_recipient_private_key
 from tensorguard.tgsp.trust import TrustStore
@@ -68,6 +77,9 @@ class AgentConfig(BaseModel):
     max_package_bytes: Annotated[int, Field(ge=1)] = DEFAULT_MAX_PACKAGE_BYTES
     service_url: str | None = None
     node_key_file: Path | None = None
+    service_tls_ca_file: Path | None = None
+    service_tls_cert_file: Path | None = None
+    service_tls_key_file: Path | None = None
     # refuse a first install on a channel unless the announcement carries a valid signed
     # freshness statement (docs/FLEET.md); statements that are present are always checked.
     # Unset: required in production (TG_ENVIRONMENT=production), not in development.
@@ -106,6 +118,21 @@ class AgentConfig(BaseModel):
             raise ValueError(
                 "set both service_url and node_key_file (the fleet service and the Ed25519 "
                 "key this node enrolled there), or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _service_tls_needs_https(self) -> AgentConfig:
+        if (self.service_tls_cert_file is None) != (self.service_tls_key_file is None):
+            raise ValueError(
+                "set both service_tls_cert_file and service_tls_key_file (the node's enrolled "
+                "tls.crt and tls.key), or neither"
+            )
+        uses_tls = self.service_tls_ca_file is not None or self.service_tls_cert_file is not None
+        if uses_tls and (self.service_url is None or not self.service_url.startswith("https://")):
+            raise ValueError(
+                "service_tls_* files are set but service_url is not https://; use the fleet "
+                "service's https URL (a certificate is never sent over plain http)"
             )
         return self
 
@@ -186,3 +213,16 @@ def load_signing_key(config: AgentConfig) -> Ed25519PrivateKey | None:
         return load_node_key(config.node_key_file)
     except NodeKeyError as exc:
         raise AgentConfigError(f"cannot load the agent's node key: {exc}") from exc
+
+
+def service_tls_context(config: AgentConfig) -> ssl.SSLContext | None:
+    """The TLS context for the fleet service (CA pin, node certificate), or None when
+    ``config`` names no ``service_tls_*`` file."""
+    if config.service_tls_ca_file is None and config.service_tls_cert_file is None:
+        return None
+    try:
+        return client_tls_context(
+            config.service_tls_ca_file, config.service_tls_cert_file, config.service_tls_key_file
+        )
+    except FleetClientError as exc:
+        raise AgentConfigError(f"cannot set up TLS to the fleet service: {exc}") from exc

@@ -14,7 +14,11 @@ Public names: :func:`create_app` (the FastAPI app), :class:`ServiceSettings` and
   summaries (no telemetry: an error, never a made-up value);
 * ``rate_limit`` / ``middleware`` — per-client token bucket (429) and body-size limit;
 * ``revocations`` — tokens revoked before their expiry;
-* ``client`` — the node side: signed heartbeats and telemetry with idempotent retries;
+* ``client`` — the node side: signed heartbeats and telemetry with idempotent retries,
+  over mutual TLS with the node's enrolled certificate;
+* ``tls_settings`` / ``tls_server`` / ``node_certificates`` — HTTPS, node client
+  certificates from the fleet CA (chain, CRL re-read when it changes, node id bound to
+  the signer), production refusing node routes without mutual TLS;
 * ``auth`` / ``routes`` / ``app`` — the FastAPI layer over the above.
 
 ``request_signing`` and ``client`` need only ``cryptography``; the rest needs the

@@ -2,11 +2,13 @@
 
 Only ``/healthz`` and ``/readyz`` answer without credentials; every other route
 depends on :mod:`tensorguard.service.auth`. Domain errors become JSON ``{"detail": ...}``
-responses here, in one place: authentication 401 (with ``WWW-Authenticate``),
+responses here, in one place: authentication 401 (with ``WWW-Authenticate``; also a
+missing, invalid or revoked node certificate),
 authorisation 403 (also an untrusted safety evaluator), an invalid token to revoke or
 a bad safety-evaluation signature 400, unknown node, release or connector 404,
 repeated enrolment 409, invalid names or connector settings 422, no telemetry, a stored
-safety evaluation that no longer verifies, database and registry failures 503. Unexpected
+safety evaluation that no longer verifies, database and registry failures and a node
+certificate whose revocation cannot be checked (no current CRL) 503. Unexpected
 errors are logged and answered 500 without details. Invalid bodies are 422 naming the
 fields, never echoing the submitted values.
 """
@@ -47,6 +49,7 @@ from tensorguard.service.errors import (
     NodeAlreadyEnrolledError,
     NoTelemetryError,
     PermissionDeniedError,
+    RevocationCheckError,
     SafetyRecordIntegrityError,
     UnknownConnectorError,
     UnknownNodeError,
@@ -86,6 +89,7 @@ ERROR_STATUS: tuple[tuple[type[TensorGuardError], int], ...] = (
     (NoTelemetryError, 503),
     (FleetDatabaseError, 503),
     (RegistryError, 503),
+    (RevocationCheckError, 503),
 )
 
 
@@ -112,6 +116,9 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc, RegistryError):
         LOG.error("%s %s: %s", request.method, request.url.path, exc)
         detail = "the release registry is unavailable or damaged; retry later"
+    elif isinstance(exc, RevocationCheckError):
+        LOG.error("%s %s: %s", request.method, request.url.path, exc)
+        detail = "the revocation status of the client certificate cannot be checked; retry later"
     elif status == 500:
         LOG.error("%s %s: %s", request.method, request.url.path, exc)
         detail = "internal error"

@@ -7,6 +7,14 @@
   (:mod:`tensorguard.service.node_auth`); 401 unless the signature, time and nonce
   check out, 403 when a node acts for another node id.
 * :func:`require_enrolled_node` — a request signed by any enrolled node (401 otherwise).
+
+With client certificates configured (``TG_TLS_CLIENT_CA_FILE``), both node dependencies
+first check the connection's client certificate
+(:mod:`tensorguard.service.node_certificates`): it must verify, be unrevoked and name the
+node that signs the request (``X-TG-Node``), else 401 (bad or missing certificate), 403
+(another node's certificate) or 503 (revocation undecidable). Under
+``TG_NODE_AUTH=mtls`` a request without a certificate is refused (401); under
+``signature`` a certificate that is sent is still checked and bound.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from tensorguard.service.context import ServiceContext
 from tensorguard.service.errors import AuthenticationError, PermissionDeniedError
 from tensorguard.service.node_auth import NodeCredentials
+from tensorguard.service.node_certificates import peer_certificate
 from tensorguard.service.request_signing import (
     NODE_HEADER,
     NONCE_HEADER,
@@ -28,6 +37,7 @@ from tensorguard.service.request_signing import (
     TIMESTAMP_HEADER,
 )
 from tensorguard.service.schemas import Name
+from tensorguard.service.tls_settings import NodeAuth
 from tensorguard.service.tokens import Principal, Role, verify_token
 
 NODE_SIGNATURE_HEADERS = ", ".join((NODE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER))
@@ -75,6 +85,22 @@ def _signed_path(request: Request) -> str:
     return f"{path}?{bytes(query).decode('latin-1')}" if query else path
 
 
+async def _certified_node(request: Request) -> str | None:
+    """The node id the connection's client certificate proves, or None without one."""
+    service = context(request)
+    verifier = service.node_certificates
+    der = peer_certificate(request.scope) if verifier is not None else None
+    if verifier is None or der is None:
+        if service.settings.tls.node_auth is NodeAuth.MTLS:
+            raise AuthenticationError(
+                "node routes need a client certificate from the fleet CA (mutual TLS): "
+                "connect over https with the node's enrolled tls.crt and tls.key "
+                "(agent.yaml: service_tls_cert_file, service_tls_key_file)"
+            )
+        return None
+    return await run_in_threadpool(verifier.node_id, der)
+
+
 async def _signed_node(
     request: Request,
     node: str | None,
@@ -82,8 +108,13 @@ async def _signed_node(
     nonce: str | None,
     signature: str | None,
 ) -> Principal:
+    certified = await _certified_node(request)
     if node is None or timestamp is None or nonce is None or signature is None:
         raise AuthenticationError(f"a signed request needs {NODE_SIGNATURE_HEADERS}")
+    if certified is not None and node != certified:
+        raise PermissionDeniedError(
+            f"the client certificate is node {certified!r}'s; it may not act for node {node!r}"
+        )
     body = await request.body()
     credentials = NodeCredentials(node, timestamp, nonce, signature)
     authenticator = context(request).node_authenticator

@@ -4,18 +4,21 @@ Standard library and ``cryptography`` only, so the edge base install can use it.
 attempt is signed anew (fresh time and nonce); telemetry keeps its ``message_id``
 across retries, so a retry after a lost response is stored once. Connection failures,
 5xx and 429 (honouring ``Retry-After``) are retried; any other refusal raises
-:class:`FleetClientError` at once with the service's reason.
+:class:`FleetClientError` at once with the service's reason. Over ``https`` the node
+can present its enrolled certificate (mutual TLS, :func:`client_tls_context`).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,9 +53,36 @@ def service_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def client_tls_context(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """A TLS client context that checks the service (against ``ca_file``, else the system
+    store) and presents ``cert_file``/``key_file`` (both or neither) as the node's
+    certificate; :class:`FleetClientError` when a file does not load."""
+    if (cert_file is None) != (key_file is None):
+        raise FleetClientError("a client certificate needs both its chain and its key file")
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise FleetClientError(
+            f"the fleet service TLS files do not load ({exc}): CA {ca_file}, certificate "
+            f"{cert_file}, key {key_file}; use the files `tensorguard agent enrol "
+            "--install-cert` printed"
+        ) from None
+    return context
+
+
 @dataclass
 class NodeClient:
-    """A node's connection to the fleet service (``base_url`` like ``https://fleet:8443``)."""
+    """A node's connection to the fleet service (``base_url`` like ``https://fleet:8443``).
+
+    ``tls_context`` (from :func:`client_tls_context`) verifies an ``https`` service and
+    presents the node's certificate; it is refused with an ``http`` URL, where it would
+    silently not be used.
+    """
 
     base_url: str
     node_id: str
@@ -60,10 +90,16 @@ class NodeClient:
     timeout_s: float = 10.0
     attempts: int = 3
     backoff_s: float = 0.5
+    tls_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
-        """Refuse a URL that is not plain http(s) with a host."""
+        """Refuse a URL that is not plain http(s) with a host, and TLS settings for http."""
         self.base_url = service_base_url(self.base_url)
+        if self.tls_context is not None and urlsplit(self.base_url).scheme != "https":
+            raise FleetClientError(
+                f"TLS settings (a CA or client certificate) are given for {self.base_url}, "
+                "which is not https; use the service's https:// URL"
+            )
 
     def heartbeat(self, installed_version: int | None = None) -> dict[str, Any]:
         """Tell the service this node is alive (and what it runs); returns the node record."""
@@ -93,7 +129,9 @@ class NodeClient:
             )
             wait = self.backoff_s * 2 ** (attempt - 1)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                with urllib.request.urlopen(  # noqa: S310
+                    request, timeout=self.timeout_s, context=self.tls_context
+                ) as response:
                     answer: dict[str, Any] = json.loads(response.read())
                     return answer
             except urllib.error.HTTPError as error:

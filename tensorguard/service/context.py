@@ -9,6 +9,7 @@ from tensorguard.service.approvals import ApprovalStore
 from tensorguard.service.connectors import ConnectorStore
 from tensorguard.service.credential_seal import CredentialSeal
 from tensorguard.service.node_auth import NodeAuthenticator
+from tensorguard.service.node_certificates import NodeCertificateVerifier
 from tensorguard.service.nodes import NodeDirectory
 from tensorguard.service.packages import PackageStore
 from tensorguard.service.rate_limit import TokenBucketLimiter
@@ -33,11 +34,17 @@ class ServiceContext:
     safety: SafetyEvaluationStore
     connectors: ConnectorStore
     approvals: ApprovalStore
+    node_certificates: NodeCertificateVerifier | None = None
 
     @classmethod
     def create(cls, settings: ServiceSettings) -> ServiceContext:
-        """Open the database (lazily: nothing connects yet) and build the stores."""
+        """Open the database (lazily: nothing connects yet) and build the stores; load
+        the client CA bundle and CRL when node certificates are configured."""
         database = FleetDatabase(settings.database_url)
+        tls = settings.tls
+        node_certificates = None
+        if tls.client_ca_file is not None and tls.crl_file is not None:
+            node_certificates = NodeCertificateVerifier(tls.client_ca_file, tls.crl_file)
         return cls(
             settings=settings,
             database=database,
@@ -52,4 +59,5 @@ class ServiceContext:
                 database, CredentialSeal(settings.secret_key.get_secret_value().encode())
             ),
             approvals=ApprovalStore(database),
+            node_certificates=node_certificates,
         )

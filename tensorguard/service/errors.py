@@ -70,3 +70,9 @@ class ApprovalIntegrityError(ServiceError):
 
 class MissingApprovalError(ServiceError):
     """A deployment needs a signed approval of the release and none is recorded."""
+
+
+class RevocationCheckError(ServiceError):
+    """A node certificate's revocation status cannot be decided: the CRL file is
+    unreadable, has no valid CRL from the certificate's issuer, or is past its
+    ``nextUpdate``. Node requests are refused (503) until a current CRL is in place."""

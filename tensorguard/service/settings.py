@@ -19,6 +19,8 @@ variable                        meaning (default)
 ``TG_RATE_LIMIT_BURST``         requests a client may send at once (60)
 ``TG_REGISTRY_ROOT``            the release registry whose packages enrolled nodes download
                                 (``.tensorguard/registry``, the pipeline's default)
+``TG_TLS_*``, ``TG_NODE_AUTH``  HTTPS, node certificates and how node routes authenticate
+                                (:mod:`tensorguard.service.tls_settings`)
 ==============================  ===========================================================
 """
 
@@ -42,6 +44,7 @@ from tensorguard.production import (
     service_requirements,
 )
 from tensorguard.service.errors import ServiceConfigError
+from tensorguard.service.tls_settings import TlsSettings, tls_settings_from_env
 
 LOG = logging.getLogger(__name__)
 # The same application DB the pipeline records releases in (README: DATABASE_URL).
@@ -73,6 +76,9 @@ class ServiceSettings(BaseModel):
     registry_root: Path = Field(
         default=DEFAULT_REGISTRY, description="release registry served to enrolled nodes"
     )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings, description="HTTPS and node certificates (TG_TLS_*)"
+    )
 
 
 _INT_SETTINGS: dict[str, str] = {
@@ -102,7 +108,8 @@ def _int_overrides(env: Mapping[str, str]) -> dict[str, int]:
 def load_settings(
     environ: Mapping[str, str] | None = None, *, database_url: str | None = None
 ) -> ServiceSettings:
-    """Read the service settings; production refuses weak or missing secrets and demo mode.
+    """Read the service settings; production refuses weak or missing secrets, demo mode
+    and node routes without mutual TLS (unless ``TG_NODE_AUTH=signature`` says so).
 
     ``database_url`` (e.g. from ``--database-url``) overrides ``DATABASE_URL``.
     Raises :class:`ServiceConfigError` listing every unmet requirement at once.
@@ -111,8 +118,14 @@ def load_settings(
     if database_url:
         env["DATABASE_URL"] = database_url
     environment = current_environment(env)
+    tls, tls_problems = tls_settings_from_env(env, environment)
+    if environment is not Environment.PRODUCTION and tls_problems:
+        listing = "\n  - ".join(tls_problems)
+        raise ServiceConfigError(f"tensorguard serve refused its TLS settings:\n  - {listing}")
     if environment is Environment.PRODUCTION:
-        problems = secret_problems(service_requirements(), env) + demo_mode_problems(env)
+        problems = (
+            secret_problems(service_requirements(), env) + demo_mode_problems(env) + tls_problems
+        )
         if problems:
             listing = "\n  - ".join(problems)
             raise ServiceConfigError(
@@ -142,6 +155,7 @@ def load_settings(
             token_issuer=env.get("TG_TOKEN_ISSUER") or "tensorguard",
             token_audience=env.get("TG_TOKEN_AUDIENCE") or "tensorguard-fleet",
             registry_root=Path(env.get("TG_REGISTRY_ROOT") or DEFAULT_REGISTRY),
+            tls=tls,
             **_int_overrides(env),
         )
     except ValueError as exc:

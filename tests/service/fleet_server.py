@@ -45,6 +45,7 @@ class FleetServer:
     url: str
     settings: ServiceSettings
     process: ServiceProcess
+    verify: bool | str = True  # requests' verify: the CA file of an https server
 
     def token(self, role: Role = Role.OPERATOR, subject: str = "alice") -> str:
         """A valid token for ``role``."""
@@ -53,6 +54,7 @@ class FleetServer:
     def get(self, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
         """GET ``path``, with a bearer token when given."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        kwargs.setdefault("verify", self.verify)
         return requests.get(self.url + path, headers=headers, timeout=10, **kwargs)
 
     def post_json(self, path: str, body: object, token: str | None = None) -> requests.Response:
@@ -60,7 +62,9 @@ class FleetServer:
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return requests.post(self.url + path, data=json.dumps(body), headers=headers, timeout=10)
+        return requests.post(
+            self.url + path, data=json.dumps(body), headers=headers, timeout=10, verify=self.verify
+        )
 
     def telemetry_summary(self, node_id: str) -> dict[str, object]:
         """The node's telemetry summary (an operator read); fail the test unless 200."""
@@ -135,9 +139,13 @@ def telemetry_body(message_id: str | None = None, **fields: object) -> bytes:
 
 @contextmanager
 def running_fleet_server(
-    tmp: Path, extra_env: Mapping[str, str] | None = None
+    tmp: Path, extra_env: Mapping[str, str] | None = None, *, tls_ca_file: Path | None = None
 ) -> Iterator[FleetServer]:
-    """Start ``tensorguard serve`` with a fresh SQLite database; stop it by PID afterwards."""
+    """Start ``tensorguard serve`` with a fresh SQLite database; stop it by PID afterwards.
+
+    With ``tls_ca_file`` the server is expected to listen with HTTPS (``TG_TLS_*`` in
+    ``extra_env``) under a certificate that CA file verifies.
+    """
     port = free_port()
     database_url = f"sqlite:///{tmp / 'fleet.db'}"
     env = {"TG_SECRET_KEY": SECRET, "DATABASE_URL": database_url, **(extra_env or {})}
@@ -148,17 +156,18 @@ def running_fleet_server(
         env=child_env(env),
     )
     process.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls_ca_file else 'http'}://127.0.0.1:{port}"
+    verify: bool | str = str(tls_ca_file) if tls_ca_file else True
 
     def ready() -> bool:
         try:
-            return requests.get(url + "/healthz", timeout=1).status_code == 200
+            return requests.get(url + "/healthz", timeout=1, verify=verify).status_code == 200
         except requests.ConnectionError:
             return False
 
     try:
         process.wait_until(ready, timeout=60)
-        yield FleetServer(url, load_settings(env), process)
+        yield FleetServer(url, load_settings(env), process, verify)
     finally:
         process.stop()
 

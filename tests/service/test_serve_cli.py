@@ -50,8 +50,9 @@ def _serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[s
         ({"TG_SECRET_KEY": "x" * 31}, "TG_SECRET_KEY is shorter than 32 bytes"),
         ({"TG_SECRET_KEY": "é" * 15}, "TG_SECRET_KEY is shorter than 32 bytes"),  # 30 bytes
         ({"TG_SECRET_KEY": SECRET, "TG_DEMO_MODE": "true"}, "TG_DEMO_MODE is enabled"),
+        ({"TG_SECRET_KEY": SECRET}, "TG_TLS_CLIENT_CA_FILE (the fleet CA's ca-bundle.pem)"),
     ],
-    ids=["no-secret", "short-secret", "short-in-bytes", "demo-mode"],
+    ids=["no-secret", "short-secret", "short-in-bytes", "demo-mode", "no-mutual-tls"],
 )
 def test_production_start_is_refused(tmp_path: Path, env: dict[str, str], expected: str) -> None:
     result = _serve(tmp_path, {"TG_ENVIRONMENT": "production", **env})
@@ -65,8 +66,9 @@ def test_production_start_is_refused(tmp_path: Path, env: dict[str, str], expect
 
 
 def test_production_with_its_requirements_gets_past_the_gate(tmp_path: Path) -> None:
-    result = _serve(tmp_path, {"TG_ENVIRONMENT": "production", "TG_SECRET_KEY": SECRET})
-    # The settings pass; the unmigrated database is the next refusal (exit 1, not 3).
+    env = {"TG_ENVIRONMENT": "production", "TG_SECRET_KEY": SECRET, "TG_NODE_AUTH": "signature"}
+    result = _serve(tmp_path, env)
+    # The settings pass (node routes without mutual TLS only because TG_NODE_AUTH says so); the unmigrated database is the next refusal (exit 1, not 3).
     assert result.returncode == ExitCode.ERROR, result.stderr
     assert "--migrate" in result.stderr
     assert SECRET not in result.stderr + result.stdout

@@ -86,7 +86,7 @@ def test_production_lists_every_problem_at_once() -> None:
 
 def test_production_with_requirements_is_accepted() -> None:
     settings = load_settings(
-        {"TG_ENVIRONMENT": "production", "TG_SECRET_KEY": SECRET},
+        {"TG_ENVIRONMENT": "production", "TG_SECRET_KEY": SECRET, "TG_NODE_AUTH": "signature"},
         database_url="postgresql://fleet@db:5432/tensorguard",
     )
     assert settings.environment == "production"
