@@ -3,7 +3,8 @@
 :func:`download_package` fetches ``GET /v1/packages/<channel>/<version>`` from the node's
 own fleet service (``service_url`` in ``agent.yaml``; an announcement naming another
 origin is refused, so the node never signs requests for a server it was not configured
-for). Each attempt is signed anew with the node's enrolled Ed25519 key. Bytes go to a
+for). Each attempt is signed anew with the node's enrolled Ed25519 key, and over https
+presents the node's certificate when the client has one (mutual TLS). Bytes go to a
 partial file; when a transfer breaks off, the next attempt (in this call or after a
 restart) asks for the rest with ``Range: bytes=<have>-`` and ``If-Range: "<digest>"``:
 the service answers 206 with the missing bytes while its package is still the
@@ -85,12 +86,16 @@ def _hash_prefix(partial: Path, size: int) -> tuple[hashlib._Hash, int]:
     return hasher, have
 
 
-def _connection(base_url: str, timeout_s: float) -> http.client.HTTPConnection:
-    parts = urlsplit(base_url)
+def _connection(service: NodeClient) -> http.client.HTTPConnection:
+    """A connection to the node's service; over https with its TLS context (CA pin and
+    the node's client certificate), when it has one."""
+    parts = urlsplit(service.base_url)
     host, port = parts.hostname or "", parts.port
     if parts.scheme == "https":
-        return http.client.HTTPSConnection(host, port, timeout=timeout_s)
-    return http.client.HTTPConnection(host, port, timeout=timeout_s)
+        return http.client.HTTPSConnection(
+            host, port, timeout=service.timeout_s, context=service.tls_context
+        )
+    return http.client.HTTPConnection(host, port, timeout=service.timeout_s)
 
 
 def _detail(response: http.client.HTTPResponse) -> str:
@@ -134,7 +139,7 @@ def _attempt(
     if have:
         headers["Range"] = f"bytes={have}-"
         headers["If-Range"] = entity_tag(expected.digest)
-    connection = _connection(service.base_url, service.timeout_s)
+    connection = _connection(service)
     try:
         connection.request("GET", path, headers=headers)
         response = connection.getresponse()

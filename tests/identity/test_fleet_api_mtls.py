@@ -28,12 +28,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from tensorguard.fleet.agent_config import parse_agent_config, service_tls_context
+from tensorguard.fleet.download import ExpectedPackage, download_package
 from tensorguard.fleet.errors import AgentConfigError
+from tensorguard.fleet.registry import LocalRegistry
+from tensorguard.fleet.rejections import InstallRefused
 from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile
 from tensorguard.identity.authority import utc_now
 from tensorguard.identity.enrol import enrol_node, install_certificate
 from tensorguard.identity.tls_probe import certificate_fingerprint, wait_until_served
-from tensorguard.service.client import FleetClientError, NodeClient
+from tensorguard.service.client import FleetClientError, NodeClient, client_tls_context
 from tensorguard.service.errors import AuthenticationError, ServiceConfigError
 from tensorguard.service.node_certificates import node_identity
 from tensorguard.service.node_key import write_node_key
@@ -123,6 +126,7 @@ def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsFleet]:
     served_crl = directory / "served-crl.pem"
     env = {
         **SHARED_ENV,
+        "TG_REGISTRY_ROOT": str(directory / "registry"),
         "TG_ENVIRONMENT": "production",
         "TG_TLS_CERT_FILE": str(chain),
         "TG_TLS_KEY_FILE": str(key),
@@ -236,6 +240,35 @@ def test_an_enrolled_node_reports_with_its_certificate(mtls: MtlsFleet) -> None:
     assert client.heartbeat(installed_version=3)["installed_version"] == 3
     assert client.post_telemetry(installed_version=3, install_outcome="installed") is True
     assert _last_seen(mtls, "robot-7") is not None
+
+
+def test_a_package_downloads_over_mutual_tls(mtls: MtlsFleet) -> None:
+    """The agent's download path (tensorguard.fleet.download) presents the node's
+    certificate; the same signed download without it is refused."""
+    key = _enrol_in_api(mtls, "robot-dl")
+    (cert_file, key_file), _ = _issue_node(mtls.authority, mtls.directory, "robot-dl")
+    package = mtls.directory / "package.bin"
+    package.write_bytes(os.urandom(300_000))
+    record = LocalRegistry(mtls.directory / "registry").publish(package, "mtls", 1)
+    location = f"{mtls.server.url}/v1/packages/mtls/1"
+    expected = ExpectedPackage(size=record.size, digest=record.digest)
+    root = mtls.authority.store.root_file
+    with_cert = NodeClient(
+        mtls.server.url,
+        "robot-dl",
+        key,
+        tls_context=client_tls_context(root, Path(cert_file), Path(key_file)),
+    )
+    target = mtls.directory / "downloaded.tgsp"
+    download_package(location, target, target.with_suffix(".part"), expected, with_cert)
+    assert target.read_bytes() == package.read_bytes()
+    without = NodeClient(
+        mtls.server.url, "robot-dl", key, attempts=1, tls_context=client_tls_context(root)
+    )
+    other = mtls.directory / "refused.tgsp"
+    with pytest.raises(InstallRefused, match="401"):
+        download_package(location, other, other.with_suffix(".part"), expected, without)
+    assert not other.exists()
 
 
 def test_node_routes_refuse_a_request_without_a_certificate(mtls: MtlsFleet) -> None:
