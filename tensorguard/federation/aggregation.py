@@ -348,8 +348,10 @@ def _sum_ciphertexts(
     spec: RoundSpec,
     rejected: list[Rejection],
 ) -> tuple[EncryptedVector | None, list[_Verified]]:
-    """Step 6 and the sum: the first update is fully inspected; each later one must add
-    to the running sum, which SEAL refuses for a mismatched level or scale."""
+    """Step 6 and the sum: the first update is fully inspected and becomes the running
+    sum (its chunks are this function's own, so later updates are added into them in
+    place); each later one must add to it, which SEAL refuses for a mismatched level or
+    scale, leaving the sum as it was."""
     total: EncryptedVector | None = None
     summed: list[_Verified] = []
     for item in unique:
@@ -362,7 +364,10 @@ def _sum_ciphertexts(
                 packing=spec.ckks_packing,
                 inspect_ciphertexts=total is None,
             )
-            total = vector if total is None else total + vector
+            if total is None:
+                total = vector
+            else:
+                total.add_in_place(vector)
         except CiphertextError as exc:
             rejected.append(Rejection(item.site_id, RejectionReason.INVALID_CIPHERTEXT, str(exc)))
             continue

@@ -131,6 +131,32 @@ class EncryptedVector:
             raise CiphertextError(f"homomorphic addition failed: {exc}") from exc
         return EncryptedVector(summed, self.length, self.packing)
 
+    def add_in_place(self, other: EncryptedVector) -> None:
+        """Add ``other`` into this vector's own chunks (no new ciphertexts).
+
+        For a running sum whose chunks nobody else holds. If SEAL refuses chunk ``k``
+        (another level or scale), the ``k`` chunks already added are restored by
+        subtracting the same ciphertexts, which is exact modulo the primes, so the sum
+        is unchanged when :class:`CiphertextError` is raised.
+        """
+        if self.length != other.length or len(self.chunks) != len(other.chunks):
+            raise CiphertextError(
+                f"cannot add encrypted vectors of {self.length} and {other.length} values"
+            )
+        if self.packing is not other.packing:
+            raise CiphertextError(
+                f"cannot add a {self.packing}-packed vector to a {other.packing}-packed one"
+            )
+        added = 0
+        try:
+            for total, addend in zip(self.chunks, other.chunks, strict=True):
+                total.add_(addend)
+                added += 1
+        except (ValueError, RuntimeError, TypeError) as exc:
+            for total, addend in zip(self.chunks[:added], other.chunks[:added], strict=True):
+                total.sub_(addend)
+            raise CiphertextError(f"homomorphic addition failed: {exc}") from exc
+
 
 def chunk_lengths(length: int, slot_count: int) -> list[int]:
     """How many values each ciphertext holds for a vector of ``length`` values, when one

@@ -13,6 +13,7 @@ from tensorguard.federation.context import (
 )
 from tensorguard.federation.errors import CiphertextError, ContextError, EncodingCapacityError
 from tensorguard.federation.packing import (
+    EncryptedVector,
     Packing,
     chunk_lengths,
     decrypt_vector,
@@ -184,3 +185,27 @@ def test_ciphertexts_at_another_scale_or_ring_are_refused(public: PublicFederati
         )
         with pytest.raises(CiphertextError):
             load_encrypted_vector(framed, context, public.params, 8, packing=Packing.REAL)
+
+
+def test_a_refused_in_place_addition_leaves_the_running_sum_unchanged(
+    public: PublicFederation, secret: SecretFederation
+) -> None:
+    """The aggregator adds updates into its running sum in place; an update whose second
+    ciphertext SEAL refuses (another scale) must not leave its first one in the sum."""
+    params, context = public.params, public.load_context()
+    length = 2 * params.poly_modulus_degree + 5  # three chunks
+    rng = np.random.default_rng(3)
+    first, second = rng.uniform(-1, 1, length), rng.uniform(-1, 1, length)
+    total = encrypt_vector(first, context, params)
+    addend = encrypt_vector(second, context, params)
+    rescaled = ts.ckks_vector(context, [0.5] * addend.chunks[1].size(), scale=2.0**40)
+    broken = EncryptedVector(
+        (addend.chunks[0], rescaled, addend.chunks[2]), length, Packing.COMPLEX
+    )
+    with pytest.raises(CiphertextError, match="homomorphic addition failed"):
+        total.add_in_place(broken)
+    unchanged = decrypt_vector(total, secret.context)
+    assert np.max(np.abs(unchanged - first)) < ROUND_TRIP_TOLERANCE
+    total.add_in_place(addend)
+    summed = decrypt_vector(total, secret.context)
+    assert np.max(np.abs(summed - (first + second))) < ROUND_TRIP_TOLERANCE
