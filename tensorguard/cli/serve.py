@@ -21,6 +21,8 @@ handlers, not by this module.
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
@@ -51,6 +53,13 @@ def add_serve_commands(
         help="upgrade the application DB schema to the newest revision before serving",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--pid-file",
+        type=Path,
+        default=None,
+        help="write the process id here while serving (for SIGHUP reloads of the TLS "
+        "certificate, e.g. a renewal endpoint's signal_pid_file); removed at exit",
+    )
     serve.set_defaults(handler=reporting_errors("serve", _serve))
 
     token = subparsers.add_parser(
@@ -67,11 +76,11 @@ def add_serve_commands(
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
-    from pathlib import Path
 
     import uvicorn
     from sqlalchemy.engine import make_url
 
+    from tensorguard.durable import atomic_write_bytes
     from tensorguard.fleet.db import FleetDatabase, migrate
     from tensorguard.fleet.errors import FleetDatabaseError
     from tensorguard.service.app import create_app
@@ -96,16 +105,43 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         database.close()
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        proxy_headers=False,
-        server_header=False,
-        **tls_options,
-    )
+    if args.pid_file is not None:
+        atomic_write_bytes(args.pid_file, f"{os.getpid()}\n".encode())
+        _remove_at_signal_exit(args.pid_file)
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            proxy_headers=False,
+            server_header=False,
+            **tls_options,
+        )
+    finally:
+        if args.pid_file is not None:
+            args.pid_file.unlink(missing_ok=True)
     return ExitCode.OK
+
+
+def _remove_at_signal_exit(pid_file: Path) -> None:
+    """Remove ``pid_file`` when the process ends by SIGINT/SIGTERM.
+
+    uvicorn shuts down gracefully, restores the handlers it found and raises the signal
+    again; these handlers then remove the file and let the signal end the process as
+    before (so the exit status still says which signal stopped it).
+    """
+    import signal
+
+    def remove_and_reraise(signum: int, _frame: object) -> None:
+        pid_file.unlink(missing_ok=True)
+        signal.signal(
+            signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+        )
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, remove_and_reraise)
 
 
 def _tls_options(tls: TlsSettings) -> dict[str, Any]:

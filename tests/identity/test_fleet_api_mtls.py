@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.fleet.rejections import InstallRefused
 from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile
 from tensorguard.identity.authority import utc_now
+from tensorguard.identity.deploy import SignalReload
 from tensorguard.identity.enrol import enrol_node, install_certificate
 from tensorguard.identity.tls_probe import certificate_fingerprint, wait_until_served
 from tensorguard.service.client import FleetClientError, NodeClient, client_tls_context
@@ -135,8 +135,14 @@ def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsFleet]:
     }
     fleet = MtlsFleet(authority, None, directory, served_crl, chain, key)  # type: ignore[arg-type]
     fleet.copy_crl()
-    with running_fleet_server(directory, env, tls_ca_file=authority.store.root_file) as server:
+    with running_fleet_server(
+        directory,
+        env,
+        tls_ca_file=authority.store.root_file,
+        extra_args=["--pid-file", str(directory / "serve.pid")],
+    ) as server:
         yield MtlsFleet(authority, server, directory, served_crl, chain, key)
+    assert not (directory / "serve.pid").exists()  # removed when SIGTERM stopped serve
 
 
 def _enrol_in_api(fleet: MtlsFleet, node_id: str) -> ed25519.Ed25519PrivateKey:
@@ -374,12 +380,14 @@ def test_a_stale_crl_refuses_every_node_request(mtls: MtlsFleet) -> None:
 
 
 def test_sighup_serves_a_renewed_service_certificate(mtls: MtlsFleet) -> None:
-    """The renewal deploy hook's reload: new files, SIGHUP, and new connections get the
-    new certificate (the process keeps running)."""
+    """The renewal deploy hook's reload (SignalReload on serve's --pid-file): new files,
+    SIGHUP, and new connections get the new certificate (the process keeps running)."""
     renewed = _issue_service(mtls.authority, mtls.service_chain, mtls.service_key)
     process = mtls.server.process.process
+    pid_file = mtls.directory / "serve.pid"
     assert process is not None
-    os.kill(process.pid, signal.SIGHUP)
+    assert int(pid_file.read_text()) == process.pid
+    SignalReload(pid_file)()
     port = int(mtls.server.url.rsplit(":", 1)[1])
     wait_until_served("127.0.0.1", port, "127.0.0.1", renewed, timeout_s=10)
     assert mtls.server.get("/healthz").status_code == 200

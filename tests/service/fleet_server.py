@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,19 +139,33 @@ def telemetry_body(message_id: str | None = None, **fields: object) -> bytes:
 
 @contextmanager
 def running_fleet_server(
-    tmp: Path, extra_env: Mapping[str, str] | None = None, *, tls_ca_file: Path | None = None
+    tmp: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    tls_ca_file: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[FleetServer]:
     """Start ``tensorguard serve`` with a fresh SQLite database; stop it by PID afterwards.
 
     With ``tls_ca_file`` the server is expected to listen with HTTPS (``TG_TLS_*`` in
-    ``extra_env``) under a certificate that CA file verifies.
+    ``extra_env``) under a certificate that CA file verifies. ``extra_args`` go on the
+    ``serve`` command line.
     """
     port = free_port()
     database_url = f"sqlite:///{tmp / 'fleet.db'}"
     env = {"TG_SECRET_KEY": SECRET, "DATABASE_URL": database_url, **(extra_env or {})}
     process = ServiceProcess(
         "tensorguard serve",
-        [sys.executable, "-m", "tensorguard", "serve", "--migrate", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "tensorguard",
+            "serve",
+            "--migrate",
+            "--port",
+            str(port),
+            *extra_args,
+        ],
         tmp / "serve.log",
         env=child_env(env),
     )
