@@ -44,6 +44,7 @@ from tensorguard_assets.lineage import (
     require_upstreams,
     verified_upstream_path,
 )
+from tensorguard_assets.metadata import metadata_float
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
@@ -138,17 +139,17 @@ def pruned_model(
             "path": MetadataValue.path(str(out_dir)),
             "digest": MetadataValue.text(digest),
             "size_bytes": MetadataValue.int(saved.size_bytes),
-            "sparsity": MetadataValue.float(report.overall_sparsity),
+            "sparsity": metadata_float(report.overall_sparsity),
             "pruned_layers": MetadataValue.int(len(report.layers)),
-            "eval_loss_unpruned": MetadataValue.float(round(outcome.eval_loss_dense, 6)),
-            "eval_loss_one_shot": MetadataValue.float(round(outcome.eval_loss_pruned, 6)),
-            "eval_loss_pruned": MetadataValue.float(round(outcome.eval_loss_recovered, 6)),
-            "eval_loss_delta": MetadataValue.float(
+            "eval_loss_unpruned": metadata_float(round(outcome.eval_loss_dense, 6)),
+            "eval_loss_one_shot": metadata_float(round(outcome.eval_loss_pruned, 6)),
+            "eval_loss_pruned": metadata_float(round(outcome.eval_loss_recovered, 6)),
+            "eval_loss_delta": metadata_float(
                 round(outcome.eval_loss_recovered - outcome.eval_loss_dense, 6)
             ),
-            "eval_loss_relative_increase": MetadataValue.float(round(outcome.relative_increase, 6)),
+            "eval_loss_relative_increase": metadata_float(round(outcome.relative_increase, 6)),
             "recovery_steps": MetadataValue.int(outcome.recovery.steps),
-            "recovery_seconds": MetadataValue.float(round(outcome.recovery.seconds, 2)),
+            "recovery_seconds": metadata_float(round(outcome.recovery.seconds, 2)),
             "recovery_data": MetadataValue.text("public corpus (tensorguard/data/corpus)"),
         },
         check_results=[
@@ -161,7 +162,7 @@ def pruned_model(
                     "violating_layers": MetadataValue.text(
                         ", ".join(reloaded_report.violating_layers) or "none"
                     ),
-                    "sparsity": MetadataValue.float(reloaded_report.overall_sparsity),
+                    "sparsity": metadata_float(reloaded_report.overall_sparsity),
                 },
             ),
         ],
@@ -218,9 +219,9 @@ def onnx_model(
             "digest": MetadataValue.text(result.sha256),
             "size_bytes": MetadataValue.int(result.size_bytes),
             "opset": MetadataValue.int(result.opset),
-            "max_abs_diff": MetadataValue.float(result.max_abs_diff),
+            "max_abs_diff": metadata_float(result.max_abs_diff),
             "parity_shapes": MetadataValue.text(str(list(result.parity_shapes))),
-            "export_seconds": MetadataValue.float(round(seconds, 2)),
+            "export_seconds": metadata_float(round(seconds, 2)),
         },
         check_results=[
             verify_artifact("onnx_model", out_dir, result.sha256),
@@ -229,8 +230,8 @@ def onnx_model(
                 check_name="onnx_parity",
                 passed=result.within_tolerance(config.tolerance),
                 metadata={
-                    "max_abs_diff": MetadataValue.float(result.max_abs_diff),
-                    "tolerance": MetadataValue.float(config.tolerance),
+                    "max_abs_diff": metadata_float(result.max_abs_diff),
+                    "tolerance": metadata_float(config.tolerance),
                 },
             ),
         ],
@@ -267,7 +268,7 @@ def tensorrt_engine(
             "device": MetadataValue.text(result.device_name),
             "compute_capability": MetadataValue.text(result.compute_capability),
             "fp16": MetadataValue.bool(result.fp16_enabled),
-            "build_seconds": MetadataValue.float(round(result.build_seconds, 2)),
+            "build_seconds": metadata_float(round(result.build_seconds, 2)),
         },
         check_results=[verify_artifact("tensorrt_engine", out_dir, result.sha256)],
     )
@@ -338,8 +339,8 @@ def moai_export(
             "checkpoint_sha256": MetadataValue.text(result.checkpoint_sha256),
             "modules": MetadataValue.int(len(result.module_names)),
             "self_check_module": MetadataValue.text(self_check.module),
-            "self_check_max_abs_error": MetadataValue.float(self_check.max_abs_error),
-            "self_check_tolerance": MetadataValue.float(self_check.tolerance),
+            "self_check_max_abs_error": metadata_float(self_check.max_abs_error),
+            "self_check_tolerance": metadata_float(self_check.tolerance),
         },
         check_results=[
             verify_artifact("moai_export", out_dir, result.sha256),
@@ -357,8 +358,8 @@ def moai_export(
                 check_name="moai_self_check",
                 passed=self_check.passed,
                 metadata={
-                    "max_abs_error": MetadataValue.float(self_check.max_abs_error),
-                    "tolerance": MetadataValue.float(self_check.tolerance),
+                    "max_abs_error": metadata_float(self_check.max_abs_error),
+                    "tolerance": metadata_float(self_check.tolerance),
                 },
             ),
         ],

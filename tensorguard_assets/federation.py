@@ -79,6 +79,7 @@ from tensorguard_assets.lineage import (
     require_upstreams,
     verified_upstream_path,
 )
+from tensorguard_assets.metadata import metadata_float, metadata_table
 from tensorguard_assets.partitions import (
     ROUND_OF_SITE,
     round_partitions,
@@ -403,7 +404,7 @@ def round_spec(
             "opened_at": MetadataValue.text(opened_at.isoformat()),
             "deadline": MetadataValue.text(spec.deadline.isoformat() if spec.deadline else ""),
             "min_sites": MetadataValue.int(spec.min_sites),
-            "clip_norm": MetadataValue.float(config.clip_norm),
+            "clip_norm": metadata_float(config.clip_norm),
             "site_weight_caps": MetadataValue.json(dict(spec.site_weight_caps)),
             "dp_rule": MetadataValue.json(spec.dp.model_dump() if spec.dp else {}),
             "lora_aggregation": MetadataValue.text(config.lora_aggregation),
@@ -509,7 +510,7 @@ def site_update(
         elif isinstance(value, int):
             metadata[key] = MetadataValue.int(value)
         elif isinstance(value, float):
-            metadata[key] = MetadataValue.float(value)
+            metadata[key] = metadata_float(value)
         else:
             metadata[key] = MetadataValue.text(str(value))
     return MaterializeResult(
@@ -597,7 +598,6 @@ def aggregated_update(
     out_path = artifacts.asset_dir("aggregated_update", round_key) / AGGREGATE_FILE
     digest = write_artifact(out_path, result.to_bytes())
     accepted = [a.site_id for a in result.accepted]
-    rejected_rows = "\n".join(f"| {site} | {reason} |" for site, reason in result.rejections)
     context.log.info(
         f"aggregated {len(accepted)} site update(s) in {seconds:.2f}s; "
         f"{len(result.rejections)} rejected"
@@ -609,12 +609,12 @@ def aggregated_update(
             "accepted_sites": MetadataValue.text(", ".join(accepted)),
             "accepted_count": MetadataValue.int(len(accepted)),
             "rejected_count": MetadataValue.int(len(result.rejections)),
-            "rejections": MetadataValue.md(
-                "| site | reason |\n|---|---|\n" + (rejected_rows or "| – | none |")
+            "rejections": metadata_table(
+                [{"site": site, "reason": reason} for site, reason in result.rejections]
             ),
             "missing_sites": MetadataValue.text(", ".join(missing) or "none"),
-            "total_weight": MetadataValue.float(result.total_weight),
-            "aggregation_seconds": MetadataValue.float(round(seconds, 3)),
+            "total_weight": metadata_float(result.total_weight),
+            "aggregation_seconds": metadata_float(round(seconds, 3)),
         },
         check_results=[
             verify_artifact("aggregated_update", out_path, digest),
@@ -847,17 +847,17 @@ def global_adapter(
             "path": MetadataValue.path(str(out_dir)),
             "digest": MetadataValue.text(digest),
             "sites": MetadataValue.int(len(aggregate.accepted)),
-            "mean_update_l2_norm": MetadataValue.float(delta_norm),
+            "mean_update_l2_norm": metadata_float(delta_norm),
             "norm_bound": MetadataValue.text(str(bound) if bound is not None else "not checked"),
             "custodian_ledger_entry": MetadataValue.text(decryption.record.digest),
             "reference_digest": MetadataValue.text(spec.reference_digest),
             "server_optimizer": MetadataValue.text(optimizer.name),
-            "server_learning_rate": MetadataValue.float(optimizer.learning_rate),
+            "server_learning_rate": metadata_float(optimizer.learning_rate),
             "server_optimizer_state": MetadataValue.text(state_note),
             **(
                 {
-                    "dp_epsilon_round": MetadataValue.float(decryption.dp_epsilon[0]),
-                    "dp_epsilon_total": MetadataValue.float(decryption.dp_epsilon[1]),
+                    "dp_epsilon_round": metadata_float(decryption.dp_epsilon[0]),
+                    "dp_epsilon_total": metadata_float(decryption.dp_epsilon[1]),
                 }
                 if decryption.dp_epsilon is not None
                 else {}

@@ -25,6 +25,7 @@ from dagster import (
 from tensorguard.identity.inventory import expiring_within
 from tensorguard.identity.renewal import RenewalState
 from tensorguard_assets import groups
+from tensorguard_assets.metadata import metadata_float
 from tensorguard_resources import fail_closed_on
 from tensorguard_resources.identity import FleetIdentity
 
@@ -124,7 +125,7 @@ def certificate_inventory(
         )
         for entry in inventory
     }
-    soonest = {"min_days_left": MetadataValue.float(inventory[0].days_left)} if inventory else {}
+    soonest = {"min_days_left": metadata_float(inventory[0].days_left)} if inventory else {}
     return MaterializeResult(
         metadata={
             "endpoints": MetadataValue.int(len(inventory)),
@@ -145,7 +146,7 @@ def certificate_inventory(
                     if due
                     else f"no certificate expires within {window:g} days"
                 ),
-                metadata={"window_days": MetadataValue.float(window)},
+                metadata={"window_days": metadata_float(window)},
             )
         ],
     )

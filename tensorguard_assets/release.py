@@ -65,12 +65,16 @@ from tensorguard_assets.lineage import (
     upstream_metadata,
     verified_upstream_path,
 )
+from tensorguard_assets.metadata import metadata_float, metadata_table, write_line_plot
 from tensorguard_assets.partitions import round_partitions, round_site_key
+from tensorguard_assets.round_history import round_comparison, site_metric
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.keys import KeyVault
 
 DEMO_EDGE_NODE = "edge-demo-1"
+ROUND_COMPARISON_PNG = "round_comparison.png"
+"""Held-out loss of base, global and pruned per round, drawn next to the report."""
 GATED_CHECKS = (
     ("aggregated_update", "quorum_met"),
     ("global_adapter", "artifact_integrity"),
@@ -131,25 +135,59 @@ def evaluation_report(
     out_path = artifacts.asset_dir("evaluation_report", round_key) / REPORT_FILE
     digest = write_json_artifact(out_path, report)
     base_loss = losses["base_model"]
-    rows = "\n".join(
-        f"| {name} | {loss:.4f} | {perplexity(loss):.2f} | {loss - base_loss:+.4f} |"
-        for name, loss in losses.items()
-    )
     context.log.info(
         "held-out loss: " + ", ".join(f"{name} {loss:.4f}" for name, loss in losses.items())
+    )
+    comparison = round_comparison(
+        context.instance,
+        round_key,
+        {
+            "base": base_loss,
+            "global": losses["global_adapter"],
+            "pruned": losses["pruned_model"],
+        },
+    )
+    comparison_png = write_line_plot(
+        out_path.parent / ROUND_COMPARISON_PNG,
+        {
+            column: [row[column] if row[column] is not None else float("nan") for row in comparison]
+            for column in ("base", "global", "pruned")
+        },
+        x=[row["round"] for row in comparison],
+        title="Held-out loss per round",
+        xlabel="round",
+        ylabel="loss",
+    )
+    site_losses = site_metric(
+        context.instance, round_key, sites.sites(), "site_adapter", "eval_loss_after"
     )
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(out_path)),
             "digest": MetadataValue.text(digest),
-            "eval_loss_base": MetadataValue.float(base_loss),
-            "eval_loss_global": MetadataValue.float(losses["global_adapter"]),
-            "eval_loss_pruned": MetadataValue.float(losses["pruned_model"]),
+            "eval_loss_base": metadata_float(base_loss),
+            "eval_loss_global": metadata_float(losses["global_adapter"]),
+            "eval_loss_pruned": metadata_float(losses["pruned_model"]),
             "last_release": MetadataValue.text(last_release.kind),
             "held_out_sequences": MetadataValue.int(len(held_out.sequences)),
-            "losses": MetadataValue.md(
-                "| model | loss | perplexity | Δ vs base |\n|---|---|---|---|\n" + rows
+            "losses": metadata_table(
+                [
+                    {
+                        "model": name,
+                        "loss": loss,
+                        "perplexity": perplexity(loss),
+                        "change_vs_base": loss - base_loss,
+                    }
+                    for name, loss in losses.items()
+                ]
             ),
+            "round_comparison": metadata_table(comparison),
+            "round_comparison_png": MetadataValue.path(str(comparison_png)),
+            # One entry per site, so each site is its own series over the rounds.
+            **{
+                f"site_eval_loss_after[{site}]": metadata_float(loss)
+                for site, loss in site_losses.items()
+            },
         },
         check_results=[verify_artifact("evaluation_report", out_path, digest)],
     )
@@ -194,9 +232,9 @@ def _criterion_metadata(decision: GateDecision) -> dict[str, MetadataValue]:
             continue
         metadata[f"{criterion.name}_status"] = MetadataValue.text(criterion.status)
         if isinstance(criterion.observed, float):
-            metadata[f"{criterion.name}_value"] = MetadataValue.float(round(criterion.observed, 6))
+            metadata[f"{criterion.name}_value"] = metadata_float(round(criterion.observed, 6))
         if criterion.threshold is not None:
-            metadata[f"{criterion.name}_threshold"] = MetadataValue.float(criterion.threshold)
+            metadata[f"{criterion.name}_threshold"] = metadata_float(criterion.threshold)
     return metadata
 
 
@@ -281,7 +319,7 @@ def gate_decision(
             "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
             **_criterion_metadata(decision),
             # measured on a fresh encryption, so kept here, not in the shipped decision
-            "moai_self_check_measured_error": MetadataValue.float(
+            "moai_self_check_measured_error": metadata_float(
                 float(moai_meta["self_check_max_abs_error"])
             ),
         },

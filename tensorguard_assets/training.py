@@ -34,6 +34,7 @@ from tensorguard_assets.artifact_checks import (
 )
 from tensorguard_assets.federation import load_round
 from tensorguard_assets.lineage import require_upstreams, upstream_metadata, verified_upstream_path
+from tensorguard_assets.metadata import metadata_float, significant, write_line_plot
 from tensorguard_assets.partitions import (
     ROUND_OF_SITE,
     round_site_partitions,
@@ -42,6 +43,8 @@ from tensorguard_assets.partitions import (
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 
 TRAINING_POOL = "training"
+LOSS_CURVE_PNG = "loss_curve.png"
+"""The training loss per step, drawn next to the adapter (its path is in the metadata)."""
 # Transient failures (a killed worker, a full disk being cleaned) are retried; the
 # fail-closed errors raised through ``fail_closed_on`` are not.
 TRANSIENT_RETRY = RetryPolicy(max_retries=2, delay=5)
@@ -93,7 +96,7 @@ def base_model(
             "parameter_count": MetadataValue.int(info.parameter_count),
             "vocab_size": MetadataValue.int(info.vocab_size),
             "built_locally": MetadataValue.bool(info.built_locally),
-            "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
+            "seconds": metadata_float(round(time.perf_counter() - started, 2)),
         },
         check_results=[verify_artifact("base_model", info.path, info.digest)],
     )
@@ -221,25 +224,37 @@ def site_adapter(
         write_json_artifact(
             asset_dir / TRAINING_SETTINGS_FILE, training_config.model_dump(mode="json")
         )
-    curve = "\n".join(f"| {i + 1} | {loss:.4f} |" for i, loss in enumerate(result.loss_curve))
+    curve_png = write_line_plot(
+        asset_dir / LOSS_CURVE_PNG,
+        {"training loss": result.loss_curve},
+        title=f"{site_id}, round {round_key}: training loss per step",
+        xlabel="optimiser step",
+        ylabel="loss",
+    )
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(result.adapter_dir)),
             "digest": MetadataValue.text(result.adapter_digest),
             "round": MetadataValue.text(round_key),
             "site": MetadataValue.text(site_id),
-            "eval_loss_before": MetadataValue.float(result.eval_loss_before),
-            "eval_loss_after": MetadataValue.float(result.eval_loss_after),
-            "perplexity_before": MetadataValue.float(result.perplexity_before),
-            "perplexity_after": MetadataValue.float(result.perplexity_after),
+            "eval_loss_before": metadata_float(result.eval_loss_before),
+            "eval_loss_after": metadata_float(result.eval_loss_after),
+            "perplexity_before": metadata_float(result.perplexity_before),
+            "perplexity_after": metadata_float(result.perplexity_after),
             "train_examples": MetadataValue.int(result.train_examples),
             "eval_examples": MetadataValue.int(result.eval_examples),
             "steps": MetadataValue.int(result.steps),
             "trainable_parameters": MetadataValue.int(result.trainable_parameters),
-            "tokens_per_second": MetadataValue.float(round(result.tokens_per_second, 1)),
-            "seconds": MetadataValue.float(round(result.seconds, 2)),
-            "loss_curve": MetadataValue.md("| step | loss |\n|---|---|\n" + curve),
-            "final_train_loss": MetadataValue.float(result.loss_curve[-1]),
+            "tokens_per_second": metadata_float(round(result.tokens_per_second, 1)),
+            "seconds": metadata_float(round(result.seconds, 2)),
+            "loss_curve_png": MetadataValue.path(str(curve_png)),
+            "loss_curve": MetadataValue.json(
+                {
+                    "step": list(range(1, len(result.loss_curve) + 1)),
+                    "loss": [significant(loss) for loss in result.loss_curve],
+                }
+            ),
+            "final_train_loss": metadata_float(result.loss_curve[-1]),
         },
         check_results=[verify_artifact("site_adapter", result.adapter_dir, result.adapter_digest)],
     )

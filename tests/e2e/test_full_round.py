@@ -4,6 +4,7 @@ demo edge node's agent installs the release and reports success over MQTT."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,9 @@ def test_installed_global_adapter_loads_with_peft_and_beats_the_base_model(
     )
     model = load_with_adapter(base_dir, edge_install.installed_dir / "global_adapter")
     loss = held_out.loss(model)
-    assert loss == pytest.approx(report["eval_loss_global"], rel=1e-5)
+    # The metadata shows 4 significant digits; the report file keeps full precision.
+    losses = json.loads(Path(report["path"]).read_text(encoding="utf-8"))["losses"]
+    assert loss == pytest.approx(losses["global_adapter"], rel=1e-5)
+    assert loss == pytest.approx(report["eval_loss_global"], rel=1e-3)
     assert report["eval_loss_global"] < report["eval_loss_base"]
     assert report["held_out_sequences"] == len(held_out.sequences)
