@@ -103,6 +103,29 @@ class ChunkCipher:
         self._check_index(index)
         return self._aead.encrypt(_nonce(index, final), plaintext, self._associated_data)
 
+    def seal_into(
+        self, index: int, plaintext: bytes | bytearray | memoryview, out: memoryview, *, final: bool
+    ) -> int:
+        """Write ``ciphertext || tag`` of chunk ``index`` into ``out`` (exactly that long)."""
+        self.check_plaintext_size(len(plaintext), final=final)
+        self._check_index(index)
+        return self._aead.encrypt_into(_nonce(index, final), plaintext, self._associated_data, out)
+
+    def open_into(
+        self, index: int, sealed: bytes | bytearray | memoryview, out: memoryview, *, final: bool
+    ) -> int:
+        """Write the plaintext of chunk ``index`` into ``out`` (``len(sealed) - 16`` bytes).
+
+        Raises like :meth:`open`; after a refusal ``out`` holds unauthenticated bytes
+        that the caller must discard.
+        """
+        self.check_sealed_size(index, len(sealed), final=final)
+        self._check_index(index)
+        try:
+            return self._aead.decrypt_into(_nonce(index, final), sealed, self._associated_data, out)
+        except InvalidTag as exc:
+            raise self._refusal(index, sealed, final=final) from exc
+
     def open(self, index: int, sealed: bytes | bytearray | memoryview, *, final: bool) -> bytes:
         """Return the plaintext of chunk ``index`` or raise :class:`AEADDecryptionError`.
 
@@ -114,19 +137,24 @@ class ChunkCipher:
         try:
             return self._aead.decrypt(_nonce(index, final), sealed, self._associated_data)
         except InvalidTag as exc:
-            if (
-                final
-                and len(sealed) - TAG_SIZE == self.chunk_size
-                and self._opens_as_inner(index, sealed)
-            ):
-                raise StreamTruncatedError(
-                    f"stream truncated: chunk {index} is genuine but not the final chunk"
-                ) from exc
-            kind = "final " if final else ""
-            raise AEADDecryptionError(
-                f"{kind}chunk {index} failed authentication: wrong key, or the stream was "
-                "altered, reordered, truncated or spliced"
-            ) from exc
+            raise self._refusal(index, sealed, final=final) from exc
+
+    def _refusal(
+        self, index: int, sealed: bytes | bytearray | memoryview, *, final: bool
+    ) -> AEADDecryptionError:
+        if (
+            final
+            and len(sealed) - TAG_SIZE == self.chunk_size
+            and self._opens_as_inner(index, sealed)
+        ):
+            return StreamTruncatedError(
+                f"stream truncated: chunk {index} is genuine but not the final chunk"
+            )
+        kind = "final " if final else ""
+        return AEADDecryptionError(
+            f"{kind}chunk {index} failed authentication: wrong key, or the stream was "
+            "altered, reordered, truncated or spliced"
+        )
 
     def _opens_as_inner(self, index: int, sealed: bytes | bytearray | memoryview) -> bool:
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,30 +93,36 @@ def _create_file(root: Path, relative: str, modes: tuple[int, int]) -> BinaryIO:
 
 
 def _extract(
-    chunks: Iterator[bytes],
+    chunks: Iterator[bytes | memoryview],
     files: tuple[FileEntry, ...],
     root: Path,
     modes: tuple[int, int],
     threads: int = 1,
 ) -> None:
-    """Write the plaintext into the manifest's files; each file's SHA-256 runs in a lane."""
+    """Write the plaintext into the manifest's files and check each file's SHA-256.
+
+    A lane hashes each piece while this thread writes it; the next chunk is requested
+    only once the current one is hashed (the decryptor then reuses its buffer).
+    """
     pending = memoryview(b"")
+    hashed: Future[None] | None = None
     with Workers(threads, lanes=1) as workers:
         for entry in files:
             digest = hashlib.sha256()
-            hashed = None
             remaining = entry.size
             with _create_file(root, entry.path, modes) as sink:
                 while remaining:
                     if not pending:
+                        if hashed is not None:
+                            hashed.result()
                         pending = memoryview(next(chunks, b""))
                         if not pending:
                             raise FileDigestError(
                                 f"{entry.path}: payload ended before the file did"
                             )
                     piece = pending[:remaining]
-                    sink.write(piece)
                     hashed = workers.in_lane(0, digest.update, piece)
+                    sink.write(piece)
                     pending = pending[len(piece) :]
                     remaining -= len(piece)
             if hashed is not None:

@@ -24,7 +24,7 @@ from tensorguard.errors import ConfigurationError
 
 THREADS_ENV = "TG_TGSP_THREADS"
 MAX_THREADS = 256
-IN_FLIGHT_BYTES = 32 * 1024 * 1024
+IN_FLIGHT_BYTES = 16 * 1024 * 1024
 """Plaintext bytes read ahead at most (plus as many sealed bytes)."""
 
 T = TypeVar("T")

@@ -94,12 +94,13 @@ def decrypt_payload(
     key: bytes,
     package_id: bytes,
     threads: int | None = None,
-) -> Generator[bytes, None, None]:
+) -> Generator[memoryview, None, None]:
     """Yield plaintext chunk by chunk, in order; each is authenticated before it is yielded.
 
     Chunks are read ahead and opened on worker threads (each under its own index and
-    final flag), then handed out in chunk order, so the first failing chunk is the one
-    reported. The last chunk is opened as the final one, so a stream cut short fails
+    final flag) into reused buffers, then handed out in chunk order, so the first failing
+    chunk is the one reported. A yielded view is valid until the next chunk is
+    requested. The last chunk is opened as the final one, so a stream cut short fails
     there; callers must still treat output as provisional until the generator finishes
     without raising. The payload digest is not recomputed here: a change to the file
     after verification either fails AES-GCM (without the data key) or changes the
@@ -109,26 +110,39 @@ def decrypt_payload(
     cipher = ChunkCipher(key, package_id, payload.chunk_size)
     depth = chunks_in_flight(workers_count, payload.chunk_size)
     last_index = payload.chunk_count - 1
-    spare: list[bytearray] = []
-    pending: deque[tuple[int, bytearray, Future[bytes]]] = deque()
+    spare: list[tuple[bytearray, bytearray]] = []
+    pending: deque[tuple[int, tuple[bytearray, bytearray], int, Future[int]]] = deque()
 
-    def settle() -> bytes:
-        index, buffer, opened = pending.popleft()
+    def settle() -> tuple[tuple[bytearray, bytearray], memoryview]:
+        index, buffers, size, opened = pending.popleft()
         try:
-            plaintext = opened.result()
+            opened.result()
         except AEADDecryptionError as exc:
             raise ChunkAuthenticationError(f"payload chunk {index}: {exc}") from exc
-        spare.append(buffer)
-        return plaintext
+        return buffers, memoryview(buffers[1])[:size]
 
     with Workers(workers_count) as workers:
         for index, sealed_size in enumerate(_sealed_chunk_sizes(payload)):
             if len(pending) >= depth:
-                yield settle()
-            buffer = spare.pop() if spare else bytearray(payload.chunk_size + TAG_SIZE)
-            view = memoryview(buffer)[:sealed_size]
-            _read_into(source, view)
-            opened = workers.submit(cipher.open, index, view, final=index == last_index)
-            pending.append((index, buffer, opened))
+                buffers, plaintext = settle()
+                yield plaintext
+                spare.append(buffers)  # the consumer asked for more: it is done with it
+            buffers = (
+                spare.pop()
+                if spare
+                else (
+                    bytearray(payload.chunk_size + TAG_SIZE),
+                    bytearray(payload.chunk_size),
+                )
+            )
+            sealed = memoryview(buffers[0])[:sealed_size]
+            plain = memoryview(buffers[1])[: sealed_size - TAG_SIZE]
+            _read_into(source, sealed)
+            opened = workers.submit(
+                cipher.open_into, index, sealed, plain, final=index == last_index
+            )
+            pending.append((index, buffers, len(plain), opened))
         while pending:
-            yield settle()
+            buffers, plaintext = settle()
+            yield plaintext
+            spare.append(buffers)

@@ -1,14 +1,14 @@
 """Sealing a package's files into its payload: read once, hash, encrypt, write in order.
 
 The files are read, in manifest order, straight into chunk-sized buffers (one copy from
-the page cache, no re-buffering). For each chunk, three jobs run on
-:class:`~tensorguard.tgsp.parallel.Workers`:
+the page cache, no re-buffering). For each chunk:
 
-* lane 0 updates the SHA-256 of each file the chunk covers (files in order);
-* a pool worker seals the chunk (AES-GCM under its index and final flag);
-* lane 1 hashes the sealed chunk into the payload SHA-256 and writes it (chunks in order).
+* the reading thread updates the SHA-256 of each file the chunk covers (files in order);
+* meanwhile a pool worker seals the chunk into a second buffer (AES-GCM under its index
+  and final flag; :meth:`~tensorguard.crypto.stream_aead.ChunkCipher.seal_into`);
+* lane 0 hashes the sealed chunk into the payload SHA-256 and writes it (chunks in order).
 
-A buffer is reused once its file hashing and its write are done; at most
+The two buffers are reused once the write is done (no allocation per chunk); at most
 :func:`~tensorguard.tgsp.parallel.chunks_in_flight` chunks are in flight. The output is
 the same bytes as sealing the concatenated files with one
 :class:`~tensorguard.crypto.stream_aead.StreamEncryptor`, whatever the thread count.
@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from contextlib import ExitStack
 from typing import BinaryIO
 
-from tensorguard.crypto.stream_aead import ChunkCipher, chunk_count
+from tensorguard.crypto.stream_aead import TAG_SIZE, ChunkCipher, chunk_count
 from tensorguard.tgsp.errors import BuildError, SourceChangedError
 from tensorguard.tgsp.header import FileEntry
 from tensorguard.tgsp.parallel import Workers, chunks_in_flight, resolve_threads
@@ -110,10 +110,12 @@ def _hash_segments(digests: list[hashlib._Hash], view: memoryview, segments: lis
         digests[index].update(view[start:end])
 
 
-def _write_sealed(sealed: Future[bytes], payload: hashlib._Hash, sink: BinaryIO) -> None:
-    data = sealed.result()
-    payload.update(data)
-    sink.write(data)
+def _write_sealed(
+    sealing: Future[int], sealed: memoryview, payload: hashlib._Hash, sink: BinaryIO
+) -> None:
+    sealing.result()
+    payload.update(sealed)
+    sink.write(sealed)
 
 
 def seal_files(
@@ -136,26 +138,31 @@ def seal_files(
     digests = [hashlib.sha256() for _ in files]
     payload = hashlib.sha256()
     depth = chunks_in_flight(workers_count, chunk_size)
-    spare: list[bytearray] = []
-    pending: deque[tuple[bytearray, Future[None], Future[None]]] = deque()
+    spare: list[tuple[bytearray, bytearray]] = []
+    pending: deque[tuple[tuple[bytearray, bytearray], Future[None]]] = deque()
 
     def settle() -> None:
-        buffer, hashed, written = pending.popleft()
-        hashed.result()
+        buffers, written = pending.popleft()
         written.result()
-        spare.append(buffer)
+        spare.append(buffers)
 
-    with Workers(workers_count, lanes=2) as workers, _FileReader(files) as reader:
+    with Workers(workers_count, lanes=1) as workers, _FileReader(files) as reader:
         for index in range(count):
             if len(pending) >= depth:
                 settle()
-            buffer = spare.pop() if spare else bytearray(chunk_size)
-            view = memoryview(buffer)[: min(chunk_size, total - index * chunk_size)]
-            segments = reader.fill(view)
-            hashed = workers.in_lane(0, _hash_segments, digests, view, segments)
-            sealed = workers.submit(cipher.seal, index, view, final=index == count - 1)
-            written = workers.in_lane(1, _write_sealed, sealed, payload, sink)
-            pending.append((buffer, hashed, written))
+            buffers = (
+                spare.pop() if spare else (bytearray(chunk_size), bytearray(chunk_size + TAG_SIZE))
+            )
+            size = min(chunk_size, total - index * chunk_size)
+            plain = memoryview(buffers[0])[:size]
+            sealed = memoryview(buffers[1])[: size + TAG_SIZE]
+            segments = reader.fill(plain)
+            sealing = workers.submit(
+                cipher.seal_into, index, plain, sealed, final=index == count - 1
+            )
+            written = workers.in_lane(0, _write_sealed, sealing, sealed, payload, sink)
+            _hash_segments(digests, plain, segments)  # here, while a worker seals the chunk
+            pending.append((buffers, written))
         reader.finish()
         while pending:
             settle()
