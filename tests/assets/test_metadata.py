@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetMaterialization, DagsterInstance, MetadataValue
+from dagster import AssetMaterialization, DagsterInstance, MetadataValue, TableMetadataValue
 
 from tensorguard_assets.metadata import metadata_table, significant, write_line_plot
 from tensorguard_assets.round_history import round_comparison
@@ -25,6 +25,7 @@ def test_tables_are_typed_by_the_first_value_that_is_set() -> None:
             {"round": "2026-11-02", "loss": 1.23456, "steps": 4},
         ]
     )
+    assert isinstance(table, TableMetadataValue)
     types = {column.name: column.type for column in table.schema.columns}
     assert types == {"round": "string", "loss": "float", "steps": "int"}
     assert table.records[1].data["loss"] == 1.235
