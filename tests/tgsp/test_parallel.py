@@ -130,10 +130,16 @@ def test_a_flipped_byte_in_any_chunk_is_refused_before_and_after_verification(
         with pytest.raises(PayloadDigestError):
             verify_package(tampered, trust_store, threads=threads)
         handle = io.BytesIO(bytes(altered[start:]))
-        opened: list[bytes] = []
+        opened: list[bytes] = []  # SHA-256 of each chunk: a yielded view is reused later
+        chunks = decrypt_payload(handle, payload, key, package_id, threads=threads)
         with pytest.raises(ChunkAuthenticationError, match=rf"payload chunk {index}:"):
-            opened.extend(decrypt_payload(handle, payload, key, package_id, threads=threads))
+            opened.extend(hashlib.sha256(chunk).digest() for chunk in chunks)
         assert len(opened) == index, "no plaintext from or after the altered chunk"
+        plaintext = _concatenated(TREE)
+        assert opened == [
+            hashlib.sha256(plaintext[i * SMALL_CHUNK : (i + 1) * SMALL_CHUNK]).digest()
+            for i in range(index)
+        ]
 
 
 def test_swapped_chunks_are_refused_at_the_first_swapped_index(
@@ -209,3 +215,39 @@ def test_cli_refuses_a_bad_thread_setting_with_exit_config(
     assert workspace.open(tmp_path / "out") == ExitCode.CONFIG
     assert f"{THREADS_ENV}='zero' is not a whole number" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_memory_stays_flat_in_the_payload_size(tmp_path: Path) -> None:
+    """Sealing and opening 4 MiB in 1 KiB chunks (4096 chunks) holds a few chunks at once."""
+    import tracemalloc
+
+    from tensorguard.tgsp.header import PayloadInfo
+
+    big = tmp_path / "src" / "big.bin"
+    big.parent.mkdir()
+    big.write_bytes(os.urandom(4 * 1024 * 1024))
+    files = collect_source_files(big.parent, Limits())
+    key, package_id = os.urandom(32), os.urandom(16)
+    sealed_path = tmp_path / "sealed"
+    with sealed_path.open("wb") as sink:
+        tracemalloc.start()
+        try:
+            _, payload_sha256 = seal_files(files, sink, key, package_id, SMALL_CHUNK, threads=4)
+            sealing_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    size = sealed_path.stat().st_size
+    count = -(-big.stat().st_size // SMALL_CHUNK)
+    payload = PayloadInfo(SMALL_CHUNK, count, size, payload_sha256)
+    digest = hashlib.sha256()
+    with sealed_path.open("rb") as source:
+        tracemalloc.start()
+        try:
+            for plaintext in decrypt_payload(source, payload, key, package_id, threads=4):
+                digest.update(plaintext)
+            opening_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert digest.digest() == hashlib.sha256(big.read_bytes()).digest()
+    assert sealing_peak < 512 * 1024, sealing_peak
+    assert opening_peak < 512 * 1024, opening_peak
