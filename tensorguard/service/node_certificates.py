@@ -7,7 +7,9 @@ module decides, per request and independently of the handshake:
 1. the chain again, with ``cryptography``'s X.509 client verifier at the request time
    (roots: the self-signed certificates of the bundle; intermediates: the others), which
    also requires EKU ``clientAuth`` — a certificate that expired during a long-lived
-   connection is refused here;
+   connection is refused here. A verified chain is remembered while all its
+   certificates are valid, so a node's requests cost one chain verification, not one
+   each;
 2. revocation, against the CRL from the certificate's issuer in the CRL file, whose
    signature must verify under that issuer and whose ``nextUpdate`` must not have
    passed. The file is read again whenever it changes (size, mtime or inode), so a
@@ -22,11 +24,13 @@ module decides, per request and independently of the handshake:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import ssl
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
@@ -51,6 +56,8 @@ LOG = logging.getLogger(__name__)
 TLS_EXTENSION = "tls"
 """The ASGI scope extension holding the connection's client certificate."""
 MAX_PEM_BYTES = 4 * 1024 * 1024
+CACHE_SIZE = 4096
+"""Verified chains (and CRL signatures) remembered at most."""
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 
@@ -169,6 +176,17 @@ def node_identity(certificate: x509.Certificate) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """What a verified chain proves, and while it stays valid."""
+
+    node_id: str
+    serial: int
+    issuer: x509.Certificate
+    valid_from: datetime
+    valid_until: datetime
+
+
 class NodeCertificateVerifier:
     """Verifies node client certificates against the fleet CA bundle and its CRLs."""
 
@@ -176,6 +194,9 @@ class NodeCertificateVerifier:
         """Load the bundle and the CRL file now; refuse to start if either is unusable."""
         self._roots, self._intermediates = _load_bundle(client_ca_file)
         self._store = verification.Store(self._roots)
+        self._lock = threading.Lock()
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._crl_signatures: dict[tuple[bytes, bytes], bool] = {}
         self.crl_file = CrlFile(crl_file)
         try:
             crls = self.crl_file.current()
@@ -197,8 +218,27 @@ class NodeCertificateVerifier:
         Raises :class:`AuthenticationError` for a certificate that does not verify as a
         fleet client certificate, is revoked or names no node, and
         :class:`RevocationCheckError` when its revocation cannot be decided.
+
+        A verified chain is remembered (by the certificate's SHA-256, at most
+        :data:`CACHE_SIZE`) for as long as every certificate in it is within its
+        validity; the revocation check runs on every call.
         """
         moment = now or datetime.now(UTC)
+        key = hashlib.sha256(certificate_der).digest()
+        with self._lock:
+            entry = self._verified.get(key)
+            if entry is not None:
+                self._verified.move_to_end(key)
+        if entry is None or not entry.valid_from <= moment < entry.valid_until:
+            entry = self._verify(certificate_der, moment)
+            with self._lock:
+                self._verified[key] = entry
+                while len(self._verified) > CACHE_SIZE:
+                    self._verified.popitem(last=False)
+        self._check_revocation(entry.serial, entry.issuer, moment)
+        return entry.node_id
+
+    def _verify(self, certificate_der: bytes, moment: datetime) -> _Verified:
         try:
             leaf = x509.load_der_x509_certificate(certificate_der)
         except ValueError:
@@ -213,23 +253,34 @@ class NodeCertificateVerifier:
                 f"the client certificate does not verify as a fleet client certificate at "
                 f"{moment:%Y-%m-%dT%H:%M:%SZ}: {exc}"
             ) from None
-        self._check_revocation(leaf, verified.chain[1], moment)
-        return node_identity(leaf)
+        return _Verified(
+            node_id=node_identity(leaf),
+            serial=leaf.serial_number,
+            issuer=verified.chain[1],
+            valid_from=max(c.not_valid_before_utc for c in verified.chain),
+            valid_until=min(c.not_valid_after_utc for c in verified.chain),
+        )
 
-    def _check_revocation(
-        self, leaf: x509.Certificate, issuer: x509.Certificate, now: datetime
-    ) -> None:
-        issuer_key = issuer.public_key()
-        if not isinstance(issuer_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
-            raise RevocationCheckError(
-                f"the issuer {issuer.subject.rfc4514_string()} has a key type the fleet CA "
-                "does not use; use the fleet CA's ca-bundle.pem"
-            )
-        candidates = [
-            crl
-            for crl in self.crl_file.current()
-            if crl.issuer == issuer.subject and crl.is_signature_valid(issuer_key)
-        ]
+    def _crl_is_from(self, crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+        """Whether ``crl`` is signed by ``issuer`` (remembered per CRL and issuer)."""
+        if crl.issuer != issuer.subject:
+            return False
+        key = (crl.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256()))
+        with self._lock:
+            known = self._crl_signatures.get(key)
+        if known is None:
+            issuer_key = issuer.public_key()
+            if not isinstance(issuer_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+                return False
+            known = crl.is_signature_valid(issuer_key)
+            with self._lock:
+                if len(self._crl_signatures) >= CACHE_SIZE:
+                    self._crl_signatures.clear()
+                self._crl_signatures[key] = known
+        return known
+
+    def _check_revocation(self, serial: int, issuer: x509.Certificate, now: datetime) -> None:
+        candidates = [crl for crl in self.crl_file.current() if self._crl_is_from(crl, issuer)]
         if not candidates:
             raise RevocationCheckError(
                 f"{self.crl_file.path} has no CRL signed by {issuer.subject.rfc4514_string()}, "
@@ -241,7 +292,7 @@ class NodeCertificateVerifier:
                 f"the CRL of {issuer.subject.rfc4514_string()} in {self.crl_file.path} is past "
                 "its nextUpdate; run `tensorguard identity crl` and copy crl.pem there"
             )
-        if crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None:
+        if crl.get_revoked_certificate_by_serial_number(serial) is not None:
             raise AuthenticationError(
-                f"the client certificate (serial {serial_hex(leaf.serial_number)}) is revoked"
+                f"the client certificate (serial {serial_hex(serial)}) is revoked"
             )

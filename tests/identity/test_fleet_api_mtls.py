@@ -37,8 +37,12 @@ from tensorguard.identity.deploy import SignalReload
 from tensorguard.identity.enrol import enrol_node, install_certificate
 from tensorguard.identity.tls_probe import certificate_fingerprint, wait_until_served
 from tensorguard.service.client import FleetClientError, NodeClient, client_tls_context
-from tensorguard.service.errors import AuthenticationError, ServiceConfigError
-from tensorguard.service.node_certificates import node_identity
+from tensorguard.service.errors import (
+    AuthenticationError,
+    RevocationCheckError,
+    ServiceConfigError,
+)
+from tensorguard.service.node_certificates import NodeCertificateVerifier, node_identity
 from tensorguard.service.node_key import write_node_key
 from tensorguard.service.request_signing import public_key_hex, sign_request
 from tensorguard.service.settings import load_settings
@@ -529,3 +533,52 @@ def test_only_a_node_profile_certificate_names_a_node(common_name: str, uris: li
 def test_a_node_profile_certificate_names_its_node() -> None:
     uri = f"spiffe://{TRUST_DOMAIN}/node/robot-7"
     assert node_identity(_self_signed("robot-7", [uri])) == "robot-7"
+
+
+# The per-request verifier on its own (no server): cache bounds and CRL signatures.
+
+
+def _node_der(
+    authority: CertificateAuthority, node_id: str, lifetime: timedelta | None = None
+) -> tuple[bytes, int]:
+    certificate = authority.issue(node_csr(node_id), Profile.NODE, lifetime=lifetime)
+    return certificate.public_bytes(serialization.Encoding.DER), certificate.serial_number
+
+
+def test_a_remembered_chain_still_expires_and_is_still_revocable(
+    authority: CertificateAuthority,
+) -> None:
+    verifier = NodeCertificateVerifier(authority.store.bundle_file, authority.store.crl_file)
+    der, serial = _node_der(authority, "robot-7", lifetime=timedelta(hours=1))
+    assert verifier.node_id(der) == "robot-7"
+    assert verifier.node_id(der) == "robot-7"  # from the cache
+    with pytest.raises(AuthenticationError, match="does not verify"):  # the CRL is still current
+        verifier.node_id(der, now=utc_now() + timedelta(hours=2))  # past not-after
+    authority.revoke(serial)  # rewrites crl.pem, which the verifier reads again
+    with pytest.raises(AuthenticationError, match="revoked"):
+        verifier.node_id(der)
+
+
+def test_a_crl_not_signed_by_the_issuer_decides_nothing(
+    authority: CertificateAuthority, tmp_path: Path
+) -> None:
+    """Another CA with the same names signs a CRL: it does not count as the issuer's."""
+    other = CertificateAuthority.create(
+        tmp_path / "other-ca", new_provider(tmp_path / "other-keys"), policy=authority.policy
+    )
+    assert other.intermediate.subject == authority.intermediate.subject
+    verifier = NodeCertificateVerifier(authority.store.bundle_file, other.store.crl_file)
+    der, _ = _node_der(authority, "robot-7")
+    with pytest.raises(RevocationCheckError, match="no CRL signed by"):
+        verifier.node_id(der)
+
+
+def test_a_foreign_certificate_does_not_verify(
+    authority: CertificateAuthority, tmp_path: Path
+) -> None:
+    other = CertificateAuthority.create(
+        tmp_path / "other-ca", new_provider(tmp_path / "other-keys"), policy=authority.policy
+    )
+    verifier = NodeCertificateVerifier(authority.store.bundle_file, authority.store.crl_file)
+    with pytest.raises(AuthenticationError, match="does not verify"):
+        verifier.node_id(_node_der(other, "robot-7")[0])
