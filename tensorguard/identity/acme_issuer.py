@@ -11,13 +11,17 @@ Challenges:
   DNS-01 is refused before anything is sent, with what to configure instead.
 
 Failures are :class:`AcmeIssuanceError`: ``retryable`` tells a renewal job whether to try
-again (server, network or validation trouble) or stop (configuration). Nothing here
+again (server, network or validation trouble) or stop (configuration), and
+``retry_after`` carries the ``Retry-After`` of the error response (e.g. ``rateLimited``,
+503), read with a ``requests`` response hook on the ``acme`` client's session because
+the library's problem objects do not keep the response. Nothing here
 imports Dagster; the ``acme`` extra must be installed (``pip install tensorguard[acme]``).
 """
 
 from __future__ import annotations
 
 import datetime
+import email.utils
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,13 +51,52 @@ except ImportError as missing:  # the base install (an edge node) has no ACME cl
 
 USER_AGENT = "tensorguard-acme"
 DNS_HOOK_TIMEOUT_S = 120
+MAX_RETRY_AFTER_S = 3600.0
+"""The longest server-requested wait a renewal job sleeps through; a longer one ends the
+job (not retryable), and the next scheduled renewal tries again."""
+
+
+def error_retry_after(
+    response: requests.Response, now: datetime.datetime | None = None
+) -> float | None:
+    """Seconds an error response's ``Retry-After`` asks to wait (delta-seconds or an
+    HTTP date; never negative), or None for a success, no header or an unreadable one."""
+    if response.status_code < 400:
+        return None
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    moment = now or datetime.datetime.now(datetime.UTC)
+    return max(0.0, (when - moment).total_seconds())
+
+
+class _ErrorRetryAfter:
+    """A ``requests`` response hook keeping the ``Retry-After`` of the latest response
+    (None unless it was an error that asked for a wait)."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    def __call__(
+        self, response: requests.Response, *_args: object, **_kwargs: object
+    ) -> requests.Response:
+        self.seconds = error_retry_after(response)
+        return response
 
 
 class AcmeIssuanceError(IdentityError):
     """An ACME order failed. ``retryable`` is False when retrying cannot help
-    (refused configuration, an account the server rejects); ``retry_after`` is a wait in
-    seconds the server asked for. The ``acme`` library's problem documents do not carry
-    the HTTP ``Retry-After`` header, so it is set only where a caller knows one."""
+    (refused configuration, an account the server rejects); ``retry_after`` is the wait
+    in seconds the server asked for in the failing response's ``Retry-After`` (None when
+    it sent none)."""
 
     def __init__(
         self, message: str, *, retryable: bool = True, retry_after: float | None = None
@@ -188,8 +231,9 @@ class AcmeIssuer:
         ``on_challenge`` is called with the names being validated, just before the
         challenges are answered.
         """
+        waits = _ErrorRetryAfter()
         try:
-            acme_client = self._client()
+            acme_client = self._client(waits)
             order = acme_client.new_order(csr_pem)
             pending = [
                 authz
@@ -216,21 +260,23 @@ class AcmeIssuer:
             )
             raise AcmeIssuanceError(f"ACME validation failed: {problems}") from exc
         except messages.Error as exc:
-            raise _problem_error(exc) from exc
+            raise _problem_error(exc, waits.seconds) from exc
         except errors.TimeoutError as exc:
             raise AcmeIssuanceError(
                 f"the ACME order did not complete within {self.settings.timeout_s:g}s"
             ) from exc
         except (errors.Error, requests.RequestException, josepy.errors.Error) as exc:
-            raise AcmeIssuanceError(
+            raise _waiting_error(
                 f"ACME request to {self.settings.directory_url} failed: {type(exc).__name__}: "
-                f"{str(exc)[:300]}"
+                f"{str(exc)[:300]}",
+                retryable=True,
+                retry_after=waits.seconds,
             ) from exc
         if not order.fullchain_pem:
             raise AcmeIssuanceError("the ACME server finalised the order without a certificate")
         return order.fullchain_pem.encode("ascii")
 
-    def _client(self) -> client.ClientV2:
+    def _client(self, waits: _ErrorRetryAfter) -> client.ClientV2:
         net = client.ClientNetwork(
             self._account_key,
             alg=ES256,
@@ -240,6 +286,7 @@ class AcmeIssuer:
             ),
             user_agent=USER_AGENT,
         )
+        net.session.hooks["response"].append(waits)
         directory = client.ClientV2.get_directory(self.settings.directory_url, net)
         acme_client = client.ClientV2(directory, net)
         contact = (f"mailto:{self.settings.contact_email}",) if self.settings.contact_email else ()
@@ -309,8 +356,25 @@ def _challenge_of(
     )
 
 
-def _problem_error(problem: messages.Error) -> AcmeIssuanceError:
-    """An ACME problem document as an error; account/policy refusals are not retryable."""
+def _waiting_error(
+    message: str, *, retryable: bool, retry_after: float | None
+) -> AcmeIssuanceError:
+    """The error, with the server's requested wait; a wait over :data:`MAX_RETRY_AFTER_S`
+    is not sat through (not retryable: the next scheduled run tries again)."""
+    if retryable and retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+        return AcmeIssuanceError(
+            f"{message}; the server asks to wait {retry_after:.0f}s before retrying, longer "
+            f"than {MAX_RETRY_AFTER_S:.0f}s: stopping here, the next scheduled renewal "
+            "tries again",
+            retryable=False,
+            retry_after=retry_after,
+        )
+    return AcmeIssuanceError(message, retryable=retryable, retry_after=retry_after)
+
+
+def _problem_error(problem: messages.Error, retry_after: float | None = None) -> AcmeIssuanceError:
+    """An ACME problem document as an error; account/policy refusals are not retryable;
+    ``retry_after`` is the wait the error response asked for."""
     code = str(problem.code or problem.typ)
     final = code in {
         "unauthorized",
@@ -323,7 +387,8 @@ def _problem_error(problem: messages.Error) -> AcmeIssuanceError:
         "userActionRequired",
         "malformed",
     }
-    return AcmeIssuanceError(
+    return _waiting_error(
         f"the ACME server refused the request ({code}): {problem.detail or problem.title or ''}",
         retryable=not final,
+        retry_after=retry_after,
     )

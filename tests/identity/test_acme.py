@@ -3,6 +3,7 @@ provider) against a real Pebble started by the session fixture."""
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 import textwrap
@@ -11,15 +12,20 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
+from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tensorguard.identity.acme_issuer import (
+    MAX_RETRY_AFTER_S,
     AcmeIssuanceError,
     AcmeIssuer,
     AcmeSettings,
     ChallengeType,
     CommandDnsProvider,
+    _problem_error,
+    error_retry_after,
 )
 from tensorguard.identity.acme_responder import Http01Responder
 from tests.identity.conftest import service_csr
@@ -168,3 +174,53 @@ def test_responder_serves_only_registered_tokens() -> None:
             urllib.request.urlopen(base + "tok-1")
         with pytest.raises(Exception, match="not base64url"):
             responder.add("../etc", "x")
+
+
+def test_a_refused_order_is_final_and_asks_for_no_wait(
+    pebble_server: PebbleServer, tmp_path: Path
+) -> None:
+    """A real problem document from Pebble (an illegal name): not retryable, and no wait
+    invented where the server sent no Retry-After."""
+    issuer = AcmeIssuer(settings(pebble_server, tmp_path))
+    with pytest.raises(AcmeIssuanceError, match=r"\(malformed\).*illegal character") as caught:
+        issuer.issue(service_csr("bad_name.fleet.test"))
+    assert not caught.value.retryable
+    assert caught.value.retry_after is None
+
+
+def _response(status: int, retry_after: str | None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "expected"),
+    [
+        (429, "120", 120.0),
+        (503, "Wed, 02 Dec 2026 12:10:00 GMT", 600.0),  # an HTTP date, 10 min after NOW
+        (429, "Wed, 02 Dec 2026 11:00:00 GMT", 0.0),  # already past: no negative wait
+        (429, None, None),
+        (429, "soon", None),
+        (200, "120", None),  # only error responses ask for a wait
+    ],
+    ids=["seconds", "http-date", "past-date", "absent", "unreadable", "success"],
+)
+def test_the_retry_after_of_an_error_response(
+    status: int, header: str | None, expected: float | None
+) -> None:
+    now = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
+    assert error_retry_after(_response(status, header), now=now) == expected
+
+
+def test_a_rate_limit_carries_its_wait_and_a_long_one_ends_the_job() -> None:
+    limited = messages.Error.with_code("rateLimited", detail="too many new orders")
+    short = _problem_error(limited, retry_after=120.0)
+    assert (short.retryable, short.retry_after) == (True, 120.0)
+    long = _problem_error(limited, retry_after=MAX_RETRY_AFTER_S + 1)
+    assert not long.retryable
+    assert "the next scheduled renewal tries again" in str(long)
+    final = _problem_error(messages.Error.with_code("badCSR"), retry_after=5.0)
+    assert (final.retryable, final.retry_after) == (False, 5.0)
