@@ -54,4 +54,4 @@ class FleetIdentity(ConfigurableResource):
         config = load_renewal_config(Path(self.renewal_config))
         with key_provider_from_env(os.environ, allow_ephemeral=False) as provider:
             authority = CertificateAuthority(Path(self.ca_dir), provider)
-            return run_due_renewals(config, audit_recorder(authority), now)
+            return run_due_renewals(config, audit_recorder(authority), now, key_provider=provider)

@@ -320,7 +320,12 @@ def _renew(args: argparse.Namespace, authority: CertificateAuthority) -> dict[st
 
     config = load_renewal_config(args.config)
     outcomes = run_due_renewals(
-        config, audit_recorder(authority), utc_now(), force=args.force, only=args.endpoint
+        config,
+        audit_recorder(authority),
+        utc_now(),
+        force=args.force,
+        only=args.endpoint,
+        key_provider=authority.provider,
     )
     result: dict[str, object] = {
         "renewals": [

@@ -33,9 +33,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tensorguard.durable import atomic_write_bytes, ensure_directory
-from tensorguard.errors import ConfigurationError
+from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.identity.acme_responder import Http01Responder
 from tensorguard.identity.errors import IdentityConfigError, IdentityError
+from tensorguard.keys.names import KeyPurpose
+from tensorguard.keys.provider import KeyProvider
 
 try:
     import josepy
@@ -168,18 +170,29 @@ class AcmeSettings:
     """Where the ACME server is and how to answer it.
 
     ``ca_bundle`` is the PEM file trusted for the ACME server's own TLS (None: the
-    system's store); ``account_key_file`` holds the account's P-256 key (made on first
-    use, mode 0600); ``http01_host``/``http01_port`` is where the responder listens.
+    system's store); the account's P-256 key is either ``account_key_file`` (made on
+    first use, mode 0600) or ``account_key_name``, a record sealed in the key provider
+    (made there on first use; exactly one of the two); ``http01_host``/``http01_port`` is
+    where the responder listens.
     """
 
     directory_url: str
-    account_key_file: Path
+    account_key_file: Path | None = None
     contact_email: str | None = None
     ca_bundle: Path | None = None
     challenge: ChallengeType = ChallengeType.HTTP01
     http01_host: str = "127.0.0.1"
     http01_port: int = 80
     timeout_s: float = 90.0
+    account_key_name: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings naming no account key or two."""
+        if (self.account_key_file is None) == (self.account_key_name is None):
+            raise IdentityConfigError(
+                "set exactly one of account_key_file (a P-256 key file, 0600) and "
+                "account_key_name (the account key sealed in the key provider)"
+            )
 
 
 def load_or_create_account_key(path: Path) -> JWKEC:
@@ -205,11 +218,46 @@ def load_or_create_account_key(path: Path) -> JWKEC:
     return JWKEC(key=loaded)
 
 
+def load_or_create_provider_account_key(provider: KeyProvider, name: str) -> JWKEC:
+    """The ACME account key sealed in ``provider`` as generic secret ``name`` (PKCS#8
+    DER), made and sealed there on first use; it is unsealed only into this process."""
+    try:
+        if not provider.has_key(name, KeyPurpose.GENERIC):
+            key = ec.generate_private_key(ec.SECP256R1())
+            der = key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            provider.store_secret(name, KeyPurpose.GENERIC, der)
+        sealed = provider.load_secret(name, KeyPurpose.GENERIC)
+    except TensorGuardError as exc:
+        raise IdentityConfigError(
+            f"the ACME account key {name!r} cannot be read from the key provider: {exc}"
+        ) from exc
+    try:
+        loaded = serialization.load_der_private_key(sealed, password=None)
+    except ValueError:
+        raise IdentityConfigError(
+            f"the key provider's record {name!r} is not an ACME account key (PKCS#8); "
+            "choose another account_key_name"
+        ) from None
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
+        raise IdentityConfigError(f"the ACME account key {name!r} is not an ECDSA P-256 key")
+    return JWKEC(key=loaded)
+
+
 class AcmeIssuer:
     """Obtains certificates from one ACME directory with one account."""
 
-    def __init__(self, settings: AcmeSettings, dns_provider: DnsProvider | None = None) -> None:
-        """Refuses DNS-01 without a provider before any request is made."""
+    def __init__(
+        self,
+        settings: AcmeSettings,
+        dns_provider: DnsProvider | None = None,
+        key_provider: KeyProvider | None = None,
+    ) -> None:
+        """Refuses DNS-01 without a provider before any request is made; an
+        ``account_key_name`` needs ``key_provider`` (the key is sealed there)."""
         if settings.challenge is ChallengeType.DNS01 and dns_provider is None:
             raise DnsProviderMissingError(
                 "DNS-01 was requested but no DNS provider is configured, so the "
@@ -221,7 +269,18 @@ class AcmeIssuer:
             )
         self.settings = settings
         self.dns_provider = dns_provider
-        self._account_key = load_or_create_account_key(settings.account_key_file)
+        if settings.account_key_name is not None:
+            if key_provider is None:
+                raise IdentityConfigError(
+                    f"the ACME account key {settings.account_key_name!r} is kept in the key "
+                    "provider, but none was given; configure TG_KEY_PROVIDER (docs/KEYS.md)"
+                )
+            self._account_key = load_or_create_provider_account_key(
+                key_provider, settings.account_key_name
+            )
+        else:
+            assert settings.account_key_file is not None  # AcmeSettings checks one is set
+            self._account_key = load_or_create_account_key(settings.account_key_file)
 
     def issue(
         self, csr_pem: bytes, on_challenge: Callable[[list[str]], None] | None = None

@@ -17,7 +17,9 @@ A JSON file (``TG_IDENTITY_RENEWAL_CONFIG`` for the Dagster job, ``--config`` fo
       ]
     }
 
-``reload`` is either ``signal_pid_file`` (SIGHUP) or ``command`` (argv). DNS-01 needs
+``acme`` takes exactly one of ``account_key_file`` and ``account_key_name`` (the account
+key sealed in the CA operator's key provider, made there on first use). ``reload`` is
+either ``signal_pid_file`` (SIGHUP) or ``command`` (argv). DNS-01 needs
 ``acme.dns_hook`` (argv of a program run as ``<argv> set|clear <record> <value>``).
 An endpoint is due when its installed certificate is missing, unreadable or expires
 within ``renew_within_days``. :func:`run_due_renewals` runs one
@@ -51,6 +53,7 @@ from tensorguard.identity.renewal import (
     RetryPolicy,
     ServiceEndpoint,
 )
+from tensorguard.keys.provider import KeyProvider
 
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -63,7 +66,8 @@ class AcmeConfig(_Strict):
     """The ACME server and the challenge used."""
 
     directory_url: str = Field(pattern=r"^https://")
-    account_key_file: Path
+    account_key_file: Path | None = None
+    account_key_name: str | None = None  # sealed in the CA operator's key provider instead
     contact_email: str | None = None
     ca_bundle: Path | None = None
     challenge: Literal["http-01", "dns-01"] = "http-01"
@@ -71,6 +75,15 @@ class AcmeConfig(_Strict):
     http01_port: int = Field(default=80, ge=1, le=65535)
     dns_hook: tuple[str, ...] | None = None
     timeout_s: float = Field(default=90.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_account_key(self) -> AcmeConfig:
+        if (self.account_key_file is None) == (self.account_key_name is None):
+            raise ValueError(
+                "set exactly one of account_key_file (a key file, 0600) and account_key_name "
+                "(the account key sealed in the key provider)"
+            )
+        return self
 
 
 class ReloadConfig(_Strict):
@@ -141,12 +154,14 @@ class RenewalConfig(_Strict):
             raise ValueError("endpoint ids must be unique")
         return self
 
-    def issuer(self) -> AcmeIssuer:
-        """The ACME client (refuses DNS-01 without ``dns_hook``)."""
+    def issuer(self, key_provider: KeyProvider | None = None) -> AcmeIssuer:
+        """The ACME client (refuses DNS-01 without ``dns_hook``); ``key_provider`` holds
+        the account key when the configuration names ``account_key_name``."""
         acme = self.acme
         settings = AcmeSettings(
             directory_url=acme.directory_url,
             account_key_file=acme.account_key_file,
+            account_key_name=acme.account_key_name,
             contact_email=acme.contact_email,
             ca_bundle=acme.ca_bundle,
             challenge=ChallengeType(acme.challenge),
@@ -155,7 +170,7 @@ class RenewalConfig(_Strict):
             timeout_s=acme.timeout_s,
         )
         provider = CommandDnsProvider(acme.dns_hook) if acme.dns_hook else None
-        return AcmeIssuer(settings, dns_provider=provider)
+        return AcmeIssuer(settings, dns_provider=provider, key_provider=key_provider)
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy."""
@@ -230,15 +245,17 @@ def run_due_renewals(
     *,
     force: bool = False,
     only: str | None = None,
+    key_provider: KeyProvider | None = None,
 ) -> list[RenewalOutcome]:
-    """Renew every due endpoint (every one with ``force``; only ``only`` when given)."""
+    """Renew every due endpoint (every one with ``force``; only ``only`` when given);
+    ``key_provider`` holds the ACME account key named by ``account_key_name``."""
     chosen = [e for e in config.endpoints if only is None or e.endpoint_id == only]
     if only is not None and not chosen:
         raise IdentityConfigError(f"no endpoint {only!r} in the renewal configuration")
     due = [e for e in chosen if force or is_due(e, now, config.renew_within_days)]
     if not due:
         return []
-    issuer, retry = config.issuer(), config.retry_policy()
+    issuer, retry = config.issuer(key_provider), config.retry_policy()
     return [
         RenewalJob(
             endpoint.endpoint(), issuer, endpoint.reload.action(), recorder, retry=retry

@@ -15,6 +15,8 @@ import pytest
 import requests
 from acme import messages
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tensorguard.identity.acme_issuer import (
@@ -26,9 +28,12 @@ from tensorguard.identity.acme_issuer import (
     CommandDnsProvider,
     _problem_error,
     error_retry_after,
+    load_or_create_provider_account_key,
 )
 from tensorguard.identity.acme_responder import Http01Responder
-from tests.identity.conftest import service_csr
+from tensorguard.identity.errors import IdentityConfigError
+from tensorguard.keys import KeyPurpose
+from tests.identity.conftest import new_provider, service_csr
 from tests.services.pebble import PebbleServer
 from tests.services.process import free_port
 
@@ -224,3 +229,42 @@ def test_a_rate_limit_carries_its_wait_and_a_long_one_ends_the_job() -> None:
     assert "the next scheduled renewal tries again" in str(long)
     final = _problem_error(messages.Error.with_code("badCSR"), retry_after=5.0)
     assert (final.retryable, final.retry_after) == (False, 5.0)
+
+
+def test_the_account_key_can_live_in_the_key_provider(
+    pebble_server: PebbleServer, tmp_path: Path
+) -> None:
+    """account_key_name: the account key is made and sealed in the key provider, an order
+    is issued with it, and no file anywhere holds it in the clear."""
+    provider = new_provider(tmp_path / "keys")
+    acme = AcmeSettings(
+        directory_url=pebble_server.directory_url,
+        account_key_name="acme-account",
+        ca_bundle=pebble_server.api_ca_file,
+        http01_port=pebble_server.http01_port,
+        timeout_s=30.0,
+    )
+    chain = AcmeIssuer(acme, key_provider=provider).issue(service_csr(NAME))
+    verify_with_openssl(pebble_server, chain, tmp_path)
+    assert provider.has_key("acme-account", KeyPurpose.GENERIC)
+    first = load_or_create_provider_account_key(provider, "acme-account")
+    assert load_or_create_provider_account_key(provider, "acme-account").thumbprint() == (
+        first.thumbprint()
+    )  # found again, not made anew
+    private = first.key._wrapped  # the cryptography key inside josepy's wrapper
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    scalar = private.private_numbers().private_value.to_bytes(32, "big")
+    der = private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in (scalar, scalar.hex().encode(), der):
+                assert secret not in data, f"{path} holds the account key in the clear"
+    with pytest.raises(IdentityConfigError, match="none was given"):
+        AcmeIssuer(acme)
+    with pytest.raises(IdentityConfigError, match="exactly one of account_key_file"):
+        AcmeSettings(directory_url=pebble_server.directory_url)

@@ -87,6 +87,8 @@ def test_an_endpoint_is_due_when_missing_unreadable_or_inside_the_window(tmp_pat
         (lambda c: c["endpoints"].append(dict(c["endpoints"][0])), "unique"),
         (lambda c: c["endpoints"][0].update(unknown=1), "unknown"),
         (lambda c: c.update(renew_within_days=0), "renew_within_days"),
+        (lambda c: c["acme"].update(account_key_name="acme"), "exactly one of account_key"),
+        (lambda c: c["acme"].pop("account_key_file"), "exactly one of account_key"),
     ],
 )
 def test_invalid_configurations_are_refused(tmp_path: Path, edit: Any, message: str) -> None:
