@@ -68,7 +68,8 @@ def test_production_start_is_refused(tmp_path: Path, env: dict[str, str], expect
 def test_production_with_its_requirements_gets_past_the_gate(tmp_path: Path) -> None:
     env = {"TG_ENVIRONMENT": "production", "TG_SECRET_KEY": SECRET, "TG_NODE_AUTH": "signature"}
     result = _serve(tmp_path, env)
-    # The settings pass (node routes without mutual TLS only because TG_NODE_AUTH says so); the unmigrated database is the next refusal (exit 1, not 3).
+    # The settings pass (node routes without mutual TLS only because TG_NODE_AUTH says
+    # so); the unmigrated database is the next refusal (exit 1, not 3).
     assert result.returncode == ExitCode.ERROR, result.stderr
     assert "--migrate" in result.stderr
     assert SECRET not in result.stderr + result.stdout
