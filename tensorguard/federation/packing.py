@@ -51,6 +51,7 @@ it is summed.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import tempfile
 from collections.abc import Sequence
@@ -252,6 +253,14 @@ def ckks_vector_proto(size: int, ciphertext: bytes, scale: float) -> bytes:
     )
 
 
+def _scratch_directory() -> tempfile.TemporaryDirectory[str]:
+    """A private temporary directory for one ciphertext file: in RAM (``/dev/shm``) where
+    that is writable, else in the default temporary directory."""
+    shm = Path("/dev/shm")  # noqa: S108 (a private directory is created inside it)
+    in_ram = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+    return tempfile.TemporaryDirectory(prefix="tg-ckks-", dir=shm if in_ram else None)
+
+
 def _encrypt_complex(
     values: FloatVector, context: ts.Context, params: FederationParams
 ) -> EncryptedVector:
@@ -266,11 +275,8 @@ def _encrypt_complex(
     encoder = sealapi.CKKSEncoder(seal)
     encryptor = sealapi.Encryptor(seal, context.public_key().data)
     per_chunk = Packing.COMPLEX.values_per_ciphertext(params)
-    shm = Path("/dev/shm")  # noqa: S108 (a private directory is created inside it)
     chunks: list[ts.CKKSVector] = []
-    with tempfile.TemporaryDirectory(
-        prefix="tg-ckks-", dir=shm if shm.is_dir() else None
-    ) as scratch:
+    with _scratch_directory() as scratch:
         path = str(Path(scratch) / "chunk.seal")
         for offset in range(0, values.size, per_chunk):
             part = values[offset : offset + per_chunk]
