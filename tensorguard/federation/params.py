@@ -74,8 +74,10 @@ class FederationParams(BaseModel):
 
     The defaults (N = 8192, primes of 60 and 58 bits, scale 2^46) give a total
     modulus of 118 bits, which meets the HE Standard's 256-bit level for N = 8192,
-    while a ciphertext only carries the 60-bit data prime: about 8 bytes of
-    ciphertext per 4-byte float (N/2 = 4096 values per ciphertext).
+    while a ciphertext only carries the 60-bit data prime: 2 · N · 8 bytes per
+    ciphertext, so about 16 bytes per 4-byte float with complex packing (N = 8192
+    values per ciphertext) and 32 with real packing (N/2); see
+    :mod:`tensorguard.federation.packing`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -121,7 +123,8 @@ class FederationParams(BaseModel):
 
     @property
     def slot_count(self) -> int:
-        """Values packed into one ciphertext: N/2."""
+        """CKKS slots per ciphertext: N/2 (one value each with real packing, two with
+        complex packing)."""
         return self.poly_modulus_degree // 2
 
     @property
