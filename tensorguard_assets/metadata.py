@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
-from matplotlib.figure import Figure
 
 SIGNIFICANT_DIGITS = 4
 
@@ -75,6 +74,8 @@ def write_line_plot(
     x: Sequence[Any] | None = None,
 ) -> Path:
     """Draw each named series against ``x`` (default 1, 2, …) into a PNG at ``path``."""
+    from matplotlib.figure import Figure  # only when drawing: keeps definitions loads fast
+
     figure = Figure(figsize=(6.4, 3.6), dpi=100)
     axes = figure.add_subplot()
     for name, values in series.items():
