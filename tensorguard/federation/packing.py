@@ -116,8 +116,7 @@ class EncryptedVector:
             writer.frame(data, length_size=4)
         return writer.to_bytes()
 
-    def __add__(self, other: EncryptedVector) -> EncryptedVector:
-        """Slot-wise homomorphic sum (a new vector; operands are unchanged)."""
+    def _check_addable(self, other: EncryptedVector) -> None:
         if self.length != other.length or len(self.chunks) != len(other.chunks):
             raise CiphertextError(
                 f"cannot add encrypted vectors of {self.length} and {other.length} values"
@@ -126,6 +125,10 @@ class EncryptedVector:
             raise CiphertextError(
                 f"cannot add a {self.packing}-packed vector to a {other.packing}-packed one"
             )
+
+    def __add__(self, other: EncryptedVector) -> EncryptedVector:
+        """Slot-wise homomorphic sum (a new vector; operands are unchanged)."""
+        self._check_addable(other)
         try:
             summed = tuple(a + b for a, b in zip(self.chunks, other.chunks, strict=True))
         except (ValueError, RuntimeError, TypeError) as exc:
@@ -140,14 +143,7 @@ class EncryptedVector:
         subtracting the same ciphertexts, which is exact modulo the primes, so the sum
         is unchanged when :class:`CiphertextError` is raised.
         """
-        if self.length != other.length or len(self.chunks) != len(other.chunks):
-            raise CiphertextError(
-                f"cannot add encrypted vectors of {self.length} and {other.length} values"
-            )
-        if self.packing is not other.packing:
-            raise CiphertextError(
-                f"cannot add a {self.packing}-packed vector to a {other.packing}-packed one"
-            )
+        self._check_addable(other)
         added = 0
         try:
             for total, addend in zip(self.chunks, other.chunks, strict=True):
