@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from tensorguard.fleet.agent import EdgeAgent
 from tensorguard.fleet.agent_config import parse_agent_config, service_tls_context
 from tensorguard.fleet.download import ExpectedPackage, download_package
 from tensorguard.fleet.errors import AgentConfigError
@@ -47,6 +48,8 @@ from tensorguard.service.node_key import write_node_key
 from tensorguard.service.request_signing import public_key_hex, sign_request
 from tensorguard.service.settings import load_settings
 from tensorguard.service.tls_settings import NodeAuth
+from tensorguard.tgsp.keyfiles import load_recipient_private_key
+from tensorguard.tgsp.trust import TrustStore
 from tests.identity.conftest import TRUST_DOMAIN, new_provider, node_csr, service_csr
 from tests.service.conftest import SHARED_ENV
 from tests.service.fleet_server import FleetServer, running_fleet_server
@@ -243,13 +246,20 @@ def test_an_enrolled_node_reports_with_its_certificate(mtls: MtlsFleet) -> None:
             "service_tls_key_file": str(installed.tls_key_file),
         }
     )
+    agent = EdgeAgent(
+        config,
+        trust_store=TrustStore(),
+        recipient_key=load_recipient_private_key(node_dir / "robot-7.xwing.key"),
+        node_key=signing_key,
+    )
+    assert agent.service_reporter is not None
+    assert agent.service_reporter.heartbeat(3, force=True)  # True: the service took it
+    assert _last_seen(mtls, "robot-7") is not None
     assert config.service_url is not None
     client = NodeClient(
         config.service_url, "robot-7", signing_key, tls_context=service_tls_context(config)
     )
-    assert client.heartbeat(installed_version=3)["installed_version"] == 3
     assert client.post_telemetry(installed_version=3, install_outcome="installed") is True
-    assert _last_seen(mtls, "robot-7") is not None
 
 
 def test_a_package_downloads_over_mutual_tls(mtls: MtlsFleet) -> None:
