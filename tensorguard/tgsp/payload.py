@@ -28,8 +28,8 @@ from tensorguard.tgsp.format import PAYLOAD_KEY_LABEL, SUITE
 from tensorguard.tgsp.header import PayloadInfo
 from tensorguard.tgsp.parallel import Workers, chunks_in_flight, resolve_threads
 
-VERIFY_BLOCK_SIZE = 4 * 1024 * 1024
-VERIFY_BLOCKS_IN_FLIGHT = 3
+VERIFY_BLOCK_SIZE = 1024 * 1024
+VERIFY_BLOCKS_IN_FLIGHT = 4
 
 
 def derive_payload_key(data_key: bytes, package_id: bytes) -> bytes:
