@@ -199,12 +199,7 @@ def load_or_create_account_key(path: Path) -> JWKEC:
     """The ACME account key in ``path`` (PKCS#8 PEM), made there on first use."""
     if not path.exists():
         ensure_directory(path.parent, mode=0o700)
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        pem = _new_account_key(serialization.Encoding.PEM)
         atomic_write_bytes(path, pem, mode=0o600, overwrite=False)
     try:
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -213,8 +208,20 @@ def load_or_create_account_key(path: Path) -> JWKEC:
             f"the ACME account key {path} cannot be read ({type(exc).__name__}); restore it "
             "or remove it to register a new account"
         ) from exc
+    return _account_jwk(loaded, str(path))
+
+
+def _new_account_key(encoding: serialization.Encoding) -> bytes:
+    """A fresh P-256 account key, PKCS#8 in ``encoding``."""
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _account_jwk(loaded: object, where: str) -> JWKEC:
+    """``loaded`` as the account's JWK; refuse anything but an ECDSA P-256 private key."""
     if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
-        raise IdentityConfigError(f"the ACME account key {path} is not an ECDSA P-256 key")
+        raise IdentityConfigError(f"the ACME account key {where} is not an ECDSA P-256 key")
     return JWKEC(key=loaded)
 
 
@@ -223,12 +230,7 @@ def load_or_create_provider_account_key(provider: KeyProvider, name: str) -> JWK
     DER), made and sealed there on first use; it is unsealed only into this process."""
     try:
         if not provider.has_key(name, KeyPurpose.GENERIC):
-            key = ec.generate_private_key(ec.SECP256R1())
-            der = key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+            der = _new_account_key(serialization.Encoding.DER)
             provider.store_secret(name, KeyPurpose.GENERIC, der)
         sealed = provider.load_secret(name, KeyPurpose.GENERIC)
     except TensorGuardError as exc:
@@ -242,9 +244,7 @@ def load_or_create_provider_account_key(provider: KeyProvider, name: str) -> JWK
             f"the key provider's record {name!r} is not an ACME account key (PKCS#8); "
             "choose another account_key_name"
         ) from None
-    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
-        raise IdentityConfigError(f"the ACME account key {name!r} is not an ECDSA P-256 key")
-    return JWKEC(key=loaded)
+    return _account_jwk(loaded, repr(name))
 
 
 class AcmeIssuer:

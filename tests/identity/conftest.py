@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile, node_uri
+from tensorguard.identity.authority import utc_now
+from tensorguard.identity.enrol import InstalledCertificate, enrol_node, install_certificate
 from tensorguard.keys import FileKeyProvider, MasterSecret, key_provider_from_env
 from tests.services.pebble import PebbleServer, running_pebble
 
@@ -101,6 +104,66 @@ def service_csr(*names: str, key: ec.EllipticCurvePrivateKey | None = None) -> b
         except ValueError:
             general.append(x509.DNSName(name))
     return make_csr(key or ec.generate_private_key(ec.SECP256R1()), names[0], general)
+
+
+def write_key(path: Path, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> Path:
+    """Write ``key`` as unencrypted PKCS#8 PEM, mode 0600, and return the path."""
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def write_chain(path: Path, authority: CertificateAuthority, leaf_pem: bytes) -> Path:
+    """Write ``leaf_pem`` followed by ``authority``'s intermediate; return the path."""
+    path.write_bytes(leaf_pem + authority.chain_pem())
+    return path
+
+
+def issue_node_files(
+    authority: CertificateAuthority, directory: Path, node_id: str, **kwargs: object
+) -> tuple[Path, Path]:
+    """A node certificate chain and key file issued by ``authority`` (test-made key),
+    named ``<node id>-<serial hex>.crt/.key`` in ``directory``."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    certificate = authority.issue(node_csr(node_id, key), Profile.NODE, **kwargs)  # type: ignore[arg-type]
+    stem = directory / f"{node_id}-{certificate.serial_number:x}"
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    chain = write_chain(stem.with_suffix(".crt"), authority, pem)
+    return chain, write_key(stem.with_suffix(".key"), key)
+
+
+def enrol_and_install(
+    authority: CertificateAuthority, directory: Path, node_id: str
+) -> InstalledCertificate:
+    """The whole offline enrolment: keys and CSR made in ``directory/<node id>``, the
+    certificate issued by ``authority`` and installed there (as ``agent enrol`` does)."""
+    node_dir = directory / node_id
+    request = enrol_node(node_dir, directory / "outbox", node_id=node_id, trust_domain=TRUST_DOMAIN)
+    certificate = authority.issue(request.csr_file.read_bytes(), Profile.NODE)
+    chain = write_chain(
+        directory / f"{node_id}.crt",
+        authority,
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
+    return install_certificate(node_dir, chain, authority.store.root_file)
+
+
+def dated_fleet_ca(directory: Path, *, created_days_ago: int = 0) -> CertificateAuthority:
+    """A CA in ``directory/ca`` (keys in ``directory/ca-keys``) created
+    ``created_days_ago`` days ago, that may issue service certificates for 127.0.0.1."""
+    policy = IssuancePolicy(trust_domain=TRUST_DOMAIN, service_ip_addresses=("127.0.0.1",))
+    return CertificateAuthority.create(
+        directory / "ca",
+        new_provider(directory / "ca-keys"),
+        policy=policy,
+        now=utc_now() - timedelta(days=created_days_ago),
+    )
 
 
 def write_pem(path: Path, certificate: x509.Certificate) -> Path:

@@ -32,10 +32,9 @@ from tensorguard.fleet.download import ExpectedPackage, download_package
 from tensorguard.fleet.errors import AgentConfigError
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.fleet.rejections import InstallRefused
-from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile
+from tensorguard.identity import CertificateAuthority, Profile
 from tensorguard.identity.authority import utc_now
 from tensorguard.identity.deploy import SignalReload
-from tensorguard.identity.enrol import enrol_node, install_certificate
 from tensorguard.identity.tls_probe import certificate_fingerprint, wait_until_served
 from tensorguard.service.client import FleetClientError, NodeClient, client_tls_context
 from tensorguard.service.errors import (
@@ -50,7 +49,17 @@ from tensorguard.service.settings import load_settings
 from tensorguard.service.tls_settings import NodeAuth
 from tensorguard.tgsp.keyfiles import load_recipient_private_key
 from tensorguard.tgsp.trust import TrustStore
-from tests.identity.conftest import TRUST_DOMAIN, new_provider, node_csr, service_csr
+from tests.identity.conftest import (
+    TRUST_DOMAIN,
+    dated_fleet_ca,
+    enrol_and_install,
+    issue_node_files,
+    new_provider,
+    node_csr,
+    service_csr,
+    write_chain,
+    write_key,
+)
 from tests.service.conftest import SHARED_ENV
 from tests.service.fleet_server import FleetServer, running_fleet_server
 
@@ -75,33 +84,12 @@ class MtlsFleet:
         os.replace(staging, self.served_crl)
 
 
-def _write_key(path: Path, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
-def _write_chain(path: Path, authority: CertificateAuthority, leaf_pem: bytes) -> Path:
-    path.write_bytes(leaf_pem + authority.chain_pem())
-    return path
-
-
 def _issue_node(
     authority: CertificateAuthority, directory: Path, node_id: str, **kwargs: object
 ) -> tuple[Credentials, int]:
     """A node certificate (chain file, key file) from ``authority`` and its serial."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    certificate = authority.issue(node_csr(node_id, key), Profile.NODE, **kwargs)  # type: ignore[arg-type]
-    stem = directory / f"{node_id}-{certificate.serial_number:x}"
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    chain = _write_chain(stem.with_suffix(".crt"), authority, pem)
-    return (str(chain), str(_write_key(stem.with_suffix(".key"), key))), certificate.serial_number
+    chain, key = issue_node_files(authority, directory, node_id, **kwargs)
+    return (str(chain), str(key)), int(chain.stem.rsplit("-", 1)[1], 16)
 
 
 def _issue_service(authority: CertificateAuthority, chain: Path, key_file: Path) -> str:
@@ -110,8 +98,8 @@ def _issue_service(authority: CertificateAuthority, chain: Path, key_file: Path)
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = authority.issue(service_csr("127.0.0.1", key=key), Profile.SERVICE)
     pem = certificate.public_bytes(serialization.Encoding.PEM)
-    _write_key(key_file.with_suffix(".new"), key).replace(key_file)
-    _write_chain(chain.with_suffix(".new"), authority, pem).replace(chain)
+    write_key(key_file.with_suffix(".new"), key).replace(key_file)
+    write_chain(chain.with_suffix(".new"), authority, pem).replace(chain)
     return certificate_fingerprint(certificate)
 
 
@@ -120,13 +108,7 @@ def mtls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MtlsFleet]:
     """A CA created 20 days ago (so a certificate can already have expired) and
     ``tensorguard serve`` in production mode with HTTPS, client certificates and the CRL."""
     directory = tmp_path_factory.mktemp("api-mtls")
-    policy = IssuancePolicy(trust_domain=TRUST_DOMAIN, service_ip_addresses=("127.0.0.1",))
-    authority = CertificateAuthority.create(
-        directory / "ca",
-        new_provider(directory / "ca-keys"),
-        policy=policy,
-        now=utc_now() - timedelta(days=20),
-    )
+    authority = dated_fleet_ca(directory, created_days_ago=20)
     authority.publish_crl()  # current dates (the CA's first CRL is dated 20 days ago)
     chain, key = directory / "service.crt", directory / "service.key"
     _issue_service(authority, chain, key)
@@ -218,17 +200,8 @@ def _last_seen(fleet: MtlsFleet, node_id: str) -> object:
 def test_an_enrolled_node_reports_with_its_certificate(mtls: MtlsFleet) -> None:
     """Enrolment on the node, issuance, installation, then the agent's own client (built
     from agent.yaml's service_tls_* files) posts a heartbeat and telemetry."""
-    node_dir = mtls.directory / "robot-7"
-    request = enrol_node(
-        node_dir, mtls.directory / "outbox", node_id="robot-7", trust_domain=TRUST_DOMAIN
-    )
-    leaf = mtls.authority.issue(request.csr_file.read_bytes(), Profile.NODE)
-    chain = _write_chain(
-        mtls.directory / "robot-7.crt",
-        mtls.authority,
-        leaf.public_bytes(serialization.Encoding.PEM),
-    )
-    installed = install_certificate(node_dir, chain, mtls.authority.store.root_file)
+    installed = enrol_and_install(mtls.authority, mtls.directory, "robot-7")
+    node_dir = installed.tls_cert_file.parent
     signing_key = _enrol_in_api(mtls, "robot-7")
     write_node_key(node_dir / "request.key", signing_key)
     config = parse_agent_config(
@@ -336,12 +309,12 @@ def test_a_service_certificate_is_not_a_node_identity(mtls: MtlsFleet) -> None:
     key = _enrol_in_api(mtls, "robot-svc")
     service_key = ec.generate_private_key(ec.SECP256R1())
     leaf = mtls.authority.issue(service_csr("127.0.0.1", key=service_key), Profile.SERVICE)
-    chain = _write_chain(
+    chain = write_chain(
         mtls.directory / "service-as-client.crt",
         mtls.authority,
         leaf.public_bytes(serialization.Encoding.PEM),
     )
-    cert = (str(chain), str(_write_key(mtls.directory / "service-as-client.key", service_key)))
+    cert = (str(chain), str(write_key(mtls.directory / "service-as-client.key", service_key)))
     with pytest.raises(requests.exceptions.ConnectionError):
         _heartbeat(mtls, "robot-svc", key, cert)
     assert _tls_answer(mtls, cert) == b""
@@ -555,6 +528,13 @@ def _node_der(
     return certificate.public_bytes(serialization.Encoding.DER), certificate.serial_number
 
 
+def _other_ca(authority: CertificateAuthority, tmp_path: Path) -> CertificateAuthority:
+    """A second CA with ``authority``'s policy (and so the same names)."""
+    return CertificateAuthority.create(
+        tmp_path / "other-ca", new_provider(tmp_path / "other-keys"), policy=authority.policy
+    )
+
+
 def test_a_remembered_chain_still_expires_and_is_still_revocable(
     authority: CertificateAuthority,
 ) -> None:
@@ -573,9 +553,7 @@ def test_a_crl_not_signed_by_the_issuer_decides_nothing(
     authority: CertificateAuthority, tmp_path: Path
 ) -> None:
     """Another CA with the same names signs a CRL: it does not count as the issuer's."""
-    other = CertificateAuthority.create(
-        tmp_path / "other-ca", new_provider(tmp_path / "other-keys"), policy=authority.policy
-    )
+    other = _other_ca(authority, tmp_path)
     assert other.intermediate.subject == authority.intermediate.subject
     verifier = NodeCertificateVerifier(authority.store.bundle_file, other.store.crl_file)
     der, _ = _node_der(authority, "robot-7")
@@ -586,9 +564,7 @@ def test_a_crl_not_signed_by_the_issuer_decides_nothing(
 def test_a_foreign_certificate_does_not_verify(
     authority: CertificateAuthority, tmp_path: Path
 ) -> None:
-    other = CertificateAuthority.create(
-        tmp_path / "other-ca", new_provider(tmp_path / "other-keys"), policy=authority.policy
-    )
+    other = _other_ca(authority, tmp_path)
     verifier = NodeCertificateVerifier(authority.store.bundle_file, authority.store.crl_file)
     with pytest.raises(AuthenticationError, match="does not verify"):
         verifier.node_id(_node_der(other, "robot-7")[0])

@@ -20,16 +20,23 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tensorguard.fleet.errors import MqttError
 from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
 from tensorguard.fleet.topics import install_report_topic
-from tensorguard.identity import CertificateAuthority, IssuancePolicy, Profile
+from tensorguard.identity import CertificateAuthority, Profile
 from tensorguard.identity.authority import utc_now
-from tensorguard.identity.enrol import enrol_node, install_certificate
 from tests.conftest import FLEET_ACL_FILE
-from tests.identity.conftest import TRUST_DOMAIN, new_provider, node_csr, service_csr
+from tests.identity.conftest import (
+    dated_fleet_ca,
+    enrol_and_install,
+    issue_node_files,
+    new_provider,
+    service_csr,
+    write_chain,
+    write_key,
+)
 from tests.services.mosquitto import (
     MOSQUITTO_BIN_DIRS,
     BrokerAccess,
@@ -49,59 +56,17 @@ class Fleet:
     directory: Path
 
 
-def _write_key(path: Path, key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
-def _write_chain(path: Path, authority: CertificateAuthority, leaf_pem: bytes) -> Path:
-    path.write_bytes(leaf_pem + authority.chain_pem())
-    return path
-
-
-def _issue_node(
-    authority: CertificateAuthority, directory: Path, node_id: str, **kwargs: object
-) -> tuple[Path, Path]:
-    """A node certificate chain and key file issued by ``authority`` (test-made key)."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    certificate = authority.issue(node_csr(node_id, key), Profile.NODE, **kwargs)  # type: ignore[arg-type]
-    stem = directory / f"{node_id}-{certificate.serial_number:x}"
-    chain = _write_chain(
-        stem.with_suffix(".crt"),
-        authority,
-        certificate.public_bytes(serialization.Encoding.PEM),
-    )
-    return chain, _write_key(stem.with_suffix(".key"), key)
-
-
-def _fleet_ca(directory: Path, *, created_days_ago: int = 0) -> CertificateAuthority:
-    policy = IssuancePolicy(trust_domain=TRUST_DOMAIN, service_ip_addresses=("127.0.0.1",))
-    return CertificateAuthority.create(
-        directory / "ca",
-        new_provider(directory / "ca-keys"),
-        policy=policy,
-        now=utc_now() - timedelta(days=created_days_ago),
-    )
-
-
 def _broker_tls(authority: CertificateAuthority, directory: Path) -> BrokerTls:
     """A broker certificate from ``authority`` and the TLS settings that use its CRL."""
     broker_key = ec.generate_private_key(ec.SECP256R1())
     broker_cert = authority.issue(service_csr("127.0.0.1", key=broker_key), Profile.SERVICE)
-    broker_chain = _write_chain(
+    broker_chain = write_chain(
         directory / "broker.crt", authority, broker_cert.public_bytes(serialization.Encoding.PEM)
     )
     return BrokerTls(
         ca_file=authority.store.bundle_file,
         cert_file=broker_chain,
-        key_file=_write_key(directory / "broker.key", broker_key),
+        key_file=write_key(directory / "broker.key", broker_key),
         crl_file=authority.store.crl_file,
     )
 
@@ -111,8 +76,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """A CA created 20 days ago (so a certificate can already have expired), a broker
     certificate from it, a revoked node certificate and the broker with the CRL."""
     directory = tmp_path_factory.mktemp("mtls")
-    authority = _fleet_ca(directory, created_days_ago=20)
-    revoked_chain, _ = _issue_node(authority, directory, "robot-revoked")
+    authority = dated_fleet_ca(directory, created_days_ago=20)
+    revoked_chain, _ = issue_node_files(authority, directory, "robot-revoked")
     revoked_serial = int(revoked_chain.stem.rsplit("-", 1)[1], 16)
     authority.revoke(revoked_serial)  # also re-signs the CRL with current dates
     tls = _broker_tls(authority, directory)
@@ -140,17 +105,7 @@ def _publish_own_report(settings: MqttSettings, node_id: str) -> None:
 
 
 def test_an_enrolled_node_connects_with_its_certificate(fleet: Fleet) -> None:
-    node_dir = fleet.directory / "robot-7"
-    request = enrol_node(
-        node_dir, fleet.directory / "outbox", node_id="robot-7", trust_domain=TRUST_DOMAIN
-    )
-    certificate = fleet.authority.issue(request.csr_file.read_bytes(), Profile.NODE)
-    chain = _write_chain(
-        fleet.directory / "robot-7.crt",
-        fleet.authority,
-        certificate.public_bytes(serialization.Encoding.PEM),
-    )
-    installed = install_certificate(node_dir, chain, fleet.authority.store.root_file)
+    installed = enrol_and_install(fleet.authority, fleet.directory, "robot-7")
     settings = _settings(
         fleet, installed.tls_cert_file, installed.tls_key_file, installed.tls_ca_file
     )
@@ -163,7 +118,7 @@ def test_an_enrolled_node_connects_with_its_certificate(fleet: Fleet) -> None:
 
 
 def test_an_expired_certificate_is_refused(fleet: Fleet) -> None:
-    chain, key = _issue_node(
+    chain, key = issue_node_files(
         fleet.authority,
         fleet.directory,
         "robot-expired",
@@ -187,7 +142,7 @@ def test_a_certificate_from_a_foreign_ca_is_refused(fleet: Fleet) -> None:
         new_provider(fleet.directory / "foreign-keys"),
         policy=fleet.authority.policy,
     )
-    chain, key = _issue_node(foreign, fleet.directory, "robot-foreign")
+    chain, key = issue_node_files(foreign, fleet.directory, "robot-foreign")
     with pytest.raises(MqttError):
         _publish_own_report(_settings(fleet, chain, key), "robot-foreign")
 
@@ -196,12 +151,12 @@ def test_a_server_certificate_is_not_a_client_identity(fleet: Fleet) -> None:
     """EKU separation at the broker: a serverAuth-only certificate cannot log in."""
     key = ec.generate_private_key(ec.SECP256R1())
     certificate = fleet.authority.issue(service_csr("127.0.0.1", key=key), Profile.SERVICE)
-    chain = _write_chain(
+    chain = write_chain(
         fleet.directory / "service-as-client.crt",
         fleet.authority,
         certificate.public_bytes(serialization.Encoding.PEM),
     )
-    key_file = _write_key(fleet.directory / "service-as-client.key", key)
+    key_file = write_key(fleet.directory / "service-as-client.key", key)
     with pytest.raises(MqttError):
         _publish_own_report(_settings(fleet, chain, key_file), "127.0.0.1")
 
@@ -209,8 +164,8 @@ def test_a_server_certificate_is_not_a_client_identity(fleet: Fleet) -> None:
 def test_a_revocation_takes_effect_when_the_broker_reloads(tmp_path: Path) -> None:
     """Mosquitto reads crlfile at start and on SIGHUP: revoked while it runs, a node is
     still let in until the reload, and refused after it."""
-    authority = _fleet_ca(tmp_path)
-    chain, key = _issue_node(authority, tmp_path, "robot-9")
+    authority = dated_fleet_ca(tmp_path)
+    chain, key = issue_node_files(authority, tmp_path, "robot-9")
     access = BrokerAccess(users={}, acl_file=FLEET_ACL_FILE)
     with running_mosquitto(access=access, tls=_broker_tls(authority, tmp_path)) as broker:
         fleet = Fleet(authority, broker, tmp_path)
@@ -270,7 +225,7 @@ def test_the_shipped_broker_configuration(fleet: Fleet, tmp_path: Path) -> None:
     tls = _broker_tls(fleet.authority, tmp_path)
     with running_shipped_broker(tls, tmp_path) as broker:
         shipped = Fleet(fleet.authority, broker, tmp_path)
-        chain, key = _issue_node(fleet.authority, tmp_path, "robot-11")
+        chain, key = issue_node_files(fleet.authority, tmp_path, "robot-11")
         _publish_own_report(_settings(shipped, chain, key), "robot-11")
         revoked = next(fleet.directory.glob("robot-revoked-*.crt"))
         with pytest.raises(MqttError):
