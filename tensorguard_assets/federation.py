@@ -264,10 +264,18 @@ class RoundSpecConfig(Config):
     server_optimizer: ServerOptimizerName = Field(
         default="fedavg",
         description="How the custodian applies the mean update: fedavg (x + lr·Δ), "
-        "fedadam or fedyogi (adaptive, state sealed in the custodian's vault).",
+        "fedavgm (with server momentum), fedadam or fedyogi (state sealed in the "
+        "custodian's vault).",
     )
     server_learning_rate: float = Field(
         default=1.0, gt=0, le=100, description="The server optimiser's step size."
+    )
+    server_beta1: float = Field(
+        default=0.9,
+        ge=0,
+        lt=1,
+        description="fedavgm: the server momentum (0.5 measured best on the demo, "
+        "docs/FEDERATION.md); fedadam/fedyogi: the first-moment decay.",
     )
     lora_aggregation: Literal["factors", "frozen_a"] = Field(
         default="factors",
@@ -379,7 +387,9 @@ def round_spec(
             dp=dp_rule,
             frozen_lora_a=config.lora_aggregation == "frozen_a",
             server_optimizer=ServerOptimizerRule(
-                name=config.server_optimizer, learning_rate=config.server_learning_rate
+                name=config.server_optimizer,
+                learning_rate=config.server_learning_rate,
+                beta1=config.server_beta1,
             ),
             aggregate_grid_bits=grid_bits_for(public.params),
         )

@@ -5,6 +5,9 @@ The mean site update ``Δ`` (``trained - reference``, averaged) is treated as a
 pseudo-gradient step:
 
 * ``fedavg``: ``x ← x + η·Δ`` (η = 1 is plain FedAvg; η > 1 extrapolates);
+* ``fedavgm``: FedAvg with server momentum (Hsu et al. 2019), ``m ← β1·m + Δ``,
+  ``x ← x + η·m``: directions the rounds agree on build up, round-to-round noise
+  cancels;
 * ``fedadam``: ``m ← β1·m + (1-β1)·Δ``, ``v ← β2·v + (1-β2)·Δ²``,
   ``x ← x + η·m / (√v + τ)``;
 * ``fedyogi``: as FedAdam with ``v ← v - (1-β2)·Δ²·sign(v - Δ²)``.
@@ -26,7 +29,7 @@ from safetensors.torch import load, save
 
 from tensorguard.federation.errors import FederationError
 
-ServerOptimizerName = Literal["fedavg", "fedadam", "fedyogi"]
+ServerOptimizerName = Literal["fedavg", "fedavgm", "fedadam", "fedyogi"]
 
 
 class ServerOptimizerError(FederationError):
@@ -40,13 +43,15 @@ class ServerOptimizerRule(BaseModel):
 
     name: ServerOptimizerName = Field(default="fedavg", description="The update rule.")
     learning_rate: float = Field(default=1.0, gt=0, le=100, description="Server step size η.")
-    beta1: float = Field(default=0.9, ge=0, lt=1, description="First-moment decay (Adam/Yogi).")
+    beta1: float = Field(
+        default=0.9, ge=0, lt=1, description="First-moment decay (Adam/Yogi); momentum (FedAvgM)."
+    )
     beta2: float = Field(default=0.99, ge=0, lt=1, description="Second-moment decay.")
     tau: float = Field(default=1e-3, gt=0, description="Adaptivity floor τ (Adam/Yogi).")
 
     @property
     def stateful(self) -> bool:
-        """True when the rule keeps moment estimates between rounds."""
+        """True when the rule keeps moment estimates (or momentum) between rounds."""
         return self.name != "fedavg"
 
 
@@ -97,6 +102,7 @@ def server_step(
 ) -> tuple[dict[str, torch.Tensor], ServerOptimizerState | None]:
     """The step to add to the reference, and the new state (None for ``fedavg``).
 
+    ``fedavgm`` keeps its momentum as the first moment and zeros as the second.
     A stateful rule with no ``state`` starts from zero moments; a state for other
     tensors than ``mean_delta`` is refused (the adapter's shape changed: start a new
     optimiser by clearing its state).
@@ -116,6 +122,11 @@ def server_step(
     step: dict[str, torch.Tensor] = {}
     for name, raw in mean_delta.items():
         delta = raw.to(torch.float64)
+        if rule.name == "fedavgm":
+            first[name] = rule.beta1 * current.first[name] + delta
+            second[name] = current.second[name]
+            step[name] = rule.learning_rate * first[name]
+            continue
         squared = delta * delta
         first[name] = rule.beta1 * current.first[name] + (1 - rule.beta1) * delta
         if rule.name == "fedadam":

@@ -145,3 +145,43 @@ def test_the_signed_round_spec_carries_the_server_optimiser() -> None:
     signer = CompositeSigningKey.generate()
     loaded = load_signed_round_spec(sign_round_spec(spec, signer), signer.public_key())
     assert loaded.server_optimizer == ADAM
+
+
+MOMENTUM = ServerOptimizerRule(name="fedavgm", learning_rate=1.5, beta1=0.5)
+
+
+def test_fedavgm_matches_the_rule_by_hand_across_rounds() -> None:
+    # m1 = d0, m2 = 0.5·d0 + d1, m3 = 0.25·d0 + 0.5·d1 + d2; step = 1.5·m.
+    weights = [[1.0], [0.5, 1.0], [0.25, 0.5, 1.0]]
+    state = None
+    for k, coefficients in enumerate(weights):
+        step, state = server_step(MOMENTUM, DELTAS[k], state)
+        assert state is not None
+        state = ServerOptimizerState.from_bytes(state.to_bytes())  # as if kept sealed
+        for name in REFERENCE:
+            momentum = sum(c * DELTAS[j][name].double() for j, c in enumerate(coefficients))
+            assert torch.allclose(step[name], 1.5 * momentum, rtol=1e-12, atol=0)
+    # Without the kept momentum the third step is plain (scaled) FedAvg.
+    fresh, _ = server_step(MOMENTUM, DELTAS[2], None)
+    assert torch.allclose(fresh["a.lora_B.weight"], 1.5 * DELTAS[2]["a.lora_B.weight"].double())
+
+
+def test_fedavgm_momentum_is_sealed_and_resumed_by_the_custodian(tmp_path: Path) -> None:
+    master = {"TG_KEY_MASTER": "m" * 48}
+    vault = ServerStateVault(FileKeyProvider.from_env(tmp_path / "keys", master))
+    first = advance_global_adapter(REFERENCE, DELTAS[0], MOMENTUM, vault)
+    assert not first.state_continued
+    # A new vault object over the same sealed store, as in the next round's process.
+    reopened = ServerStateVault(FileKeyProvider.from_env(tmp_path / "keys", master))
+    second = advance_global_adapter(first.adapter, DELTAS[1], MOMENTUM, reopened)
+    assert second.state_continued
+    name = "a.lora_B.weight"
+    expected = first.adapter[name].double() + 1.5 * (
+        0.5 * DELTAS[0][name].double() + DELTAS[1][name].double()
+    )
+    assert torch.allclose(second.adapter[name].double(), expected, atol=1e-6)
+    for path in (tmp_path / "keys").rglob("*"):
+        if path.is_file():  # the momentum never lies on disk in clear
+            raw = vault.load_state(tensors_digest(first.adapter))
+            assert raw is not None
+            assert raw[-64:] not in path.read_bytes()
