@@ -8,6 +8,7 @@ generated CSS class names.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from playwright.sync_api import Locator, Page, expect
@@ -17,6 +18,8 @@ from playwright.sync_api import Locator, Page, expect
 GRAPH_NODE = "svg foreignObject"
 # Zoomed out, the canvas truncates names longer than this in the middle ("abc…xyz").
 MINIMAL_LABEL_LENGTH = 18
+# A page's first GraphQL answers can take a while on a loaded machine (2 cores, a daemon).
+PAGE_LOAD_MS = 30_000
 
 
 def graph_label(name: str) -> str | re.Pattern[str]:
@@ -180,3 +183,53 @@ class PartitionDetails:
         )
         expect(row).to_have_count(1)
         return row.get_by_role("cell").nth(1).inner_text().strip()
+
+
+def group_positions(page: Page, groups: Sequence[str]) -> dict[str, float]:
+    """The left edge of each collapsed group's box on the lineage canvas, by group name."""
+    positions: dict[str, float] = {}
+    for group in groups:
+        node = page.locator(GRAPH_NODE).get_by_text(group, exact=True)
+        expect(node, f"group {group} on the lineage graph").to_have_count(1)
+        box = node.bounding_box()
+        assert box is not None, f"group {group} is not drawn"
+        positions[group] = box["x"]
+    return positions
+
+
+class AssetOverview:
+    """An asset's Overview tab: the latest materialisation's metadata as a table or plots."""
+
+    def __init__(self, page: Page, base_url: str, asset_path: list[str]) -> None:
+        self.page = page
+        self.url = asset_url(base_url, asset_path)
+
+    def open(self) -> None:
+        """Open the Overview tab and wait for its metadata section."""
+        self.page.goto(self.url)
+        expect(self.page.get_by_role("button", name="Plots")).to_be_visible(timeout=PAGE_LOAD_MS)
+
+    def show_plots(self) -> None:
+        """Switch the metadata section to plots: one chart per numeric entry."""
+        self.page.get_by_role("button", name="Plots").click()
+        expect(self.page.locator("canvas").first).to_be_visible(timeout=PAGE_LOAD_MS)
+
+    def plot_title(self, key: str) -> Locator:
+        """The title of the chart of metadata entry ``key``."""
+        return self.page.get_by_text(key, exact=True)
+
+    def show_markdown(self, key: str) -> Locator:
+        """Open the markdown of metadata entry ``key`` (its "[Show Markdown]" link) and
+        return the dialog that renders it."""
+        row = self.page.get_by_role("row").filter(
+            has=self.page.get_by_role("cell", name=key, exact=True)
+        )
+        row.get_by_text("[Show Markdown]").click()
+        dialog = self.page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        return dialog
+
+
+def resource_url(base_url: str, location: str, resource: str) -> str:
+    """URL of a resource's page in a code location (its config as the UI shows it)."""
+    return f"{base_url}/locations/{quote(location, safe='')}/resources/{quote(resource, safe='')}"
