@@ -24,9 +24,10 @@ the difference goes:
   plus loading ``tensorguard_assets.definitions``) is measured and multiplied out as an
   estimate for that path, reported apart from the ratio.
 
-Digests of the seeded stages (base model, reference adapter, each site adapter) are
-compared between the two runs: equal digests show it was the same round. The machine is
-shared: repeat (``--repeat``) interleaves the two modes and keeps each one's fastest.
+Digests of the seeded stages (base model, reference adapter, each site adapter, global
+adapter, pruned model) are compared between the two runs: equal digests show it was the
+same round. The machine is shared: repeat (``--repeat``) interleaves the two modes and
+keeps each one's fastest.
 
 Writes JSON (default ``bench/results/round.json``).
 """
@@ -171,17 +172,26 @@ def dagster_child(state: Path, steps: int, started: float) -> dict[str, Any]:
     instance = DagsterInstance.get()
     storage = instance.event_log_storage
     event_writes: list[float] = []
-    step_event_writes: list[float] = []  # events of a step (logs, outputs, checks): in its time
+    # Writes while a step runs (its logs, outputs, checks) fall inside the step's time:
+    # from its STEP_START (stamped before it is written) to its STEP_SUCCESS or
+    # STEP_FAILURE (stamped before it is written, so that write is outside).
+    step_event_writes: list[float] = []
+    in_step = [False]
     store_event = storage.store_event
 
     def timed_store(event: Any) -> None:
+        kind = event.dagster_event.event_type_value if event.dagster_event else ""
+        if kind == "STEP_START":
+            in_step[0] = True
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            in_step[0] = False
         began = time.perf_counter()
         try:
             store_event(event)
         finally:
             seconds = time.perf_counter() - began
             event_writes.append(seconds)
-            if event.step_key is not None:
+            if in_step[0]:
                 step_event_writes.append(seconds)
 
     storage.store_event = timed_store  # type: ignore[method-assign]
