@@ -29,8 +29,11 @@ check-round: bootstrap
 
 ## Lint, type-check, the whole test suite (starts PostgreSQL etc. itself), then a demo
 ## round in a scratch state directory whose asset checks are all re-verified.
+## TEST_WORKERS pytest-xdist workers, each taking whole test files (a file's round fixture
+## runs once); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 test: bootstrap-services lint typecheck
-	HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest
+	HYPOTHESIS_PROFILE=ci $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) ci-round
 
 ## The inner loop: lint, type-check and every test not marked slow (no full rounds).

@@ -88,3 +88,13 @@ def pytest_runtest_setup() -> None:
     from dagster._core.storage.defs_state.base import _current_storage
 
     _current_storage.set(None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests first, in their collected order.
+
+    Under pytest-xdist (``make test`` runs two workers, one test file at a time each) the
+    long end-to-end files then start at once and the many short files fill the gaps,
+    instead of one long file starting last and running alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
