@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.round_start import TEST_ROUND_START
 from tests.services.mosquitto import BrokerAccess, MosquittoBroker, running_mosquitto
 from tests.services.postgres import PostgresServer, running_postgres
 
@@ -31,7 +32,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # The default TG_ROUND_START moves with the calendar (a week before today); the tests name
 # rounds by date, so they pin the start. Set before any test module imports the
 # partitions, and again for each test (and the processes it starts), below.
-TEST_ROUND_START = "2026-11-01"
 os.environ["TG_ROUND_START"] = TEST_ROUND_START
 
 

@@ -29,6 +29,7 @@ from dagster import (
 from tensorguard_assets.locations import ROUND_RELEASE_JOBS, ROUND_SETUP_JOBS, Federation
 from tensorguard_assets.partitions import round_site_key, site_partitions
 from tests.asset_graph import round_asset_names as round_asset_names  # re-exported
+from tests.round_start import TEST_ROUND_START
 from tests.services.mosquitto import MosquittoBroker
 
 SETUP_JOB = "setup_job"
@@ -271,8 +272,13 @@ def tensorguard_env(
     state_dir: Path, *, fleet: str, broker: MosquittoBroker | None = None
 ) -> dict[str, str]:
     """``TG_*`` settings that keep every artifact, key, registry and database under
-    ``state_dir`` (the layout ``build_resources`` derives from ``TG_ARTIFACT_ROOT``)."""
-    env = {"TG_ARTIFACT_ROOT": str(state_dir / "artifacts"), "TG_FLEET": fleet}
+    ``state_dir`` (the layout ``build_resources`` derives from ``TG_ARTIFACT_ROOT``), with
+    the session's first round partition (processes it starts compute their own)."""
+    env = {
+        "TG_ARTIFACT_ROOT": str(state_dir / "artifacts"),
+        "TG_FLEET": fleet,
+        "TG_ROUND_START": TEST_ROUND_START,
+    }
     if broker is not None:
         env |= {"TG_MQTT_HOST": broker.host, "TG_MQTT_PORT": str(broker.port)}
     return env

@@ -37,6 +37,7 @@ import sqlalchemy
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.training.demo_data import demo_sites_root
 from tests.assets.test_secrets_stay_out_of_dagster import findings
+from tests.round_start import TEST_ROUND_START
 from tests.services.dagster_webserver import prepare_dagster_home, running_dagster_ui
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.postgres import PostgresServer, create_database
@@ -139,7 +140,12 @@ def test_the_production_walkthrough_runs_and_leaks_no_secret(
         create_database(postgres_server, name)
     db_password = _secret()  # the test server trusts loopback; it must still never leak
     server = postgres_server
-    base = {"PATH": f"{BIN}:{os.environ.get('PATH', '')}", "HOME": str(tmp_path)}
+    # TG_ROUND_START: ROUND is a fixed date; the default start moves with the calendar.
+    base = {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "TG_ROUND_START": TEST_ROUND_START,
+    }
     production = {
         **base,
         "TG_ENVIRONMENT": "production",
