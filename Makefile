@@ -52,7 +52,7 @@ ci-round: bootstrap
 	  $(PY) -m tensorguard_assets.secret_scan
 
 ## Mutation testing (mutmut, the `mutation` extra) of tgsp, crypto, keys, aggregation, gate and
-## 2:4 checks: hours on two cores, not part of `make test`. MUTANTS='tensorguard.tgsp.paths*'
+## 2:4 checks: hours on two cores, not part of `make test`. MUTANTS='tensorguard.tgsp._paths*'
 ## limits it to some modules; `$(VENV)/bin/mutmut results` lists the survivors.
 MUTANTS ?=
 mutation: bootstrap

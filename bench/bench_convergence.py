@@ -40,19 +40,22 @@ from typing import Any
 import torch
 from larger_checkpoint import LlamaRecipe, build_larger_checkpoint
 
-from tensorguard.crypto.composite import CompositeSigningKey
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.context import create_federation_context, load_secret_context
-from tensorguard.federation.custodian import Custodian, apply_update
-from tensorguard.federation.custodian_ledger import CustodianLedger
-from tensorguard.federation.peft_adapter import write_peft_adapter
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.server_optimizer import (
+from tensorguard.crypto import CompositeSigningKey
+from tensorguard.federation import (
+    Custodian,
+    CustodianLedger,
+    RoundSpec,
     ServerOptimizerRule,
     ServerOptimizerState,
+    SiteUpdateConfig,
+    aggregate_updates,
+    apply_update,
+    build_site_update,
+    create_federation_context,
+    load_secret_context,
     server_step,
+    write_peft_adapter,
 )
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.held_out import HeldOutSet, load_held_out_set, load_with_adapter
 from tensorguard.hf import load_causal_lm, read_adapter_tensors
 from tensorguard.sites import demo_site_registry

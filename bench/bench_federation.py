@@ -40,28 +40,29 @@ import numpy as np
 import tenseal as ts
 import torch
 
-from tensorguard.crypto.composite import CompositeSigningKey
-from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.federation import (
     Custodian,
     CustodianLedger,
     FederationParams,
+    InMemoryPairSecretStore,
+    Packing,
+    PairwiseMailbox,
+    PairwiseSecrets,
     RoundSpec,
     SiteUpdateConfig,
+    TensorLayout,
     aggregate_updates,
     build_site_update,
+    chunk_lengths,
+    close_round_in_process,
     create_federation_context,
+    encrypt_vector,
     load_secret_context,
-)
-from tensorguard.federation.layout import TensorLayout
-from tensorguard.federation.masking import mask_encrypted_vector, mask_level
-from tensorguard.federation.packing import Packing, chunk_lengths, encrypt_vector
-from tensorguard.federation.pair_exchange import (
-    InMemoryPairSecretStore,
-    PairwiseMailbox,
+    mask_encrypted_vector,
+    mask_level,
     site_pairwise_secrets,
 )
-from tensorguard.federation.pairwise import PairwiseSecrets, close_round_in_process
 
 T = TypeVar("T")
 FLARE_N = 8192

@@ -130,13 +130,11 @@ def phase_main(args: argparse.Namespace) -> None:
         TrustStore,
         VerificationPolicy,
         build_package,
-        open_package,
-        verify_package,
-    )
-    from tensorguard.tgsp.keyfiles import (
         load_recipient_private_key,
         load_recipient_public_key,
         load_signing_key,
+        open_package,
+        verify_package,
     )
 
     if args.phase == "generate":
@@ -342,7 +340,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 def driver_main(args: argparse.Namespace) -> None:
     from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
-    from tensorguard.tgsp.keyfiles import write_key_file
+    from tensorguard.tgsp import write_key_file
 
     sizes = [float(size) for size in args.sizes.split(",")]
     ms_python = model_signing_python(args.model_signing_python)

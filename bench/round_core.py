@@ -40,41 +40,48 @@ from tensorguard.artifact_layout import (
     partition_dir,
 )
 from tensorguard.codec import canonical_json
-from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey, XWingPublicKey
 from tensorguard.digest import sha256_file, sha256_tree
 from tensorguard.durable import ensure_directory
-from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
-from tensorguard.federation.context import (
-    PublicFederation,
-    load_secret_from_store,
-    run_key_ceremony,
-)
-from tensorguard.federation.custodian import Custodian, advance_global_adapter
-from tensorguard.federation.custodian_ledger import CustodianLedger
-from tensorguard.federation.fixed_point import grid_bits_for
-from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
-from tensorguard.federation.pairwise import (
+from tensorguard.federation import (
+    AggregationResult,
+    Custodian,
+    CustodianLedger,
+    FederationParams,
+    PairwiseMailbox,
     PairwiseSecrets,
+    PublicFederation,
+    RoundSpec,
+    ServerOptimizerRule,
+    SiteUpdateConfig,
     acknowledge_accepted_set,
+    advance_global_adapter,
+    aggregate_updates,
+    build_site_update,
+    grid_bits_for,
+    load_secret_from_store,
+    load_signed_round_spec,
     reveal_seeds,
+    run_key_ceremony,
+    sign_round_spec,
+    site_pairwise_secrets,
+    write_peft_adapter,
 )
-from tensorguard.federation.params import FederationParams
-from tensorguard.federation.peft_adapter import write_peft_adapter
-from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
-from tensorguard.federation.server_optimizer import ServerOptimizerRule
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.fleet.db import migrate
 from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX, provision_edge_node
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.held_out import load_held_out_set, load_with_adapter
 from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm, read_adapter_tensors
-from tensorguard.keys.development import development_master
-from tensorguard.keys.factory import key_provider_from_env
-from tensorguard.keys.master import MASTER_ENV
-from tensorguard.keys.names import KeyPurpose
-from tensorguard.keys.parties import development_master_file, party_environ, party_key_dir
-from tensorguard.keys.provider import KeyProvider
+from tensorguard.keys import (
+    MASTER_ENV,
+    KeyProvider,
+    KeyPurpose,
+    development_master,
+    development_master_file,
+    key_provider_from_env,
+    party_environ,
+    party_key_dir,
+)
 from tensorguard.moai.export import export_moai
 from tensorguard.moai.self_check import run_ckks_self_check
 from tensorguard.moai.verify import verify_moai_export
@@ -104,8 +111,7 @@ from tensorguard.release import (
 )
 from tensorguard.release_canary import canary_plan
 from tensorguard.sites import SiteRecord, demo_site_registry, site_weight_caps
-from tensorguard.tgsp.keyfiles import load_recipient_public_key
-from tensorguard.tgsp.trust import TrustStore
+from tensorguard.tgsp import TrustStore, load_recipient_public_key
 from tensorguard.training.base_model import build_default_base_model
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.determinism import enable_determinism

@@ -22,7 +22,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorguard.codec import canonical_json
-from tensorguard.crypto.composite import CompositeSigner
+from tensorguard.crypto import CompositeSigner
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.names import NAME_PATTERN
 from tensorguard.safety_evaluation import Digest, Label

@@ -30,7 +30,7 @@ from tensorguard.gate.decision import CriterionResult
 from tensorguard.tgsp import ReleaseInfo
 
 if TYPE_CHECKING:  # the round spec module imports torch; the card needs only its fields
-    from tensorguard.federation.round_spec import RoundSpec
+    from tensorguard.federation import RoundSpec
 
 MODEL_CARD_FILE: Final = "MODEL_CARD.md"
 SECONDS_PER_DAY: Final = 86_400

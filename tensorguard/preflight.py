@@ -34,8 +34,13 @@ from typing import Any
 from urllib.parse import quote
 
 from tensorguard.errors import TensorGuardError
-from tensorguard.keys.master import MASTER_HOW_TO, master_strength_problem
-from tensorguard.keys.parties import party_environ, party_key_dir, state_dir
+from tensorguard.keys import (
+    MASTER_HOW_TO,
+    master_strength_problem,
+    party_environ,
+    party_key_dir,
+    state_dir,
+)
 from tensorguard.production import (
     MIN_SECRET_LENGTH,
     PARTY_KEY_DIR_ENV,
@@ -296,7 +301,7 @@ def _check_sites(collector: _Collector, production: bool) -> dict[str, Any] | No
 
 
 def _site_files(record: Any, production: bool) -> tuple[bool, str]:
-    from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
+    from tensorguard.tgsp import load_recipient_public_key, load_verify_key
 
     problems: list[str] = []
     if not Path(record.data_dir).is_dir():
@@ -326,7 +331,7 @@ def _site_files(record: Any, production: bool) -> tuple[bool, str]:
 
 
 def _check_coordinator_public_key(collector: _Collector, production: bool) -> None:
-    from tensorguard.tgsp.keyfiles import load_verify_key
+    from tensorguard.tgsp import load_verify_key
 
     pinned = collector.environ.get(COORDINATOR_PUBLIC_KEY_ENV, "")
 
@@ -420,7 +425,7 @@ def _check_vault(
     registry: Mapping[str, Any] | None,
 ) -> None:
     """One key vault: its secret, its directory, and (when it opens) the keys it must hold."""
-    from tensorguard.keys.factory import PROVIDER_ENV
+    from tensorguard.keys import PROVIDER_ENV
 
     env = collector.environ
     provider_kind = env.get(PROVIDER_ENV, "").strip().lower() or "file"
@@ -469,7 +474,7 @@ def _master(env: Mapping[str, str], vault: str, production: bool) -> tuple[bool,
 
 
 def _token(env: Mapping[str, str], vault: str, production: bool) -> tuple[bool, str]:
-    from tensorguard.keys.factory import PKCS11_MODULE_ENV
+    from tensorguard.keys import PKCS11_MODULE_ENV
 
     label = party_variable(PARTY_TOKEN_ENV, vault)
     pin = party_variable("TG_PKCS11_PIN", vault)
@@ -533,8 +538,7 @@ def _vault_keys(
     production: bool,
     registry: Mapping[str, Any] | None,
 ) -> tuple[bool, str]:
-    from tensorguard.keys import key_provider_from_env
-    from tensorguard.keys.errors import KeyNotFoundError
+    from tensorguard.keys import KeyNotFoundError, key_provider_from_env
 
     missing: list[str] = []
     problems: list[str] = []
@@ -573,7 +577,7 @@ def _registry_mismatch(
     name: str, fingerprint: str, env: Mapping[str, str], registry: Mapping[str, Any] | None
 ) -> str:
     """Why a vault key differs from the public key the others pin, or ''."""
-    from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
+    from tensorguard.tgsp import load_recipient_public_key, load_verify_key
 
     pinned: Path | None = None
     load: Callable[[Path], Any] = load_verify_key
@@ -598,7 +602,7 @@ def _registry_mismatch(
 
 def _recipients(env: Mapping[str, str], state: str, production: bool) -> tuple[bool, str]:
     from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
-    from tensorguard.tgsp.keyfiles import load_recipient_public_key
+    from tensorguard.tgsp import load_recipient_public_key
 
     directory = Path(env.get(RECIPIENTS_DIR_ENV, "") or os.path.join(state, "fleet-recipients"))
     files = sorted(directory.glob(f"*{PUBLIC_KEY_SUFFIX}")) if directory.is_dir() else []

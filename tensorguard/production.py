@@ -115,7 +115,7 @@ def is_production(environ: Mapping[str, str] | None = None) -> bool:
 
 def pqc_backend_problem() -> str | None:
     """Return why no post-quantum backend works here, or None when one does."""
-    from tensorguard.crypto.backends import require_pqc_backend
+    from tensorguard.crypto import require_pqc_backend
     from tensorguard.errors import TensorGuardError
 
     try:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from tensorguard.crypto.composite import CompositeSigner
-from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.crypto import CompositeSigner, XWingPublicKey
 from tensorguard.digest import sha256_file, sha256_path
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.db import FleetDatabase
@@ -481,7 +480,7 @@ def publish_release(
 
     With ``freshness_signer`` (the release key) the channel's signed freshness statement
     is re-issued after a release that becomes the latest, so fresh nodes refuse anything
-    older (:mod:`tensorguard.tgsp.freshness`).
+    older (:mod:`tensorguard.tgsp._freshness`).
 
     The package must verify against ``trust_store`` for ``channel`` and its signed
     header must name ``decision`` (its digest); the registry then refuses any version

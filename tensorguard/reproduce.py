@@ -19,7 +19,7 @@ coordinator key, the base model's digest against the signed spec, each envelope'
 signature and round rules (the aggregator's own checks), and the custodian ledger's
 record that the reproduced aggregate is the one it decrypted. The global adapter is
 deterministic given the aggregate (the round's fixed-point grid,
-:mod:`tensorguard.federation.fixed_point`), so two decryptions give the same bytes.
+:mod:`tensorguard.federation._fixed_point`), so two decryptions give the same bytes.
 
 Determinism is switched on (:func:`~tensorguard.training.determinism.enable_determinism`)
 as ``TG_DETERMINISTIC=true`` does in the pipeline; the round must have run with it too.
@@ -45,14 +45,19 @@ from tensorguard.artifact_layout import (
     partition_dir,
 )
 from tensorguard.codec import CodecError, parse_json_object
-from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.crypto import CompositeVerifyKey
 from tensorguard.digest import sha256_file, sha256_path, sha256_tree
 from tensorguard.errors import TensorGuardError
-from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
-from tensorguard.federation.context import PublicFederation
-from tensorguard.federation.custodian_ledger import LEDGER_SIGNATURE_CONTEXT, LedgerError
-from tensorguard.federation.layout import tensors_digest
-from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec
+from tensorguard.federation import (
+    LEDGER_SIGNATURE_CONTEXT,
+    AggregationResult,
+    LedgerError,
+    PublicFederation,
+    RoundSpec,
+    aggregate_updates,
+    load_signed_round_spec,
+    tensors_digest,
+)
 from tensorguard.held_out import load_held_out_set
 from tensorguard.hf import read_adapter_tensors
 from tensorguard.optimize.merge import merge_adapter

@@ -25,7 +25,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorguard.codec import canonical_json
-from tensorguard.crypto.composite import CompositeSigner
+from tensorguard.crypto import CompositeSigner
 from tensorguard.errors import TensorGuardError
 from tensorguard.signed_statement import StatementKind, verify_signed_statement
 

@@ -9,7 +9,7 @@ shorter valid log: only a head (count and digest) recorded elsewhere detects tha
 is what :meth:`SignedLog.verify` takes ``expected_head`` for. The whole file is
 rewritten atomically on append.
 
-Users: the custodian's decryption ledger (:mod:`tensorguard.federation.custodian_ledger`)
+Users: the custodian's decryption ledger (:mod:`tensorguard.federation._custodian_ledger`)
 and the identity audit log (:mod:`tensorguard.identity.audit`).
 """
 
@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tensorguard.codec import CodecError, canonical_digest, canonical_json, parse_json_object
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
-from tensorguard.crypto.errors import SignatureError
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey, SignatureError
 from tensorguard.durable import atomic_write_bytes, ensure_directory
 
 GENESIS = "0" * 64

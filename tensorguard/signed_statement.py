@@ -16,8 +16,7 @@ import binascii
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from tensorguard.crypto.composite import CompositeVerifyKey
-from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto import CompositeVerifyKey, CryptoError
 from tensorguard.errors import TensorGuardError
 
 

@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from tensorguard.errors import TensorGuardError
-from tensorguard.federation.round_progress import (
+from tensorguard.federation import (
     MAX_TRAINING_ATTEMPTS,
     RoundStage,
     round_progress,

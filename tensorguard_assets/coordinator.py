@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tensorguard.artifact_layout import PUBLISHED_COORDINATOR_KEY
 from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
-from tensorguard.federation.errors import FederationError
-from tensorguard.tgsp.keyfiles import load_verify_key
+from tensorguard.federation import FederationError
+from tensorguard.tgsp import load_verify_key
 from tensorguard_assets.site_keys import publish_public_key
 from tensorguard_resources.keys import KeyVault
 

@@ -36,28 +36,36 @@ from tensorguard.crypto import CompositeVerifyKey
 from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_directory, ensure_directory
 from tensorguard.errors import TensorGuardError
-from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
-from tensorguard.federation.context import (
-    PublicFederation,
-    load_secret_from_store,
-    run_key_ceremony,
-)
-from tensorguard.federation.custodian import Custodian, advance_global_adapter, envelope_digest
-from tensorguard.federation.custodian_ledger import CustodianLedger
-from tensorguard.federation.errors import FederationError, QuorumNotMetError
-from tensorguard.federation.fixed_point import grid_bits_for
-from tensorguard.federation.pair_exchange import PairwiseMailbox, site_pairwise_secrets
-from tensorguard.federation.pairwise import (
+from tensorguard.federation import (
+    AggregationResult,
+    Custodian,
+    CustodianLedger,
+    DPRule,
+    FederationError,
+    FederationParams,
+    PairwiseMailbox,
     PairwiseSecrets,
+    PrivacyLedger,
+    PublicFederation,
+    QuorumNotMetError,
+    RoundSpec,
+    ServerOptimizerName,
+    ServerOptimizerRule,
+    SiteUpdateConfig,
     acknowledge_accepted_set,
+    advance_global_adapter,
+    aggregate_updates,
+    build_site_update,
+    envelope_digest,
+    grid_bits_for,
+    load_secret_from_store,
+    load_signed_round_spec,
     reveal_seeds,
+    run_key_ceremony,
+    sign_round_spec,
+    site_pairwise_secrets,
+    write_peft_adapter,
 )
-from tensorguard.federation.params import FederationParams
-from tensorguard.federation.peft_adapter import write_peft_adapter
-from tensorguard.federation.privacy import DPRule, PrivacyLedger
-from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
-from tensorguard.federation.server_optimizer import ServerOptimizerName, ServerOptimizerRule
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
 from tensorguard.hf import read_adapter_tensors, require_base_model
 from tensorguard.production import Environment
 from tensorguard.sites import site_weight_caps

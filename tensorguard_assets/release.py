@@ -19,8 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from tensorguard.crypto.composite import CompositeSigner
-from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.crypto import CompositeSigner, XWingPublicKey
 from tensorguard.digest import sha256_file
 from tensorguard.errors import ConfigurationError
 from tensorguard.fleet.notify import package_location
@@ -47,7 +46,7 @@ from tensorguard.release import (
     release_metadata,
 )
 from tensorguard.release_canary import canary_plan, record_and_start_canary
-from tensorguard.tgsp.trust import TrustStore
+from tensorguard.tgsp import TrustStore
 from tensorguard.training.causal_lm import perplexity
 from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (

@@ -14,13 +14,11 @@ from contextlib import suppress
 from pathlib import Path
 
 from tensorguard.artifact_layout import SITE_PUBLIC_KEYS_DIR as SITE_PUBLIC_KEYS_DIR
-from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPublicKey
-from tensorguard.federation.errors import FederationError
-from tensorguard.keys.errors import KeyExistsError
-from tensorguard.keys.names import KeyPurpose
-from tensorguard.tgsp.errors import KeyFileError
-from tensorguard.tgsp.keyfiles import (
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey, XWingPublicKey
+from tensorguard.federation import FederationError
+from tensorguard.keys import KeyExistsError, KeyPurpose
+from tensorguard.tgsp import (
+    KeyFileError,
     load_recipient_public_key,
     load_verify_key,
     write_key_file,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from tensorguard.keys.names import KeyPurpose
-from tensorguard.keys.provider import KeyProvider
+from tensorguard.keys import KeyProvider, KeyPurpose
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
 
-from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.crypto import XWingPublicKey
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.fleet.db import FleetDatabase, migrate
 from tensorguard.fleet.mqtt import MqttSettings, pipeline_mqtt_settings
@@ -15,7 +15,7 @@ from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.production import is_production
 from tensorguard.service.client import service_base_url
-from tensorguard.tgsp.keyfiles import load_recipient_public_key
+from tensorguard.tgsp import load_recipient_public_key
 from tensorguard_resources.failures import fail_closed
 from tensorguard_resources.runtime import TensorGuardRuntime
 

@@ -9,16 +9,18 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from tensorguard.errors import TensorGuardError
-from tensorguard.keys.development import development_master
-from tensorguard.keys.errors import KeyProviderConfigError, KeyProviderProductionError
-from tensorguard.keys.factory import PROVIDER_ENV, key_provider_from_env
-from tensorguard.keys.master import MASTER_ENV
-from tensorguard.keys.parties import (
+from tensorguard.keys import (
+    MASTER_ENV,
+    PROVIDER_ENV,
+    KeyProvider,
+    KeyProviderConfigError,
+    KeyProviderProductionError,
+    development_master,
     development_master_file,
+    key_provider_from_env,
     party_environ,
     party_key_dir,
 )
-from tensorguard.keys.provider import KeyProvider
 from tensorguard.production import KEY_PARTIES, is_production, party_variable
 from tensorguard_resources.failures import fail_closed
 

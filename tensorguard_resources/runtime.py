@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource, InitResourceContext
 
-from tensorguard.crypto.backends import enforce_pqc_requirement
+from tensorguard.crypto import enforce_pqc_requirement
 from tensorguard.errors import ProductionGateError, TensorGuardError
 from tensorguard.preflight import LOCATION_PARTIES, run_preflight
 from tensorguard.production import Environment, current_environment, enforce_production_gates

@@ -19,7 +19,7 @@ from tensorguard.fleet.agent import EdgeAgent
 from tensorguard.fleet.agent_config import parse_agent_config
 from tensorguard.fleet.messages import InstallOutcome, ReleaseAnnouncement
 from tensorguard.tgsp import TrustStore, open_package
-from tensorguard.tgsp.keyfiles import load_recipient_private_key
+from tensorguard.tgsp._keyfiles import load_recipient_private_key
 
 
 def main(argv: list[str]) -> int:

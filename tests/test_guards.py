@@ -142,3 +142,55 @@ def test_durable_call_guard_detects_a_planted_call(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("import os\nos.replace('a', 'b')\nos.fsync(3)\nos.path.exists('a')\n")
     assert _direct_durable_calls(planted) == ["planted.py:2 os.replace", "planted.py:3 os.fsync"]
+
+
+SURFACE_PACKAGES = ("tgsp", "crypto", "keys", "federation")
+OUTSIDE_CODE = (*PRODUCTION_PACKAGES, "bench", "scripts")
+
+
+def _internal_imports(path: Path) -> list[str]:
+    """Imports of another package's ``_``-prefixed modules (``tensorguard.tgsp._format``).
+
+    A module inside ``tensorguard/<package>/`` may import its own package's internals;
+    everything else goes through the package's ``__init__`` (its public surface).
+    """
+    parts = path.relative_to(ROOT).parts if path.is_relative_to(ROOT) else path.parts
+    own = parts[1] if len(parts) > 2 and parts[0] == "tensorguard" else None
+    offenders = []
+    for module in _imported_modules(path):
+        names = module.split(".")
+        if len(names) < 3 or names[0] != "tensorguard" or names[1] not in SURFACE_PACKAGES:
+            continue
+        if names[2].startswith("_") and names[1] != own:
+            offenders.append(module)
+    return sorted(offenders)
+
+
+def test_internal_modules_are_imported_only_by_their_own_package() -> None:
+    """#10: ``tgsp``, ``crypto``, ``keys`` and ``federation`` expose one public surface each."""
+    offenders = {
+        str(path.relative_to(ROOT)): _internal_imports(path)
+        for top in OUTSIDE_CODE
+        for path in (ROOT / top).rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_internal_import_guard_detects_a_planted_import(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from tensorguard.tgsp import verify_package\n"
+        "from tensorguard.tgsp._format import Limits\n"
+        "import tensorguard.keys._master\n"
+    )
+    assert _internal_imports(planted) == ["tensorguard.keys._master", "tensorguard.tgsp._format"]
+
+
+def test_surface_packages_keep_every_submodule_internal() -> None:
+    public = [
+        str(path.relative_to(ROOT))
+        for package in SURFACE_PACKAGES
+        for path in (ROOT / "tensorguard" / package).iterdir()
+        if not path.name.startswith(("_", "."))
+    ]
+    assert public == []

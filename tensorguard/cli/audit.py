@@ -43,7 +43,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     from tensorguard.identity.audit import AuditError, AuditLog
     from tensorguard.signed_log import LogHead
-    from tensorguard.tgsp.keyfiles import load_verify_key
+    from tensorguard.tgsp import load_verify_key
 
     key = load_verify_key(args.public_key)
     if args.fingerprint is not None and key.fingerprint() != args.fingerprint.lower():

@@ -82,7 +82,7 @@ class ExitCode(IntEnum):
 
 def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
     """(error type, code) pairs; first match wins, so narrow types come before parents."""
-    from tensorguard.crypto.errors import BackendUnavailableError
+    from tensorguard.crypto import BackendUnavailableError
     from tensorguard.digest import DigestError
     from tensorguard.identity.audit import AuditError
     from tensorguard.identity.errors import (
@@ -91,14 +91,14 @@ def _error_table() -> tuple[tuple[type[Exception], ExitCode], ...]:
         CertificateRequestError,
         IssuancePolicyError,
     )
-    from tensorguard.keys.errors import (
+    from tensorguard.keys import (
         KeyExistsError,
         KeyIntegrityError,
         KeyNotFoundError,
         KeyProviderUnavailable,
         TokenError,
     )
-    from tensorguard.tgsp.errors import (
+    from tensorguard.tgsp import (
         BuildError,
         ExtractionError,
         HighWaterMarkChannelError,

@@ -88,8 +88,7 @@ def _collect(args: argparse.Namespace) -> int:
     )
     from tensorguard.fleet.db import FleetDatabase, migrate, safe_url, sqlite_url
     from tensorguard.fleet.mqtt import pipeline_mqtt_settings
-    from tensorguard.keys import key_provider_from_env
-    from tensorguard.keys.factory import state_dir
+    from tensorguard.keys import key_provider_from_env, state_dir
     from tensorguard.production import is_production
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

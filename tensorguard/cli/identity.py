@@ -216,7 +216,7 @@ def _issue(args: argparse.Namespace, authority: CertificateAuthority) -> dict[st
     from tensorguard.identity.csr import csr_pem, read_csr, xwing_fingerprint
     from tensorguard.identity.errors import IdentityError
     from tensorguard.identity.policy import Profile
-    from tensorguard.tgsp.keyfiles import load_recipient_public_key
+    from tensorguard.tgsp import load_recipient_public_key
 
     lifetime = None if args.days is None else timedelta(days=args.days)
     csr = read_csr(args.csr)

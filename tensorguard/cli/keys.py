@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
 
 if TYPE_CHECKING:
-    from tensorguard.crypto.composite import CompositeVerifyKey
-    from tensorguard.crypto.xwing import XWingPublicKey
+    from tensorguard.crypto import CompositeVerifyKey, XWingPublicKey
     from tensorguard.keys import KeyProvider
 
 SIGNING = "signing"
@@ -91,7 +90,7 @@ def _with_provider(command: KeysCommand) -> Callable[[argparse.Namespace], int]:
 
 
 def _generate(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
-    from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
+    from tensorguard.crypto import COMPOSITE_ALGORITHM
 
     if args.public_out is not None:
         prepare_public_out(args.public_out)  # before the key is stored, so a retry works
@@ -107,7 +106,7 @@ def _generate(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> N
 
 
 def _show(args: argparse.Namespace, provider: KeyProvider, out: TextIO) -> None:
-    from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
+    from tensorguard.crypto import COMPOSITE_ALGORITHM
 
     if args.name is None:
         listing = [
@@ -141,7 +140,7 @@ def prepare_public_out(path: Path) -> None:
     ``keys generate`` calls it before it stores a key, so a bad ``--public-out`` never
     leaves a stored key behind that a retry would refuse to overwrite.
     """
-    from tensorguard.tgsp.errors import KeyFileError
+    from tensorguard.tgsp import KeyFileError
 
     if path.exists() or path.is_symlink():
         raise KeyFileError(
@@ -180,7 +179,7 @@ def _emit(
     public: CompositeVerifyKey | XWingPublicKey,
     out: TextIO,
 ) -> None:
-    from tensorguard.tgsp.keyfiles import write_key_file
+    from tensorguard.tgsp import write_key_file
 
     if args.public_out is not None:
         prepare_public_out(args.public_out)

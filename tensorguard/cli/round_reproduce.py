@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
 
 if TYPE_CHECKING:
-    from tensorguard.crypto.composite import CompositeVerifyKey
+    from tensorguard.crypto import CompositeVerifyKey
     from tensorguard.reproduce import ReproductionReport
 
 ARTIFACT_ROOT_ENV = "TG_ARTIFACT_ROOT"
@@ -97,7 +97,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         RoundRecord,
         reproduce_round,
     )
-    from tensorguard.tgsp.keyfiles import load_verify_key
+    from tensorguard.tgsp import load_verify_key
 
     root = (
         args.artifact_root or Path(os.environ.get(ARTIFACT_ROOT_ENV, DEFAULT_ARTIFACT_ROOT))
@@ -129,7 +129,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _site_keys(directory: Path) -> dict[str, CompositeVerifyKey]:
-    from tensorguard.tgsp.keyfiles import load_verify_key
+    from tensorguard.tgsp import load_verify_key
 
     keys: dict[str, CompositeVerifyKey] = {}
     if directory.is_dir():

@@ -12,13 +12,13 @@ Commands::
                           [--channel CH]
                           [--high-water-mark CH=N[:SHA256] ... | --high-water-store FILE]
 
-Rollback protection follows the one rule of :mod:`tensorguard.tgsp.rollback`: a package
+Rollback protection follows the one rule of :mod:`tensorguard.tgsp._rollback`: a package
 must be above the channel's mark, or be the very package the mark names (``:SHA256``).
 A ``--high-water-mark`` must name the package's channel. ``--high-water-store`` reads the
 node's persistent marks, and ``open`` raises the mark after a successful open.
 
-Key and trust-store files use the formats in :mod:`tensorguard.tgsp.keyfiles` and
-:mod:`tensorguard.tgsp.trust`; loading goes through :func:`load_signer`,
+Key and trust-store files use the formats in :mod:`tensorguard.tgsp._keyfiles` and
+:mod:`tensorguard.tgsp._trust`; loading goes through :func:`load_signer`,
 :func:`load_recipient_public_keys`, :func:`load_recipient_private_key` and
 :func:`load_trust_store`, so another key source can replace them.
 
@@ -47,8 +47,7 @@ from tensorguard.cli.exit_codes import ExitCode, reporting_errors
 from tensorguard.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from tensorguard.crypto.composite import CompositeSigner
-    from tensorguard.crypto.xwing import XWingPrivateKey, XWingPublicKey
+    from tensorguard.crypto import CompositeSigner, XWingPrivateKey, XWingPublicKey
     from tensorguard.tgsp import (
         HighWaterMark,
         ModelIdentity,
@@ -59,7 +58,7 @@ if TYPE_CHECKING:
     )
 
 SECONDS_PER_DAY = 86_400
-# Shown in --help only; the value used is tensorguard.tgsp.format.DEFAULT_CHUNK_SIZE
+# Shown in --help only; the value used is tensorguard.tgsp._format.DEFAULT_CHUNK_SIZE
 # (tests/cli checks that the two agree).
 CHUNK_SIZE_HELP = "bytes per encrypted chunk (default: 1048576)"
 
@@ -69,23 +68,23 @@ CHUNK_SIZE_HELP = "bytes per encrypted chunk (default: 1048576)"
 
 def load_signer(path: Path) -> CompositeSigner:
     """Return the package signer stored at ``path``."""
-    from tensorguard.tgsp import keyfiles
+    from tensorguard.tgsp import load_signing_key
 
-    return keyfiles.load_signing_key(path)
+    return load_signing_key(path)
 
 
 def load_recipient_public_keys(paths: Sequence[Path]) -> list[XWingPublicKey]:
     """Return the recipients' X-Wing public keys."""
-    from tensorguard.tgsp import keyfiles
+    from tensorguard.tgsp import load_recipient_public_key
 
-    return [keyfiles.load_recipient_public_key(path) for path in paths]
+    return [load_recipient_public_key(path) for path in paths]
 
 
 def load_recipient_private_key(path: Path) -> XWingPrivateKey:
     """Return this machine's X-Wing private key."""
-    from tensorguard.tgsp import keyfiles
+    from tensorguard.tgsp import load_recipient_private_key
 
-    return keyfiles.load_recipient_private_key(path)
+    return load_recipient_private_key(path)
 
 
 def load_trust_store(path: Path) -> TrustStore:
@@ -118,7 +117,7 @@ def package_file(given: Path) -> Iterator[Path]:
         if regular:
             yield given
             return
-    from tensorguard.tgsp.errors import PackageUnreadableError
+    from tensorguard.tgsp import PackageUnreadableError
 
     descriptor, name = tempfile.mkstemp(prefix="tensorguard-package-", suffix=".tgsp")
     spool = Path(name)
@@ -144,7 +143,7 @@ def package_file(given: Path) -> Iterator[Path]:
 
 
 def _high_water_mark(text: str) -> tuple[str, HighWaterMark]:
-    from tensorguard.tgsp.rollback import HighWaterMark, validate_channel
+    from tensorguard.tgsp import HighWaterMark, validate_channel
 
     channel, separator, value = text.partition("=")
     version, _, digest = value.partition(":")
@@ -219,8 +218,7 @@ def _print_header(header: PackageHeader, as_json: bool, status: str) -> None:
 
 def _model_digest(source: Path, given: str | None) -> str:
     from tensorguard.digest import sha256_path
-    from tensorguard.tgsp.format import DEFAULT_LIMITS
-    from tensorguard.tgsp.source import collect_source_files
+    from tensorguard.tgsp import DEFAULT_LIMITS, collect_source_files
 
     if given is not None:
         return given
@@ -239,8 +237,7 @@ def _optional_identity(name: str | None, digest: str | None, what: str) -> Model
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from tensorguard.tgsp import HeaderSchemaError, build_package
-    from tensorguard.tgsp.format import DEFAULT_CHUNK_SIZE
+    from tensorguard.tgsp import DEFAULT_CHUNK_SIZE, HeaderSchemaError, build_package
 
     created_at = int(time.time())
     expires_at = (

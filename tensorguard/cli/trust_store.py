@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tensorguard.cli.exit_codes import ExitCode, reporting_errors
 
 if TYPE_CHECKING:
-    from tensorguard.tgsp.trust import TrustStore
+    from tensorguard.tgsp import TrustStore
 
 
 def add_trust_store_commands(
@@ -66,9 +66,7 @@ def _default_label(path: Path) -> str:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from tensorguard.tgsp.errors import TrustStoreError
-    from tensorguard.tgsp.keyfiles import load_verify_key
-    from tensorguard.tgsp.trust import TrustStore
+    from tensorguard.tgsp import TrustStore, TrustStoreError, load_verify_key
 
     if args.store.exists() or args.store.is_symlink():
         raise TrustStoreError(f"{args.store} already exists; use `trust-store add` to extend it")
@@ -83,8 +81,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from tensorguard.tgsp.keyfiles import load_verify_key
-    from tensorguard.tgsp.trust import TrustStore
+    from tensorguard.tgsp import TrustStore, load_verify_key
 
     key = load_verify_key(args.key_file)
     store = TrustStore.load(args.store).with_key(key, args.label or _default_label(args.key_file))
@@ -93,7 +90,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from tensorguard.tgsp.trust import TrustStore
+    from tensorguard.tgsp import TrustStore
 
     store = TrustStore.load(args.store)
     key_id = store.resolve(args.key)

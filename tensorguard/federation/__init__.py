@@ -19,15 +19,15 @@ Typical flow::
     write_peft_adapter(apply_update(reference, mean_delta), reference_dir, out_dir)
 """
 
-from tensorguard.federation.accountant import gaussian_epsilon
-from tensorguard.federation.aggregation import (
+from tensorguard.federation._accountant import gaussian_epsilon
+from tensorguard.federation._aggregation import (
     AcceptedUpdate,
     AggregationResult,
     Rejection,
     RejectionReason,
     aggregate_updates,
 )
-from tensorguard.federation.context import (
+from tensorguard.federation._context import (
     CeremonyRecord,
     FederationKeys,
     PublicFederation,
@@ -38,28 +38,66 @@ from tensorguard.federation.context import (
     load_secret_from_store,
     run_key_ceremony,
 )
-from tensorguard.federation.custodian import Custodian, CustodianDecryption, apply_update
-from tensorguard.federation.custodian_ledger import CustodianLedger
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
-from tensorguard.federation.errors import (
+from tensorguard.federation._custodian import (
+    Custodian,
+    CustodianDecryption,
+    advance_global_adapter,
+    apply_update,
+    envelope_digest,
+)
+from tensorguard.federation._custodian_ledger import (
+    LEDGER_SIGNATURE_CONTEXT,
+    CustodianLedger,
+    LedgerError,
+)
+from tensorguard.federation._envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation._errors import (
     FederationError,
     PrivacyBudgetExceededError,
     QuorumNotMetError,
 )
-from tensorguard.federation.layout import TensorLayout, tensors_digest
-from tensorguard.federation.lora_factors import (
+from tensorguard.federation._fixed_point import grid_bits_for
+from tensorguard.federation._layout import TensorLayout, tensors_digest
+from tensorguard.federation._lora_factors import (
     FactorAveragingReport,
     average_factors,
     average_products,
     compare_factor_averaging,
 )
-from tensorguard.federation.params import FederationParams
-from tensorguard.federation.peft_adapter import write_peft_adapter
-from tensorguard.federation.privacy import DPConfig, PrivacyLedger, PrivacyReport
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdate, SiteUpdateConfig, build_site_update
+from tensorguard.federation._masking import mask_encrypted_vector, mask_level
+from tensorguard.federation._packing import Packing, chunk_lengths, encrypt_vector
+from tensorguard.federation._pair_exchange import (
+    InMemoryPairSecretStore,
+    PairwiseMailbox,
+    site_pairwise_secrets,
+)
+from tensorguard.federation._pairwise import (
+    PairwiseSecrets,
+    acknowledge_accepted_set,
+    close_round_in_process,
+    reveal_seeds,
+)
+from tensorguard.federation._params import FederationParams, he_standard_violation
+from tensorguard.federation._peft_adapter import write_peft_adapter
+from tensorguard.federation._privacy import DPConfig, DPRule, PrivacyLedger, PrivacyReport
+from tensorguard.federation._round_progress import (
+    MAX_TRAINING_ATTEMPTS,
+    RoundStage,
+    round_progress,
+    training_attempt,
+)
+from tensorguard.federation._round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
+from tensorguard.federation._server_optimizer import (
+    ServerOptimizerName,
+    ServerOptimizerRule,
+    ServerOptimizerState,
+    server_step,
+)
+from tensorguard.federation._site_update import SiteUpdate, SiteUpdateConfig, build_site_update
 
 __all__ = [
+    "LEDGER_SIGNATURE_CONTEXT",
+    "MAX_TRAINING_ATTEMPTS",
     "AcceptedUpdate",
     "AggregationResult",
     "CeremonyRecord",
@@ -67,11 +105,17 @@ __all__ = [
     "CustodianDecryption",
     "CustodianLedger",
     "DPConfig",
+    "DPRule",
     "EnvelopeHeader",
     "FactorAveragingReport",
     "FederationError",
     "FederationKeys",
     "FederationParams",
+    "InMemoryPairSecretStore",
+    "LedgerError",
+    "Packing",
+    "PairwiseMailbox",
+    "PairwiseSecrets",
     "PrivacyBudgetExceededError",
     "PrivacyLedger",
     "PrivacyReport",
@@ -80,23 +124,44 @@ __all__ = [
     "Rejection",
     "RejectionReason",
     "RoundSpec",
+    "RoundStage",
     "SealedEnvelope",
     "SecretFederation",
     "SecretStore",
+    "ServerOptimizerName",
+    "ServerOptimizerRule",
+    "ServerOptimizerState",
     "SiteUpdate",
     "SiteUpdateConfig",
     "TensorLayout",
+    "acknowledge_accepted_set",
+    "advance_global_adapter",
     "aggregate_updates",
     "apply_update",
     "average_factors",
     "average_products",
     "build_site_update",
+    "chunk_lengths",
+    "close_round_in_process",
     "compare_factor_averaging",
     "create_federation_context",
+    "encrypt_vector",
+    "envelope_digest",
     "gaussian_epsilon",
+    "grid_bits_for",
+    "he_standard_violation",
     "load_secret_context",
     "load_secret_from_store",
+    "load_signed_round_spec",
+    "mask_encrypted_vector",
+    "mask_level",
+    "reveal_seeds",
+    "round_progress",
     "run_key_ceremony",
+    "server_step",
+    "sign_round_spec",
+    "site_pairwise_secrets",
     "tensors_digest",
+    "training_attempt",
     "write_peft_adapter",
 ]

@@ -2,7 +2,7 @@
 
 For each announcement on a followed channel the agent
 
-1. applies the one rollback rule of :mod:`tensorguard.tgsp.rollback` against the
+1. applies the one rollback rule of :mod:`tensorguard.tgsp._rollback` against the
    channel's high-water mark (kept in the state file): a lower version, or the installed
    version with another package digest, is refused; the installed package itself
    announced again (a retained announcement seen again) is ignored;
@@ -43,7 +43,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.crypto import XWingPrivateKey
 from tensorguard.durable import DurableWriteError, fsync_tree
 from tensorguard.fleet.agent_config import (
     AgentConfig,
@@ -78,15 +78,19 @@ from tensorguard.fleet.topics import (
 )
 from tensorguard.production import is_production
 from tensorguard.service.client import NodeClient
-from tensorguard.tgsp import TGSPError, TrustStore, VerificationPolicy, open_package
-from tensorguard.tgsp.errors import RollbackError
-from tensorguard.tgsp.freshness import (
+from tensorguard.tgsp import (
     FreshnessError,
+    HighWaterMark,
+    RollbackError,
     StaleReleaseError,
+    TGSPError,
+    TrustStore,
+    VerificationPolicy,
     check_freshness,
+    check_rollback,
+    open_package,
     verify_freshness,
 )
-from tensorguard.tgsp.rollback import HighWaterMark, check_rollback
 
 LOGGER = logging.getLogger(__name__)
 
@@ -342,7 +346,7 @@ class EdgeAgent:
             package.unlink(missing_ok=True)
 
     def _check_freshness(self, announcement: ReleaseAnnouncement, *, first_install: bool) -> None:
-        """Apply the registry's signed freshness statement (:mod:`tensorguard.tgsp.freshness`):
+        """Apply the registry's signed freshness statement (:mod:`tensorguard.tgsp._freshness`):
         always when the announcement carries one, and required for a first install on the
         channel when ``require_freshness`` is set. The signed version must later equal the
         announced one (``announcement_mismatch``), so checking the announced version here

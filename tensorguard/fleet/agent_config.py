@@ -46,17 +46,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tensorguard.codec import CodecError, load_strict_yaml
-from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.crypto import XWingPrivateKey
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.errors import AgentConfigError
 from tensorguard.fleet.messages import Name
 from tensorguard.fleet.mqtt import MQTT_PASSWORD_ENV, MqttSettings
 from tensorguard.gate.errors import validate_or_raise
-from tensorguard.keys.factory import key_provider_from_env
+from tensorguard.keys import key_provider_from_env
 from tensorguard.service.client import FleetClientError, client_tls_context, service_base_url
 from tensorguard.service.node_key import NodeKeyError, load_node_key
-from tensorguard.tgsp.keyfiles import load_recipient_private_key
-from tensorguard.tgsp.trust import TrustStore
+from tensorguard.tgsp import TrustStore, load_recipient_private_key
 
 DEFAULT_MAX_PACKAGE_BYTES = 8 * 1024**3
 

@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.db import FleetDatabase, install_report_digest
 from tensorguard.fleet.errors import FleetDatabaseError, FleetError
@@ -50,7 +50,7 @@ from tensorguard.fleet.outbox import DeliveryReport, deliver_announcements
 from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
 from tensorguard.fleet.topics import connection_topic, install_report_filter, install_report_topic
 from tensorguard.signed_log import SignedLog
-from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key, write_key_file
+from tensorguard.tgsp import load_recipient_public_key, load_verify_key, write_key_file
 
 LOGGER = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ class ReleaseAnnouncement(FleetMessage):
     location: Annotated[str, Field(min_length=1, max_length=4096)]
     created: AwareDatetime
     gate_decision_digest: Sha256Hex | None = None
-    # the registry's signed freshness statement for the channel (tensorguard.tgsp.freshness)
+    # the registry's signed freshness statement for the channel (tensorguard.tgsp._freshness)
     freshness: Annotated[str, Field(max_length=65_536)] | None = None
 
 

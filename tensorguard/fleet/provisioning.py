@@ -16,11 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from tensorguard.crypto.composite import CompositeVerifyKey
+from tensorguard.crypto import CompositeVerifyKey
 from tensorguard.durable import DurableWriteError, atomic_copy, atomic_write_bytes
 from tensorguard.fleet.errors import FleetError
 from tensorguard.identity.enrol import enrol_node
-from tensorguard.tgsp.trust import TrustStore
+from tensorguard.tgsp import TrustStore
 
 PUBLIC_KEY_SUFFIX = ".xwing.pub"
 

@@ -6,7 +6,7 @@ Layout under the registry root::
     .lock                           advisory lock held by publishers and recovery
     packages/<channel>/<channel>-<version><suffix>   the published package files
     freshness/<channel>.json        the channel's signed minimum version
-                                    (:mod:`tensorguard.tgsp.freshness`)
+                                    (:mod:`tensorguard.tgsp._freshness`)
 
 Publishing copies the package into ``packages/<channel>/`` through a temporary file
 (fsync, rename, directory fsync) and only then replaces ``index.json`` the same way.
@@ -51,10 +51,10 @@ from tensorguard.fleet.errors import (
     ReleaseVersionError,
 )
 from tensorguard.fleet.names import validate_name
-from tensorguard.tgsp.freshness import DEFAULT_VALIDITY_SECONDS, issue_freshness
+from tensorguard.tgsp import DEFAULT_VALIDITY_SECONDS, issue_freshness
 
 if TYPE_CHECKING:
-    from tensorguard.crypto.composite import CompositeSigner
+    from tensorguard.crypto import CompositeSigner
 
 INDEX_FORMAT: Final = "tensorguard.registry-index/v1"
 INDEX_NAME = "index.json"

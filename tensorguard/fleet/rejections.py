@@ -9,9 +9,9 @@ problem prevented the install) and the machine-readable
 
 from __future__ import annotations
 
+import tensorguard.tgsp as tgsp
 from tensorguard.fleet.errors import AgentError
 from tensorguard.fleet.messages import InstallOutcome, InstallReason
-from tensorguard.tgsp import errors as tgsp
 
 _REJECTED = InstallOutcome.REJECTED
 _FAILED = InstallOutcome.FAILED

@@ -23,8 +23,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AwareDatetime, Field, model_validator
 
 from tensorguard.codec import canonical_json
-from tensorguard.crypto.composite import CompositeSigner
-from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto import CompositeSigner, CryptoError
 from tensorguard.fleet.errors import FleetError
 from tensorguard.fleet.messages import (
     FleetMessage,

@@ -31,7 +31,7 @@ from typing import Final
 
 from sqlalchemy import select
 
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
 from tensorguard.fleet.canary import CanaryDecision, canary_cohort, canary_decision
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.errors import FleetError
@@ -350,7 +350,7 @@ def roll_back(
             f"v{rollout.previous_version} as the previous release"
         )
     registry.revoke(rollout.channel, rollout.version)
-    # the channel's signed minimum version (tensorguard.tgsp.freshness) no longer names it
+    # the channel's signed minimum version (tensorguard.tgsp._freshness) no longer names it
     registry.publish_freshness(rollout.channel, signer)
     order = RollbackOrder(
         fleet=rollout.fleet,

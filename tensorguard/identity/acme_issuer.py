@@ -36,8 +36,7 @@ from tensorguard.durable import atomic_write_bytes, ensure_directory
 from tensorguard.errors import ConfigurationError, TensorGuardError
 from tensorguard.identity.acme_responder import Http01Responder
 from tensorguard.identity.errors import IdentityConfigError, IdentityError
-from tensorguard.keys.names import KeyPurpose
-from tensorguard.keys.provider import KeyProvider
+from tensorguard.keys import KeyProvider, KeyPurpose
 
 try:
     import josepy

@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tensorguard.crypto.composite import CompositeSigner, CompositeVerifyKey
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey
 from tensorguard.identity.errors import IdentityError
 from tensorguard.signed_log import LogHead, SignedLog
 

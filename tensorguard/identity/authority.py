@@ -42,8 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tensorguard.crypto.composite import CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPublicKey
+from tensorguard.crypto import CompositeVerifyKey, XWingPublicKey
 from tensorguard.durable import DurableWriteError, ensure_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.identity.audit import AuditEvent, AuditLog, DetailValue
@@ -56,9 +55,8 @@ from tensorguard.identity.errors import (
 )
 from tensorguard.identity.policy import PROFILE_EKU, Approval, IssuancePolicy, Profile, decide
 from tensorguard.identity.store import CaDirectory, CaIndex, IssuedRecord, serial_hex
-from tensorguard.keys.names import KeyPurpose, validate_key_name
-from tensorguard.keys.provider import KeyProvider
-from tensorguard.tgsp.keyfiles import load_verify_key, write_key_file
+from tensorguard.keys import KeyProvider, KeyPurpose, validate_key_name
+from tensorguard.tgsp import load_verify_key, write_key_file
 
 LOGGER = logging.getLogger(__name__)
 

@@ -35,14 +35,14 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
 from tensorguard.codec import CodecError, parse_json_object
-from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.crypto import XWingPrivateKey
 from tensorguard.durable import DurableWriteError, atomic_write_bytes, ensure_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.identity.csr import XWING_KEY_ATTRIBUTE
 from tensorguard.identity.errors import EnrolmentError
 from tensorguard.identity.keytypes import KeyType, generate_private_key
 from tensorguard.identity.policy import DEFAULT_TRUST_DOMAIN, NODE_ID_PATTERN, node_uri
-from tensorguard.tgsp.keyfiles import load_recipient_private_key, write_key_file
+from tensorguard.tgsp import load_recipient_private_key, write_key_file
 
 IDENTITY_FILE = "identity.json"
 TLS_KEY_FILE = "tls.key"

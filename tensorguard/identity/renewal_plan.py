@@ -53,7 +53,7 @@ from tensorguard.identity.renewal import (
     RetryPolicy,
     ServiceEndpoint,
 )
-from tensorguard.keys.provider import KeyProvider
+from tensorguard.keys import KeyProvider
 
 MAX_CONFIG_BYTES = 1 << 20
 

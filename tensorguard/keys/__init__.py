@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tensorguard.keys.errors import (
+from tensorguard.keys._development import development_master
+from tensorguard.keys._errors import (
     InvalidKeyNameError,
     KeyExistsError,
     KeyIntegrityError,
@@ -26,14 +27,27 @@ from tensorguard.keys.errors import (
     TokenError,
     WrongMasterKeyError,
 )
-from tensorguard.keys.factory import KeyProviderSettings, key_provider_from_env
-from tensorguard.keys.file_provider import FileKeyProvider
-from tensorguard.keys.master import MasterSecret, master_secret_from_env
-from tensorguard.keys.names import KeyPurpose, validate_key_name
-from tensorguard.keys.provider import KeyInfo, KeyProvider
+from tensorguard.keys._factory import (
+    PKCS11_MODULE_ENV,
+    PROVIDER_ENV,
+    KeyProviderSettings,
+    key_provider_from_env,
+    state_dir,
+)
+from tensorguard.keys._file_provider import FileKeyProvider
+from tensorguard.keys._master import (
+    MASTER_ENV,
+    MASTER_HOW_TO,
+    MasterSecret,
+    master_secret_from_env,
+    master_strength_problem,
+)
+from tensorguard.keys._names import KeyPurpose, validate_key_name
+from tensorguard.keys._parties import development_master_file, party_environ, party_key_dir
+from tensorguard.keys._provider import KeyInfo, KeyProvider
 
 if TYPE_CHECKING:
-    from tensorguard.keys.pkcs11_provider import PKCS11CompositeSigner, PKCS11KeyProvider
+    from tensorguard.keys._pkcs11_provider import PKCS11CompositeSigner, PKCS11KeyProvider
 
 _PKCS11_EXPORTS = frozenset({"PKCS11CompositeSigner", "PKCS11KeyProvider"})
 
@@ -41,13 +55,17 @@ _PKCS11_EXPORTS = frozenset({"PKCS11CompositeSigner", "PKCS11KeyProvider"})
 def __getattr__(name: str) -> Any:
     """Import the PKCS#11 provider on first use, so python-pkcs11 stays optional."""
     if name in _PKCS11_EXPORTS:
-        from tensorguard.keys import pkcs11_provider
+        from tensorguard.keys import _pkcs11_provider
 
-        return getattr(pkcs11_provider, name)
+        return getattr(_pkcs11_provider, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "MASTER_ENV",
+    "MASTER_HOW_TO",
+    "PKCS11_MODULE_ENV",
+    "PROVIDER_ENV",
     "FileKeyProvider",
     "InvalidKeyNameError",
     "KeyExistsError",
@@ -67,7 +85,13 @@ __all__ = [
     "PKCS11KeyProvider",
     "TokenError",
     "WrongMasterKeyError",
+    "development_master",
+    "development_master_file",
     "key_provider_from_env",
     "master_secret_from_env",
+    "master_strength_problem",
+    "party_environ",
+    "party_key_dir",
+    "state_dir",
     "validate_key_name",
 ]

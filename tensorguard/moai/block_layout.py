@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tensorguard.federation.params import he_standard_violation
+from tensorguard.federation import he_standard_violation
 from tensorguard.moai.errors import MoaiExportError
 
 SECURITY_LEVEL_BITS = 128

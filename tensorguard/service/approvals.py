@@ -18,8 +18,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 
 from tensorguard.codec import CodecError, parse_canonical_json
-from tensorguard.crypto.composite import CompositeVerifyKey
-from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto import CompositeVerifyKey, CryptoError
 from tensorguard.deployment_approval import (
     ApprovalSignatureError,
     DeploymentApprovalError,

@@ -15,7 +15,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tensorguard.crypto.kdf import encode_info, hkdf_sha256
+from tensorguard.crypto import encode_info, hkdf_sha256
 from tensorguard.service.errors import ServiceError
 
 SEAL_PREFIX = "v1:"

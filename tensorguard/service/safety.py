@@ -17,8 +17,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 
 from tensorguard.codec import CodecError, parse_canonical_json
-from tensorguard.crypto.composite import CompositeVerifyKey
-from tensorguard.crypto.errors import CryptoError
+from tensorguard.crypto import CompositeVerifyKey, CryptoError
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.models import AuditEvent, EvaluatorKey, SafetyEvaluationRow, utc_now
 from tensorguard.safety_evaluation import (

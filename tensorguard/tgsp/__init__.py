@@ -13,8 +13,8 @@ The byte layout, canonical encoding and verification order are specified in
 
 from __future__ import annotations
 
-from tensorguard.tgsp.builder import BuildResult, build_package
-from tensorguard.tgsp.errors import (
+from tensorguard.tgsp._builder import BuildResult, build_package
+from tensorguard.tgsp._errors import (
     BuildError,
     CaseCollisionError,
     ChannelMismatchError,
@@ -26,6 +26,7 @@ from tensorguard.tgsp.errors import (
     HeaderSchemaError,
     HeaderTooLargeError,
     HighWaterMarkChannelError,
+    HighWaterStoreError,
     IntegrityError,
     KeyFileError,
     KeyUnwrapError,
@@ -52,17 +53,39 @@ from tensorguard.tgsp.errors import (
     UnsafePathError,
     UnsupportedFormatVersionError,
 )
-from tensorguard.tgsp.format import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, Limits
-from tensorguard.tgsp.header import FileEntry, ModelIdentity, PackageHeader, ReleaseInfo
-from tensorguard.tgsp.opener import OpenedPackage, open_package
-from tensorguard.tgsp.reader import InspectedPackage, inspect_package
-from tensorguard.tgsp.rollback import HighWaterMark, HighWaterStore
-from tensorguard.tgsp.trust import TrustStore
-from tensorguard.tgsp.verifier import VerificationPolicy, VerifiedPackage, verify_package
+from tensorguard.tgsp._format import DEFAULT_CHUNK_SIZE, DEFAULT_LIMITS, Limits
+from tensorguard.tgsp._freshness import (
+    DEFAULT_VALIDITY_SECONDS,
+    FreshnessError,
+    StaleReleaseError,
+    check_freshness,
+    issue_freshness,
+    verify_freshness,
+)
+from tensorguard.tgsp._header import FileEntry, ModelIdentity, PackageHeader, ReleaseInfo
+from tensorguard.tgsp._keyfiles import (
+    load_recipient_private_key,
+    load_recipient_public_key,
+    load_signing_key,
+    load_verify_key,
+    write_key_file,
+)
+from tensorguard.tgsp._opener import OpenedPackage, open_package
+from tensorguard.tgsp._reader import InspectedPackage, inspect_package
+from tensorguard.tgsp._rollback import (
+    HighWaterMark,
+    HighWaterStore,
+    check_rollback,
+    validate_channel,
+)
+from tensorguard.tgsp._source import collect_source_files
+from tensorguard.tgsp._trust import TrustStore
+from tensorguard.tgsp._verifier import VerificationPolicy, VerifiedPackage, verify_package
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_LIMITS",
+    "DEFAULT_VALIDITY_SECONDS",
     "BuildError",
     "BuildResult",
     "CaseCollisionError",
@@ -72,12 +95,14 @@ __all__ = [
     "ExtractionError",
     "FileDigestError",
     "FileEntry",
+    "FreshnessError",
     "HeaderEncodingError",
     "HeaderSchemaError",
     "HeaderTooLargeError",
     "HighWaterMark",
     "HighWaterMarkChannelError",
     "HighWaterStore",
+    "HighWaterStoreError",
     "InspectedPackage",
     "IntegrityError",
     "KeyFileError",
@@ -101,6 +126,7 @@ __all__ = [
     "RollbackError",
     "SourceChangedError",
     "SpecialFileRejectedError",
+    "StaleReleaseError",
     "SymlinkRejectedError",
     "TGSPError",
     "TrailingDataError",
@@ -113,7 +139,18 @@ __all__ = [
     "VerificationPolicy",
     "VerifiedPackage",
     "build_package",
+    "check_freshness",
+    "check_rollback",
+    "collect_source_files",
     "inspect_package",
+    "issue_freshness",
+    "load_recipient_private_key",
+    "load_recipient_public_key",
+    "load_signing_key",
+    "load_verify_key",
     "open_package",
+    "validate_channel",
+    "verify_freshness",
     "verify_package",
+    "write_key_file",
 ]

@@ -26,7 +26,7 @@ from dagster import (
     materialize,
 )
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.deployment_approval import DeploymentApproval, sign_approval
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.registry import LocalRegistry

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tensorguard.crypto import CompositeSigningKey
-from tensorguard.federation.errors import FederationError
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.federation._errors import FederationError
+from tensorguard.tgsp._keyfiles import write_key_file
 from tensorguard_assets.coordinator import (
     COORDINATOR_PUBLIC_KEY_ENV,
     PUBLISHED_COORDINATOR_KEY,

@@ -19,9 +19,9 @@ from dagster import (
     materialize,
 )
 
-from tensorguard.keys.errors import KeyNotFoundError, WrongMasterKeyError
-from tensorguard.keys.file_provider import FileKeyProvider
-from tensorguard.keys.names import KeyPurpose
+from tensorguard.keys._errors import KeyNotFoundError, WrongMasterKeyError
+from tensorguard.keys._file_provider import FileKeyProvider
+from tensorguard.keys._names import KeyPurpose
 from tensorguard_assets.federation import CUSTODIAN_KEY_NAME, federation_keys
 from tensorguard_assets.locations import AGGREGATOR, COORDINATOR, CUSTODIAN, LOCATIONS
 from tensorguard_assets.resources import build_resources
@@ -29,7 +29,7 @@ from tensorguard_assets.site_keys import site_key_name
 from tensorguard_resources.federation import CKKSSecretStore
 from tensorguard_resources.keys import KeyVault
 
-# production masters must be hex/base64 of 32 random bytes (tensorguard.keys.master)
+# production masters must be hex/base64 of 32 random bytes (tensorguard.keys._master)
 SHARED_MASTER, SITES_MASTER, CUSTODIAN_MASTER = (secrets.token_hex(32) for _ in range(3))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

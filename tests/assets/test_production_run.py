@@ -12,7 +12,7 @@ from tensorguard_assets.partitions import round_site_key
 from tensorguard_assets.training import site_dataset
 from tests.assets.conftest import DEMO_ROUND
 
-SECRETS = {  # production masters: hex of 32 random bytes (tensorguard.keys.master)
+SECRETS = {  # production masters: hex of 32 random bytes (tensorguard.keys._master)
     "TG_KEY_MASTER_SITES": token_hex(32),
     "TG_KEY_MASTER_CUSTODIAN": token_hex(32),
     "TG_KEY_MASTER_RELEASE": token_hex(32),

@@ -18,7 +18,7 @@ from tensorguard.secret_scan import (
     scan_tree,
     secret_patterns,
 )
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 from tensorguard_assets import secret_scan
 from tensorguard_assets.secret_scan import scan_round
 

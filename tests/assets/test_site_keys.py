@@ -9,10 +9,10 @@ import pytest
 from dagster import build_init_resource_context
 
 from tensorguard.crypto import CompositeSigningKey
-from tensorguard.federation.errors import FederationError
-from tensorguard.keys.names import KeyPurpose
+from tensorguard.federation._errors import FederationError
+from tensorguard.keys._names import KeyPurpose
 from tensorguard.sites import demo_sites_root
-from tensorguard.tgsp.keyfiles import load_verify_key, write_key_file
+from tensorguard.tgsp._keyfiles import load_verify_key, write_key_file
 from tensorguard_assets.site_keys import (
     publish_development_kem_key,
     published_key_path,

@@ -20,7 +20,7 @@ import pytest
 from tensorguard.cli import ExitCode, main
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.tgsp import TrustStore
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 
 pytestmark = pytest.mark.slow
 

@@ -110,9 +110,10 @@ def test_module_table_lists_every_code() -> None:
 
 
 def _errors() -> Iterator[tuple[TensorGuardError, ExitCode]]:
+    import tensorguard.tgsp as tgsp
     from tensorguard.digest import DigestError
     from tensorguard.fleet.errors import AgentConfigError, MqttError
-    from tensorguard.keys.errors import (
+    from tensorguard.keys._errors import (
         InvalidKeyNameError,
         KeyExistsError,
         KeyNotFoundError,
@@ -121,7 +122,6 @@ def _errors() -> Iterator[tuple[TensorGuardError, ExitCode]]:
         TokenError,
         WrongMasterKeyError,
     )
-    from tensorguard.tgsp import errors as tgsp
 
     yield ConfigurationError("x"), ExitCode.CONFIG
     yield ProductionGateError("x"), ExitCode.CONFIG
@@ -196,7 +196,7 @@ def test_agent_missing_config_is_a_configuration_error(
 
 def test_chunk_size_help_shows_the_format_default() -> None:
     from tensorguard.cli.tgsp import CHUNK_SIZE_HELP
-    from tensorguard.tgsp.format import DEFAULT_CHUNK_SIZE
+    from tensorguard.tgsp._format import DEFAULT_CHUNK_SIZE
 
     assert f"(default: {DEFAULT_CHUNK_SIZE})" in CHUNK_SIZE_HELP
 

@@ -14,8 +14,8 @@ from tensorguard.artifact_layout import PUBLISHED_COORDINATOR_KEY, ROUND_SPEC_FI
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
 from tensorguard.crypto import CompositeSigningKey
-from tensorguard.federation.round_spec import RoundSpec, sign_round_spec
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.federation._round_spec import RoundSpec, sign_round_spec
+from tensorguard.tgsp._keyfiles import write_key_file
 
 ROUND = "2026-11-30"
 

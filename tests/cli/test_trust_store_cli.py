@@ -8,10 +8,10 @@ import pytest
 
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
-from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPrivateKey
-from tensorguard.tgsp.keyfiles import write_key_file
-from tensorguard.tgsp.trust import TrustStore
+from tensorguard.crypto._composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.crypto._xwing import XWingPrivateKey
+from tensorguard.tgsp._keyfiles import write_key_file
+from tensorguard.tgsp._trust import TrustStore
 
 
 @pytest.fixture(scope="module")

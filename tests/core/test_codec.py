@@ -29,7 +29,7 @@ from tensorguard.crypto import CompositeSigningKey
 from tensorguard.errors import TensorGuardError
 from tensorguard.sites import SiteRegistryError, load_site_registry
 from tensorguard.tgsp import KeyFileError, TrustStore, TrustStoreError
-from tensorguard.tgsp.keyfiles import load_verify_key, write_key_file
+from tensorguard.tgsp._keyfiles import load_verify_key, write_key_file
 
 # --- canonical JSON: RFC 8785 ----------------------------------------------------------
 

@@ -13,9 +13,9 @@ import torch
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.digest import sha256_path
-from tensorguard.federation.privacy import DPRule
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.server_optimizer import ServerOptimizerRule
+from tensorguard.federation._privacy import DPRule
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._server_optimizer import ServerOptimizerRule
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.errors import ReleaseVersionError
 from tensorguard.fleet.mqtt import MqttSettings

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tensorguard.federation.errors import FederationParamsError
-from tensorguard.federation.params import FederationParams
+from tensorguard.federation._errors import FederationParamsError
+from tensorguard.federation._params import FederationParams
 from tensorguard.sites import (
     SiteRegistryError,
     demo_site_registry,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tensorguard.crypto.backends import (
+from tensorguard.crypto._backends import (
     CryptographyBackend,
     LibOQSBackend,
     PQCBackend,
@@ -19,7 +19,7 @@ from tensorguard.crypto.backends import (
     require_pqc_backend,
     self_test,
 )
-from tensorguard.crypto.errors import BackendUnavailableError
+from tensorguard.crypto._errors import BackendUnavailableError
 from tensorguard.errors import ConfigurationError, ProductionGateError
 
 
@@ -85,7 +85,7 @@ def test_liboqs_backend_matches_library_presence() -> None:
 
 def test_importing_crypto_never_imports_oqs() -> None:
     code = (
-        "import sys, tensorguard.crypto, tensorguard.crypto.backends; print('oqs' in sys.modules)"
+        "import sys, tensorguard.crypto, tensorguard.crypto._backends; print('oqs' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

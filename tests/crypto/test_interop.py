@@ -15,8 +15,8 @@ from tensorguard.crypto import (
     split_composite_signature,
     xwing_decapsulate,
 )
-from tensorguard.crypto.backends import PQCBackend, available_backends
-from tensorguard.crypto.composite import COMPOSITE_LABEL
+from tensorguard.crypto._backends import PQCBackend, available_backends
+from tensorguard.crypto._composite import COMPOSITE_LABEL
 
 BACKENDS = available_backends()
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from tensorguard.cli import ExitCode
-from tensorguard.crypto.backends import get_backend, liboqs_library_path
-from tensorguard.crypto.backends.liboqs import LIBOQS_PATH_ENV_VAR, load_liboqs_library
-from tensorguard.crypto.errors import BackendUnavailableError
+from tensorguard.crypto._backends import get_backend, liboqs_library_path
+from tensorguard.crypto._backends.liboqs import LIBOQS_PATH_ENV_VAR, load_liboqs_library
+from tensorguard.crypto._errors import BackendUnavailableError
 
 STUB_SOURCE = """
 int OQS_init(void) { return 0; }
@@ -191,7 +191,7 @@ def test_loading_the_backends_starts_no_process(unloadable_liboqs: Path) -> None
             if event in ("subprocess.Popen", "os.system", "os.posix_spawn", "os.fork")
             else None
         )
-        from tensorguard.crypto.backends import available_backends, liboqs_library_path
+        from tensorguard.crypto._backends import available_backends, liboqs_library_path
         liboqs_library_path()
         names = [backend.name for backend in available_backends()]
         print(names, spawned)

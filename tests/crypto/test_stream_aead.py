@@ -19,7 +19,7 @@ from tensorguard.crypto import (
     decrypt_stream,
     encrypt_stream,
 )
-from tensorguard.crypto.stream_aead import TAG_SIZE, ciphertext_length
+from tensorguard.crypto._stream_aead import TAG_SIZE, ciphertext_length
 
 CHUNK = 64
 AD = b"package-id"

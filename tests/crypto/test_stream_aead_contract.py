@@ -1,7 +1,7 @@
 """The stream AEAD's refusals by their messages, its defaults, its in-place API and its
 limits.
 
-Written from the mutation run on tensorguard/crypto/stream_aead.py (docs/SECURITY.md
+Written from the mutation run on tensorguard/crypto/_stream_aead.py (docs/SECURITY.md
 §4): ``seal_into``/``open_into`` (what TGSP's worker threads call) had no test in the
 crypto layer; the default associated data, the last chunk index, the byte count
 ``decrypt_stream`` returns and reading from a source that returns short reads (a pipe)
@@ -27,8 +27,8 @@ from tensorguard.crypto import (
     decrypt_stream,
     encrypt_stream,
 )
-from tensorguard.crypto.errors import CryptoError
-from tensorguard.crypto.stream_aead import (
+from tensorguard.crypto._errors import CryptoError
+from tensorguard.crypto._stream_aead import (
     MAX_CHUNK_SIZE,
     MAX_CHUNKS,
     TAG_SIZE,

@@ -1,6 +1,6 @@
 """The stream AEAD against its specification, computed independently with AESGCM.
 
-Written from the mutation run on tensorguard/crypto/stream_aead.py (docs/SECURITY.md
+Written from the mutation run on tensorguard/crypto/_stream_aead.py (docs/SECURITY.md
 §4): round trips alone let a 13-byte nonce, a counter starting at 1 or stepping by 2,
 and a signed chunk-size field survive, because both sides changed together. Here every
 sealed chunk must equal AES-256-GCM with the documented nonce and associated data.
@@ -13,8 +13,8 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tensorguard.crypto.errors import CryptoError, StreamFormatError
-from tensorguard.crypto.stream_aead import (
+from tensorguard.crypto._errors import CryptoError, StreamFormatError
+from tensorguard.crypto._stream_aead import (
     MAX_CHUNK_SIZE,
     StreamDecryptor,
     StreamEncryptor,

@@ -16,7 +16,7 @@ from tensorguard.crypto import (
     xwing_encapsulate,
     xwing_encapsulate_derand,
 )
-from tensorguard.crypto.backends import CryptographyBackend
+from tensorguard.crypto._backends import CryptographyBackend
 from tests.crypto.conftest import KyberPyDerandomizedMLKEM
 
 

@@ -10,21 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
-from tensorguard.federation.aggregation import AggregationResult
-from tensorguard.federation.context import (
+from tensorguard.crypto._composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.federation._aggregation import AggregationResult
+from tensorguard.federation._context import (
     FederationKeys,
     PublicFederation,
     SecretFederation,
     create_federation_context,
     load_secret_context,
 )
-from tensorguard.federation.custodian import Custodian
-from tensorguard.federation.custodian_ledger import CustodianLedger
-from tensorguard.federation.packing import Packing
-from tensorguard.federation.privacy import PrivacyLedger
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdate, SiteUpdateConfig, build_site_update
+from tensorguard.federation._custodian import Custodian
+from tensorguard.federation._custodian_ledger import CustodianLedger
+from tensorguard.federation._packing import Packing
+from tensorguard.federation._privacy import PrivacyLedger
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdate, SiteUpdateConfig, build_site_update
 
 BASE_DIGEST = "b" * 64
 MAX_SITE_WEIGHT = 5000.0

@@ -12,14 +12,14 @@ import pytest
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from tensorguard.federation.accountant import (
+from tensorguard.federation._accountant import (
     DEFAULT_ORDERS,
     gaussian_epsilon,
     gaussian_rdp,
     sampled_gaussian_rdp,
 )
-from tensorguard.federation.errors import PrivacyAccountingError, PrivacyBudgetExceededError
-from tensorguard.federation.privacy import DPRule, PrivacyCharge, PrivacyLedger
+from tensorguard.federation._errors import PrivacyAccountingError, PrivacyBudgetExceededError
+from tensorguard.federation._privacy import DPRule, PrivacyCharge, PrivacyLedger
 
 GRID = list(itertools.product((0.8, 1.0, 2.0), (0.1, 1.0), (1, 100), (1e-5, 1e-6)))
 """(σ, q, steps, δ): the validation grid of the accountant against opacus."""

@@ -15,36 +15,36 @@ import pytest
 import tenseal as ts
 import torch
 
-from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
-from tensorguard.federation.aggregation import (
+from tensorguard.crypto._composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.federation._aggregation import (
     AggregationResult,
     RejectionReason,
     aggregate_updates,
 )
-from tensorguard.federation.context import PublicFederation
-from tensorguard.federation.custodian import apply_update, envelope_digest
-from tensorguard.federation.envelope import (
+from tensorguard.federation._context import PublicFederation
+from tensorguard.federation._custodian import apply_update, envelope_digest
+from tensorguard.federation._envelope import (
     SIGNATURE_CONTEXT,
     EnvelopeHeader,
     SealedEnvelope,
     seal_envelope,
 )
-from tensorguard.federation.errors import (
+from tensorguard.federation._errors import (
     ContextError,
     DecryptionError,
     FederationError,
     QuorumNotMetError,
 )
-from tensorguard.federation.layout import TensorLayout, TensorSpec
-from tensorguard.federation.packing import (
+from tensorguard.federation._layout import TensorLayout, TensorSpec
+from tensorguard.federation._packing import (
     EncryptedVector,
     Packing,
     chunk_sizes,
     decrypt_vector,
     load_encrypted_vector,
 )
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import clip_l2
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import clip_l2
 from tests.federation.conftest import Federation, site_weight
 
 

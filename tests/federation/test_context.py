@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tenseal as ts
 
-from tensorguard.federation.context import (
+from tensorguard.federation._context import (
     DEFAULT_SECRET_NAME,
     PARAMS_FILENAME,
     PUBLIC_CONTEXT_FILENAME,
@@ -19,8 +19,8 @@ from tensorguard.federation.context import (
     load_secret_from_store,
     run_key_ceremony,
 )
-from tensorguard.federation.errors import ContextError
-from tensorguard.federation.params import FederationParams
+from tensorguard.federation._errors import ContextError
+from tensorguard.federation._params import FederationParams
 from tests.federation.conftest import InMemorySecretStore
 
 

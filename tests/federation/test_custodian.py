@@ -10,21 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensorguard.crypto.composite import CompositeSigningKey
-from tensorguard.federation.accountant import gaussian_epsilon
-from tensorguard.federation.aggregation import AggregationResult, aggregate_updates
-from tensorguard.federation.custodian import (
+from tensorguard.crypto._composite import CompositeSigningKey
+from tensorguard.federation._accountant import gaussian_epsilon
+from tensorguard.federation._aggregation import AggregationResult, aggregate_updates
+from tensorguard.federation._custodian import (
     AggregateMismatchError,
     AggregateNormError,
     Custodian,
 )
-from tensorguard.federation.custodian_ledger import CustodianLedger, LedgerError
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
-from tensorguard.federation.errors import DecryptionError
-from tensorguard.federation.packing import encrypt_vector, load_encrypted_vector
-from tensorguard.federation.privacy import DPRule, PrivacyLedger
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.federation._custodian_ledger import CustodianLedger, LedgerError
+from tensorguard.federation._envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
+from tensorguard.federation._errors import DecryptionError
+from tensorguard.federation._packing import encrypt_vector, load_encrypted_vector
+from tensorguard.federation._privacy import DPRule, PrivacyLedger
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdateConfig, build_site_update
 from tests.federation.conftest import CUSTODIAN_KEY, MAX_SITE_WEIGHT, Federation
 
 SITES = ("site-00", "site-01", "site-02")

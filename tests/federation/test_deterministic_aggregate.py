@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from tensorguard.crypto.xwing import XWingPrivateKey
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.errors import DecryptionError, FederationParamsError
-from tensorguard.federation.fixed_point import (
+from tensorguard.crypto._xwing import XWingPrivateKey
+from tensorguard.federation._aggregation import aggregate_updates
+from tensorguard.federation._errors import DecryptionError, FederationParamsError
+from tensorguard.federation._fixed_point import (
     GRID_SIGMAS,
     check_grid_bits,
     ckks_noise_std,
@@ -22,17 +22,17 @@ from tensorguard.federation.fixed_point import (
     quantise,
     snap,
 )
-from tensorguard.federation.layout import TensorLayout
-from tensorguard.federation.packing import Packing, decrypt_vector, encrypt_vector
-from tensorguard.federation.pair_exchange import (
+from tensorguard.federation._layout import TensorLayout
+from tensorguard.federation._packing import Packing, decrypt_vector, encrypt_vector
+from tensorguard.federation._pair_exchange import (
     InMemoryPairSecretStore,
     PairwiseMailbox,
     site_pairwise_secrets,
 )
-from tensorguard.federation.pairwise import close_round_in_process
-from tensorguard.federation.params import FederationParams
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.federation._pairwise import close_round_in_process
+from tensorguard.federation._params import FederationParams
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdateConfig, build_site_update
 from tests.federation.conftest import MAX_SITE_WEIGHT, Federation, site_weight
 
 SITES = ("site-00", "site-02", "site-03")

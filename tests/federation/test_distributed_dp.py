@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from tensorguard.federation.accountant import gaussian_epsilon
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
-from tensorguard.federation.errors import PrivacyAccountingError, PrivacyBudgetExceededError
-from tensorguard.federation.layout import FloatVector
-from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
-from tensorguard.federation.privacy import DPRule, PrivacyLedger, add_gaussian_noise
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig, clip_l2, update_delta
+from tensorguard.federation._accountant import gaussian_epsilon
+from tensorguard.federation._aggregation import aggregate_updates
+from tensorguard.federation._envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
+from tensorguard.federation._errors import PrivacyAccountingError, PrivacyBudgetExceededError
+from tensorguard.federation._layout import FloatVector
+from tensorguard.federation._packing import decrypt_vector, load_encrypted_vector
+from tensorguard.federation._privacy import DPRule, PrivacyLedger, add_gaussian_noise
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdateConfig, clip_l2, update_delta
 from tests.federation.conftest import BASE_DIGEST, MAX_SITE_WEIGHT, Federation
 
 CLIP = 0.5

@@ -10,11 +10,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tensorguard.federation.aggregation import AggregationResult
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
-from tensorguard.federation.errors import CiphertextError, EnvelopeError, FederationError
-from tensorguard.federation.layout import TensorLayout, tensors_digest
-from tensorguard.federation.packing import encrypt_vector, load_encrypted_vector
+from tensorguard.federation._aggregation import AggregationResult
+from tensorguard.federation._envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation._errors import CiphertextError, EnvelopeError, FederationError
+from tensorguard.federation._layout import TensorLayout, tensors_digest
+from tensorguard.federation._packing import encrypt_vector, load_encrypted_vector
 from tests.federation.conftest import Federation
 
 FAST = settings(

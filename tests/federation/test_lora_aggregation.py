@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.custodian import apply_update
-from tensorguard.federation.errors import FederationError
-from tensorguard.federation.lora_factors import is_lora_a
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import build_site_update
+from tensorguard.federation._aggregation import aggregate_updates
+from tensorguard.federation._custodian import apply_update
+from tensorguard.federation._errors import FederationError
+from tensorguard.federation._lora_factors import is_lora_a
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import build_site_update
 from tensorguard.training.lora import freeze_lora_a_factors
 from tests.federation.conftest import (
     BASE_DIGEST,

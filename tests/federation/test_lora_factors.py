@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from tensorguard.federation.errors import LayoutError
-from tensorguard.federation.lora_factors import (
+from tensorguard.federation._errors import LayoutError
+from tensorguard.federation._lora_factors import (
     average_factors,
     average_products,
     compare_factor_averaging,

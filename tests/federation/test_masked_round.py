@@ -11,25 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensorguard.crypto.xwing import XWingPrivateKey
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.envelope import SealedEnvelope
-from tensorguard.federation.errors import DecryptionError, FederationError
-from tensorguard.federation.layout import TensorLayout
-from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
-from tensorguard.federation.pair_exchange import (
+from tensorguard.crypto._xwing import XWingPrivateKey
+from tensorguard.federation._aggregation import aggregate_updates
+from tensorguard.federation._envelope import SealedEnvelope
+from tensorguard.federation._errors import DecryptionError, FederationError
+from tensorguard.federation._layout import TensorLayout
+from tensorguard.federation._packing import decrypt_vector, load_encrypted_vector
+from tensorguard.federation._pair_exchange import (
     InMemoryPairSecretStore,
     PairwiseMailbox,
     site_pairwise_secrets,
 )
-from tensorguard.federation.pairwise import (
+from tensorguard.federation._pairwise import (
     PairwiseError,
     PairwiseSecrets,
     RevealRefusedError,
     close_round_in_process,
 )
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update, clip_l2
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdateConfig, build_site_update, clip_l2
 from tests.federation.conftest import (
     MAX_SITE_WEIGHT,
     Federation,

@@ -15,11 +15,11 @@ import os
 import numpy as np
 import pytest
 
-from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
-from tensorguard.crypto.xwing import XWingPrivateKey
-from tensorguard.federation.context import PublicFederation, SecretFederation
-from tensorguard.federation.layout import FloatVector
-from tensorguard.federation.masking import (
+from tensorguard.crypto._composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.crypto._xwing import XWingPrivateKey
+from tensorguard.federation._context import PublicFederation, SecretFederation
+from tensorguard.federation._layout import FloatVector
+from tensorguard.federation._masking import (
     MaskingError,
     MaskLevel,
     RevealedMasks,
@@ -34,13 +34,13 @@ from tensorguard.federation.masking import (
     unmask_aggregate,
     unmasking_offset,
 )
-from tensorguard.federation.packing import (
+from tensorguard.federation._packing import (
     EncryptedVector,
     decrypt_vector,
     encrypt_vector,
     load_encrypted_vector,
 )
-from tensorguard.federation.pairwise import (
+from tensorguard.federation._pairwise import (
     OFFER_SIGNATURE_CONTEXT,
     REVEAL_SIGNATURE_CONTEXT,
     PairwiseError,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from tensorguard.federation.context import (
+from tensorguard.federation._context import (
     PublicFederation,
     SecretFederation,
     create_federation_context,
 )
-from tensorguard.federation.errors import CiphertextError, ContextError, EncodingCapacityError
-from tensorguard.federation.packing import (
+from tensorguard.federation._errors import CiphertextError, ContextError, EncodingCapacityError
+from tensorguard.federation._packing import (
     EncryptedVector,
     Packing,
     chunk_lengths,
@@ -21,7 +21,7 @@ from tensorguard.federation.packing import (
     load_encrypted_vector,
     sole_ciphertext,
 )
-from tensorguard.federation.params import FederationParams
+from tensorguard.federation._params import FederationParams
 
 FLARE_DEFAULT_EXPANSION = 14.4
 ROUND_TRIP_TOLERANCE = 1e-9

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tensorguard.federation.errors import FederationParamsError
-from tensorguard.federation.params import HE_STANDARD_MAX_MODULUS_BITS, FederationParams
+from tensorguard.federation._errors import FederationParamsError
+from tensorguard.federation._params import HE_STANDARD_MAX_MODULUS_BITS, FederationParams
 
 
 def test_default_parameters_reach_256_bit_security_with_one_data_prime() -> None:

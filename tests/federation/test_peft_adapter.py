@@ -10,16 +10,16 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from tensorguard.crypto.composite import CompositeSigningKey, CompositeVerifyKey
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.context import PublicFederation, SecretFederation
-from tensorguard.federation.custodian import Custodian, apply_update
-from tensorguard.federation.custodian_ledger import CustodianLedger
-from tensorguard.federation.errors import AdapterFormatError
-from tensorguard.federation.lora_factors import average_factors
-from tensorguard.federation.peft_adapter import write_peft_adapter
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig, build_site_update
+from tensorguard.crypto._composite import CompositeSigningKey, CompositeVerifyKey
+from tensorguard.federation._aggregation import aggregate_updates
+from tensorguard.federation._context import PublicFederation, SecretFederation
+from tensorguard.federation._custodian import Custodian, apply_update
+from tensorguard.federation._custodian_ledger import CustodianLedger
+from tensorguard.federation._errors import AdapterFormatError
+from tensorguard.federation._lora_factors import average_factors
+from tensorguard.federation._peft_adapter import write_peft_adapter
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdateConfig, build_site_update
 from tensorguard.hf import ADAPTER_CONFIG_FILE, read_adapter_tensors
 from tensorguard.training.errors import AdapterError
 

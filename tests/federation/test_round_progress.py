@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tensorguard.federation.round_progress import (
+from tensorguard.federation._round_progress import (
     MAX_TRAINING_ATTEMPTS,
     RoundStage,
     round_progress,

@@ -17,19 +17,19 @@ import pytest
 from pydantic import ValidationError
 
 from tensorguard.codec import canonical_json
-from tensorguard.crypto.composite import CompositeSigningKey
-from tensorguard.federation.aggregation import aggregate_updates
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
-from tensorguard.federation.errors import FederationError, QuorumNotMetError
-from tensorguard.federation.packing import Packing
-from tensorguard.federation.round_spec import (
+from tensorguard.crypto._composite import CompositeSigningKey
+from tensorguard.federation._aggregation import aggregate_updates
+from tensorguard.federation._envelope import EnvelopeHeader, SealedEnvelope, seal_envelope
+from tensorguard.federation._errors import FederationError, QuorumNotMetError
+from tensorguard.federation._packing import Packing
+from tensorguard.federation._round_spec import (
     ROUND_SPEC_FORMAT,
     ROUND_SPEC_SIGNATURE_CONTEXT,
     RoundSpec,
     load_signed_round_spec,
     sign_round_spec,
 )
-from tensorguard.federation.site_update import SiteUpdateConfig
+from tensorguard.federation._site_update import SiteUpdateConfig
 from tests.federation.conftest import MAX_SITE_WEIGHT, Federation, site_weight
 
 CLIP = 1e6

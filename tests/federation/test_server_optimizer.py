@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorguard.crypto.composite import CompositeSigningKey
-from tensorguard.federation.custodian import advance_global_adapter
-from tensorguard.federation.layout import tensors_digest
-from tensorguard.federation.round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
-from tensorguard.federation.server_optimizer import (
+from tensorguard.crypto._composite import CompositeSigningKey
+from tensorguard.federation._custodian import advance_global_adapter
+from tensorguard.federation._layout import tensors_digest
+from tensorguard.federation._round_spec import RoundSpec, load_signed_round_spec, sign_round_spec
+from tensorguard.federation._server_optimizer import (
     ServerOptimizerError,
     ServerOptimizerRule,
     ServerOptimizerState,
     server_step,
 )
-from tensorguard.keys.errors import WrongMasterKeyError
-from tensorguard.keys.file_provider import FileKeyProvider
+from tensorguard.keys._errors import WrongMasterKeyError
+from tensorguard.keys._file_provider import FileKeyProvider
 from tensorguard_resources.federation import ServerStateVault
 
 REFERENCE = {"a.lora_B.weight": torch.zeros(3, 2), "a.lora_A.weight": torch.ones(2, 4)}

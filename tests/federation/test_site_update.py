@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorguard.federation.envelope import EnvelopeHeader, SealedEnvelope
-from tensorguard.federation.errors import (
+from tensorguard.federation._envelope import EnvelopeHeader, SealedEnvelope
+from tensorguard.federation._errors import (
     EnvelopeError,
     FederationError,
     LayoutError,
 )
-from tensorguard.federation.layout import TensorLayout
-from tensorguard.federation.packing import decrypt_vector, load_encrypted_vector
-from tensorguard.federation.round_spec import RoundSpec
-from tensorguard.federation.site_update import SiteUpdateConfig, clip_l2, update_delta
+from tensorguard.federation._layout import TensorLayout
+from tensorguard.federation._packing import decrypt_vector, load_encrypted_vector
+from tensorguard.federation._round_spec import RoundSpec
+from tensorguard.federation._site_update import SiteUpdateConfig, clip_l2, update_delta
 from tests.federation.conftest import MAX_SITE_WEIGHT, Federation
 
 

@@ -15,7 +15,7 @@ from tensorguard.fleet.messages import ReleaseAnnouncement
 from tensorguard.fleet.notify import announcement_for
 from tensorguard.fleet.registry import LocalRegistry
 from tensorguard.tgsp import ModelIdentity, ReleaseInfo, TrustStore, build_package
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 
 
 @dataclass(frozen=True)

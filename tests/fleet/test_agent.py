@@ -17,7 +17,7 @@ from tensorguard.fleet.agent_state import STATE_FILE
 from tensorguard.fleet.errors import AgentConfigError, AgentError
 from tensorguard.fleet.messages import InstallOutcome, InstallReason, ReleaseAnnouncement
 from tensorguard.fleet.topics import release_topic
-from tensorguard.tgsp.format import PREAMBLE_SIZE
+from tensorguard.tgsp._format import PREAMBLE_SIZE
 from tests.fleet.releases import FleetKit
 
 

@@ -26,7 +26,7 @@ from tensorguard.fleet.messages import (
 from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.notify import InstallReportListener, announce_release
 from tensorguard.fleet.topics import connection_topic
-from tensorguard.tgsp.format import PREAMBLE_SIZE
+from tensorguard.tgsp._format import PREAMBLE_SIZE
 from tests.fleet.releases import FleetKit
 from tests.fleet.test_mqtt import receive_with_raw_paho
 from tests.services.mosquitto import MosquittoBroker, running_mosquitto

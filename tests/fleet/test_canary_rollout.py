@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.deployment_approval import DeploymentApproval, sign_approval
 from tensorguard.fleet.agent import EdgeAgent, serve
 from tensorguard.fleet.canary import CanaryVerdict
@@ -52,7 +52,7 @@ from tensorguard.service.node_key import write_node_key
 from tensorguard.service.request_signing import public_key_hex
 from tensorguard.service.tokens import Role
 from tensorguard.tgsp import TrustStore
-from tensorguard.tgsp.freshness import verify_freshness
+from tensorguard.tgsp._freshness import verify_freshness
 from tests.fleet.cutting_proxy import CuttingProxy, cutting_proxy
 from tests.fleet.releases import FleetKit, Keys
 from tests.service.conftest import SHARED_ENV

@@ -29,7 +29,7 @@ from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
 from tensorguard.fleet.notify import publish_install_report
 from tensorguard.fleet.provisioning import PUBLIC_KEY_SUFFIX
 from tensorguard.fleet.topics import install_report_topic
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 from tests.fleet.releases import Keys
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.postgres import PostgresServer, fresh_database

@@ -18,7 +18,7 @@ from tensorguard.codec import canonical_json
 from tensorguard.fleet.messages import InstallOutcome, InstallReason, ReleaseAnnouncement
 from tensorguard.fleet.notify import announcement_for
 from tensorguard.tgsp import TrustStore
-from tensorguard.tgsp.freshness import (
+from tensorguard.tgsp._freshness import (
     FreshnessError,
     FreshnessStatement,
     StaleReleaseError,

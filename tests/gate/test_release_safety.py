@@ -18,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.fleet.db import FleetDatabase, migrate, sqlite_url
 from tensorguard.fleet.models import EvaluatorKey
 from tensorguard.gate import GateDecision

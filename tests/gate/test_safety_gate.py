@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.gate import (
     GateDecision,
     GateEvidence,

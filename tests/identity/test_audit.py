@@ -9,11 +9,11 @@ import pytest
 
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.identity import CertificateAuthority, Profile
 from tensorguard.identity.audit import AuditError, AuditEvent, AuditLog
 from tensorguard.signed_log import LogHead
-from tensorguard.tgsp.keyfiles import load_verify_key, write_key_file
+from tensorguard.tgsp._keyfiles import load_verify_key, write_key_file
 from tests.identity.conftest import node_csr
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.fleet.agent_config import load_agent_config, load_recipient_key
 from tensorguard.fleet.errors import FleetError
 from tensorguard.fleet.provisioning import provision_edge_node
-from tensorguard.tgsp.keyfiles import load_recipient_public_key
+from tensorguard.tgsp._keyfiles import load_recipient_public_key
 
 
 def test_the_demo_node_makes_its_keys_and_publishes_only_the_public_one(tmp_path: Path) -> None:

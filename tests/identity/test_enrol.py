@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tensorguard.cli import main
 from tensorguard.cli.exit_codes import ExitCode
-from tensorguard.crypto.xwing import XWingPrivateKey
+from tensorguard.crypto._xwing import XWingPrivateKey
 from tensorguard.identity import (
     CertificateAuthority,
     EnrolmentError,
@@ -25,7 +25,7 @@ from tensorguard.identity import (
 )
 from tensorguard.identity.csr import xwing_fingerprint
 from tensorguard.identity.enrol import enrol_node, install_certificate
-from tensorguard.tgsp.keyfiles import (
+from tensorguard.tgsp._keyfiles import (
     load_recipient_private_key,
     load_recipient_public_key,
     write_key_file,

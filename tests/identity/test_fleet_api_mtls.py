@@ -47,8 +47,8 @@ from tensorguard.service.node_key import write_node_key
 from tensorguard.service.request_signing import public_key_hex, sign_request
 from tensorguard.service.settings import load_settings
 from tensorguard.service.tls_settings import NodeAuth
-from tensorguard.tgsp.keyfiles import load_recipient_private_key
-from tensorguard.tgsp.trust import TrustStore
+from tensorguard.tgsp._keyfiles import load_recipient_private_key
+from tensorguard.tgsp._trust import TrustStore
 from tests.identity.conftest import (
     TRUST_DOMAIN,
     dated_fleet_ca,

@@ -10,8 +10,8 @@ import pytest
 
 from tensorguard.cli import ExitCode
 from tensorguard.cli.keys import add_keys_commands
-from tensorguard.crypto.composite import COMPOSITE_ALGORITHM
-from tensorguard.tgsp.keyfiles import load_recipient_public_key, load_verify_key
+from tensorguard.crypto._composite import COMPOSITE_ALGORITHM
+from tensorguard.tgsp._keyfiles import load_recipient_public_key, load_verify_key
 
 
 def _run(argv: list[str]) -> int:

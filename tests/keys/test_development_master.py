@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tensorguard.keys.development import development_master
-from tensorguard.keys.errors import KeyProviderProductionError
+from tensorguard.keys._development import development_master
+from tensorguard.keys._errors import KeyProviderProductionError
 
 
 def test_development_creates_a_private_master_once_and_reuses_it(

@@ -19,7 +19,7 @@ from tensorguard.keys import (
     WrongMasterKeyError,
     key_provider_from_env,
 )
-from tensorguard.keys.parties import party_key_dir, state_dir
+from tensorguard.keys._parties import party_key_dir, state_dir
 
 PKCS11_VARIABLES = ("TG_PKCS11_MODULE", "TG_PKCS11_TOKEN_LABEL", "TG_PKCS11_PIN")
 
@@ -155,7 +155,7 @@ def test_kms_provider_class_is_not_exported() -> None:
     import tensorguard.keys
 
     assert not hasattr(tensorguard.keys, "KMSKeyProvider")
-    assert "kms" not in tensorguard.keys.factory.PROVIDER_KINDS
+    assert "kms" not in tensorguard.keys._factory.PROVIDER_KINDS
 
 
 def test_development_default_key_dir_is_the_state_keys_dir(

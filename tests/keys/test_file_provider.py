@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tensorguard.crypto.composite import CompositeVerifyKey
-from tensorguard.crypto.errors import SignatureError
+from tensorguard.crypto._composite import CompositeVerifyKey
+from tensorguard.crypto._errors import SignatureError
 from tensorguard.keys import (
     FileKeyProvider,
     InvalidKeyNameError,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tensorguard.keys import FileKeyProvider
-from tensorguard.keys.errors import KeyProviderProductionError
-from tensorguard.keys.master import MasterSecret, master_strength_problem
+from tensorguard.keys._errors import KeyProviderProductionError
+from tensorguard.keys._master import MasterSecret, master_strength_problem
 
 PRODUCTION = {"TG_ENVIRONMENT": "production"}
 

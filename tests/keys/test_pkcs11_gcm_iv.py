@@ -18,7 +18,7 @@ from tensorguard.keys import (
     TokenError,
     key_provider_from_env,
 )
-from tensorguard.keys.record import b64decode, parse_record
+from tensorguard.keys._record import b64decode, parse_record
 from tests.services.softhsm import SoftHSMToken
 
 

@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from tensorguard.cli.keys import add_keys_commands
-from tensorguard.crypto.composite import (
+from tensorguard.crypto._composite import (
     CompositeVerifyKey,
     composite_message_representative,
     split_composite_signature,
 )
-from tensorguard.crypto.errors import SignatureError
+from tensorguard.crypto._errors import SignatureError
 from tensorguard.keys import (
     KeyExistsError,
     KeyIntegrityError,
@@ -33,7 +33,7 @@ from tensorguard.keys import (
     TokenError,
     key_provider_from_env,
 )
-from tensorguard.keys.pkcs11_provider import ED25519_EC_PARAMS, SIGNING_LABEL_PREFIX
+from tensorguard.keys._pkcs11_provider import ED25519_EC_PARAMS, SIGNING_LABEL_PREFIX
 from tests.keys.conftest import OTHER_TOKEN
 from tests.services.softhsm import SoftHSMStore, SoftHSMToken
 

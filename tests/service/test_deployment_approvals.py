@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.deployment_approval import (
     SIGNATURE_CONTEXT,
     ApprovalMismatchError,

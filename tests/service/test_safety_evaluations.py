@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tensorguard.crypto.composite import CompositeSigningKey
+from tensorguard.crypto._composite import CompositeSigningKey
 from tensorguard.safety_evaluation import SafetyEvaluation, SignedSafetyEvaluation, sign_evaluation
 from tensorguard.service.tokens import Role
 from tests.gate.test_safety_gate import METRICS

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
-from tensorguard.crypto.composite import CompositeSigner
+from tensorguard.crypto._composite import CompositeSigner
 from tensorguard.tgsp import (
     BuildResult,
     ModelIdentity,
@@ -20,7 +20,7 @@ from tensorguard.tgsp import (
     TrustStore,
     build_package,
 )
-from tensorguard.tgsp.format import (
+from tensorguard.tgsp._format import (
     PREAMBLE,
     PREAMBLE_SIZE,
     SIGNATURE_CONTEXT,
@@ -28,7 +28,7 @@ from tensorguard.tgsp.format import (
     Preamble,
     payload_offset,
 )
-from tensorguard.tgsp.header import encode_header_json as canonical_dumps
+from tensorguard.tgsp._header import encode_header_json as canonical_dumps
 
 SMALL_CHUNK = 1024
 

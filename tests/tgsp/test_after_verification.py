@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from tensorguard.crypto import XWingPrivateKey
-from tensorguard.crypto.stream_aead import StreamEncryptor
+from tensorguard.crypto._stream_aead import StreamEncryptor
 from tensorguard.tgsp import FileDigestError, TrustStore, open_package
-from tensorguard.tgsp.opener import recover_data_key
-from tensorguard.tgsp.payload import derive_payload_key
-from tensorguard.tgsp.verifier import verify_handle as real_verify_handle
+from tensorguard.tgsp._opener import recover_data_key
+from tensorguard.tgsp._payload import derive_payload_key
+from tensorguard.tgsp._verifier import verify_handle as real_verify_handle
 from tests.tgsp.conftest import SMALL_CHUNK, Packager
 
 FILES = {"a.bin": os.urandom(3 * SMALL_CHUNK + 100), "b/c.bin": os.urandom(SMALL_CHUNK)}
@@ -50,7 +50,7 @@ def test_co_recipient_re_encrypting_a_chunk_after_verification_fails_the_file_di
             handle.write(forged)
         return verified
 
-    monkeypatch.setattr("tensorguard.tgsp.opener.verify_handle", verify_then_re_encrypt)
+    monkeypatch.setattr("tensorguard.tgsp._opener.verify_handle", verify_then_re_encrypt)
     destination = tmp_path / "victim-out"
     with pytest.raises(FileDigestError, match=r"a\.bin: SHA-256 of the decrypted file differs"):
         open_package(path, destination, recipient_key=victim, trust_store=trust_store)
@@ -66,7 +66,7 @@ def test_payload_bytes_beyond_the_manifest_are_refused(
 ) -> None:
     """The header's size checks make this unreachable today; the opener refuses it anyway
     (a decryptor that yields more than the manifest's files must not pass silently)."""
-    from tensorguard.tgsp import opener
+    from tensorguard.tgsp import _opener as opener
 
     path = packager.build(FILES).path
     real_decrypt = opener.decrypt_payload

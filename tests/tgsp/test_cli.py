@@ -15,7 +15,7 @@ from tensorguard.cli.tgsp import add_tgsp_commands
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.digest import sha256_tree
 from tensorguard.tgsp import TrustStore
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 from tests.tgsp.conftest import layout_of, make_tree
 
 

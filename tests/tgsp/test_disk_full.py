@@ -23,7 +23,7 @@ import pytest
 from tensorguard.cli import ExitCode
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.tgsp import TrustStore
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 from tests.tgsp.conftest import make_tree
 
 SMALL_FS_BYTES = 256 * 1024

@@ -13,7 +13,7 @@ import pytest
 from tensorguard.cli import ExitCode, main
 from tensorguard.crypto import XWingPrivateKey
 from tensorguard.tgsp import TrustStore, open_package
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 from tests.tgsp.conftest import Packager
 
 TREE = {"adapter/config.json": b"{}", "adapter/deep/weights.bin": b"w" * 300, "README": b"r"}

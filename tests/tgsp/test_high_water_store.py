@@ -2,7 +2,7 @@
 
 An operator reads these messages when a node refuses a release or stops on its store, so
 each names the channel, the versions and the way out. Written from the mutation run on
-tensorguard/tgsp/rollback.py (docs/SECURITY.md §4): the other rollback tests checked
+tensorguard/tgsp/_rollback.py (docs/SECURITY.md §4): the other rollback tests checked
 that something was refused, not which rule refused it (a store with an extra key was
 refused only by luck of a later check, and a bool version was never tried).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tensorguard.tgsp import HighWaterMark, HighWaterStore, RollbackError
-from tensorguard.tgsp.errors import HighWaterStoreError
-from tensorguard.tgsp.rollback import STORE_FORMAT, check_rollback, validate_channel
+from tensorguard.tgsp._errors import HighWaterStoreError
+from tensorguard.tgsp._rollback import STORE_FORMAT, check_rollback, validate_channel
 
 DIGEST = "ab" * 32
 DAMAGED = (

@@ -9,7 +9,7 @@ import pytest
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.tgsp import KeyFileError, TrustStore, TrustStoreError
-from tensorguard.tgsp.keyfiles import (
+from tensorguard.tgsp._keyfiles import (
     load_recipient_private_key,
     load_recipient_public_key,
     load_signing_key,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tensorguard.crypto import XWingPrivateKey
-from tensorguard.crypto.stream_aead import TAG_SIZE, encrypt_stream
+from tensorguard.crypto._stream_aead import TAG_SIZE, encrypt_stream
 from tensorguard.errors import ConfigurationError
 from tensorguard.tgsp import (
     ChunkAuthenticationError,
@@ -21,18 +21,18 @@ from tensorguard.tgsp import (
     open_package,
     verify_package,
 )
-from tensorguard.tgsp.format import Limits
-from tensorguard.tgsp.opener import recover_data_key
-from tensorguard.tgsp.parallel import (
+from tensorguard.tgsp._format import Limits
+from tensorguard.tgsp._opener import recover_data_key
+from tensorguard.tgsp._parallel import (
     IN_FLIGHT_BYTES,
     THREADS_ENV,
     chunks_in_flight,
     resolve_threads,
 )
-from tensorguard.tgsp.payload import decrypt_payload, derive_payload_key
-from tensorguard.tgsp.reader import inspect_package
-from tensorguard.tgsp.sealing import seal_files
-from tensorguard.tgsp.source import collect_source_files
+from tensorguard.tgsp._payload import decrypt_payload, derive_payload_key
+from tensorguard.tgsp._reader import inspect_package
+from tensorguard.tgsp._sealing import seal_files
+from tensorguard.tgsp._source import collect_source_files
 from tests.tgsp.conftest import SMALL_CHUNK, Packager, make_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -189,14 +189,14 @@ def test_tgsp_commands_import_no_training_pipeline_or_agent_stack(tmp_path: Path
         "import sys\n"
         "from tensorguard.cli import main\n"
         f"main(['tgsp', 'inspect', {str(tmp_path / 'missing.tgsp')!r}])\n"
-        "import tensorguard.tgsp, tensorguard.tgsp.keyfiles\n"
+        "import tensorguard.tgsp, tensorguard.tgsp._keyfiles\n"
         "print('\\n'.join(sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
     )
     loaded = set(result.stdout.split())
-    assert "tensorguard.tgsp.sealing" in loaded, "the package library was not imported"
+    assert "tensorguard.tgsp._sealing" in loaded, "the package library was not imported"
     heavy = {"torch", "dagster", "numpy", "transformers", "tenseal", "tensorguard.fleet.agent"}
     assert {name for name in loaded if name in heavy or name.split(".")[0] in heavy} == set()
 
@@ -221,7 +221,7 @@ def test_memory_stays_flat_in_the_payload_size(tmp_path: Path) -> None:
     """Sealing and opening 4 MiB in 1 KiB chunks (4096 chunks) holds a few chunks at once."""
     import tracemalloc
 
-    from tensorguard.tgsp.header import PayloadInfo
+    from tensorguard.tgsp._header import PayloadInfo
 
     big = tmp_path / "src" / "big.bin"
     big.parent.mkdir()

@@ -1,6 +1,6 @@
 """Archive path limits at their exact boundaries, and invisible format characters.
 
-Written from the mutation run on tensorguard/tgsp/paths.py (docs/SECURITY.md §4): each
+Written from the mutation run on tensorguard/tgsp/_paths.py (docs/SECURITY.md §4): each
 test kills mutants that the other path tests let survive.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tensorguard.tgsp import UnsafePathError
-from tensorguard.tgsp.paths import (
+from tensorguard.tgsp._paths import (
     MAX_COMPONENT_BYTES,
     MAX_DEPTH,
     MAX_PATH_BYTES,

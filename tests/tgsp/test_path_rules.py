@@ -3,7 +3,7 @@ the set rules hold at any depth.
 
 The reason is what a publisher reads when a build is refused (``unsafe path 'a//b':
 component '' is not a plain name``), so each rule is checked by its full message. Written
-from the mutation run on tensorguard/tgsp/paths.py (docs/SECURITY.md §4): the other path
+from the mutation run on tensorguard/tgsp/_paths.py (docs/SECURITY.md §4): the other path
 tests only checked that a path is refused, and a rule that refused for the wrong reason
 (an absolute path caught as an empty component) went unnoticed.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tensorguard.tgsp import CaseCollisionError, DuplicatePathError, UnsafePathError
-from tensorguard.tgsp.paths import check_path_set, is_windows_reserved, validate_archive_path
+from tensorguard.tgsp._paths import check_path_set, is_windows_reserved, validate_archive_path
 
 
 @pytest.mark.parametrize(

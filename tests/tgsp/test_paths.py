@@ -28,7 +28,7 @@ from tensorguard.tgsp import (
     open_package,
     verify_package,
 )
-from tensorguard.tgsp.paths import validate_archive_path
+from tensorguard.tgsp._paths import validate_archive_path
 from tests.tgsp.conftest import Packager, make_release, make_tree, resign
 
 

@@ -15,7 +15,7 @@ import pytest
 from tensorguard.cli import ExitCode, main
 from tensorguard.crypto import XWingPrivateKey
 from tensorguard.tgsp import PackageUnreadableError, TrustStore, verify_package
-from tensorguard.tgsp.keyfiles import write_key_file
+from tensorguard.tgsp._keyfiles import write_key_file
 from tests.tgsp.conftest import Packager
 
 

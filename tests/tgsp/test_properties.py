@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tensorguard.crypto.key_wrap import WrappedKey
-from tensorguard.crypto.stream_aead import chunk_count, ciphertext_length
+from tensorguard.crypto._key_wrap import WrappedKey
+from tensorguard.crypto._stream_aead import chunk_count, ciphertext_length
 from tensorguard.tgsp import (
     DEFAULT_LIMITS,
     FileEntry,
@@ -25,10 +25,10 @@ from tensorguard.tgsp import (
     TGSPError,
     UnsafePathError,
 )
-from tensorguard.tgsp.header import PayloadInfo, decode_header
-from tensorguard.tgsp.header import decode_header_json as canonical_loads
-from tensorguard.tgsp.header import encode_header_json as canonical_dumps
-from tensorguard.tgsp.paths import check_path_set, validate_archive_path
+from tensorguard.tgsp._header import PayloadInfo, decode_header
+from tensorguard.tgsp._header import decode_header_json as canonical_loads
+from tensorguard.tgsp._header import encode_header_json as canonical_dumps
+from tensorguard.tgsp._paths import check_path_set, validate_archive_path
 
 HEX = "0123456789abcdef"
 hex64 = st.text(HEX, min_size=64, max_size=64)

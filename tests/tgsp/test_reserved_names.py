@@ -10,7 +10,7 @@ import pytest
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.tgsp import TrustStore, UnsafePathError, open_package
-from tensorguard.tgsp.paths import validate_archive_path
+from tensorguard.tgsp._paths import validate_archive_path
 from tests.tgsp.conftest import Packager, resign
 
 RESERVED = [

@@ -24,9 +24,9 @@ from tensorguard.tgsp import (
     open_package,
     verify_package,
 )
-from tensorguard.tgsp.errors import HighWaterMarkChannelError, HighWaterStoreError
-from tensorguard.tgsp.keyfiles import write_key_file
-from tensorguard.tgsp.rollback import check_rollback
+from tensorguard.tgsp._errors import HighWaterMarkChannelError, HighWaterStoreError
+from tensorguard.tgsp._keyfiles import write_key_file
+from tensorguard.tgsp._rollback import check_rollback
 from tests.tgsp.conftest import Packager
 
 

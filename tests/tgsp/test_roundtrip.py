@@ -17,7 +17,7 @@ from tensorguard.tgsp import (
     open_package,
     verify_package,
 )
-from tensorguard.tgsp.format import MAGIC
+from tensorguard.tgsp._format import MAGIC
 from tests.tgsp.conftest import SMALL_CHUNK, Packager, make_release
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
-from tensorguard.crypto.backends.base import MLDSA65_SIGNATURE_SIZE
+from tensorguard.crypto._backends.base import MLDSA65_SIGNATURE_SIZE
 from tensorguard.tgsp import (
     ChannelMismatchError,
     ChunkAuthenticationError,
@@ -35,7 +35,7 @@ from tensorguard.tgsp import (
     open_package,
     verify_package,
 )
-from tensorguard.tgsp.format import Limits
+from tensorguard.tgsp._format import Limits
 from tests.tgsp.conftest import (
     SMALL_CHUNK,
     Packager,
@@ -393,7 +393,7 @@ def test_package_modified_after_verification_is_still_refused(
     trust_store: TrustStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tensorguard.tgsp.verifier import verify_handle as real_verify
+    from tensorguard.tgsp._verifier import verify_handle as real_verify
 
     path = write(tmp_path, package)
 
@@ -406,7 +406,7 @@ def test_package_modified_after_verification_is_still_refused(
             handle.write(bytes([original[0] ^ 0x40]))
         return verified
 
-    monkeypatch.setattr("tensorguard.tgsp.opener.verify_handle", verify_then_tamper)
+    monkeypatch.setattr("tensorguard.tgsp._opener.verify_handle", verify_then_tamper)
     destination = tmp_path / "toctou-out"
     with pytest.raises(ChunkAuthenticationError):
         open_package(path, destination, recipient_key=recipients[0], trust_store=trust_store)

@@ -19,8 +19,8 @@ import pytest
 
 from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.tgsp import TGSPError, TrustStore, open_package, verify_package
-from tensorguard.tgsp.format import PREAMBLE_SIZE, SIGNATURE_CONTEXT, SIGNATURE_LENGTH, Preamble
-from tensorguard.tgsp.header import decode_header_json, encode_header_json
+from tensorguard.tgsp._format import PREAMBLE_SIZE, SIGNATURE_CONTEXT, SIGNATURE_LENGTH, Preamble
+from tensorguard.tgsp._header import decode_header_json, encode_header_json
 from tests.tgsp.conftest import Packager, layout_of
 
 SEED = 20251218

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tensorguard.federation.peft_adapter import write_peft_adapter
+from tensorguard.federation._peft_adapter import write_peft_adapter
 from tensorguard.hf import (
     ADAPTER_CONFIG_FILE,
     load_adapter,

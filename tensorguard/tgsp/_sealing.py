@@ -1,0 +1,173 @@
+"""Sealing a package's files into its payload: read once, hash, encrypt, write in order.
+
+The files are read, in manifest order, straight into chunk-sized buffers (one copy from
+the page cache, no re-buffering). For each chunk:
+
+* the reading thread updates the SHA-256 of each file the chunk covers (files in order);
+* meanwhile a pool worker seals the chunk into a second buffer (AES-GCM under its index
+  and final flag; :meth:`~tensorguard.crypto._stream_aead.ChunkCipher.seal_into`);
+* lane 0 hashes the sealed chunk into the payload SHA-256 and writes it (chunks in order).
+
+The two buffers are reused once the write is done (no allocation per chunk); at most
+:func:`~tensorguard.tgsp._parallel.chunks_in_flight` chunks are in flight. The output is
+the same bytes as sealing the concatenated files with one
+:class:`~tensorguard.crypto._stream_aead.StreamEncryptor`, whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import deque
+from concurrent.futures import Future
+from contextlib import ExitStack
+from typing import BinaryIO
+
+from tensorguard.crypto import TAG_SIZE, ChunkCipher, chunk_count
+from tensorguard.tgsp._errors import BuildError, SourceChangedError
+from tensorguard.tgsp._header import FileEntry
+from tensorguard.tgsp._parallel import Workers, chunks_in_flight, resolve_threads
+from tensorguard.tgsp._source import SourceFile, open_source_file
+
+Segment = tuple[int, int, int]
+"""(file index, start, end) of a file's bytes inside a chunk buffer."""
+
+
+class _FileReader:
+    """Reads the concatenation of the listed files, refusing any that changed size."""
+
+    def __init__(self, files: list[SourceFile]) -> None:
+        self._files = files
+        self._next = 0
+        self._current = -1
+        self._remaining = 0
+        self._open = ExitStack()
+        self._handle: io.FileIO | None = None
+
+    def __enter__(self) -> _FileReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._open.close()
+
+    def _advance(self) -> None:
+        """Open the next file that still has bytes to give (checking empty ones on the way)."""
+        while self._remaining == 0:
+            self._close_current()
+            if self._next >= len(self._files):
+                raise BuildError("internal error: more payload bytes than the files hold")
+            self._current = self._next
+            self._next += 1
+            item = self._files[self._current]
+            handle = self._open.enter_context(open_source_file(item))
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            self._handle = handle
+            self._remaining = item.size
+
+    def _close_current(self) -> None:
+        if self._handle is None:
+            return
+        if self._handle.read(1):
+            raise SourceChangedError(f"{self._files[self._current].location} grew during packaging")
+        self._open.close()
+        self._handle = None
+
+    def fill(self, view: memoryview) -> list[Segment]:
+        """Fill all of ``view`` with the next bytes; return which file each part is from."""
+        segments: list[Segment] = []
+        position = 0
+        while position < len(view):
+            self._advance()
+            assert self._handle is not None
+            wanted = min(len(view) - position, self._remaining)
+            count = self._handle.readinto(view[position : position + wanted])
+            if not count:
+                raise SourceChangedError(
+                    f"{self._files[self._current].location} shrank during packaging"
+                )
+            segments.append((self._current, position, position + count))
+            position += count
+            self._remaining -= count
+        return segments
+
+    def finish(self) -> None:
+        """Check the last file did not grow, and open and check any trailing empty files."""
+        self._close_current()
+        for index in range(self._next, len(self._files)):
+            item = self._files[index]
+            if item.size:
+                raise BuildError("internal error: files hold more bytes than the payload")
+            with open_source_file(item) as handle:
+                if handle.read(1):
+                    raise SourceChangedError(f"{item.location} grew during packaging")
+        self._next = len(self._files)
+
+
+def _hash_segments(digests: list[hashlib._Hash], view: memoryview, segments: list[Segment]) -> None:
+    for index, start, end in segments:
+        digests[index].update(view[start:end])
+
+
+def _write_sealed(
+    sealing: Future[int], sealed: memoryview, payload: hashlib._Hash, sink: BinaryIO
+) -> None:
+    sealing.result()
+    payload.update(sealed)
+    sink.write(sealed)
+
+
+def seal_files(
+    files: list[SourceFile],
+    sink: BinaryIO,
+    key: bytes,
+    package_id: bytes,
+    chunk_size: int,
+    threads: int | None = None,
+) -> tuple[tuple[FileEntry, ...], str]:
+    """Seal ``files`` into ``sink`` at its position; return the manifest and payload SHA-256.
+
+    ``threads``: worker threads (see :func:`~tensorguard.tgsp._parallel.resolve_threads`).
+    Raises :class:`SourceChangedError` if a file changed size or identity while read.
+    """
+    workers_count = resolve_threads(threads)
+    total = sum(item.size for item in files)
+    count = chunk_count(total, chunk_size)
+    cipher = ChunkCipher(key, package_id, chunk_size)
+    digests = [hashlib.sha256() for _ in files]
+    payload = hashlib.sha256()
+    depth = chunks_in_flight(workers_count, chunk_size)
+    spare: list[tuple[bytearray, bytearray]] = []
+    pending: deque[tuple[tuple[bytearray, bytearray], Future[None]]] = deque()
+
+    def settle() -> None:
+        buffers, written = pending.popleft()
+        written.result()
+        spare.append(buffers)
+
+    with Workers(workers_count, lanes=1) as workers, _FileReader(files) as reader:
+        for index in range(count):
+            if len(pending) >= depth:
+                settle()
+            buffers = (
+                spare.pop() if spare else (bytearray(chunk_size), bytearray(chunk_size + TAG_SIZE))
+            )
+            size = min(chunk_size, total - index * chunk_size)
+            plain = memoryview(buffers[0])[:size]
+            sealed = memoryview(buffers[1])[: size + TAG_SIZE]
+            segments = reader.fill(plain)
+            sealing = workers.submit(
+                cipher.seal_into, index, plain, sealed, final=index == count - 1
+            )
+            written = workers.in_lane(0, _write_sealed, sealing, sealed, payload, sink)
+            _hash_segments(digests, plain, segments)  # here, while a worker seals the chunk
+            pending.append((buffers, written))
+        reader.finish()
+        while pending:
+            settle()
+    entries = tuple(
+        FileEntry(item.archive_path, item.size, digest.hexdigest())
+        for item, digest in zip(files, digests, strict=True)
+    )
+    return entries, payload.hexdigest()
