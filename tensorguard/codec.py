@@ -15,6 +15,11 @@ Everything TensorGuard reads is parsed strictly:
   canonical encoding of its value, so exactly one encoding exists per signed document;
 * :func:`load_strict_yaml` uses PyYAML's safe constructors and refuses duplicate keys.
 
+Headers and records inside the binary formats are described by :class:`StrictModel`
+subclasses (pydantic: unknown fields refused, no type coercion, immutable) and checked
+with :func:`validate_model` on the output of :func:`parse_json_object`, so duplicate keys
+stay refused and a missing, extra or mistyped field is named in the error.
+
 Binary formats are a magic string, a one-byte version and big-endian length-prefixed
 frames; :class:`FrameWriter` writes them and :class:`FrameReader` reads them with
 bounds checks before every slice, limits on every length and no trailing bytes.
@@ -27,10 +32,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Final, NoReturn, cast
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 import rfc8785
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tensorguard.errors import TensorGuardError
 
@@ -41,13 +47,17 @@ __all__ = [
     "FrameReader",
     "FrameWriter",
     "JSONFormatError",
+    "SchemaError",
+    "StrictModel",
     "YAMLFormatError",
     "canonical_digest",
     "canonical_json",
+    "describe_validation_error",
     "load_strict_yaml",
     "parse_canonical_json",
     "parse_json",
     "parse_json_object",
+    "validate_model",
 ]
 
 ByteString = bytes | bytearray | memoryview
@@ -70,6 +80,10 @@ class YAMLFormatError(CodecError):
 
 class FrameError(CodecError):
     """A binary frame has the wrong magic or version, is truncated, oversize or trailed."""
+
+
+class SchemaError(CodecError):
+    """A parsed document has a missing, unknown or mistyped field or a value out of range."""
 
 
 # --- canonical JSON ------------------------------------------------------------------
@@ -188,6 +202,44 @@ def parse_canonical_json(data: ByteString, *, what: str, allow_floats: bool = Tr
 def _json_type(value: object) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
+
+
+# --- schemas: strict pydantic models for headers and records ---------------------------
+class StrictModel(BaseModel):
+    """Base of the header and record models: no unknown fields, no coercion, immutable.
+
+    ``strict=True`` means a JSON ``true`` is not an integer, ``"3"`` is not a number and
+    ``1`` is not a string; a field that must be converted from its JSON form (a
+    timestamp, an enum, a tensor layout) says so with its own validator.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One ``field.path: message`` per pydantic problem, joined by ``; ``.
+
+    Only the location and pydantic's message are used, never the offending input, so a
+    secret in a malformed document does not reach an exception or a log.
+    """
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or '(document)'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+
+
+def validate_model(model: type[ModelT], document: object, *, what: str) -> ModelT:
+    """Validate a parsed document against ``model``; raise :class:`SchemaError` naming
+    ``what`` and every bad field (without the offending values)."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise SchemaError(
+            f"{what} does not match its schema: {describe_validation_error(exc)}"
+        ) from None
 
 
 # --- strict YAML ---------------------------------------------------------------------

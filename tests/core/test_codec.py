@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from tensorguard.codec import (
     FrameReader,
     FrameWriter,
     JSONFormatError,
+    SchemaError,
+    StrictModel,
     YAMLFormatError,
     canonical_digest,
     canonical_json,
@@ -24,6 +27,7 @@ from tensorguard.codec import (
     parse_canonical_json,
     parse_json,
     parse_json_object,
+    validate_model,
 )
 from tensorguard.crypto import CompositeSigningKey
 from tensorguard.errors import TensorGuardError
@@ -319,3 +323,45 @@ def test_writer_refuses_values_that_do_not_fit() -> None:
         FrameWriter(MAGIC, 256)
     with pytest.raises(FrameError, match="does not fit"):
         FrameWriter(MAGIC, 1).frame(b"x" * 256, length_size=1)
+
+
+# --- schemas: StrictModel and validate_model ---------------------------------------------
+
+
+class _Inner(StrictModel):
+    count: int
+
+
+class _Document(StrictModel):
+    name: str
+    ratio: float
+    inner: _Inner
+
+
+def test_strict_models_refuse_extra_missing_and_coerced_fields() -> None:
+    good = {"name": "a", "ratio": 2, "inner": {"count": 3}}
+    assert validate_model(_Document, good, what="test document").inner.count == 3
+    cases = {
+        "inner.count: Input should be a valid integer": {**good, "inner": {"count": True}},
+        "name: Input should be a valid string": {**good, "name": 7},
+        "ratio: Input should be a valid number": {**good, "ratio": "2"},
+        "extra: Extra inputs are not permitted": {**good, "extra": 1},
+        "inner: Field required": {"name": "a", "ratio": 1.0},
+        "(document): Input should be a valid dictionary": ["not", "an", "object"],
+    }
+    for expected, document in cases.items():
+        with pytest.raises(
+            SchemaError, match=re.escape(f"test document does not match its schema: {expected}")
+        ):
+            validate_model(_Document, document, what="test document")
+
+
+def test_schema_errors_do_not_repeat_the_offending_value() -> None:
+    secret = "s3cr3t-value-that-must-not-leak"
+    with pytest.raises(SchemaError) as caught:
+        validate_model(
+            _Document, {"name": secret, "ratio": secret, "inner": {"count": secret}}, what="doc"
+        )
+    assert secret not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
