@@ -234,10 +234,11 @@ class RevokedToken(Base):
     revoked_by: Mapped[str] = mapped_column(String(128))
 
 
-class EvaluatorKey(Base):
-    """A safety evaluator's composite public key, trusted once an operator enrolled it."""
+class EnrolledKeyColumns:
+    """The columns of a trust list of composite public keys enrolled by operators.
 
-    __tablename__ = "evaluators"
+    A mixin: each trust list (evaluators, approvers) is its own table with these columns.
+    """
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -245,6 +246,12 @@ class EvaluatorKey(Base):
     public_key: Mapped[str] = mapped_column(Text)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     enrolled_by: Mapped[str] = mapped_column(String(128))
+
+
+class EvaluatorKey(EnrolledKeyColumns, Base):
+    """A safety evaluator's composite public key, trusted once an operator enrolled it."""
+
+    __tablename__ = "evaluators"
 
 
 class SafetyEvaluationRow(Base):
@@ -305,17 +312,10 @@ class AnnouncementOutboxRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class ApproverKey(Base):
+class ApproverKey(EnrolledKeyColumns, Base):
     """A deployment approver's composite public key, trusted once an operator enrolled it."""
 
     __tablename__ = "approvers"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
-    fingerprint: Mapped[str] = mapped_column(String(DIGEST_LENGTH), unique=True)
-    public_key: Mapped[str] = mapped_column(Text)
-    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
-    enrolled_by: Mapped[str] = mapped_column(String(128))
 
 
 class DeploymentApprovalRow(Base):

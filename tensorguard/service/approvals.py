@@ -11,14 +11,12 @@ stored approval again (an edited row is refused, never served), and
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from tensorguard.codec import CodecError, parse_canonical_json
-from tensorguard.crypto import CompositeVerifyKey, CryptoError
 from tensorguard.deployment_approval import (
     ApprovalSignatureError,
     DeploymentApprovalError,
@@ -37,19 +35,14 @@ from tensorguard.service.errors import (
     ApprovalIntegrityError,
     ApproverAlreadyEnrolledError,
     MissingApprovalError,
-    PermissionDeniedError,
     UnknownPackageError,
 )
+from tensorguard.service.signers import EnrolledSignerView, SignerTrustList
 
 
 @dataclass(frozen=True)
-class ApproverView:
+class ApproverView(EnrolledSignerView):
     """An enrolled approver: its name, key fingerprint and who enrolled it."""
-
-    name: str
-    fingerprint: str
-    enrolled_at: datetime
-    enrolled_by: str
 
 
 @dataclass(frozen=True)
@@ -67,6 +60,21 @@ class DeploymentApprovalView:
     signed: SignedDeploymentApproval
 
 
+APPROVERS: SignerTrustList[ApproverKey, ApproverView] = SignerTrustList(
+    role="approver",
+    table=ApproverKey,
+    view=ApproverView,
+    malformed_key_error=ApprovalSignatureError,
+    already_enrolled_error=ApproverAlreadyEnrolledError,
+    untrusted_error=UntrustedApproverError,
+    untrusted_message="approver key {fingerprint} is not enrolled; an operator must enrol it "
+    "(POST /v1/approvers) first",
+    impostor_message="{submitter!r} may submit only approvals signed with its own enrolled "
+    "approver key and naming itself (this one names {claimed!r})",
+)
+"""The approver trust list (table ``approvers``)."""
+
+
 class ApprovalStore:
     """The approver trust list and the signed deployment approvals."""
 
@@ -76,58 +84,15 @@ class ApprovalStore:
 
     def enrol_approver(self, name: str, public_key: str, *, actor: str) -> ApproverView:
         """Trust ``public_key`` for approver ``name``; a name or key is enrolled once."""
-        try:
-            key = CompositeVerifyKey.from_public_bytes(base64.b64decode(public_key, validate=True))
-        except (CryptoError, ValueError) as exc:
-            raise ApprovalSignatureError(
-                f"the approver public key is not a base64 composite ML-DSA-65+Ed25519 key: {exc}"
-            ) from None
-        with self.database.session() as session:
-            existing = session.scalars(
-                select(ApproverKey).where(
-                    or_(ApproverKey.name == name, ApproverKey.fingerprint == key.fingerprint())
-                )
-            ).first()
-            if existing is not None:
-                raise ApproverAlreadyEnrolledError(
-                    f"approver {name!r} or its key is already enrolled; enrolment never "
-                    "replaces a key"
-                )
-            row = ApproverKey(
-                name=name,
-                fingerprint=key.fingerprint(),
-                public_key=base64.b64encode(key.public_bytes()).decode("ascii"),
-                enrolled_at=utc_now(),
-                enrolled_by=actor,
-            )
-            session.add(row)
-            session.add(
-                AuditEvent(
-                    actor=actor,
-                    action="approver.enrolled",
-                    subject=f"approver:{name}",
-                    details={"fingerprint": row.fingerprint},
-                )
-            )
-            return ApproverView(name, row.fingerprint, row.enrolled_at, actor)
+        return APPROVERS.enrol(self.database, name, public_key, actor=actor)
 
     def submit(self, signed: SignedDeploymentApproval, *, approver: str) -> DeploymentApprovalView:
         """Verify and store an approval submitted by ``approver`` (the token's subject)."""
         claimed = signed.approval
         with self.database.session() as session:
-            key_row = session.scalars(
-                select(ApproverKey).where(ApproverKey.fingerprint == claimed.approver_fingerprint)
-            ).first()
-            if key_row is None:
-                raise UntrustedApproverError(
-                    f"approver key {claimed.approver_fingerprint[:16]} is not enrolled; an "
-                    "operator must enrol it (POST /v1/approvers) first"
-                )
-            if approver != key_row.name or claimed.approver != key_row.name:
-                raise PermissionDeniedError(
-                    f"{approver!r} may submit only approvals signed with its own enrolled "
-                    f"approver key and naming itself (this one names {claimed.approver!r})"
-                )
+            key_row = APPROVERS.submitter_key(
+                session, claimed.approver_fingerprint, submitter=approver, claimed=claimed.approver
+            )
             release = session.scalars(
                 select(ReleaseRow).where(
                     ReleaseRow.fleet == claimed.fleet,

@@ -10,14 +10,12 @@ is refused (:class:`SafetyRecordIntegrityError`), never served.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from tensorguard.codec import CodecError, parse_canonical_json
-from tensorguard.crypto import CompositeVerifyKey, CryptoError
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.models import AuditEvent, EvaluatorKey, SafetyEvaluationRow, utc_now
 from tensorguard.safety_evaluation import (
@@ -28,19 +26,14 @@ from tensorguard.safety_evaluation import (
 )
 from tensorguard.service.errors import (
     EvaluatorAlreadyEnrolledError,
-    PermissionDeniedError,
     SafetyRecordIntegrityError,
 )
+from tensorguard.service.signers import EnrolledSignerView, SignerTrustList
 
 
 @dataclass(frozen=True)
-class EvaluatorView:
+class EvaluatorView(EnrolledSignerView):
     """An enrolled evaluator: its name, key fingerprint and who enrolled it."""
-
-    name: str
-    fingerprint: str
-    enrolled_at: datetime
-    enrolled_by: str
 
 
 @dataclass(frozen=True)
@@ -56,13 +49,19 @@ class SafetyEvaluationView:
     signed: SignedSafetyEvaluation
 
 
-def _decode_key(public_key: str) -> CompositeVerifyKey:
-    try:
-        return CompositeVerifyKey.from_public_bytes(base64.b64decode(public_key, validate=True))
-    except (CryptoError, ValueError) as exc:
-        raise SafetySignatureError(
-            f"the evaluator public key is not a base64 composite ML-DSA-65+Ed25519 key: {exc}"
-        ) from None
+EVALUATORS: SignerTrustList[EvaluatorKey, EvaluatorView] = SignerTrustList(
+    role="evaluator",
+    table=EvaluatorKey,
+    view=EvaluatorView,
+    malformed_key_error=SafetySignatureError,
+    already_enrolled_error=EvaluatorAlreadyEnrolledError,
+    untrusted_error=UntrustedEvaluatorError,
+    untrusted_message="evaluator key {fingerprint} is not enrolled; an operator must enrol it "
+    "(POST /v1/evaluators) before it can submit",
+    impostor_message="evaluator {submitter!r} may submit only evaluations signed with its own "
+    "enrolled key and naming itself (this one names {claimed!r})",
+)
+"""The evaluator trust list (table ``evaluators``)."""
 
 
 def _as_signed(row: SafetyEvaluationRow, key_row: EvaluatorKey) -> SignedSafetyEvaluation:
@@ -82,55 +81,18 @@ class SafetyEvaluationStore:
 
     def enrol_evaluator(self, name: str, public_key: str, *, actor: str) -> EvaluatorView:
         """Trust ``public_key`` for evaluator ``name``; a name or key is enrolled once."""
-        key = _decode_key(public_key)
-        row = EvaluatorKey(
-            name=name,
-            fingerprint=key.fingerprint(),
-            public_key=base64.b64encode(key.public_bytes()).decode("ascii"),
-            enrolled_at=utc_now(),
-            enrolled_by=actor,
-        )
-        with self.database.session() as session:
-            existing = session.scalars(
-                select(EvaluatorKey).where(
-                    or_(EvaluatorKey.name == name, EvaluatorKey.fingerprint == row.fingerprint)
-                )
-            ).first()
-            if existing is not None:
-                raise EvaluatorAlreadyEnrolledError(
-                    f"evaluator {name!r} or its key is already enrolled; enrolment never "
-                    "replaces a key"
-                )
-            session.add(row)
-            session.add(
-                AuditEvent(
-                    actor=actor,
-                    action="evaluator.enrolled",
-                    subject=f"evaluator:{name}",
-                    details={"fingerprint": row.fingerprint},
-                )
-            )
-            return EvaluatorView(name, row.fingerprint, row.enrolled_at, actor)
+        return EVALUATORS.enrol(self.database, name, public_key, actor=actor)
 
     def submit(self, signed: SignedSafetyEvaluation, *, evaluator: str) -> SafetyEvaluationView:
         """Verify and store an evaluation submitted by the evaluator ``evaluator``."""
         claimed = signed.evaluation
         with self.database.session() as session:
-            key_row = session.scalars(
-                select(EvaluatorKey).where(
-                    EvaluatorKey.fingerprint == claimed.evaluator_fingerprint
-                )
-            ).first()
-            if key_row is None:
-                raise UntrustedEvaluatorError(
-                    f"evaluator key {claimed.evaluator_fingerprint[:16]} is not enrolled; an "
-                    "operator must enrol it (POST /v1/evaluators) before it can submit"
-                )
-            if evaluator != key_row.name or claimed.evaluator != key_row.name:
-                raise PermissionDeniedError(
-                    f"evaluator {evaluator!r} may submit only evaluations signed with its own "
-                    f"enrolled key and naming itself (this one names {claimed.evaluator!r})"
-                )
+            key_row = EVALUATORS.submitter_key(
+                session,
+                claimed.evaluator_fingerprint,
+                submitter=evaluator,
+                claimed=claimed.evaluator,
+            )
             evaluation = signed.verify({key_row.fingerprint})
             row = SafetyEvaluationRow(
                 model_digest=evaluation.model_digest,
