@@ -36,6 +36,7 @@ from tensorguard.fleet.models import (
     EdgeNode,
     InstallReportRow,
     ReleaseRow,
+    of_release,
     utc_now,
 )
 from tensorguard.fleet.names import validate_name
@@ -311,9 +312,7 @@ class FleetDatabase:
         with self.session() as session:
             row = session.scalars(
                 select(ReleaseRow).where(
-                    ReleaseRow.fleet == fleet,
-                    ReleaseRow.channel == record.channel,
-                    ReleaseRow.version == record.version,
+                    of_release(ReleaseRow, fleet, record.channel, record.version)
                 )
             ).first()
         if row is not None and row.digest != record.digest:
@@ -329,9 +328,7 @@ class FleetDatabase:
         with self.session() as session:
             queued = session.scalars(
                 select(AnnouncementOutboxRow).where(
-                    AnnouncementOutboxRow.fleet == fleet,
-                    AnnouncementOutboxRow.channel == record.channel,
-                    AnnouncementOutboxRow.version == record.version,
+                    of_release(AnnouncementOutboxRow, fleet, record.channel, record.version)
                 )
             ).first()
             if queued is None:
@@ -366,9 +363,7 @@ class FleetDatabase:
                 return stored, False
             release = session.scalars(
                 select(ReleaseRow).where(
-                    ReleaseRow.fleet == report.fleet,
-                    ReleaseRow.channel == report.channel,
-                    ReleaseRow.version == report.version,
+                    of_release(ReleaseRow, report.fleet, report.channel, report.version)
                 )
             ).first()
             row = InstallReportRow(

@@ -31,6 +31,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     Dialect,
     Float,
@@ -41,6 +42,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -363,3 +365,16 @@ class RolloutRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+def of_release(
+    table: type[ReleaseRow]
+    | type[AnnouncementOutboxRow]
+    | type[DeploymentApprovalRow]
+    | type[RolloutRow],
+    fleet: str,
+    channel: str,
+    version: int,
+) -> ColumnElement[bool]:
+    """The condition selecting ``table``'s rows of one release (fleet, channel, version)."""
+    return and_(table.fleet == fleet, table.channel == channel, table.version == version)

@@ -31,7 +31,7 @@ from tensorguard.fleet.db import (
 )
 from tensorguard.fleet.errors import MqttError
 from tensorguard.fleet.messages import MessageError, ReleaseAnnouncement
-from tensorguard.fleet.models import AnnouncementOutboxRow, utc_now
+from tensorguard.fleet.models import AnnouncementOutboxRow, of_release, utc_now
 from tensorguard.fleet.mqtt import MqttSettings
 from tensorguard.fleet.notify import announce_release, announcement_for, package_location
 from tensorguard.fleet.registry import LocalRegistry, ReleaseRecord
@@ -88,9 +88,7 @@ def outbox_row(
     with database.session() as session:
         return session.scalars(
             select(AnnouncementOutboxRow).where(
-                AnnouncementOutboxRow.fleet == fleet,
-                AnnouncementOutboxRow.channel == channel,
-                AnnouncementOutboxRow.version == version,
+                of_release(AnnouncementOutboxRow, fleet, channel, version)
             )
         ).first()
 

@@ -36,7 +36,7 @@ from tensorguard.fleet.canary import CanaryDecision, canary_cohort, canary_decis
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.errors import FleetError
 from tensorguard.fleet.messages import ReleaseAnnouncement
-from tensorguard.fleet.models import AuditEvent, EdgeNode, RolloutRow, utc_now
+from tensorguard.fleet.models import AuditEvent, EdgeNode, RolloutRow, of_release, utc_now
 from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
 from tensorguard.fleet.notify import announce_release
 from tensorguard.fleet.registry import LocalRegistry
@@ -167,11 +167,7 @@ def start_rollout(
     same rollout again returns the recorded one. Refuses a channel without nodes."""
     with database.session() as session:
         existing = session.scalars(
-            select(RolloutRow).where(
-                RolloutRow.fleet == fleet,
-                RolloutRow.channel == channel,
-                RolloutRow.version == version,
-            )
+            select(RolloutRow).where(of_release(RolloutRow, fleet, channel, version))
         ).first()
         if existing is not None:
             return _view(existing)
@@ -224,11 +220,7 @@ def rollout_of(database: FleetDatabase, fleet: str, channel: str, version: int) 
     """The recorded rollout of a release; :class:`RolloutError` if there is none."""
     with database.session() as session:
         row = session.scalars(
-            select(RolloutRow).where(
-                RolloutRow.fleet == fleet,
-                RolloutRow.channel == channel,
-                RolloutRow.version == version,
-            )
+            select(RolloutRow).where(of_release(RolloutRow, fleet, channel, version))
         ).first()
         if row is None:
             raise RolloutError(f"no rollout of {fleet}/{channel} v{version} is recorded")
@@ -279,9 +271,7 @@ def _finish(
     with database.session() as session:
         row = session.scalars(
             select(RolloutRow).where(
-                RolloutRow.fleet == rollout.fleet,
-                RolloutRow.channel == rollout.channel,
-                RolloutRow.version == rollout.version,
+                of_release(RolloutRow, rollout.fleet, rollout.channel, rollout.version)
             )
         ).one()
         if row.status != CANARY:

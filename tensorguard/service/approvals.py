@@ -29,6 +29,7 @@ from tensorguard.fleet.models import (
     AuditEvent,
     DeploymentApprovalRow,
     ReleaseRow,
+    of_release,
     utc_now,
 )
 from tensorguard.service.errors import (
@@ -95,9 +96,7 @@ class ApprovalStore:
             )
             release = session.scalars(
                 select(ReleaseRow).where(
-                    ReleaseRow.fleet == claimed.fleet,
-                    ReleaseRow.channel == claimed.channel,
-                    ReleaseRow.version == claimed.version,
+                    of_release(ReleaseRow, claimed.fleet, claimed.channel, claimed.version)
                 )
             ).first()
             if release is None:
@@ -139,22 +138,14 @@ class ApprovalStore:
         """Every approval of the release, each verified now against the recorded release."""
         with self.database.session() as session:
             release = session.scalars(
-                select(ReleaseRow).where(
-                    ReleaseRow.fleet == fleet,
-                    ReleaseRow.channel == channel,
-                    ReleaseRow.version == version,
-                )
+                select(ReleaseRow).where(of_release(ReleaseRow, fleet, channel, version))
             ).first()
             if release is None:
                 raise UnknownPackageError(f"no release {fleet}/{channel} v{version} is recorded")
             rows = session.execute(
                 select(DeploymentApprovalRow, ApproverKey)
                 .join(ApproverKey, ApproverKey.id == DeploymentApprovalRow.approver_pk)
-                .where(
-                    DeploymentApprovalRow.fleet == fleet,
-                    DeploymentApprovalRow.channel == channel,
-                    DeploymentApprovalRow.version == version,
-                )
+                .where(of_release(DeploymentApprovalRow, fleet, channel, version))
                 .order_by(DeploymentApprovalRow.id)
             ).all()
             return [_verified(row, key_row, release.digest) for row, key_row in rows]
