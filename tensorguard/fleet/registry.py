@@ -27,7 +27,6 @@ text; the pipeline's round ids are ISO-8601 dates, whose text order is their tim
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ from tensorguard.durable import (
     atomic_write_bytes,
     ensure_directory,
 )
+from tensorguard.file_lock import held_exclusively
 from tensorguard.fleet.errors import (
     RegistryCorruptError,
     RegistryError,
@@ -369,9 +369,5 @@ class LocalRegistry:
                 f"cannot open the registry at {self.root}: {exc.strerror or exc}; check that "
                 "the path is a writable directory"
             ) from exc
-        with lock_file:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+        with held_exclusively(lock_file):
+            yield

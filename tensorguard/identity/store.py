@@ -21,7 +21,6 @@ Every write is atomic and durable (:mod:`tensorguard.durable`).
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tensorguard.codec import CodecError, parse_json_object
 from tensorguard.durable import DurableWriteError, atomic_write_bytes, ensure_directory
+from tensorguard.file_lock import held_exclusively
 from tensorguard.identity.errors import CertificateAuthorityError
 from tensorguard.identity.policy import IssuancePolicy, Profile
 
@@ -127,12 +127,8 @@ class CaDirectory:
             raise CertificateAuthorityError(
                 f"cannot open the lock of CA directory {self.path}: {exc.strerror or exc}"
             ) from exc
-        with handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with held_exclusively(handle):
+            yield
 
     def write(self, path: Path, data: bytes, *, overwrite: bool = True) -> None:
         """Write ``data`` to ``path`` atomically (0644: everything here is public)."""
