@@ -289,7 +289,7 @@ def _decrypt_mean(
     summed = decrypt_vector(encrypted, secret.context)
     bits = aggregate.spec.aggregate_grid_bits
     if bits is not None:
-        summed = check_on_grid(summed, check_grid_bits(params, bits))
+        summed = check_on_grid(summed, check_grid_bits(params, bits, layout.numel))
     encoded_weight = aggregate.total_weight / aggregate.spec.max_site_weight
     if not encoded_weight > 0:
         raise DecryptionError("the aggregate records no positive total weight")

@@ -12,25 +12,38 @@ down in the other. The sound construction moves the grid to the sites:
    float64, so the result is ``m_i · 2**-k`` with integer ``m_i``;
 2. the exact sum of the sites is then ``(Σ m_i) · 2**-k``, on the same grid (the
    pairwise masks cancel exactly modulo the ciphertext primes and do not enter);
-3. the custodian decrypts ``Σ m_i · 2**-k + e`` where ``e`` is the CKKS error, and rounds
-   to the nearest grid point (:func:`snap`). While ``|e| < 2**-(k+1)`` that recovers the
-   exact sum bit for bit, independent of the encryption randomness.
+3. the custodian decrypts ``Σ m_i · 2**-k + e`` where ``e`` is the CKKS error, rounds to
+   the nearest grid point (:func:`snap`) and refuses the sum if any value lay more than
+   :data:`OFF_GRID_FRACTION` (a quarter) of a step from the grid (:func:`check_on_grid`):
+   a site that skipped quantisation fails closed instead of yielding an aggregate that
+   is not reproducible. While ``|e| < 2**-(k+1)`` the rounding recovers the exact sum bit
+   for bit, independent of the encryption randomness.
 
-Error model (measured and derived, see docs/REPRODUCIBILITY.md): with public-key
-encryption SEAL divides by the special prime and rounds; the rounding residue of the
-second ciphertext component is multiplied by the ternary secret (about 2N/3 non-zero
-coefficients), so each coefficient of the decryption error has variance about N/18 and
-each slot of one ciphertext an error of standard deviation about ``N / (6 · Δ)``
-(:func:`ckks_noise_std`; N = 8192, Δ = 2**46: 1.94e-11, measured 1.94e-11). Errors of
-independent encryptions add, so a sum of ``S`` sites has ``√S`` times that. The grid is
-chosen (:func:`grid_bits_for`) so that half a grid step is at least
-:data:`GRID_SIGMAS` standard deviations of a sum of ``max_sites`` sites; the error is a
-sum of thousands of independent terms (Gaussian to high accuracy), so one coordinate
-rounds wrongly with probability below ``2·Φ(-16) ≈ 1.3e-57``.
+Error model (derived, and measured by ``bench/bench_slot_noise.py``; numbers in
+docs/REPRODUCIBILITY.md). With public-key encryption SEAL divides by the special prime
+and rounds; the rounding residue ``r`` of the second ciphertext component is multiplied
+by the ternary secret ``s``, so slot ``j`` of a decryption carries the error
+``r(ζ_j) · s(ζ_j) / Δ`` (``ζ_j`` the slot's root of unity), and a sum of ``S``
+encryptions ``(Σ r_i(ζ_j)) · s(ζ_j) / Δ``. Averaged over the slots the real (and the
+imaginary) part has standard deviation ``σ_S = √S · N / (6 · Δ)`` (:func:`ckks_noise_std`;
+N = 8192, Δ = 2**46: 1.94e-11 for one encryption). But the error is **not uniform across
+slots**: ``s(ζ_j)`` is fixed by the key ceremony, so slot ``j``'s error is Gaussian with
+standard deviation ``σ_S · √X_j``, where ``X_j = |s(ζ_j)|² / E|s(ζ)|²``. Each ``s(ζ_j)``
+is a sum of N ternary terms, a complex Gaussian, so ``X_j`` is exponential with mean 1:
+per slot the standard deviation ranges from a few hundredths to about 3.5 times the
+mean, and a value in a random slot follows a *Laplace* law (a Gaussian whose variance
+is exponential; kurtosis 6) with tail ``P(|e| > t) = exp(-√2 · t / σ_S)``, far heavier
+than a Gaussian's. Sizing the grid from ``σ_S`` as if the error were Gaussian (the rule
+before, half a step = 16 σ) lets the worst slots of a 64-site, million-value round cross
+the quarter-step refusal in about 4 % of rounds.
 
-After snapping, the custodian checks that every slot's distance to the grid is below
-half of that margin (:func:`check_on_grid`): a site that skipped quantisation, or noise
-beyond the model, fails closed instead of yielding an aggregate that is not reproducible.
+The grid (:func:`grid_bits_for`) is therefore sized from that tail: with the error scale
+inflated by :data:`WORST_SLOT_SAFETY`, the union bound over the values of a round of
+:data:`MAX_ROUND_VALUES` values (or the round's own count, if larger) summed over
+``params.max_sites`` sites must keep the probability that any value of an honest sum
+trips the refusal below :data:`ROUND_FAILURE_BOUND` per round (averaged over key
+ceremonies). Rounding to a wrong grid point needs twice the distance, so its probability
+is far below that (:func:`round_failure_bounds`).
 """
 
 from __future__ import annotations
@@ -43,9 +56,17 @@ from tensorguard.federation._errors import DecryptionError, FederationParamsErro
 from tensorguard.federation._layout import FloatVector
 from tensorguard.federation._params import FederationParams
 
-GRID_SIGMAS = 16
-"""Half a grid step is at least this many standard deviations of the CKKS error of a
-sum of ``max_sites`` encryptions."""
+ROUND_FAILURE_BOUND = 1e-9
+"""Per round, the most probability allowed that an honest aggregate is refused (a value
+past the quarter-step margin), and separately that a value rounds to a wrong grid point."""
+MAX_ROUND_VALUES = 2**27
+"""The aggregate size (values per site update, ~134 M) every grid is sized for; a round
+with more values is checked for its own count."""
+WORST_SLOT_SAFETY = 1.5
+"""Factor on the error scale ``σ_S`` before the tail bound is applied: the bound must hold
+even if every slot's error were 1.5 times what the model and the measurement give (the
+model leaves out the encoding rounding and the first component's residue, relative
+variance ~2e-4, and the ternary sums' departure from a Gaussian in the far tail)."""
 MIN_GRID_BITS = 16
 """The coarsest grid allowed (2**-16 ≈ 1.5e-5): coarser would distort the training signal."""
 FLOAT64_MANTISSA_BITS = 52
@@ -54,37 +75,83 @@ OFF_GRID_FRACTION = 0.25
 
 
 def ckks_noise_std(params: FederationParams, sites: int) -> float:
-    """Standard deviation of one slot's decryption error for a sum of ``sites`` fresh
-    public-key encryptions: ``√sites · N / (6 · Δ)``."""
+    """The error scale ``σ_S``: the standard deviation, averaged over the slots (root mean
+    square), of one decrypted value of a sum of ``sites`` fresh public-key encryptions:
+    ``√sites · N / (6 · Δ)``. A single slot's is ``σ_S · √X_j`` (see the module notes)."""
     return math.sqrt(sites) * params.poly_modulus_degree / (6.0 * params.scale)
 
 
-def grid_bits_for(params: FederationParams) -> int:
-    """The finest grid ``2**-k`` whose half step is at least :data:`GRID_SIGMAS` standard
-    deviations of the error of a full aggregate (``params.max_sites`` sites)."""
-    margin = GRID_SIGMAS * ckks_noise_std(params, params.max_sites)
-    bits = math.floor(-math.log2(2.0 * margin))
-    check_grid_bits(params, bits)
+def value_error_tail(
+    params: FederationParams, sites: int, distance: float, safety: float = 1.0
+) -> float:
+    """Probability that one decrypted value of a sum of ``sites`` encryptions lies more
+    than ``distance`` from the encrypted value, over the key ceremony (which slot is a
+    bad one) and the encryptions: the Laplace tail ``exp(-√2 · distance / (safety · σ_S))``."""
+    scale = safety * ckks_noise_std(params, sites)
+    return math.exp(-math.sqrt(2.0) * distance / scale)
+
+
+def round_values(values: int) -> int:
+    """The value count a grid must serve: the round's own, but never below
+    :data:`MAX_ROUND_VALUES`, so that the grid depends on the parameters alone."""
+    return max(int(values), MAX_ROUND_VALUES)
+
+
+def round_failure_bounds(
+    params: FederationParams, bits: int, values: int, safety: float = WORST_SLOT_SAFETY
+) -> tuple[float, float]:
+    """Per-round bounds ``(refused, misrounded)`` for an honest sum of ``params.max_sites``
+    updates of ``values`` values on the grid ``2**-bits``: the union bound over the values
+    of :func:`value_error_tail` at a quarter step (the refusal margin) and at half a step
+    (the nearest grid point is another one), with the error scale times ``safety``."""
+    step = math.ldexp(1.0, -bits)
+    refused, misrounded = (
+        min(1.0, values * value_error_tail(params, params.max_sites, fraction * step, safety))
+        for fraction in (OFF_GRID_FRACTION, 0.5)
+    )
+    return refused, misrounded
+
+
+def _finest_bits(params: FederationParams, values: int) -> int:
+    """The largest ``k`` whose quarter step meets :data:`ROUND_FAILURE_BOUND` for ``values``
+    values: ``2**-k · OFF_GRID_FRACTION ≥ safety · σ_S · ln(values / bound) / √2``."""
+    sigma = WORST_SLOT_SAFETY * ckks_noise_std(params, params.max_sites)
+    margin = sigma * math.log(values / ROUND_FAILURE_BOUND) / math.sqrt(2.0)
+    return math.floor(-math.log2(margin / OFF_GRID_FRACTION))
+
+
+def grid_bits_for(params: FederationParams, values: int = 0) -> int:
+    """The finest grid ``2**-k`` on which an honest aggregate of ``params.max_sites`` sites
+    is refused, or rounds to a wrong grid point, with probability below
+    :data:`ROUND_FAILURE_BOUND` per round (:func:`round_failure_bounds`), for rounds of up
+    to :data:`MAX_ROUND_VALUES` values (or ``values``, if larger). Defaults: ``k = 25``."""
+    bits = _finest_bits(params, round_values(values))
+    check_grid_bits(params, bits, values)
     return bits
 
 
-def check_grid_bits(params: FederationParams, bits: int) -> int:
-    """Return ``bits`` if the grid ``2**-bits`` decodes reliably under ``params``.
+def check_grid_bits(params: FederationParams, bits: int, values: int = 0) -> int:
+    """Return ``bits`` if the grid ``2**-bits`` decodes reliably under ``params`` for a
+    round of ``values`` values (at least :data:`MAX_ROUND_VALUES` are assumed).
 
-    Refused (:class:`FederationParamsError`): coarser than :data:`MIN_GRID_BITS`; so
-    fine that half a step is within :data:`GRID_SIGMAS` noise standard deviations of a
-    ``max_sites`` aggregate; or so fine that the largest decodable sum, counted in grid
-    steps, no longer fits float64's mantissa exactly.
+    Refused (:class:`FederationParamsError`): coarser than :data:`MIN_GRID_BITS`; so fine
+    that an honest sum of ``max_sites`` sites would be refused (or misrounded) with
+    probability above :data:`ROUND_FAILURE_BOUND` per round; or so fine that the largest
+    decodable sum, counted in grid steps, no longer fits float64's mantissa exactly.
     """
-    margin = GRID_SIGMAS * ckks_noise_std(params, params.max_sites)
-    headroom = math.log2(params.aggregate_value_bound) + bits
-    if bits < MIN_GRID_BITS or math.ldexp(1.0, -bits - 1) < margin:
+    count = round_values(values)
+    refused, _ = round_failure_bounds(params, bits, count)
+    if bits < MIN_GRID_BITS or refused > ROUND_FAILURE_BOUND:
         raise FederationParamsError(
             f"aggregate grid 2^-{bits} does not fit this federation: the grid must be at "
-            f"most 2^-{MIN_GRID_BITS} and half a step must exceed {GRID_SIGMAS}× the CKKS "
-            f"noise of {params.max_sites} sites ({margin:.3g}); use grid_bits_for(params) "
-            f"= {math.floor(-math.log2(2.0 * margin))}"
+            f"most 2^-{MIN_GRID_BITS}, and coarse enough that CKKS noise in the worst slots "
+            f"of a {params.max_sites}-site sum of {count} values crosses the quarter-step "
+            f"refusal with probability at most {ROUND_FAILURE_BOUND:g} per round (this grid: "
+            f"{refused:.2g}). Round specs signed before the worst-slot rule (2^-27 with the "
+            "default parameters) are refused for that reason; re-open the round with "
+            f"grid_bits_for(params) = {_finest_bits(params, count)}"
         )
+    headroom = math.log2(params.aggregate_value_bound) + bits
     if headroom > FLOAT64_MANTISSA_BITS:
         raise FederationParamsError(
             f"aggregate grid 2^-{bits} is too fine for sums up to "

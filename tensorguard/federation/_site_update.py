@@ -234,7 +234,8 @@ def build_site_update(
     if charge is not None:
         values = add_gaussian_noise(values, noise_std)
     if spec.aggregate_grid_bits is not None:
-        values = quantise(values, check_grid_bits(public.params, spec.aggregate_grid_bits))
+        bits = check_grid_bits(public.params, spec.aggregate_grid_bits, spec.tensor_layout.numel)
+        values = quantise(values, bits)
     started = time.perf_counter()
     context = public.load_context()
     encrypted = encrypt_vector(values, context, public.params, spec.ckks_packing)

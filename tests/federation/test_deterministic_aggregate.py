@@ -15,11 +15,13 @@ from tensorguard.crypto._xwing import XWingPrivateKey
 from tensorguard.federation._aggregation import aggregate_updates
 from tensorguard.federation._errors import DecryptionError, FederationParamsError
 from tensorguard.federation._fixed_point import (
-    GRID_SIGMAS,
+    MAX_ROUND_VALUES,
+    ROUND_FAILURE_BOUND,
     check_grid_bits,
     ckks_noise_std,
     grid_bits_for,
     quantise,
+    round_failure_bounds,
     snap,
 )
 from tensorguard.federation._layout import TensorLayout
@@ -59,18 +61,38 @@ def _global_bytes(fed: Federation, spec: RoundSpec, sites: Sequence[str]) -> byt
     return b"".join(mean[name].numpy().tobytes() for name in sorted(mean))
 
 
-def test_the_default_grid_follows_from_the_ckks_parameters() -> None:
+def test_the_default_grid_follows_from_the_worst_slot_bound() -> None:
     params = FederationParams()
     bits = grid_bits_for(params)
-    assert bits == 27
-    half_step = 2.0 ** -(bits + 1)
-    assert half_step >= GRID_SIGMAS * ckks_noise_std(params, params.max_sites)
+    assert bits == 25
+    refused, misrounded = round_failure_bounds(params, bits, MAX_ROUND_VALUES)
+    assert refused <= ROUND_FAILURE_BOUND
+    assert misrounded <= ROUND_FAILURE_BOUND
+    assert misrounded < refused
+    # The next finer grid misses the bound: the chosen one is the finest that meets it.
+    assert round_failure_bounds(params, bits + 1, MAX_ROUND_VALUES)[0] > ROUND_FAILURE_BOUND
     # The error model matches a measurement (8 ciphertexts, 64 sites' worth of noise).
     assert ckks_noise_std(params, 1) == pytest.approx(1.94e-11, rel=0.01)
-    with pytest.raises(FederationParamsError, match="half a step"):
-        check_grid_bits(params, bits + 2)
+    # The grid still serves rounds far larger than 2^27 values, but not without end.
+    assert check_grid_bits(params, bits, 10**10) == bits
+    with pytest.raises(FederationParamsError, match="quarter-step refusal"):
+        check_grid_bits(params, bits, 10**12)
     with pytest.raises(FederationParamsError, match="at most 2\\^-16"):
         check_grid_bits(params, 10)
+
+
+def test_the_mean_error_grid_is_refused_clearly() -> None:
+    """The grid the earlier rule chose (2^-27, half a step = 16 mean σ of 64 sites) fails
+    the worst-slot bound: a million-value 64-site round is refused ~4 % of the time and
+    misrounded ~2e-9, the measured finding. Specs signed with it are refused by name."""
+    params = FederationParams()
+    refused, misrounded = round_failure_bounds(params, 27, 10**6, safety=1.0)
+    assert refused == pytest.approx(0.043, rel=0.05)
+    assert misrounded == pytest.approx(1.8e-9, rel=0.05)
+    with pytest.raises(FederationParamsError, match="2\\^-27 with the default parameters"):
+        check_grid_bits(params, 27)
+    with pytest.raises(FederationParamsError, match="grid_bits_for\\(params\\) = 25"):
+        check_grid_bits(params, 26)
 
 
 @pytest.mark.parametrize("packing", list(Packing))
