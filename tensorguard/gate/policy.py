@@ -164,6 +164,11 @@ def load_policy(path: Path) -> GatePolicy:
             f"cannot read gate policy {path}: {exc.strerror or exc}; check the configured "
             "policy path"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise GatePolicyError(
+            f"gate policy {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save "
+            "it as UTF-8"
+        ) from None
     try:
         document = load_strict_yaml(text, what=f"gate policy {path}")
     except CodecError as exc:
