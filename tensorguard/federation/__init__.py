@@ -56,7 +56,14 @@ from tensorguard.federation._errors import (
     PrivacyBudgetExceededError,
     QuorumNotMetError,
 )
-from tensorguard.federation._fixed_point import grid_bits_for
+from tensorguard.federation._fixed_point import (
+    MAX_ROUND_VALUES,
+    ROUND_FAILURE_BOUND,
+    WORST_SLOT_SAFETY,
+    ckks_noise_std,
+    grid_bits_for,
+    round_failure_bounds,
+)
 from tensorguard.federation._layout import TensorLayout, tensors_digest
 from tensorguard.federation._lora_factors import (
     FactorAveragingReport,
@@ -65,7 +72,7 @@ from tensorguard.federation._lora_factors import (
     compare_factor_averaging,
 )
 from tensorguard.federation._masking import mask_encrypted_vector, mask_level
-from tensorguard.federation._packing import Packing, chunk_lengths, encrypt_vector
+from tensorguard.federation._packing import Packing, chunk_lengths, decrypt_vector, encrypt_vector
 from tensorguard.federation._pair_exchange import (
     InMemoryPairSecretStore,
     PairwiseMailbox,
@@ -97,7 +104,10 @@ from tensorguard.federation._site_update import SiteUpdate, SiteUpdateConfig, bu
 
 __all__ = [
     "LEDGER_SIGNATURE_CONTEXT",
+    "MAX_ROUND_VALUES",
     "MAX_TRAINING_ATTEMPTS",
+    "ROUND_FAILURE_BOUND",
+    "WORST_SLOT_SAFETY",
     "AcceptedUpdate",
     "AggregationResult",
     "CeremonyRecord",
@@ -142,9 +152,11 @@ __all__ = [
     "average_products",
     "build_site_update",
     "chunk_lengths",
+    "ckks_noise_std",
     "close_round_in_process",
     "compare_factor_averaging",
     "create_federation_context",
+    "decrypt_vector",
     "encrypt_vector",
     "envelope_digest",
     "gaussian_epsilon",
@@ -156,6 +168,7 @@ __all__ = [
     "mask_encrypted_vector",
     "mask_level",
     "reveal_seeds",
+    "round_failure_bounds",
     "round_progress",
     "run_key_ceremony",
     "server_step",
