@@ -37,6 +37,7 @@ from tensorguard.fleet.models import (
     InstallReportRow,
     ReleaseRow,
     of_release,
+    record_audit,
     utc_now,
 )
 from tensorguard.fleet.names import validate_name
@@ -224,12 +225,6 @@ class FleetDatabase:
         finally:
             session.close()
 
-    @staticmethod
-    def _audit(
-        session: Session, actor: str, action: str, subject: str, details: dict[str, Any]
-    ) -> None:
-        session.add(AuditEvent(actor=actor, action=action, subject=subject, details=details))
-
     def register_node(
         self,
         node_id: str,
@@ -251,7 +246,7 @@ class FleetDatabase:
         )
         with self.session() as session:
             session.add(node)
-            self._audit(
+            record_audit(
                 session,
                 actor,
                 "node.registered",
@@ -295,7 +290,7 @@ class FleetDatabase:
         )
         with self.session() as session:
             session.add(release)
-            self._audit(
+            record_audit(
                 session,
                 actor,
                 "release.published",
@@ -382,7 +377,7 @@ class FleetDatabase:
             node.last_seen_at = row.received_at
             if report.outcome is InstallOutcome.INSTALLED:
                 node.installed_version = report.version
-            self._audit(
+            record_audit(
                 session,
                 f"node:{report.node_id}",
                 f"install.{report.outcome.value}",

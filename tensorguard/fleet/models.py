@@ -44,7 +44,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 MIGRATION_VERSION_TABLE = "fleet_alembic_version"
@@ -168,6 +168,13 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(NAME_LENGTH))
     subject: Mapped[str] = mapped_column(String(256))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def record_audit(
+    session: Session, actor: str, action: str, subject: str, details: dict[str, Any]
+) -> None:
+    """Add one audit-log entry to ``session``: it is written with the session's changes."""
+    session.add(AuditEvent(actor=actor, action=action, subject=subject, details=details))
 
 
 class NodeCredential(Base):

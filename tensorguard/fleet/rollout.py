@@ -36,7 +36,7 @@ from tensorguard.fleet.canary import CanaryDecision, canary_cohort, canary_decis
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.errors import FleetError
 from tensorguard.fleet.messages import ReleaseAnnouncement
-from tensorguard.fleet.models import AuditEvent, EdgeNode, RolloutRow, of_release, utc_now
+from tensorguard.fleet.models import EdgeNode, RolloutRow, of_release, record_audit, utc_now
 from tensorguard.fleet.mqtt import MqttConnection, MqttSettings
 from tensorguard.fleet.notify import announce_release
 from tensorguard.fleet.registry import LocalRegistry
@@ -195,13 +195,12 @@ def start_rollout(
     )
     with database.session() as session:
         session.add(row)
-        session.add(
-            AuditEvent(
-                actor=actor,
-                action="rollout.started",
-                subject=f"release:{fleet}/{channel}/{version}",
-                details={"canary_nodes": sorted(cohort), "previous_version": previous_version},
-            )
+        record_audit(
+            session,
+            actor,
+            "rollout.started",
+            f"release:{fleet}/{channel}/{version}",
+            {"canary_nodes": sorted(cohort), "previous_version": previous_version},
         )
         session.flush()
         return _view(row)
@@ -279,13 +278,12 @@ def _finish(
                 f"the rollout of {rollout.subject} was already {row.status}; nothing to do"
             )
         row.status, row.decided_at, row.reasons = status, utc_now(), list(reasons)
-        session.add(
-            AuditEvent(
-                actor=actor,
-                action=f"rollout.{status}",
-                subject=rollout.subject,
-                details={"reasons": list(reasons), "canary_nodes": list(rollout.canary_nodes)},
-            )
+        record_audit(
+            session,
+            actor,
+            f"rollout.{status}",
+            rollout.subject,
+            {"reasons": list(reasons), "canary_nodes": list(rollout.canary_nodes)},
         )
         session.flush()
         return _view(row)

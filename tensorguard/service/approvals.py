@@ -26,10 +26,10 @@ from tensorguard.deployment_approval import (
 from tensorguard.fleet.db import FleetDatabase
 from tensorguard.fleet.models import (
     ApproverKey,
-    AuditEvent,
     DeploymentApprovalRow,
     ReleaseRow,
     of_release,
+    record_audit,
     utc_now,
 )
 from tensorguard.service.errors import (
@@ -123,13 +123,12 @@ class ApprovalStore:
                 submitted_by=f"approver:{approver}",
             )
             session.add(row)
-            session.add(
-                AuditEvent(
-                    actor=row.submitted_by,
-                    action="deployment.approved",
-                    subject=f"release:{release.fleet}/{release.channel}/{release.version}",
-                    details={"digest": release.digest, "fingerprint": key_row.fingerprint},
-                )
+            record_audit(
+                session,
+                row.submitted_by,
+                "deployment.approved",
+                f"release:{release.fleet}/{release.channel}/{release.version}",
+                {"digest": release.digest, "fingerprint": key_row.fingerprint},
             )
             session.flush()
             return _verified(row, key_row)

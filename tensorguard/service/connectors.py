@@ -25,7 +25,7 @@ from tensorguard.fleet.connectors import (
     build_connector,
 )
 from tensorguard.fleet.db import FleetDatabase
-from tensorguard.fleet.models import AuditEvent, ConnectorRow, utc_now
+from tensorguard.fleet.models import ConnectorRow, record_audit, utc_now
 from tensorguard.fleet.names import validate_name
 from tensorguard.service.credential_seal import CredentialSeal
 from tensorguard.service.errors import ConnectorExistsError, UnknownConnectorError
@@ -106,14 +106,7 @@ class ConnectorStore:
                 healthy=False,
             )
             session.add(row)
-            session.add(
-                AuditEvent(
-                    actor=actor,
-                    action="connector.created",
-                    subject=f"connector:{name}",
-                    details={"kind": kind},
-                )
-            )
+            record_audit(session, actor, "connector.created", f"connector:{name}", {"kind": kind})
             return _view(row)
 
     def list(self) -> list[ConnectorView]:
@@ -147,12 +140,11 @@ class ConnectorStore:
             row.healthy = health.status is ConnectorStatus.CONNECTED
             if row.healthy:
                 row.last_seen_at = health.checked_at
-            session.add(
-                AuditEvent(
-                    actor=actor,
-                    action="connector.checked",
-                    subject=f"connector:{name}",
-                    details={"status": health.status.value},
-                )
+            record_audit(
+                session,
+                actor,
+                "connector.checked",
+                f"connector:{name}",
+                {"status": health.status.value},
             )
             return _view(row), health

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tensorguard.fleet.db import FleetDatabase
-from tensorguard.fleet.models import AuditEvent, EdgeNode, NodeCredential, utc_now
+from tensorguard.fleet.models import EdgeNode, NodeCredential, record_audit, utc_now
 from tensorguard.fleet.names import validate_name
 from tensorguard.service.errors import NodeAlreadyEnrolledError, UnknownNodeError
 from tensorguard.service.request_signing import ALGORITHM, load_public_key
@@ -105,13 +105,12 @@ class NodeDirectory:
                 enrolled_at=utc_now(),
             )
             session.add(credential)
-            session.add(
-                AuditEvent(
-                    actor=actor,
-                    action="node.enrolled",
-                    subject=f"node:{node_id}",
-                    details={"fleet": fleet, "channel": channel, "cohort": cohort},
-                )
+            record_audit(
+                session,
+                actor,
+                "node.enrolled",
+                f"node:{node_id}",
+                {"fleet": fleet, "channel": channel, "cohort": cohort},
             )
             return _view(node, credential)
 

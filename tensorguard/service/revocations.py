@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 
 from tensorguard.fleet.db import FleetDatabase
-from tensorguard.fleet.models import AuditEvent, RevokedToken, utc_now
+from tensorguard.fleet.models import RevokedToken, record_audit, utc_now
 
 
 class TokenRevocations:
@@ -39,9 +39,7 @@ class TokenRevocations:
                     revoked_by=actor,
                 )
             )
-            session.add(
-                AuditEvent(actor=actor, action="token.revoked", subject=f"token:{jti}", details={})
-            )
+            record_audit(session, actor, "token.revoked", f"token:{jti}", {})
 
     def is_revoked(self, jti: str) -> bool:
         """True when ``jti`` was revoked."""

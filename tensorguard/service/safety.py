@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from tensorguard.codec import CodecError, parse_canonical_json
 from tensorguard.fleet.db import FleetDatabase
-from tensorguard.fleet.models import AuditEvent, EvaluatorKey, SafetyEvaluationRow, utc_now
+from tensorguard.fleet.models import EvaluatorKey, SafetyEvaluationRow, record_audit, utc_now
 from tensorguard.safety_evaluation import (
     SafetyEvaluationError,
     SafetySignatureError,
@@ -103,13 +103,12 @@ class SafetyEvaluationStore:
                 submitted_by=f"evaluator:{evaluator}",
             )
             session.add(row)
-            session.add(
-                AuditEvent(
-                    actor=row.submitted_by,
-                    action="safety_evaluation.submitted",
-                    subject=f"model:{evaluation.model_digest}",
-                    details={"suite": evaluation.suite, "fingerprint": key_row.fingerprint},
-                )
+            record_audit(
+                session,
+                row.submitted_by,
+                "safety_evaluation.submitted",
+                f"model:{evaluation.model_digest}",
+                {"suite": evaluation.suite, "fingerprint": key_row.fingerprint},
             )
             session.flush()
             return self._verified(row, key_row)

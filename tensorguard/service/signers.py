@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from tensorguard.crypto import CompositeVerifyKey, CryptoError
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.db import FleetDatabase
-from tensorguard.fleet.models import ApproverKey, AuditEvent, EvaluatorKey, utc_now
+from tensorguard.fleet.models import ApproverKey, EvaluatorKey, record_audit, utc_now
 from tensorguard.service.errors import PermissionDeniedError
 
 
@@ -88,13 +88,12 @@ class SignerTrustList(Generic[KeyRow, View]):
                 enrolled_by=actor,
             )
             session.add(row)
-            session.add(
-                AuditEvent(
-                    actor=actor,
-                    action=f"{self.role}.enrolled",
-                    subject=f"{self.role}:{name}",
-                    details={"fingerprint": fingerprint},
-                )
+            record_audit(
+                session,
+                actor,
+                f"{self.role}.enrolled",
+                f"{self.role}:{name}",
+                {"fingerprint": fingerprint},
             )
             return self.view(name, fingerprint, row.enrolled_at, actor)
 
