@@ -88,8 +88,8 @@ class RevocationBody(BaseModel):
     revoked: bool
 
 
-class EvaluatorEnrolmentRequest(_Strict):
-    """An operator trusts an evaluator's composite key (the evaluator token's subject)."""
+class _SignerEnrolment(_Strict):
+    """A signer's name (its token's subject) and composite public key, to enrol."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.:@/-]{0,127}$")]
     public_key: str = Field(
@@ -97,6 +97,10 @@ class EvaluatorEnrolmentRequest(_Strict):
         max_length=4096,
         description="base64 of the 1984-byte composite ML-DSA-65+Ed25519 public key",
     )
+
+
+class EvaluatorEnrolmentRequest(_SignerEnrolment):
+    """An operator trusts an evaluator's composite key (the evaluator token's subject)."""
 
 
 class ConnectorRequest(_Strict):
@@ -124,12 +128,5 @@ class ConnectorHealthBody(BaseModel):
     last_seen_at: AwareDatetime | None
 
 
-class ApproverEnrolmentRequest(_Strict):
+class ApproverEnrolmentRequest(_SignerEnrolment):
     """An operator trusts a deployment approver's composite key (its token's subject)."""
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.:@/-]{0,127}$")]
-    public_key: str = Field(
-        min_length=1,
-        max_length=4096,
-        description="base64 of the 1984-byte composite ML-DSA-65+Ed25519 public key",
-    )
