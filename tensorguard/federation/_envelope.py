@@ -13,7 +13,9 @@ everything. Header fields (see :class:`EnvelopeHeader`): format, round id, site 
 base-model digest, reference-adapter digest, public-context digest, tensor layout,
 weight and the round's maximum site weight, clip norm, DP report (or null), payload
 digest, size and ciphertext count, a 128-bit random nonce, the creation time (RFC 3339,
-UTC) and the signer's key fingerprint.
+UTC) and the signer's key fingerprint. The header's schema is the strict pydantic model
+:class:`_HeaderDocument`: a missing, unknown or mistyped field is refused by name, both
+when a header is parsed and before one is signed.
 
 Parsing never trusts the header before the signature verifies, except to read the
 claimed site id in order to look up that site's registered key.
@@ -22,18 +24,23 @@ claimed site id in order to look up that site's registered key.
 from __future__ import annotations
 
 import hashlib
-import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BeforeValidator, ConfigDict, Field, JsonValue
 
 from tensorguard.codec import (
+    MAX_SAFE_INTEGER,
     CodecError,
     FrameError,
     FrameReader,
     FrameWriter,
+    StrictModel,
     canonical_json,
     parse_json_object,
+    validate_model,
 )
 from tensorguard.crypto import CompositeSigner, CompositeVerifyKey, SignatureError
 from tensorguard.federation._errors import EnvelopeError, LayoutError
@@ -41,10 +48,74 @@ from tensorguard.federation._layout import TensorLayout
 
 MAGIC = b"TGFU"
 VERSION = 1
-HEADER_FORMAT = "tensorguard.federation.site-update/v1"
+HeaderFormat = Literal["tensorguard.federation.site-update/v1"]
+HEADER_FORMAT: str = get_args(HeaderFormat)[0]
 SIGNATURE_CONTEXT = b"tensorguard/federation/site-update/v1"
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 16 * 1024
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_TIME_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_WHAT = "envelope header"
+
+
+def _layout_from_json(value: object) -> TensorLayout:
+    """The header's ``[[name, [dim, ...]], ...]`` as a :class:`TensorLayout`."""
+    if not isinstance(value, list):
+        raise ValueError("must be an array of [name, [dims...]] entries")
+    try:
+        return TensorLayout.from_json(value)
+    except LayoutError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _time_from_json(value: object) -> datetime:
+    """The header's creation time, written by :func:`_format_time` (RFC 3339, UTC, µs)."""
+    if not isinstance(value, str) or _TIME_PATTERN.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 UTC time such as 2026-01-31T12:00:00.000000Z")
+    try:
+        return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError("is not a valid date and time") from None
+
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+"""Lower-case hex SHA-256 (digests and key fingerprints)."""
+FiniteNumber = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
+
+
+class _PayloadFields(StrictModel):
+    """The header's ``payload`` object: what binds the ciphertexts to the signature."""
+
+    sha256: Sha256Hex
+    bytes: Count
+    ciphertexts: Count
+
+
+class _HeaderDocument(StrictModel):
+    """The signed header exactly as it is on the wire (see the module docstring).
+
+    Types only: whether the values suit a round (its id, digests, weights, DP rule) is
+    the aggregator's check, which names the rule that was broken.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    format: HeaderFormat
+    round_id: Annotated[str, Field(min_length=1)]
+    site_id: Annotated[str, Field(min_length=1)]
+    base_model_digest: Sha256Hex
+    reference_digest: Sha256Hex
+    public_context_sha256: Sha256Hex
+    layout: Annotated[TensorLayout, BeforeValidator(_layout_from_json)]
+    weight: FiniteNumber
+    max_site_weight: FiniteNumber
+    clip_norm: FiniteNumber
+    dp: dict[str, JsonValue] | None
+    payload: _PayloadFields
+    nonce: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    created_at: Annotated[datetime, BeforeValidator(_time_from_json)]
+    signer_fingerprint: Sha256Hex
 
 
 @dataclass(frozen=True)
@@ -92,6 +163,7 @@ class EnvelopeHeader:
             "signer_fingerprint": self.signer_fingerprint,
         }
         try:
+            validate_model(_HeaderDocument, document, what=_WHAT)
             return canonical_json(document)
         except CodecError as exc:
             raise EnvelopeError(f"envelope header cannot be encoded: {exc}") from exc
@@ -101,36 +173,27 @@ class EnvelopeHeader:
         """Parse and type-check a header (does not verify anything cryptographic)."""
         document = _strict_json(data)
         try:
-            if document["format"] != HEADER_FORMAT:
-                raise EnvelopeError(f"envelope header format {document['format']!r} unknown")
-            payload = _as_dict(document["payload"], "payload")
-            dp = document["dp"]
-            if dp is not None and not isinstance(dp, dict):
-                raise EnvelopeError("envelope header field dp must be an object or null")
-            return cls(
-                round_id=_as_str(document["round_id"], "round_id"),
-                site_id=_as_str(document["site_id"], "site_id"),
-                base_model_digest=_as_str(document["base_model_digest"], "base_model_digest"),
-                reference_digest=_as_str(document["reference_digest"], "reference_digest"),
-                public_context_sha256=_as_str(
-                    document["public_context_sha256"], "public_context_sha256"
-                ),
-                layout=TensorLayout.from_json(_as_list(document["layout"], "layout")),
-                weight=_as_float(document["weight"], "weight"),
-                max_site_weight=_as_float(document["max_site_weight"], "max_site_weight"),
-                clip_norm=_as_float(document["clip_norm"], "clip_norm"),
-                dp=dp,
-                payload_sha256=_as_str(payload["sha256"], "payload.sha256"),
-                payload_bytes=_as_int(payload["bytes"], "payload.bytes"),
-                ciphertext_count=_as_int(payload["ciphertexts"], "payload.ciphertexts"),
-                nonce=_as_str(document["nonce"], "nonce"),
-                created_at=_parse_time(_as_str(document["created_at"], "created_at")),
-                signer_fingerprint=_as_str(document["signer_fingerprint"], "signer_fingerprint"),
-            )
-        except KeyError as exc:
-            raise EnvelopeError(f"envelope header lacks field {exc.args[0]!r}") from exc
-        except LayoutError as exc:
-            raise EnvelopeError(f"envelope header layout is invalid: {exc}") from exc
+            parsed = validate_model(_HeaderDocument, document, what=_WHAT)
+        except CodecError as exc:
+            raise EnvelopeError(str(exc)) from None
+        return cls(
+            round_id=parsed.round_id,
+            site_id=parsed.site_id,
+            base_model_digest=parsed.base_model_digest,
+            reference_digest=parsed.reference_digest,
+            public_context_sha256=parsed.public_context_sha256,
+            layout=parsed.layout,
+            weight=parsed.weight,
+            max_site_weight=parsed.max_site_weight,
+            clip_norm=parsed.clip_norm,
+            dp=parsed.dp,
+            payload_sha256=parsed.payload.sha256,
+            payload_bytes=parsed.payload.bytes,
+            ciphertext_count=parsed.payload.ciphertexts,
+            nonce=parsed.nonce,
+            created_at=parsed.created_at,
+            signer_fingerprint=parsed.signer_fingerprint,
+        )
 
 
 @dataclass(frozen=True)
@@ -225,44 +288,7 @@ def _strict_json(data: bytes) -> dict[str, Any]:
         raise EnvelopeError(str(exc)) from exc
 
 
-def _as_str(value: object, name: str) -> str:
-    if not isinstance(value, str):
-        raise EnvelopeError(f"envelope header field {name} must be a string")
-    return value
-
-
-def _as_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise EnvelopeError(f"envelope header field {name} must be a non-negative integer")
-    return value
-
-
-def _as_float(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise EnvelopeError(f"envelope header field {name} must be a finite number")
-    return float(value)
-
-
-def _as_dict(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise EnvelopeError(f"envelope header field {name} must be an object")
-    return value
-
-
-def _as_list(value: object, name: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise EnvelopeError(f"envelope header field {name} must be a list")
-    return value
-
-
 def _format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise EnvelopeError("envelope times must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(text: str) -> datetime:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise EnvelopeError(f"envelope created_at {text!r} is not RFC 3339 UTC") from exc
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
