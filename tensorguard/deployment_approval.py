@@ -15,7 +15,6 @@ deployed (an approval of another version, digest, channel or fleet is refused).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Collection
 from typing import Annotated, Final, Literal
 
@@ -26,7 +25,7 @@ from tensorguard.crypto import CompositeSigner
 from tensorguard.errors import TensorGuardError
 from tensorguard.fleet.names import NAME_PATTERN
 from tensorguard.safety_evaluation import Digest, Label
-from tensorguard.signed_statement import StatementKind, verify_signed_statement
+from tensorguard.signed_statement import StatementKind, sign_statement, verify_signed_statement
 
 APPROVAL_FORMAT: Final = "tensorguard.deployment-approval/v1"
 SIGNATURE_CONTEXT: Final = b"tensorguard/deployment-approval/v1"
@@ -57,6 +56,8 @@ _APPROVAL_KIND = StatementKind(
     untrusted_hint="an enrolled approver key; an operator must enrol it first (POST /v1/approvers)",
     signature_error=ApprovalSignatureError,
     untrusted_error=UntrustedApproverError,
+    error=DeploymentApprovalError,
+    fingerprint_fix="set approver_fingerprint to the key's",
 )
 
 
@@ -138,16 +139,11 @@ def sign_approval(
     approval: DeploymentApproval, signer: CompositeSigner
 ) -> SignedDeploymentApproval:
     """Sign ``approval`` with the approver's composite key (which it must name)."""
-    public = signer.public_key()
-    if public.fingerprint() != approval.approver_fingerprint:
-        raise DeploymentApprovalError(
-            f"the approval names approver key {approval.approver_fingerprint[:16]} but is "
-            f"signed with {public.fingerprint()[:16]}; set approver_fingerprint to the key's"
-        )
-    return SignedDeploymentApproval(
-        approval=approval,
-        public_key=base64.b64encode(public.public_bytes()).decode("ascii"),
-        signature=base64.b64encode(
-            signer.sign(approval.canonical_bytes(), SIGNATURE_CONTEXT)
-        ).decode("ascii"),
+    public_key, signature = sign_statement(
+        _APPROVAL_KIND,
+        payload=approval.canonical_bytes(),
+        context=SIGNATURE_CONTEXT,
+        named_fingerprint=approval.approver_fingerprint,
+        signer=signer,
     )
+    return SignedDeploymentApproval(approval=approval, public_key=public_key, signature=signature)

@@ -16,7 +16,6 @@ No web framework or orchestrator is imported here.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tensorguard.codec import canonical_json
 from tensorguard.crypto import CompositeSigner
 from tensorguard.errors import TensorGuardError
-from tensorguard.signed_statement import StatementKind, verify_signed_statement
+from tensorguard.signed_statement import StatementKind, sign_statement, verify_signed_statement
 
 EVALUATION_FORMAT: Final = "tensorguard.safety-evaluation/v1"
 SIGNATURE_CONTEXT: Final = b"tensorguard/safety-evaluation/v1"
@@ -142,6 +141,8 @@ _EVALUATION_KIND = StatementKind(
     untrusted_hint="a trusted evaluator key; an operator must enrol it first",
     signature_error=SafetySignatureError,
     untrusted_error=UntrustedEvaluatorError,
+    error=SafetyEvaluationError,
+    fingerprint_fix="set evaluator_fingerprint to the signing key's",
 )
 
 
@@ -149,19 +150,14 @@ def sign_evaluation(
     evaluation: SafetyEvaluation, signer: CompositeSigner
 ) -> SignedSafetyEvaluation:
     """Sign ``evaluation`` with the evaluator's composite key (which it must name)."""
-    public = signer.public_key()
-    if public.fingerprint() != evaluation.evaluator_fingerprint:
-        raise SafetyEvaluationError(
-            "the evaluation names evaluator key "
-            f"{evaluation.evaluator_fingerprint[:16]} but is signed with "
-            f"{public.fingerprint()[:16]}; set evaluator_fingerprint to the signing key's"
-        )
-    signature = signer.sign(evaluation.canonical_bytes(), SIGNATURE_CONTEXT)
-    return SignedSafetyEvaluation(
-        evaluation=evaluation,
-        public_key=base64.b64encode(public.public_bytes()).decode("ascii"),
-        signature=base64.b64encode(signature).decode("ascii"),
+    public_key, signature = sign_statement(
+        _EVALUATION_KIND,
+        payload=evaluation.canonical_bytes(),
+        context=SIGNATURE_CONTEXT,
+        named_fingerprint=evaluation.evaluator_fingerprint,
+        signer=signer,
     )
+    return SignedSafetyEvaluation(evaluation=evaluation, public_key=public_key, signature=signature)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ key and the signature, both base64, and a domain-separated signing context. They
 accepted only when the key decodes, is the key the payload names, is trusted, and the
 signature verifies over the payload under the context — in that order, so an untrusted
 signer is named before any signature work. Each statement type maps failures to its own
-error classes.
+error classes. :func:`sign_statement` is the signing side: it refuses a signer whose key
+is not the key the statement names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import binascii
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from tensorguard.crypto import CompositeVerifyKey, CryptoError
+from tensorguard.crypto import CompositeSigner, CompositeVerifyKey, CryptoError
 from tensorguard.errors import TensorGuardError
 
 
@@ -30,6 +31,34 @@ class StatementKind:
     untrusted_hint: str  # why the key is not trusted and what to do
     signature_error: type[TensorGuardError]
     untrusted_error: type[TensorGuardError]
+    error: type[TensorGuardError]  # the statement's own error, e.g. a mis-named signer
+    fingerprint_fix: str  # what to do when the signing key is not the one named
+
+
+def sign_statement(
+    kind: StatementKind,
+    *,
+    payload: bytes,
+    context: bytes,
+    named_fingerprint: str,
+    signer: CompositeSigner,
+) -> tuple[str, str]:
+    """Sign ``payload`` under ``context``: the signer's public key and the signature, base64.
+
+    Raises ``kind.error`` when the signer's key is not ``named_fingerprint``'s, the key
+    the statement names (its signature would never verify).
+    """
+    public = signer.public_key()
+    if public.fingerprint() != named_fingerprint:
+        raise kind.error(
+            f"the {kind.noun} names {kind.signer_role} key {named_fingerprint[:16]} but is "
+            f"signed with {public.fingerprint()[:16]}; {kind.fingerprint_fix}"
+        )
+    signature = signer.sign(payload, context)
+    return (
+        base64.b64encode(public.public_bytes()).decode("ascii"),
+        base64.b64encode(signature).decode("ascii"),
+    )
 
 
 def verify_signed_statement(

@@ -18,6 +18,7 @@ from tensorguard.deployment_approval import (
     ApprovalMismatchError,
     ApprovalSignatureError,
     DeploymentApproval,
+    DeploymentApprovalError,
     SignedDeploymentApproval,
     UntrustedApproverError,
     sign_approval,
@@ -222,3 +223,18 @@ def test_an_edited_approval_row_is_refused_on_read(
             store.require_approval(fleet, CHANNEL, 1)
     finally:
         database.close()
+
+
+def test_an_approval_is_signed_only_by_the_key_it_names(key: CompositeSigningKey) -> None:
+    """Signing with another key than the approval names is refused before any signature."""
+    stranger = CompositeSigningKey.generate()
+    approval = _approval("ann", key, "plant-1", "0" * 64)
+    named, used = key.public_key().fingerprint()[:16], stranger.public_key().fingerprint()[:16]
+    with pytest.raises(DeploymentApprovalError) as refused:
+        sign_approval(approval, stranger)
+    assert str(refused.value) == (
+        f"the approval names approver key {named} but is signed with {used}; set "
+        "approver_fingerprint to the key's"
+    )
+    signed = sign_approval(approval, key)
+    assert signed.verify({key.public_key().fingerprint()}) == approval
