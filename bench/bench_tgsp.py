@@ -1,4 +1,4 @@
-"""Benchmark TGSP v2: build, then verify + open, against baselines measured in the same run.
+"""Benchmark TGSP v3: build, then verify + open, against baselines measured in the same run.
 
 For each dataset size (default 0.25, 1 and 2 GiB) the script generates a model-like
 directory (a few large shards plus small files) in a temporary directory and measures:

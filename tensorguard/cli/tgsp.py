@@ -1,4 +1,4 @@
-"""``tensorguard tgsp``: build, inspect, verify and open TGSP v2 packages.
+"""``tensorguard tgsp``: build, inspect, verify and open TGSP v3 packages.
 
 Commands::
 

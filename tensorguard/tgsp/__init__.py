@@ -1,4 +1,4 @@
-"""TGSP v2: TensorGuard's signed, encrypted, streamable release package.
+"""TGSP v3: TensorGuard's signed, encrypted, streamable release package.
 
 * :func:`build_package` — stream files in, hash, encrypt to N X-Wing recipients,
   sign the header with any :class:`~tensorguard.crypto.CompositeSigner`;

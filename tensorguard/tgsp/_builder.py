@@ -1,9 +1,10 @@
-"""Building a TGSP v2 package: stream files in, hash, encrypt to N recipients, sign.
+"""Building a TGSP v3 package: stream files in, hash, encrypt to N recipients, sign.
 
 Inputs are read once; hashing and encryption run on worker threads
-(:mod:`tensorguard.tgsp._sealing`). The header's length is fixed before the payload is written (every
-digest field has a fixed width), so the builder reserves the header's space, streams the
-sealed payload after it, then writes the final header and signature in place. The file
+(:mod:`tensorguard.tgsp._sealing`). The header's length is fixed before the payload is
+written (every digest field has a fixed width and the number of segment digests follows
+from the sizes), so the builder reserves the header's space, streams the sealed payload
+after it, then writes the final header and signature in place. The file
 is assembled under a temporary name (:func:`tensorguard.durable.atomic_file`) and linked
 to its final name only when complete; an existing file is never replaced.
 Memory use is a bounded number of chunks, whatever the package size.
@@ -33,7 +34,9 @@ from tensorguard.tgsp._format import (
     COMPOSITE_SIGNATURE_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_LIMITS,
+    DEFAULT_SEGMENT_BYTES,
     MAX_CHUNK_SIZE,
+    MAX_SEGMENT_CHUNKS,
     MIN_CHUNK_SIZE,
     SIGNATURE_CONTEXT,
     SIGNATURE_LENGTH,
@@ -46,6 +49,7 @@ from tensorguard.tgsp._header import (
     PackageHeader,
     PayloadInfo,
     ReleaseInfo,
+    segment_count,
     sorted_recipients,
 )
 from tensorguard.tgsp._parallel import resolve_threads
@@ -78,6 +82,29 @@ def _check_recipients(recipients: Sequence[XWingPublicKey], limits: Limits) -> N
         raise BuildError("the same recipient key is listed twice")
 
 
+def choose_segment_chunks(
+    chunks: int, chunk_size: int, limits: Limits, requested: int | None = None
+) -> int:
+    """Chunks per payload segment: ``requested``, else about 16 MiB of plaintext.
+
+    The default grows when the payload would otherwise need more than
+    ``limits.max_segments`` segments. Raises :class:`BuildError` if no allowed size fits.
+    """
+    if requested is not None:
+        if not 1 <= requested <= MAX_SEGMENT_CHUNKS:
+            raise BuildError(f"segment_chunks must be 1..{MAX_SEGMENT_CHUNKS}, got {requested}")
+        chosen = requested
+    else:
+        chosen = max(1, DEFAULT_SEGMENT_BYTES // chunk_size, -(-chunks // limits.max_segments))
+        chosen = min(chosen, MAX_SEGMENT_CHUNKS)
+    if segment_count(chunks, chosen) > limits.max_segments:
+        raise HeaderTooLargeError(
+            f"{chunks} chunks in segments of {chosen} need {segment_count(chunks, chosen)} "
+            f"segment digests; the limit is {limits.max_segments}: use larger chunks or segments"
+        )
+    return chosen
+
+
 def _sign_header(
     signer: CompositeSigner, preamble: bytes, header_bytes: bytes, key_id: str
 ) -> bytes:
@@ -104,6 +131,7 @@ def build_package(
     limits: Limits = DEFAULT_LIMITS,
     backend: PQCBackend | None = None,
     threads: int | None = None,
+    segment_chunks: int | None = None,
 ) -> BuildResult:
     """Package ``source`` (a directory or one file) into the new file ``output``.
 
@@ -112,6 +140,8 @@ def build_package(
     subclass naming the offending input on any refusal; ``output`` is then not created.
     ``threads``: worker threads for hashing and encryption (default ``TG_TGSP_THREADS``,
     else one per CPU; 1 = serial); the package's bytes do not depend on it.
+    ``segment_chunks``: sealed chunks per payload segment, each with its own signed
+    SHA-256 so verification hashes segments in parallel (default: about 16 MiB).
     """
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise BuildError(f"chunk size must be {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes")
@@ -124,6 +154,8 @@ def build_package(
     package_id = secrets.token_bytes(PACKAGE_ID_SIZE)
     data_key = secrets.token_bytes(DATA_KEY_SIZE)
     total = sum(item.size for item in files)
+    chunks = chunk_count(total, chunk_size)
+    segment_chunks = choose_segment_chunks(chunks, chunk_size, limits, segment_chunks)
     header = PackageHeader(
         package_id=package_id.hex(),
         producer_key_id=key_id,
@@ -134,25 +166,29 @@ def build_package(
         ),
         payload=PayloadInfo(
             chunk_size=chunk_size,
-            chunk_count=chunk_count(total, chunk_size),
+            chunk_count=chunks,
             length=ciphertext_length(total, chunk_size),
-            sha256=_UNKNOWN_DIGEST,
+            segment_chunks=segment_chunks,
+            segment_sha256=(_UNKNOWN_DIGEST,) * segment_count(chunks, segment_chunks),
         ),
     )
     header_length = len(header.encode(limits))
     try:
         with atomic_file(output, mode=0o644, overwrite=False) as sink:
             sink.seek(payload_offset(header_length))
-            entries, payload_sha256 = seal_files(
+            entries, segment_sha256 = seal_files(
                 files,
                 sink,
                 derive_payload_key(data_key, package_id),
                 package_id,
                 chunk_size,
                 threads,
+                segment_chunks=segment_chunks,
             )
             header = replace(
-                header, files=entries, payload=replace(header.payload, sha256=payload_sha256)
+                header,
+                files=entries,
+                payload=replace(header.payload, segment_sha256=segment_sha256),
             )
             header_bytes = header.encode(limits)
             if len(header_bytes) != header_length:

@@ -15,7 +15,7 @@ class TGSPError(TensorGuardError):
 
 # --- structure -----------------------------------------------------------------------
 class PackageFormatError(TGSPError):
-    """The bytes are not a well-formed TGSP v2 package."""
+    """The bytes are not a well-formed TGSP v3 package."""
 
 
 class NotATGSPPackageError(PackageFormatError):

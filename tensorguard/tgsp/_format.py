@@ -1,19 +1,23 @@
-"""TGSP v2 byte layout: constants, the fixed preamble, limits and the cipher suite.
+"""TGSP v3 byte layout: constants, the fixed preamble, limits and the cipher suite.
 
 ::
 
     offset      size  field
     0           8     magic  89 54 47 53 50 0D 0A 1A  ("\\x89TGSP\\r\\n\\x1a")
-    8           2     format version, u16 big-endian = 2
+    8           2     format version, u16 big-endian = 3
     10          2     flags, u16 big-endian = 0 (reserved; anything else is refused)
     12          32    producer key id: SHA-256 of the composite public key
     44          4     header length H, u32 big-endian, 1 <= H <= max_header_bytes
     48          H     header: RFC 8785 canonical JSON (see header.py, codec.py)
     48+H        2     signature length S, u16 big-endian = 3373
     50+H        S     composite ML-DSA-65 + Ed25519 signature over bytes [0, 48+H)
-                      with context "tensorguard/tgsp/v2/header"
+                      with context "tensorguard/tgsp/v3/header"
     50+H+S      P     payload: chunked AES-256-GCM stream, P = header.payload.length
     50+H+S+P          end of file (trailing bytes are refused)
+
+Version 3 replaced version 2's single payload SHA-256 with one SHA-256 per *segment*
+of ``payload.segment_chunks`` sealed chunks, all listed in the signed header, so a
+verifier hashes segments on several cores. Older versions are refused.
 """
 
 from __future__ import annotations
@@ -30,20 +34,24 @@ from tensorguard.tgsp._errors import (
 )
 
 MAGIC = b"\x89TGSP\r\n\x1a"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PREAMBLE = struct.Struct(">8sHH32sI")
 PREAMBLE_SIZE = PREAMBLE.size
 SIGNATURE_LENGTH = struct.Struct(">H")
-SIGNATURE_CONTEXT = b"tensorguard/tgsp/v2/header"
+SIGNATURE_CONTEXT = b"tensorguard/tgsp/v3/header"
 SIGNATURE_ALGORITHM = COMPOSITE_ALGORITHM
 KEM_ALGORITHM = "X-Wing"
 AEAD_ALGORITHM = "AES-256-GCM-STREAM"
-SUITE = "TGSP2-COMPSIG-MLDSA65-Ed25519-SHA512-XWING-HKDF-SHA256-AES256GCM-SHA256"
-PAYLOAD_KEY_LABEL = b"TGSP-v2 payload key"
+SUITE = "TGSP3-COMPSIG-MLDSA65-Ed25519-SHA512-XWING-HKDF-SHA256-AES256GCM-SHA256"
+PAYLOAD_KEY_LABEL = b"TGSP-v3 payload key"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 1024
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 COMPOSITE_SIGNATURE_SIZE = SIGNATURE_SIZE
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+"""Plaintext bytes per payload segment the builder aims for (a whole number of chunks)."""
+MAX_SEGMENT_CHUNKS = 1 << 20
+"""Largest ``payload.segment_chunks`` a reader accepts."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class Limits:
     max_files: int = 100_000
     max_recipients: int = 256
     max_annotations: int = 64
+    max_segments: int = 65_536
 
 
 DEFAULT_LIMITS = Limits()
@@ -67,7 +76,7 @@ class Preamble:
     header_length: int
 
     def pack(self) -> bytes:
-        """Encode the preamble (format version 2, flags 0)."""
+        """Encode the preamble (format version 3, flags 0)."""
         return PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, self.key_id, self.header_length)
 
     @classmethod
@@ -81,7 +90,8 @@ class Preamble:
         if version != FORMAT_VERSION:
             raise UnsupportedFormatVersionError(
                 f"package format version {version} is not supported; this reader "
-                f"implements version {FORMAT_VERSION}"
+                f"implements version {FORMAT_VERSION} only; rebuild the package with this "
+                "TensorGuard release (tensorguard tgsp build)"
             )
         if flags != 0:
             raise PackageFormatError(f"reserved preamble flags are {flags:#06x}, expected 0")

@@ -1,4 +1,4 @@
-"""The signed TGSP v2 header: data model, canonical encoding and strict schema checks.
+"""The signed TGSP v3 header: data model, canonical encoding and strict schema checks.
 
 Every field is validated both when a header is built and when one is parsed, so a
 builder cannot emit a header that a reader would refuse and a reader refuses anything
@@ -17,13 +17,20 @@ from typing import Any
 
 from tensorguard.codec import MAX_SAFE_INTEGER, CodecError, canonical_json, parse_canonical_json
 from tensorguard.crypto import CIPHERTEXT_SIZE as XWING_CIPHERTEXT_SIZE
-from tensorguard.crypto import WRAPPED_KEY_SIZE, WrappedKey, chunk_count, ciphertext_length
+from tensorguard.crypto import (
+    TAG_SIZE,
+    WRAPPED_KEY_SIZE,
+    WrappedKey,
+    chunk_count,
+    ciphertext_length,
+)
 from tensorguard.tgsp._errors import HeaderEncodingError, HeaderSchemaError, HeaderTooLargeError
 from tensorguard.tgsp._format import (
     AEAD_ALGORITHM,
     FORMAT_VERSION,
     KEM_ALGORITHM,
     MAX_CHUNK_SIZE,
+    MAX_SEGMENT_CHUNKS,
     MIN_CHUNK_SIZE,
     SIGNATURE_ALGORITHM,
     SUITE,
@@ -291,14 +298,40 @@ def _recipient_from_json(value: Any, where: str) -> WrappedKey:
     )
 
 
+def segment_count(chunks: int, segment_chunks: int) -> int:
+    """Segments of ``segment_chunks`` chunks that hold ``chunks`` chunks (the last may be short)."""
+    return -(-chunks // segment_chunks)
+
+
 @dataclass(frozen=True)
 class PayloadInfo:
-    """Layout and digest of the encrypted payload."""
+    """Layout of the encrypted payload and the SHA-256 of each of its segments.
+
+    Segment ``i`` is the sealed chunks ``i * segment_chunks`` up to (not including)
+    ``(i + 1) * segment_chunks`` (fewer in the last segment); ``segment_sha256[i]`` is
+    the SHA-256 (hex) of those sealed bytes, so segments can be checked independently.
+    """
 
     chunk_size: int
     chunk_count: int
     length: int
-    sha256: str
+    segment_chunks: int
+    segment_sha256: tuple[str, ...]
+
+    @property
+    def sealed_chunk_size(self) -> int:
+        """Bytes of one full sealed chunk (plaintext chunk plus the AES-GCM tag)."""
+        return self.chunk_size + TAG_SIZE
+
+    @property
+    def segment_bytes(self) -> int:
+        """Sealed bytes of a full segment (the last segment may be shorter)."""
+        return self.segment_chunks * self.sealed_chunk_size
+
+    def segment_span(self, index: int) -> tuple[int, int]:
+        """(offset inside the payload, length) of segment ``index``'s sealed bytes."""
+        start = index * self.segment_bytes
+        return start, min(self.segment_bytes, self.length - start)
 
     def to_json(self) -> dict[str, Any]:
         """Return the header representation."""
@@ -307,19 +340,35 @@ class PayloadInfo:
             "chunk_size": self.chunk_size,
             "chunk_count": self.chunk_count,
             "length": self.length,
-            "sha256": self.sha256,
+            "segment_chunks": self.segment_chunks,
+            "segment_sha256": list(self.segment_sha256),
         }
 
     @classmethod
-    def from_json(cls, value: Any) -> PayloadInfo:
-        """Parse and validate the payload block."""
-        obj = _object(value, "payload", {"aead", "chunk_size", "chunk_count", "length", "sha256"})
+    def from_json(cls, value: Any, limits: Limits) -> PayloadInfo:
+        """Parse and validate the payload block (the segment list bounded by ``limits``)."""
+        obj = _object(
+            value,
+            "payload",
+            {"aead", "chunk_size", "chunk_count", "length", "segment_chunks", "segment_sha256"},
+        )
         _constant(obj["aead"], "payload.aead", AEAD_ALGORITHM)
+        digests = obj["segment_sha256"]
+        if not isinstance(digests, list):
+            raise _schema("payload.segment_sha256", "must be an array")
+        if len(digests) > limits.max_segments:
+            raise HeaderTooLargeError(
+                f"{len(digests)} payload segments exceed the limit of {limits.max_segments}"
+            )
         return cls(
             _integer(obj["chunk_size"], "payload.chunk_size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
             _integer(obj["chunk_count"], "payload.chunk_count", 1),
             _integer(obj["length"], "payload.length"),
-            _text(obj["sha256"], "payload.sha256", _HEX64),
+            _integer(obj["segment_chunks"], "payload.segment_chunks", 1, MAX_SEGMENT_CHUNKS),
+            tuple(
+                _text(item, f"payload.segment_sha256[{index}]", _HEX64)
+                for index, item in enumerate(digests)
+            ),
         )
 
 
@@ -366,6 +415,22 @@ class PackageHeader:
             raise _schema("payload.chunk_count", "does not match the manifest sizes")
         if payload.length != ciphertext_length(total, payload.chunk_size):
             raise _schema("payload.length", "does not match the manifest sizes")
+        if not 1 <= payload.segment_chunks <= MAX_SEGMENT_CHUNKS:
+            raise _schema("payload.segment_chunks", f"must be 1..{MAX_SEGMENT_CHUNKS}")
+        segments = segment_count(payload.chunk_count, payload.segment_chunks)
+        if segments > limits.max_segments:
+            raise HeaderTooLargeError(
+                f"{segments} payload segments exceed the limit of {limits.max_segments}; "
+                "use larger segments (segment_chunks) or raise the limit on both ends"
+            )
+        if len(payload.segment_sha256) != segments:
+            raise _schema(
+                "payload.segment_sha256",
+                f"lists {len(payload.segment_sha256)} digests; the geometry needs {segments}",
+            )
+        for index, digest in enumerate(payload.segment_sha256):
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+                raise _schema(f"payload.segment_sha256[{index}]", "must be 64 lower-case hex")
 
     def to_json(self) -> dict[str, Any]:
         """Return the header as a JSON-ready object."""
@@ -447,7 +512,7 @@ class PackageHeader:
                     _recipient_from_json(item, f"recipients[{index}]")
                     for index, item in enumerate(raw_recipients)
                 ),
-                payload=PayloadInfo.from_json(obj["payload"]),
+                payload=PayloadInfo.from_json(obj["payload"], limits),
             )
         except (TypeError, ValueError) as exc:
             raise _schema("header", f"invalid value ({exc})") from exc
@@ -478,5 +543,6 @@ __all__ = [
     "decode_header",
     "decode_header_json",
     "encode_header_json",
+    "segment_count",
     "sorted_recipients",
 ]

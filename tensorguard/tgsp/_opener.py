@@ -1,4 +1,4 @@
-"""Opening a TGSP v2 package: verify, unwrap the data key, decrypt, check, extract.
+"""Opening a TGSP v3 package: verify, unwrap the data key, decrypt, check, extract.
 
 Contents are written into a fresh staging directory beside ``destination`` and published
 with :func:`tensorguard.durable.atomic_directory` (flushed to disk, one rename) only after
@@ -158,7 +158,7 @@ def open_package(
     threads = resolve_threads(threads)
     modes = READABLE_BY_ALL_MODES if readable_by_all else PRIVATE_MODES
     try:
-        handle = path.open("rb")
+        handle = path.open("rb", buffering=0)  # no read-ahead buffer: reads see the file
     except OSError as exc:
         raise PackageUnreadableError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:

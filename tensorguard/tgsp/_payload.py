@@ -1,16 +1,20 @@
 """The encrypted payload: all files, concatenated in manifest order, as one AEAD stream.
 
 * payload key ``= HKDF-SHA256(ikm=data_key, salt=package_id,
-  info=enc("TGSP-v2 payload key", suite))``;
+  info=enc("TGSP-v3 payload key", suite))``;
 * stream associated data ``= package_id`` (16 bytes), on top of the chunk counter and
   final flag the stream construction puts in every nonce;
-* ``payload.sha256`` in the header is the SHA-256 of the sealed bytes, so a verifier
-  without keys can check the payload before anything is decrypted.
+* ``payload.segment_sha256`` in the header lists the SHA-256 of each segment of
+  ``segment_chunks`` sealed chunks, so a verifier without keys checks the payload
+  before anything is decrypted, hashing segments on several cores.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future
@@ -27,7 +31,8 @@ from tensorguard.tgsp._header import PayloadInfo
 from tensorguard.tgsp._parallel import Workers, chunks_in_flight, resolve_threads
 
 VERIFY_BLOCK_SIZE = 1024 * 1024
-VERIFY_BLOCKS_IN_FLIGHT = 4
+"""Bytes each verifying thread reads (and hashes) at a time."""
+_FADVISE = hasattr(os, "posix_fadvise")
 
 
 def derive_payload_key(data_key: bytes, package_id: bytes) -> bytes:
@@ -48,42 +53,77 @@ def _read_into(source: BinaryIO, view: memoryview) -> None:
 
 
 def _sealed_chunk_sizes(payload: PayloadInfo) -> Iterator[int]:
-    full = payload.chunk_size + TAG_SIZE
+    full = payload.sealed_chunk_size
     for _ in range(payload.chunk_count - 1):
         yield full
     yield payload.length - (payload.chunk_count - 1) * full
 
 
-def check_payload_digest(
-    source: BinaryIO, payload: PayloadInfo, threads: int | None = None
-) -> None:
-    """Hash the payload at the current position; raise if it differs from the header.
+class _SegmentHasher:
+    """Hashes one payload segment straight from the file with ``pread`` (no shared offset).
 
-    One SHA-256 over the sealed bytes (the format's signed digest) is sequential; with
-    more than one thread, reading the next block overlaps hashing the previous one.
+    Each worker thread keeps one read buffer, so memory is ``threads`` blocks whatever
+    the package size; ``hashlib`` and ``pread`` release the GIL, so segments hash on
+    several cores at once.
     """
-    digest = hashlib.sha256()
-    spare: list[bytearray] = []
-    pending: deque[tuple[bytearray, Future[None]]] = deque()
-    remaining = payload.length
-    with Workers(resolve_threads(threads), lanes=1) as workers:
-        while remaining:
-            if len(pending) >= VERIFY_BLOCKS_IN_FLIGHT:
-                buffer, hashed = pending.popleft()
-                hashed.result()
-                spare.append(buffer)
-            buffer = spare.pop() if spare else bytearray(VERIFY_BLOCK_SIZE)
-            view = memoryview(buffer)[: min(VERIFY_BLOCK_SIZE, remaining)]
-            _read_into(source, view)
-            pending.append((buffer, workers.in_lane(0, digest.update, view)))
-            remaining -= len(view)
-        for _, hashed in pending:
-            hashed.result()
-    if digest.hexdigest() != payload.sha256:
-        raise PayloadDigestError(
-            "payload SHA-256 does not match the signed header: the encrypted payload was "
-            "altered, reordered or spliced"
-        )
+
+    def __init__(self, fd: int, payload_offset: int, payload: PayloadInfo) -> None:
+        self._fd = fd
+        self._offset = payload_offset
+        self._payload = payload
+        self._buffers = threading.local()
+
+    def _buffer(self) -> memoryview:
+        buffer: memoryview | None = getattr(self._buffers, "view", None)
+        if buffer is None:
+            buffer = memoryview(bytearray(VERIFY_BLOCK_SIZE))
+            self._buffers.view = buffer
+        return buffer
+
+    def matches(self, index: int) -> bool:
+        """True if segment ``index``'s SHA-256 equals its signed digest."""
+        start, length = self._payload.segment_span(index)
+        position = self._offset + start
+        if _FADVISE:
+            os.posix_fadvise(self._fd, position, length, os.POSIX_FADV_WILLNEED)
+        buffer = self._buffer()
+        digest = hashlib.sha256()
+        end = position + length
+        while position < end:
+            view = buffer[: min(len(buffer), end - position)]
+            count = os.preadv(self._fd, [view], position)
+            if not count:
+                raise PackageTruncatedError("package ended inside its payload")
+            digest.update(view[:count])
+            position += count
+        return hmac.compare_digest(digest.hexdigest(), self._payload.segment_sha256[index])
+
+
+def check_payload_digest(
+    source: BinaryIO, payload_offset: int, payload: PayloadInfo, threads: int | None = None
+) -> None:
+    """Hash every payload segment of the open file ``source``; raise if one differs.
+
+    Segments are hashed on worker threads (independent ``pread`` calls, so the file
+    position is not used) and checked against the signed list in segment order, so the
+    first altered segment is the one reported. At most ``2 * threads`` segments are
+    queued at a time.
+    """
+    workers_count = resolve_threads(threads)
+    hasher = _SegmentHasher(source.fileno(), payload_offset, payload)
+    segments = len(payload.segment_sha256)
+    pending: deque[tuple[int, Future[bool]]] = deque()
+    with Workers(workers_count) as workers:
+        for index in range(segments):
+            pending.append((index, workers.submit(hasher.matches, index)))
+            while pending and (len(pending) > 2 * workers_count or index == segments - 1):
+                checked, matched = pending.popleft()
+                if not matched.result():
+                    raise PayloadDigestError(
+                        f"payload segment {checked} of {segments}: SHA-256 does not match "
+                        "the signed header; the encrypted payload was altered, reordered "
+                        "or spliced"
+                    )
 
 
 def decrypt_payload(

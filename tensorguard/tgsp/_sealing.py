@@ -6,7 +6,8 @@ the page cache, no re-buffering). For each chunk:
 * the reading thread updates the SHA-256 of each file the chunk covers (files in order);
 * meanwhile a pool worker seals the chunk into a second buffer (AES-GCM under its index
   and final flag; :meth:`~tensorguard.crypto._stream_aead.ChunkCipher.seal_into`);
-* lane 0 hashes the sealed chunk into the payload SHA-256 and writes it (chunks in order).
+* lane 0 writes the sealed chunk and lane 1 hashes it into its segment's SHA-256
+  (chunks in order; a segment is ``segment_chunks`` consecutive sealed chunks).
 
 The two buffers are reused once the write is done (no allocation per chunk); at most
 :func:`~tensorguard.tgsp._parallel.chunks_in_flight` chunks are in flight. The output is
@@ -26,11 +27,11 @@ from typing import BinaryIO
 
 from tensorguard.crypto import TAG_SIZE, ChunkCipher, chunk_count
 from tensorguard.tgsp._errors import BuildError, SourceChangedError
-from tensorguard.tgsp._header import FileEntry
+from tensorguard.tgsp._header import FileEntry, segment_count
 from tensorguard.tgsp._parallel import Workers, chunks_in_flight, resolve_threads
 from tensorguard.tgsp._source import SourceFile, open_source_file
 
-Segment = tuple[int, int, int]
+Part = tuple[int, int, int]
 """(file index, start, end) of a file's bytes inside a chunk buffer."""
 
 
@@ -74,9 +75,9 @@ class _FileReader:
         self._open.close()
         self._handle = None
 
-    def fill(self, view: memoryview) -> list[Segment]:
+    def fill(self, view: memoryview) -> list[Part]:
         """Fill all of ``view`` with the next bytes; return which file each part is from."""
-        segments: list[Segment] = []
+        parts: list[Part] = []
         position = 0
         while position < len(view):
             self._advance()
@@ -87,10 +88,10 @@ class _FileReader:
                 raise SourceChangedError(
                     f"{self._files[self._current].location} shrank during packaging"
                 )
-            segments.append((self._current, position, position + count))
+            parts.append((self._current, position, position + count))
             position += count
             self._remaining -= count
-        return segments
+        return parts
 
     def finish(self) -> None:
         """Check the last file did not grow, and open and check any trailing empty files."""
@@ -105,17 +106,39 @@ class _FileReader:
         self._next = len(self._files)
 
 
-def _hash_segments(digests: list[hashlib._Hash], view: memoryview, segments: list[Segment]) -> None:
-    for index, start, end in segments:
+def _hash_parts(digests: list[hashlib._Hash], view: memoryview, parts: list[Part]) -> None:
+    for index, start, end in parts:
         digests[index].update(view[start:end])
 
 
-def _write_sealed(
-    sealing: Future[int], sealed: memoryview, payload: hashlib._Hash, sink: BinaryIO
-) -> None:
+def _write_sealed(sealing: Future[int], sealed: memoryview, sink: BinaryIO) -> None:
     sealing.result()
-    payload.update(sealed)
     sink.write(sealed)
+
+
+class _SegmentDigests:
+    """SHA-256 of each run of ``segment_chunks`` sealed chunks, fed chunk by chunk in order."""
+
+    def __init__(self, segment_chunks: int) -> None:
+        self._segment_chunks = segment_chunks
+        self._current = hashlib.sha256()
+        self._next_index = 0
+        self.digests: list[str] = []
+
+    def add(self, sealing: Future[int], index: int, sealed: memoryview) -> None:
+        """Hash sealed chunk ``index`` once it is sealed (chunks must come in order)."""
+        sealing.result()
+        if index != self._next_index:
+            raise BuildError(f"internal error: sealed chunk {index} hashed out of order")
+        if index and index % self._segment_chunks == 0:
+            self.digests.append(self._current.hexdigest())
+            self._current = hashlib.sha256()
+        self._current.update(sealed)
+        self._next_index += 1
+
+    def finish(self) -> tuple[str, ...]:
+        """Close the last segment; return every segment's digest (hex), in order."""
+        return (*self.digests, self._current.hexdigest())
 
 
 def seal_files(
@@ -125,10 +148,14 @@ def seal_files(
     package_id: bytes,
     chunk_size: int,
     threads: int | None = None,
-) -> tuple[tuple[FileEntry, ...], str]:
-    """Seal ``files`` into ``sink`` at its position; return the manifest and payload SHA-256.
+    *,
+    segment_chunks: int,
+) -> tuple[tuple[FileEntry, ...], tuple[str, ...]]:
+    """Seal ``files`` into ``sink`` at its position; return the manifest and segment digests.
 
-    ``threads``: worker threads (see :func:`~tensorguard.tgsp._parallel.resolve_threads`).
+    Segment ``i``'s digest is the SHA-256 of sealed chunks ``i * segment_chunks`` up to
+    ``(i + 1) * segment_chunks``. ``threads``: worker threads (see
+    :func:`~tensorguard.tgsp._parallel.resolve_threads`).
     Raises :class:`SourceChangedError` if a file changed size or identity while read.
     """
     workers_count = resolve_threads(threads)
@@ -136,17 +163,18 @@ def seal_files(
     count = chunk_count(total, chunk_size)
     cipher = ChunkCipher(key, package_id, chunk_size)
     digests = [hashlib.sha256() for _ in files]
-    payload = hashlib.sha256()
+    segments = _SegmentDigests(segment_chunks)
     depth = chunks_in_flight(workers_count, chunk_size)
     spare: list[tuple[bytearray, bytearray]] = []
-    pending: deque[tuple[tuple[bytearray, bytearray], Future[None]]] = deque()
+    pending: deque[tuple[tuple[bytearray, bytearray], Future[None], Future[None]]] = deque()
 
     def settle() -> None:
-        buffers, written = pending.popleft()
+        buffers, written, hashed = pending.popleft()
         written.result()
+        hashed.result()
         spare.append(buffers)
 
-    with Workers(workers_count, lanes=1) as workers, _FileReader(files) as reader:
+    with Workers(workers_count, lanes=2) as workers, _FileReader(files) as reader:
         for index in range(count):
             if len(pending) >= depth:
                 settle()
@@ -156,13 +184,14 @@ def seal_files(
             size = min(chunk_size, total - index * chunk_size)
             plain = memoryview(buffers[0])[:size]
             sealed = memoryview(buffers[1])[: size + TAG_SIZE]
-            segments = reader.fill(plain)
+            parts = reader.fill(plain)
             sealing = workers.submit(
                 cipher.seal_into, index, plain, sealed, final=index == count - 1
             )
-            written = workers.in_lane(0, _write_sealed, sealing, sealed, payload, sink)
-            _hash_segments(digests, plain, segments)  # here, while a worker seals the chunk
-            pending.append((buffers, written))
+            written = workers.in_lane(0, _write_sealed, sealing, sealed, sink)
+            hashed = workers.in_lane(1, segments.add, sealing, index, sealed)
+            _hash_parts(digests, plain, parts)  # here, while a worker seals the chunk
+            pending.append((buffers, written, hashed))
         reader.finish()
         while pending:
             settle()
@@ -170,4 +199,7 @@ def seal_files(
         FileEntry(item.archive_path, item.size, digest.hexdigest())
         for item, digest in zip(files, digests, strict=True)
     )
-    return entries, payload.hexdigest()
+    digests_of_segments = segments.finish()
+    if len(digests_of_segments) != segment_count(count, segment_chunks):
+        raise BuildError("internal error: segment count differs from the payload geometry")
+    return entries, digests_of_segments

@@ -1,4 +1,4 @@
-"""Verifying a TGSP v2 package against pinned keys, in a fixed order.
+"""Verifying a TGSP v3 package against pinned keys, in a fixed order.
 
 1. Preamble: magic, format version, flags, header length within limits and file size.
 2. Signer: the preamble's key id must be pinned in the trust store (before parsing).
@@ -10,7 +10,8 @@
    rollback rule of :mod:`tensorguard.tgsp._rollback` against the caller's high-water
    mark for the channel (strictly greater, or the same version only for the very same
    package file).
-7. Payload: SHA-256 of the encrypted payload must equal the signed digest.
+7. Payload: the SHA-256 of each segment of the encrypted payload must equal its signed
+   digest (segments hashed on worker threads).
 
 Only after all seven pass does :mod:`tensorguard.tgsp._opener` decrypt anything.
 """
@@ -169,8 +170,7 @@ def verify_handle(
     header = parse_header(prefix, limits)
     check_length(prefix, header)
     check_policy(header.release, policy, lambda: _file_digest(handle))
-    handle.seek(prefix.payload_offset)
-    check_payload_digest(handle, header.payload, threads)
+    check_payload_digest(handle, prefix.payload_offset, header.payload, threads)
     return VerifiedPackage(header, signer, prefix.payload_offset)
 
 
@@ -183,7 +183,7 @@ def verify_package(
 ) -> VerifiedPackage:
     """Verify the package at ``path``; raise a specific ``TGSPError`` on any failure."""
     try:
-        with path.open("rb") as handle:
+        with path.open("rb", buffering=0) as handle:
             return verify_handle(
                 handle, trust_store, policy or VerificationPolicy(), limits, threads
             )

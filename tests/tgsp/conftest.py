@@ -31,6 +31,8 @@ from tensorguard.tgsp._format import (
 from tensorguard.tgsp._header import encode_header_json as canonical_dumps
 
 SMALL_CHUNK = 1024
+SMALL_SEGMENT = 2
+"""Chunks per payload segment in test packages: most of them have several segments."""
 
 
 @pytest.fixture
@@ -102,6 +104,7 @@ class Packager:
         recipients: list[XWingPrivateKey] | None = None,
         signer: CompositeSigner | None = None,
         chunk_size: int = SMALL_CHUNK,
+        segment_chunks: int | None = SMALL_SEGMENT,
         **release: Any,
     ) -> BuildResult:
         self.counter += 1
@@ -114,6 +117,7 @@ class Packager:
             recipients=[key.public_key() for key in chosen],
             release=make_release(**release),
             chunk_size=chunk_size,
+            segment_chunks=segment_chunks,
         )
 
     def fresh_path(self, name: str) -> Path:

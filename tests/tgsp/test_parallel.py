@@ -62,11 +62,19 @@ def test_sealing_is_the_serial_stream_for_every_thread_count(tmp_path: Path) -> 
     serial = io.BytesIO()
     encrypt_stream(io.BytesIO(_concatenated(TREE)), serial, key, package_id, SMALL_CHUNK)
     expected_manifest = {name: hashlib.sha256(data).hexdigest() for name, data in TREE.items()}
+    sealed = serial.getvalue()
     for threads in THREAD_COUNTS:
-        sink = io.BytesIO()
-        entries, payload_sha256 = seal_files(files, sink, key, package_id, SMALL_CHUNK, threads)
-        assert sink.getvalue() == serial.getvalue(), f"threads={threads}"
-        assert payload_sha256 == hashlib.sha256(serial.getvalue()).hexdigest()
+        for per_segment in (1, 3, 64):
+            sink = io.BytesIO()
+            entries, segment_sha256 = seal_files(
+                files, sink, key, package_id, SMALL_CHUNK, threads, segment_chunks=per_segment
+            )
+            assert sink.getvalue() == sealed, f"threads={threads}"
+            span = per_segment * (SMALL_CHUNK + TAG_SIZE)
+            assert segment_sha256 == tuple(
+                hashlib.sha256(sealed[start : start + span]).hexdigest()
+                for start in range(0, len(sealed), span)
+            ), f"threads={threads} segment_chunks={per_segment}"
         assert {entry.path: entry.sha256 for entry in entries} == expected_manifest
         assert [entry.size for entry in entries] == [len(TREE[name]) for name in sorted(TREE)]
 
@@ -232,13 +240,15 @@ def test_memory_stays_flat_in_the_payload_size(tmp_path: Path) -> None:
     with sealed_path.open("wb") as sink:
         tracemalloc.start()
         try:
-            _, payload_sha256 = seal_files(files, sink, key, package_id, SMALL_CHUNK, threads=4)
+            _, segment_sha256 = seal_files(
+                files, sink, key, package_id, SMALL_CHUNK, threads=4, segment_chunks=64
+            )
             sealing_peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
     size = sealed_path.stat().st_size
     count = -(-big.stat().st_size // SMALL_CHUNK)
-    payload = PayloadInfo(SMALL_CHUNK, count, size, payload_sha256)
+    payload = PayloadInfo(SMALL_CHUNK, count, size, 64, segment_sha256)
     digest = hashlib.sha256()
     with sealed_path.open("rb") as source:
         tracemalloc.start()

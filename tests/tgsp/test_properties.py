@@ -119,8 +119,14 @@ def headers(draw: st.DrawFn) -> PackageHeader:
     )
     total = sum(entry.size for entry in files)
     chunk = draw(st.integers(1024, 16 * 1024 * 1024))
+    chunks = chunk_count(total, chunk)
+    per_segment = draw(st.integers(1, 5))
     payload = PayloadInfo(
-        chunk, chunk_count(total, chunk), ciphertext_length(total, chunk), draw(hex64)
+        chunk,
+        chunks,
+        ciphertext_length(total, chunk),
+        per_segment,
+        tuple(draw(hex64) for _ in range(-(-chunks // per_segment))),
     )
     return PackageHeader(
         package_id=draw(st.text(HEX, min_size=32, max_size=32)),
