@@ -173,16 +173,25 @@ class LocalRegistry:
         """A ``file://`` URI of the package, as announced to the fleet."""
         return self.package_path(record).as_uri()
 
+    def package_size(self, record: ReleaseRecord, *, shown_as: str | None = None) -> int:
+        """The size on disk of a release's package file.
+
+        Raises :class:`RegistryCorruptError` when the file cannot be read; the message names
+        the file ``shown_as`` (default: ``package <its path>``).
+        """
+        path = self.package_path(record)
+        try:
+            return path.stat().st_size
+        except OSError as exc:
+            raise RegistryCorruptError(
+                f"release {record.channel} v{record.version}: "
+                f"{shown_as or f'package {path}'} is unreadable ({exc.strerror or exc})"
+            ) from exc
+
     def verify(self, record: ReleaseRecord) -> None:
         """Check that the package on disk has the recorded size and SHA-256."""
         path = self.package_path(record)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise RegistryCorruptError(
-                f"release {record.channel} v{record.version}: package {path} is unreadable "
-                f"({exc.strerror or exc})"
-            ) from exc
+        size = self.package_size(record)
         if size != record.size or sha256_file(path) != record.digest:
             raise RegistryCorruptError(
                 f"release {record.channel} v{record.version}: package {path} does not match "

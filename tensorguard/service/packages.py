@@ -47,13 +47,8 @@ class PackageStore:
         if record is None:
             raise UnknownPackageError(f"the registry has no release {channel!r} version {version}")
         path = self.registry.package_path(record)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise RegistryCorruptError(
-                f"release {channel} v{version}: its package file is unreadable "
-                f"({exc.strerror or exc})"
-            ) from exc
+        # the message leaves out the server's path: it reaches the client
+        size = self.registry.package_size(record, shown_as="its package file")
         if size != record.size:
             raise RegistryCorruptError(
                 f"release {channel} v{version}: the package file is {size} bytes but the "

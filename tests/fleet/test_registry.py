@@ -18,6 +18,7 @@ from tensorguard.fleet.errors import (
     ReleaseVersionError,
 )
 from tensorguard.fleet.registry import INDEX_NAME, LOCK_NAME, LocalRegistry
+from tensorguard.service.packages import PackageStore
 from tests.killable_child import run_killable_child
 
 
@@ -143,6 +144,22 @@ def test_tampered_package_and_corrupt_index_are_detected(tmp_path: Path) -> None
     registry.index_path.write_text('{"format": "tensorguard.registry-index/v1", "channels": 3}')
     with pytest.raises(RegistryCorruptError, match="does not validate"):
         registry.latest("stable")
+
+
+def test_a_missing_package_file_is_named_or_described(tmp_path: Path) -> None:
+    """The registry names the missing file; the service's store (its message reaches the
+    client) describes it without the server's path."""
+    registry = LocalRegistry(tmp_path / "r")
+    record = registry.publish(make_package(tmp_path / "p.tgsp", 5000), "stable", 1)
+    path = registry.package_path(record)
+    path.unlink()
+    with pytest.raises(RegistryCorruptError) as named:
+        registry.verify(record)
+    assert str(named.value).startswith(f"release stable v1: package {path} is unreadable (")
+    with pytest.raises(RegistryCorruptError) as described:
+        PackageStore(tmp_path / "r").find("stable", 1)
+    assert str(described.value).startswith("release stable v1: its package file is unreadable (")
+    assert str(tmp_path) not in str(described.value)
 
 
 def test_recover_removes_only_leftovers(tmp_path: Path) -> None:
