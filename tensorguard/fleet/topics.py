@@ -34,6 +34,11 @@ def _fleet_level(fleet: str) -> str:
     return f"{TOPIC_ROOT}/{validate_name('fleet', fleet)}"
 
 
+def _node_level(fleet: str, channel: str, node_id: str) -> str:
+    channel_level = validate_name("channel", channel)
+    return f"{_fleet_level(fleet)}/{channel_level}/nodes/{validate_name('node', node_id)}"
+
+
 def release_topic(fleet: str, channel: str) -> str:
     """Topic of release announcements for one fleet channel."""
     return f"{_fleet_level(fleet)}/{validate_name('channel', channel)}/release"
@@ -41,8 +46,7 @@ def release_topic(fleet: str, channel: str) -> str:
 
 def install_report_topic(fleet: str, channel: str, node_id: str) -> str:
     """Topic on which one node reports install results for one channel."""
-    channel_level = validate_name("channel", channel)
-    return f"{_fleet_level(fleet)}/{channel_level}/nodes/{validate_name('node', node_id)}/install"
+    return f"{_node_level(fleet, channel, node_id)}/install"
 
 
 def install_report_filter(fleet: str, channel: str | None = None) -> str:
@@ -58,8 +62,7 @@ def connection_topic(fleet: str, node_id: str) -> str:
 
 def node_release_topic(fleet: str, channel: str, node_id: str) -> str:
     """Topic of release announcements for one node only (a canary cohort member)."""
-    channel_level = validate_name("channel", channel)
-    return f"{_fleet_level(fleet)}/{channel_level}/nodes/{validate_name('node', node_id)}/release"
+    return f"{_node_level(fleet, channel, node_id)}/release"
 
 
 def rollback_topic(fleet: str, channel: str) -> str:
