@@ -12,6 +12,10 @@ Everything before ``body`` is the AEAD's associated data, so the key name, purpo
 provider and sealing parameters are authenticated together with the secret: a record
 renamed to another key, relabelled with another purpose or given other parameters fails
 to open.
+
+The header's schema is the strict pydantic model :class:`_HeaderDocument`: a missing,
+unknown or mistyped field is refused by name when a record is parsed and before one is
+written.
 """
 
 from __future__ import annotations
@@ -21,17 +25,22 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
 
 from tensorguard.codec import (
     CodecError,
     FrameError,
     FrameReader,
     FrameWriter,
+    StrictModel,
     canonical_json,
     parse_json_object,
+    validate_model,
 )
-from tensorguard.keys._errors import InvalidKeyNameError, KeyRecordFormatError
-from tensorguard.keys._names import KeyPurpose, validate_key_name
+from tensorguard.keys._errors import KeyRecordFormatError
+from tensorguard.keys._names import KEY_NAME_PATTERN, KeyPurpose
 
 RECORD_MAGIC = b"TGKEYREC"
 RECORD_VERSION = 1
@@ -39,11 +48,9 @@ RECORD_SUFFIX = ".tgkey"
 MAX_HEADER_BYTES = 16 * 1024
 NONCE_BYTES = 12
 TAG_BYTES = 16
+_WHAT = "key record header"
 
 SealValue = str | int
-_HEADER_FIELDS = frozenset(
-    {"name", "purpose", "provider", "created_at", "nonce", "seal", "attributes"}
-)
 
 
 def b64encode(data: bytes) -> str:
@@ -51,14 +58,69 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def b64decode(text: str, what: str) -> bytes:
-    """Strict base64 decoding of a header field; malformed input is a format error."""
+def _strict_b64decode(text: str) -> bytes:
+    """Base64 with no stray characters; raises :class:`ValueError`."""
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("is not valid base64") from None
+
+
+def b64decode(text: str, what: str) -> bytes:
+    """Strict base64 decoding of a header field; malformed input is a format error."""
+    try:
+        return _strict_b64decode(text)
+    except ValueError:
         raise KeyRecordFormatError(
             f"key record field {what!r} is not valid base64; the file is corrupt"
         ) from None
+
+
+def _purpose_from_json(value: object) -> KeyPurpose:
+    if not isinstance(value, str):
+        raise ValueError("must be a key purpose string")
+    try:
+        return KeyPurpose(value)
+    except ValueError:
+        known = ", ".join(purpose.value for purpose in KeyPurpose)
+        raise ValueError(f"is not a known key purpose ({known})") from None
+
+
+def _time_from_json(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 time string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("is not an ISO 8601 time such as 2026-01-31T12:00:00+00:00") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry a UTC offset such as +00:00")
+    return moment
+
+
+def _nonce_from_json(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be base64 text")
+    nonce = _strict_b64decode(value)
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"must be {NONCE_BYTES} bytes, not {len(nonce)}")
+    return nonce
+
+
+class _HeaderDocument(StrictModel):
+    """The record header exactly as it is on disk (RFC 8785 canonical JSON).
+
+    ``seal`` is checked field by field by the provider that wrote it; here only its
+    shape (text or integer values, never booleans) is fixed.
+    """
+
+    name: Annotated[str, Field(pattern=f"^{KEY_NAME_PATTERN.pattern}$")]
+    purpose: Annotated[KeyPurpose, BeforeValidator(_purpose_from_json)]
+    provider: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    created_at: Annotated[datetime, BeforeValidator(_time_from_json)]
+    nonce: Annotated[bytes, BeforeValidator(_nonce_from_json)]
+    seal: dict[str, str | int]
+    attributes: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -90,9 +152,10 @@ class RecordHeader:
             "attributes": dict(self.attributes),
         }
         try:
+            validate_model(_HeaderDocument, document, what=_WHAT)
             return canonical_json(document)
         except CodecError as exc:
-            raise KeyRecordFormatError(f"key record header cannot be encoded: {exc}") from exc
+            raise KeyRecordFormatError(f"key record header cannot be encoded: {exc}") from None
 
     def record_prefix(self) -> bytes:
         """Magic, version, length and header: the associated data of the body."""
@@ -115,45 +178,17 @@ class ParsedRecord:
 
 def _header_from_json(raw: bytes) -> RecordHeader:
     try:
-        document = parse_json_object(raw, what="key record header")
+        parsed = validate_model(_HeaderDocument, parse_json_object(raw, what=_WHAT), what=_WHAT)
     except CodecError as exc:
         raise KeyRecordFormatError(f"{exc}; the file is corrupt") from None
-    if set(document) != _HEADER_FIELDS:
-        raise KeyRecordFormatError(
-            f"key record header must have exactly the fields {sorted(_HEADER_FIELDS)}"
-        )
-    seal, attributes = document["seal"], document["attributes"]
-    text_fields = ("name", "purpose", "provider", "created_at", "nonce")
-    if not (
-        all(isinstance(document[key], str) for key in text_fields)
-        and isinstance(seal, dict)
-        and all(isinstance(k, str) and isinstance(v, str | int) for k, v in seal.items())
-        and isinstance(attributes, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items())
-    ):
-        raise KeyRecordFormatError("key record header has fields of the wrong type")
-    try:
-        purpose = KeyPurpose(document["purpose"])
-        created_at = datetime.fromisoformat(document["created_at"])
-    except ValueError:
-        raise KeyRecordFormatError(
-            "key record header has an unknown purpose or a malformed creation time"
-        ) from None
-    try:
-        name = validate_key_name(document["name"])
-    except InvalidKeyNameError:
-        raise KeyRecordFormatError("key record header holds an invalid key name") from None
-    nonce = b64decode(document["nonce"], "nonce")
-    if len(nonce) != NONCE_BYTES:
-        raise KeyRecordFormatError(f"key record nonce must be {NONCE_BYTES} bytes")
     return RecordHeader(
-        name=name,
-        purpose=purpose,
-        provider=document["provider"],
-        nonce=nonce,
-        seal=seal,
-        attributes=attributes,
-        created_at=created_at,
+        name=parsed.name,
+        purpose=parsed.purpose,
+        provider=parsed.provider,
+        nonce=parsed.nonce,
+        seal=parsed.seal,
+        attributes=parsed.attributes,
+        created_at=parsed.created_at,
     )
 
 
