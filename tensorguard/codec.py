@@ -30,15 +30,23 @@ document (``what``) and the reason; areas wrap it in their own error type.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from typing import Any, Final, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 
 import rfc8785
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tensorguard.errors import TensorGuardError
+
+if TYPE_CHECKING:
+    import yaml
+
+    from tensorguard._codec_schema import (
+        StrictModel,
+        describe_validation_error,
+        validate_model,
+    )
 
 __all__ = [
     "MAX_SAFE_INTEGER",
@@ -205,64 +213,45 @@ def _json_type(value: object) -> str:
 
 
 # --- schemas: strict pydantic models for headers and records ---------------------------
-class StrictModel(BaseModel):
-    """Base of the header and record models: no unknown fields, no coercion, immutable.
-
-    ``strict=True`` means a JSON ``true`` is not an integer, ``"3"`` is not a number and
-    ``1`` is not a string; a field that must be converted from its JSON form (a
-    timestamp, an enum, a tensor layout) says so with its own validator.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+# StrictModel, validate_model and describe_validation_error live in
+# tensorguard._codec_schema and are imported on first use (PEP 562), so a command that
+# only needs canonical JSON (``tensorguard tgsp verify``) does not pay pydantic's import.
+_SCHEMA_NAMES: Final = frozenset({"StrictModel", "describe_validation_error", "validate_model"})
 
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+def __getattr__(name: str) -> Any:
+    if name in _SCHEMA_NAMES:
+        from tensorguard import _codec_schema
 
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One ``field.path: message`` per pydantic problem, joined by ``; ``.
-
-    Only the location and pydantic's message are used, never the offending input, so a
-    secret in a malformed document does not reach an exception or a log.
-    """
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or '(document)'}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_input=False)
-    )
-
-
-def validate_model(model: type[ModelT], document: object, *, what: str) -> ModelT:
-    """Validate a parsed document against ``model``; raise :class:`SchemaError` naming
-    ``what`` and every bad field (without the offending values)."""
-    try:
-        return model.model_validate(document)
-    except ValidationError as exc:
-        raise SchemaError(
-            f"{what} does not match its schema: {describe_validation_error(exc)}"
-        ) from None
+        return getattr(_codec_schema, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- strict YAML ---------------------------------------------------------------------
-class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate mapping keys instead of keeping the last."""
+@functools.cache
+def _unique_key_loader() -> type[yaml.SafeLoader]:
+    """A safe YAML loader that refuses duplicate mapping keys (PyYAML imported on first use)."""
+    import yaml
 
+    def construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        loader.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in mapping:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            mapping[key] = loader.construct_object(value_node, deep=True)
+        return mapping
 
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        """A safe YAML loader that refuses duplicate mapping keys instead of keeping the last."""
 
-
-_UniqueKeySafeLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
+    UniqueKeySafeLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_unique_mapping
+    )
+    return UniqueKeySafeLoader
 
 
 def load_strict_yaml(text: str, *, what: str = "YAML document") -> object:
@@ -272,8 +261,10 @@ def load_strict_yaml(text: str, *, what: str = "YAML document") -> object:
     second, forgotten ``max_eval_loss:`` or site entry override the first. Raises
     :class:`YAMLFormatError` naming ``what`` and the line of the problem.
     """
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise YAMLFormatError(f"{what} is not valid YAML: {exc}") from None
 

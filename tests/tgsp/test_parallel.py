@@ -209,6 +209,40 @@ def test_tgsp_commands_import_no_training_pipeline_or_agent_stack(tmp_path: Path
     assert {name for name in loaded if name in heavy or name.split(".")[0] in heavy} == set()
 
 
+def test_tgsp_verify_and_open_import_neither_pydantic_nor_yaml(tmp_path: Path) -> None:
+    """Start-up of a successful ``tgsp verify`` / ``tgsp open`` stays light (#19): the
+    codec's canonical JSON is used, its pydantic schemas and YAML loader are not."""
+    from tensorguard.cli import ExitCode
+    from tests.tgsp.test_cli import Workspace
+
+    workspace = Workspace(tmp_path)
+    assert workspace.build() == ExitCode.OK
+    for command in (
+        ["verify", str(workspace.package), "--trust-store", str(workspace.trust)],
+        ["open", str(workspace.package), "-d", str(tmp_path / "out"),
+         "--recipient-key", str(workspace.recipient_private), "--trust-store",
+         str(workspace.trust)],
+    ):  # fmt: skip
+        script = (
+            "import sys\n"
+            "from tensorguard.cli import main\n"
+            f"code = main(['tgsp', *{command!r}])\n"
+            "print('\\nMODULES', code, ' '.join(sys.modules))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=True,
+        )
+        marker, code, *loaded = result.stdout.splitlines()[-1].split()
+        assert marker == "MODULES", result.stdout
+        assert code == "0", result.stdout + result.stderr
+        assert "tensorguard.tgsp._payload" in loaded
+        assert {name.split(".")[0] for name in loaded} & {"pydantic", "yaml"} == set(), command
+
+
 def test_cli_refuses_a_bad_thread_setting_with_exit_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
