@@ -6,13 +6,21 @@ module so that importing the codec for canonical JSON alone does not import pyda
 
 from __future__ import annotations
 
-from typing import TypeVar
+from datetime import datetime
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from tensorguard.codec import SchemaError
 
-__all__ = ["ModelT", "StrictModel", "describe_validation_error", "validate_model"]
+__all__ = [
+    "IsoTimestamp",
+    "ModelT",
+    "Sha256Hex",
+    "StrictModel",
+    "describe_validation_error",
+    "validate_model",
+]
 
 
 class StrictModel(BaseModel):
@@ -27,6 +35,26 @@ class StrictModel(BaseModel):
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+"""A lower-case hex SHA-256 (a digest or a key fingerprint), nothing before or after."""
+
+
+def _aware_time_from_json(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 time string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("is not an ISO 8601 time such as 2026-01-31T12:00:00+00:00") from None
+    if moment.tzinfo is None:
+        raise ValueError("must carry a UTC offset such as +00:00")
+    return moment
+
+
+IsoTimestamp = Annotated[datetime, BeforeValidator(_aware_time_from_json)]
+"""A JSON string in ISO 8601 with a UTC offset (``datetime.isoformat()`` of an aware
+time), read as a timezone-aware :class:`~datetime.datetime`; a naive time is refused."""
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import yaml
 
     from tensorguard._codec_schema import (
+        IsoTimestamp,
+        Sha256Hex,
         StrictModel,
         describe_validation_error,
         validate_model,
@@ -54,8 +56,10 @@ __all__ = [
     "FrameError",
     "FrameReader",
     "FrameWriter",
+    "IsoTimestamp",
     "JSONFormatError",
     "SchemaError",
+    "Sha256Hex",
     "StrictModel",
     "YAMLFormatError",
     "canonical_digest",
@@ -216,7 +220,9 @@ def _json_type(value: object) -> str:
 # StrictModel, validate_model and describe_validation_error live in
 # tensorguard._codec_schema and are imported on first use (PEP 562), so a command that
 # only needs canonical JSON (``tensorguard tgsp verify``) does not pay pydantic's import.
-_SCHEMA_NAMES: Final = frozenset({"StrictModel", "describe_validation_error", "validate_model"})
+_SCHEMA_NAMES: Final = frozenset(
+    {"IsoTimestamp", "Sha256Hex", "StrictModel", "describe_validation_error", "validate_model"}
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -37,6 +37,7 @@ from tensorguard.codec import (
     FrameError,
     FrameReader,
     FrameWriter,
+    Sha256Hex,
     StrictModel,
     canonical_json,
     parse_json_object,
@@ -78,8 +79,6 @@ def _time_from_json(value: object) -> datetime:
         raise ValueError("is not a valid date and time") from None
 
 
-Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-"""Lower-case hex SHA-256 (digests and key fingerprints)."""
 FiniteNumber = Annotated[float, Field(allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
 

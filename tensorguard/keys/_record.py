@@ -34,6 +34,7 @@ from tensorguard.codec import (
     FrameError,
     FrameReader,
     FrameWriter,
+    IsoTimestamp,
     StrictModel,
     canonical_json,
     parse_json_object,
@@ -86,18 +87,6 @@ def _purpose_from_json(value: object) -> KeyPurpose:
         raise ValueError(f"is not a known key purpose ({known})") from None
 
 
-def _time_from_json(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO 8601 time string")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("is not an ISO 8601 time such as 2026-01-31T12:00:00+00:00") from None
-    if moment.tzinfo is None:
-        raise ValueError("must carry a UTC offset such as +00:00")
-    return moment
-
-
 def _nonce_from_json(value: object) -> bytes:
     if not isinstance(value, str):
         raise ValueError("must be base64 text")
@@ -117,7 +106,7 @@ class _HeaderDocument(StrictModel):
     name: Annotated[str, Field(pattern=f"^{KEY_NAME_PATTERN.pattern}$")]
     purpose: Annotated[KeyPurpose, BeforeValidator(_purpose_from_json)]
     provider: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
-    created_at: Annotated[datetime, BeforeValidator(_time_from_json)]
+    created_at: IsoTimestamp
     nonce: Annotated[bytes, BeforeValidator(_nonce_from_json)]
     seal: dict[str, str | int]
     attributes: dict[str, str]

@@ -17,8 +17,10 @@ from tensorguard.codec import (
     FrameError,
     FrameReader,
     FrameWriter,
+    IsoTimestamp,
     JSONFormatError,
     SchemaError,
+    Sha256Hex,
     StrictModel,
     YAMLFormatError,
     canonical_digest,
@@ -365,3 +367,28 @@ def test_schema_errors_do_not_repeat_the_offending_value() -> None:
     assert secret not in str(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+class _Stamped(StrictModel):
+    digest: Sha256Hex
+    at: IsoTimestamp
+
+
+def test_digest_and_timestamp_fields() -> None:
+    good = validate_model(
+        _Stamped, {"digest": "a" * 64, "at": "2026-01-31T12:00:00+01:00"}, what="d"
+    )
+    assert good.at.utcoffset() is not None
+    assert good.at.isoformat() == "2026-01-31T12:00:00+01:00"
+    refused: dict[str, dict[str, object]] = {
+        "digest: String should match pattern": {"digest": "A" * 64},
+        "digest: String should match": {"digest": "a" * 64 + "\n"},
+        "at: Value error, must carry a UTC offset": {"at": "2026-01-31T12:00:00"},
+        "at: Value error, is not an ISO 8601 time": {"at": "31/01/2026"},
+        "at: Value error, must be an ISO 8601 time string": {"at": 1769860800},
+    }
+    for message, change in refused.items():
+        document: dict[str, object] = {"digest": "a" * 64, "at": "2026-01-31T12:00:00+00:00"}
+        document.update(change)
+        with pytest.raises(SchemaError, match=re.escape(f"d does not match its schema: {message}")):
+            validate_model(_Stamped, document, what="d")
