@@ -51,6 +51,8 @@ from tensorguard.federation import (
     grid_bits_for,
     load_secret_context,
     round_failure_bounds,
+    worst_key_refusal_bound,
+    worst_slot_scale,
 )
 
 OLD_GRID_BITS = 27
@@ -77,14 +79,10 @@ def refusal_probability(
 
 def worst_key_bounds(params: FederationParams, grids: tuple[int, ...]) -> dict[str, Any]:
     """A key at the ``ROUND_FAILURE_BOUND`` quantile of key generation: its worst slot's
-    ``X`` (``P(max_j X_j > x) <= slots · e^-x``) and, with every value of a full round as
-    noisy as that slot, the per-round refusal bound at each grid (no safety factor)."""
-    x = math.log(params.slot_count / ROUND_FAILURE_BOUND)
-    sigma = ckks_noise_std(params, params.max_sites) * math.sqrt(x)
-    return {"x_max": x, "worst_slot_over_sigma": math.sqrt(x)} | {
-        f"k={k},values={MAX_ROUND_VALUES}": min(
-            1.0, MAX_ROUND_VALUES * math.erfc(0.25 * math.ldexp(1.0, -k) / (sigma * math.sqrt(2)))
-        )
+    standard deviation over the mean (``worst_slot_scale``) and the per-round refusal
+    bound at each grid with every value as noisy as that slot (no safety factor)."""
+    return {"worst_slot_over_sigma": worst_slot_scale(params)} | {
+        f"k={k},values={MAX_ROUND_VALUES}": worst_key_refusal_bound(params, k, MAX_ROUND_VALUES)
         for k in grids
     }
 

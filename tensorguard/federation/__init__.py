@@ -63,6 +63,8 @@ from tensorguard.federation._fixed_point import (
     ckks_noise_std,
     grid_bits_for,
     round_failure_bounds,
+    worst_key_refusal_bound,
+    worst_slot_scale,
 )
 from tensorguard.federation._layout import TensorLayout, tensors_digest
 from tensorguard.federation._lora_factors import (
@@ -176,5 +178,7 @@ __all__ = [
     "site_pairwise_secrets",
     "tensors_digest",
     "training_attempt",
+    "worst_key_refusal_bound",
+    "worst_slot_scale",
     "write_peft_adapter",
 ]

@@ -43,7 +43,10 @@ inflated by :data:`WORST_SLOT_SAFETY`, the union bound over the values of a roun
 ``params.max_sites`` sites must keep the probability that any value of an honest sum
 trips the refusal below :data:`ROUND_FAILURE_BOUND` per round (averaged over key
 ceremonies). Rounding to a wrong grid point needs twice the distance, so its probability
-is far below that (:func:`round_failure_bounds`).
+is far below that (:func:`round_failure_bounds`). Because one key serves many rounds, the
+grid must also hold for an unlucky key: one whose worst slot sits at the
+:data:`ROUND_FAILURE_BOUND` quantile of key generation, with every value of the round as
+noisy as that slot (:func:`worst_key_refusal_bound`).
 """
 
 from __future__ import annotations
@@ -112,12 +115,38 @@ def round_failure_bounds(
     return refused, misrounded
 
 
+def worst_slot_scale(params: FederationParams) -> float:
+    """``√x`` for the :data:`ROUND_FAILURE_BOUND` quantile ``x`` of a key's largest slot
+    variance ratio ``max_j X_j``: ``P(max_j X_j > x) ≤ slots · e^-x`` (5.39 for N = 8192)."""
+    return math.sqrt(math.log(params.slot_count / ROUND_FAILURE_BOUND))
+
+
+def worst_key_refusal_bound(params: FederationParams, bits: int, values: int) -> float:
+    """For a key at the :data:`ROUND_FAILURE_BOUND` quantile of key generation, a bound on
+    the probability that an honest ``max_sites`` sum of ``values`` values is refused: every
+    value as noisy as that key's worst slot (Gaussian, ``σ_S · worst_slot_scale``), union
+    bound over the values."""
+    sigma = ckks_noise_std(params, params.max_sites) * worst_slot_scale(params)
+    margin = OFF_GRID_FRACTION * math.ldexp(1.0, -bits)
+    return min(1.0, values * math.erfc(margin / (sigma * math.sqrt(2.0))))
+
+
+def _refusal_bound(params: FederationParams, bits: int, values: int) -> float:
+    """The larger of the two refusal bounds the grid must keep below the bound."""
+    averaged, _ = round_failure_bounds(params, bits, values)
+    return max(averaged, worst_key_refusal_bound(params, bits, values))
+
+
 def _finest_bits(params: FederationParams, values: int) -> int:
     """The largest ``k`` whose quarter step meets :data:`ROUND_FAILURE_BOUND` for ``values``
-    values: ``2**-k · OFF_GRID_FRACTION ≥ safety · σ_S · ln(values / bound) / √2``."""
+    values: first ``2**-k · OFF_GRID_FRACTION ≥ safety · σ_S · ln(values / bound) / √2``
+    (the averaged bound), then coarser while the worst-key bound is not met."""
     sigma = WORST_SLOT_SAFETY * ckks_noise_std(params, params.max_sites)
     margin = sigma * math.log(values / ROUND_FAILURE_BOUND) / math.sqrt(2.0)
-    return math.floor(-math.log2(margin / OFF_GRID_FRACTION))
+    bits = math.floor(-math.log2(margin / OFF_GRID_FRACTION))
+    while bits > 0 and _refusal_bound(params, bits, values) > ROUND_FAILURE_BOUND:
+        bits -= 1
+    return bits
 
 
 def grid_bits_for(params: FederationParams, values: int = 0) -> int:
@@ -136,11 +165,13 @@ def check_grid_bits(params: FederationParams, bits: int, values: int = 0) -> int
 
     Refused (:class:`FederationParamsError`): coarser than :data:`MIN_GRID_BITS`; so fine
     that an honest sum of ``max_sites`` sites would be refused (or misrounded) with
-    probability above :data:`ROUND_FAILURE_BOUND` per round; or so fine that the largest
+    probability above :data:`ROUND_FAILURE_BOUND` per round, averaged over keys
+    (:func:`round_failure_bounds`) or for an unlucky key (:func:`worst_key_refusal_bound`);
+    or so fine that the largest
     decodable sum, counted in grid steps, no longer fits float64's mantissa exactly.
     """
     count = round_values(values)
-    refused, _ = round_failure_bounds(params, bits, count)
+    refused = _refusal_bound(params, bits, count)
     if bits < MIN_GRID_BITS or refused > ROUND_FAILURE_BOUND:
         raise FederationParamsError(
             f"aggregate grid 2^-{bits} does not fit this federation: the grid must be at "

@@ -23,6 +23,7 @@ from tensorguard.federation._fixed_point import (
     quantise,
     round_failure_bounds,
     snap,
+    worst_key_refusal_bound,
 )
 from tensorguard.federation._layout import TensorLayout
 from tensorguard.federation._packing import Packing, decrypt_vector, encrypt_vector
@@ -69,14 +70,19 @@ def test_the_default_grid_follows_from_the_worst_slot_bound() -> None:
     assert refused <= ROUND_FAILURE_BOUND
     assert misrounded <= ROUND_FAILURE_BOUND
     assert misrounded < refused
-    # The next finer grid misses the bound: the chosen one is the finest that meets it.
+    # An unlucky key (worst slot at the 1e-9 quantile of key generation) also meets it.
+    assert worst_key_refusal_bound(params, bits, MAX_ROUND_VALUES) <= ROUND_FAILURE_BOUND
+    # The next finer grid misses both: the chosen one is the finest that meets them.
     assert round_failure_bounds(params, bits + 1, MAX_ROUND_VALUES)[0] > ROUND_FAILURE_BOUND
+    assert worst_key_refusal_bound(params, bits + 1, MAX_ROUND_VALUES) > ROUND_FAILURE_BOUND
     # The error model matches a measurement (8 ciphertexts, 64 sites' worth of noise).
     assert ckks_noise_std(params, 1) == pytest.approx(1.94e-11, rel=0.01)
-    # The grid still serves rounds far larger than 2^27 values, but not without end.
-    assert check_grid_bits(params, bits, 10**10) == bits
+    # The grid still serves rounds far larger than 2^27 values, but not without end: at
+    # 1e10 values the averaged bound still holds, the unlucky key's does not.
+    assert check_grid_bits(params, bits, 10**9) == bits
+    assert round_failure_bounds(params, bits, 10**10)[0] <= ROUND_FAILURE_BOUND
     with pytest.raises(FederationParamsError, match="quarter-step refusal"):
-        check_grid_bits(params, bits, 10**12)
+        check_grid_bits(params, bits, 10**10)
     with pytest.raises(FederationParamsError, match="at most 2\\^-16"):
         check_grid_bits(params, 10)
 
