@@ -152,8 +152,9 @@ def _finest_bits(params: FederationParams, values: int) -> int:
 def grid_bits_for(params: FederationParams, values: int = 0) -> int:
     """The finest grid ``2**-k`` on which an honest aggregate of ``params.max_sites`` sites
     is refused, or rounds to a wrong grid point, with probability below
-    :data:`ROUND_FAILURE_BOUND` per round (:func:`round_failure_bounds`), for rounds of up
-    to :data:`MAX_ROUND_VALUES` values (or ``values``, if larger). Defaults: ``k = 25``."""
+    :data:`ROUND_FAILURE_BOUND` per round, averaged over keys (:func:`round_failure_bounds`)
+    and for an unlucky key (:func:`worst_key_refusal_bound`), for rounds of up to
+    :data:`MAX_ROUND_VALUES` values (or ``values``, if larger). Defaults: ``k = 25``."""
     bits = _finest_bits(params, round_values(values))
     check_grid_bits(params, bits, values)
     return bits
@@ -167,20 +168,24 @@ def check_grid_bits(params: FederationParams, bits: int, values: int = 0) -> int
     that an honest sum of ``max_sites`` sites would be refused (or misrounded) with
     probability above :data:`ROUND_FAILURE_BOUND` per round, averaged over keys
     (:func:`round_failure_bounds`) or for an unlucky key (:func:`worst_key_refusal_bound`);
-    or so fine that the largest
-    decodable sum, counted in grid steps, no longer fits float64's mantissa exactly.
+    or so fine that the largest decodable sum, counted in grid steps, no longer fits
+    float64's mantissa exactly.
     """
     count = round_values(values)
-    refused = _refusal_bound(params, bits, count)
-    if bits < MIN_GRID_BITS or refused > ROUND_FAILURE_BOUND:
+    if bits < MIN_GRID_BITS:
         raise FederationParamsError(
             f"aggregate grid 2^-{bits} does not fit this federation: the grid must be at "
-            f"most 2^-{MIN_GRID_BITS}, and coarse enough that CKKS noise in the worst slots "
-            f"of a {params.max_sites}-site sum of {count} values crosses the quarter-step "
-            f"refusal with probability at most {ROUND_FAILURE_BOUND:g} per round (this grid: "
-            f"{refused:.2g}). Round specs signed before the worst-slot rule (2^-27 with the "
-            "default parameters) are refused for that reason; re-open the round with "
-            f"grid_bits_for(params) = {_finest_bits(params, count)}"
+            f"most 2^-{MIN_GRID_BITS}, or its rounding distorts the training signal"
+        )
+    refused = _refusal_bound(params, bits, count)
+    if refused > ROUND_FAILURE_BOUND:
+        raise FederationParamsError(
+            f"aggregate grid 2^-{bits} does not fit this federation: CKKS noise in the worst "
+            f"slots of a {params.max_sites}-site sum of {count} values would cross the "
+            f"quarter-step refusal with probability up to {refused:.2g} per round (at most "
+            f"{ROUND_FAILURE_BOUND:g} allowed). Round specs signed before the worst-slot rule "
+            "(2^-27 with the default parameters) are refused for that reason; re-open the "
+            f"round with grid_bits_for(params) = {_finest_bits(params, count)}"
         )
     headroom = math.log2(params.aggregate_value_bound) + bits
     if headroom > FLOAT64_MANTISSA_BITS:
