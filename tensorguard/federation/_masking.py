@@ -28,9 +28,11 @@ Why the NTT form does not matter
     therefore added to the stored values directly.
 
 How the ciphertext is modified (the approach and why)
-    SEAL's coefficient array is not reachable from Python: ``sealapi.Ciphertext.data``
-    returns an address, ``dyn_array`` has no binding, and TenSEAL serialises ciphertexts
-    zstd-compressed (no zstd in the standard library). Reading ``c0`` is unnecessary
+    SEAL's coefficient array is not reachable from a ``CKKSVector`` in Python:
+    ``sealapi.Ciphertext.data(i)`` returns only the first coefficient of polynomial
+    ``i``, ``dyn_array`` has no binding, and TenSEAL serialises ciphertexts with zstd
+    (:mod:`tensorguard.federation._seal_format` reads the raw blocks zstd stores
+    incompressible residues in, but not compressed ones). Reading ``c0`` is unnecessary
     though: the mask is *added*. This module writes the mask as a second, transparent
     ciphertext ``(m, 0)`` in SEAL's own uncompressed serialisation (``compr_mode``
     none; SEALHeader, ``parms_id``, NTT flag, size, N, prime count, scale, correction
@@ -56,7 +58,6 @@ from __future__ import annotations
 
 import functools
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -69,22 +70,20 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tensorguard.crypto import encode_info, hkdf_sha256
 from tensorguard.federation._errors import CiphertextError, FederationError
-from tensorguard.federation._packing import EncryptedVector, protobuf_varint, sole_ciphertext
+from tensorguard.federation._packing import EncryptedVector, sole_ciphertext
 from tensorguard.federation._params import FederationParams
+from tensorguard.federation._seal_format import (
+    CIPHERTEXT_SIZE,
+    CiphertextShape,
+    ciphertext_head,
+    ckks_vector_proto_parts,
+)
 
 MASK_LABEL: Final = b"tensorguard/federation/ckks-mask/v1"
 SEED_SIZE: Final = 32
 """Bytes of a per-round pairwise seed."""
 
 UInt64Array = npt.NDArray[np.uint64]
-
-_SEAL_MAGIC: Final = 0xA15E
-_SEAL_HEADER: Final = struct.Struct("<HBBBBHQ")
-_COMPR_NONE: Final = 0
-_PARMS_ID: Final = struct.Struct("<4Q")
-_CIPHERTEXT_FIELDS: Final = struct.Struct("<BQQQdQ")
-_U64_LE: Final = struct.Struct("<Q")
-_CIPHERTEXT_SIZE: Final = 2
 
 
 class MaskingError(FederationError):
@@ -313,61 +312,24 @@ def unmasking_offset(revealed: RevealedMasks, chunk_index: int, level: MaskLevel
 
 
 # --- writing a transparent (offset, 0) ciphertext and adding it ---------------------
-def _seal_header(size: int) -> bytes:
-    default = sealapi.Serialization.SEALHeader()
-    return _SEAL_HEADER.pack(
-        _SEAL_MAGIC,
-        _SEAL_HEADER.size,
-        int(default.version_major),
-        int(default.version_minor),
-        _COMPR_NONE,
-        0,
-        size,
-    )
-
-
-def _transparent_ciphertext_parts(level: MaskLevel, scale: float) -> tuple[bytes, bytes]:
-    """SEAL's uncompressed serialisation of the ciphertext ``(offset, 0)`` in NTT form.
-
-    Returned as the bytes before ``offset``'s coefficients (headers, ``parms_id``,
-    fields) and those after them (``c1``, all zero): only ``offset`` varies.
-    """
-    primes, degree = level.shape
-    polynomial = bytes(8 * primes * degree)
-    coefficient_bytes = _CIPHERTEXT_SIZE * len(polynomial)
-    count = _U64_LE.pack(_CIPHERTEXT_SIZE * primes * degree)
-    dyn_array_head = _seal_header(_SEAL_HEADER.size + len(count) + coefficient_bytes) + count
-    members_head = (
-        _PARMS_ID.pack(*level.parms_id)
-        + _CIPHERTEXT_FIELDS.pack(1, _CIPHERTEXT_SIZE, degree, primes, scale, 1)
-        + dyn_array_head
-    )
-    header = _seal_header(_SEAL_HEADER.size + len(members_head) + coefficient_bytes)
-    return header + members_head, polynomial
-
-
 @functools.lru_cache(maxsize=8)
 def _mask_proto_parts(level: MaskLevel, scale: float, value_count: int) -> tuple[bytes, bytes]:
     """The mask's TenSEAL ``CKKSVectorProto`` around ``offset``'s coefficients.
 
-    Fields: ``sizes`` (1, packed), ``ciphertexts`` (2, the transparent ciphertext),
-    ``scale`` (3). Everything but ``offset`` depends only on the level, scale and value
-    count, so it is built once and reused for every chunk.
+    SEAL's uncompressed serialisation of the NTT-form ciphertext ``(offset, 0)``
+    (:func:`~tensorguard.federation._seal_format.ciphertext_head`) inside the proto's
+    ``sizes``, ``ciphertexts`` and ``scale`` fields. Everything but ``offset`` depends
+    only on the level, scale and value count, so it is built once and reused for every
+    chunk. Returned as the bytes before ``offset`` and those after it (``c1``, all zero,
+    and the proto's scale).
     """
-    before, after = _transparent_ciphertext_parts(level, scale)
-    ciphertext_bytes = len(before) + 8 * level.shape[0] * level.shape[1] + len(after)
-    sizes = protobuf_varint(value_count)
-    head = b"".join(
-        [
-            b"\x0a",
-            protobuf_varint(len(sizes)),
-            sizes,
-            b"\x12",
-            protobuf_varint(ciphertext_bytes),
-            before,
-        ]
+    shape = CiphertextShape(level.parms_id, level.primes, level.degree, scale)
+    head = ciphertext_head(shape, scale)
+    polynomial = bytes(8 * level.shape[0] * level.shape[1])
+    proto_head, _, proto_tail = ckks_vector_proto_parts(
+        value_count, len(head) + 2 * len(polynomial), scale, head
     )
-    return head, after + b"\x19" + struct.pack("<d", scale)
+    return bytes(proto_head) + head, polynomial + bytes(proto_tail)
 
 
 def _mask_proto(offset: UInt64Array, level: MaskLevel, scale: float, value_count: int) -> bytes:
@@ -389,7 +351,7 @@ def add_to_c0(chunk: ts.CKKSVector, offset: UInt64Array, level: MaskLevel) -> ts
     ciphertext = sole_ciphertext(chunk, "the chunk to mask")
     if (
         tuple(ciphertext.parms_id()) != level.parms_id
-        or ciphertext.size() != _CIPHERTEXT_SIZE
+        or ciphertext.size() != CIPHERTEXT_SIZE
         or not ciphertext.is_ntt_form()
         or ciphertext.poly_modulus_degree() != level.degree
     ):

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +67,7 @@ from tensorguard.codec import FrameError, FrameReader, FrameWriter
 from tensorguard.federation._errors import CiphertextError, ContextError, EncodingCapacityError
 from tensorguard.federation._layout import FloatVector
 from tensorguard.federation._params import FederationParams
+from tensorguard.federation._seal_format import ckks_vector_proto
 
 MAGIC = b"TGCV"
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
@@ -218,37 +218,6 @@ def encrypt_vector(
     return EncryptedVector(tuple(chunks), int(values.size), Packing.REAL)
 
 
-def protobuf_varint(value: int) -> bytes:
-    """``value`` as a protobuf base-128 varint."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def ckks_vector_proto(size: int, ciphertext: bytes, scale: float) -> bytes:
-    """TenSEAL's ``CKKSVectorProto`` holding one SEAL-serialised ciphertext: ``sizes``
-    (field 1, packed), ``ciphertexts`` (field 2) and ``scale`` (field 3)."""
-    sizes = protobuf_varint(size)
-    return b"".join(
-        [
-            b"\x0a",
-            protobuf_varint(len(sizes)),
-            sizes,
-            b"\x12",
-            protobuf_varint(len(ciphertext)),
-            ciphertext,
-            b"\x19",
-            struct.pack("<d", scale),
-        ]
-    )
-
-
 def _scratch_directory() -> tempfile.TemporaryDirectory[str]:
     """A private temporary directory for one ciphertext file: in RAM (``/dev/shm``) where
     that is writable, else in the default temporary directory."""
@@ -342,7 +311,7 @@ def load_encrypted_vector(
     an already inspected one may skip this, because SEAL refuses to add ciphertexts
     whose level or scale differ.
     """
-    _check_packing(data, packing)
+    refuse_other_packing(data, packing)
     try:
         return _read_encrypted_vector(
             FrameReader(data, magic=MAGIC, version=packing.wire_version, what="encrypted payload"),
@@ -356,7 +325,7 @@ def load_encrypted_vector(
         raise CiphertextError(str(exc)) from exc
 
 
-def _check_packing(data: bytes | memoryview, packing: Packing) -> None:
+def refuse_other_packing(data: bytes | memoryview, packing: Packing) -> None:
     """Refuse, with both packings named, a payload written in another packing."""
     head = bytes(memoryview(data)[: len(MAGIC) + 1])
     if len(head) <= len(MAGIC) or head[: len(MAGIC)] != MAGIC:
