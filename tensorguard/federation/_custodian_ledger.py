@@ -21,20 +21,46 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from tensorguard.codec import canonical_digest
+from pydantic import Field
+
+from tensorguard.codec import (
+    CodecError,
+    IsoTimestamp,
+    Sha256Hex,
+    StrictModel,
+    canonical_digest,
+    validate_model,
+)
 from tensorguard.crypto import CompositeSigner
 from tensorguard.federation._accountant import gaussian_rdp, rdp_to_epsilon
 from tensorguard.federation._errors import DecryptionError
 from tensorguard.signed_log import GENESIS, PREVIOUS_FIELD, SignedLog
 
 LEDGER_SIGNATURE_CONTEXT = b"tensorguard/federation/custodian-ledger/v1"
-LEDGER_FORMAT = "tensorguard.federation.custodian-ledger/v1"
+LedgerFormat = Literal["tensorguard.federation.custodian-ledger/v1"]
+LEDGER_FORMAT: str = get_args(LedgerFormat)[0]
 
 
 class LedgerError(DecryptionError):
     """The custodian ledger is corrupt, forged, or forbids this decryption."""
+
+
+class _RecordDocument(StrictModel):
+    """One signed ledger record exactly as :meth:`DecryptionRecord.to_json` writes it.
+
+    ``dp_noise_multiplier`` may be absent: records written before DP accounting lack it.
+    """
+
+    format: LedgerFormat
+    round_id: Annotated[str, Field(min_length=1)]
+    public_context_sha256: Sha256Hex
+    contributors: list[Annotated[str, Field(min_length=1)]]
+    aggregate_sha256: Sha256Hex
+    decrypted_at: IsoTimestamp
+    previous_sha256: Sha256Hex
+    dp_noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,25 +96,22 @@ class DecryptionRecord:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> DecryptionRecord:
-        """Parse a record written by :meth:`to_json`."""
+        """Parse a record written by :meth:`to_json` (see :class:`_RecordDocument`)."""
         try:
-            if document["format"] != LEDGER_FORMAT:
-                raise ValueError(f"unknown format {document['format']!r}")
-            return cls(
-                round_id=str(document["round_id"]),
-                public_context_sha256=str(document["public_context_sha256"]),
-                contributors=tuple(str(site) for site in document["contributors"]),
-                aggregate_sha256=str(document["aggregate_sha256"]),
-                decrypted_at=datetime.fromisoformat(str(document["decrypted_at"])),
-                previous_sha256=str(document["previous_sha256"]),
-                dp_noise_multiplier=(
-                    None
-                    if document.get("dp_noise_multiplier") is None
-                    else float(document["dp_noise_multiplier"])
-                ),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LedgerError(f"a custodian ledger record does not parse: {exc}") from exc
+            parsed = validate_model(_RecordDocument, document, what="a custodian ledger record")
+        except CodecError as exc:
+            raise LedgerError(
+                f"{exc}; restore the ledger from its backup, do not decrypt until then"
+            ) from None
+        return cls(
+            round_id=parsed.round_id,
+            public_context_sha256=parsed.public_context_sha256,
+            contributors=tuple(parsed.contributors),
+            aggregate_sha256=parsed.aggregate_sha256,
+            decrypted_at=parsed.decrypted_at,
+            previous_sha256=parsed.previous_sha256,
+            dp_noise_multiplier=parsed.dp_noise_multiplier,
+        )
 
 
 class CustodianLedger:
