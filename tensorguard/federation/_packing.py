@@ -51,12 +51,9 @@ it is summed.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,7 +64,7 @@ from tensorguard.codec import FrameError, FrameReader, FrameWriter
 from tensorguard.federation._errors import CiphertextError, ContextError, EncodingCapacityError
 from tensorguard.federation._layout import FloatVector
 from tensorguard.federation._params import FederationParams
-from tensorguard.federation._seal_format import ckks_vector_proto
+from tensorguard.federation._seal_format import ciphertext_saver, ckks_vector_proto
 
 MAGIC = b"TGCV"
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
@@ -218,31 +215,23 @@ def encrypt_vector(
     return EncryptedVector(tuple(chunks), int(values.size), Packing.REAL)
 
 
-def _scratch_directory() -> tempfile.TemporaryDirectory[str]:
-    """A private temporary directory for one ciphertext file: in RAM (``/dev/shm``) where
-    that is writable, else in the default temporary directory."""
-    shm = Path("/dev/shm")  # noqa: S108 (a private directory is created inside it)
-    in_ram = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
-    return tempfile.TemporaryDirectory(prefix="tg-ckks-", dir=shm if in_ram else None)
-
-
 def _encrypt_complex(
     values: FloatVector, context: ts.Context, params: FederationParams
 ) -> EncryptedVector:
     """Complex packing: SEAL's complex encoder and public-key encryptor, one ciphertext
     per ``N`` values, each wrapped as a TenSEAL ``CKKSVector``.
 
-    ``sealapi`` writes a ciphertext only to a file path, so each one passes through a
-    private temporary directory (in RAM where ``/dev/shm`` exists) and is loaded back
-    with ``ts.ckks_vector_from``, which validates it like any received chunk.
+    ``sealapi`` writes a ciphertext only to a file path, so each one passes through an
+    anonymous in-memory file (:func:`~tensorguard.federation._seal_format.ciphertext_saver`)
+    and is loaded back with ``ts.ckks_vector_from``, which validates it like any
+    received chunk.
     """
     seal = context.seal_context().data
     encoder = sealapi.CKKSEncoder(seal)
     encryptor = sealapi.Encryptor(seal, context.public_key().data)
     per_chunk = Packing.COMPLEX.values_per_ciphertext(params)
     chunks: list[ts.CKKSVector] = []
-    with _scratch_directory() as scratch:
-        path = str(Path(scratch) / "chunk.seal")
+    with ciphertext_saver() as save:
         for offset in range(0, values.size, per_chunk):
             part = values[offset : offset + per_chunk]
             if part.size % 2:
@@ -253,10 +242,10 @@ def _encrypt_complex(
             try:
                 encoder.encode(slots.tolist(), params.scale, plaintext)
                 encryptor.encrypt(plaintext, ciphertext)
-                ciphertext.save(path)
+                saved = save(ciphertext)
             except (ValueError, RuntimeError, TypeError) as exc:
                 raise CiphertextError(f"SEAL could not encrypt chunk {len(chunks)}: {exc}") from exc
-            proto = ckks_vector_proto(slots.size, Path(path).read_bytes(), params.scale)
+            proto = ckks_vector_proto(slots.size, saved, params.scale)
             chunks.append(_load_chunk(proto, context, len(chunks)))
     return EncryptedVector(tuple(chunks), int(values.size), Packing.COMPLEX)
 

@@ -28,11 +28,16 @@ which every SEAL build loads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 import struct
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -344,3 +349,45 @@ def _zstd_raw_content(frame: memoryview, what: str, limit: int) -> list[memoryvi
     if content_size is not None and content_size != produced:
         raise CiphertextError(f"{what}: zstd frame content is not the size it declares")
     return pieces
+
+
+@contextlib.contextmanager
+def ciphertext_saver() -> Iterator[Callable[[Any], bytes]]:
+    """Within the block, a function that serialises a ``sealapi.Ciphertext`` to bytes.
+
+    ``sealapi`` saves a ciphertext only to a file path (``Ciphertext.save(path)``; no
+    stream or bytes variant is bound, and ``Ciphertext.data(i)`` returns a single
+    coefficient). On Linux that path is an anonymous in-memory file
+    (``os.memfd_create``, reached as ``/proc/self/fd/N``; SEAL's ``ofstream``
+    truncates it on every save): it has no name in any directory, never reaches a disk,
+    and is gone when closed, even if the process dies. Elsewhere it is a file in a
+    private temporary directory, in RAM under ``/dev/shm`` where that is writable.
+    """
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is not None and os.path.isdir("/proc/self/fd"):
+        descriptor = memfd("tg-ckks", os.MFD_CLOEXEC)
+        path = f"/proc/self/fd/{descriptor}"
+
+        def save(ciphertext: Any) -> bytes:
+            ciphertext.save(path)
+            size = os.fstat(descriptor).st_size
+            data = os.pread(descriptor, size, 0)
+            if len(data) != size:
+                raise CiphertextError("SEAL's ciphertext could not be read back in full")
+            return data
+
+        try:
+            yield save
+        finally:
+            os.close(descriptor)
+        return
+    shm = Path("/dev/shm")  # noqa: S108 (a private directory is created inside it)
+    in_ram = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+    with tempfile.TemporaryDirectory(prefix="tg-ckks-", dir=shm if in_ram else None) as scratch:
+        file = Path(scratch) / "chunk.seal"
+
+        def save_to_file(ciphertext: Any) -> bytes:
+            ciphertext.save(str(file))
+            return file.read_bytes()
+
+        yield save_to_file

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tenseal.sealapi as sealapi
 
 from tensorguard.federation._ciphertext_sum import CiphertextSum
 from tensorguard.federation._context import PublicFederation, SecretFederation
@@ -18,7 +22,7 @@ from tensorguard.federation._packing import (
     encrypt_vector,
     load_encrypted_vector,
 )
-from tensorguard.federation._seal_format import SEAL_HEADER
+from tensorguard.federation._seal_format import SEAL_HEADER, ciphertext_saver
 
 TOLERANCE = 1e-9
 SEAL_MAGIC_BYTES = b"\x5e\xa1\x10"
@@ -278,3 +282,33 @@ def test_a_payload_in_another_packing_is_refused_by_name(public: PublicFederatio
         total.add(payload)
     with pytest.raises(CiphertextError, match="no encrypted update"):
         total.to_bytes()
+
+
+def _scratch_entries() -> set[Path]:
+    places = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+    return {entry for place in places if place.is_dir() for entry in place.glob("tg-ckks-*")}
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux-only")
+def test_sealapi_ciphertexts_are_saved_without_a_named_file(
+    public: PublicFederation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The site's complex encryption reads SEAL's bytes back from an anonymous in-memory
+    file; where memfd_create is missing, a private temporary directory gives the same
+    bytes, and neither leaves anything behind."""
+    context = public.load_context()
+    seal = context.seal_context().data
+    plaintext, ciphertext = sealapi.Plaintext(), sealapi.Ciphertext()
+    sealapi.CKKSEncoder(seal).encode([0.25 + 0.5j] * 7, public.params.scale, plaintext)
+    sealapi.Encryptor(seal, context.public_key().data).encrypt(plaintext, ciphertext)
+    before = _scratch_entries()
+    with ciphertext_saver() as save:
+        in_memory = save(ciphertext)
+        assert _scratch_entries() == before
+        assert save(ciphertext) == in_memory
+    assert in_memory[:2] == b"\x5e\xa1"
+    monkeypatch.delattr(os, "memfd_create")
+    with ciphertext_saver() as save:
+        assert save(ciphertext) == in_memory
+        assert len(_scratch_entries() - before) == 1
+    assert _scratch_entries() == before
