@@ -39,11 +39,8 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_json_artifact,
 )
-from tensorguard_assets.lineage import (
-    base_model_for_adapter,
-    require_upstreams,
-    verified_upstream_path,
-)
+from tensorguard_assets.artifact_inputs import VerifiedArtifact, artifact_ins
+from tensorguard_assets.lineage import base_model_for_adapter
 from tensorguard_assets.metadata import metadata_float
 from tensorguard_assets.partitions import round_partitions
 from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
@@ -80,7 +77,7 @@ class PrunedModelConfig(Config):
 @asset(
     group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
-    deps=["global_adapter", "base_model"],
+    ins=artifact_ins("global_adapter", "base_model"),
     kinds={"pytorch", "safetensors"},
     owners=["team:ml-platform"],
     check_specs=[
@@ -98,15 +95,16 @@ def pruned_model(
     config: PrunedModelConfig,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
+    global_adapter: VerifiedArtifact,
+    base_model: VerifiedArtifact,
 ) -> MaterializeResult:
     """The global adapter merged into the base model (merge_and_unload), pruned to an
     exact 2:4 magnitude pattern, then recovered with the mask fixed by distillation from
     the dense merged model on the public corpus (never site data); the held-out loss is
     measured dense, pruned and recovered."""
-    require_upstreams(context)
     round_key = context.partition_key
-    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
-    base_dir = base_model_for_adapter(context, adapter_dir)
+    adapter_dir = global_adapter.path
+    base_dir = base_model_for_adapter(base_model.path, base_model.digest, adapter_dir)
     asset_dir = artifacts.asset_dir("pruned_model", round_key)
     out_dir = asset_dir / "model"
     settings = config.recovery_settings()
@@ -180,7 +178,7 @@ class OnnxModelConfig(Config):
 @asset(
     group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
-    deps=["global_adapter", "base_model"],
+    ins=artifact_ins("global_adapter", "base_model"),
     kinds={"onnx"},
     owners=["team:ml-platform"],
     check_specs=[
@@ -197,13 +195,14 @@ def onnx_model(
     context: AssetExecutionContext,
     config: OnnxModelConfig,
     artifacts: ArtifactStore,
+    global_adapter: VerifiedArtifact,
+    base_model: VerifiedArtifact,
 ) -> MaterializeResult:
     """The merged model exported with torch.onnx.export (dynamo, dynamic batch and
     sequence), checked by onnx.checker and run in onnxruntime against torch."""
-    require_upstreams(context)
     round_key = context.partition_key
-    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
-    base_dir = base_model_for_adapter(context, adapter_dir)
+    adapter_dir = global_adapter.path
+    base_dir = base_model_for_adapter(base_model.path, base_model.digest, adapter_dir)
     out_dir = artifacts.asset_dir("onnx_model", round_key) / "onnx"
     started = time.perf_counter()
     with fail_closed_on(context):
@@ -241,7 +240,7 @@ def onnx_model(
 @asset(
     group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
-    deps=["onnx_model"],
+    ins=artifact_ins("onnx_model"),
     kinds={"tensorrt"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("tensorrt_engine")],
@@ -249,13 +248,13 @@ def onnx_model(
 def tensorrt_engine(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
+    onnx_model: VerifiedArtifact,
 ) -> MaterializeResult:
     """A TensorRT 10 engine built from the ONNX export (FP16 where the GPU supports it).
     Runs only in the `gpu_export` job; without TensorRT or a CUDA device it fails with
     the remediation instead of writing anything."""
-    require_upstreams(context)
     round_key = context.partition_key
-    onnx_dir, _ = verified_upstream_path(context, "onnx_model", round_key)
+    onnx_dir = onnx_model.path
     out_dir = artifacts.asset_dir("tensorrt_engine", round_key) / "engine"
     with fail_closed_on(context):
         result = build_tensorrt_engine(onnx_dir / "model.onnx", out_dir)
@@ -289,7 +288,7 @@ class MoaiExportConfig(Config):
 @asset(
     group_name=groups.OPTIMIZE,
     partitions_def=round_partitions,
-    deps=["global_adapter", "base_model"],
+    ins=artifact_ins("global_adapter", "base_model"),
     kinds={"tenseal", "safetensors"},
     owners=["team:security"],
     check_specs=[
@@ -312,14 +311,15 @@ def moai_export(
     context: AssetExecutionContext,
     config: MoaiExportConfig,
     artifacts: ArtifactStore,
+    global_adapter: VerifiedArtifact,
+    base_model: VerifiedArtifact,
 ) -> MaterializeResult:
     """Adapter-merged weights of the target modules in a CKKS-friendly block layout for
     encrypted inference (docs/MOAI.md), with per-tensor and checkpoint SHA-256, verified
     against the source and self-checked by a homomorphic evaluation."""
-    require_upstreams(context)
     round_key = context.partition_key
-    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
-    base_dir = base_model_for_adapter(context, adapter_dir)
+    adapter_dir = global_adapter.path
+    base_dir = base_model_for_adapter(base_model.path, base_model.digest, adapter_dir)
     out_dir = artifacts.asset_dir("moai_export", round_key) / "moai"
     with fail_closed_on(context):
         result = export_moai(

@@ -80,13 +80,9 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_artifact,
 )
+from tensorguard_assets.artifact_inputs import VerifiedArtifact, artifact_ins
 from tensorguard_assets.coordinator import coordinator_key, coordinator_signer
-from tensorguard_assets.lineage import (
-    latest_materialization_record,
-    recorded_metadata,
-    require_upstreams,
-    verified_upstream_path,
-)
+from tensorguard_assets.lineage import latest_materialization_record, recorded_metadata
 from tensorguard_assets.metadata import metadata_float, metadata_table
 from tensorguard_assets.partitions import (
     ROUND_OF_SITE,
@@ -322,7 +318,7 @@ def _previous_global_adapter(context: AssetExecutionContext, round_key: str) -> 
 @asset(
     group_name=groups.SETUP,
     partitions_def=round_partitions,
-    deps=["base_model", "federation_keys"],
+    ins=artifact_ins("base_model", "federation_keys"),
     kinds={"peft"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("round_spec")],
@@ -333,15 +329,16 @@ def round_spec(
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     release_keys: KeyVault,
+    base_model: VerifiedArtifact,
+    federation_keys: VerifiedArtifact,
 ) -> MaterializeResult:
     """What every site agrees on for the round: the base model, the reference adapter all
     sites start from (the seeded initial adapter, then the previous round's global
     adapter), its tensor layout, and the round's rules (opened_at, deadline, quorum, clip
     norm, each site's weight cap from the registry). Sites sign these facts into their
     updates; the aggregator and the custodian enforce the rules."""
-    require_upstreams(context)
     round_key = context.partition_key
-    base_dir, base_meta = verified_upstream_path(context, "base_model")
+    base_dir = base_model.path
     out_dir = artifacts.asset_dir("round_spec", round_key)
     reference_dir = out_dir / "reference"
     with fail_closed_on(context):
@@ -349,7 +346,7 @@ def round_spec(
         if previous is not None:
             with atomic_directory(reference_dir) as staging:
                 shutil.copytree(previous, staging, dirs_exist_ok=True)
-            require_base_model(reference_dir, str(base_meta["digest"]))
+            require_base_model(reference_dir, base_model.digest)
             origin = f"global adapter of an earlier round ({previous})"
         else:
             create_initial_adapter(
@@ -362,10 +359,10 @@ def round_spec(
                 ),
                 reference_dir,
                 seed=config.seed,
-                base_model_digest=str(base_meta["digest"]),
+                base_model_digest=base_model.digest,
             )
             origin = f"seeded initial adapter (seed {config.seed})"
-        public, _ = load_public_federation(context)
+        public = PublicFederation.read(federation_keys.path)
         production = artifacts.runtime.environment is Environment.PRODUCTION
         caps = site_weight_caps(
             sites.sites(), default_cap=None if production else config.max_site_weight
@@ -383,7 +380,7 @@ def round_spec(
         noise_std = dp_rule.site_noise_std(config.clip_norm, config.min_sites) if dp_rule else 0.0
         spec = RoundSpec.from_reference(
             round_id=round_key,
-            base_model_digest=str(base_meta["digest"]),
+            base_model_digest=base_model.digest,
             reference=read_adapter_tensors(reference_dir),
             max_site_weight=max(caps.values()),
             opened_at=opened_at,
@@ -433,12 +430,10 @@ def round_spec(
     )
 
 
-def load_round(
-    context: AssetExecutionContext, round_key: str, artifacts: ArtifactStore
-) -> tuple[RoundSpec, Path]:
+def load_round(round_spec: VerifiedArtifact, artifacts: ArtifactStore) -> tuple[RoundSpec, Path]:
     """The round's spec, verified under the coordinator's key, and its reference adapter
-    directory (digest-checked)."""
-    spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
+    directory (the ``round_spec`` artifact, digest-checked when it was loaded)."""
+    spec_dir = round_spec.path
     production = artifacts.runtime.environment is Environment.PRODUCTION
     spec = load_signed_round_spec(
         (spec_dir / SPEC_FILE).read_bytes(), coordinator_key(artifacts.root, production=production)
@@ -446,20 +441,10 @@ def load_round(
     return spec, spec_dir / "reference"
 
 
-def load_public_federation(context: AssetExecutionContext) -> tuple[PublicFederation, dict]:
-    """The federation's public context (never a secret key) and the ceremony metadata."""
-    public_dir, metadata = verified_upstream_path(context, "federation_keys")
-    return PublicFederation.read(public_dir), metadata
-
-
 @asset(
     group_name=groups.ENCRYPT,
     partitions_def=round_site_partitions,
-    deps=[
-        "site_adapter",
-        "federation_keys",
-        AssetDep("round_spec", partition_mapping=ROUND_OF_SITE),
-    ],
+    ins=artifact_ins("site_adapter", "federation_keys", round_spec=ROUND_OF_SITE),
     kinds={"tenseal"},
     owners=["team:security"],
     check_specs=[integrity_check_spec("site_update")],
@@ -469,19 +454,18 @@ def site_update(
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     site_keys: KeyVault,
+    site_adapter: VerifiedArtifact,
+    federation_keys: VerifiedArtifact,
+    round_spec: VerifiedArtifact,
 ) -> MaterializeResult:
     """The site's adapter delta, clipped (optionally noised for DP), weighted by its
     example count, CKKS-encrypted under the federation public key, masked with the
     site's pairwise secrets (so that only the sum of all sites decrypts to anything)
     and signed with the site's composite key. Only this envelope ever leaves the site."""
-    require_upstreams(context)
-    round_key, site_id = split_round_site(context.partition_key)
-    adapter_dir, adapter_meta = verified_upstream_path(
-        context, "site_adapter", context.partition_key
-    )
+    _, site_id = split_round_site(context.partition_key)
     with fail_closed_on(context):
-        spec, reference_dir = load_round(context, round_key, artifacts)
-        public, _ = load_public_federation(context)
+        spec, reference_dir = load_round(round_spec, artifacts)
+        public = PublicFederation.read(federation_keys.path)
         signer = site_signer(site_keys, site_public_keys_dir(artifacts), site_id)
         dp = spec.dp  # distributed DP is a round rule: σ, δ and budget come from the spec
         ledger_path = artifacts.asset_dir("privacy_ledgers") / f"{site_id}.json"
@@ -493,11 +477,11 @@ def site_update(
                 else PrivacyLedger.for_site(site_id, dp)
             )
         update = build_site_update(
-            trained=read_adapter_tensors(adapter_dir),
+            trained=read_adapter_tensors(site_adapter.path),
             reference=read_adapter_tensors(reference_dir),
             spec=spec,
             site_id=site_id,
-            weight=float(adapter_meta["train_examples"]),
+            weight=float(site_adapter.metadata["train_examples"]),
             public=public,
             signer=signer,
             config=SiteUpdateConfig(clip_norm=spec.clip_norm or DEFAULT_CLIP_NORM, dp=dp),
@@ -572,11 +556,8 @@ def _quorum_note(error: TensorGuardError, missing: list[str]) -> str | None:
 @asset(
     group_name=groups.AGGREGATE,
     partitions_def=round_partitions,
-    deps=[
-        AssetDep("site_update", partition_mapping=ROUND_OF_SITE),
-        "round_spec",
-        "federation_keys",
-    ],
+    ins=artifact_ins("round_spec", "federation_keys"),
+    deps=[AssetDep("site_update", partition_mapping=ROUND_OF_SITE)],
     kinds={"tenseal"},
     owners=["team:security"],
     check_specs=[
@@ -594,19 +575,20 @@ def aggregated_update(
     config: AggregationConfig,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
+    round_spec: VerifiedArtifact,
+    federation_keys: VerifiedArtifact,
 ) -> MaterializeResult:
     """The homomorphic weighted sum of the round's site updates. The aggregator takes
     no key vault and holds no secret of any kind, only the public context: it verifies
     each envelope's signature against registered site keys (public files), rejects
     unknown, duplicate, stale and wrong-base updates, enforces the quorum and adds
     ciphertexts. It cannot decrypt any of them."""
-    require_upstreams(context)
     round_key = context.partition_key
     started = time.perf_counter()
     missing: list[str] = []
     with fail_closed_on(context, note=lambda exc: _quorum_note(exc, missing)):
-        spec, _ = load_round(context, round_key, artifacts)
-        public, _ = load_public_federation(context)
+        spec, _ = load_round(round_spec, artifacts)
+        public = PublicFederation.read(federation_keys.path)
         trusted = trusted_site_keys(sites, artifacts)
         envelopes, missing = _round_envelopes(context, round_key, sorted(sites.sites()))
         if missing:
@@ -660,7 +642,7 @@ def _answered_reveals(path: Path) -> dict[str, frozenset[str]]:
 @asset(
     group_name=groups.AGGREGATE,
     partitions_def=round_partitions,
-    deps=["aggregated_update", "round_spec"],
+    ins=artifact_ins("aggregated_update", "round_spec"),
     kinds={"tenseal"},
     owners=["team:security"],
     check_specs=[integrity_check_spec("seed_reveals")],
@@ -670,6 +652,8 @@ def seed_reveals(
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     site_keys: KeyVault,
+    aggregated_update: VerifiedArtifact,
+    round_spec: VerifiedArtifact,
 ) -> MaterializeResult:
     """Closing a masked round: each accepted site signs the accepted set (at most one set
     per round), then, holding every accepted site's acknowledgement of that same set,
@@ -677,13 +661,11 @@ def seed_reveals(
     out, and nothing else. A site refuses to reveal a seed shared with an accepted site
     (that would unmask it) or to acknowledge a second accepted set for the round. Empty
     when the round is not masked."""
-    require_upstreams(context)
     round_key = context.partition_key
-    aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     out_dir = artifacts.asset_dir("seed_reveals", round_key)
     with fail_closed_on(context):
-        spec, _ = load_round(context, round_key, artifacts)
-        aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
+        spec, _ = load_round(round_spec, artifacts)
+        aggregate = AggregationResult.from_bytes(aggregated_update.path.read_bytes())
         accepted = sorted(update.site_id for update in aggregate.accepted)
         masked = spec.mask_epoch is not None
         dropped = sorted(set(spec.roster) - set(accepted)) if masked else []
@@ -780,7 +762,7 @@ class _SiteClosing:
 @asset(
     group_name=groups.AGGREGATE,
     partitions_def=round_partitions,
-    deps=["aggregated_update", "seed_reveals", "round_spec", "federation_keys"],
+    ins=artifact_ins("aggregated_update", "seed_reveals", "round_spec", "federation_keys"),
     kinds={"peft", "tenseal"},
     owners=["team:security"],
     check_specs=[integrity_check_spec("global_adapter")],
@@ -790,22 +772,26 @@ def global_adapter(
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     custodian_keys: KeyVault,
+    aggregated_update: VerifiedArtifact,
+    seed_reveals: VerifiedArtifact,
+    round_spec: VerifiedArtifact,
+    federation_keys: VerifiedArtifact,
 ) -> MaterializeResult:
     """The key custodian's step: recompute the aggregate from the signed site envelopes
     and refuse any difference, record the decryption in the signed custodian ledger
     (one aggregate per round), decrypt, check the mean update's norm against the round's
     clip norm and apply it to the round's reference adapter. The result is a PEFT
     adapter loadable with PeftModel.from_pretrained."""
-    require_upstreams(context)
     round_key = context.partition_key
-    aggregate_path, _ = verified_upstream_path(context, "aggregated_update", round_key)
     with fail_closed_on(context):
-        spec, reference_dir = load_round(context, round_key, artifacts)
-        public, ceremony = load_public_federation(context)
+        spec, reference_dir = load_round(round_spec, artifacts)
+        public = PublicFederation.read(federation_keys.path)
         secret = load_secret_from_store(
-            CKKSSecretStore(custodian_keys.provider), public, str(ceremony["secret_name"])
+            CKKSSecretStore(custodian_keys.provider),
+            public,
+            str(federation_keys.metadata["secret_name"]),
         )
-        aggregate = AggregationResult.from_bytes(aggregate_path.read_bytes())
+        aggregate = AggregationResult.from_bytes(aggregated_update.path.read_bytes())
         if aggregate.spec != spec:
             raise FederationError(
                 "the aggregate was computed for another round spec; re-materialise "
@@ -830,8 +816,9 @@ def global_adapter(
                 ),
             ),
         )
-        reveals_dir, _ = verified_upstream_path(context, "seed_reveals", round_key)
-        reveals = [path.read_bytes() for path in sorted(reveals_dir.glob(f"*{REVEAL_SUFFIX}"))]
+        reveals = [
+            path.read_bytes() for path in sorted(seed_reveals.path.glob(f"*{REVEAL_SUFFIX}"))
+        ]
         decryption = custodian.decrypt(aggregate, envelopes, reveals=reveals)
         step = advance_global_adapter(
             read_adapter_tensors(reference_dir),

@@ -1,8 +1,9 @@
 """Read what an upstream asset recorded: its latest materialisation's metadata.
 
 Assets pass files, not pickled objects: each writes into the artifact store and
-records the path and digest in metadata. A downstream asset looks that record up
-here and re-checks the digest before trusting the files.
+records the path and digest in metadata. A downstream asset receives that record as an
+input (:mod:`tensorguard_assets.artifact_inputs`), re-checked here
+(:func:`verify_recorded_artifact`) before it trusts the files.
 """
 
 from __future__ import annotations
@@ -85,49 +86,10 @@ def recorded_metadata(record: EventLogRecord) -> dict[str, Any]:
     return {name: value.value for name, value in materialization.metadata.items()}
 
 
-def require_declared_dependency(context: AssetExecutionContext, asset_name: str) -> AssetKey:
-    """The key of ``asset_name``, which the running asset must declare as a dependency.
-
-    Reading an upstream artifact the asset does not declare would hide it from the
-    lineage graph (and from what a run materialises first); a misspelt name would only
-    fail at run time as "not materialised". Both fail here, naming the fix.
-    """
-    asset_key = AssetKey(asset_name)
-    declared = context.assets_def.dependency_keys
-    if asset_key not in declared:
-        reader = context.assets_def.node_def.name
-        raise Failure(
-            description=(
-                f"{reader} reads {asset_name} without declaring it as a dependency "
-                f"(declared: {', '.join(sorted(k.to_user_string() for k in declared))}); "
-                f"add {asset_name!r} to the asset's deps"
-            ),
-            allow_retries=False,
-        )
-    return asset_key
-
-
-def upstream_metadata(
-    context: AssetExecutionContext, asset_name: str, partition_key: str | None = None
-) -> dict[str, Any]:
-    """Metadata values of the latest materialisation of ``asset_name`` (and partition),
-    which must be a declared dependency of the running asset."""
-    asset_key = require_declared_dependency(context, asset_name)
-    record = latest_materialization_record(context.instance, asset_key, partition_key)
-    if record is None:
-        label, round_key = _running_partition(context)
-        raise Failure(
-            description=missing_upstream_message(label, [(asset_name, partition_key)], round_key),
-            allow_retries=False,
-        )
-    return recorded_metadata(record)
-
-
-def verified_upstream_path(
-    context: AssetExecutionContext, asset_name: str, partition_key: str | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """The upstream artifact path after re-checking its recorded SHA-256."""
-    metadata = upstream_metadata(context, asset_name, partition_key)
+def verify_recorded_artifact(asset_name: str, metadata: Mapping[str, Any]) -> Path:
+    """The artifact path a materialisation of ``asset_name`` recorded, after re-hashing
+    it against the recorded SHA-256: a missing or changed artifact fails closed, naming
+    the fix (re-materialise the asset)."""
     path = Path(str(metadata["path"]))
     recorded = str(metadata.get("digest", ""))
     if not path.exists():
@@ -144,28 +106,27 @@ def verified_upstream_path(
             ),
             allow_retries=False,
         )
-    return path, metadata
+    return path
 
 
-def base_model_for_adapter(context: AssetExecutionContext, adapter_dir: Path) -> Path:
+def base_model_for_adapter(base_model_dir: Path, base_model_digest: str, adapter_dir: Path) -> Path:
     """The base model directory an adapter names (``base-model@sha256:<digest>`` in its
-    config), resolved through the artifact store: the ``base_model`` artifact, re-hashed,
-    whose recorded digest is the one the adapter names. Anything else fails closed."""
-    base_dir, metadata = verified_upstream_path(context, "base_model")
+    config): ``base_model_dir``, the verified ``base_model`` artifact, provided its
+    recorded digest is the one the adapter names. Anything else fails closed."""
     try:
         named = adapter_base_model_digest(read_adapter_config(adapter_dir))
     except TensorGuardError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
-    if named != str(metadata.get("digest", "")):
+    if named != base_model_digest:
         raise Failure(
             description=(
                 f"the adapter in {adapter_dir} names base model "
                 f"{named or 'none'}, but the artifact store's base_model is "
-                f"{metadata.get('digest')}; re-materialise the round on the current base model"
+                f"{base_model_digest}; re-materialise the round on the current base model"
             ),
             allow_retries=False,
         )
-    return base_dir
+    return base_model_dir
 
 
 def latest_check_passed(
@@ -264,24 +225,41 @@ def _stage_rank(job: str) -> int:
     return STAGE_ORDER.index(job) if job in STAGE_ORDER else len(STAGE_ORDER)
 
 
+def missing_upstream_failure(
+    instance: DagsterInstance,
+    reader: str,
+    dependencies: set[str],
+    partition_key: str | MultiPartitionKey | None,
+) -> Failure | None:
+    """The failure for ``reader`` (of ``partition_key``) when an upstream asset it reads
+    is not materialised for its partition, naming every missing one and how to make it;
+    None when all are there."""
+    missing = missing_upstreams(instance, upstream_partitions(dependencies, partition_key))
+    if not missing:
+        return None
+    label = reader + (f"[{partition_key}]" if partition_key else "")
+    round_key = (
+        partition_key.keys_by_dimension["round"]
+        if isinstance(partition_key, MultiPartitionKey)
+        else partition_key
+    )
+    return Failure(
+        description=missing_upstream_message(label, missing, round_key),
+        allow_retries=False,
+    )
+
+
 def require_upstreams(context: AssetExecutionContext) -> None:
-    """Fail at once, before any work, when an upstream asset the running asset reads is
-    not materialised for its partition, naming every missing one and how to make it."""
+    """Fail at once, before any work, when an upstream asset the running asset depends on
+    is not materialised for its partition, naming every missing one and how to make it.
+
+    Upstream artifacts that arrive as inputs are checked before the asset body runs
+    (:mod:`tensorguard_assets.artifact_inputs`); this covers the dependencies an asset
+    reads itself (the round's site updates, asset-check results)."""
     key = context.partition_key if context.has_partition_key else None
     dependencies = {dep.to_user_string() for dep in context.assets_def.dependency_keys}
-    missing = missing_upstreams(context.instance, upstream_partitions(dependencies, key))
-    if missing:
-        label, round_key = _running_partition(context)
-        raise Failure(
-            description=missing_upstream_message(label, missing, round_key),
-            allow_retries=False,
-        )
-
-
-def _running_partition(context: AssetExecutionContext) -> tuple[str, str | None]:
-    """``asset[partition]`` of the running asset and its round (None if unpartitioned)."""
-    key = context.partition_key if context.has_partition_key else None
-    label = context.assets_def.node_def.name + (f"[{key}]" if key else "")
-    if isinstance(key, MultiPartitionKey):
-        return label, key.keys_by_dimension["round"]
-    return label, key
+    failure = missing_upstream_failure(
+        context.instance, context.assets_def.node_def.name, dependencies, key
+    )
+    if failure is not None:
+        raise failure

@@ -31,6 +31,7 @@ from typing import Any
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     Definitions,
     JobDefinition,
     LoggerDefinition,
@@ -48,6 +49,7 @@ from tensorguard_assets import (
     release,
     training,
 )
+from tensorguard_assets.artifact_inputs import with_upstream_specs
 from tensorguard_assets.executors import select_executor
 from tensorguard_assets.resources import build_resources
 
@@ -92,7 +94,9 @@ class CodeLocation:
         a tool's in-process runs, its own ``loggers`` instead of Dagster's console one)."""
         env = os.environ if environ is None else environ
         return Definitions(
-            assets=list(self.assets),
+            # the upstream artifacts another party's location materialises, as external
+            # assets: this location's assets load them as inputs
+            assets=with_upstream_specs(self.assets, every_asset()),
             jobs=list(self.jobs),
             sensors=list(self.sensors),
             schedules=list(self.schedules),
@@ -160,6 +164,18 @@ CUSTODIAN = CodeLocation(
 
 LOCATIONS: tuple[CodeLocation, ...] = (COORDINATOR, AGGREGATOR, CUSTODIAN)
 
+
+def every_asset() -> list[AssetsDefinition]:
+    """The assets of every code location."""
+    return [asset for location in LOCATIONS for asset in location.assets]
+
+
+def runnable_assets(assets: list[AssetsDefinition]) -> list[AssetsDefinition | AssetSpec]:
+    """``assets`` with their upstream assets from any location as external assets: what
+    a run of just ``assets`` (a test's ``materialize``) needs to load their inputs."""
+    return with_upstream_specs(assets, every_asset())
+
+
 ROUND_SETUP_JOBS = (jobs.setup_job.name, jobs.key_ceremony_job.name)
 """Unpartitioned runs before the first round (and after a key rotation)."""
 
@@ -212,7 +228,7 @@ def all_in_one_definitions(environ: Mapping[str, str] | None = None) -> Definiti
     deployment should load it as a code location."""
     env = os.environ if environ is None else environ
     return Definitions(
-        assets=[asset for location in LOCATIONS for asset in location.assets],
+        assets=every_asset(),
         jobs=[job for location in LOCATIONS for job in location.jobs],
         sensors=[sensor for location in LOCATIONS for sensor in location.sensors],
         schedules=[schedule for location in LOCATIONS for schedule in location.schedules],

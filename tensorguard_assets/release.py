@@ -4,6 +4,7 @@ package, and publication to the registry with a fleet notification."""
 # parameter types from the runtime annotations.
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -55,14 +56,13 @@ from tensorguard_assets.artifact_checks import (
     write_artifact,
     write_json_artifact,
 )
+from tensorguard_assets.artifact_inputs import VerifiedArtifact, artifact_ins
 from tensorguard_assets.federation import load_round
 from tensorguard_assets.lineage import (
     latest_check_passed,
     latest_materialization_record,
     recorded_metadata,
     require_upstreams,
-    upstream_metadata,
-    verified_upstream_path,
 )
 from tensorguard_assets.metadata import metadata_float, metadata_table, write_line_plot
 from tensorguard_assets.partitions import round_partitions, round_site_key
@@ -87,7 +87,7 @@ GATED_CHECKS = (
 @asset(
     group_name=groups.GATE,
     partitions_def=round_partitions,
-    deps=["global_adapter", "pruned_model", "base_model"],
+    ins=artifact_ins("global_adapter", "pruned_model", "base_model"),
     kinds={"pytorch"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("evaluation_report")],
@@ -97,15 +97,15 @@ def evaluation_report(
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     fleet: FleetResource,
+    global_adapter: VerifiedArtifact,
+    pruned_model: VerifiedArtifact,
+    base_model: VerifiedArtifact,
 ) -> MaterializeResult:
     """Held-out loss and perplexity of the base model, the round's global adapter, its
     2:4-pruned merge, and the channel's last published release, on every site's
     held-out texts."""
-    require_upstreams(context)
     round_key = context.partition_key
-    base_dir, _ = verified_upstream_path(context, "base_model")
-    adapter_dir, _ = verified_upstream_path(context, "global_adapter", round_key)
-    pruned_dir, _ = verified_upstream_path(context, "pruned_model", round_key)
+    base_dir, adapter_dir, pruned_dir = base_model.path, global_adapter.path, pruned_model.path
     with fail_closed_on(context):
         held_out = load_held_out_set(base_dir, {s: r.data_dir for s, r in sites.sites().items()})
         losses = {
@@ -240,14 +240,11 @@ def _criterion_metadata(decision: GateDecision) -> dict[str, MetadataValue]:
 @asset(
     group_name=groups.GATE,
     partitions_def=round_partitions,
-    deps=[
-        "evaluation_report",
-        "onnx_model",
-        "pruned_model",
-        "moai_export",
-        "aggregated_update",
-        "global_adapter",
-    ],
+    ins=artifact_ins(
+        "evaluation_report", "onnx_model", "pruned_model", "moai_export", "global_adapter"
+    ),
+    # Read for its quorum_met check result only (GATED_CHECKS), not its artifact.
+    deps=["aggregated_update"],
     kinds={"json"},
     owners=["team:release"],
     check_specs=[
@@ -265,6 +262,11 @@ def gate_decision(
     config: GateConfig,
     artifacts: ArtifactStore,
     fleet: FleetResource,
+    evaluation_report: VerifiedArtifact,
+    onnx_model: VerifiedArtifact,
+    pruned_model: VerifiedArtifact,
+    moai_export: VerifiedArtifact,
+    global_adapter: VerifiedArtifact,
 ) -> MaterializeResult:
     """The release gate: the versioned policy applied to the round's evidence for every
     deployable (global adapter and pruned model losses, sparsity, ONNX parity, MOAI
@@ -274,27 +276,23 @@ def gate_decision(
     criterion's value and threshold; a failed gate's blocking check stops the release,
     and a pruned model over budget is excluded from the package or fails the gate, as
     the policy's ``pruned_over_budget`` says."""
-    require_upstreams(context)
+    require_upstreams(context)  # aggregated_update, whose check result the gate reads
     round_key = context.partition_key
-    report_path, _ = verified_upstream_path(context, "evaluation_report", round_key)
-    _, onnx_meta = verified_upstream_path(context, "onnx_model", round_key)
-    _, pruned_meta = verified_upstream_path(context, "pruned_model", round_key)
-    _, moai_meta = verified_upstream_path(context, "moai_export", round_key)
-    _, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
+    moai_meta = moai_export.metadata
     policy_file = Path(config.policy_file) if config.policy_file else None
     with fail_closed_on(context):
-        report = json.loads(report_path.read_text(encoding="utf-8"))
+        report = json.loads(evaluation_report.path.read_text(encoding="utf-8"))
         evidence = gate_evidence(
             report,
-            onnx_max_abs_diff=float(onnx_meta["max_abs_diff"]),
-            sparsity=float(pruned_meta["sparsity"]),
+            onnx_max_abs_diff=float(onnx_model.metadata["max_abs_diff"]),
+            sparsity=float(pruned_model.metadata["sparsity"]),
             moai_self_check=moai_self_check_evidence(moai_meta),
             checks=_measured_checks(context, round_key),
         )
         decision = decide_release(
             evidence,
             policy_file,
-            model_digest=str(adapter_meta["digest"]),
+            model_digest=global_adapter.digest,
             database_url=fleet.database_url,
         )
     out_path = artifacts.asset_dir("gate_decision", round_key) / DECISION_FILE
@@ -343,15 +341,17 @@ class PackageConfig(Config):
 def _round_facts(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
-    adapter_meta: dict[str, object],
+    aggregated_update: VerifiedArtifact,
+    round_spec: VerifiedArtifact,
+    adapter_meta: Mapping[str, object],
 ) -> RoundFacts:
     """The round's facts for the model card: the aggregated sites, the training settings
     of the coordinator-signed round spec, the steps each of those sites trained
     (``site_adapter``) and the DP ε the custodian recorded."""
     round_key = context.partition_key
-    accepted = str(upstream_metadata(context, "aggregated_update", round_key)["accepted_sites"])
+    accepted = str(aggregated_update.metadata["accepted_sites"])
     site_ids = tuple(site for site in accepted.split(", ") if site)
-    spec, _ = load_round(context, round_key, artifacts)
+    spec, _ = load_round(round_spec, artifacts)
     local_steps: list[int] = []
     for site_id in site_ids:
         key = round_site_key(round_key, site_id)
@@ -417,7 +417,7 @@ def _recipients(
 @asset(
     group_name=groups.PACKAGE,
     partitions_def=round_partitions,
-    deps=[
+    ins=artifact_ins(
         "gate_decision",
         "global_adapter",
         "pruned_model",
@@ -427,7 +427,7 @@ def _recipients(
         "base_model",
         "round_spec",
         "aggregated_update",
-    ],
+    ),
     kinds={"tgsp"},
     owners=["team:release"],
     check_specs=[
@@ -446,22 +446,28 @@ def tgsp_package(
     artifacts: ArtifactStore,
     release_keys: KeyVault,
     fleet: FleetResource,
+    gate_decision: VerifiedArtifact,
+    global_adapter: VerifiedArtifact,
+    pruned_model: VerifiedArtifact,
+    onnx_model: VerifiedArtifact,
+    moai_export: VerifiedArtifact,
+    evaluation_report: VerifiedArtifact,
+    base_model: VerifiedArtifact,
+    round_spec: VerifiedArtifact,
+    aggregated_update: VerifiedArtifact,
 ) -> MaterializeResult:
     """The release artifacts (global adapter, pruned model, ONNX, MOAI export, evaluation
     report, gate decision) and a MODEL_CARD.md in one TGSP v2 package: signed with the
     composite release key, encrypted to every enrolled edge node. A deployable the gate
     excluded (a pruned model over its loss budget) is left out."""
-    require_upstreams(context)
     round_key = context.partition_key
-    decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
-    _, base_meta = verified_upstream_path(context, "base_model")
-    adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
+    decision_path, adapter_dir = gate_decision.path, global_adapter.path
     contents = {
         "global_adapter": adapter_dir,
-        "pruned_model": verified_upstream_path(context, "pruned_model", round_key)[0],
-        "onnx": verified_upstream_path(context, "onnx_model", round_key)[0],
-        "moai": verified_upstream_path(context, "moai_export", round_key)[0],
-        REPORT_FILE: verified_upstream_path(context, "evaluation_report", round_key)[0],
+        "pruned_model": pruned_model.path,
+        "onnx": onnx_model.path,
+        "moai": moai_export.path,
+        REPORT_FILE: evaluation_report.path,
         DECISION_FILE: decision_path,
     }
     with fail_closed_on(context):
@@ -479,10 +485,12 @@ def tgsp_package(
             ReleaseCandidate(
                 round_id=round_key,
                 contents=contents,
-                adapter_digest=str(adapter_meta["digest"]),
-                base_model_digest=str(base_meta["digest"]),
+                adapter_digest=global_adapter.digest,
+                base_model_digest=base_model.digest,
                 decision=decision,
-                round_facts=_round_facts(context, artifacts, adapter_meta),
+                round_facts=_round_facts(
+                    context, artifacts, aggregated_update, round_spec, global_adapter.metadata
+                ),
             ),
             artifacts.asset_dir("tgsp_package", round_key),
             signer=signer,
@@ -513,7 +521,7 @@ def tgsp_package(
             **_package_metadata(package),
             "gate_decision_digest": MetadataValue.text(decision.digest()),
             "global_adapter_path": MetadataValue.path(str(adapter_dir)),
-            "global_adapter_digest": MetadataValue.text(str(adapter_meta["digest"])),
+            "global_adapter_digest": MetadataValue.text(global_adapter.digest),
         },
         check_results=[
             verify_artifact("tgsp_package", package.path, digest),
@@ -530,7 +538,7 @@ def tgsp_package(
 @asset(
     group_name=groups.PUBLISH,
     partitions_def=round_partitions,
-    deps=["tgsp_package", "gate_decision", "evaluation_report", "global_adapter"],
+    ins=artifact_ins("tgsp_package", "gate_decision", "evaluation_report", "global_adapter"),
     kinds={"mqtt", "sqlite"},
     owners=["team:release"],
 )
@@ -538,6 +546,10 @@ def release(
     context: AssetExecutionContext,
     release_keys: KeyVault,
     fleet: FleetResource,
+    tgsp_package: VerifiedArtifact,
+    gate_decision: VerifiedArtifact,
+    evaluation_report: VerifiedArtifact,
+    global_adapter: VerifiedArtifact,
 ) -> MaterializeResult:
     """Publication: the package is copied atomically into the registry (monotonic
     version per channel), recorded in the application database, and announced to the
@@ -550,28 +562,23 @@ def release(
     cohort only and ``canary_rollout`` later promotes or rolls it back.
     Only a round whose gate passed gets here, and only a package that verifies against
     the release key and names that decision."""
-    require_upstreams(context)
     round_key = context.partition_key
-    package_path, _ = verified_upstream_path(context, "tgsp_package", round_key)
-    decision_path, _ = verified_upstream_path(context, "gate_decision", round_key)
-    report_path, report_meta = verified_upstream_path(context, "evaluation_report", round_key)
-    adapter_dir, adapter_meta = verified_upstream_path(context, "global_adapter", round_key)
     with fail_closed_on(context):
-        decision = load_passed_decision(decision_path)
+        decision = load_passed_decision(gate_decision.path)
         release_signer = release_keys.provider.signer_for(fleet.release_key_name)
         record = publish_release(
             fleet.registry,
-            package_path,
+            tgsp_package.path,
             channel=fleet.channel,
             decision=decision,
             trust_store=TrustStore([release_signer.public_key()]),
             freshness_signer=release_signer,
             metadata=release_metadata(
                 round_id=round_key,
-                report=json.loads(report_path.read_text(encoding="utf-8")),
-                report_digest=str(report_meta["digest"]),
-                adapter_path=adapter_dir,
-                adapter_digest=str(adapter_meta["digest"]),
+                report=json.loads(evaluation_report.path.read_text(encoding="utf-8")),
+                report_digest=evaluation_report.digest,
+                adapter_path=global_adapter.path,
+                adapter_digest=global_adapter.digest,
                 decision=decision,
             ),
         )

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tensorguard_assets.artifact_inputs import VERIFIED_ARTIFACTS, VerifiedArtifacts
 from tensorguard_resources import ArtifactStore, SiteRegistry, TensorGuardRuntime
 from tensorguard_resources.fleet import FleetResource
 from tensorguard_resources.identity import FleetIdentity
@@ -34,6 +35,8 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     ``TG_RELEASE_KEY_NAME`` and ``TG_FLEET_SERVICE_URL`` describe the fleet.
     ``TG_IDENTITY_CA_DIR``, ``TG_IDENTITY_RENEWAL_CONFIG`` and
     ``TG_IDENTITY_EXPIRY_WARNING_DAYS`` configure ``fleet_identity`` (docs/IDENTITY.md).
+    ``verified_artifacts`` loads upstream artifacts as asset inputs (re-hashed against
+    their recorded digests; :mod:`tensorguard_assets.artifact_inputs`).
     Secrets are not read here: resources validate them when a run starts, so the
     definitions load anywhere. The production gates (:class:`TensorGuardRuntime`,
     ``TG_SEED``) are nested in the artifact store and the fleet resource, which every
@@ -49,6 +52,7 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "custodian_keys": party_key_vault("custodian", state_dir, dict(env)),
         "release_keys": party_key_vault("release", state_dir, dict(env)),
         "sites": SiteRegistry(sites_file=env.get("TG_SITES_FILE", "")),
+        VERIFIED_ARTIFACTS: VerifiedArtifacts(),
         "fleet": FleetResource(
             runtime=runtime,
             fleet=env.get("TG_FLEET", "demo"),

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from dagster import (
-    AssetDep,
     AssetExecutionContext,
     Config,
     MaterializeResult,
@@ -32,8 +31,8 @@ from tensorguard_assets.artifact_checks import (
     verify_artifact,
     write_json_artifact,
 )
+from tensorguard_assets.artifact_inputs import VerifiedArtifact, artifact_ins
 from tensorguard_assets.federation import load_round
-from tensorguard_assets.lineage import require_upstreams, upstream_metadata, verified_upstream_path
 from tensorguard_assets.metadata import metadata_float, significant, write_line_plot
 from tensorguard_assets.partitions import (
     ROUND_OF_SITE,
@@ -162,14 +161,7 @@ class SiteAdapterConfig(Config):
 @asset(
     group_name=groups.TRAIN,
     partitions_def=round_site_partitions,
-    deps=[
-        "base_model",
-        "site_dataset",
-        AssetDep(
-            "round_spec",
-            partition_mapping=ROUND_OF_SITE,
-        ),
-    ],
+    ins=artifact_ins("base_model", "site_dataset", round_spec=ROUND_OF_SITE),
     kinds={"pytorch", "peft"},
     owners=["team:ml-platform"],
     check_specs=[integrity_check_spec("site_adapter")],
@@ -181,25 +173,23 @@ def site_adapter(
     config: SiteAdapterConfig,
     sites: SiteRegistry,
     artifacts: ArtifactStore,
+    base_model: VerifiedArtifact,
+    site_dataset: VerifiedArtifact,
+    round_spec: VerifiedArtifact,
 ) -> MaterializeResult:
     """Real LoRA fine-tuning (peft) of the base model on one site's data, starting from
     the round's reference adapter, with held-out evaluation before and after. Writes
     adapter_config.json + adapter_model.safetensors."""
-    require_upstreams(context)
     round_key, site_id = split_round_site(context.partition_key)
-    base_dir, base_meta = verified_upstream_path(context, "base_model")
-    dataset_meta = upstream_metadata(context, "site_dataset", context.partition_key)
-    spec_dir, _ = verified_upstream_path(context, "round_spec", round_key)
-    reference_dir = spec_dir / "reference"
     with fail_closed_on(context):
         dataset = load_site_dataset(sites.site(site_id).data_dir)
-        if dataset.digest != dataset_meta["data_digest"]:
+        if dataset.digest != site_dataset.metadata["data_digest"]:
             raise DatasetError(
                 f"the data of site {site_id} in {dataset.site_dir} changed after "
                 "site_dataset validated it; re-materialise site_dataset for this partition"
             )
+        spec, reference_dir = load_round(round_spec, artifacts)
         shape = read_adapter_spec(reference_dir)
-        spec, _ = load_round(context, round_key, artifacts)
         training_config = LoRATrainingConfig(
             **shape.model_dump(),
             freeze_lora_a=spec.frozen_lora_a,
@@ -212,13 +202,13 @@ def site_adapter(
         asset_dir = artifacts.asset_dir("site_adapter", context.partition_key)
         out_dir = asset_dir / "adapter"
         result = train_site_adapter(
-            base_dir,
+            base_model.path,
             dataset,
             training_config,
             out_dir,
             progress=context.log.info,
             initial_adapter_dir=reference_dir,
-            base_model_digest=str(base_meta["digest"]),
+            base_model_digest=base_model.digest,
         )
         # What decides the adapter's bytes besides the data, for `tensorguard round reproduce`.
         write_json_artifact(

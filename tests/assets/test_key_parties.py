@@ -113,7 +113,8 @@ def test_the_aggregator_is_given_nothing_that_opens_a_vault(tmp_path: Path) -> N
     resources = build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")})
     declared = _asset("aggregated_update").required_resource_keys - {"io_manager"}
     aggregator = {name: resources[name] for name in declared}
-    assert set(aggregator) == {"artifacts", "sites"}
+    # verified_artifacts loads its inputs (round spec, public federation context)
+    assert set(aggregator) == {"artifacts", "sites", "verified_artifacts"}
     assert not _vault_keys(aggregator)
     given = _string_leaves(aggregator)
     for vault in (resources[name] for name in _vault_keys(resources)):

@@ -9,6 +9,7 @@ from typing import Any
 from dagster import DagsterInstance, materialize
 
 from tensorguard_assets.lineage import STAGE_JOBS, upstream_partitions
+from tensorguard_assets.locations import runnable_assets
 from tensorguard_assets.partitions import round_site_key
 from tensorguard_assets.release import release
 from tensorguard_assets.resources import build_resources
@@ -32,7 +33,7 @@ def test_a_site_asset_names_every_missing_upstream_and_the_round_command(
     site = demo_site_ids[0]
     key = round_site_key(DEMO_ROUND, site)
     result = materialize(
-        [site_adapter],
+        runnable_assets([site_adapter]),
         partition_key=str(key),
         instance=sqlite_instance,
         resources=build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")}),
@@ -52,7 +53,7 @@ def test_a_round_asset_names_every_missing_upstream(
     sqlite_instance: DagsterInstance, tmp_path: Path
 ) -> None:
     result = materialize(
-        [release],
+        runnable_assets([release]),
         partition_key=DEMO_ROUND,
         instance=sqlite_instance,
         resources=build_resources({"TG_ARTIFACT_ROOT": str(tmp_path / "artifacts")}),
