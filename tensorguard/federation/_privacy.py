@@ -32,18 +32,19 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tensorguard.codec import CodecError, StrictModel, parse_json_object, validate_model
 from tensorguard.federation._accountant import DEFAULT_ORDERS, gaussian_rdp, rdp_to_epsilon
 from tensorguard.federation._errors import PrivacyAccountingError, PrivacyBudgetExceededError
 from tensorguard.federation._layout import FloatVector
 
-LEDGER_FORMAT = "tensorguard.federation.privacy-ledger/v1"
+LedgerFormat = Literal["tensorguard.federation.privacy-ledger/v1"]
+LEDGER_FORMAT: str = get_args(LedgerFormat)[0]
 
 
 class DPRule(BaseModel):
@@ -113,6 +114,26 @@ class PrivacyReport:
             "epsilon_budget": self.epsilon_budget,
             "noise_multiplier": self.noise_multiplier,
         }
+
+
+class _ChargeDocument(StrictModel):
+    """One charge of a stored ledger (:meth:`PrivacyLedger.to_json`)."""
+
+    round_id: Annotated[str, Field(min_length=1)]
+    noise_multiplier: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    steps: Annotated[int, Field(ge=1)]
+    sampling_rate: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    """Only in ledgers written before sampling was removed; must be 1 (checked on load)."""
+
+
+class _LedgerDocument(StrictModel):
+    """A stored privacy ledger exactly as :meth:`PrivacyLedger.to_json` writes it."""
+
+    format: LedgerFormat
+    site_id: Annotated[str, Field(min_length=1)]
+    delta: Annotated[float, Field(gt=0, lt=1)]
+    epsilon_budget: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    charges: list[_ChargeDocument]
 
 
 @dataclass
@@ -205,19 +226,19 @@ class PrivacyLedger:
         otherwise, since a rate below 1 under-reported ε for updates sent every round.
         """
         try:
-            document = json.loads(text)
-            if document["format"] != LEDGER_FORMAT:
-                raise ValueError(f"format is {document['format']!r}")
-            charges = [_parse_charge(c) for c in document["charges"]]
-            ledger = cls(
-                site_id=str(document["site_id"]),
-                delta=float(document["delta"]),
-                epsilon_budget=float(document["epsilon_budget"]),
-                charges=charges,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PrivacyAccountingError(f"privacy ledger does not parse: {exc}") from exc
-        return ledger
+            document = parse_json_object(text, what="privacy ledger")
+            parsed = validate_model(_LedgerDocument, document, what="privacy ledger")
+        except CodecError as exc:
+            raise PrivacyAccountingError(
+                f"{exc}; a ledger that does not parse cannot account ε: restore it from its "
+                "backup before releasing further updates"
+            ) from None
+        return cls(
+            site_id=parsed.site_id,
+            delta=parsed.delta,
+            epsilon_budget=parsed.epsilon_budget,
+            charges=[_charge(charge) for charge in parsed.charges],
+        )
 
     @classmethod
     def for_site(cls, site_id: str, rule: DPRule) -> PrivacyLedger:
@@ -236,28 +257,18 @@ class PrivacyLedger:
             )
 
 
-def _parse_charge(document: Mapping[str, Any]) -> PrivacyCharge:
+def _charge(document: _ChargeDocument) -> PrivacyCharge:
     """One ledger charge; an old ``sampling_rate`` must be exactly 1."""
-    if "sampling_rate" in document:
-        rate = float(document["sampling_rate"])
-        if rate != 1.0:
-            raise PrivacyAccountingError(
-                f"privacy ledger charge for round {document.get('round_id')!r} records "
-                f"sampling_rate={rate}, but no site sampling was ever implemented: every "
-                "round was released, so that charge under-reports ε. Rebuild the ledger "
-                "with one charge per released round at sampling rate 1 (the same rounds "
-                "and noise multipliers) before releasing further updates"
-            )
-    charge = PrivacyCharge(
-        round_id=str(document["round_id"]),
-        noise_multiplier=float(document["noise_multiplier"]),
-        steps=int(document["steps"]),
-    )
-    if not (math.isfinite(charge.noise_multiplier) and charge.noise_multiplier > 0):
-        raise ValueError(f"a charge has noise_multiplier {charge.noise_multiplier}")
-    if charge.steps < 1:
-        raise ValueError(f"a charge has steps {charge.steps}")
-    return charge
+    rate = document.sampling_rate
+    if rate is not None and rate != 1.0:
+        raise PrivacyAccountingError(
+            f"privacy ledger charge for round {document.round_id!r} records "
+            f"sampling_rate={rate}, but no site sampling was ever implemented: every "
+            "round was released, so that charge under-reports ε. Rebuild the ledger "
+            "with one charge per released round at sampling rate 1 (the same rounds "
+            "and noise multipliers) before releasing further updates"
+        )
+    return PrivacyCharge(document.round_id, document.noise_multiplier, document.steps)
 
 
 def add_gaussian_noise(values: FloatVector, std: float) -> FloatVector:
