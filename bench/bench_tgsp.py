@@ -46,18 +46,26 @@ SMALL_FILE_SIZE = 16 * 1024
 WRITE_BLOCK = 16 * MIB
 
 MODEL_SIGNING_SCRIPT = """
-import json, sys, time
+import json, resource, sys, time
 from model_signing import signing, verifying
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 model, signature, private_key, public_key = sys.argv[1:5]
-start = time.perf_counter()
+start, start_cpu = time.perf_counter(), cpu()
 signing.Config().use_elliptic_key_signer(private_key=private_key).sign(model, signature)
-signed = time.perf_counter()
+signed, signed_cpu = time.perf_counter(), cpu()
 verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(model, signature)
-done = time.perf_counter()
+done, done_cpu = time.perf_counter(), cpu()
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(json.dumps({"sign_seconds": signed - start, "verify_seconds": done - signed,
+                  "sign_cpu_seconds": signed_cpu - start_cpu,
+                  "verify_cpu_seconds": done_cpu - signed_cpu,
                   "peak_rss_mib": int(hwm) / 1024}))
 """
+GOALS = {"build_to_model_signing_sign": 1.5, "verify_to_model_signing_verify": 1.0,
+         "open_to_model_signing_verify": 2.0, "peak_rss_mib": 128}  # fmt: skip
+"""Issue #19's goals: TGSP time / model-signing time at most these, and peak RSS (MiB)."""
 
 
 # --- data generation ---------------------------------------------------------------------
@@ -144,7 +152,7 @@ def phase_main(args: argparse.Namespace) -> None:
     keys = Path(args.keys)
     signer = load_signing_key(keys / "producer.key")
     trust = TrustStore([signer.public_key()])
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), own_cpu_seconds()
     if args.phase == "build":
         now = int(time.time())
         build_package(
@@ -170,7 +178,23 @@ def phase_main(args: argparse.Namespace) -> None:
             trust_store=trust,
         )
     elapsed = time.perf_counter() - start
-    print(json.dumps({"seconds": elapsed, "peak_rss_mib": own_peak_rss_mib()}))
+    print(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "phase_cpu_seconds": own_cpu_seconds() - start_cpu,
+                "peak_rss_mib": own_peak_rss_mib(),
+            }
+        )
+    )
+
+
+def own_cpu_seconds() -> float:
+    """User plus system CPU time of this process so far (all threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def own_peak_rss_mib() -> float:
@@ -313,11 +337,43 @@ def bench_size(
                 verify["seconds"] / ms["verify_seconds"]
             )
             result["ratio_open_to_model_signing_verify"] = opened["seconds"] / ms["verify_seconds"]
+            # CPU time is what a loaded machine distorts least (wall time includes waiting).
+            result["cpu_ratio_build_to_model_signing_sign"] = (
+                build["phase_cpu_seconds"] / ms["sign_cpu_seconds"]
+            )
+            result["cpu_ratio_verify_to_model_signing_verify"] = (
+                verify["phase_cpu_seconds"] / ms["verify_cpu_seconds"]
+            )
+            result["cpu_ratio_open_to_model_signing_verify"] = (
+                opened["phase_cpu_seconds"] / ms["verify_cpu_seconds"]
+            )
+            result["goals_met"] = {
+                name: result[f"ratio_{name}"] <= goal
+                for name, goal in GOALS.items()
+                if name != "peak_rss_mib"
+            } | {
+                "peak_rss_mib": max(build["peak_rss_mib"], verify["peak_rss_mib"],
+                                    opened["peak_rss_mib"]) <= GOALS["peak_rss_mib"]
+            }  # fmt: skip
         return result
     finally:
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(extracted, ignore_errors=True)
         package.unlink(missing_ok=True)
+
+
+def print_ratios(results: list[dict[str, Any]]) -> None:
+    """TGSP / model-signing, wall (in-process) and CPU, against the goals."""
+    for r in results:
+        if "model_signing" not in r:
+            continue
+        for name, goal in GOALS.items():
+            if name == "peak_rss_mib":
+                continue
+            print(
+                f"{r['size_gib']:>5} GiB {name:<32} wall {r[f'ratio_{name}']:5.2f}x "
+                f"cpu {r[f'cpu_ratio_{name}']:5.2f}x  goal <= {goal}x"
+            )
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -343,6 +399,9 @@ def driver_main(args: argparse.Namespace) -> None:
     from tensorguard.tgsp import write_key_file
 
     sizes = [float(size) for size in args.sizes.split(",")]
+    uptime_before = subprocess.run(
+        ["uptime"], capture_output=True, text=True, check=False
+    ).stdout.strip()  # other work on the machine skews wall times: record the load
     ms_python = model_signing_python(args.model_signing_python)
     with tempfile.TemporaryDirectory(prefix="bench-tgsp-", dir=args.workdir) as temporary:
         work = Path(temporary)
@@ -369,9 +428,15 @@ def driver_main(args: argparse.Namespace) -> None:
             ).stdout.strip(),
         },
         "model_signing_available": ms_python is not None,
+        "uptime_before": uptime_before,
+        "uptime_after": subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "goals": GOALS,
         "results": results,
     }
     print_table(results)
+    print_ratios(results)
     if ms_python is None:
         print("model_signing not available: pass --model-signing-python", file=sys.stderr)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -34,7 +34,7 @@ from tensorguard.tgsp._errors import (
 )
 from tensorguard.tgsp._format import DEFAULT_LIMITS, Limits
 from tensorguard.tgsp._header import FileEntry, PackageHeader
-from tensorguard.tgsp._parallel import Workers, resolve_threads
+from tensorguard.tgsp._parallel import Workers, Writeback, resolve_threads
 from tensorguard.tgsp._payload import decrypt_payload, derive_payload_key
 from tensorguard.tgsp._trust import TrustStore
 from tensorguard.tgsp._verifier import VerificationPolicy, verify_handle
@@ -100,11 +100,16 @@ def _extract(
     """Write the plaintext into the manifest's files and check each file's SHA-256.
 
     A lane hashes each piece while this thread writes it; the next chunk is requested
-    only once the current one is hashed (the decryptor then reuses its buffer).
+    only once the current one is hashed (the decryptor then reuses its buffer). Another
+    lane starts flushing written files to disk as they grow
+    (:class:`~tensorguard.tgsp._parallel.Writeback`); the tree is still fsynced as a whole
+    before it is published.
     """
     pending = memoryview(b"")
     hashed: Future[None] | None = None
-    with Workers(threads, lanes=1) as workers:
+    workers = Workers(threads, lanes=2)
+    # Writeback exits last: after the lanes stopped, it closes what they never flushed.
+    with Writeback(workers, lane=1) as writeback, workers:
         for entry in files:
             digest = hashlib.sha256()
             remaining = entry.size
@@ -121,14 +126,18 @@ def _extract(
                     piece = pending[:remaining]
                     hashed = workers.in_lane(0, digest.update, piece)
                     sink.write(piece)
+                    writeback.wrote(sink.fileno(), len(piece))
                     pending = pending[len(piece) :]
                     remaining -= len(piece)
+                sink.flush()
+                writeback.file_done(sink.fileno())
             if hashed is not None:
                 hashed.result()  # the lane is ordered: every earlier update is done too
             if digest.hexdigest() != entry.sha256:
                 raise FileDigestError(
                     f"{entry.path}: SHA-256 of the decrypted file differs from the signed manifest"
                 )
+        writeback.finish()
     extra = len(pending)
     for leftover in chunks:  # drain: runs the final-chunk and payload-digest checks
         extra += len(leftover)

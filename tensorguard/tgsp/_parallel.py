@@ -16,6 +16,7 @@ most :func:`chunks_in_flight` chunks are read ahead, whatever the package size.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -26,6 +27,12 @@ THREADS_ENV = "TG_TGSP_THREADS"
 MAX_THREADS = 256
 IN_FLIGHT_BYTES = 16 * 1024 * 1024
 """Plaintext bytes read ahead at most (plus as many sealed bytes)."""
+WRITEBACK_BYTES = 64 * 1024 * 1024
+"""Written bytes after which :class:`Writeback` starts flushing them to disk."""
+WRITEBACK_MIN_BYTES = 1024 * 1024
+"""A finished file with fewer unflushed bytes is left to the final flush."""
+WRITEBACK_PENDING = 4
+"""Flushes queued at most (each holds a duplicate file descriptor)."""
 
 T = TypeVar("T")
 
@@ -97,6 +104,80 @@ class Workers:
         if not self._lanes:
             return _done(function, *args, **kwargs)
         return self._lanes[lane].submit(function, *args, **kwargs)
+
+
+def _flush(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+class Writeback:
+    """Flushes written data to disk on a lane while the work goes on.
+
+    A package or an extracted tree is fsynced before it is published; without this, the
+    kernel holds up to gigabytes of dirty pages until that final fsync, which then waits
+    for all of them. Here, every :data:`WRITEBACK_BYTES` written (and when a file of at
+    least :data:`WRITEBACK_MIN_BYTES` unflushed bytes is finished), ``fdatasync`` runs on
+    a duplicate of the file descriptor in lane ``lane``, so writeback overlaps hashing and
+    encryption and the final fsync finds little left to do. It changes nothing about what
+    is durable when (the caller's final fsync still decides that). With one worker thread
+    it does nothing. Errors (EIO, ENOSPC) surface as :class:`OSError` from :meth:`wrote`,
+    :meth:`file_done` or :meth:`finish`. Enter it *around* the :class:`Workers` context,
+    so that on a failure it runs after the lanes stopped and closes the descriptors of
+    flushes that never ran.
+    """
+
+    def __init__(self, workers: Workers, lane: int, every: int = WRITEBACK_BYTES) -> None:
+        """Flush through ``workers``' lane ``lane`` every ``every`` written bytes."""
+        self._workers = workers
+        self._lane = lane
+        self._every = every
+        self._unflushed = 0
+        self._pending: deque[tuple[Future[None], int]] = deque()
+        self.enabled = workers.threads > 1
+
+    def __enter__(self) -> Writeback:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        while self._pending:
+            future, fd = self._pending.popleft()
+            if future.cancel():  # never ran: the descriptor is still ours to close
+                os.close(fd)
+
+    def wrote(self, fd: int, count: int) -> None:
+        """Record ``count`` bytes written to ``fd``; start a flush when enough are pending."""
+        self._unflushed += count
+        if self.enabled and self._unflushed >= self._every:
+            self._start(fd)
+
+    def file_done(self, fd: int) -> None:
+        """``fd``'s file is complete (still open): flush it now unless only a little is left."""
+        if self.enabled and self._unflushed >= WRITEBACK_MIN_BYTES:
+            self._start(fd)
+
+    def finish(self) -> None:
+        """Wait for every flush started so far; raise the first error."""
+        while self._pending:
+            future, _ = self._pending.popleft()
+            future.result()
+
+    def _start(self, fd: int) -> None:
+        while self._pending and (
+            self._pending[0][0].done() or len(self._pending) >= WRITEBACK_PENDING
+        ):
+            future, _ = self._pending.popleft()
+            future.result()
+        self._unflushed = 0
+        owned = os.dup(fd)
+        try:
+            future = self._workers.in_lane(self._lane, _flush, owned)
+        except BaseException:
+            os.close(owned)
+            raise
+        self._pending.append((future, owned))
 
 
 def _done(function: Callable[..., T], *args: object, **kwargs: object) -> Future[T]:

@@ -7,7 +7,9 @@ the page cache, no re-buffering). For each chunk:
 * meanwhile a pool worker seals the chunk into a second buffer (AES-GCM under its index
   and final flag; :meth:`~tensorguard.crypto._stream_aead.ChunkCipher.seal_into`);
 * lane 0 writes the sealed chunk and lane 1 hashes it into its segment's SHA-256
-  (chunks in order; a segment is ``segment_chunks`` consecutive sealed chunks).
+  (chunks in order; a segment is ``segment_chunks`` consecutive sealed chunks);
+* lane 2 flushes what was written to disk every 64 MiB
+  (:class:`~tensorguard.tgsp._parallel.Writeback`), so the package's final fsync is short.
 
 The two buffers are reused once the write is done (no allocation per chunk); at most
 :func:`~tensorguard.tgsp._parallel.chunks_in_flight` chunks are in flight. The output is
@@ -28,7 +30,7 @@ from typing import BinaryIO
 from tensorguard.crypto import TAG_SIZE, ChunkCipher, chunk_count
 from tensorguard.tgsp._errors import BuildError, SourceChangedError
 from tensorguard.tgsp._header import FileEntry, segment_count
-from tensorguard.tgsp._parallel import Workers, chunks_in_flight, resolve_threads
+from tensorguard.tgsp._parallel import Workers, Writeback, chunks_in_flight, resolve_threads
 from tensorguard.tgsp._source import SourceFile, open_source_file
 
 Part = tuple[int, int, int]
@@ -111,9 +113,25 @@ def _hash_parts(digests: list[hashlib._Hash], view: memoryview, parts: list[Part
         digests[index].update(view[start:end])
 
 
-def _write_sealed(sealing: Future[int], sealed: memoryview, sink: BinaryIO) -> None:
+def _write_sealed(
+    sealing: Future[int],
+    sealed: memoryview,
+    sink: BinaryIO,
+    writeback: Writeback,
+    sink_fd: int | None,
+) -> None:
     sealing.result()
     sink.write(sealed)
+    if sink_fd is not None:
+        writeback.wrote(sink_fd, len(sealed))
+
+
+def _descriptor(sink: BinaryIO) -> int | None:
+    """The sink's file descriptor, or None for an in-memory sink (nothing to flush)."""
+    try:
+        return sink.fileno()
+    except OSError:  # io.UnsupportedOperation: BytesIO and other in-memory sinks
+        return None
 
 
 class _SegmentDigests:
@@ -174,7 +192,10 @@ def seal_files(
         hashed.result()
         spare.append(buffers)
 
-    with Workers(workers_count, lanes=2) as workers, _FileReader(files) as reader:
+    sink_fd = _descriptor(sink)
+    workers = Workers(workers_count, lanes=3)
+    # Writeback exits last: after the lanes stopped, it closes what they never flushed.
+    with Writeback(workers, lane=2) as writeback, workers, _FileReader(files) as reader:
         for index in range(count):
             if len(pending) >= depth:
                 settle()
@@ -188,13 +209,14 @@ def seal_files(
             sealing = workers.submit(
                 cipher.seal_into, index, plain, sealed, final=index == count - 1
             )
-            written = workers.in_lane(0, _write_sealed, sealing, sealed, sink)
+            written = workers.in_lane(0, _write_sealed, sealing, sealed, sink, writeback, sink_fd)
             hashed = workers.in_lane(1, segments.add, sealing, index, sealed)
             _hash_parts(digests, plain, parts)  # here, while a worker seals the chunk
             pending.append((buffers, written, hashed))
         reader.finish()
         while pending:
             settle()
+        writeback.finish()
     entries = tuple(
         FileEntry(item.archive_path, item.size, digest.hexdigest())
         for item, digest in zip(files, digests, strict=True)

@@ -26,6 +26,8 @@ from tensorguard.tgsp._opener import recover_data_key
 from tensorguard.tgsp._parallel import (
     IN_FLIGHT_BYTES,
     THREADS_ENV,
+    Workers,
+    Writeback,
     chunks_in_flight,
     resolve_threads,
 )
@@ -295,3 +297,67 @@ def test_memory_stays_flat_in_the_payload_size(tmp_path: Path) -> None:
     assert digest.digest() == hashlib.sha256(big.read_bytes()).digest()
     assert sealing_peak < 512 * 1024, sealing_peak
     assert opening_peak < 512 * 1024, opening_peak
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_writeback_flushes_on_a_lane_and_reports_its_errors(tmp_path: Path) -> None:
+    """Flushes run on duplicates of the descriptor; a failing fdatasync is raised."""
+    before = _open_descriptors()
+    target = tmp_path / "out.bin"
+    with target.open("wb") as sink:
+        workers = Workers(2, lanes=1)
+        with Writeback(workers, lane=0, every=4096) as writeback, workers:
+            for _ in range(8):
+                sink.write(os.urandom(4096))
+                writeback.wrote(sink.fileno(), 4096)
+            writeback.finish()
+    assert target.stat().st_size == 8 * 4096
+    assert _open_descriptors() == before
+    reader, writer = os.pipe()  # fdatasync on a pipe fails with EINVAL: a real I/O error
+    try:
+        with pytest.raises(OSError, match="Invalid argument"):
+            _flush_through_writeback(writer)
+    finally:
+        os.close(reader)
+        os.close(writer)
+    assert _open_descriptors() == before
+
+
+def _flush_through_writeback(fd: int) -> None:
+    workers = Workers(2, lanes=1)
+    with Writeback(workers, lane=0, every=1) as writeback, workers:
+        writeback.wrote(fd, 1)
+        writeback.finish()
+
+
+def _fail_with_flushes_queued(fd: int) -> None:
+    import threading
+
+    release = threading.Event()
+    workers = Workers(2, lanes=1)
+    with Writeback(workers, lane=0, every=1) as writeback, workers:
+        workers.in_lane(0, release.wait)  # the lane is busy: flushes queue behind it
+        for _ in range(3):
+            writeback.wrote(fd, 1)
+        threading.Timer(0.2, release.set).start()  # after the lanes' queues are cancelled
+        raise RuntimeError("stop")
+
+
+def test_writeback_closes_the_descriptors_of_flushes_that_never_ran(tmp_path: Path) -> None:
+    before = _open_descriptors()
+    with (tmp_path / "out.bin").open("wb") as sink, pytest.raises(RuntimeError, match="stop"):
+        _fail_with_flushes_queued(sink.fileno())
+    assert _open_descriptors() == before
+
+
+def test_writeback_does_nothing_with_one_thread(tmp_path: Path) -> None:
+    with (tmp_path / "out.bin").open("wb") as sink:
+        workers = Workers(1, lanes=1)
+        with Writeback(workers, lane=0, every=1) as writeback, workers:
+            assert not writeback.enabled
+            writeback.wrote(sink.fileno(), 10)
+            writeback.file_done(sink.fileno())
+            writeback.finish()
