@@ -15,10 +15,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import tenseal as ts
 
+from tensorguard.codec import (
+    CodecError,
+    Sha256Hex,
+    StrictModel,
+    parse_json_object,
+    validate_model,
+)
 from tensorguard.digest import sha256_bytes
 from tensorguard.durable import atomic_write_bytes
 from tensorguard.federation._errors import ContextError
@@ -27,7 +34,21 @@ from tensorguard.federation._params import FederationParams
 PUBLIC_CONTEXT_FILENAME = "federation_public_context.tenseal"
 PARAMS_FILENAME = "federation_params.json"
 DEFAULT_SECRET_NAME = "federation-ckks-secret-context"  # noqa: S105 (a name, not a secret)
-PARAMS_FORMAT = "tensorguard.federation.params/v1"
+ParamsFormat = Literal["tensorguard.federation.params/v1"]
+PARAMS_FORMAT: str = get_args(ParamsFormat)[0]
+
+
+class _ParamsDocument(StrictModel):
+    """``federation_params.json`` as :meth:`PublicFederation.write` writes it.
+
+    ``params`` is validated by :class:`FederationParams` under its own configuration
+    (the same model, and the same HE Standard checks, as the ceremony's settings).
+    """
+
+    format: ParamsFormat
+    params: FederationParams
+    public_context_sha256: Sha256Hex
+    security_level_bits: int
 
 
 class SecretStore(Protocol):
@@ -135,17 +156,24 @@ class PublicFederation:
         params_path = directory / PARAMS_FILENAME
         context_path = directory / PUBLIC_CONTEXT_FILENAME
         try:
-            document = json.loads(params_path.read_text(encoding="utf-8"))
+            params_bytes = params_path.read_bytes()
             context_bytes = context_path.read_bytes()
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise ContextError(
                 f"cannot read the federation public context from {directory}: {exc}; "
                 "copy both files written by the key ceremony"
             ) from exc
-        if not isinstance(document, dict) or document.get("format") != PARAMS_FORMAT:
-            raise ContextError(f"{params_path} is not a {PARAMS_FORMAT} document")
-        federation = cls(FederationParams.model_validate(document.get("params")), context_bytes)
-        if document.get("public_context_sha256") != federation.digest:
+        what = f"federation parameters {params_path}"
+        try:
+            document = validate_model(
+                _ParamsDocument, parse_json_object(params_bytes, what=what), what=what
+            )
+        except CodecError as exc:
+            raise ContextError(
+                f"{exc}; copy the {PARAMS_FILENAME} written by the key ceremony"
+            ) from None
+        federation = cls(document.params, context_bytes)
+        if document.public_context_sha256 != federation.digest:
             raise ContextError(
                 f"{context_path} does not match the digest recorded in {params_path}; "
                 "the files are from different ceremonies or were modified"
