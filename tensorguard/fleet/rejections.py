@@ -22,7 +22,7 @@ _TGSP_REASONS: tuple[tuple[type[tgsp.TGSPError], InstallOutcome, InstallReason, 
         tgsp.NotATGSPPackageError,
         _REJECTED,
         InstallReason.UNSIGNED,
-        "the file is not a signed TGSP v2 package",
+        "the file is not a signed TGSP v3 package",
     ),
     (
         tgsp.UnknownSignerError,
