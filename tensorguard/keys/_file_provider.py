@@ -11,7 +11,11 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import Field
+
+from tensorguard.codec import StrictModel
 from tensorguard.crypto import CompositeSigner, CompositeSigningKey
 from tensorguard.keys._errors import (
     KeyProviderProductionError,
@@ -31,7 +35,13 @@ from tensorguard.keys._master import (
     record_key,
 )
 from tensorguard.keys._names import KeyPurpose
-from tensorguard.keys._record import RecordHeader, SealValue, b64decode, b64encode
+from tensorguard.keys._record import (
+    Base64Bytes,
+    RecordHeader,
+    SealValue,
+    b64encode,
+    parse_seal,
+)
 from tensorguard.keys._sealed import SealedRecordStore
 from tensorguard.keys._sealed_provider import SealedKeyProvider
 from tensorguard.production import is_production
@@ -40,9 +50,19 @@ LOGGER = logging.getLogger(__name__)
 
 SCRYPT_SALT_BYTES = 16
 RECORD_SALT_BYTES = 32
-_SEAL_FIELDS = frozenset(
-    {"kdf", "scrypt_n", "scrypt_r", "scrypt_p", "scrypt_salt", "key_check", "record_salt"}
-)
+ScryptCost = Annotated[int, Field(ge=1)]
+
+
+class _FileSeal(StrictModel):
+    """The ``seal`` of a record written by :class:`MasterKeyRecordKeys`."""
+
+    kdf: Literal["scrypt+hkdf-sha256"]
+    scrypt_n: ScryptCost
+    scrypt_r: ScryptCost
+    scrypt_p: ScryptCost
+    scrypt_salt: Base64Bytes
+    key_check: Base64Bytes
+    record_salt: Base64Bytes
 
 
 class MasterKeyRecordKeys:
@@ -76,35 +96,22 @@ class MasterKeyRecordKeys:
 
     def open_record_key(self, header: RecordHeader) -> bytes:
         """Re-derive the record key; a key-check mismatch means a different master."""
-        seal = header.seal
-        if set(seal) != _SEAL_FIELDS or seal["kdf"] != "scrypt+hkdf-sha256":
-            raise KeyRecordFormatError(
-                f"key record {header.name!r} has unknown sealing parameters for the file provider"
-            )
-        n, r, p = seal["scrypt_n"], seal["scrypt_r"], seal["scrypt_p"]
-        if not (isinstance(n, int) and isinstance(r, int) and isinstance(p, int)):
-            raise KeyRecordFormatError(f"key record {header.name!r} has malformed scrypt costs")
+        seal = parse_seal(_FileSeal, header, self.provider_kind)
+        n, r, p = seal.scrypt_n, seal.scrypt_r, seal.scrypt_p
         params = ScryptParameters(n=n, r=r, p=p)
         if not params.is_within(DEFAULT_SCRYPT, MAX_SCRYPT) or n & (n - 1):
             raise KeyRecordFormatError(
                 f"key record {header.name!r} has scrypt costs (N={n}, r={r}, p={p}) outside "
                 f"the accepted range (N a power of two, from {DEFAULT_SCRYPT} to {MAX_SCRYPT})"
             )
-        kek = self._master.key_encryption_key(_b64_field(seal, "scrypt_salt"), params)
-        if not key_check_matches(kek, _b64_field(seal, "key_check")):
+        kek = self._master.key_encryption_key(seal.scrypt_salt, params)
+        if not key_check_matches(kek, seal.key_check):
             raise WrongMasterKeyError(
                 f"key {header.name!r} ({header.purpose.value}) was sealed under a different "
                 f"{MASTER_ENV} (or its key-derivation parameters were altered): set "
                 f"{MASTER_ENV} to the master secret in force when the key was written"
             )
-        return record_key(kek, _b64_field(seal, "record_salt"))
-
-
-def _b64_field(seal: Mapping[str, SealValue], field_name: str) -> bytes:
-    value = seal[field_name]
-    if not isinstance(value, str):
-        raise KeyRecordFormatError(f"key record field {field_name!r} must be base64 text")
-    return b64decode(value, field_name)
+        return record_key(kek, seal.record_salt)
 
 
 class FileKeyProvider(SealedKeyProvider):

@@ -32,9 +32,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import pkcs11
 from cryptography.exceptions import InvalidSignature
@@ -44,6 +43,7 @@ from pkcs11 import exceptions as p11errors
 from pkcs11.mechanisms import GCMParams
 from pkcs11.types import DecryptMixin, EncryptMixin, SignMixin
 
+from tensorguard.codec import StrictModel
 from tensorguard.crypto import (
     MLDSA65_SEED_SIZE,
     CompositeSigner,
@@ -58,13 +58,19 @@ from tensorguard.keys._errors import (
     KeyIntegrityError,
     KeyNotFoundError,
     KeyProviderConfigError,
-    KeyRecordFormatError,
     TokenError,
 )
 from tensorguard.keys._keydir import KeyDirectory
 from tensorguard.keys._names import DEFAULT_WRAP_KEY_LABEL, KeyPurpose, validate_key_name
 from tensorguard.keys._pkcs11_session import TokenSession
-from tensorguard.keys._record import RecordHeader, SealValue, b64decode, b64encode
+from tensorguard.keys._record import (
+    Base64Bytes,
+    RecordHeader,
+    SealValue,
+    b64decode,
+    b64encode,
+    parse_seal,
+)
 from tensorguard.keys._sealed import SealedRecordStore
 from tensorguard.keys._sealed_provider import SealedKeyProvider
 from tensorguard.production import is_production
@@ -77,11 +83,22 @@ SIGNING_LABEL_PREFIX = "tensorguard-sign:"
 ED25519_EC_PARAMS = bytes.fromhex("06032b6570")
 WRAP_NONCE_BYTES = 12
 DATA_KEY_BYTES = 32
-_SEAL_FIELDS = frozenset({"wrap_mechanism", "token", "wrapping_key", "wrap_nonce", "wrapped_key"})
 _IV_SOURCE_FIELD = "wrap_iv_source"
 GCM_IV_POLICIES = ("auto", "token")
 """``TG_PKCS11_GCM_IV``: accept a host-generated IV as fallback (auto) or require the token's."""
 _ED25519_ATTRIBUTE = "ed25519_public"
+
+
+class _PKCS11Seal(StrictModel):
+    """The ``seal`` of a record whose data key a token's AES key wrapped (AES-GCM)."""
+
+    wrap_mechanism: Literal["CKM_AES_GCM"]
+    token: str
+    wrapping_key: str
+    wrap_nonce: Base64Bytes
+    wrapped_key: Base64Bytes
+    wrap_iv_source: Literal["token", "host"] | None = None
+    """Absent in records sealed before the IV's source was recorded."""
 
 
 def check_gcm_iv_policy(value: str) -> str:
@@ -234,21 +251,14 @@ class TokenWrappedRecordKeys:
 
     def open_record_key(self, header: RecordHeader) -> bytes:
         """Unwrap the record's data key inside the token."""
-        seal = header.seal
-        fields = set(seal)
-        if _IV_SOURCE_FIELD in fields and seal[_IV_SOURCE_FIELD] in ("token", "host"):
-            fields.discard(_IV_SOURCE_FIELD)  # absent in records sealed before it existed
-        if fields != _SEAL_FIELDS or seal["wrap_mechanism"] != "CKM_AES_GCM":
-            raise KeyRecordFormatError(
-                f"key record {header.name!r} has unknown sealing parameters for PKCS#11"
-            )
-        if seal["wrapping_key"] != self._wrap_key_label:
+        seal = parse_seal(_PKCS11Seal, header, self.provider_kind)
+        if seal.wrapping_key != self._wrap_key_label:
             raise KeyIntegrityError(
-                f"key {header.name!r} was wrapped by token key {seal['wrapping_key']!r}, "
+                f"key {header.name!r} was wrapped by token key {seal.wrapping_key!r}, "
                 f"but this provider uses {self._wrap_key_label!r}: set "
                 "TG_PKCS11_WRAP_KEY_LABEL to the key that sealed it"
             )
-        nonce, wrapped = _b64_field(seal, "wrap_nonce"), _b64_field(seal, "wrapped_key")
+        nonce, wrapped = seal.wrap_nonce, seal.wrapped_key
         with self._token.operation("unwrapping a data key"):
             wrapping_key = self._wrapping_key(create=False)
             try:
@@ -260,7 +270,7 @@ class TokenWrappedRecordKeys:
                     ),
                 )
             except p11errors.PKCS11Error:
-                sealed_on = seal["token"]
+                sealed_on = seal.token
                 hint = (
                     f" (it was sealed on token {sealed_on!r}, this is {self._token.token_label!r})"
                     if sealed_on != self._token.token_label
@@ -274,13 +284,6 @@ class TokenWrappedRecordKeys:
         if not isinstance(data_key, bytes) or len(data_key) != DATA_KEY_BYTES:
             raise KeyIntegrityError(f"the unwrapped data key of {header.name!r} has a bad size")
         return data_key
-
-
-def _b64_field(seal: Mapping[str, SealValue], field_name: str) -> bytes:
-    value = seal[field_name]
-    if not isinstance(value, str):
-        raise KeyRecordFormatError(f"key record field {field_name!r} must be base64 text")
-    return b64decode(value, field_name)
 
 
 class PKCS11CompositeSigner:

@@ -25,7 +25,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import BeforeValidator, Field
 
@@ -87,10 +87,18 @@ def _purpose_from_json(value: object) -> KeyPurpose:
         raise ValueError(f"is not a known key purpose ({known})") from None
 
 
-def _nonce_from_json(value: object) -> bytes:
+def _bytes_from_base64(value: object) -> bytes:
     if not isinstance(value, str):
         raise ValueError("must be base64 text")
-    nonce = _strict_b64decode(value)
+    return _strict_b64decode(value)
+
+
+Base64Bytes = Annotated[bytes, BeforeValidator(_bytes_from_base64)]
+"""Binary data written as standard base64 text (:func:`b64encode`) in a record's JSON."""
+
+
+def _nonce_from_json(value: object) -> bytes:
+    nonce = _bytes_from_base64(value)
     if len(nonce) != NONCE_BYTES:
         raise ValueError(f"must be {NONCE_BYTES} bytes, not {len(nonce)}")
     return nonce
@@ -154,6 +162,25 @@ class RecordHeader:
                 f"key record header is {len(header)} bytes, above the {MAX_HEADER_BYTES} limit"
             )
         return FrameWriter(RECORD_MAGIC, RECORD_VERSION).frame(header, length_size=4).to_bytes()
+
+
+SealT = TypeVar("SealT", bound=StrictModel)
+
+
+def parse_seal(model: type[SealT], header: RecordHeader, provider: str) -> SealT:
+    """Validate a record's ``seal`` against the sealing provider's own schema.
+
+    The seal is read before the record is authenticated (it says how to recover the
+    record key), so it is checked field by field; raises :class:`KeyRecordFormatError`
+    naming the key and the bad fields (never their values).
+    """
+    what = f"key record {header.name!r} sealing parameters for the {provider} provider"
+    try:
+        return validate_model(model, dict(header.seal), what=what)
+    except CodecError as exc:
+        raise KeyRecordFormatError(
+            f"{exc}; the file is corrupt or was sealed by another provider"
+        ) from None
 
 
 @dataclass(frozen=True)

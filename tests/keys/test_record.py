@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -11,12 +12,14 @@ import pytest
 
 from tensorguard.codec import FrameWriter, canonical_json, parse_json_object
 from tensorguard.keys import FileKeyProvider, KeyPurpose, KeyRecordFormatError
+from tensorguard.keys._pkcs11_provider import _PKCS11Seal
 from tensorguard.keys._record import (
     RECORD_MAGIC,
     RECORD_VERSION,
     TAG_BYTES,
     RecordHeader,
     parse_record,
+    parse_seal,
 )
 
 # SHA-256 of RecordHeader.to_json_bytes() and of record_prefix() for _header() below,
@@ -201,3 +204,79 @@ def test_a_header_the_reader_would_refuse_cannot_be_written(
 ) -> None:
     with pytest.raises(KeyRecordFormatError, match=re.escape(message)):
         _header(**changes).record_prefix()
+
+
+# --- the providers' sealing parameters (read before the record is authenticated) -------
+
+
+def _reseal(provider: FileKeyProvider, **seal_changes: Any) -> None:
+    """Rewrite the stored record of key 'blob' with its seal changed (or a field removed
+    when the change is ``None``), keeping its ciphertext."""
+    path = provider.records.directory.record_path("blob", KeyPurpose.GENERIC)
+    parsed = parse_record(path.read_bytes())
+    seal = {**parsed.header.seal, **seal_changes}
+    seal = {key: value for key, value in seal.items() if value is not None}
+    header = dataclasses.replace(parsed.header, seal=seal)
+    path.write_bytes(header.record_prefix() + parsed.ciphertext)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"scrypt_n": "16384"}, "scrypt_n: Input should be a valid integer"),
+        ({"scrypt_p": 0}, "scrypt_p: Input should be greater than or equal to 1"),
+        ({"kdf": "pbkdf2"}, "kdf: Input should be 'scrypt+hkdf-sha256'"),
+        ({"record_salt": None}, "record_salt: Field required"),
+        ({"scrypt_salt": "not base64!"}, "scrypt_salt: Value error, is not valid base64"),
+        ({"key_check": 5}, "key_check: Value error, must be base64 text"),
+        ({"wrapped_key": "AAAA"}, "wrapped_key: Extra inputs are not permitted"),
+    ],
+)
+def test_file_seals_are_checked_field_by_field(
+    file_provider: FileKeyProvider, changes: dict[str, Any], message: str
+) -> None:
+    file_provider.store_secret("blob", KeyPurpose.GENERIC, b"secret bytes")
+    _reseal(file_provider, **changes)
+    expected = (
+        "key record 'blob' sealing parameters for the file provider does not match its "
+        f"schema: {message}"
+    )
+    with pytest.raises(KeyRecordFormatError, match=re.escape(expected)) as caught:
+        file_provider.load_secret("blob", KeyPurpose.GENERIC)
+    assert "sealed by another provider" in str(caught.value)
+
+
+def _pkcs11_header(**seal_changes: Any) -> RecordHeader:
+    seal = {
+        "wrap_mechanism": "CKM_AES_GCM",
+        "token": "tg-keys-primary",
+        "wrapping_key": "tensorguard-wrap",
+        "wrap_nonce": "AAECAwQFBgcICQoL",
+        "wrapped_key": "q83v" * 8,
+        "wrap_iv_source": "host",
+        **seal_changes,
+    }
+    return _header(provider="pkcs11", seal={k: v for k, v in seal.items() if v is not None})
+
+
+def test_pkcs11_seals_are_checked_field_by_field() -> None:
+    seal = parse_seal(_PKCS11Seal, _pkcs11_header(), "pkcs11")
+    assert seal.wrap_nonce == bytes(range(12))
+    assert seal.wrap_iv_source == "host"
+    older = parse_seal(_PKCS11Seal, _pkcs11_header(wrap_iv_source=None), "pkcs11")
+    assert older.wrap_iv_source is None  # records sealed before the IV source was kept
+    cases: dict[str, dict[str, Any]] = {
+        "wrap_mechanism: Input should be 'CKM_AES_GCM'": {"wrap_mechanism": "CKM_AES_KEY_WRAP"},
+        "wrap_iv_source: Input should be 'token' or 'host'": {"wrap_iv_source": "both"},
+        "wrap_nonce: Value error, is not valid base64": {"wrap_nonce": "%%"},
+        "token: Input should be a valid string": {"token": 7},
+        "wrapped_key: Field required": {"wrapped_key": None},
+        "kdf: Extra inputs are not permitted": {"kdf": "scrypt+hkdf-sha256"},
+    }
+    for message, changes in cases.items():
+        expected = (
+            "key record 'release-signer' sealing parameters for the pkcs11 provider does not "
+            f"match its schema: {message}"
+        )
+        with pytest.raises(KeyRecordFormatError, match=re.escape(expected)):
+            parse_seal(_PKCS11Seal, _pkcs11_header(**changes), "pkcs11")
