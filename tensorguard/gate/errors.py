@@ -6,9 +6,19 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from tensorguard.codec import describe_validation_error
 from tensorguard.errors import ConfigurationError, TensorGuardError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+__all__ = [
+    "GateDecisionError",
+    "GateError",
+    "GateEvidenceError",
+    "GatePolicyError",
+    "describe_validation_error",
+    "validate_or_raise",
+]
 
 
 class GateError(TensorGuardError):
@@ -25,14 +35,6 @@ class GateEvidenceError(GateError):
 
 class GateDecisionError(GateError):
     """A serialised gate decision does not parse or its digests do not match."""
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per pydantic validation problem: ``field.path: message``, joined by ``; ``."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
-        for error in exc.errors()
-    )
 
 
 def validate_or_raise(
