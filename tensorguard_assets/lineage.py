@@ -90,6 +90,14 @@ def verify_recorded_artifact(asset_name: str, metadata: Mapping[str, Any]) -> Pa
     """The artifact path a materialisation of ``asset_name`` recorded, after re-hashing
     it against the recorded SHA-256: a missing or changed artifact fails closed, naming
     the fix (re-materialise the asset)."""
+    if "path" not in metadata:
+        raise Failure(
+            description=(
+                f"the latest materialisation of {asset_name} recorded no artifact path; "
+                f"re-materialise {asset_name}"
+            ),
+            allow_retries=False,
+        )
     path = Path(str(metadata["path"]))
     recorded = str(metadata.get("digest", ""))
     if not path.exists():

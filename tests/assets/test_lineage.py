@@ -58,12 +58,30 @@ def daily_reader(daily_upstream: VerifiedArtifact, upstream: VerifiedArtifact) -
     LOADED["upstream"] = upstream
 
 
+@asset
+def pathless() -> MaterializeResult:
+    return MaterializeResult(metadata={"rows": 3})
+
+
+@asset(ins=artifact_ins("pathless"))
+def pathless_reader(pathless: VerifiedArtifact) -> None:
+    raise AssertionError(f"loaded {pathless}")
+
+
 @asset(io_manager_key=VERIFIED_ARTIFACTS)
 def returns_a_value() -> int:
     return 1
 
 
-TEST_ASSETS = (upstream, reader, daily_upstream, daily_reader, returns_a_value)
+TEST_ASSETS = (
+    upstream,
+    reader,
+    daily_upstream,
+    daily_reader,
+    pathless,
+    pathless_reader,
+    returns_a_value,
+)
 
 
 def _failure(result: Any) -> str:
@@ -137,6 +155,17 @@ def test_a_missing_artifact_fails_closed_naming_the_fix(
     result = _materialize([reader], sqlite_instance, tmp_path)
     assert not result.success
     assert _failure(result) == f"upstream artifact {artifact} is missing; re-materialise upstream"
+
+
+def test_a_record_without_an_artifact_path_fails_closed(
+    sqlite_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    assert _materialize([pathless], sqlite_instance, tmp_path).success
+    result = _materialize([pathless_reader], sqlite_instance, tmp_path)
+    assert not result.success
+    assert _failure(result) == (
+        "the latest materialisation of pathless recorded no artifact path; re-materialise pathless"
+    )
 
 
 def test_an_unmaterialised_input_names_every_missing_upstream(
