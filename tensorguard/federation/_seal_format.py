@@ -352,7 +352,7 @@ def _zstd_raw_content(frame: memoryview, what: str, limit: int) -> list[memoryvi
 
 
 @contextlib.contextmanager
-def ciphertext_saver() -> Iterator[Callable[[Any], bytes]]:
+def ciphertext_saver(fallback_parent: Path | None = None) -> Iterator[Callable[[Any], bytes]]:
     """Within the block, a function that serialises a ``sealapi.Ciphertext`` to bytes.
 
     ``sealapi`` saves a ciphertext only to a file path (``Ciphertext.save(path)``; no
@@ -361,7 +361,8 @@ def ciphertext_saver() -> Iterator[Callable[[Any], bytes]]:
     (``os.memfd_create``, reached as ``/proc/self/fd/N``; SEAL's ``ofstream``
     truncates it on every save): it has no name in any directory, never reaches a disk,
     and is gone when closed, even if the process dies. Elsewhere it is a file in a
-    private temporary directory, in RAM under ``/dev/shm`` where that is writable.
+    private temporary directory inside ``fallback_parent`` (default: ``/dev/shm`` where
+    that is writable, so in RAM, else the system's temporary directory).
     """
     memfd = getattr(os, "memfd_create", None)
     if memfd is not None and os.path.isdir("/proc/self/fd"):
@@ -381,9 +382,10 @@ def ciphertext_saver() -> Iterator[Callable[[Any], bytes]]:
         finally:
             os.close(descriptor)
         return
-    shm = Path("/dev/shm")  # noqa: S108 (a private directory is created inside it)
-    in_ram = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
-    with tempfile.TemporaryDirectory(prefix="tg-ckks-", dir=shm if in_ram else None) as scratch:
+    if fallback_parent is None:
+        shm = Path("/dev/shm")  # noqa: S108 (a private directory is created inside it)
+        fallback_parent = shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+    with tempfile.TemporaryDirectory(prefix="tg-ckks-", dir=fallback_parent) as scratch:
         file = Path(scratch) / "chunk.seal"
 
         def save_to_file(ciphertext: Any) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -284,14 +283,9 @@ def test_a_payload_in_another_packing_is_refused_by_name(public: PublicFederatio
         total.to_bytes()
 
 
-def _scratch_entries() -> set[Path]:
-    places = [Path("/dev/shm"), Path(tempfile.gettempdir())]
-    return {entry for place in places if place.is_dir() for entry in place.glob("tg-ckks-*")}
-
-
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux-only")
 def test_sealapi_ciphertexts_are_saved_without_a_named_file(
-    public: PublicFederation, monkeypatch: pytest.MonkeyPatch
+    public: PublicFederation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The site's complex encryption reads SEAL's bytes back from an anonymous in-memory
     file; where memfd_create is missing, a private temporary directory gives the same
@@ -301,14 +295,13 @@ def test_sealapi_ciphertexts_are_saved_without_a_named_file(
     plaintext, ciphertext = sealapi.Plaintext(), sealapi.Ciphertext()
     sealapi.CKKSEncoder(seal).encode([0.25 + 0.5j] * 7, public.params.scale, plaintext)
     sealapi.Encryptor(seal, context.public_key().data).encrypt(plaintext, ciphertext)
-    before = _scratch_entries()
-    with ciphertext_saver() as save:
+    with ciphertext_saver(tmp_path) as save:
         in_memory = save(ciphertext)
-        assert _scratch_entries() == before
+        assert list(tmp_path.iterdir()) == []
         assert save(ciphertext) == in_memory
     assert in_memory[:2] == b"\x5e\xa1"
     monkeypatch.delattr(os, "memfd_create")
-    with ciphertext_saver() as save:
+    with ciphertext_saver(tmp_path) as save:
         assert save(ciphertext) == in_memory
-        assert len(_scratch_entries() - before) == 1
-    assert _scratch_entries() == before
+        assert len(list(tmp_path.iterdir())) == 1
+    assert list(tmp_path.iterdir()) == []
