@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -69,6 +70,7 @@ FLARE_N = 8192
 FLARE_PRIMES = [60, 40, 40]
 FLARE_SCALE = 2.0**40
 ROUND_ID = "bench-round"
+AGGREGATION_REPEATS = 3
 MASK_EPOCH = "bench-epoch"
 
 
@@ -83,20 +85,6 @@ def timed(function: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
         result = function()
         best = min(best, time.perf_counter() - started)
     return result, best
-
-
-def cpu_seconds(function: Callable[[], object], repeats: int = 2) -> float:
-    """The least process CPU time (all threads) of ``repeats`` runs of ``function``.
-
-    On a machine shared with other work, wall time mostly measures waiting for a core;
-    CPU time is the work itself (what wall time is on an otherwise idle core).
-    """
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.process_time()
-        function()
-        best = min(best, time.process_time() - started)
-    return best
 
 
 def lora_like(parameters: int, rank: int = 16, width: int = 1024) -> dict[str, torch.Tensor]:
@@ -220,24 +208,43 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         ledger = CustodianLedger(scratch / ledger_name, CompositeSigningKey.generate())
         return Custodian(secret, registered, ledger)
 
-    result, aggregate_seconds = timed(
-        lambda: aggregate_updates(envelopes, registered, spec, keys.public, min_sites=sites),
-        repeats=2,
-    )
-    masked_result, masked_aggregate_seconds = timed(
-        lambda: aggregate_updates(
-            masked_envelopes, registered, masked_spec, keys.public, min_sites=sites
-        ),
-        repeats=2,
-    )
-    aggregate_cpu = cpu_seconds(
-        lambda: aggregate_updates(envelopes, registered, spec, keys.public, min_sites=sites)
-    )
-    masked_aggregate_cpu = cpu_seconds(
-        lambda: aggregate_updates(
-            masked_envelopes, registered, masked_spec, keys.public, min_sites=sites
-        )
-    )
+    # Unmasked and masked aggregation interleaved, AGGREGATION_REPEATS times each, wall
+    # and CPU time of every run, with the load average around them (the machine is shared).
+    load_before = os.getloadavg()[0]
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for _ in range(AGGREGATION_REPEATS):
+        for masked in (False, True):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            outcome = aggregate_updates(
+                masked_envelopes if masked else envelopes,
+                registered,
+                masked_spec if masked else spec,
+                keys.public,
+                min_sites=sites,
+            )
+            runs[masked].append((time.perf_counter() - started, time.process_time() - cpu_started))
+            if masked:
+                masked_result = outcome
+            else:
+                result = outcome
+    load_after = os.getloadavg()[0]
+    aggregate_seconds = min(wall for wall, _ in runs[False])
+    masked_aggregate_seconds = min(wall for wall, _ in runs[True])
+    aggregate_cpu = min(cpu for _, cpu in runs[False])
+    masked_aggregate_cpu = min(cpu for _, cpu in runs[True])
+
+    def run_stats(masked: bool) -> dict[str, object]:
+        walls = [wall for wall, _ in runs[masked]]
+        cpus = [cpu for _, cpu in runs[masked]]
+        return {
+            "wall_seconds": walls,
+            "wall_min": min(walls),
+            "wall_median": float(np.median(walls)),
+            "cpu_seconds": cpus,
+            "cpu_min": min(cpus),
+            "cpu_median": float(np.median(cpus)),
+        }
+
     # The ledger lets the custodian re-derive the very same aggregate, so repeats are fine.
     custodian = custodian_for("ledger.jsonl")
     decryption, decrypt_seconds = timed(
@@ -369,6 +376,8 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         "flare_encrypt_only_seconds": flare_encrypt_only,
         "aggregate_seconds": aggregate_seconds,
         "aggregate_cpu_seconds": aggregate_cpu,
+        "aggregation_runs": run_stats(masked=False),
+        "aggregation_load_average_1min": [load_before, load_after],
         "plaintext_fedavg_seconds": plain_seconds,
         "encrypted_over_plaintext_aggregation": aggregate_seconds / plain_seconds,
         "decrypt_seconds": decrypt_seconds,
@@ -402,6 +411,7 @@ def run(parameters: int, sites: int) -> dict[str, object]:
         "masked_over_unmasked_site_update": masked_site_median / site_median,
         "aggregate_seconds": masked_aggregate_seconds,
         "aggregate_cpu_seconds": masked_aggregate_cpu,
+        "aggregation_runs": run_stats(masked=True),
         "close_round_seconds_all_sites": close_seconds,
         "decrypt_seconds": masked_decrypt_seconds,
         "round_seconds": masked_round_seconds,
@@ -452,9 +462,15 @@ def main() -> None:
         f"best of 3: ours {report['encrypt_only_seconds']:.3f}s, FLARE params "
         f"{report['flare_encrypt_only_seconds']:.3f}s"
     )
+    runs = report["aggregation_runs"]
+    load = report["aggregation_load_average_1min"]
+    assert isinstance(runs, dict)
+    assert isinstance(load, list)
     print(
-        f"aggregation {report['aggregate_seconds']:.3f}s "
-        f"(CPU {report['aggregate_cpu_seconds']:.3f}s) vs plaintext FedAvg "
+        f"aggregation {report['aggregate_seconds']:.3f}s min, {runs['wall_median']:.3f}s median "
+        f"of {len(runs['wall_seconds'])} (CPU {report['aggregate_cpu_seconds']:.3f}s min, "
+        f"{runs['cpu_median']:.3f}s median; load average {load[0]:.1f}-{load[1]:.1f}) "
+        "vs plaintext FedAvg "
         f"{report['plaintext_fedavg_seconds']:.4f}s "
         f"-> {report['encrypted_over_plaintext_aggregation']:.1f}x"
     )
