@@ -56,8 +56,10 @@ Wire formats (big-endian lengths, :mod:`tensorguard.codec` framing)::
     b"TGAK" | 1 | body_len u32 | body | signature_len u32 | signature   (acknowledgement)
     b"TGSR" | 2 | body_len u32 | body | signature_len u32 | signature   (reveal)
 
-Bodies are RFC 8785 canonical JSON (byte strings hex-encoded) and are parsed strictly
-and only trusted after the signature verifies under the claimed sender's key.
+Bodies are RFC 8785 canonical JSON (byte strings hex-encoded), parsed strictly against
+the pydantic schemas ``_OfferBody``, ``_AckBody`` and ``_RevealBody`` (a missing, unknown
+or mistyped field is refused by name), and only trusted after the signature verifies
+under the claimed sender's key.
 """
 
 from __future__ import annotations
@@ -65,15 +67,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Collection, Mapping, MutableMapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
+from typing import Annotated, Final, Literal, TypeVar, get_args
+
+from pydantic import AfterValidator, BeforeValidator
 
 from tensorguard.codec import (
     CodecError,
     FrameReader,
     FrameWriter,
+    Sha256Hex,
+    StrictModel,
     canonical_json,
     parse_canonical_json,
+    validate_model,
 )
 from tensorguard.crypto import (
     CIPHERTEXT_SIZE,
@@ -98,9 +105,12 @@ REVEAL_MAGIC: Final = b"TGSR"
 VERSION: Final = 1
 REVEAL_VERSION: Final = 2
 """Version 2 reveals carry the revealer's self seed (version 1 had pairwise seeds only)."""
-OFFER_FORMAT: Final = "tensorguard.federation.pairwise-offer/v1"
-ACK_FORMAT: Final = "tensorguard.federation.accepted-set-ack/v1"
-REVEAL_FORMAT: Final = "tensorguard.federation.seed-reveal/v2"
+OfferFormat = Literal["tensorguard.federation.pairwise-offer/v1"]
+AckFormat = Literal["tensorguard.federation.accepted-set-ack/v1"]
+RevealFormat = Literal["tensorguard.federation.seed-reveal/v2"]
+OFFER_FORMAT: Final[str] = get_args(OfferFormat)[0]
+ACK_FORMAT: Final[str] = get_args(AckFormat)[0]
+REVEAL_FORMAT: Final[str] = get_args(RevealFormat)[0]
 OFFER_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/pairwise-offer/v1"
 ACK_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/accepted-set-ack/v1"
 REVEAL_SIGNATURE_CONTEXT: Final = b"tensorguard/federation/seed-reveal/v2"
@@ -113,7 +123,6 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_SIGNATURE_BYTES: Final = 16 * 1024
 EPOCH_ID: Final = ROUND_ID
 """Epoch ids follow the round id syntax."""
-_HEX_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
 class PairwiseError(FederationError):
@@ -153,47 +162,102 @@ def _frame(magic: bytes, body: bytes, signature: bytes, version: int = VERSION) 
     )
 
 
+BodyT = TypeVar("BodyT", bound=StrictModel)
+
+
 def _unframe(
     data: bytes,
     magic: bytes,
     what: str,
-    document_format: str,
-    field_count: int,
+    model: type[BodyT],
     version: int = VERSION,
-) -> tuple[bytes, bytes, dict[str, Any]]:
+) -> tuple[bytes, bytes, BodyT]:
+    """Split the framing, parse the canonical JSON body and validate it against ``model``."""
     try:
         reader = FrameReader(data, magic=magic, version=version, what=what)
         body = reader.frame(length_size=4, max_bytes=MAX_BODY_BYTES, field="body")
         signature = reader.frame(length_size=4, max_bytes=MAX_SIGNATURE_BYTES, field="signature")
         reader.finish()
         document = parse_canonical_json(body, what=f"{what} body", allow_floats=False)
+        parsed = validate_model(model, document, what=f"{what} body")
     except CodecError as exc:
-        raise PairwiseError(str(exc)) from exc
-    if (
-        not isinstance(document, dict)
-        or document.get("format") != document_format
-        or len(document) != field_count
-    ):
-        raise PairwiseError(f"{what} is not a {document_format} document")
-    return body, signature, document
+        raise PairwiseError(str(exc)) from None
+    return body, signature, parsed
 
 
-def _text(document: Mapping[str, Any], key: str, what: str) -> str:
-    value = document.get(key)
-    if not isinstance(value, str):
-        raise PairwiseError(f"{what} has no string field {key!r}")
-    return value
+# --- body schemas: the signed JSON of offers, acknowledgements and reveals ----------
+def _identifier(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"is not a valid {what}")
+        return value
+
+    return check
 
 
-def _hex_bytes(document: Mapping[str, Any], key: str, size: int, what: str) -> bytes:
-    text = _text(document, key, what)
+def _site_id(value: str) -> str:
     try:
-        value = bytes.fromhex(text)
-    except ValueError as exc:
-        raise PairwiseError(f"{what} field {key!r} is not hex") from exc
-    if len(value) != size or value.hex() != text:
-        raise PairwiseError(f"{what} field {key!r} must be {size} bytes in lower-case hex")
-    return value
+        return validate_site_id(value)
+    except SiteRegistryError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _hex_of(size: int) -> Callable[[object], bytes]:
+    def decode(value: object) -> bytes:
+        if not isinstance(value, str):
+            raise ValueError("must be lower-case hex text")
+        try:
+            decoded = bytes.fromhex(value)
+        except ValueError:
+            raise ValueError("is not hex") from None
+        if len(decoded) != size or decoded.hex() != value:
+            raise ValueError(f"must be {size} bytes in lower-case hex")
+        return decoded
+
+    return decode
+
+
+def _sorted_unique(sites: list[str]) -> list[str]:
+    if sites != sorted(set(sites)):
+        raise ValueError("must be sorted without repeats")
+    return sites
+
+
+EpochIdField = Annotated[str, AfterValidator(_identifier(EPOCH_ID, "epoch id"))]
+RoundIdField = Annotated[str, AfterValidator(_identifier(ROUND_ID, "round id"))]
+SiteIdField = Annotated[str, AfterValidator(_site_id)]
+SiteListField = Annotated[list[SiteIdField], AfterValidator(_sorted_unique)]
+SeedField = Annotated[bytes, BeforeValidator(_hex_of(SEED_SIZE))]
+
+
+class _OfferBody(StrictModel):
+    format: OfferFormat
+    epoch_id: EpochIdField
+    sender: SiteIdField
+    recipient: SiteIdField
+    sender_key_fingerprint: Sha256Hex
+    recipient_kem_fingerprint: Sha256Hex
+    kem_ciphertext: Annotated[bytes, BeforeValidator(_hex_of(CIPHERTEXT_SIZE))]
+
+
+class _AckBody(StrictModel):
+    format: AckFormat
+    epoch_id: EpochIdField
+    round_id: RoundIdField
+    site: SiteIdField
+    signer_fingerprint: Sha256Hex
+    accepted: SiteListField
+
+
+class _RevealBody(StrictModel):
+    format: RevealFormat
+    epoch_id: EpochIdField
+    round_id: RoundIdField
+    revealer: SiteIdField
+    signer_fingerprint: Sha256Hex
+    accepted: SiteListField
+    seeds: dict[SiteIdField, SeedField]
+    self_seed: SeedField
 
 
 def _verify(
@@ -260,21 +324,16 @@ class PairwiseOffer:
     def from_bytes(cls, data: bytes) -> PairwiseOffer:
         """Parse strictly; the result is *not* verified (see :meth:`verify`)."""
         what = "pairwise offer"
-        body, signature, document = _unframe(data, OFFER_MAGIC, what, OFFER_FORMAT, 7)
+        body, signature, parsed = _unframe(data, OFFER_MAGIC, what, _OfferBody)
         offer = cls(
-            epoch_id=_check_id(_text(document, "epoch_id", what), EPOCH_ID, "epoch id"),
-            sender=_check_site(_text(document, "sender", what)),
-            recipient=_check_site(_text(document, "recipient", what)),
-            sender_key_fingerprint=_text(document, "sender_key_fingerprint", what),
-            recipient_kem_fingerprint=_text(document, "recipient_kem_fingerprint", what),
-            kem_ciphertext=_hex_bytes(document, "kem_ciphertext", CIPHERTEXT_SIZE, what),
+            epoch_id=parsed.epoch_id,
+            sender=parsed.sender,
+            recipient=parsed.recipient,
+            sender_key_fingerprint=parsed.sender_key_fingerprint,
+            recipient_kem_fingerprint=parsed.recipient_kem_fingerprint,
+            kem_ciphertext=parsed.kem_ciphertext,
             signature=signature,
         )
-        if not (
-            _HEX_FINGERPRINT.fullmatch(offer.sender_key_fingerprint)
-            and _HEX_FINGERPRINT.fullmatch(offer.recipient_kem_fingerprint)
-        ):
-            raise PairwiseError(f"{what} fingerprints must be 64 lower-case hex characters")
         if offer.body() != body:
             raise PairwiseError(f"{what} body does not re-encode to itself")
         return offer
@@ -534,16 +593,6 @@ def establish_pairwise_secrets(
 
 
 # --- closing a round: acknowledgements of the accepted set, then seed reveals --------
-def _site_list(document: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
-    value = document.get(key)
-    if not isinstance(value, list) or not all(isinstance(site, str) for site in value):
-        raise PairwiseError(f"{what} field {key!r} must be a list of site ids")
-    sites = tuple(_check_site(site) for site in value)
-    if list(sites) != sorted(set(sites)):
-        raise PairwiseError(f"{what} field {key!r} must be sorted without repeats")
-    return sites
-
-
 @dataclasses.dataclass(frozen=True)
 class AcceptedSetAck:
     """A site's signed statement that ``accepted`` is the round's one accepted set."""
@@ -576,13 +625,13 @@ class AcceptedSetAck:
     def from_bytes(cls, data: bytes) -> AcceptedSetAck:
         """Parse strictly; the result is *not* verified (see :func:`verified_ack_sites`)."""
         what = "accepted-set acknowledgement"
-        body, signature, document = _unframe(data, ACK_MAGIC, what, ACK_FORMAT, 6)
+        body, signature, parsed = _unframe(data, ACK_MAGIC, what, _AckBody)
         ack = cls(
-            epoch_id=_check_id(_text(document, "epoch_id", what), EPOCH_ID, "epoch id"),
-            round_id=_check_id(_text(document, "round_id", what), ROUND_ID, "round id"),
-            site=_check_site(_text(document, "site", what)),
-            signer_fingerprint=_text(document, "signer_fingerprint", what),
-            accepted=_site_list(document, "accepted", what),
+            epoch_id=parsed.epoch_id,
+            round_id=parsed.round_id,
+            site=parsed.site,
+            signer_fingerprint=parsed.signer_fingerprint,
+            accepted=tuple(parsed.accepted),
             signature=signature,
         )
         if ack.body() != body:
@@ -716,20 +765,15 @@ class SeedReveal:
     def from_bytes(cls, data: bytes) -> SeedReveal:
         """Parse strictly; the result is *not* verified (see :func:`verify_seed_reveal`)."""
         what = "seed reveal"
-        body, signature, document = _unframe(
-            data, REVEAL_MAGIC, what, REVEAL_FORMAT, 8, REVEAL_VERSION
-        )
-        seeds = document.get("seeds")
-        if not isinstance(seeds, dict):
-            raise PairwiseError(f"{what} field 'seeds' must be an object")
+        body, signature, parsed = _unframe(data, REVEAL_MAGIC, what, _RevealBody, REVEAL_VERSION)
         reveal = cls(
-            epoch_id=_check_id(_text(document, "epoch_id", what), EPOCH_ID, "epoch id"),
-            round_id=_check_id(_text(document, "round_id", what), ROUND_ID, "round id"),
-            revealer=_check_site(_text(document, "revealer", what)),
-            signer_fingerprint=_text(document, "signer_fingerprint", what),
-            accepted=_site_list(document, "accepted", what),
-            seeds={_check_site(peer): _hex_bytes(seeds, peer, SEED_SIZE, what) for peer in seeds},
-            self_seed=_hex_bytes(document, "self_seed", SEED_SIZE, what),
+            epoch_id=parsed.epoch_id,
+            round_id=parsed.round_id,
+            revealer=parsed.revealer,
+            signer_fingerprint=parsed.signer_fingerprint,
+            accepted=tuple(parsed.accepted),
+            seeds=parsed.seeds,
+            self_seed=parsed.self_seed,
             signature=signature,
         )
         if reveal.body() != body:
