@@ -19,11 +19,28 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Annotated, Literal, get_args
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tensorguard.codec import CodecError, canonical_json, parse_json_object
+from tensorguard.codec import (
+    CodecError,
+    Sha256Hex,
+    StrictModel,
+    canonical_json,
+    describe_validation_error,
+    parse_json_object,
+    validate_model,
+)
 from tensorguard.crypto import CompositeSigner, CompositeVerifyKey, SignatureError
 from tensorguard.federation._errors import FederationError
 from tensorguard.federation._layout import TensorLayout, tensors_digest
@@ -247,8 +264,19 @@ class RoundSpec(BaseModel):
         )
 
 
-ROUND_SPEC_FORMAT = "tensorguard.federation.signed-round-spec/v1"
+SignedRoundSpecFormat = Literal["tensorguard.federation.signed-round-spec/v1"]
+ROUND_SPEC_FORMAT: str = get_args(SignedRoundSpecFormat)[0]
 ROUND_SPEC_SIGNATURE_CONTEXT = b"tensorguard/federation/round-spec/v1"
+
+
+class _SignedSpecDocument(StrictModel):
+    """The wrapper :func:`sign_round_spec` writes; ``spec`` is checked as a
+    :class:`RoundSpec` only after its signature verifies."""
+
+    format: SignedRoundSpecFormat
+    spec: dict[str, JsonValue]
+    signer_fingerprint: Sha256Hex
+    signature: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2})+$")]
 
 
 def sign_round_spec(spec: RoundSpec, signer: CompositeSigner) -> bytes:
@@ -268,19 +296,31 @@ def sign_round_spec(spec: RoundSpec, signer: CompositeSigner) -> bytes:
 
 def load_signed_round_spec(data: bytes, coordinator: CompositeVerifyKey) -> RoundSpec:
     """Verify a document from :func:`sign_round_spec` under the pinned coordinator key."""
+    remedy = "Re-open the round (round_spec) rather than editing the spec"
+    what = "signed round spec"
     try:
-        document = parse_json_object(data, what="signed round spec")
-        if document.get("format") != ROUND_SPEC_FORMAT:
-            raise ValueError(f"unknown format {document.get('format')!r}")
-        body = document["spec"]
-        signature = bytes.fromhex(str(document["signature"]))
-        if document.get("signer_fingerprint") != coordinator.fingerprint():
+        document = validate_model(
+            _SignedSpecDocument, parse_json_object(data, what=what), what=what
+        )
+    except CodecError as exc:
+        raise FederationError(f"{exc}. {remedy}") from None
+    try:
+        if document.signer_fingerprint != coordinator.fingerprint():
             raise ValueError("it was signed by another key than the pinned coordinator's")
-        coordinator.verify(canonical_json(body), signature, ROUND_SPEC_SIGNATURE_CONTEXT)
-        return RoundSpec.model_validate(body)
-    except (CodecError, SignatureError, KeyError, TypeError, ValueError) as exc:
+        coordinator.verify(
+            canonical_json(document.spec),
+            bytes.fromhex(document.signature),
+            ROUND_SPEC_SIGNATURE_CONTEXT,
+        )
+    except (SignatureError, ValueError) as exc:
         raise FederationError(
             f"the round spec does not verify under the coordinator's key ({exc}); it was "
-            "altered after the round opened or comes from another coordinator. Re-open the "
-            "round (round_spec) rather than editing the spec"
+            f"altered after the round opened or comes from another coordinator. {remedy}"
         ) from exc
+    try:
+        return RoundSpec.model_validate(document.spec)
+    except ValidationError as exc:
+        raise FederationError(
+            f"the signed round spec verifies but its rules do not validate: "
+            f"{describe_validation_error(exc)}. {remedy}"
+        ) from None
