@@ -170,9 +170,9 @@ class CiphertextSum:
             if self._total is None:
                 raise CiphertextError("the sum holds no ciphertexts")
             return self._write(self._total)
-        if self._total is not None:
-            self._fallback.add_in_place(self._as_vector(self._total))
-        return self._fallback.to_bytes()
+        if self._total is None:
+            return self._fallback.to_bytes()
+        return (self._fallback + self._as_vector(self._total)).to_bytes()
 
     def _write(self, total: UInt64Array) -> bytes:
         writer = FrameWriter(MAGIC, self._packing.wire_version)
