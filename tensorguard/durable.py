@@ -75,6 +75,15 @@ def fsync_file(path: Path) -> None:
     _fsync_entry(path, os.O_NOFOLLOW, "file")
 
 
+def flush_descriptor_data(descriptor: int) -> None:
+    """``fdatasync`` an open descriptor: its data reaches the disk (metadata as needed).
+
+    For writers that start writeback early on a file they still have open; whether the
+    file is durable is still decided by the final fsync of its publish step.
+    """
+    os.fdatasync(descriptor)
+
+
 def fsync_directory(directory: Path) -> None:
     """Flush the entries of ``directory`` (creations, renames, removals) to stable storage."""
     _fsync_entry(directory, os.O_DIRECTORY, "directory")

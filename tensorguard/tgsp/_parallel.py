@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from tensorguard.durable import flush_descriptor_data
 from tensorguard.errors import ConfigurationError
 
 THREADS_ENV = "TG_TGSP_THREADS"
@@ -108,7 +109,7 @@ class Workers:
 
 def _flush(fd: int) -> None:
     try:
-        os.fdatasync(fd)
+        flush_descriptor_data(fd)
     finally:
         os.close(fd)
 
