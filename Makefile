@@ -55,9 +55,10 @@ ci-round: bootstrap
 ## 2:4 checks: hours on two cores, not part of `make test`. MUTANTS='tensorguard.tgsp._paths*'
 ## limits it to some modules; `$(VENV)/bin/mutmut results` lists the survivors.
 MUTANTS ?=
+# One torch/OpenMP thread: mutmut forks its workers, and a forked thread pool can hang.
 mutation: bootstrap
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[mutation]'
-	$(VENV)/bin/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run $(if $(MUTANTS),"$(MUTANTS)")
 
 lint:
 	$(VENV)/bin/ruff check .
