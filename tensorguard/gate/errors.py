@@ -40,8 +40,12 @@ class GateDecisionError(GateError):
 def validate_or_raise(
     model: type[ModelT], document: object, error: type[TensorGuardError], what: str, hint: str
 ) -> ModelT:
-    """Validate ``document`` as ``model``; raise ``error`` naming every problem and a fix."""
+    """Validate ``document`` as ``model``; raise ``error`` naming every problem and a fix.
+
+    pydantic's own error is not chained: its text repeats the input values, and a
+    configuration document (an agent config) can hold secrets.
+    """
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise error(f"{what}: {describe_validation_error(exc)}. {hint}") from exc
+        raise error(f"{what}: {describe_validation_error(exc)}. {hint}") from None
