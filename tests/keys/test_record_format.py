@@ -7,13 +7,20 @@ keys/_record.py and keys/_sealed.py found these unchecked).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from tensorguard.codec import FrameWriter
+from tensorguard.codec import FrameWriter, canonical_json
 from tensorguard.keys import FileKeyProvider, KeyPurpose
-from tensorguard.keys._errors import InvalidKeyNameError, KeyRecordFormatError
+from tensorguard.keys._errors import (
+    InvalidKeyNameError,
+    KeyExistsError,
+    KeyIntegrityError,
+    KeyRecordFormatError,
+)
 from tensorguard.keys._file_provider import _FileSeal
 from tensorguard.keys._names import validate_key_name
 from tensorguard.keys._record import (
@@ -132,3 +139,90 @@ def test_key_names_are_1_to_63_lowercase_characters() -> None:
             f"invalid key name {bad!r}: use 1-63 characters of a-z, 0-9, '_', '.', '-', "
             "starting with a letter or digit (e.g. 'release-signer')"
         )
+
+
+def _document(**changes: object) -> bytes:
+    header = _header()
+    document = json.loads(header.to_json_bytes())
+    document.update(changes)
+    return _record(canonical_json(document))
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"purpose": 5}, "purpose: Value error, must be a key purpose string"),
+        (
+            {"purpose": "bogus"},
+            "purpose: Value error, is not a known key purpose (composite-signing, xwing-kem, "
+            "ckks-secret-context, generic-secret)",
+        ),
+        ({"nonce": 5}, "nonce: Value error, must be base64 text"),
+        ({"nonce": "AAAA"}, "nonce: Value error, must be 12 bytes, not 3"),
+        ({"nonce": "!!"}, "nonce: Value error, is not valid base64"),
+    ],
+)
+def test_a_malformed_header_field_is_named_with_its_rule(
+    changes: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(KeyRecordFormatError) as raised:
+        parse_record(_document(**changes))
+    assert str(raised.value) == (
+        f"key record header does not match its schema: {problem}; the file is corrupt"
+    )
+
+
+def test_a_record_without_a_whole_tag_is_truncated() -> None:
+    with pytest.raises(KeyRecordFormatError) as raised:
+        parse_record(_header().record_prefix() + bytes(15))
+    assert str(raised.value) == "key record is truncated (ciphertext missing)"
+
+
+def test_a_header_is_validated_and_size_limited_before_it_is_written() -> None:
+    bad = dataclasses.replace(_header(), name="Bad")
+    with pytest.raises(KeyRecordFormatError) as raised:
+        bad.to_json_bytes()
+    assert str(raised.value) == (
+        "key record header cannot be encoded: key record header does not match its schema: "
+        "name: String should match pattern '^[a-z0-9][a-z0-9_.-]{0,62}$'"
+    )
+    base_length = len(dataclasses.replace(_header(), attributes={"x": ""}).to_json_bytes())
+    fits = dataclasses.replace(_header(), attributes={"x": "a" * (16384 - base_length)})
+    assert len(fits.to_json_bytes()) == 16384
+    assert parse_record(fits.record_prefix() + bytes(16)).header == fits
+    over = dataclasses.replace(_header(), attributes={"x": "a" * (16385 - base_length)})
+    with pytest.raises(KeyRecordFormatError) as raised:
+        over.record_prefix()
+    assert str(raised.value) == "key record header is 16385 bytes, above the 16384 limit"
+
+
+def test_the_store_binds_attributes_and_says_which_file_failed(
+    file_provider: FileKeyProvider,
+) -> None:
+    store = file_provider.records
+    store.seal("aa", KeyPurpose.GENERIC, b"secret", replace=False, attributes={"k": "v"})
+    assert store.open_record("aa", KeyPurpose.GENERIC).header.attributes == {"k": "v"}
+    with pytest.raises(KeyExistsError) as exists:
+        store.seal("aa", KeyPurpose.GENERIC, b"other", replace=False)
+    assert str(exists.value).startswith("key 'aa' (generic-secret) already exists in ")
+
+    path = store.directory.record_path("aa", KeyPurpose.GENERIC)
+    moved = store.directory.record_path("bb", KeyPurpose.GENERIC)
+    moved.write_bytes(path.read_bytes())
+    moved.chmod(0o600)
+    with pytest.raises(KeyIntegrityError) as raised:
+        store.open("bb", KeyPurpose.GENERIC)
+    assert str(raised.value) == (
+        f"key file {moved} holds key 'aa' (generic-secret), not 'bb' (generic-secret): it "
+        "was renamed or copied; restore the right file"
+    )
+
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(KeyIntegrityError) as raised:
+        store.open("aa", KeyPurpose.GENERIC)
+    assert str(raised.value) == (
+        f"key file {path} failed authentication: its header or ciphertext was altered or "
+        "truncated; restore it from backup"
+    )
