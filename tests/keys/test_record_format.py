@@ -226,3 +226,19 @@ def test_the_store_binds_attributes_and_says_which_file_failed(
         f"key file {path} failed authentication: its header or ciphertext was altered or "
         "truncated; restore it from backup"
     )
+
+
+def test_a_record_of_another_provider_names_the_provider_to_select(
+    file_provider: FileKeyProvider,
+) -> None:
+    store = file_provider.records
+    header = dataclasses.replace(_header(), name="cc", provider="pkcs11")
+    path = store.directory.write(
+        "cc", KeyPurpose.GENERIC, header.record_prefix() + bytes(32), replace=False
+    )
+    with pytest.raises(KeyRecordFormatError) as raised:
+        store.open("cc", KeyPurpose.GENERIC)
+    assert str(raised.value) == (
+        f"key file {path} was sealed by the 'pkcs11' provider, not 'file'; select that "
+        "provider with TG_KEY_PROVIDER"
+    )
