@@ -9,6 +9,12 @@ allowed is the documented 503 for telemetry that never arrived.
 from __future__ import annotations
 
 import schemathesis
+
+# Imported at collection, before the fleet server's threads start: from_url imports this
+# lazily, pytest's assertion rewriter then parses it while other threads compile, and
+# CPython 3.11.7's AST recursion counter is not thread-safe (a CI run failed with
+# 'SystemError: AST constructor recursion depth mismatch').
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
