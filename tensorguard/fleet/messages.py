@@ -14,12 +14,12 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from tensorguard._codec_schema import Sha256Hex
 from tensorguard.fleet.errors import FleetError
 from tensorguard.fleet.names import NAME_PATTERN
 from tensorguard.gate.errors import describe_validation_error
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN.pattern)]
-Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 MAX_PAYLOAD_BYTES = 64 * 1024
 
 MessageT = TypeVar("MessageT", bound="FleetMessage")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from tensorguard._codec_schema import Sha256Hex
 from tensorguard.digest import sha256_file
 from tensorguard.durable import (
     TEMP_PREFIX,
@@ -62,8 +63,6 @@ LOCK_NAME = ".lock"
 PACKAGES_DIR = "packages"
 FRESHNESS_DIR = "freshness"
 DEFAULT_SUFFIX = ".tgsp"
-
-Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ReleaseRecord(BaseModel):
