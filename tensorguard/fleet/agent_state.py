@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from tensorguard._codec_schema import Sha256Hex
 from tensorguard.durable import DurableWriteError, atomic_write_bytes, ensure_directory
 from tensorguard.fleet.errors import AgentError
-from tensorguard.fleet.messages import Name, Sha256Hex
+from tensorguard.fleet.messages import Name
 
 STATE_FILE = "state.json"
 

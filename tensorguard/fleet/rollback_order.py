@@ -22,6 +22,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
+from tensorguard._codec_schema import Sha256Hex
 from tensorguard.codec import canonical_json
 from tensorguard.crypto import CompositeSigner, CryptoError
 from tensorguard.fleet.errors import FleetError
@@ -29,7 +30,6 @@ from tensorguard.fleet.messages import (
     FleetMessage,
     Name,
     ReleaseAnnouncement,
-    Sha256Hex,
     utc_now,
 )
 from tensorguard.tgsp import TrustStore
