@@ -32,10 +32,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import tenseal as ts
+from pydantic import AfterValidator, Field
 
+from tensorguard._codec_schema import Sha256Hex, StrictModel, validate_model
 from tensorguard.codec import (
     CodecError,
     FrameReader,
@@ -103,6 +105,35 @@ class AcceptedUpdate:
     weight: float
     envelope_sha256: str
     signer_fingerprint: str
+
+
+def _is_result_format(value: str) -> str:
+    if value != RESULT_FORMAT:
+        raise ValueError(f"must be {RESULT_FORMAT!r}, not {value!r}")
+    return value
+
+
+class _AcceptedRecord(StrictModel):
+    site_id: str
+    weight: float
+    envelope_sha256: Sha256Hex
+    signer_fingerprint: Sha256Hex
+
+
+class _RejectionRecord(StrictModel):
+    site_id: str
+    reason: RejectionReason = Field(strict=False)  # the enum's JSON value
+    detail: str
+
+
+class _ResultHeader(StrictModel):
+    """The JSON header of a stored aggregation result (see :meth:`AggregationResult.to_bytes`)."""
+
+    format: Annotated[str, AfterValidator(_is_result_format)]
+    spec: RoundSpec
+    public_context_sha256: Sha256Hex
+    accepted: list[_AcceptedRecord]
+    rejected: list[_RejectionRecord]
 
 
 @dataclass(frozen=True)
@@ -176,33 +207,29 @@ class AggregationResult:
             reader = FrameReader(
                 data, magic=RESULT_MAGIC, version=RESULT_VERSION, what="aggregation result"
             )
-            header = parse_json_object(
+            document = parse_json_object(
                 reader.frame_view(length_size=4, max_bytes=None, field="header"),
                 what="aggregation result header",
             )
             payload = reader.frame(length_size=8, max_bytes=None, field="payload")
             reader.finish()
-            if header["format"] != RESULT_FORMAT:
-                raise ValueError(f"format is {header['format']!r}, expected {RESULT_FORMAT!r}")
+            header = validate_model(_ResultHeader, document, what="aggregation result header")
             return cls(
-                spec=RoundSpec.model_validate(header["spec"]),
-                public_context_sha256=str(header["public_context_sha256"]),
+                spec=header.spec,
+                public_context_sha256=header.public_context_sha256,
                 accepted=tuple(
                     AcceptedUpdate(
-                        site_id=str(u["site_id"]),
-                        weight=float(u["weight"]),
-                        envelope_sha256=str(u["envelope_sha256"]),
-                        signer_fingerprint=str(u["signer_fingerprint"]),
+                        site_id=u.site_id,
+                        weight=u.weight,
+                        envelope_sha256=u.envelope_sha256,
+                        signer_fingerprint=u.signer_fingerprint,
                     )
-                    for u in header["accepted"]
+                    for u in header.accepted
                 ),
-                rejected=tuple(
-                    Rejection(str(r["site_id"]), RejectionReason(r["reason"]), str(r["detail"]))
-                    for r in header["rejected"]
-                ),
+                rejected=tuple(Rejection(r.site_id, r.reason, r.detail) for r in header.rejected),
                 payload=payload,
             )
-        except (CodecError, ValueError, KeyError, TypeError) as exc:
+        except CodecError as exc:
             raise FederationError(
                 f"aggregation result does not parse ({type(exc).__name__}: {exc}); "
                 "re-run the aggregation"

@@ -1,20 +1,26 @@
-"""The signed TGSP v3 header: data model, canonical encoding and strict schema checks.
+"""The signed TGSP v3 header: wire schema, in-memory values and canonical encoding.
 
-Every field is validated both when a header is built and when one is parsed, so a
-builder cannot emit a header that a reader would refuse and a reader refuses anything
-a builder could not have produced. See ``docs/TGSP.md`` for the field reference.
+The header's JSON shape is defined once, by strict pydantic models. A parsed header is
+validated against them; a header being built is encoded and validated against the same
+models before it is signed, so a builder cannot emit a header that a reader would
+refuse and a reader refuses anything a builder could not have produced. The frozen
+dataclasses here are the values the rest of TGSP works with. See ``docs/TGSP.md`` for
+the field reference.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+from tensorguard._codec_schema import StrictModel
 from tensorguard.codec import MAX_SAFE_INTEGER, CodecError, canonical_json, parse_canonical_json
 from tensorguard.crypto import CIPHERTEXT_SIZE as XWING_CIPHERTEXT_SIZE
 from tensorguard.crypto import (
@@ -38,10 +44,6 @@ from tensorguard.tgsp._format import (
 )
 from tensorguard.tgsp._paths import check_path_set, validate_archive_path
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_CHANNEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_ANNOTATION_KEY = re.compile(r"[a-z0-9][a-z0-9._/-]{0,63}")
 MAX_TEXT_LENGTH = 256
 
 
@@ -103,51 +105,198 @@ def _schema(where: str, problem: str) -> HeaderSchemaError:
     return HeaderSchemaError(f"header field {where}: {problem}")
 
 
-def _object(
-    value: Any, where: str, required: set[str], optional: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _schema(where, "must be an object")
-    missing = required - value.keys()
-    unknown = value.keys() - required - optional
-    if missing:
-        raise _schema(where, f"missing {sorted(missing)}")
-    if unknown:
-        raise _schema(where, f"unknown {sorted(unknown)[:5]}")
-    return value
+# --- The wire schema -----------------------------------------------------------------
+# The pydantic models below are the one definition of the header's JSON shape. A parsed
+# header is validated against them; a header being built is encoded and validated
+# against the same models, so a builder cannot emit what a reader would refuse.
 
 
-def _integer(value: Any, where: str, minimum: int = 0, maximum: int = MAX_SAFE_INTEGER) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise _schema(where, f"must be an integer in {minimum}..{maximum}")
-    return value
-
-
-def _text(value: Any, where: str, pattern: re.Pattern[str] | None = None) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT_LENGTH:
-        raise _schema(where, f"must be a string of 1..{MAX_TEXT_LENGTH} characters")
-    if pattern is not None and not pattern.fullmatch(value):
-        raise _schema(where, f"does not match {pattern.pattern}")
+def _printable(value: str) -> str:
     if any(unicodedata.category(char) in ("Cc", "Cf", "Cs") for char in value):
-        raise _schema(where, "contains control or format characters")
+        raise ValueError("contains control or format characters")
     return value
 
 
-def _constant(value: Any, where: str, expected: object) -> None:
-    if value != expected or type(value) is not type(expected):
-        raise _schema(where, f"must be {expected!r}")
+def _equal_to(expected: object) -> Callable[[object], object]:
+    def check(value: object) -> object:
+        if value != expected:
+            raise ValueError(f"must be {expected!r}")
+        return value
+
+    return check
 
 
-def _base64(value: Any, where: str, size: int) -> bytes:
-    if not isinstance(value, str):
-        raise _schema(where, "must be a base64 string")
+def _canonical_base64(size: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            decoded = base64.b64decode(value.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            raise ValueError("is not valid base64") from None
+        if len(decoded) != size or base64.b64encode(decoded).decode("ascii") != value:
+            raise ValueError(f"must be the canonical base64 of exactly {size} bytes")
+        return value
+
+    return check
+
+
+_Text = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH),
+    AfterValidator(_printable),
+]
+_Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+_Channel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+_AnnotationKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._/-]{0,63}$")]
+_Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
+_ArchivePath = Annotated[str, AfterValidator(validate_archive_path)]
+
+
+class _ModelDocument(StrictModel):
+    name: _Text
+    sha256: _Hex64
+
+
+class _ReleaseDocument(StrictModel):
+    channel: _Channel
+    version: _Count
+    created_at: _Count
+    expires_at: _Count
+    model: _ModelDocument
+    annotations: dict[_AnnotationKey, _Text]
+    base_model: _ModelDocument | None = None
+    round: _Text | None = None
+    gate_decision_sha256: _Hex64 | None = None
+
+    @model_validator(mode="after")
+    def _expires_after_creation(self) -> _ReleaseDocument:
+        if self.expires_at <= self.created_at:
+            raise ValueError("expires_at must be later than created_at")
+        return self
+
+
+class _FileDocument(StrictModel):
+    path: _ArchivePath
+    size: _Count
+    sha256: _Hex64
+
+
+class _ManifestDocument(StrictModel):
+    file_count: _Count
+    total_size: _Count
+    files: list[_FileDocument]
+
+
+class _ProducerDocument(StrictModel):
+    key_id: _Hex64
+    algorithm: Annotated[str, AfterValidator(_equal_to(SIGNATURE_ALGORITHM))]
+
+
+class _RecipientDocument(StrictModel):
+    recipient_id: _Hex64
+    kem: Annotated[str, AfterValidator(_equal_to(KEM_ALGORITHM))]
+    kem_ciphertext: Annotated[str, AfterValidator(_canonical_base64(XWING_CIPHERTEXT_SIZE))]
+    wrapped_key: Annotated[str, AfterValidator(_canonical_base64(WRAPPED_KEY_SIZE))]
+
+
+class _PayloadDocument(StrictModel):
+    aead: Annotated[str, AfterValidator(_equal_to(AEAD_ALGORITHM))]
+    chunk_size: Annotated[int, Field(ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)]
+    chunk_count: Annotated[int, Field(ge=1, le=MAX_SAFE_INTEGER)]
+    length: _Count
+    segment_chunks: Annotated[int, Field(ge=1, le=MAX_SEGMENT_CHUNKS)]
+    segment_sha256: list[_Hex64]
+
+
+class _HeaderDocument(StrictModel):
+    format: Annotated[str, AfterValidator(_equal_to("TGSP"))]
+    format_version: Annotated[int, AfterValidator(_equal_to(FORMAT_VERSION))]
+    suite: Annotated[str, AfterValidator(_equal_to(SUITE))]
+    package_id: _Hex32
+    producer: _ProducerDocument
+    release: _ReleaseDocument
+    manifest: _ManifestDocument
+    recipients: list[_RecipientDocument]
+    payload: _PayloadDocument
+
+
+_DocumentT = TypeVar("_DocumentT", bound=StrictModel)
+
+
+def _field_path(prefix: str, location: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":  # pydantic's marker for a bad key of a mapping
+            path += " (key)"
+        else:
+            path = f"{path}.{part}" if path else part
+    return path or "header"
+
+
+_JSON_PROBLEMS = {
+    "missing": "is missing",
+    "extra_forbidden": "unknown field",
+    "model_type": "must be an object",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+}
+
+
+def _problem(error: ErrorDetails) -> str:
+    """The problem in JSON's words (objects, arrays) where pydantic speaks Python's."""
+    if error["type"] == "value_error":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return _JSON_PROBLEMS.get(error["type"], error["msg"])
+
+
+def _validate(model: type[_DocumentT], document: object, prefix: str) -> _DocumentT:
+    """Validate ``document`` against ``model``; a failure names every bad field (at most
+    five) by its header path, never the offending value."""
     try:
-        decoded = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise _schema(where, "is not valid base64") from exc
-    if len(decoded) != size or base64.b64encode(decoded).decode("ascii") != value:
-        raise _schema(where, f"must be the canonical base64 of exactly {size} bytes")
-    return decoded
+        return model.model_validate(document)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        problems = "; ".join(
+            f"header field {_field_path(prefix, error['loc'])}: {_problem(error)}"
+            for error in errors[:5]
+        )
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise HeaderSchemaError(problems + more) from None
+
+
+def _member(document: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _check_counts(document: object, limits: Limits) -> None:
+    """Apply ``limits`` to the header's lists before any of their items is validated."""
+    files = _member(document, "manifest", "files")
+    if isinstance(files, list) and len(files) > limits.max_files:
+        raise HeaderTooLargeError(f"{len(files)} files exceed the limit of {limits.max_files}")
+    recipients = _member(document, "recipients")
+    if isinstance(recipients, list) and len(recipients) > limits.max_recipients:
+        raise HeaderTooLargeError(
+            f"{len(recipients)} recipients exceed the limit of {limits.max_recipients}"
+        )
+    digests = _member(document, "payload", "segment_sha256")
+    if isinstance(digests, list) and len(digests) > limits.max_segments:
+        raise HeaderTooLargeError(
+            f"{len(digests)} payload segments exceed the limit of {limits.max_segments}"
+        )
+    annotations = _member(document, "release", "annotations")
+    if isinstance(annotations, dict) and len(annotations) > limits.max_annotations:
+        raise _schema("release.annotations", f"must be an object of <= {limits.max_annotations}")
+
+
+# --- The in-memory values ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -162,18 +311,6 @@ class FileEntry:
         """Return the header representation."""
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
-    @classmethod
-    def from_json(cls, value: Any, where: str) -> FileEntry:
-        """Parse and validate one manifest entry."""
-        obj = _object(value, where, {"path", "size", "sha256"})
-        if not isinstance(obj["path"], str):
-            raise _schema(f"{where}.path", "must be a string")
-        return cls(
-            validate_archive_path(obj["path"]),
-            _integer(obj["size"], f"{where}.size"),
-            _text(obj["sha256"], f"{where}.sha256", _HEX64),
-        )
-
 
 @dataclass(frozen=True)
 class ModelIdentity:
@@ -183,18 +320,15 @@ class ModelIdentity:
     digest: str
 
     def __post_init__(self) -> None:
-        _text(self.name, "model.name")
-        _text(self.digest, "model.digest", _HEX64)
+        _validate(_ModelDocument, self.to_json(), "model")
 
     def to_json(self) -> dict[str, Any]:
         """Return the header representation."""
         return {"name": self.name, "sha256": self.digest}
 
     @classmethod
-    def from_json(cls, value: Any, where: str) -> ModelIdentity:
-        """Parse and validate a model identity."""
-        obj = _object(value, where, {"name", "sha256"})
-        return cls(_text(obj["name"], f"{where}.name"), _text(obj["sha256"], f"{where}.sha256"))
+    def _from_document(cls, document: _ModelDocument) -> ModelIdentity:
+        return cls(document.name, document.sha256)
 
 
 @dataclass(frozen=True)
@@ -203,7 +337,7 @@ class ReleaseInfo:
 
     ``version`` is monotonic per ``channel``; ``created_at`` and ``expires_at`` are Unix
     seconds (UTC); ``gate_decision_digest`` is the SHA-256 (hex) of the release gate's
-    decision record.
+    decision record. Every field is checked against the header schema on construction.
     """
 
     channel: str
@@ -217,19 +351,7 @@ class ReleaseInfo:
     annotations: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _text(self.channel, "release.channel", _CHANNEL)
-        _integer(self.version, "release.version")
-        _integer(self.created_at, "release.created_at")
-        _integer(self.expires_at, "release.expires_at")
-        if self.expires_at <= self.created_at:
-            raise _schema("release.expires_at", "must be later than created_at")
-        if self.round_id is not None:
-            _text(self.round_id, "release.round")
-        if self.gate_decision_digest is not None:
-            _text(self.gate_decision_digest, "release.gate_decision_sha256", _HEX64)
-        for key, value in self.annotations.items():
-            _text(key, "release.annotations key", _ANNOTATION_KEY)
-            _text(value, f"release.annotations[{key!r}]")
+        _validate(_ReleaseDocument, self.to_json(), "release")
 
     def to_json(self) -> dict[str, Any]:
         """Return the header representation (optional fields omitted when unset)."""
@@ -250,32 +372,19 @@ class ReleaseInfo:
         return obj
 
     @classmethod
-    def from_json(cls, value: Any, limits: Limits) -> ReleaseInfo:
-        """Parse and validate the release block."""
-        obj = _object(
-            value,
-            "release",
-            {"channel", "version", "created_at", "expires_at", "model", "annotations"},
-            frozenset({"base_model", "round", "gate_decision_sha256"}),
-        )
-        annotations = obj["annotations"]
-        if not isinstance(annotations, dict) or len(annotations) > limits.max_annotations:
-            raise _schema(
-                "release.annotations", f"must be an object of <= {limits.max_annotations}"
-            )
-        base_model = obj.get("base_model")
+    def _from_document(cls, document: _ReleaseDocument) -> ReleaseInfo:
         return cls(
-            channel=obj["channel"],
-            version=obj["version"],
-            created_at=obj["created_at"],
-            expires_at=obj["expires_at"],
-            model=ModelIdentity.from_json(obj["model"], "release.model"),
+            channel=document.channel,
+            version=document.version,
+            created_at=document.created_at,
+            expires_at=document.expires_at,
+            model=ModelIdentity._from_document(document.model),
             base_model=None
-            if base_model is None
-            else ModelIdentity.from_json(base_model, "release.base_model"),
-            round_id=obj.get("round"),
-            gate_decision_digest=obj.get("gate_decision_sha256"),
-            annotations=annotations,
+            if document.base_model is None
+            else ModelIdentity._from_document(document.base_model),
+            round_id=document.round,
+            gate_decision_digest=document.gate_decision_sha256,
+            annotations=dict(document.annotations),
         )
 
 
@@ -288,13 +397,11 @@ def _recipient_to_json(block: WrappedKey) -> dict[str, Any]:
     }
 
 
-def _recipient_from_json(value: Any, where: str) -> WrappedKey:
-    obj = _object(value, where, {"recipient_id", "kem", "kem_ciphertext", "wrapped_key"})
-    _constant(obj["kem"], f"{where}.kem", KEM_ALGORITHM)
+def _recipient_from_document(document: _RecipientDocument) -> WrappedKey:
     return WrappedKey(
-        _text(obj["recipient_id"], f"{where}.recipient_id", _HEX64),
-        _base64(obj["kem_ciphertext"], f"{where}.kem_ciphertext", XWING_CIPHERTEXT_SIZE),
-        _base64(obj["wrapped_key"], f"{where}.wrapped_key", WRAPPED_KEY_SIZE),
+        document.recipient_id,
+        base64.b64decode(document.kem_ciphertext),
+        base64.b64decode(document.wrapped_key),
     )
 
 
@@ -344,33 +451,6 @@ class PayloadInfo:
             "segment_sha256": list(self.segment_sha256),
         }
 
-    @classmethod
-    def from_json(cls, value: Any, limits: Limits) -> PayloadInfo:
-        """Parse and validate the payload block (the segment list bounded by ``limits``)."""
-        obj = _object(
-            value,
-            "payload",
-            {"aead", "chunk_size", "chunk_count", "length", "segment_chunks", "segment_sha256"},
-        )
-        _constant(obj["aead"], "payload.aead", AEAD_ALGORITHM)
-        digests = obj["segment_sha256"]
-        if not isinstance(digests, list):
-            raise _schema("payload.segment_sha256", "must be an array")
-        if len(digests) > limits.max_segments:
-            raise HeaderTooLargeError(
-                f"{len(digests)} payload segments exceed the limit of {limits.max_segments}"
-            )
-        return cls(
-            _integer(obj["chunk_size"], "payload.chunk_size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE),
-            _integer(obj["chunk_count"], "payload.chunk_count", 1),
-            _integer(obj["length"], "payload.length"),
-            _integer(obj["segment_chunks"], "payload.segment_chunks", 1, MAX_SEGMENT_CHUNKS),
-            tuple(
-                _text(item, f"payload.segment_sha256[{index}]", _HEX64)
-                for index, item in enumerate(digests)
-            ),
-        )
-
 
 @dataclass(frozen=True)
 class PackageHeader:
@@ -389,13 +469,14 @@ class PackageHeader:
         return sum(entry.size for entry in self.files)
 
     def validate(self, limits: Limits) -> None:
-        """Check cross-field rules: order, uniqueness, sizes and payload geometry."""
-        _text(self.package_id, "package_id", _HEX32)
-        _text(self.producer_key_id, "producer.key_id", _HEX64)
-        if len(self.files) > limits.max_files:
-            raise HeaderTooLargeError(
-                f"{len(self.files)} files exceed the limit of {limits.max_files}"
-            )
+        """Check the header against the wire schema, ``limits`` and the cross-field rules."""
+        document = self.to_json()
+        _check_counts(document, limits)
+        _validate(_HeaderDocument, document, "")
+        self._check_cross_fields(limits)
+
+    def _check_cross_fields(self, limits: Limits) -> None:
+        """Rules that span fields: order, uniqueness, sizes and payload geometry."""
         if not 0 < len(self.recipients) <= limits.max_recipients:
             raise HeaderTooLargeError(
                 f"{len(self.recipients)} recipients; 1..{limits.max_recipients} allowed"
@@ -415,8 +496,6 @@ class PackageHeader:
             raise _schema("payload.chunk_count", "does not match the manifest sizes")
         if payload.length != ciphertext_length(total, payload.chunk_size):
             raise _schema("payload.length", "does not match the manifest sizes")
-        if not 1 <= payload.segment_chunks <= MAX_SEGMENT_CHUNKS:
-            raise _schema("payload.segment_chunks", f"must be 1..{MAX_SEGMENT_CHUNKS}")
         segments = segment_count(payload.chunk_count, payload.segment_chunks)
         if segments > limits.max_segments:
             raise HeaderTooLargeError(
@@ -428,9 +507,6 @@ class PackageHeader:
                 "payload.segment_sha256",
                 f"lists {len(payload.segment_sha256)} digests; the geometry needs {segments}",
             )
-        for index, digest in enumerate(payload.segment_sha256):
-            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-                raise _schema(f"payload.segment_sha256[{index}]", "must be 64 lower-case hex")
 
     def to_json(self) -> dict[str, Any]:
         """Return the header as a JSON-ready object."""
@@ -464,61 +540,29 @@ class PackageHeader:
     @classmethod
     def from_json(cls, value: Any, limits: Limits) -> PackageHeader:
         """Parse and validate a decoded header object."""
-        obj = _object(
-            value,
-            "header",
-            {
-                "format",
-                "format_version",
-                "suite",
-                "package_id",
-                "producer",
-                "release",
-                "manifest",
-                "recipients",
-                "payload",
-            },
+        _check_counts(value, limits)
+        document = _validate(_HeaderDocument, value, "")
+        header = cls(
+            package_id=document.package_id,
+            producer_key_id=document.producer.key_id,
+            release=ReleaseInfo._from_document(document.release),
+            files=tuple(
+                FileEntry(entry.path, entry.size, entry.sha256) for entry in document.manifest.files
+            ),
+            recipients=tuple(_recipient_from_document(item) for item in document.recipients),
+            payload=PayloadInfo(
+                chunk_size=document.payload.chunk_size,
+                chunk_count=document.payload.chunk_count,
+                length=document.payload.length,
+                segment_chunks=document.payload.segment_chunks,
+                segment_sha256=tuple(document.payload.segment_sha256),
+            ),
         )
-        _constant(obj["format"], "format", "TGSP")
-        _constant(obj["format_version"], "format_version", FORMAT_VERSION)
-        _constant(obj["suite"], "suite", SUITE)
-        producer = _object(obj["producer"], "producer", {"key_id", "algorithm"})
-        _constant(producer["algorithm"], "producer.algorithm", SIGNATURE_ALGORITHM)
-        manifest = _object(obj["manifest"], "manifest", {"file_count", "total_size", "files"})
-        raw_files = manifest["files"]
-        if not isinstance(raw_files, list):
-            raise _schema("manifest.files", "must be an array")
-        if len(raw_files) > limits.max_files:
-            raise HeaderTooLargeError(
-                f"{len(raw_files)} files exceed the limit of {limits.max_files}"
-            )
-        raw_recipients = obj["recipients"]
-        if not isinstance(raw_recipients, list):
-            raise _schema("recipients", "must be an array")
-        if len(raw_recipients) > limits.max_recipients:
-            raise HeaderTooLargeError(
-                f"{len(raw_recipients)} recipients exceed the limit of {limits.max_recipients}"
-            )
-        try:
-            header = cls(
-                package_id=_text(obj["package_id"], "package_id", _HEX32),
-                producer_key_id=_text(producer["key_id"], "producer.key_id", _HEX64),
-                release=ReleaseInfo.from_json(obj["release"], limits),
-                files=tuple(
-                    FileEntry.from_json(item, f"manifest.files[{index}]")
-                    for index, item in enumerate(raw_files)
-                ),
-                recipients=tuple(
-                    _recipient_from_json(item, f"recipients[{index}]")
-                    for index, item in enumerate(raw_recipients)
-                ),
-                payload=PayloadInfo.from_json(obj["payload"], limits),
-            )
-        except (TypeError, ValueError) as exc:
-            raise _schema("header", f"invalid value ({exc})") from exc
-        _constant(manifest["file_count"], "manifest.file_count", len(header.files))
-        _constant(manifest["total_size"], "manifest.total_size", header.total_size)
-        header.validate(limits)
+        if document.manifest.file_count != len(header.files):
+            raise _schema("manifest.file_count", f"must be {len(header.files)}")
+        if document.manifest.total_size != header.total_size:
+            raise _schema("manifest.total_size", f"must be {header.total_size}")
+        header._check_cross_fields(limits)
         return header
 
 

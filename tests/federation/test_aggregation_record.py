@@ -164,15 +164,30 @@ def test_a_damaged_result_is_refused_with_the_damage_named(fed: Federation) -> N
         "not an array"
     )
     header = json.loads(data[9 : 9 + header_length])
+    schema = "SchemaError: aggregation result header does not match its schema: "
     assert _refusal(_framed({**header, "format": "tensorguard.federation.aggregate/v2"})) == (
-        "ValueError: format is 'tensorguard.federation.aggregate/v2', expected "
-        "'tensorguard.federation.aggregate/v1'"
+        f"{schema}format: Value error, must be 'tensorguard.federation.aggregate/v1', "
+        "not 'tensorguard.federation.aggregate/v2'"
     )
     bad_reason = {**header, "rejected": [{"site_id": "s", "reason": "bored", "detail": ""}]}
-    assert _refusal(_framed(bad_reason)) == ("ValueError: 'bored' is not a valid RejectionReason")
+    assert _refusal(_framed(bad_reason)).startswith(f"{schema}rejected.0.reason: Input should be")
     assert _refusal(_framed({**header, "rejected": [{"site_id": "s", "reason": "late"}]})) == (
-        "KeyError: 'detail'"
+        f"{schema}rejected.0.detail: Field required"
     )
+    accepted = header["accepted"][0]
+    for field, value, problem in [
+        ("weight", "4930", "Input should be a valid number"),
+        ("weight", True, "Input should be a valid number"),
+        ("site_id", 7, "Input should be a valid string"),
+        ("envelope_sha256", "AB" * 32, "String should match pattern '^[0-9a-f]{64}$'"),
+    ]:
+        changed = {**header, "accepted": [{**accepted, field: value}]}
+        assert _refusal(_framed(changed)) == f"{schema}accepted.0.{field}: {problem}", field
+    assert _refusal(_framed({**header, "extra": 1})) == (
+        f"{schema}extra: Extra inputs are not permitted"
+    )
+    del header["public_context_sha256"]
+    assert _refusal(_framed(header)) == f"{schema}public_context_sha256: Field required"
 
 
 @pytest.fixture(scope="module")

@@ -211,9 +211,10 @@ def test_tgsp_commands_import_no_training_pipeline_or_agent_stack(tmp_path: Path
     assert {name for name in loaded if name in heavy or name.split(".")[0] in heavy} == set()
 
 
-def test_tgsp_verify_and_open_import_neither_pydantic_nor_yaml(tmp_path: Path) -> None:
-    """Start-up of a successful ``tgsp verify`` / ``tgsp open`` stays light (#19): the
-    codec's canonical JSON is used, its pydantic schemas and YAML loader are not."""
+def test_tgsp_verify_and_open_load_neither_yaml_nor_the_liboqs_backend(tmp_path: Path) -> None:
+    """Start-up of a successful ``tgsp verify`` / ``tgsp open`` stays light (#19): no YAML
+    loader, and the liboqs backend (ctypes, ``ctypes.util`` and ``subprocess``) loads
+    only when ``TG_PQC_BACKEND`` names it. The header schema does need pydantic."""
     from tensorguard.cli import ExitCode
     from tests.tgsp.test_cli import Workspace
 
@@ -242,7 +243,9 @@ def test_tgsp_verify_and_open_import_neither_pydantic_nor_yaml(tmp_path: Path) -
         assert marker == "MODULES", result.stdout
         assert code == "0", result.stdout + result.stderr
         assert "tensorguard.tgsp._payload" in loaded
-        assert {name.split(".")[0] for name in loaded} & {"pydantic", "yaml"} == set(), command
+        assert "tensorguard.tgsp._header" in loaded
+        assert {name.split(".")[0] for name in loaded} & {"yaml", "ctypes"} == set(), command
+        assert "tensorguard.crypto._backends.liboqs" not in loaded, command
 
 
 def test_cli_refuses_a_bad_thread_setting_with_exit_config(

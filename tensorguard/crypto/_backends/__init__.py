@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from tensorguard.crypto._backends.base import (
     MLDSA65_SEED_SIZE,
@@ -20,10 +21,12 @@ from tensorguard.crypto._backends.base import (
     DerandomizedMLKEM,
     PQCBackend,
 )
-from tensorguard.crypto._backends.liboqs import LibOQSBackend, liboqs_library_path
 from tensorguard.crypto._backends.pyca import CryptographyBackend
 from tensorguard.crypto._errors import BackendUnavailableError, CryptoError
 from tensorguard.errors import ConfigurationError, ProductionGateError
+
+if TYPE_CHECKING:
+    from tensorguard.crypto._backends.liboqs import LibOQSBackend, liboqs_library_path
 
 __all__ = [
     "BACKEND_ENV_VAR",
@@ -47,6 +50,16 @@ DEFAULT_BACKEND = "cryptography"
 _SELF_TEST_CONTEXT = b"tensorguard/pqc-self-test"
 
 
+def __getattr__(name: str) -> object:
+    # The liboqs backend (ctypes, ctypes.util and its subprocess import) loads only when
+    # it is named: every `tgsp verify` would otherwise pay for it at start-up.
+    if name in ("LibOQSBackend", "liboqs_library_path"):
+        from tensorguard.crypto._backends import liboqs
+
+        return getattr(liboqs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class PQCRequirementError(BackendUnavailableError, ProductionGateError):
     """``TG_PQC_REQUIRED`` is set and no working post-quantum backend is available."""
 
@@ -55,6 +68,8 @@ def _construct(name: str) -> PQCBackend:
     if name == "cryptography":
         return CryptographyBackend()
     if name == "liboqs":
+        from tensorguard.crypto._backends.liboqs import LibOQSBackend
+
         return LibOQSBackend()
     raise ConfigurationError(
         f"{BACKEND_ENV_VAR}={name!r} is not a known PQC backend; "
@@ -71,6 +86,8 @@ def get_backend(name: str | None = None, environ: Mapping[str, str] | None = Non
 
 def available_backends() -> list[PQCBackend]:
     """Return every backend that can be constructed on this machine."""
+    from tensorguard.crypto._backends.liboqs import LibOQSBackend, liboqs_library_path
+
     backends: list[PQCBackend] = [CryptographyBackend()]
     if liboqs_library_path() is not None:
         # liboqs present but unusable: callers see only working backends
