@@ -80,17 +80,24 @@ class KeyDirectory:
             ) from None
 
     def read_file(self, path: Path) -> bytes:
-        """Read one record file, refusing symbolic links and files other users can access."""
+        """Read one record file, refusing symbolic links, anything but a regular file, and
+        files other users can access.
+
+        The file is checked through its descriptor before it is wrapped for reading: a
+        directory or FIFO at a record's path is refused as such (``O_NONBLOCK`` keeps a
+        FIFO from blocking the open) instead of escaping as ``IsADirectoryError`` or
+        hanging the reader.
+        """
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             raise
         except OSError as exc:
             raise KeyProviderConfigError(
                 f"cannot open key file {path}: {exc.strerror} (symbolic links are refused)"
             ) from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
+        try:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise KeyProviderConfigError(f"key file {path} is not a regular file")
             if info.st_mode & 0o077:
@@ -98,6 +105,11 @@ class KeyDirectory:
                     f"key file {path} is accessible to other users "
                     f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}`"
                 )
+            handle = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with handle:
             return handle.read()
 
     def exists(self, name: str, purpose: KeyPurpose) -> bool:
