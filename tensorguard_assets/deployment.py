@@ -3,6 +3,8 @@ model, the ONNX export with measured parity, the TensorRT engine (GPU job only) 
 the MOAI export for encrypted inference."""
 # No "from __future__ import annotations": Dagster resolves config and resource
 # parameter types from the runtime annotations.
+# torch, transformers, peft, onnx and TenSEAL are imported inside the asset bodies: every
+# Dagster process (runs, steps, daemon, webserver) imports this module, few need them.
 
 import time
 
@@ -18,21 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from tensorguard.held_out import load_held_out_set
-from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
-from tensorguard.moai.export import export_moai
-from tensorguard.moai.self_check import run_ckks_self_check
-from tensorguard.moai.verify import verify_moai_export
-from tensorguard.optimize.merge import merge_adapter
-from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
-from tensorguard.optimize.pruned_model import (
-    PRUNING_SETTINGS_FILE,
-    build_pruned_model,
-    pruning_settings_json,
-)
-from tensorguard.optimize.pruning import verify_2_4
-from tensorguard.optimize.sparse_recovery import RecoverySettings
-from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
+from tensorguard.optimize.recovery_settings import RecoverySettings
 from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
@@ -102,6 +90,15 @@ def pruned_model(
     exact 2:4 magnitude pattern, then recovered with the mask fixed by distillation from
     the dense merged model on the public corpus (never site data); the held-out loss is
     measured dense, pruned and recovered."""
+    from tensorguard.held_out import load_held_out_set
+    from tensorguard.hf import CHECKPOINT_DTYPE, load_causal_lm
+    from tensorguard.optimize.pruned_model import (
+        PRUNING_SETTINGS_FILE,
+        build_pruned_model,
+        pruning_settings_json,
+    )
+    from tensorguard.optimize.pruning import verify_2_4
+
     round_key = context.partition_key
     adapter_dir = global_adapter.path
     base_dir = base_model_for_adapter(base_model.path, base_model.digest, adapter_dir)
@@ -200,6 +197,9 @@ def onnx_model(
 ) -> MaterializeResult:
     """The merged model exported with torch.onnx.export (dynamo, dynamic batch and
     sequence), checked by onnx.checker and run in onnxruntime against torch."""
+    from tensorguard.optimize.merge import merge_adapter
+    from tensorguard.optimize.onnx_export import export_causal_lm_to_onnx
+
     round_key = context.partition_key
     adapter_dir = global_adapter.path
     base_dir = base_model_for_adapter(base_model.path, base_model.digest, adapter_dir)
@@ -253,6 +253,8 @@ def tensorrt_engine(
     """A TensorRT 10 engine built from the ONNX export (FP16 where the GPU supports it).
     Runs only in the `gpu_export` job; without TensorRT or a CUDA device it fails with
     the remediation instead of writing anything."""
+    from tensorguard.optimize.tensorrt_build import build_tensorrt_engine
+
     round_key = context.partition_key
     onnx_dir = onnx_model.path
     out_dir = artifacts.asset_dir("tensorrt_engine", round_key) / "engine"
@@ -317,6 +319,10 @@ def moai_export(
     """Adapter-merged weights of the target modules in a CKKS-friendly block layout for
     encrypted inference (docs/MOAI.md), with per-tensor and checkpoint SHA-256, verified
     against the source and self-checked by a homomorphic evaluation."""
+    from tensorguard.moai.export import export_moai
+    from tensorguard.moai.self_check import run_ckks_self_check
+    from tensorguard.moai.verify import verify_moai_export
+
     round_key = context.partition_key
     adapter_dir = global_adapter.path
     base_dir = base_model_for_adapter(base_model.path, base_model.digest, adapter_dir)

@@ -1,7 +1,9 @@
 """Federation stage: key ceremony, round spec, encrypted site updates, aggregation,
 custodian decryption."""
 # No "from __future__ import annotations": Dagster resolves config and resource
-# parameter types from the runtime annotations.
+# parameter types from the runtime annotations. The federation's torch, TenSEAL and peft
+# parts are imported inside the functions that use them: every Dagster process (runs,
+# steps, daemon, webserver) imports this module, and most never use them.
 
 import shutil
 import time
@@ -9,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dagster import (
     AssetCheckResult,
@@ -37,43 +39,14 @@ from tensorguard.digest import sha256_tree
 from tensorguard.durable import atomic_directory, ensure_directory
 from tensorguard.errors import TensorGuardError
 from tensorguard.federation import (
-    AggregationResult,
-    Custodian,
-    CustodianLedger,
-    DPRule,
     FederationError,
     FederationParams,
-    PairwiseMailbox,
-    PairwiseSecrets,
-    PrivacyLedger,
-    PublicFederation,
     QuorumNotMetError,
-    RoundSpec,
     ServerOptimizerName,
-    ServerOptimizerRule,
-    SiteUpdateConfig,
-    acknowledge_accepted_set,
-    advance_global_adapter,
-    aggregate_updates,
-    build_site_update,
-    envelope_digest,
-    grid_bits_for,
-    load_secret_from_store,
-    load_signed_round_spec,
-    reveal_seeds,
-    run_key_ceremony,
-    sign_round_spec,
-    site_pairwise_secrets,
-    write_peft_adapter,
 )
-from tensorguard.hf import read_adapter_tensors, require_base_model
 from tensorguard.production import Environment
 from tensorguard.sites import site_weight_caps
-from tensorguard.training.lora import (
-    LLAMA_ATTENTION_AND_MLP,
-    LoRAAdapterSpec,
-    create_initial_adapter,
-)
+from tensorguard.training.lora_targets import LLAMA_ATTENTION_AND_MLP
 from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
@@ -104,6 +77,9 @@ from tensorguard_resources import ArtifactStore, SiteRegistry, fail_closed_on
 from tensorguard_resources.federation import CKKSSecretStore, PairSecretVault, ServerStateVault
 from tensorguard_resources.keys import KeyVault
 
+if TYPE_CHECKING:
+    from tensorguard.federation import PairwiseSecrets, PublicFederation, RoundSpec
+
 SPEC_FILE = ROUND_SPEC_FILE
 CUSTODIAN_KEY_NAME = "federation-custodian"
 PAIRWISE_MAILBOX = Path("pairwise") / "offers"
@@ -115,7 +91,7 @@ DEFAULT_CLIP_NORM = 20.0
 """Above the demo sites' delta norms (~3-6), below the per-site CKKS bound (32)."""
 
 
-def mask_epoch_of(public: PublicFederation) -> str:
+def mask_epoch_of(public: "PublicFederation") -> str:
     """The pairwise-mask key epoch: one per federation key (a new ceremony, a new epoch)."""
     return f"ckks-{public.digest[:16]}"
 
@@ -140,17 +116,19 @@ def trusted_site_keys(
 
 
 def site_pair_secrets(
-    spec: RoundSpec,
+    spec: "RoundSpec",
     site_id: str,
     artifacts: ArtifactStore,
     sites: SiteRegistry,
     site_keys: KeyVault,
-) -> PairwiseSecrets:
+) -> "PairwiseSecrets":
     """The site's pair secrets for the round's mask epoch, made or opened via the mailbox.
 
     Peers' X-Wing and signing keys come from public files; only the site's own keys come
     from the sites' vault. In development the sites' vault creates and publishes any
     roster site's X-Wing key not published yet (as each site would at enrolment)."""
+    from tensorguard.federation import PairwiseMailbox, site_pairwise_secrets
+
     assert spec.mask_epoch is not None
     public_dir = site_public_keys_dir(artifacts)
     production = is_production_run(artifacts)
@@ -196,6 +174,8 @@ def federation_keys(
     """The federation key ceremony: a CKKS key pair whose secret half goes only into the
     custodian's key vault and whose public context goes to sites and the
     aggregator. Re-materialising rotates the federation key; old secrets are kept."""
+    from tensorguard.federation import run_key_ceremony
+
     secret_name = f"federation-ckks-{uuid.uuid4().hex[:12]}"
     out_dir = artifacts.asset_dir("federation_keys") / secret_name
     with fail_closed_on(context):
@@ -337,6 +317,17 @@ def round_spec(
     adapter), its tensor layout, and the round's rules (opened_at, deadline, quorum, clip
     norm, each site's weight cap from the registry). Sites sign these facts into their
     updates; the aggregator and the custodian enforce the rules."""
+    from tensorguard.federation import (
+        DPRule,
+        PublicFederation,
+        RoundSpec,
+        ServerOptimizerRule,
+        grid_bits_for,
+        sign_round_spec,
+    )
+    from tensorguard.hf import read_adapter_tensors, require_base_model
+    from tensorguard.training.lora import LoRAAdapterSpec, create_initial_adapter
+
     round_key = context.partition_key
     base_dir = base_model.path
     out_dir = artifacts.asset_dir("round_spec", round_key)
@@ -430,9 +421,11 @@ def round_spec(
     )
 
 
-def load_round(round_spec: VerifiedArtifact, artifacts: ArtifactStore) -> tuple[RoundSpec, Path]:
+def load_round(round_spec: VerifiedArtifact, artifacts: ArtifactStore) -> tuple["RoundSpec", Path]:
     """The round's spec, verified under the coordinator's key, and its reference adapter
     directory (the ``round_spec`` artifact, digest-checked when it was loaded)."""
+    from tensorguard.federation import load_signed_round_spec
+
     spec_dir = round_spec.path
     production = artifacts.runtime.environment is Environment.PRODUCTION
     spec = load_signed_round_spec(
@@ -462,6 +455,14 @@ def site_update(
     example count, CKKS-encrypted under the federation public key, masked with the
     site's pairwise secrets (so that only the sum of all sites decrypts to anything)
     and signed with the site's composite key. Only this envelope ever leaves the site."""
+    from tensorguard.federation import (
+        PrivacyLedger,
+        PublicFederation,
+        SiteUpdateConfig,
+        build_site_update,
+    )
+    from tensorguard.hf import read_adapter_tensors
+
     _, site_id = split_round_site(context.partition_key)
     with fail_closed_on(context):
         spec, reference_dir = load_round(round_spec, artifacts)
@@ -583,6 +584,8 @@ def aggregated_update(
     each envelope's signature against registered site keys (public files), rejects
     unknown, duplicate, stale and wrong-base updates, enforces the quorum and adds
     ciphertexts. It cannot decrypt any of them."""
+    from tensorguard.federation import PublicFederation, aggregate_updates
+
     round_key = context.partition_key
     started = time.perf_counter()
     missing: list[str] = []
@@ -661,6 +664,8 @@ def seed_reveals(
     out, and nothing else. A site refuses to reveal a seed shared with an accepted site
     (that would unmask it) or to acknowledge a second accepted set for the round. Empty
     when the round is not masked."""
+    from tensorguard.federation import AggregationResult
+
     round_key = context.partition_key
     out_dir = artifacts.asset_dir("seed_reveals", round_key)
     with fail_closed_on(context):
@@ -713,7 +718,7 @@ class _SiteClosing:
 
     def __init__(
         self,
-        spec: RoundSpec,
+        spec: "RoundSpec",
         site_id: str,
         artifacts: ArtifactStore,
         sites: SiteRegistry,
@@ -727,6 +732,8 @@ class _SiteClosing:
 
     def acknowledge(self, accepted: list[str]) -> bytes:
         """Sign ``accepted`` as the round's one accepted set and record it durably."""
+        from tensorguard.federation import acknowledge_accepted_set
+
         ack = acknowledge_accepted_set(
             self.secrets,
             round_id=self.round_id,
@@ -747,6 +754,8 @@ class _SiteClosing:
         signing_keys: Mapping[str, CompositeVerifyKey],
     ) -> bytes:
         """The site's signed self seed and seeds with ``dropped``, given every ack."""
+        from tensorguard.federation import reveal_seeds
+
         return reveal_seeds(
             self.secrets,
             round_id=self.round_id,
@@ -782,6 +791,18 @@ def global_adapter(
     (one aggregate per round), decrypt, check the mean update's norm against the round's
     clip norm and apply it to the round's reference adapter. The result is a PEFT
     adapter loadable with PeftModel.from_pretrained."""
+    from tensorguard.federation import (
+        AggregationResult,
+        Custodian,
+        CustodianLedger,
+        PublicFederation,
+        advance_global_adapter,
+        envelope_digest,
+        load_secret_from_store,
+        write_peft_adapter,
+    )
+    from tensorguard.hf import read_adapter_tensors
+
     round_key = context.partition_key
     with fail_closed_on(context):
         spec, reference_dir = load_round(round_spec, artifacts)

@@ -26,7 +26,6 @@ from dagster import (
 
 from tensorguard.digest import sha256_path
 from tensorguard.errors import TensorGuardError
-from tensorguard.hf import adapter_base_model_digest, read_adapter_config
 
 CHECK_HISTORY_SCAN = 200
 
@@ -121,6 +120,8 @@ def base_model_for_adapter(base_model_dir: Path, base_model_digest: str, adapter
     """The base model directory an adapter names (``base-model@sha256:<digest>`` in its
     config): ``base_model_dir``, the verified ``base_model`` artifact, provided its
     recorded digest is the one the adapter names. Anything else fails closed."""
+    from tensorguard.hf import adapter_base_model_digest, read_adapter_config  # needs peft
+
     try:
         named = adapter_base_model_digest(read_adapter_config(adapter_dir))
     except TensorGuardError as exc:

@@ -1,13 +1,13 @@
 """Release stage: held-out evaluation, the release gate, the signed and encrypted TGSP
 package, and publication to the registry with a fleet notification."""
 # No "from __future__ import annotations": Dagster resolves config and resource
-# parameter types from the runtime annotations.
+# parameter types from the runtime annotations. torch, transformers and peft are imported
+# inside the evaluation: every Dagster process imports this module, few evaluate.
 
 import json
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -27,8 +27,6 @@ from tensorguard.fleet.notify import package_location
 from tensorguard.fleet.outbox import AnnouncementOutcome
 from tensorguard.fleet.provisioning import provision_edge_node
 from tensorguard.gate import GateDecision
-from tensorguard.held_out import load_held_out_set, load_with_adapter
-from tensorguard.hf import load_causal_lm
 from tensorguard.model_card import RoundFacts, TrainingSettings, iso_utc
 from tensorguard.production import is_production
 from tensorguard.release import (
@@ -48,7 +46,6 @@ from tensorguard.release import (
 )
 from tensorguard.release_canary import canary_plan, record_and_start_canary
 from tensorguard.tgsp import TrustStore
-from tensorguard.training.causal_lm import perplexity
 from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
@@ -104,6 +101,12 @@ def evaluation_report(
     """Held-out loss and perplexity of the base model, the round's global adapter, its
     2:4-pruned merge, and the channel's last published release, on every site's
     held-out texts."""
+    import torch
+
+    from tensorguard.held_out import load_held_out_set, load_with_adapter
+    from tensorguard.hf import load_causal_lm
+    from tensorguard.training.causal_lm import perplexity
+
     round_key = context.partition_key
     base_dir, adapter_dir, pruned_dir = base_model.path, global_adapter.path, pruned_model.path
     with fail_closed_on(context):

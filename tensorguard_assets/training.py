@@ -1,6 +1,7 @@
 """Training stage: the base model, each site's validated data, each site's LoRA adapter."""
 # No "from __future__ import annotations": Dagster resolves config and resource
-# parameter types from the runtime annotations.
+# parameter types from the runtime annotations. torch, transformers and peft are imported
+# inside the asset bodies: every Dagster process imports this module, few train.
 
 import time
 from pathlib import Path
@@ -16,15 +17,8 @@ from dagster import (
 from pydantic import Field
 
 from tensorguard.artifact_layout import DATASET_SUMMARY_FILE
-from tensorguard.training.base_model import build_default_base_model, load_base_model_info
 from tensorguard.training.dataset import load_site_dataset
 from tensorguard.training.errors import DatasetError
-from tensorguard.training.lora import (
-    TRAINING_SETTINGS_FILE,
-    LoRATrainingConfig,
-    read_adapter_spec,
-    train_site_adapter,
-)
 from tensorguard_assets import groups
 from tensorguard_assets.artifact_checks import (
     integrity_check_spec,
@@ -77,6 +71,8 @@ def base_model(
 ) -> MaterializeResult:
     """The frozen base causal LM that every site adapts: a local HF directory or the built-in
     small Llama-style model (tokenizer and weights trained here on the shipped corpus)."""
+    from tensorguard.training.base_model import build_default_base_model, load_base_model_info
+
     started = time.perf_counter()
     with fail_closed_on(context):
         if config.model_dir:
@@ -180,6 +176,13 @@ def site_adapter(
     """Real LoRA fine-tuning (peft) of the base model on one site's data, starting from
     the round's reference adapter, with held-out evaluation before and after. Writes
     adapter_config.json + adapter_model.safetensors."""
+    from tensorguard.training.lora import (
+        TRAINING_SETTINGS_FILE,
+        LoRATrainingConfig,
+        read_adapter_spec,
+        train_site_adapter,
+    )
+
     round_key, site_id = split_round_site(context.partition_key)
     with fail_closed_on(context):
         dataset = load_site_dataset(sites.site(site_id).data_dir)

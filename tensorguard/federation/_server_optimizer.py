@@ -21,13 +21,14 @@ spec, so every party knows how the global adapter is made.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load, save
 
 from tensorguard.federation._errors import FederationError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the rule and name need none of it
+    import torch
 
 ServerOptimizerName = Literal["fedavg", "fedavgm", "fedadam", "fedyogi"]
 
@@ -69,11 +70,15 @@ class ServerOptimizerState:
     @classmethod
     def zeros_like(cls, delta: Mapping[str, torch.Tensor]) -> ServerOptimizerState:
         """Fresh state for ``delta``'s tensors (float64 zeros)."""
+        import torch
+
         zeros = {name: torch.zeros_like(t, dtype=torch.float64) for name, t in delta.items()}
         return cls(zeros, {name: t.clone() for name, t in zeros.items()})
 
     def to_bytes(self) -> bytes:
         """The moments as one safetensors blob (``m/<name>``, ``v/<name>``)."""
+        from safetensors.torch import save
+
         tensors = {f"m/{n}": t.contiguous() for n, t in self.first.items()}
         tensors |= {f"v/{n}": t.contiguous() for n, t in self.second.items()}
         return save(tensors)
@@ -81,6 +86,8 @@ class ServerOptimizerState:
     @classmethod
     def from_bytes(cls, data: bytes) -> ServerOptimizerState:
         """Parse :meth:`to_bytes`'s output."""
+        from safetensors.torch import load
+
         try:
             tensors = load(data)
         except Exception as exc:  # safetensors raises its own error types
@@ -107,6 +114,8 @@ def server_step(
     tensors than ``mean_delta`` is refused (the adapter's shape changed: start a new
     optimiser by clearing its state).
     """
+    import torch
+
     if not rule.stateful:
         return {n: rule.learning_rate * d.to(torch.float64) for n, d in mean_delta.items()}, None
     current = state or ServerOptimizerState.zeros_like(mean_delta)

@@ -11,16 +11,20 @@
 See ``docs/MOAI.md`` for the layout and the parameters.
 """
 
-from tensorguard.moai.block_layout import CkksParameters
-from tensorguard.moai.checkpoint import Checkpoint, load_checkpoint, tensor_sha256
+from typing import TYPE_CHECKING, Any
+
 from tensorguard.moai.errors import MoaiExportError
-from tensorguard.moai.export import MoaiExportResult, export_moai
-from tensorguard.moai.self_check import (
-    DEFAULT_SELF_CHECK_TOLERANCE,
-    CkksSelfCheckResult,
-    run_ckks_self_check,
-)
-from tensorguard.moai.verify import MoaiVerification, verify_moai_export
+
+if TYPE_CHECKING:
+    from tensorguard.moai.block_layout import CkksParameters
+    from tensorguard.moai.checkpoint import Checkpoint, load_checkpoint, tensor_sha256
+    from tensorguard.moai.export import MoaiExportResult, export_moai
+    from tensorguard.moai.self_check import (
+        DEFAULT_SELF_CHECK_TOLERANCE,
+        CkksSelfCheckResult,
+        run_ckks_self_check,
+    )
+    from tensorguard.moai.verify import MoaiVerification, verify_moai_export
 
 __all__ = [
     "DEFAULT_SELF_CHECK_TOLERANCE",
@@ -36,3 +40,30 @@ __all__ = [
     "tensor_sha256",
     "verify_moai_export",
 ]
+
+# Each module needs torch or TenSEAL: imported on first use, so that importing the
+# errors (or one light module) loads none of them.
+_LAZY = {
+    "CkksParameters": "tensorguard.moai.block_layout",
+    "Checkpoint": "tensorguard.moai.checkpoint",
+    "load_checkpoint": "tensorguard.moai.checkpoint",
+    "tensor_sha256": "tensorguard.moai.checkpoint",
+    "MoaiExportResult": "tensorguard.moai.export",
+    "export_moai": "tensorguard.moai.export",
+    "DEFAULT_SELF_CHECK_TOLERANCE": "tensorguard.moai.self_check",
+    "CkksSelfCheckResult": "tensorguard.moai.self_check",
+    "run_ckks_self_check": "tensorguard.moai.self_check",
+    "MoaiVerification": "tensorguard.moai.verify",
+    "verify_moai_export": "tensorguard.moai.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use and keep the name."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

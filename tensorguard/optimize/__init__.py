@@ -9,6 +9,8 @@
 - :mod:`~tensorguard.optimize.tensorrt_build`: TensorRT engine build, or a clear refusal.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tensorguard.optimize.errors import (
     MergeError,
     OnnxExportError,
@@ -17,29 +19,31 @@ from tensorguard.optimize.errors import (
     TensorRTBuildError,
     TensorRTUnavailableError,
 )
-from tensorguard.optimize.merge import merge_adapter
-from tensorguard.optimize.onnx_export import (
-    DEFAULT_PARITY_TOLERANCE,
-    OnnxExportResult,
-    export_causal_lm_to_onnx,
-    measure_onnx_parity,
-)
-from tensorguard.optimize.pruning import (
-    DEFAULT_EXCLUDE,
-    PruningOutcome,
-    TwoFourReport,
-    apply_2_4_sparsity,
-    prune_2_4_and_evaluate,
-    two_four_mask,
-    verify_2_4,
-)
-from tensorguard.optimize.saving import SavedModel, save_model_atomically
-from tensorguard.optimize.tensorrt_build import (
-    InputShapeProfile,
-    TensorRTBuildResult,
-    build_tensorrt_engine,
-    require_tensorrt,
-)
+
+if TYPE_CHECKING:
+    from tensorguard.optimize.merge import merge_adapter
+    from tensorguard.optimize.onnx_export import (
+        DEFAULT_PARITY_TOLERANCE,
+        OnnxExportResult,
+        export_causal_lm_to_onnx,
+        measure_onnx_parity,
+    )
+    from tensorguard.optimize.pruning import (
+        DEFAULT_EXCLUDE,
+        PruningOutcome,
+        TwoFourReport,
+        apply_2_4_sparsity,
+        prune_2_4_and_evaluate,
+        two_four_mask,
+        verify_2_4,
+    )
+    from tensorguard.optimize.saving import SavedModel, save_model_atomically
+    from tensorguard.optimize.tensorrt_build import (
+        InputShapeProfile,
+        TensorRTBuildResult,
+        build_tensorrt_engine,
+        require_tensorrt,
+    )
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -67,3 +71,37 @@ __all__ = [
     "two_four_mask",
     "verify_2_4",
 ]
+
+# merge, pruning, ONNX and TensorRT need torch, peft, onnx or TensorRT: imported on
+# first use, so that importing the errors (or one light module) loads none of them.
+_LAZY = {
+    "merge_adapter": "tensorguard.optimize.merge",
+    "DEFAULT_PARITY_TOLERANCE": "tensorguard.optimize.onnx_export",
+    "OnnxExportResult": "tensorguard.optimize.onnx_export",
+    "export_causal_lm_to_onnx": "tensorguard.optimize.onnx_export",
+    "measure_onnx_parity": "tensorguard.optimize.onnx_export",
+    "DEFAULT_EXCLUDE": "tensorguard.optimize.pruning",
+    "PruningOutcome": "tensorguard.optimize.pruning",
+    "TwoFourReport": "tensorguard.optimize.pruning",
+    "apply_2_4_sparsity": "tensorguard.optimize.pruning",
+    "prune_2_4_and_evaluate": "tensorguard.optimize.pruning",
+    "two_four_mask": "tensorguard.optimize.pruning",
+    "verify_2_4": "tensorguard.optimize.pruning",
+    "SavedModel": "tensorguard.optimize.saving",
+    "save_model_atomically": "tensorguard.optimize.saving",
+    "InputShapeProfile": "tensorguard.optimize.tensorrt_build",
+    "TensorRTBuildResult": "tensorguard.optimize.tensorrt_build",
+    "build_tensorrt_engine": "tensorguard.optimize.tensorrt_build",
+    "require_tensorrt": "tensorguard.optimize.tensorrt_build",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first use and keep the name."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,9 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 
-import numpy as np
-import torch
-
 from tensorguard.errors import ConfigurationError
 
 DETERMINISM_ENV = "TG_DETERMINISTIC"
@@ -84,6 +81,11 @@ def enable_determinism(seed: int) -> DeterminismReport:
     """
     if seed < 0:
         raise ConfigurationError(f"seed must be a non-negative integer, got {seed}")
+    # Imported here, not at module level: every Dagster process imports this module
+    # through the runtime resource, and only a run that asks for determinism needs them.
+    import numpy as np
+    import torch
+
     os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_CONFIG
     random.seed(seed)
     np.random.seed(seed % 2**32)

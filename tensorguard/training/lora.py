@@ -46,6 +46,7 @@ from tensorguard.training.causal_lm import (
 )
 from tensorguard.training.dataset import SiteDataset
 from tensorguard.training.errors import AdapterError
+from tensorguard.training.lora_targets import LLAMA_ATTENTION_AND_MLP as LLAMA_ATTENTION_AND_MLP
 from tensorguard.training.train_loop import (
     LoopSettings,
     ProgressCallback,
@@ -53,15 +54,6 @@ from tensorguard.training.train_loop import (
     run_training_loop,
 )
 
-LLAMA_ATTENTION_AND_MLP = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
 TRAINING_SETTINGS_FILE = "training.json"
 """Beside a site's adapter in the artifact store: the LoRATrainingConfig it was trained
 with (JSON), so that the adapter can be reproduced from the site's data."""
