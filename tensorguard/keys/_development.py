@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tensorguard.durable import atomic_write_bytes
 from tensorguard.keys._errors import KeyProviderProductionError
+from tensorguard.keys._master import MASTER_ENV, MASTER_HOW_TO
 from tensorguard.production import is_production
 
 MASTER_BYTES = 48
@@ -27,8 +28,7 @@ def development_master(path: Path) -> tuple[str, bool]:
     """
     if is_production():
         raise KeyProviderProductionError(
-            "TG_KEY_MASTER is not set: production never uses a development master; set "
-            "TG_KEY_MASTER from your secret manager (at least 32 characters)"
+            f"{MASTER_ENV} is not set: production never uses a development master; {MASTER_HOW_TO}"
         )
     if path.is_file():
         return path.read_text(encoding="utf-8").strip(), False
