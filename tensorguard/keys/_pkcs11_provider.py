@@ -32,8 +32,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Generator
+from itertools import islice
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import pkcs11
 from cryptography.exceptions import InvalidSignature
@@ -128,6 +130,21 @@ def _ed25519_point(encoded: bytes) -> bytes:
     )
 
 
+def _find_keys(session: pkcs11.Session, template: dict[Attribute, Any]) -> list[pkcs11.Key]:
+    """Up to two keys matching ``template``; the token search is always finished.
+
+    python-pkcs11's ``get_key`` raises ``MultipleObjectsReturned`` with its search still
+    open (the generator is closed only when that exception is freed), and a session runs
+    one search at a time: while a caller held the error, every later lookup on the shared
+    session failed with ``OperationActive``.
+    """
+    objects = cast(Generator[pkcs11.Key, None, None], session.get_objects(template))
+    try:
+        return list(islice(objects, 2))
+    finally:
+        objects.close()
+
+
 class TokenWrappedRecordKeys:
     """Record keys wrapped by a token-held AES key (a :class:`RecordKeyManager`)."""
 
@@ -144,25 +161,27 @@ class TokenWrappedRecordKeys:
 
     def _wrapping_key(self, *, create: bool) -> pkcs11.SecretKey:
         session = self._token.session
-        try:
-            key = session.get_key(
-                object_class=ObjectClass.SECRET_KEY,
-                key_type=KeyType.AES,
-                label=self._wrap_key_label,
-            )
-            return cast(pkcs11.SecretKey, key)
-        except p11errors.MultipleObjectsReturned:
+        found = _find_keys(
+            session,
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.LABEL: self._wrap_key_label,
+            },
+        )
+        if len(found) > 1:
             raise TokenError(
                 f"token {self._token.token_label!r} holds several AES keys labelled "
                 f"{self._wrap_key_label!r}; keep exactly one (destroy the newest)"
-            ) from None
-        except p11errors.NoSuchKey:
-            if not create:
-                raise KeyIntegrityError(
-                    f"token {self._token.token_label!r} has no wrapping key "
-                    f"{self._wrap_key_label!r}, so it cannot unwrap keys sealed by another "
-                    "token: select the token that sealed them with TG_PKCS11_TOKEN_LABEL"
-                ) from None
+            )
+        if found:
+            return cast(pkcs11.SecretKey, found[0])
+        if not create:
+            raise KeyIntegrityError(
+                f"token {self._token.token_label!r} has no wrapping key "
+                f"{self._wrap_key_label!r}, so it cannot unwrap keys sealed by another "
+                "token: select the token that sealed them with TG_PKCS11_TOKEN_LABEL"
+            )
         LOGGER.info(
             "creating AES-256 wrapping key %r in token %r (sensitive, non-extractable)",
             self._wrap_key_label,
@@ -376,19 +395,20 @@ class PKCS11KeyProvider(SealedKeyProvider):
         session = self._token.session
         found: list[pkcs11.Key] = []
         for object_class in (ObjectClass.PUBLIC_KEY, ObjectClass.PRIVATE_KEY):
-            try:
-                found.append(
-                    session.get_key(
-                        object_class=object_class, key_type=KeyType.EC_EDWARDS, label=label
-                    )
-                )
-            except p11errors.NoSuchKey:
-                continue
-            except p11errors.MultipleObjectsReturned:
+            matches = _find_keys(
+                session,
+                {
+                    Attribute.CLASS: object_class,
+                    Attribute.KEY_TYPE: KeyType.EC_EDWARDS,
+                    Attribute.LABEL: label,
+                },
+            )
+            if len(matches) > 1:
                 raise TokenError(
                     f"token {self._token.token_label!r} holds several {object_class.name} "
                     f"objects labelled {label!r}; remove the duplicates"
-                ) from None
+                )
+            found.extend(matches)
         if not found:
             return None
         if len(found) != 2:
