@@ -1,5 +1,12 @@
 """Opening a TGSP v3 package: verify, unwrap the data key, decrypt, check, extract.
 
+After the header checks (steps 1-6 of :mod:`tensorguard.tgsp._verifier`), the payload is
+read once (:mod:`tensorguard.tgsp._unsealing`): each segment is read into memory, its
+SHA-256 compared with the signed digest, and only then are those same bytes decrypted,
+hashed per file and written. A payload whose segments are too large for that
+(:func:`~tensorguard.tgsp._unsealing.fits_single_pass`, more than about 1 TiB) is verified
+whole first and decrypted in a second pass, as before.
+
 Contents are written into a fresh staging directory beside ``destination`` and published
 with :func:`tensorguard.durable.atomic_directory` (flushed to disk, one rename) only after
 every chunk authenticated, the stream ended with its final chunk and every file matched
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from tensorguard.crypto import CryptoError, XWingPrivateKey, unwrap_key
+from tensorguard.crypto import ChunkCipher, CryptoError, XWingPrivateKey, unwrap_key
 from tensorguard.durable import DestinationExistsError, atomic_directory
 from tensorguard.tgsp._errors import (
     ExtractionError,
@@ -35,9 +42,10 @@ from tensorguard.tgsp._errors import (
 from tensorguard.tgsp._format import DEFAULT_LIMITS, Limits
 from tensorguard.tgsp._header import FileEntry, PackageHeader
 from tensorguard.tgsp._parallel import Workers, Writeback, resolve_threads
-from tensorguard.tgsp._payload import decrypt_payload, derive_payload_key
+from tensorguard.tgsp._payload import check_payload_digest, decrypt_payload, derive_payload_key
 from tensorguard.tgsp._trust import TrustStore
-from tensorguard.tgsp._verifier import VerificationPolicy, verify_handle
+from tensorguard.tgsp._unsealing import fits_single_pass, open_segments
+from tensorguard.tgsp._verifier import VerificationPolicy, verify_header
 
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 PRIVATE_MODES = (0o600, 0o700)
@@ -161,8 +169,9 @@ def open_package(
     ``destination`` must not exist yet. The tree is 0600/0700 unless ``readable_by_all``
     (0644/0755). Returns the signed header so the caller can record the new high-water
     mark (``header.release.channel``/``.version``). ``threads``: worker threads for
-    hashing and decryption (see :func:`tensorguard.tgsp._parallel.resolve_threads`);
-    verification still completes before the first chunk is decrypted.
+    hashing and decryption (see :func:`tensorguard.tgsp._parallel.resolve_threads`).
+    Every payload segment's signed SHA-256 is checked before any of its chunks is
+    decrypted, and nothing of a segment is written before all its chunks authenticated.
     """
     threads = resolve_threads(threads)
     modes = READABLE_BY_ALL_MODES if readable_by_all else PRIVATE_MODES
@@ -171,25 +180,34 @@ def open_package(
     except OSError as exc:
         raise PackageUnreadableError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
-        verified = verify_handle(
-            handle, trust_store, policy or VerificationPolicy(), limits, threads
-        )
+        verified = verify_header(handle, trust_store, policy or VerificationPolicy(), limits)
         header = verified.header
+        single_pass = fits_single_pass(header.payload)
+        if not single_pass:  # step 7 for the whole payload now; decryption reads it again
+            check_payload_digest(handle, verified.payload_offset, header.payload, threads)
         data_key = recover_data_key(header, recipient_key)
         package_id = bytes.fromhex(header.package_id)
+        key = derive_payload_key(data_key, package_id)
         _check_destination(destination)
         try:
             with atomic_directory(destination, replace=False, mode=modes[1]) as root:
-                handle.seek(verified.payload_offset)
-                chunks = decrypt_payload(
-                    handle,
-                    header.payload,
-                    derive_payload_key(data_key, package_id),
-                    package_id,
-                    threads=threads,
-                )
-                with closing(chunks):  # on a refusal, stop its worker threads at once
-                    _extract(chunks, header.files, root, modes, threads)
+                if single_pass:
+                    open_segments(
+                        handle,
+                        verified.payload_offset,
+                        header.payload,
+                        header.files,
+                        ChunkCipher(key, package_id, header.payload.chunk_size),
+                        lambda relative: _create_file(root, relative, modes),
+                        threads,
+                    )
+                else:
+                    handle.seek(verified.payload_offset)
+                    chunks = decrypt_payload(
+                        handle, header.payload, key, package_id, threads=threads
+                    )
+                    with closing(chunks):  # on a refusal, stop its worker threads at once
+                        _extract(chunks, header.files, root, modes, threads)
         except DestinationExistsError as exc:
             raise ExtractionError(
                 f"{destination} already exists; open into a new directory"

@@ -13,7 +13,9 @@
 7. Payload: the SHA-256 of each segment of the encrypted payload must equal its signed
    digest (segments hashed on worker threads).
 
-Only after all seven pass does :mod:`tensorguard.tgsp._opener` decrypt anything.
+Only after all seven pass does :mod:`tensorguard.tgsp._opener` decrypt a segment: it runs
+steps 1-6 (:func:`verify_header`), then step 7 segment by segment, each segment's digest
+compared right before that segment (read once, into memory) is decrypted.
 """
 
 from __future__ import annotations
@@ -154,6 +156,35 @@ def _file_digest(handle: BinaryIO) -> str:
     return hasher.hexdigest()
 
 
+@dataclass(frozen=True)
+class VerifiedHeader:
+    """A package whose steps 1-6 passed: its payload's segment digests are still unchecked."""
+
+    header: PackageHeader
+    signer: CompositeVerifyKey
+    payload_offset: int
+
+
+def verify_header(
+    handle: BinaryIO,
+    trust_store: TrustStore,
+    policy: VerificationPolicy,
+    limits: Limits = DEFAULT_LIMITS,
+) -> VerifiedHeader:
+    """Run steps 1-6 on an open package file (positioned at 0): all but the payload.
+
+    The caller must check every payload segment against ``header.payload.segment_sha256``
+    before it uses any payload byte: :func:`verify_handle` hashes them all, the one-pass
+    opener (:mod:`tensorguard.tgsp._unsealing`) each segment right before decrypting it.
+    """
+    prefix = read_prefix(handle, limits)
+    signer = check_signer(prefix, trust_store)
+    header = parse_header(prefix, limits)
+    check_length(prefix, header)
+    check_policy(header.release, policy, lambda: _file_digest(handle))
+    return VerifiedHeader(header, signer, prefix.payload_offset)
+
+
 def verify_handle(
     handle: BinaryIO,
     trust_store: TrustStore,
@@ -165,13 +196,9 @@ def verify_handle(
 
     ``threads``: see :func:`tensorguard.tgsp._parallel.resolve_threads`.
     """
-    prefix = read_prefix(handle, limits)
-    signer = check_signer(prefix, trust_store)
-    header = parse_header(prefix, limits)
-    check_length(prefix, header)
-    check_policy(header.release, policy, lambda: _file_digest(handle))
-    check_payload_digest(handle, prefix.payload_offset, header.payload, threads)
-    return VerifiedPackage(header, signer, prefix.payload_offset)
+    verified = verify_header(handle, trust_store, policy, limits)
+    check_payload_digest(handle, verified.payload_offset, verified.header.payload, threads)
+    return VerifiedPackage(verified.header, verified.signer, verified.payload_offset)
 
 
 def verify_package(

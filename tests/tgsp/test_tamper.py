@@ -15,7 +15,6 @@ from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.crypto._backends.base import MLDSA65_SIGNATURE_SIZE
 from tensorguard.tgsp import (
     ChannelMismatchError,
-    ChunkAuthenticationError,
     HeaderTooLargeError,
     KeyUnwrapError,
     NotATGSPPackageError,
@@ -393,7 +392,10 @@ def test_package_modified_after_verification_is_still_refused(
     trust_store: TrustStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tensorguard.tgsp._verifier import verify_handle as real_verify
+    """The byte is flipped after the header verified and before the payload is read: the
+    one-pass opener hashes each segment in memory and refuses it before decrypting it
+    (tests/tgsp/test_single_pass_open.py: without that check, AES-GCM refuses the chunk)."""
+    from tensorguard.tgsp._verifier import verify_header as real_verify
 
     path = write(tmp_path, package)
 
@@ -406,8 +408,8 @@ def test_package_modified_after_verification_is_still_refused(
             handle.write(bytes([original[0] ^ 0x40]))
         return verified
 
-    monkeypatch.setattr("tensorguard.tgsp._opener.verify_handle", verify_then_tamper)
+    monkeypatch.setattr("tensorguard.tgsp._opener.verify_header", verify_then_tamper)
     destination = tmp_path / "toctou-out"
-    with pytest.raises(ChunkAuthenticationError):
+    with pytest.raises(PayloadDigestError, match="payload segment 0 of"):
         open_package(path, destination, recipient_key=recipients[0], trust_store=trust_store)
     assert not destination.exists()
