@@ -227,7 +227,7 @@ def dagster_child(state: Path, steps: int, started: float) -> dict[str, Any]:
 
     demo.Federation = TimedFederation  # type: ignore[attr-defined]
     demo.run_stage = timed_run_job  # type: ignore[assignment]
-    site_ids = sorted(build_resources()["sites"].sites())
+    site_ids = sorted(build_resources(os.environ)["sites"].sites())
     began = time.perf_counter()
     if not demo.run_round(instance, ROUND_ID, site_ids, None, setup=True, local_steps=steps):
         raise RuntimeError("the Dagster round failed; see the output above")

@@ -11,6 +11,7 @@ Progress goes to the terminal; a failed stage stops the round with its reason.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -176,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     local_steps: int | None = args.local_steps or (
         -(-DEFAULT_LOCAL_STEPS // args.rounds) if args.rounds > 1 else None
     )
-    sites = build_resources()["sites"].sites()
+    # literal values (os.environ passed): these resources are read here, outside a run
+    sites = build_resources(os.environ)["sites"].sites()
     site_ids = args.site or sorted(sites)
     started = time.perf_counter()
     label = round_keys[0] if len(round_keys) == 1 else f"{round_keys[0]} … {round_keys[-1]}"
@@ -221,7 +223,7 @@ def print_release_summary(instance: DagsterInstance, round_key: str) -> None:
     if record is None:
         return
     meta = recorded_metadata(record)
-    artifacts = build_resources()["artifacts"].root
+    artifacts = build_resources(os.environ)["artifacts"].root
     node_dir = artifacts.parent / "edge" / DEMO_EDGE_NODE
     print(f"Release: {meta['channel']} v{meta['version']} at {meta['path']}")
     if meta.get("archived"):

@@ -23,7 +23,6 @@ run every stage in one process but still each through its own location's resourc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +80,10 @@ class CodeLocation:
         return frozenset(job.name for job in self.jobs)
 
     def resources(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The location's resources, built from ``environ`` (default ``os.environ``)."""
-        every = build_resources(os.environ if environ is None else environ)
+        """The location's resources, built from ``environ``; without it (a deployment)
+        from ``os.environ`` as :class:`~dagster.EnvVar` references resolved at run start
+        (:func:`~tensorguard_assets.resources.build_resources`)."""
+        every = build_resources(environ)
         return {name: every[name] for name in sorted(self.resource_keys())}
 
     def definitions(
@@ -90,9 +91,9 @@ class CodeLocation:
         environ: Mapping[str, str] | None = None,
         loggers: Mapping[str, LoggerDefinition] | None = None,
     ) -> Definitions:
-        """The location's ``Definitions`` with resources built from ``environ`` (and, for
-        a tool's in-process runs, its own ``loggers`` instead of Dagster's console one)."""
-        env = os.environ if environ is None else environ
+        """The location's ``Definitions`` with resources built from ``environ`` (see
+        :meth:`resources`; the executor is chosen from it, or ``os.environ``, at load) and,
+        for a tool's in-process runs, its own ``loggers`` instead of Dagster's console one."""
         return Definitions(
             # the upstream artifacts another party's location materialises, as external
             # assets: this location's assets load them as inputs
@@ -100,8 +101,8 @@ class CodeLocation:
             jobs=list(self.jobs),
             sensors=list(self.sensors),
             schedules=list(self.schedules),
-            resources=self.resources(env),
-            executor=select_executor(env),
+            resources=self.resources(environ),
+            executor=select_executor(environ),
             loggers=dict(loggers) if loggers else None,
         )
 
@@ -201,6 +202,9 @@ class Federation:
 
     For the tools that drive a whole round in one process (``make demo``,
     ``check_round``, tests): each job still runs with only its own location's resources.
+    Without ``environ`` (``make demo``) the resources are built as a deployment builds
+    them, with ``EnvVar`` references that each run resolves from ``os.environ``; with
+    ``environ`` (tests) they hold its literal values.
     """
 
     def __init__(
@@ -208,9 +212,8 @@ class Federation:
         environ: Mapping[str, str] | None = None,
         loggers: Mapping[str, LoggerDefinition] | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
         self.locations: dict[str, Definitions] = {
-            location.name: location.definitions(env, loggers) for location in LOCATIONS
+            location.name: location.definitions(environ, loggers) for location in LOCATIONS
         }
 
     def resolve_job_def(self, job_name: str) -> JobDefinition:
@@ -226,12 +229,11 @@ def all_in_one_definitions(environ: Mapping[str, str] | None = None) -> Definiti
     """Every asset, job and sensor in one ``Definitions`` (for reading the whole asset
     graph, e.g. ``check_round``); its resources hold every party's vault, so no
     deployment should load it as a code location."""
-    env = os.environ if environ is None else environ
     return Definitions(
         assets=every_asset(),
         jobs=[job for location in LOCATIONS for job in location.jobs],
         sensors=[sensor for location in LOCATIONS for sensor in location.sensors],
         schedules=[schedule for location in LOCATIONS for schedule in location.schedules],
-        resources=build_resources(env),
-        executor=select_executor(env),
+        resources=build_resources(environ),
+        executor=select_executor(environ),
     )

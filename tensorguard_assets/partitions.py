@@ -1,4 +1,9 @@
-"""Partitions: rounds are time windows (scheduled retraining), sites are dynamic."""
+"""Partitions: rounds are time windows (scheduled retraining), sites are dynamic.
+
+``TG_ROUND_CADENCE`` and ``TG_ROUND_START`` are read when the definitions load, unlike the
+resources' ``EnvVar`` settings (resolved at run start): Dagster partitions are static
+definitions, so every process of a deployment must see the same values.
+"""
 
 from __future__ import annotations
 

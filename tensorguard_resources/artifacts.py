@@ -10,6 +10,7 @@ from dagster import ConfigurableResource
 from tensorguard.artifact_layout import partition_dir
 from tensorguard.errors import ConfigurationError
 from tensorguard_resources.runtime import TensorGuardRuntime
+from tensorguard_resources.settings import resolved
 
 
 def local_artifact_root(base_uri: str) -> Path:
@@ -41,7 +42,7 @@ class ArtifactStore(ConfigurableResource):
     @property
     def root(self) -> Path:
         """The absolute local root directory of the store."""
-        return local_artifact_root(self.base_uri)
+        return local_artifact_root(resolved(self.base_uri, "ArtifactStore.base_uri"))
 
     def asset_dir(self, asset_name: str, partition_key: str | None = None) -> Path:
         """Directory for one asset (and partition); created on demand."""

@@ -18,6 +18,7 @@ from tensorguard.service.client import service_base_url
 from tensorguard.tgsp import load_recipient_public_key
 from tensorguard_resources.failures import fail_closed
 from tensorguard_resources.runtime import TensorGuardRuntime
+from tensorguard_resources.settings import resolved
 
 DATABASE_URL_ENV = "DATABASE_URL"
 """The application database URL (it carries the database password in production). It is
@@ -98,7 +99,7 @@ class FleetResource(ConfigurableResource):
     @property
     def registry(self) -> LocalRegistry:
         """The release registry."""
-        return LocalRegistry(Path(self.registry_root))
+        return LocalRegistry(Path(resolved(self.registry_root, "FleetResource.registry_root")))
 
     def database(self) -> FleetDatabase:
         """A handle on the application database (close it when done)."""
@@ -121,7 +122,7 @@ class FleetResource(ConfigurableResource):
 
     def recipient_keys(self) -> dict[str, XWingPublicKey]:
         """Each enrolled node's public key, by node id (file name stem)."""
-        directory = Path(self.recipients_dir)
+        directory = Path(resolved(self.recipients_dir, "FleetResource.recipients_dir"))
         if not directory.is_dir():
             return {}
         return {

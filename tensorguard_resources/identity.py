@@ -10,6 +10,7 @@ from dagster import ConfigurableResource
 
 from tensorguard.identity.inventory import EndpointCertificate, ca_inventory
 from tensorguard.identity.renewal import RenewalOutcome
+from tensorguard_resources.settings import resolved
 
 
 class FleetIdentity(ConfigurableResource):
@@ -31,7 +32,7 @@ class FleetIdentity(ConfigurableResource):
 
     def inventory(self, now: datetime) -> list[EndpointCertificate]:
         """Every node and service endpoint's certificate in force, soonest expiry first."""
-        entries = ca_inventory(Path(self.ca_dir), now)
+        entries = ca_inventory(Path(resolved(self.ca_dir, "FleetIdentity.ca_dir")), now)
         if self.renewal_config:
             from tensorguard.identity.renewal_plan import acme_inventory, load_renewal_config
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from tensorguard.sites import SiteRecord, demo_site_registry, load_site_registry, lookup_site
+from tensorguard_resources.settings import resolved
 
 
 class SiteRegistry(ConfigurableResource):
@@ -16,8 +17,9 @@ class SiteRegistry(ConfigurableResource):
 
     def sites(self) -> dict[str, SiteRecord]:
         """All registered sites, by id."""
-        if self.sites_file:
-            return load_site_registry(Path(self.sites_file))
+        sites_file = resolved(self.sites_file, "SiteRegistry.sites_file")
+        if sites_file:
+            return load_site_registry(Path(sites_file))
         return demo_site_registry()
 
     def site(self, site_id: str) -> SiteRecord:

@@ -22,6 +22,7 @@ The snapshot test failed before ``DATABASE_URL`` left the fleet resource's confi
 import base64
 import contextlib
 import logging
+import os
 import runpy
 import secrets
 import sqlite3
@@ -261,10 +262,11 @@ def test_a_production_run_stores_and_logs_no_secret(
         ("stderr", captured.err),
         ("python logs", caplog.text),
     ]
-    # The scan reaches the fleet resource's stored config (a field value), decompressed.
-    assert any(
-        where.endswith("(zlib)") and b"tensorguard-pipeline" in blob for where, blob in scanned
-    )
+    # The scan reaches the fleet resource's stored config, decompressed: a set variable is
+    # stored by name (an EnvVar the run resolved), a derived path by value.
+    registry_root = str(Path(os.environ["TG_ARTIFACT_ROOT"]).parent / "registry").encode()
+    for stored_config in (b"TG_MQTT_USERNAME", registry_root):
+        assert any(where.endswith("(zlib)") and stored_config in blob for where, blob in scanned)
     found = [
         finding for where, blob in scanned for finding in findings(production_secrets, where, blob)
     ]
