@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from dagster import EnvVar, asset, materialize, serialize_value
+from dagster import (
+    EnvVar,
+    asset,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+    serialize_value,
+)
 
 # Tests may use Dagster internals: this is the snapshot the code server sends to the UI.
 from dagster._core.remote_representation.external_data import (
@@ -196,3 +203,24 @@ def test_a_reference_read_outside_a_run_is_refused(deployment_env: Path) -> None
         deployed["fleet_identity"].inventory(datetime.now(UTC))
     # what make demo does instead: literal values from the same environment
     assert build_resources(os.environ)["artifacts"].root == deployment_env
+
+
+def test_a_sensor_tick_resolves_the_references_like_a_code_server(
+    deployment_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del deployment_env
+    repository = COORDINATOR.definitions().get_repository_def()
+    sensor = repository.get_sensor_def("site_registry_sensor")
+    # set after the definitions loaded: the tick builds the sensor's resources from the
+    # location's top-level ones, as the code server does, and resolves them then
+    missing = tmp_path / "sites-at-tick.yaml"
+    monkeypatch.setenv("TG_SITES_FILE", str(missing))
+    with instance_for_test() as instance:
+        context = build_sensor_context(
+            instance=instance,
+            repository_def=repository,
+            resources={"sites": repository.get_top_level_resources()["sites"]},
+        )
+        tick = sensor.evaluate_tick(context)
+    assert tick.skip_message is not None
+    assert f"site registry {missing} does not exist" in tick.skip_message
