@@ -175,6 +175,14 @@ class TokenWrappedRecordKeys:
                 f"{self._wrap_key_label!r}; keep exactly one (destroy the newest)"
             )
         if found:
+            if not isinstance(found[0], EncryptMixin) or not isinstance(found[0], DecryptMixin):
+                # python-pkcs11 gives such an object no encrypt/decrypt methods at all
+                raise TokenError(
+                    f"token {self._token.token_label!r} holds an AES key labelled "
+                    f"{self._wrap_key_label!r} that does not allow both CKA_ENCRYPT and "
+                    "CKA_DECRYPT, so it cannot wrap record keys: set TG_PKCS11_WRAP_KEY_LABEL "
+                    "to the key that sealed your records, or to an unused label"
+                )
             return cast(pkcs11.SecretKey, found[0])
         if not create:
             raise KeyIntegrityError(

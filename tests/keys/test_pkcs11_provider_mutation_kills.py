@@ -30,6 +30,7 @@ from tensorguard.keys import (
     KeyNotFoundError,
     KeyProviderConfigError,
     KeyPurpose,
+    KeyRecordFormatError,
     PKCS11KeyProvider,
     TokenError,
 )
@@ -248,6 +249,23 @@ def test_several_wrapping_keys_with_one_label_are_refused_for_sealing_and_openin
     assert str(opening.value) == expected
 
 
+@pytest.mark.parametrize("missing", [Attribute.ENCRYPT, Attribute.DECRYPT])
+def test_a_wrapping_key_that_cannot_encrypt_or_decrypt_is_refused_clearly(
+    provider: PKCS11KeyProvider, token: TokenSession, wrap_label: str, missing: Attribute
+) -> None:
+    with token.lock:
+        token.session.generate_key(
+            KeyType.AES, 256, label=wrap_label, store=True, template={missing: False}
+        )
+    with pytest.raises(TokenError) as refused:  # was an AttributeError traceback
+        provider.store_secret(_unique("blob"), KeyPurpose.GENERIC, b"x")
+    assert str(refused.value) == (
+        f"token {PRIMARY_TOKEN!r} holds an AES key labelled {wrap_label!r} that does not "
+        "allow both CKA_ENCRYPT and CKA_DECRYPT, so it cannot wrap record keys: set "
+        "TG_PKCS11_WRAP_KEY_LABEL to the key that sealed your records, or to an unused label"
+    )
+
+
 def test_opening_never_creates_a_missing_wrapping_key(token: TokenSession, wrap_label: str) -> None:
     sealer = TokenWrappedRecordKeys(token, wrap_label)  # the default policy is "auto"
     header, _ = _sealed_header(sealer, _unique("blob"))
@@ -261,6 +279,17 @@ def test_opening_never_creates_a_missing_wrapping_key(token: TokenSession, wrap_
     )
     with pytest.raises(pkcs11.exceptions.NoSuchKey):
         _aes_key(token, wrap_label)
+
+
+def test_a_malformed_seal_names_the_pkcs11_provider(token: TokenSession, wrap_label: str) -> None:
+    keys = TokenWrappedRecordKeys(token, wrap_label)
+    header, _ = _sealed_header(keys, "malformed")
+    broken = dataclasses.replace(header, seal={**header.seal, "wrap_mechanism": "CKM_AES_CBC"})
+    with pytest.raises(KeyRecordFormatError) as refused:
+        keys.open_record_key(broken)
+    assert str(refused.value).startswith(
+        "key record 'malformed' sealing parameters for the pkcs11 provider "
+    )
 
 
 def test_a_record_wrapped_by_another_token_key_label_names_both(
@@ -509,6 +538,14 @@ def test_a_record_without_its_ed25519_binding_or_with_a_short_seed_is_refused(
     with pytest.raises(KeyIntegrityError) as short:
         provider.signer(name)
     assert str(short.value) == f"the ML-DSA-65 seed of {name!r} has the wrong size"
+    provider.records.seal(
+        name, KeyPurpose.SIGNING, os.urandom(32), replace=True, attributes={"ed25519_public": "*"}
+    )
+    with pytest.raises(KeyRecordFormatError) as not_base64:
+        provider.signer(name)
+    assert str(not_base64.value) == (
+        "key record field 'ed25519_public' is not valid base64; the file is corrupt"
+    )
     seed = os.urandom(32)
     provider.records.seal(name, KeyPurpose.SIGNING, seed, replace=True, attributes=binding)
     rebuilt = provider.signer(name).public_key()
