@@ -20,7 +20,8 @@ written, and after any failure a lane refuses all later segments. The first fail
 stream order is raised. ``hashlib``, ``pread``, AES-GCM and ``write`` release the GIL on
 large buffers, so reading, both hashes, decryption and writing overlap on several cores.
 
-Memory is two segment buffers (sealed and plaintext) per segment in flight and at most
+Memory is one plaintext buffer per segment in flight plus one sealed read buffer per
+segment being read and checked (one fewer than the segments in flight), at most
 :data:`OPEN_BUFFER_BYTES` in all; :func:`fits_single_pass` says whether a payload's
 segments are small enough (the builder's default always is; a payload of more than about
 1 TiB, whose segments grow, is opened by the two-pass path of
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import queue
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -74,29 +76,42 @@ def segments_in_flight(threads: int, payload: PayloadInfo) -> int:
 
 
 class _Slot:
-    """The buffers of one segment in flight: its sealed bytes and their plaintext."""
+    """The plaintext buffer of one segment in flight (held until its lanes are done)."""
 
     def __init__(self, payload: PayloadInfo) -> None:
-        self.sealed = bytearray(payload.segment_bytes)
         self.plain = bytearray(payload.segment_chunks * payload.chunk_size)
 
 
 class _SegmentOpener:
-    """Reads, checks and decrypts one segment at a time (several threads may call it)."""
+    """Reads, checks and decrypts segments (several threads may call it at once).
+
+    A sealed segment is needed only until it is decrypted, so ``sealed_buffers`` read
+    buffers are shared by all calls (a call waits for one; a holder never waits for
+    anything, so this cannot deadlock) while each segment's plaintext buffer is held until
+    its lanes are done.
+    """
 
     def __init__(
-        self, fd: int, payload_offset: int, payload: PayloadInfo, cipher: ChunkCipher
+        self,
+        fd: int,
+        payload_offset: int,
+        payload: PayloadInfo,
+        cipher: ChunkCipher,
+        sealed_buffers: int = 1,
     ) -> None:
         self._fd = fd
         self._offset = payload_offset
         self._payload = payload
         self._cipher = cipher
         self._segments = len(payload.segment_sha256)
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(sealed_buffers):
+            self._free.put(bytearray(payload.segment_bytes))
 
-    def _read(self, index: int, slot: _Slot) -> memoryview:
+    def _read(self, index: int, buffer: bytearray) -> memoryview:
         start, length = self._payload.segment_span(index)
         position = self._offset + start
-        sealed = memoryview(slot.sealed)[:length]
+        sealed = memoryview(buffer)[:length]
         done = 0
         while done < length:
             count = os.preadv(self._fd, [sealed[done:]], position + done)
@@ -124,7 +139,13 @@ class _SegmentOpener:
 
         The segment's SHA-256 is compared before any of its bytes is decrypted.
         """
-        sealed = self._read(index, slot)
+        buffer = self._free.get()
+        try:
+            return self._open(index, self._read(index, buffer), slot)
+        finally:
+            self._free.put(buffer)
+
+    def _open(self, index: int, sealed: memoryview, slot: _Slot) -> memoryview:
         self._check(index, sealed)
         payload = self._payload
         sealed_size = payload.sealed_chunk_size
@@ -313,9 +334,10 @@ def open_segments(
     """
     if not fits_single_pass(payload):
         raise ValueError("segments too large for the one-pass opener; use the two-pass path")
-    opener = _SegmentOpener(source.fileno(), payload_offset, payload, cipher)
-    digests = _FileDigests(files)
     depth = segments_in_flight(threads, payload)
+    # One fewer read buffer than segments in flight: one segment is always in the lanes.
+    opener = _SegmentOpener(source.fileno(), payload_offset, payload, cipher, max(1, depth - 1))
+    digests = _FileDigests(files)
     spare: list[_Slot] = []
     pending: deque[tuple[_Slot, Future[memoryview], Future[None], Future[None]]] = deque()
 
