@@ -322,3 +322,44 @@ def test_segment_buffers_are_reused_whatever_the_payload_size(tmp_path: Path) ->
     assert (out / "big.bin").read_bytes() == data
     slot = 64 * (2 * SMALL_CHUNK + TAG_SIZE)
     assert peak < 8 * slot + 256 * 1024, peak  # 5 segments in flight, not 64
+
+
+def test_segment_readers_share_read_buffers_without_mixing_segments(tmp_path: Path) -> None:
+    """Eight threads open 64 segments of 64 KiB through one shared read buffer: each gets its own
+    segment's plaintext (a reader holds the buffer from read to decryption)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tensorguard.crypto import TAG_SIZE
+    from tensorguard.tgsp._format import Limits
+    from tensorguard.tgsp._sealing import seal_files
+    from tensorguard.tgsp._source import collect_source_files
+    from tensorguard.tgsp._unsealing import _Slot
+
+    source = tmp_path / "src" / "data.bin"
+    source.parent.mkdir()
+    data = os.urandom(64 * 64 * SMALL_CHUNK)
+    source.write_bytes(data)
+    key, package_id = os.urandom(32), os.urandom(16)
+    sealed_path = tmp_path / "sealed"
+    with sealed_path.open("wb") as sink:
+        _, segment_sha256 = seal_files(
+            collect_source_files(source.parent, Limits()),
+            sink,
+            key,
+            package_id,
+            SMALL_CHUNK,
+            threads=1,
+            segment_chunks=64,
+        )
+    count = len(data) // SMALL_CHUNK
+    payload = PayloadInfo(SMALL_CHUNK, count, count * (SMALL_CHUNK + TAG_SIZE), 64, segment_sha256)
+    cipher = ChunkCipher(key, package_id, SMALL_CHUNK)
+    with sealed_path.open("rb", buffering=0) as handle:
+        segment_opener = _SegmentOpener(handle.fileno(), 0, payload, cipher, sealed_buffers=1)
+
+        def plaintext(index: int) -> bytes:
+            return bytes(segment_opener.open(index, _Slot(payload)))
+
+        with ThreadPoolExecutor(8) as pool:
+            opened = list(pool.map(plaintext, range(64)))
+    assert b"".join(opened) == data
