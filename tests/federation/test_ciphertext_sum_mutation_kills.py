@@ -29,7 +29,7 @@ from tensorguard.federation._packing import (
     load_encrypted_vector,
 )
 from tensorguard.federation._params import FederationParams
-from tensorguard.federation._seal_format import CiphertextShape, read_chunk
+from tensorguard.federation._seal_format import CiphertextShape, protobuf_varint, read_chunk
 from tests.federation.test_ciphertext_sum import _chunk_starts, _replace, _seal_start
 
 
@@ -111,6 +111,11 @@ def test_each_coefficient_is_checked_against_its_own_prime(
         total.add(bad)
     assert str(raised.value) == ("ciphertext chunk 1 has a coefficient that is not below its prime")
     assert total.count == 1
+    total.add(valid)
+    total.add(valid)  # reduced per prime when written
+    moduli = np.array(shape.primes, dtype=np.uint64).reshape(1, 1, -1, 1)
+    expected = (residues.astype(object) * 3 % moduli.astype(object)).astype(np.uint64)
+    assert np.array_equal(_coefficients(total.to_bytes(), shape, 2), expected)
 
 
 def test_the_refusals_are_worded_exactly(public: PublicFederation) -> None:
@@ -138,4 +143,88 @@ def test_the_tenseal_fallback_keeps_real_packing(
         total.add(payload)
     result = total.to_bytes()
     loaded = load_encrypted_vector(result, secret.context, params, length, packing=Packing.REAL)
+    assert np.max(np.abs(decrypt_vector(loaded, secret.context) - sum(values))) < 1e-6
+
+
+def test_the_payload_framing_refusals_are_worded_exactly(public: PublicFederation) -> None:
+    params, context = public.params, public.load_context()
+    length = Packing.COMPLEX.values_per_ciphertext(params) + 3  # two chunks
+    payload = encrypt_vector(np.ones(length), context, params).to_bytes()
+    other = encrypt_vector(np.ones(length + 1), context, params).to_bytes()
+    one_chunk = encrypt_vector(np.ones(3), context, params).to_bytes()
+    huge_chunk = payload[:17] + b"\xff\xff\xff\xff" + payload[21:]
+    cases = {
+        "magic": (b"XXXX" + payload[4:], "not a encrypted payload (bad magic bytes)"),
+        "value count": (
+            payload[:8],
+            "encrypted payload is truncated in its value count (8 bytes needed, 3 left)",
+        ),
+        "ciphertext count": (
+            payload[:15],
+            "encrypted payload is truncated in its ciphertext count (4 bytes needed, 2 left)",
+        ),
+        "length": (
+            other,
+            f"encrypted payload holds {length + 1} values, the layout has {length}",
+        ),
+        "count": (
+            payload[:5] + length.to_bytes(8, "big") + one_chunk[13:],
+            "encrypted payload has 1 ciphertexts, 2 expected",
+        ),
+        "chunk limit": (
+            huge_chunk,
+            "encrypted payload ciphertext chunk 0 of 4294967295 bytes exceeds the "
+            "67108864-byte limit",
+        ),
+    }
+    for name, (data, message) in cases.items():
+        total = CiphertextSum(context, params, length, Packing.COMPLEX)
+        with pytest.raises(CiphertextError) as raised:
+            total.add(data)
+        assert str(raised.value) == message, name
+
+
+@pytest.mark.parametrize(
+    ("packing", "unit"), [(Packing.COMPLEX, "slots"), (Packing.REAL, "values")]
+)
+def test_a_chunk_holding_another_size_is_refused_in_the_packings_unit(
+    public: PublicFederation, packing: Packing, unit: str
+) -> None:
+    params, context = public.params, public.load_context()
+    length = packing.values_per_ciphertext(params) + 3
+    per_chunk = chunk_sizes(length, params, packing)[0]  # slots or values in chunk 0
+    total = CiphertextSum(context, params, length, packing)
+    total.add(encrypt_vector(np.ones(length), context, params, packing).to_bytes())
+    written = total.to_bytes()  # uncompressed, read by the fast path
+    start = _chunk_starts(written)[0]
+    size = protobuf_varint(per_chunk)
+    assert written[start : start + 2 + len(size)] == b"\x0a" + bytes([len(size)]) + size
+    smaller = protobuf_varint(per_chunk - 1)
+    assert len(smaller) == len(size)
+    bad = _replace(written, start + 2, smaller)
+    fresh = CiphertextSum(context, params, length, packing)
+    with pytest.raises(CiphertextError) as raised:
+        fresh.add(bad)
+    assert str(raised.value) == (
+        f"ciphertext chunk 0 holds {per_chunk - 1} {unit}, {per_chunk} expected"
+    )
+
+
+def test_several_updates_only_tenseal_reads_are_summed_together(
+    public: PublicFederation, secret: SecretFederation
+) -> None:
+    params, context = public.params, public.load_context()
+    length = 40
+    values = [np.random.default_rng(seed).uniform(-0.5, 0.5, length) for seed in (4, 5, 6)]
+    payloads = []
+    for vector in values:
+        payload = encrypt_vector(vector, context, params).to_bytes()
+        start = _chunk_starts(payload)[0]
+        size = int.from_bytes(payload[start - 4 : start], "big")
+        proto = payload[start : start + size]
+        payloads.append(payload[:start] + proto[-9:] + proto[:-9] + payload[start + size :])
+    total = CiphertextSum(context, params, length, Packing.COMPLEX)
+    for payload in payloads:
+        total.add(payload)
+    loaded = load_encrypted_vector(total.to_bytes(), secret.context, params, length)
     assert np.max(np.abs(decrypt_vector(loaded, secret.context) - sum(values))) < 1e-6
