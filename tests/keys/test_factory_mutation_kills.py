@@ -50,6 +50,7 @@ KEY_DIR_HOW_TO = (
         ("/srv/tg/artifacts//", "/srv/tg"),
         ("artifacts", ".tensorguard"),
         ("state/artifacts", "state"),
+        ("/srv/tg/X", "/srv/tg"),  # only slashes are trimmed
     ],
 )
 def test_the_state_directory_is_the_one_above_the_artifact_root(

@@ -90,6 +90,12 @@ def test_a_party_without_its_own_settings_keeps_the_shared_token_but_no_master()
     }
 
 
+def test_a_party_environment_without_any_master() -> None:
+    assert party_environ({"TG_KEY_DIR": "/srv/keys"}, "custodian", "/vault/c") == {
+        "TG_KEY_DIR": "/vault/c"
+    }
+
+
 def test_the_development_master_is_64_characters_on_one_line_in_a_private_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
