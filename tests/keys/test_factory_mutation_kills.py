@@ -106,8 +106,9 @@ def test_every_setting_is_taken_from_its_variable(tmp_path: Path) -> None:
 
 
 def test_unset_and_blank_settings_take_their_defaults() -> None:
-    for blank in ({}, {"TG_KEY_PROVIDER": " ", "TG_PKCS11_GCM_IV": "  "}):
-        settings = KeyProviderSettings.from_env({**blank, "TG_PKCS11_WRAP_KEY_LABEL": ""})
+    blank = {"TG_KEY_PROVIDER": " ", "TG_PKCS11_GCM_IV": "  ", "TG_PKCS11_WRAP_KEY_LABEL": ""}
+    for environ in ({}, blank):
+        settings = KeyProviderSettings.from_env(environ)
         assert settings == KeyProviderSettings(
             provider="file",
             key_dir=Path(".tensorguard") / "keys",
