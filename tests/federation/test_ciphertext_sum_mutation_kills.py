@@ -228,3 +228,26 @@ def test_several_updates_only_tenseal_reads_are_summed_together(
         total.add(payload)
     loaded = load_encrypted_vector(total.to_bytes(), secret.context, params, length)
     assert np.max(np.abs(decrypt_vector(loaded, secret.context) - sum(values))) < 1e-6
+
+
+def test_an_update_only_tenseal_reads_is_still_inspected(public: PublicFederation) -> None:
+    """The TenSEAL path inspects what the fast reader would have: a transparent
+    ciphertext (``c1 = 0``) in proto fields TenSEAL does not write is refused."""
+    params, context = public.params, public.load_context()
+    length = 9
+    total = CiphertextSum(context, params, length, Packing.COMPLEX)
+    total.add(encrypt_vector(np.ones(length), context, params).to_bytes())
+    written = total.to_bytes()
+    shape = _shape(public)
+    coefficients = _coefficients(written, shape, 1)
+    coefficients[0, 1] = 0  # c1 = 0: not encrypted
+    transparent = total._write(coefficients)
+    start = _chunk_starts(transparent)[0]
+    size = int.from_bytes(transparent[start - 4 : start], "big")
+    proto = transparent[start : start + size]
+    reordered = transparent[:start] + proto[-9:] + proto[:-9] + transparent[start + size :]
+    fresh = CiphertextSum(context, params, length, Packing.COMPLEX)
+    with pytest.raises(CiphertextError) as raised:
+        fresh.add(reordered)
+    assert str(raised.value) == "ciphertext chunk 0 is transparent (not encrypted)"
+    assert fresh.count == 0
