@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -45,8 +45,8 @@ from tensorguard.keys._pkcs11_provider import (
 )
 from tensorguard.keys._pkcs11_session import TokenSession
 from tensorguard.keys._record import RecordHeader, b64decode, b64encode, parse_record
-from tests.keys.conftest import PRIMARY_TOKEN
-from tests.services.softhsm import SoftHSMToken
+from tests.keys.conftest import OTHER_TOKEN, PRIMARY_TOKEN
+from tests.services.softhsm import SoftHSMStore, SoftHSMToken
 
 LOGGER_NAME = "tensorguard.keys._pkcs11_provider"
 
@@ -583,6 +583,44 @@ def test_a_token_signature_that_does_not_verify_never_leaves_the_signer(
     assert str(gone.value) == (
         f"token {PRIMARY_TOKEN!r}: signing with CKM_EDDSA failed (ObjectHandleInvalid)"
     )
+
+
+# python-pkcs11 reports its own failed search clean-up on the dead session as unraisable.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_session_lost_mid_use_names_the_operation_that_failed(
+    softhsm: SoftHSMStore, key_dir: Path
+) -> None:
+    """The shared session is closed behind the provider's back (as when a token is removed):
+    each operation reports itself and the PKCS#11 error, never a raw pkcs11 traceback."""
+    other = softhsm.token(OTHER_TOKEN)
+    login = (other.module_path, other.label, other.user_pin)
+    first = TokenSession(*login)
+    with PKCS11KeyProvider(*login, key_dir, production=False) as provider:
+        kept = _unique("blob")
+        provider.store_secret(kept, KeyPurpose.GENERIC, b"sealed while the session lived")
+        dead = first.session
+        dead.close()  # C_Logout and C_CloseSession on the shared handle
+        failures: dict[str, Callable[[], object]] = {
+            "wrapping a data key with CKM_AES_GCM": lambda: provider.store_secret(
+                _unique("blob"), KeyPurpose.GENERIC, b"x"
+            ),
+            "unwrapping a data key": lambda: provider.load_secret(kept, KeyPurpose.GENERIC),
+            "generating an Ed25519 key pair (the token must support "
+            "CKM_EC_EDWARDS_KEY_PAIR_GEN and CKM_EDDSA)": lambda: provider.generate_signing_key(
+                _unique("release")
+            ),
+        }
+        for action, operation in failures.items():
+            with pytest.raises(TokenError) as failed:
+                operation()
+            assert str(failed.value) == (
+                f"token {OTHER_TOKEN!r}: {action} failed (SessionHandleInvalid)"
+            )
+    # The last handle closes the (already closed) session again: PKCS#11 refuses that.
+    with pytest.raises(pkcs11.exceptions.SessionHandleInvalid):
+        first.close()
+    with TokenSession(*login) as again:  # the registry forgot the dead login
+        assert again.session is not dead
 
 
 # --- the provider itself -----------------------------------------------------------------
