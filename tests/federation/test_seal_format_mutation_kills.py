@@ -516,3 +516,36 @@ def test_without_memfd_the_default_scratch_is_in_dev_shm(
         assert [p.name for p in next(iter(created)).iterdir()] == ["chunk.seal"]
     assert set(shm.glob("tg-ckks-*")) == before
     assert data[:2] == b"\x5e\xa1"
+
+
+def test_block_boundaries_inside_the_head_and_rle_between_raw_blocks(chunk: Chunk) -> None:
+    """The coefficients start 97 bytes into the members: blocks that end before and
+    at that point are skipped whole, and an RLE block followed by more blocks expands
+    its one byte only."""
+    members = chunk.members
+    head = PARMS_ID.size + CIPHERTEXT_FIELDS.size + SEAL_HEADER.size + 8
+    assert head == 97
+    zeroed = members[: len(members) - 128] + bytes(64) + members[len(members) - 64 :]
+    cases = {
+        "50 + 47 + rest": (
+            _block(RAW, members[:50], False)
+            + _block(RAW, members[50:97], False)
+            + _block(RAW, members[97:], True),
+            members,
+        ),
+        "60 + rest": (_block(RAW, members[:60], False) + _block(RAW, members[60:], True), members),
+        "raw, RLE, raw": (
+            _block(RAW, zeroed[:-128], False)
+            + _block(RLE, b"\x00", False, length=64)
+            + _block(RAW, zeroed[-64:], True),
+            zeroed,
+        ),
+    }
+    for name, (blocks, content) in cases.items():
+        size, out = _read(chunk, _proto(chunk, _seal(_zstd(blocks), compr_mode=2)))
+        assert size == chunk.size, name
+        assert bytes(out.data) == content[head:], name
+    fields_only = members[: PARMS_ID.size + CIPHERTEXT_FIELDS.size]
+    assert _refused(chunk, _proto(chunk, _seal(fields_only))) == (
+        f"{WHAT} is truncated in its SEAL header"
+    )
