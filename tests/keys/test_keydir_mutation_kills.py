@@ -229,9 +229,7 @@ def test_record_files_lists_records_sorted_and_skips_the_rest(tmp_path: Path) ->
     leftover.write_bytes(b"half written")
     (directory.path / "notes.txt").write_bytes(b"not a record")
     (directory.path / "alpha.generic-secret.tgkey.bak").write_bytes(b"not a record")
-    listed = directory.record_files()
-    assert not isinstance(listed, list)
-    assert [path.name for path in listed] == [
+    assert [path.name for path in directory.record_files()] == [
         "alpha.generic-secret.tgkey",
         "mid.generic-secret.tgkey",
         "zeta.generic-secret.tgkey",
