@@ -19,7 +19,7 @@ Typical flow::
     write_peft_adapter(apply_update(reference, mean_delta), reference_dir, out_dir)
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tensorguard.federation._accountant import gaussian_epsilon
 from tensorguard.federation._errors import (
@@ -40,6 +40,7 @@ from tensorguard.federation._server_optimizer import (
     ServerOptimizerState,
     server_step,
 )
+from tensorguard.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from tensorguard.federation._aggregation import (
@@ -200,77 +201,69 @@ __all__ = [
 # package for its errors or parameters (every Dagster process loading the definitions)
 # does not load them.
 _LAZY = {
-    "AcceptedUpdate": "_aggregation",
-    "AggregationResult": "_aggregation",
-    "Rejection": "_aggregation",
-    "RejectionReason": "_aggregation",
-    "aggregate_updates": "_aggregation",
-    "CeremonyRecord": "_context",
-    "FederationKeys": "_context",
-    "PublicFederation": "_context",
-    "SecretFederation": "_context",
-    "SecretStore": "_context",
-    "create_federation_context": "_context",
-    "load_secret_context": "_context",
-    "load_secret_from_store": "_context",
-    "run_key_ceremony": "_context",
-    "Custodian": "_custodian",
-    "CustodianDecryption": "_custodian",
-    "advance_global_adapter": "_custodian",
-    "apply_update": "_custodian",
-    "envelope_digest": "_custodian",
-    "LEDGER_SIGNATURE_CONTEXT": "_custodian_ledger",
-    "CustodianLedger": "_custodian_ledger",
-    "LedgerError": "_custodian_ledger",
-    "EnvelopeHeader": "_envelope",
-    "SealedEnvelope": "_envelope",
-    "MAX_ROUND_VALUES": "_fixed_point",
-    "ROUND_FAILURE_BOUND": "_fixed_point",
-    "WORST_SLOT_SAFETY": "_fixed_point",
-    "ckks_noise_std": "_fixed_point",
-    "grid_bits_for": "_fixed_point",
-    "round_failure_bounds": "_fixed_point",
-    "worst_key_refusal_bound": "_fixed_point",
-    "worst_slot_scale": "_fixed_point",
-    "TensorLayout": "_layout",
-    "tensors_digest": "_layout",
-    "FactorAveragingReport": "_lora_factors",
-    "average_factors": "_lora_factors",
-    "average_products": "_lora_factors",
-    "compare_factor_averaging": "_lora_factors",
-    "mask_encrypted_vector": "_masking",
-    "mask_level": "_masking",
-    "Packing": "_packing",
-    "chunk_lengths": "_packing",
-    "decrypt_vector": "_packing",
-    "encrypt_vector": "_packing",
-    "InMemoryPairSecretStore": "_pair_exchange",
-    "PairwiseMailbox": "_pair_exchange",
-    "site_pairwise_secrets": "_pair_exchange",
-    "PairwiseSecrets": "_pairwise",
-    "acknowledge_accepted_set": "_pairwise",
-    "close_round_in_process": "_pairwise",
-    "reveal_seeds": "_pairwise",
-    "write_peft_adapter": "_peft_adapter",
-    "DPConfig": "_privacy",
-    "DPRule": "_privacy",
-    "PrivacyLedger": "_privacy",
-    "PrivacyReport": "_privacy",
-    "RoundSpec": "_round_spec",
-    "load_signed_round_spec": "_round_spec",
-    "sign_round_spec": "_round_spec",
-    "SiteUpdate": "_site_update",
-    "SiteUpdateConfig": "_site_update",
-    "build_site_update": "_site_update",
+    "AcceptedUpdate": "._aggregation",
+    "AggregationResult": "._aggregation",
+    "Rejection": "._aggregation",
+    "RejectionReason": "._aggregation",
+    "aggregate_updates": "._aggregation",
+    "CeremonyRecord": "._context",
+    "FederationKeys": "._context",
+    "PublicFederation": "._context",
+    "SecretFederation": "._context",
+    "SecretStore": "._context",
+    "create_federation_context": "._context",
+    "load_secret_context": "._context",
+    "load_secret_from_store": "._context",
+    "run_key_ceremony": "._context",
+    "Custodian": "._custodian",
+    "CustodianDecryption": "._custodian",
+    "advance_global_adapter": "._custodian",
+    "apply_update": "._custodian",
+    "envelope_digest": "._custodian",
+    "LEDGER_SIGNATURE_CONTEXT": "._custodian_ledger",
+    "CustodianLedger": "._custodian_ledger",
+    "LedgerError": "._custodian_ledger",
+    "EnvelopeHeader": "._envelope",
+    "SealedEnvelope": "._envelope",
+    "MAX_ROUND_VALUES": "._fixed_point",
+    "ROUND_FAILURE_BOUND": "._fixed_point",
+    "WORST_SLOT_SAFETY": "._fixed_point",
+    "ckks_noise_std": "._fixed_point",
+    "grid_bits_for": "._fixed_point",
+    "round_failure_bounds": "._fixed_point",
+    "worst_key_refusal_bound": "._fixed_point",
+    "worst_slot_scale": "._fixed_point",
+    "TensorLayout": "._layout",
+    "tensors_digest": "._layout",
+    "FactorAveragingReport": "._lora_factors",
+    "average_factors": "._lora_factors",
+    "average_products": "._lora_factors",
+    "compare_factor_averaging": "._lora_factors",
+    "mask_encrypted_vector": "._masking",
+    "mask_level": "._masking",
+    "Packing": "._packing",
+    "chunk_lengths": "._packing",
+    "decrypt_vector": "._packing",
+    "encrypt_vector": "._packing",
+    "InMemoryPairSecretStore": "._pair_exchange",
+    "PairwiseMailbox": "._pair_exchange",
+    "site_pairwise_secrets": "._pair_exchange",
+    "PairwiseSecrets": "._pairwise",
+    "acknowledge_accepted_set": "._pairwise",
+    "close_round_in_process": "._pairwise",
+    "reveal_seeds": "._pairwise",
+    "write_peft_adapter": "._peft_adapter",
+    "DPConfig": "._privacy",
+    "DPRule": "._privacy",
+    "PrivacyLedger": "._privacy",
+    "PrivacyReport": "._privacy",
+    "RoundSpec": "._round_spec",
+    "load_signed_round_spec": "._round_spec",
+    "sign_round_spec": "._round_spec",
+    "SiteUpdate": "._site_update",
+    "SiteUpdateConfig": "._site_update",
+    "build_site_update": "._site_update",
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the submodule that defines ``name`` on first use and keep the name."""
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

@@ -11,7 +11,7 @@ See ``docs/KEYS.md`` for the environment variables and the threat model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tensorguard.keys._development import development_master
 from tensorguard.keys._errors import (
@@ -45,20 +45,17 @@ from tensorguard.keys._master import (
 from tensorguard.keys._names import KeyPurpose, validate_key_name
 from tensorguard.keys._parties import development_master_file, party_environ, party_key_dir
 from tensorguard.keys._provider import KeyInfo, KeyProvider
+from tensorguard.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from tensorguard.keys._pkcs11_provider import PKCS11CompositeSigner, PKCS11KeyProvider
 
-_PKCS11_EXPORTS = frozenset({"PKCS11CompositeSigner", "PKCS11KeyProvider"})
-
-
-def __getattr__(name: str) -> Any:
-    """Import the PKCS#11 provider on first use, so python-pkcs11 stays optional."""
-    if name in _PKCS11_EXPORTS:
-        from tensorguard.keys import _pkcs11_provider
-
-        return getattr(_pkcs11_provider, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the PKCS#11 provider loads on first use, so python-pkcs11 stays optional
+__getattr__ = lazy_exports(
+    __name__,
+    {"PKCS11CompositeSigner": "._pkcs11_provider", "PKCS11KeyProvider": "._pkcs11_provider"},
+    globals(),
+)
 
 
 __all__ = [

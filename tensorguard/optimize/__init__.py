@@ -9,8 +9,9 @@
 - :mod:`~tensorguard.optimize.tensorrt_build`: TensorRT engine build, or a clear refusal.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tensorguard.lazy_exports import lazy_exports
 from tensorguard.optimize.errors import (
     MergeError,
     OnnxExportError,
@@ -96,12 +97,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first use and keep the name."""
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

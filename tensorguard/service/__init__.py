@@ -28,8 +28,9 @@ See docs/FLEET.md ("Fleet service API").
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tensorguard.lazy_exports import lazy_exports
 from tensorguard.service.client import NodeClient
 from tensorguard.service.request_signing import sign_request
 
@@ -57,10 +58,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the FastAPI/PyJWT parts only when they are asked for."""
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the FastAPI/PyJWT parts load only when they are asked for
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

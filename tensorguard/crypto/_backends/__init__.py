@@ -24,6 +24,7 @@ from tensorguard.crypto._backends.base import (
 from tensorguard.crypto._backends.pyca import CryptographyBackend
 from tensorguard.crypto._errors import BackendUnavailableError, CryptoError
 from tensorguard.errors import ConfigurationError, ProductionGateError
+from tensorguard.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from tensorguard.crypto._backends.liboqs import LibOQSBackend, liboqs_library_path
@@ -50,14 +51,11 @@ DEFAULT_BACKEND = "cryptography"
 _SELF_TEST_CONTEXT = b"tensorguard/pqc-self-test"
 
 
-def __getattr__(name: str) -> object:
-    # The liboqs backend (ctypes, ctypes.util and its subprocess import) loads only when
-    # it is named: every `tgsp verify` would otherwise pay for it at start-up.
-    if name in ("LibOQSBackend", "liboqs_library_path"):
-        from tensorguard.crypto._backends import liboqs
-
-        return getattr(liboqs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The liboqs backend (ctypes, ctypes.util and its subprocess import) loads only when it is
+# named: every `tgsp verify` would otherwise pay for it at start-up.
+__getattr__ = lazy_exports(
+    __name__, {"LibOQSBackend": ".liboqs", "liboqs_library_path": ".liboqs"}, globals()
+)
 
 
 class PQCRequirementError(BackendUnavailableError, ProductionGateError):
