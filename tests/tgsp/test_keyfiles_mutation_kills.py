@@ -75,7 +75,11 @@ KEY_IDS = {
 }
 
 
-@pytest.mark.parametrize(("name", "key", "kind", "algorithm", "field", "material", "mode"), CASES)
+@pytest.mark.parametrize(
+    ("name", "key", "kind", "algorithm", "field", "material", "mode"),
+    CASES,
+    ids=[case[0] for case in CASES],  # key material is random: ids must not show it (xdist)
+)
 def test_each_key_type_is_written_as_documented(
     tmp_path: Path,
     name: str,
