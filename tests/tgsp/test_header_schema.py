@@ -243,3 +243,71 @@ def test_the_build_side_is_held_to_the_same_schema() -> None:
     )
     with pytest.raises(HeaderSchemaError, match=r"recipients\[0\]\.kem_ciphertext"):
         bad_key.encode(DEFAULT_LIMITS)
+
+
+def _two_recipients(document: dict[str, Any]) -> None:
+    second = dict(document["recipients"][0], recipient_id="0" * 64)
+    document["recipients"].insert(0, second)
+
+
+CROSS_FIELD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], Limits, str]] = [
+    ("unsorted recipients", lambda d: _two_recipients(d) or d["recipients"].reverse(),
+     DEFAULT_LIMITS, "header field recipients: must be unique and sorted by recipient_id"),
+    ("duplicate recipients", lambda d: d["recipients"].append(dict(d["recipients"][0])),
+     DEFAULT_LIMITS, "header field recipients: must be unique and sorted by recipient_id"),
+    ("chunk count", _set("payload.chunk_count", 4), DEFAULT_LIMITS,
+     "header field payload.chunk_count: does not match the manifest sizes"),
+    ("total over 2^52", lambda d: (
+        _set("manifest.files.0.size", 2**51)(d),
+        _set("manifest.files.1.size", 2**51)(d),
+        _set("manifest.total_size", 2**52)(d),
+    ), DEFAULT_LIMITS, "header field manifest.files: total size too large"),
+    ("segments over the limit by geometry", _set("payload.segment_chunks", 2),
+     Limits(max_segments=1),
+     "2 payload segments exceed the limit of 1; use larger segments (segment_chunks) or "
+     "raise the limit on both ends"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "limits", "message"),
+    [case[1:] for case in CROSS_FIELD_CASES],
+    ids=[case[0] for case in CROSS_FIELD_CASES],
+)
+def test_each_cross_field_rule_refuses_in_full(
+    change: Callable[[dict[str, Any]], None], limits: Limits, message: str
+) -> None:
+    document = _document()
+    change(document)
+    with pytest.raises((HeaderSchemaError, HeaderTooLargeError)) as refused:
+        PackageHeader.from_json(document, limits)
+    assert str(refused.value) == message
+
+
+def test_the_recipient_limit_is_inclusive() -> None:
+    document = _document()
+    assert PackageHeader.from_json(document, Limits(max_recipients=1)) == _header()
+    _two_recipients(document)
+    with pytest.raises(HeaderTooLargeError, match="2 recipients exceed the limit of 1"):
+        PackageHeader.from_json(document, Limits(max_recipients=1))
+
+
+def test_a_total_of_exactly_half_the_safe_integer_range_is_accepted() -> None:
+    from tensorguard.crypto import chunk_count, ciphertext_length
+
+    total = (2**53 - 1) // 2
+    chunk, per_segment = 16 * 1024 * 1024, 2**20
+    chunks = chunk_count(total, chunk)
+    document = _document()
+    document["manifest"]["files"][0]["size"] = 2**51
+    document["manifest"]["files"][1]["size"] = total - 2**51
+    document["manifest"]["total_size"] = total
+    document["payload"].update(
+        chunk_size=chunk,
+        chunk_count=chunks,
+        length=ciphertext_length(total, chunk),
+        segment_chunks=per_segment,
+        segment_sha256=["1" * 64] * -(-chunks // per_segment),
+    )
+    header = PackageHeader.from_json(document, DEFAULT_LIMITS)
+    assert header.total_size == total
