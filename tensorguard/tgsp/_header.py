@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, Field, StringConstraints, ValidationError, model_validator
@@ -117,26 +118,23 @@ def _printable(value: str) -> str:
     return value
 
 
-def _equal_to(expected: object) -> Callable[[object], object]:
-    def check(value: object) -> object:
-        if value != expected:
-            raise ValueError(f"must be {expected!r}")
-        return value
+# The fixed-value and base64 rules are module-level functions bound with ``partial`` in
+# the annotations below (not closures built by a factory at import), so the rule itself
+# runs at validation time.
+def _check_equal(value: object, *, expected: object) -> object:
+    if value != expected:
+        raise ValueError(f"must be {expected!r}")
+    return value
 
-    return check
 
-
-def _canonical_base64(size: int) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        try:
-            decoded = base64.b64decode(value.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise ValueError("is not valid base64") from None
-        if len(decoded) != size or base64.b64encode(decoded).decode("ascii") != value:
-            raise ValueError(f"must be the canonical base64 of exactly {size} bytes")
-        return value
-
-    return check
+def _check_canonical_base64(value: str, *, size: int) -> str:
+    try:
+        decoded = base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("is not valid base64") from None
+    if len(decoded) != size or base64.b64encode(decoded).decode("ascii") != value:
+        raise ValueError(f"must be the canonical base64 of exactly {size} bytes")
+    return value
 
 
 _Text = Annotated[
@@ -189,18 +187,22 @@ class _ManifestDocument(StrictModel):
 
 class _ProducerDocument(StrictModel):
     key_id: _Hex64
-    algorithm: Annotated[str, AfterValidator(_equal_to(SIGNATURE_ALGORITHM))]
+    algorithm: Annotated[str, AfterValidator(partial(_check_equal, expected=SIGNATURE_ALGORITHM))]
 
 
 class _RecipientDocument(StrictModel):
     recipient_id: _Hex64
-    kem: Annotated[str, AfterValidator(_equal_to(KEM_ALGORITHM))]
-    kem_ciphertext: Annotated[str, AfterValidator(_canonical_base64(XWING_CIPHERTEXT_SIZE))]
-    wrapped_key: Annotated[str, AfterValidator(_canonical_base64(WRAPPED_KEY_SIZE))]
+    kem: Annotated[str, AfterValidator(partial(_check_equal, expected=KEM_ALGORITHM))]
+    kem_ciphertext: Annotated[
+        str, AfterValidator(partial(_check_canonical_base64, size=XWING_CIPHERTEXT_SIZE))
+    ]
+    wrapped_key: Annotated[
+        str, AfterValidator(partial(_check_canonical_base64, size=WRAPPED_KEY_SIZE))
+    ]
 
 
 class _PayloadDocument(StrictModel):
-    aead: Annotated[str, AfterValidator(_equal_to(AEAD_ALGORITHM))]
+    aead: Annotated[str, AfterValidator(partial(_check_equal, expected=AEAD_ALGORITHM))]
     chunk_size: Annotated[int, Field(ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)]
     chunk_count: Annotated[int, Field(ge=1, le=MAX_SAFE_INTEGER)]
     length: _Count
@@ -209,9 +211,9 @@ class _PayloadDocument(StrictModel):
 
 
 class _HeaderDocument(StrictModel):
-    format: Annotated[str, AfterValidator(_equal_to("TGSP"))]
-    format_version: Annotated[int, AfterValidator(_equal_to(FORMAT_VERSION))]
-    suite: Annotated[str, AfterValidator(_equal_to(SUITE))]
+    format: Annotated[str, AfterValidator(partial(_check_equal, expected="TGSP"))]
+    format_version: Annotated[int, AfterValidator(partial(_check_equal, expected=FORMAT_VERSION))]
+    suite: Annotated[str, AfterValidator(partial(_check_equal, expected=SUITE))]
     package_id: _Hex32
     producer: _ProducerDocument
     release: _ReleaseDocument
