@@ -250,18 +250,26 @@ def _two_recipients(document: dict[str, Any]) -> None:
     document["recipients"].insert(0, second)
 
 
+def _unsorted_recipients(document: dict[str, Any]) -> None:
+    _two_recipients(document)
+    document["recipients"].reverse()
+
+
+def _total_over_2_52(document: dict[str, Any]) -> None:
+    _set("manifest.files.0.size", 2**51)(document)
+    _set("manifest.files.1.size", 2**51)(document)
+    _set("manifest.total_size", 2**52)(document)
+
+
 CROSS_FIELD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], Limits, str]] = [
-    ("unsorted recipients", lambda d: _two_recipients(d) or d["recipients"].reverse(),
+    ("unsorted recipients", _unsorted_recipients,
      DEFAULT_LIMITS, "header field recipients: must be unique and sorted by recipient_id"),
     ("duplicate recipients", lambda d: d["recipients"].append(dict(d["recipients"][0])),
      DEFAULT_LIMITS, "header field recipients: must be unique and sorted by recipient_id"),
     ("chunk count", _set("payload.chunk_count", 4), DEFAULT_LIMITS,
      "header field payload.chunk_count: does not match the manifest sizes"),
-    ("total over 2^52", lambda d: (
-        _set("manifest.files.0.size", 2**51)(d),
-        _set("manifest.files.1.size", 2**51)(d),
-        _set("manifest.total_size", 2**52)(d),
-    ), DEFAULT_LIMITS, "header field manifest.files: total size too large"),
+    ("total over 2^52", _total_over_2_52, DEFAULT_LIMITS,
+     "header field manifest.files: total size too large"),
     ("segments over the limit by geometry", _set("payload.segment_chunks", 2),
      Limits(max_segments=1),
      "2 payload segments exceed the limit of 1; use larger segments (segment_chunks) or "
