@@ -208,7 +208,7 @@ def _canonical(size: int) -> str:
     ("field", "value", "problem"),
     [
         ("kem_ciphertext", "\u00e9" * 8, "is not valid base64"),
-        ("kem_ciphertext", "AAA*", "is not valid base64"),
+        ("kem_ciphertext", "AAAA*", "is not valid base64"),
         ("kem_ciphertext", "AAAA",
          f"must be the canonical base64 of exactly {CIPHERTEXT_SIZE} bytes"),
         # the right length, but the last quantum has padding bits set: not canonical
