@@ -321,6 +321,19 @@ def test_two_passes_over_a_package_without_bytes(
     assert _tree(opened.destination) == files
 
 
+def test_two_passes_write_a_file_over_64_mib_on_worker_threads(
+    tmp_path: Path, packager: Packager, recipients: list[XWingPrivateKey], trust_store: TrustStore
+) -> None:
+    """Every 64 MiB written (WRITEBACK_BYTES) a flush of the file being written starts on
+    a lane: a two-pass payload (over 1 TiB in practice) always has such files."""
+    big = os.urandom(64 * 1024 * 1024 + 3)
+    result = packager.build({"huge.bin": big}, chunk_size=1024 * 1024, segment_chunks=17)
+    assert not fits_single_pass(result.header.payload)  # 17 x (1 MiB + 16) sealed bytes
+    path = result.path
+    opened = _open(path, tmp_path / "out", recipients[0], trust_store, threads=2)
+    assert (opened.destination / "huge.bin").read_bytes() == big
+
+
 def test_two_passes_check_the_whole_payload_before_decrypting(
     tmp_path: Path, packager: Packager, recipients: list[XWingPrivateKey], trust_store: TrustStore
 ) -> None:
