@@ -40,6 +40,7 @@ from tensorguard.crypto._errors import (
     KEMError,
     KeyFormatError,
     SignatureError,
+    SigningUnsupportedError,
     StreamFormatError,
     StreamTruncatedError,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "PQCBackend",
     "PQCRequirementError",
     "SignatureError",
+    "SigningUnsupportedError",
     "StreamDecryptor",
     "StreamEncryptor",
     "StreamFormatError",

@@ -40,3 +40,7 @@ class StreamFormatError(AEADDecryptionError):
 
 class BackendUnavailableError(CryptoError):
     """The requested post-quantum backend is missing or cannot perform an operation."""
+
+
+class SigningUnsupportedError(BackendUnavailableError):
+    """The backend verifies ML-DSA-65 signatures but cannot make them (liboqs)."""

@@ -1,18 +1,21 @@
 """Choosing, and proving, the post-quantum backend.
 
 ``TG_PQC_BACKEND`` names the backend (``cryptography``, the default, or ``liboqs``).
-:func:`require_pqc_backend` runs a real known-answer-free self-test (sign, verify,
-reject a forged signature, encapsulate, decapsulate, reject nothing silently) and raises
-when the backend cannot do the work; :func:`enforce_pqc_requirement` applies it when
-``TG_PQC_REQUIRED=true``.
+:func:`require_pqc_backend` runs a real self-test (verify a shipped ML-DSA-65 signature
+and, where the backend signs, one of its own; reject forgeries; encapsulate, decapsulate)
+and raises when the backend cannot do the work; :func:`enforce_pqc_requirement` applies
+it when ``TG_PQC_REQUIRED=true``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Mapping
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from tensorguard.crypto._backends.base import (
@@ -22,7 +25,7 @@ from tensorguard.crypto._backends.base import (
     PQCBackend,
 )
 from tensorguard.crypto._backends.pyca import CryptographyBackend
-from tensorguard.crypto._errors import BackendUnavailableError, CryptoError
+from tensorguard.crypto._errors import BackendUnavailableError, CryptoError, SigningUnsupportedError
 from tensorguard.errors import ConfigurationError, ProductionGateError
 from tensorguard.lazy_exports import lazy_exports
 
@@ -94,43 +97,79 @@ def available_backends() -> list[PQCBackend]:
     return backends
 
 
-def self_test(backend: PQCBackend) -> None:
-    """Exercise every operation of ``backend`` with fresh keys; raise on any fault.
+def _known_answer() -> tuple[bytes, bytes, bytes]:
+    """``(public_key, message, signature)``: an ML-DSA-65 signature shipped with TensorGuard
+    (``tensorguard/data/pqc_self_test``), made under the self-test's context."""
+    document = json.loads(
+        resources.files("tensorguard")
+        .joinpath("data", "pqc_self_test", "mldsa65_known_answer.json")
+        .read_text(encoding="utf-8")
+    )
+    return (
+        base64.b64decode(document["public_key"]),
+        document["message"].encode("utf-8"),
+        base64.b64decode(document["signature"]),
+    )
 
-    Checks that a signature verifies, that a signature over another message and under
-    another context does not, and that both sides of an encapsulation agree while a
-    different key does not recover the secret.
-    """
-    try:
-        signing_seed = secrets.token_bytes(MLDSA65_SEED_SIZE)
-        public_key = backend.mldsa65_public_key(signing_seed)
-        message = secrets.token_bytes(64)
-        signature = backend.mldsa65_sign(signing_seed, message, _SELF_TEST_CONTEXT)
-        genuine = backend.mldsa65_verify(public_key, message, signature, _SELF_TEST_CONTEXT)
+
+def _fresh_signature(backend: PQCBackend) -> tuple[bytes, bytes, bytes]:
+    """``(public_key, message, signature)`` from a fresh key of ``backend``."""
+    signing_seed = secrets.token_bytes(MLDSA65_SEED_SIZE)
+    public_key = backend.mldsa65_public_key(signing_seed)
+    message = secrets.token_bytes(64)
+    return public_key, message, backend.mldsa65_sign(signing_seed, message, _SELF_TEST_CONTEXT)
+
+
+def _signature_faults(backend: PQCBackend) -> list[str]:
+    samples = [_known_answer()]
+    # A verify-only backend (liboqs) is judged on the known answer alone.
+    with contextlib.suppress(SigningUnsupportedError):
+        samples.append(_fresh_signature(backend))
+    faults = []
+    for public_key, message, signature in samples:
+        if not backend.mldsa65_verify(public_key, message, signature, _SELF_TEST_CONTEXT):
+            faults.append("a genuine ML-DSA-65 signature did not verify")
         forged_message = backend.mldsa65_verify(
             public_key, message + b"\x00", signature, _SELF_TEST_CONTEXT
         )
         forged_context = backend.mldsa65_verify(public_key, message, signature, b"other")
-        kem_seed = secrets.token_bytes(MLKEM768_SEED_SIZE)
-        kem_public = backend.mlkem768_public_key(kem_seed)
-        sent_secret, ciphertext = backend.mlkem768_encapsulate(kem_public)
-        received_secret = backend.mlkem768_decapsulate(kem_seed, ciphertext)
-        stranger_secret = backend.mlkem768_decapsulate(
-            secrets.token_bytes(MLKEM768_SEED_SIZE), ciphertext
-        )
-    except CryptoError as exc:
-        raise BackendUnavailableError(
-            f"PQC backend {backend.name!r} failed its self-test: {exc}"
-        ) from exc
+        if forged_message or forged_context:
+            faults.append("ML-DSA-65 accepted a signature over a different message or context")
+    return list(dict.fromkeys(faults))
+
+
+def _kem_faults(backend: PQCBackend) -> list[str]:
+    kem_seed = secrets.token_bytes(MLKEM768_SEED_SIZE)
+    kem_public = backend.mlkem768_public_key(kem_seed)
+    sent_secret, ciphertext = backend.mlkem768_encapsulate(kem_public)
+    received_secret = backend.mlkem768_decapsulate(kem_seed, ciphertext)
+    stranger_secret = backend.mlkem768_decapsulate(
+        secrets.token_bytes(MLKEM768_SEED_SIZE), ciphertext
+    )
     faults = []
-    if not genuine:
-        faults.append("a genuine ML-DSA-65 signature did not verify")
-    if forged_message or forged_context:
-        faults.append("ML-DSA-65 accepted a signature over a different message or context")
     if sent_secret != received_secret:
         faults.append("ML-KEM-768 encapsulation and decapsulation disagree")
     if stranger_secret == sent_secret:
         faults.append("ML-KEM-768 released the secret to the wrong key")
+    return faults
+
+
+def self_test(backend: PQCBackend) -> None:
+    """Exercise every operation of ``backend``; raise on any fault.
+
+    Checks that a signature verifies, and that the same signature over another message
+    or under another context does not: for the ML-DSA-65 signature shipped with
+    TensorGuard (a known answer) and, when the backend can sign, for a fresh key of its
+    own. A backend that only verifies (liboqs) is judged on the known answer. Then both
+    sides of an ML-KEM-768 encapsulation must agree while a different key does not
+    recover the secret.
+    """
+    try:
+        faults = _signature_faults(backend) + _kem_faults(backend)
+    except CryptoError as exc:
+        raise BackendUnavailableError(
+            f"PQC backend {backend.name!r} failed its self-test: {exc}"
+        ) from exc
     if faults:
         raise BackendUnavailableError(
             f"PQC backend {backend.name!r} failed its self-test: {'; '.join(faults)}"

@@ -39,7 +39,12 @@ from tensorguard.crypto._backends.base import (
     MLKEM768_PUBLIC_KEY_SIZE,
     MLKEM768_SEED_SIZE,
 )
-from tensorguard.crypto._errors import BackendUnavailableError, KEMError, KeyFormatError
+from tensorguard.crypto._errors import (
+    BackendUnavailableError,
+    KEMError,
+    KeyFormatError,
+    SigningUnsupportedError,
+)
 
 MLDSA65_NAME = "ML-DSA-65"
 MLKEM768_NAME = "ML-KEM-768"
@@ -252,8 +257,8 @@ class LibOQSBackend:
         return _SeededKEM(kem, seed)
 
     @staticmethod
-    def _no_seeded_mldsa() -> BackendUnavailableError:
-        return BackendUnavailableError(
+    def _no_seeded_mldsa() -> SigningUnsupportedError:
+        return SigningUnsupportedError(
             "liboqs backend cannot sign: liboqs-python has no seed-based ML-DSA-65 key "
             "generation and TensorGuard keys are stored as FIPS 204 seeds; sign with the "
             "'cryptography' backend (TG_PQC_BACKEND=cryptography)"
