@@ -1,12 +1,12 @@
 """The PQC self-test's known answer, and backends that verify but cannot sign.
 
 ``TG_PQC_REQUIRED=true`` must accept a backend that does the work a node needs: the
-liboqs backend verifies ML-DSA-65 and does ML-KEM-768 but cannot sign (liboqs-python
-has no seeded ML-DSA keys). Such a backend is judged on an ML-DSA-65 signature shipped
-in ``tensorguard/data/pqc_self_test``: it must accept it, and refuse it over another
-message or under another context. A signing backend is checked on the known answer
-and on a fresh key of its own. The verify-only backends here are real subclasses of the
-default backend whose signing refuses the way liboqs' does.
+liboqs backend verifies ML-DSA-65 and does ML-KEM-768 but cannot sign (liboqs-python has
+no seeded ML-DSA keys). Such a backend is judged on an ML-DSA-65 signature shipped in
+``tensorguard/crypto/_backends/mldsa65_known_answer.json``: it must accept it, and
+refuse it over another message or under another context. A signing backend is checked on
+the known answer and on a fresh key of its own. The verify-only backends here are real
+subclasses of the default backend whose signing refuses the way liboqs' does.
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ ACCEPTED_FORGERY = "ML-DSA-65 accepted a signature over a different message or c
 
 
 def known_answer() -> dict[str, str]:
-    path = resources.files("tensorguard").joinpath(
-        "data", "pqc_self_test", "mldsa65_known_answer.json"
-    )
+    path = resources.files("tensorguard.crypto._backends").joinpath("mldsa65_known_answer.json")
     document: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
     return document
 

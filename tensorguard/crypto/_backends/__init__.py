@@ -99,11 +99,9 @@ def available_backends() -> list[PQCBackend]:
 
 def _known_answer() -> tuple[bytes, bytes, bytes]:
     """``(public_key, message, signature)``: an ML-DSA-65 signature shipped with TensorGuard
-    (``tensorguard/data/pqc_self_test``), made under the self-test's context."""
+    (``mldsa65_known_answer.json`` beside this module), made under the self-test's context."""
     document = json.loads(
-        resources.files("tensorguard")
-        .joinpath("data", "pqc_self_test", "mldsa65_known_answer.json")
-        .read_text(encoding="utf-8")
+        resources.files(__name__).joinpath("mldsa65_known_answer.json").read_text(encoding="utf-8")
     )
     return (
         base64.b64decode(document["public_key"]),
