@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ from tests.e2e.rounds import (
     round_asset_names,
     tensorguard_env,
 )
+from tests.services.dagster_webserver import stop_process_groups
 from tests.services.mosquitto import MosquittoBroker
 from tests.services.postgres import PostgresServer, create_database
 from tests.services.process import ServiceProcess
@@ -117,7 +119,9 @@ def _process_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def celery_workers(env: Mapping[str, str], log_dir: Path) -> Iterator[dict[str, Path]]:
-    """Start the two workers from deploy/celery-worker.yaml; stop them by PID on exit."""
+    """Start the two workers from deploy/celery-worker.yaml; stop each one's process group
+    on exit (``dagster-celery worker start`` runs ``celery worker`` as a child, which a
+    signal to the wrapper's PID alone leaves running)."""
     workers = [
         ServiceProcess(
             name=name,
@@ -150,8 +154,8 @@ def celery_workers(env: Mapping[str, str], log_dir: Path) -> Iterator[dict[str, 
             )
         yield {worker.name: worker.log_path for worker in workers}
     finally:
-        for worker in workers:
-            worker.stop()
+        started = [worker.process for worker in workers if worker.process is not None]
+        stop_process_groups(started, signal.SIGTERM, timeout=20)
 
 
 def execute_stage(
