@@ -25,11 +25,11 @@ from tensorguard.crypto import (
     CryptoError,
     KeyFormatError,
     XWingPrivateKey,
-    get_backend,
     unwrap_key,
     wrap_key,
 )
 from tensorguard.crypto._kdf import MAX_HKDF_SHA256_LENGTH, encode_info, hkdf_sha256
+from tests.crypto.kyber_py_backend import KyberPyEncapsulation
 
 # RFC 5869, appendix A.1 (basic test case with SHA-256)
 RFC5869_IKM = bytes([0x0B] * 22)
@@ -159,47 +159,11 @@ def test_the_repr_names_only_the_recipient(alice: XWingPrivateKey) -> None:
     assert repr(block) == f"WrappedKey(recipient_id={block.recipient_id!r})"
 
 
-class _KyberPyEncapsulation:
-    """The default backend, except that ML-KEM encapsulation is kyber-py's (an
-    independent FIPS 203 implementation) with fixed randomness, so the ciphertext it
-    produces can be recognised in the wrapped block."""
-
-    RANDOMNESS = bytes(range(32))
-
-    def __init__(self) -> None:
-        self._default = get_backend()
-
-    @property
-    def name(self) -> str:
-        return "kyber-py encapsulation"
-
-    def mldsa65_public_key(self, seed: bytes) -> bytes:
-        return self._default.mldsa65_public_key(seed)
-
-    def mldsa65_sign(self, seed: bytes, message: bytes, context: bytes) -> bytes:
-        return self._default.mldsa65_sign(seed, message, context)
-
-    def mldsa65_verify(
-        self, public_key: bytes, message: bytes, signature: bytes, context: bytes
-    ) -> bool:
-        return self._default.mldsa65_verify(public_key, message, signature, context)
-
-    def mlkem768_public_key(self, seed: bytes) -> bytes:
-        return self._default.mlkem768_public_key(seed)
-
-    def mlkem768_encapsulate(self, public_key: bytes) -> tuple[bytes, bytes]:
-        shared_secret, ciphertext = ML_KEM_768._encaps_internal(public_key, self.RANDOMNESS)
-        return shared_secret, ciphertext
-
-    def mlkem768_decapsulate(self, seed: bytes, ciphertext: bytes) -> bytes:
-        return self._default.mlkem768_decapsulate(seed, ciphertext)
-
-
 def test_wrap_key_encapsulates_with_the_backend_it_is_given(alice: XWingPrivateKey) -> None:
-    backend = _KyberPyEncapsulation()
+    backend = KyberPyEncapsulation()
     block = wrap_key(DATA_KEY, alice.public_key(), binding=BINDING, backend=backend)
     _, expected = ML_KEM_768._encaps_internal(
-        alice.public_key().mlkem_public_bytes, _KyberPyEncapsulation.RANDOMNESS
+        alice.public_key().mlkem_public_bytes, KyberPyEncapsulation.RANDOMNESS
     )
     assert block.kem_ciphertext[: len(expected)] == expected
     # and the block opens with the default backend: the two ML-KEMs interoperate

@@ -32,7 +32,6 @@ from tensorguard.crypto import (
     CompositeVerifyKey,
     SignatureError,
     XWingPrivateKey,
-    get_backend,
 )
 from tensorguard.errors import ConfigurationError
 from tensorguard.tgsp import (
@@ -52,6 +51,7 @@ from tensorguard.tgsp._format import (
     SIGNATURE_CONTEXT,
 )
 from tensorguard.tgsp._parallel import THREADS_ENV
+from tests.crypto.kyber_py_backend import KyberPyEncapsulation
 from tests.tgsp.conftest import SMALL_CHUNK, make_release, make_tree
 
 FILES = {"adapter_config.json": b"{}", "weights/adapter.bin": bytes(range(256)) * 9}
@@ -378,42 +378,6 @@ def test_a_signature_its_own_key_rejects_is_refused(
 # --- the caller's backend and thread count ------------------------------------------------
 
 
-class _KyberPyEncapsulation:
-    """The default backend, except that ML-KEM encapsulation is kyber-py's (an
-    independent FIPS 203 implementation) with fixed randomness, so its ciphertext can be
-    recognised in the package's key blocks."""
-
-    RANDOMNESS = bytes(range(100, 132))
-
-    def __init__(self) -> None:
-        self._default = get_backend()
-
-    @property
-    def name(self) -> str:
-        return "kyber-py encapsulation"
-
-    def mldsa65_public_key(self, seed: bytes) -> bytes:
-        return self._default.mldsa65_public_key(seed)
-
-    def mldsa65_sign(self, seed: bytes, message: bytes, context: bytes) -> bytes:
-        return self._default.mldsa65_sign(seed, message, context)
-
-    def mldsa65_verify(
-        self, public_key: bytes, message: bytes, signature: bytes, context: bytes
-    ) -> bool:
-        return self._default.mldsa65_verify(public_key, message, signature, context)
-
-    def mlkem768_public_key(self, seed: bytes) -> bytes:
-        return self._default.mlkem768_public_key(seed)
-
-    def mlkem768_encapsulate(self, public_key: bytes) -> tuple[bytes, bytes]:
-        shared_secret, ciphertext = ML_KEM_768._encaps_internal(public_key, self.RANDOMNESS)
-        return shared_secret, ciphertext
-
-    def mlkem768_decapsulate(self, seed: bytes, ciphertext: bytes) -> bytes:
-        return self._default.mlkem768_decapsulate(seed, ciphertext)
-
-
 def test_the_callers_backend_encapsulates_to_every_recipient(
     tmp_path: Path,
     producer: CompositeSigningKey,
@@ -429,13 +393,13 @@ def test_the_callers_backend_encapsulates_to_every_recipient(
         recipients=[key.public_key() for key in chosen],
         release=make_release(),
         chunk_size=SMALL_CHUNK,
-        backend=_KyberPyEncapsulation(),
+        backend=KyberPyEncapsulation(),
     )
     blocks = {block.recipient_id: block for block in result.header.recipients}
     for key in chosen:
         public = key.public_key()
         _, expected = ML_KEM_768._encaps_internal(
-            public.mlkem_public_bytes, _KyberPyEncapsulation.RANDOMNESS
+            public.mlkem_public_bytes, KyberPyEncapsulation.RANDOMNESS
         )
         assert blocks[public.fingerprint()].kem_ciphertext[: len(expected)] == expected
         destination = tmp_path / f"open-{public.fingerprint()[:8]}"
