@@ -36,6 +36,7 @@ from tensorguard.crypto._backends import (
 from tensorguard.crypto._backends.liboqs import LIBOQS_PATH_ENV_VAR
 from tensorguard.crypto._errors import BackendUnavailableError, KEMError
 from tensorguard.errors import ConfigurationError
+from tests.crypto.test_backends import AcceptsEverything
 from tests.crypto.test_backends_mutation_kills import (  # noqa: F401 (fixtures)
     oqs_package,
     stand_in,
@@ -96,20 +97,6 @@ class RejectsEverything(CryptographyBackend):
     ) -> bool:
         del public_key, message, signature, context  # the fault: nothing is checked
         return False
-
-
-class AcceptsEverything(CryptographyBackend):
-    """Every signature verifies."""
-
-    @property
-    def name(self) -> str:
-        return "accepts-everything"
-
-    def mldsa65_verify(
-        self, public_key: bytes, message: bytes, signature: bytes, context: bytes
-    ) -> bool:
-        del public_key, message, signature, context  # the fault: nothing is checked
-        return True
 
 
 class FixedSecret(CryptographyBackend):

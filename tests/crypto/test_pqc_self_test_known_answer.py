@@ -26,7 +26,8 @@ from tensorguard.crypto._backends import (
 )
 from tensorguard.crypto._backends.base import MLDSA65_PUBLIC_KEY_SIZE, MLDSA65_SIGNATURE_SIZE
 from tensorguard.crypto._errors import BackendUnavailableError
-from tests.crypto.test_backend_choice_mutation_kills import AcceptsEverything, RejectsEverything
+from tests.crypto.test_backend_choice_mutation_kills import RejectsEverything
+from tests.crypto.test_backends import AcceptsEverything
 
 DID_NOT_VERIFY = "a genuine ML-DSA-65 signature did not verify"
 ACCEPTED_FORGERY = "ML-DSA-65 accepted a signature over a different message or context"
