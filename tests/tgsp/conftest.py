@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from tensorguard.crypto import CompositeSigningKey, XWingPrivateKey
 from tensorguard.crypto._composite import CompositeSigner
 from tensorguard.tgsp import (
     BuildResult,
+    FileEntry,
     ModelIdentity,
     ReleaseInfo,
     TrustStore,
@@ -190,3 +192,17 @@ def chunk_ends(package: bytes, chunk_size: int = SMALL_CHUNK) -> list[int]:
     sealed = chunk_size + 16
     ends = list(range(layout.payload_start + sealed, layout.size, sealed))
     return [*ends, layout.size]
+
+
+def file_entries(*contents: bytes) -> tuple[FileEntry, ...]:
+    """Manifest entries ``f0``, ``f1``, ... for ``contents``, with their sizes and SHA-256."""
+    return tuple(
+        FileEntry(f"f{index}", len(data), hashlib.sha256(data).hexdigest())
+        for index, data in enumerate(contents)
+    )
+
+
+def assert_no_leftovers(destination: Path) -> None:
+    """Neither the destination nor an open's staging directory beside it exists."""
+    assert not destination.exists()
+    assert [p.name for p in destination.parent.iterdir() if p.name.startswith(".tmp-")] == []

@@ -7,7 +7,6 @@ in it authenticated, and a failure anywhere removes everything written so far.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import Future
 from pathlib import Path
@@ -34,7 +33,13 @@ from tensorguard.tgsp._unsealing import (
     open_segments,
 )
 from tensorguard.tgsp._verifier import verify_header
-from tests.tgsp.conftest import SMALL_CHUNK, SMALL_SEGMENT, Packager
+from tests.tgsp.conftest import (
+    SMALL_CHUNK,
+    SMALL_SEGMENT,
+    Packager,
+    assert_no_leftovers,
+    file_entries,
+)
 
 SEGMENT_PLAIN = SMALL_CHUNK * SMALL_SEGMENT
 # Five files over 8 segments (2 KiB each): the first file is complete after segment 1.
@@ -85,11 +90,6 @@ def _flip_after_header_check(
     monkeypatch.setattr(opener, "verify_header", verify_then_flip)
 
 
-def _no_leftovers(destination: Path) -> None:
-    assert not destination.exists()
-    assert [p.name for p in destination.parent.iterdir() if p.name.startswith(".tmp-")] == []
-
-
 @pytest.mark.parametrize("threads", [1, 4])
 def test_a_segment_changed_after_the_header_checks_is_never_decrypted_or_written(
     tmp_path: Path,
@@ -122,7 +122,7 @@ def test_a_segment_changed_after_the_header_checks_is_never_decrypted_or_written
     if threads == 1:
         assert max(spy.opened) < first_bad_chunk
     assert spy.written <= bad_segment * SEGMENT_PLAIN  # nothing from it or after it written
-    _no_leftovers(destination)
+    assert_no_leftovers(destination)
 
 
 def test_a_failure_after_files_were_written_leaves_no_partial_tree(
@@ -141,7 +141,7 @@ def test_a_failure_after_files_were_written_leaves_no_partial_tree(
     with pytest.raises(PayloadDigestError, match=f"payload segment {last} of"):
         open_package(result.path, destination, recipient_key=recipients[0], trust_store=trust_store)
     assert spy.written >= 2 * SEGMENT_PLAIN  # a.bin at least was complete in the staging tree
-    _no_leftovers(destination)
+    assert_no_leftovers(destination)
 
 
 def test_without_the_segment_check_aes_gcm_still_refuses_the_changed_chunk(
@@ -161,7 +161,7 @@ def test_without_the_segment_check_aes_gcm_still_refuses_the_changed_chunk(
     with pytest.raises(ChunkAuthenticationError, match="payload chunk 3"):
         open_package(result.path, destination, recipient_key=recipients[0], trust_store=trust_store)
     assert spy.written <= SEGMENT_PLAIN  # segment 0 at most: segment 1 holds chunk 3
-    _no_leftovers(destination)
+    assert_no_leftovers(destination)
 
 
 def test_chunks_are_opened_under_their_own_index_and_final_flag(
@@ -183,7 +183,7 @@ def test_chunks_are_opened_under_their_own_index_and_final_flag(
     monkeypatch.setattr(ChunkCipher, "open_into", open_not_final)
     with pytest.raises(ChunkAuthenticationError, match="payload chunk 2"):
         open_package(result.path, destination, recipient_key=recipients[0], trust_store=trust_store)
-    _no_leftovers(destination)
+    assert_no_leftovers(destination)
 
     def open_shifted(cipher: ChunkCipher, index: int, *args: Any, final: bool) -> int:
         return real_open(cipher, index + 1, *args, final=final)
@@ -191,7 +191,7 @@ def test_chunks_are_opened_under_their_own_index_and_final_flag(
     monkeypatch.setattr(ChunkCipher, "open_into", open_shifted)
     with pytest.raises(ChunkAuthenticationError, match="payload chunk 0"):
         open_package(result.path, destination, recipient_key=recipients[0], trust_store=trust_store)
-    _no_leftovers(destination)
+    assert_no_leftovers(destination)
 
 
 def test_plaintext_beyond_the_manifest_is_refused_end_to_end(
@@ -213,18 +213,11 @@ def test_plaintext_beyond_the_manifest_is_refused_end_to_end(
     destination = tmp_path / "out"
     with pytest.raises(FileDigestError, match="bytes beyond the files in the manifest"):
         open_package(result.path, destination, recipient_key=recipients[0], trust_store=trust_store)
-    _no_leftovers(destination)
-
-
-def _entries(*contents: bytes) -> tuple[FileEntry, ...]:
-    return tuple(
-        FileEntry(f"f{index}", len(data), hashlib.sha256(data).hexdigest())
-        for index, data in enumerate(contents)
-    )
+    assert_no_leftovers(destination)
 
 
 def test_file_digests_check_each_file_and_the_stream_length() -> None:
-    files = _entries(b"abc", b"", b"defg", b"")
+    files = file_entries(b"abc", b"", b"defg", b"")
     digests = _FileDigests(files)
     digests.update(memoryview(b"abcde"))
     digests.update(memoryview(b"fg"))
@@ -238,7 +231,7 @@ def test_file_digests_check_each_file_and_the_stream_length() -> None:
     short.update(memoryview(b"abcde"))
     with pytest.raises(FileDigestError, match="f2: payload ended before the file did"):
         short.finish()
-    wrong_empty = _FileDigests((*_entries(b"abc"), FileEntry("f1", 0, "ab" * 32)))
+    wrong_empty = _FileDigests((*file_entries(b"abc"), FileEntry("f1", 0, "ab" * 32)))
     wrong_empty.update(memoryview(b"abc"))
     with pytest.raises(FileDigestError, match="f1: SHA-256 of the decrypted file differs"):
         wrong_empty.finish()
@@ -247,7 +240,7 @@ def test_file_digests_check_each_file_and_the_stream_length() -> None:
 def test_the_tree_writer_refuses_bytes_beyond_the_manifest(tmp_path: Path) -> None:
     from tensorguard.tgsp._parallel import Workers, Writeback
 
-    files = _entries(b"abc", b"", b"de", b"")
+    files = file_entries(b"abc", b"", b"de", b"")
     created: list[str] = []
 
     def create(relative: str) -> Any:

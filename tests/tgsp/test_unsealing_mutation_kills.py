@@ -15,7 +15,6 @@ the file hooks are real files whose state the test reads when the next one is cr
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import Future
 from pathlib import Path
@@ -32,7 +31,7 @@ from tensorguard.tgsp import (
     open_package,
 )
 from tensorguard.tgsp import _opener as opener
-from tensorguard.tgsp._header import FileEntry, PayloadInfo
+from tensorguard.tgsp._header import PayloadInfo
 from tensorguard.tgsp._parallel import Workers, Writeback
 from tensorguard.tgsp._unsealing import (
     OPEN_BUFFER_BYTES,
@@ -45,7 +44,7 @@ from tensorguard.tgsp._unsealing import (
     segments_in_flight,
 )
 from tensorguard.tgsp._verifier import verify_header
-from tests.tgsp.conftest import SMALL_CHUNK, Packager
+from tests.tgsp.conftest import SMALL_CHUNK, Packager, assert_no_leftovers, file_entries
 
 MIB = 1024 * 1024
 SEGMENT_PLAIN = 2 * SMALL_CHUNK
@@ -60,11 +59,6 @@ def _payload(chunk_size: int, segment_chunks: int, chunks: int = 1) -> PayloadIn
     length = chunks * (chunk_size + 16)
     segments = -(-chunks // segment_chunks)
     return PayloadInfo(chunk_size, chunks, length, segment_chunks, ("00" * 32,) * segments)
-
-
-def _no_leftovers(destination: Path) -> None:
-    assert not destination.exists()
-    assert [p.name for p in destination.parent.iterdir() if p.name.startswith(".tmp-")] == []
 
 
 # --- geometry and memory -----------------------------------------------------------------
@@ -155,7 +149,7 @@ def test_an_altered_segment_is_named_with_the_whole_reason(
         f"payload segment 2 of {len(payload.segment_sha256)}: SHA-256 does not match the "
         "signed header; the encrypted payload was altered, reordered or spliced"
     )
-    _no_leftovers(destination)
+    assert_no_leftovers(destination)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -188,18 +182,11 @@ def test_a_package_that_shrinks_while_it_is_opened_is_refused_as_truncated(
             threads=threads,
         )
     assert str(caught.value) == "package ended inside its payload"
-    _no_leftovers(destination)
-
-
-def _entries(*contents: bytes) -> tuple[FileEntry, ...]:
-    return tuple(
-        FileEntry(f"f{index}", len(data), hashlib.sha256(data).hexdigest())
-        for index, data in enumerate(contents)
-    )
+    assert_no_leftovers(destination)
 
 
 def test_file_digest_refusals_name_the_file_in_full() -> None:
-    files = _entries(b"abc", b"", b"defg", b"hi")
+    files = file_entries(b"abc", b"", b"defg", b"hi")
     with pytest.raises(FileDigestError) as caught:
         _FileDigests(files).update(memoryview(b"abcdeXg"))
     assert str(caught.value) == "f2: SHA-256 of the decrypted file differs from the signed manifest"
@@ -246,7 +233,7 @@ CONTENTS = (b"abc", b"", b"defg", b"h", b"")
 def test_each_file_is_complete_and_closed_before_the_next_is_created(
     tmp_path: Path, piece: int
 ) -> None:
-    files = _entries(*CONTENTS)
+    files = file_entries(*CONTENTS)
     hook = _Files(tmp_path, {entry.path: data for entry, data in zip(files, CONTENTS, strict=True)})
     stream = b"".join(CONTENTS)
     with Workers(1) as workers, _TreeWriter(files, hook.create, Writeback(workers, 0)) as writer:
@@ -271,7 +258,7 @@ def test_each_file_is_complete_and_closed_before_the_next_is_created(
 def test_the_tree_writer_names_the_file_a_short_stream_ends_in(
     tmp_path: Path, written: bytes, message: str
 ) -> None:
-    files = _entries(*CONTENTS)
+    files = file_entries(*CONTENTS)
     create = _Files(tmp_path, dict(zip([e.path for e in files], CONTENTS, strict=True))).create
     with Workers(1) as workers, _TreeWriter(files, create, Writeback(workers, 0)) as writer:
         writer.write(memoryview(written))
@@ -281,7 +268,7 @@ def test_the_tree_writer_names_the_file_a_short_stream_ends_in(
 
 
 def test_the_tree_writer_refuses_bytes_beyond_the_manifest_in_full(tmp_path: Path) -> None:
-    files = _entries(b"ab")
+    files = file_entries(b"ab")
     create = _Files(tmp_path, {"f0": b"ab"}).create
     with (
         Workers(1) as workers,
